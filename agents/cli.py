@@ -1,0 +1,228 @@
+"""The ``livepulse`` command line.
+
+``livepulse demo``       broker + workers + simulator + web, all local (the quick start)
+``livepulse worker``     a Faust worker for production (run many to scale out)
+``livepulse simulate``   produce simulated live-commerce traffic
+``livepulse replay F``   replay a JSONL file or a SessionId/ItemId/Time TSV into the clicks topic
+``livepulse topics``     create or list topics on any broker
+``livepulse schemas``    export (or check) the JSON Schemas of every contract
+``livepulse broker``     run the embedded broker in the foreground and print its address
+
+Without ``LIVEPULSE_KAFKA_URL`` every command that needs a broker starts the embedded one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from config.settings import Settings, SettingsError
+
+
+@contextlib.contextmanager
+def broker_for(settings: Settings) -> Iterator[str]:
+    """Yield a bootstrap address: the configured cluster, or a fresh embedded broker."""
+    if not settings.embedded_broker:
+        yield settings.bootstrap_servers
+        return
+    from streams.broker import EmbeddedBroker
+
+    with EmbeddedBroker(storage=settings.embedded_broker_storage,
+                        binary=settings.broker_bin) as broker:
+        print(f"livepulse: embedded broker at {broker.bootstrap}", file=sys.stderr, flush=True)
+        yield broker.bootstrap
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(orjson.dumps(obj).decode() + "\n")
+    sys.stdout.flush()
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from agents.demo import run_demo
+
+    overrides = {k: v for k, v in {
+        "sim_rate": args.rate, "demo_workers": args.workers, "sim_rooms": args.rooms,
+        "sim_seed": args.seed, "sim_bad_rate": args.bad_rate}.items() if v is not None}
+    summary = run_demo(settings.with_overrides(**overrides), args.duration)
+    _print_json(summary)
+    return 0 if summary.get("events_out") else 1
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from agents.engine import build_engine
+    from streams.admin import ensure_topics
+
+    with broker_for(settings) as bootstrap:
+        asyncio.run(ensure_topics(settings, bootstrap))
+        engine = build_engine(settings, bootstrap)
+        sys.argv = ["livepulse", "worker", "--loglevel", settings.log_level, *args.faust_args]
+        try:
+            engine.app.main()
+        except SystemExit as exc:
+            return int(exc.code or 0)
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.admin import ensure_topics
+    from streams.simulator import Simulator, run_simulation
+    from streams.topics import topic_names
+
+    scenarios = [(float(at), name, room or None, float(span)) for at, name, room, span in
+                 (s.split(":") + [""] * (4 - len(s.split(":"))) for s in args.scenario or [])]
+    scenarios = [(at, name, room, span or 10.0) for at, name, room, span in scenarios]
+    with broker_for(settings) as bootstrap:
+        asyncio.run(ensure_topics(settings, bootstrap))
+        sim = Simulator(seed=args.seed if args.seed is not None else settings.sim_seed,
+                        rooms=settings.sim_rooms, users=settings.sim_users,
+                        items=settings.sim_items,
+                        bad_rate=args.bad_rate if args.bad_rate is not None
+                        else settings.sim_bad_rate)
+        stats = asyncio.run(run_simulation(
+            bootstrap, topic_names(settings), sim, rate=args.rate or settings.sim_rate,
+            duration=args.duration, scenarios=scenarios))
+    _print_json(stats.to_dict())
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.admin import ensure_topics
+    from streams.replay import detect_format, read_jsonl, read_sessions_tsv, replay
+    from streams.topics import topic_names
+
+    path = Path(args.file)
+    fmt = args.format or detect_format(path)
+    events = read_jsonl(path) if fmt == "jsonl" else read_sessions_tsv(path)
+    names = topic_names(settings)
+    topic = {"clicks": names.clicks, "live": names.live_events}[args.topic]
+    key_field = "user_id" if args.topic == "clicks" else "room_id"
+    with broker_for(settings) as bootstrap:
+        asyncio.run(ensure_topics(settings, bootstrap))
+        counts = asyncio.run(replay(bootstrap, topic, events, speedup=args.speedup,
+                                    max_rate=args.max_rate, key_field=key_field))
+    _print_json(counts)
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.admin import ensure_topics, list_topics
+
+    with broker_for(settings) as bootstrap:
+        created = asyncio.run(ensure_topics(settings, bootstrap)) if args.action == "create" \
+            else []
+        _print_json({"bootstrap": bootstrap, "created": created,
+                     "topics": asyncio.run(list_topics(bootstrap))})
+    return 0
+
+
+def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.schemas import check_schemas, write_schemas
+
+    out = Path(args.out) if args.out else None
+    if args.check:
+        stale = check_schemas(out)
+        for name in stale:
+            print(f"stale or missing: {name}", file=sys.stderr)
+        return 1 if stale else 0
+    for path in write_schemas(out):
+        print(path)
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.admin import ensure_topics
+    from streams.broker import EmbeddedBroker
+
+    broker = EmbeddedBroker(port=args.port, storage=settings.embedded_broker_storage,
+                            binary=settings.broker_bin)
+    stop = False
+
+    def on_signal(*_: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with broker:
+        asyncio.run(ensure_topics(settings, broker.bootstrap))
+        print(broker.bootstrap, flush=True)
+        while not stop and broker.process and broker.process.poll() is None:
+            time.sleep(0.2)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="livepulse", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run broker, workers, simulator and web locally")
+    demo.add_argument("--duration", type=float, default=None, help="seconds (default: forever)")
+    demo.add_argument("--rate", type=float, default=None, help="simulated events/s")
+    demo.add_argument("--workers", type=int, default=None, help="worker processes")
+    demo.add_argument("--rooms", type=int, default=None, help="simulated rooms")
+    demo.add_argument("--seed", type=int, default=None)
+    demo.add_argument("--bad-rate", type=float, default=None, help="share of malformed events")
+    demo.set_defaults(func=cmd_demo)
+
+    worker = sub.add_parser("worker", help="run a Faust worker (extra args go to Faust)")
+    worker.add_argument("faust_args", nargs=argparse.REMAINDER)
+    worker.set_defaults(func=cmd_worker)
+
+    sim = sub.add_parser("simulate", help="produce simulated traffic")
+    sim.add_argument("--rate", type=float, default=None)
+    sim.add_argument("--duration", type=float, default=60.0)
+    sim.add_argument("--seed", type=int, default=None)
+    sim.add_argument("--bad-rate", type=float, default=None)
+    sim.add_argument("--scenario", action="append",
+                     help="AT_SECONDS:NAME[:ROOM[:DURATION_S]], e.g. 30:viewer_drop:room-0:20")
+    sim.set_defaults(func=cmd_simulate)
+
+    rep = sub.add_parser("replay", help="replay a JSONL or SessionId/ItemId/Time TSV file")
+    rep.add_argument("file")
+    rep.add_argument("--format", choices=["jsonl", "sessions-tsv"], default=None)
+    rep.add_argument("--topic", choices=["clicks", "live"], default="clicks")
+    rep.add_argument("--speedup", type=float, default=60.0, help="time compression factor")
+    rep.add_argument("--max-rate", type=float, default=None, help="cap in events/s")
+    rep.set_defaults(func=cmd_replay)
+
+    topics = sub.add_parser("topics", help="create or list topics")
+    topics.add_argument("action", choices=["create", "list"], nargs="?", default="list")
+    topics.set_defaults(func=cmd_topics)
+
+    schemas = sub.add_parser("schemas", help="export JSON Schemas of the contracts")
+    schemas.add_argument("--out", default=None, help="directory (default: streams/schemas)")
+    schemas.add_argument("--check", action="store_true", help="fail if files are stale")
+    schemas.set_defaults(func=cmd_schemas)
+
+    broker = sub.add_parser("broker", help="run the embedded broker in the foreground")
+    broker.add_argument("--port", type=int, default=None)
+    broker.set_defaults(func=cmd_broker)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=os.environ.get("LIVEPULSE_LOG_LEVEL", "info").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"livepulse: {exc}", file=sys.stderr)
+        return 2
+    return int(args.func(args, settings) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

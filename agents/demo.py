@@ -1,0 +1,295 @@
+"""``livepulse demo``: broker, worker processes, simulator and observer in one process group.
+
+The supervisor starts the embedded broker (unless ``LIVEPULSE_KAFKA_URL`` is set), creates
+the topics, starts ``livepulse worker`` processes, drives the simulator (with scenarios and
+a small share of deliberately bad events), counts what lands on the output topics, and at
+the end prints one JSON summary line. Children are stopped in order (simulator, workers,
+broker) on normal exit, on Ctrl-C and on errors; each child also dies with the supervisor
+(``PR_SET_PDEATHSIG``), so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from config.settings import Settings
+from streams.admin import ensure_topics
+from streams.broker import EmbeddedBroker, _die_with_parent
+from streams.simulator import Simulator, run_simulation
+from streams.topics import TopicNames, topic_names
+
+log = logging.getLogger("livepulse.demo")
+
+WORKER_READY_TIMEOUT_S = 120.0
+WORKER_STOP_TIMEOUT_S = 45.0
+DRAIN_TIMEOUT_S = 20.0
+
+
+@dataclass
+class WorkerProcess:
+    index: int
+    process: subprocess.Popen[bytes]
+    web_url: str
+    log_path: Path
+
+
+def start_worker(settings: Settings, bootstrap: str, index: int) -> WorkerProcess:
+    port = settings.web_port + index
+    data_dir = Path(settings.data_dir)
+    log_path = data_dir / "logs" / f"worker-{index}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        **settings.to_env(),
+        "LIVEPULSE_KAFKA_URL": bootstrap,
+        "LIVEPULSE_WEB_PORT": str(port),
+        "LIVEPULSE_DATA_DIR": str(data_dir / f"worker-{index}"),
+    }
+    with open(log_path, "ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "agents.cli", "worker"], env=env, stdout=out,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+    return WorkerProcess(index, process, f"http://{settings.web_host}:{port}", log_path)
+
+
+def stop_workers(workers: list[WorkerProcess], timeout: float = WORKER_STOP_TIMEOUT_S) -> bool:
+    """SIGTERM every worker, wait for all; kill stragglers. True if all stopped by themselves."""
+    clean = True
+    for worker in workers:
+        if worker.process.poll() is None:
+            worker.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for worker in workers:
+        try:
+            worker.process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            clean = False
+            worker.process.kill()
+            worker.process.wait(10)
+    return clean
+
+
+async def fetch_json(session: aiohttp.ClientSession, url: str) -> dict[str, Any] | None:
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=3)) as resp:
+            if resp.status == 200:
+                return await resp.json()
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        return None
+    return None
+
+
+async def wait_workers_ready(workers: list[WorkerProcess], timeout: float) -> None:
+    """Until every worker's consumer has joined the group and holds partitions."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            for worker in workers:
+                if worker.process.poll() is not None:
+                    raise RuntimeError(f"worker {worker.index} exited with code "
+                                       f"{worker.process.returncode}; see {worker.log_path}")
+            states = [await fetch_json(session, f"{w.web_url}/healthz") for w in workers]
+            if all(s and s.get("assigned_partitions", 0) > 0 for s in states):
+                return
+            await asyncio.sleep(0.25)
+    raise RuntimeError(f"workers not ready within {timeout:.0f} s")
+
+
+class OutputObserver:
+    """Counts records on the output topics, independent of the workers' own counters."""
+
+    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.counts: dict[str, int] = dict.fromkeys(topics, 0)
+        self._task: asyncio.Task[None] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                    fetch_max_wait_ms=50)
+        await consumer.start()
+        partitions = [TopicPartition(t, p) for t in self.topics
+                      for p in sorted(consumer.partitions_for_topic(t) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=5000)
+            for tp, records in batches.items():
+                self.counts[tp.topic] += len(records)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer:
+            await self._consumer.stop()
+
+
+def demo_scenarios(duration: float, rooms: int) -> list[tuple[float, str, str | None, float]]:
+    """Anomalous episodes spread over the run, so every later detector has something to see."""
+    if duration < 20:
+        return []
+    span = max(3.0, duration * 0.08)
+    room = "room-1" if rooms > 1 else "room-0"
+    return [
+        (duration * 0.30, "bot_click_flood", None, span),
+        (duration * 0.45, "viewer_drop", room, span),
+        (duration * 0.60, "gift_fraud_burst", "room-0", span),
+        (duration * 0.75, "checkout_outage", "room-0", span),
+    ]
+
+
+def merge_stats(stats: list[dict[str, Any]], inputs: list[str]) -> dict[str, Any]:
+    events_in: dict[str, int] = dict.fromkeys(inputs, 0)
+    reasons: dict[str, int] = {}
+    dead = 0
+    latencies: dict[str, list[float]] = {}
+    for s in stats:
+        for topic, n in s.get("events_in", {}).items():
+            if topic in events_in:
+                events_in[topic] += n
+        dead += s.get("dead_letters", 0)
+        for reason, n in s.get("dead_letters_by_reason", {}).items():
+            reasons[reason] = reasons.get(reason, 0) + n
+        for topic, samples in s.get("latency_samples_ms", {}).items():
+            latencies.setdefault(topic, []).extend(samples)
+    latency = {t: _percentiles(v) for t, v in latencies.items()}
+    return {"events_in": events_in, "dead_letters": dead, "dead_letters_by_reason": reasons,
+            "latency_ms": latency}
+
+
+def _percentiles(values: list[float]) -> dict[str, float | int | None]:
+    if not values:
+        return {"count": 0, "p50": None, "p99": None}
+    ordered = sorted(values)
+
+    def pick(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 2)
+
+    return {"count": len(ordered), "p50": pick(0.50), "p99": pick(0.99), "max": pick(1.0)}
+
+
+async def drive(settings: Settings, bootstrap: str, workers: list[WorkerProcess],
+                names: TopicNames, duration: float, stop: asyncio.Event) -> dict[str, Any]:
+    await wait_workers_ready(workers, WORKER_READY_TIMEOUT_S)
+    observer = OutputObserver(bootstrap, names.outputs())
+    await observer.start()
+    print(f"livepulse demo: broker {bootstrap} · {len(workers)} worker(s)", flush=True)
+    for w in workers:
+        print(f"  host page   {w.web_url}/        (live rooms)", flush=True)
+        print(f"  JSON API    {w.web_url}/api/rooms · /api/users/<id> · /api/stats", flush=True)
+        print(f"  metrics     {w.web_url}/metrics", flush=True)
+    print(f"  logs        {Path(settings.data_dir) / 'logs'}", flush=True)
+    sim = Simulator(seed=settings.sim_seed, rooms=settings.sim_rooms, users=settings.sim_users,
+                    items=settings.sim_items, bad_rate=settings.sim_bad_rate)
+    try:
+        sim_stats = await run_simulation(
+            bootstrap, names, sim, rate=settings.sim_rate, duration=duration, stop=stop,
+            scenarios=demo_scenarios(duration, settings.sim_rooms))
+        produced = sim_stats.to_dict()
+        stats = await _drain(workers, produced["total"], names)
+        # let the last changed rooms emit once more after the final events
+        await asyncio.sleep(settings.insights_max_interval_ms / 1000.0 + 0.3)
+        stats = await _collect(workers) or stats
+    finally:
+        await observer.stop()
+    merged = merge_stats(stats, names.inputs())
+    return {"produced": produced, "observed_out": observer.counts, **merged}
+
+
+async def _collect(workers: list[WorkerProcess]) -> list[dict[str, Any]]:
+    async with aiohttp.ClientSession() as session:
+        found = [await fetch_json(session, f"{w.web_url}/api/stats?samples=1") for w in workers]
+    return [s for s in found if s]
+
+
+async def _drain(workers: list[WorkerProcess], produced_total: int,
+                 names: TopicNames) -> list[dict[str, Any]]:
+    """Wait until the workers have consumed every produced record (good or bad)."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    stats: list[dict[str, Any]] = []
+    inputs = set(names.inputs())
+    while time.monotonic() < deadline:
+        stats = await _collect(workers)
+        seen = sum(n for s in stats for t, n in s.get("events_in", {}).items() if t in inputs)
+        seen += sum(n for s in stats for t, n in s.get("dead_letters_by_topic", {}).items()
+                    if t in inputs)
+        if seen >= produced_total:
+            break
+        await asyncio.sleep(0.25)
+    return stats
+
+
+def run_demo(settings: Settings, duration: float | None) -> dict[str, Any]:
+    """Run the whole demo; return the summary (also printed by the CLI as the last line)."""
+    names = topic_names(settings)
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    broker: EmbeddedBroker | None = None
+    workers: list[WorkerProcess] = []
+    clean = False
+    summary: dict[str, Any] = {}
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    def request_stop(*_: Any) -> None:
+        loop.call_soon_threadsafe(stop.set)
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if settings.embedded_broker:
+            broker = EmbeddedBroker(storage=settings.embedded_broker_storage,
+                                    binary=settings.broker_bin,
+                                    log_path=Path(settings.data_dir) / "logs" / "broker.log")
+            (Path(settings.data_dir) / "logs").mkdir(parents=True, exist_ok=True)
+            bootstrap = broker.start()
+        else:
+            bootstrap = settings.bootstrap_servers
+        loop.run_until_complete(ensure_topics(settings, bootstrap))
+        workers = [start_worker(settings, bootstrap, i) for i in range(settings.demo_workers)]
+        summary = loop.run_until_complete(
+            drive(settings, bootstrap, workers, names, duration or 1e9, stop))
+    finally:
+        clean = stop_workers(workers)
+        if broker:
+            broker.stop()
+        loop.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    latency = summary.get("latency_ms", {}).get(names.room_insights, {})
+    return {
+        "duration_s": round(time.monotonic() - started, 1),
+        "broker": "embedded-tansu" if broker else bootstrap,
+        "workers": settings.demo_workers,
+        "events_in": summary.get("events_in", {}),
+        "events_out": summary.get("observed_out", {}),
+        "dead_letters": summary.get("dead_letters", 0),
+        "dead_letters_by_reason": summary.get("dead_letters_by_reason", {}),
+        "produced": summary.get("produced", {}),
+        "latency_ms": summary.get("latency_ms", {}),
+        "e2e_latency_p50_ms": latency.get("p50"),
+        "e2e_latency_p99_ms": latency.get("p99"),
+        "clean_shutdown": clean,
+    }

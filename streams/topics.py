@@ -1,0 +1,112 @@
+"""Topic names, keys and configs: every topic the engine reads or writes, in one place.
+
+>>> names = TopicNames("livepulse")
+>>> names.live_events, names.dead_letter
+('livepulse.live-events', 'livepulse.dead-letter')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from config.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    key: str
+    role: str  # "input", "output" or "internal"
+    description: str
+    compacted: bool = False
+
+    def configs(self, retention_ms: int) -> dict[str, str]:
+        # Explicit retention configs: some Kafka-protocol brokers (Tansu) describe only the
+        # configs a topic was created with, and clients such as Quix Streams require them.
+        if self.compacted:
+            return {"cleanup.policy": "compact", "retention.ms": "-1", "retention.bytes": "-1"}
+        return {
+            "cleanup.policy": "delete",
+            "retention.ms": str(retention_ms),
+            "retention.bytes": "-1",
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNames:
+    prefix: str
+
+    def _name(self, suffix: str) -> str:
+        return f"{self.prefix}.{suffix}" if self.prefix else suffix
+
+    # inputs
+    @property
+    def live_events(self) -> str:
+        return self._name("live-events")
+
+    @property
+    def clicks(self) -> str:
+        return self._name("clicks")
+
+    @property
+    def catalog(self) -> str:
+        return self._name("catalog")
+
+    # outputs
+    @property
+    def room_insights(self) -> str:
+        return self._name("room-insights")
+
+    @property
+    def recommendations(self) -> str:
+        return self._name("recommendations")
+
+    @property
+    def promo_triggers(self) -> str:
+        return self._name("promo-triggers")
+
+    @property
+    def anomalies(self) -> str:
+        return self._name("anomalies")
+
+    @property
+    def dead_letter(self) -> str:
+        return self._name("dead-letter")
+
+    # internal: validated live events re-keyed by user for the user pipeline
+    @property
+    def user_activity(self) -> str:
+        return self._name("user-activity")
+
+    def specs(self) -> list[TopicSpec]:
+        return [
+            TopicSpec(self.live_events, "room_id", "input",
+                      "Live-room activity: join, leave, comment, like, gift, share, follow, "
+                      "product_pin, product_click, add_to_cart, purchase."),
+            TopicSpec(self.clicks, "user_id", "input",
+                      "Clickstream: view, click, search, add_to_cart, purchase."),
+            TopicSpec(self.catalog, "item_id", "input",
+                      "Catalog items (latest value per item).", compacted=True),
+            TopicSpec(self.room_insights, "room_id", "output",
+                      "Live room counters, emitted at least once per second per live room."),
+            TopicSpec(self.recommendations, "user_id", "output",
+                      "Next-item recommendations (top-K with scores and reasons)."),
+            TopicSpec(self.promo_triggers, "user_id", "output",
+                      "Promo triggers for ad systems (coupon, push, ad)."),
+            TopicSpec(self.anomalies, "scope_id", "output",
+                      "Anomaly incidents (opened and resolved)."),
+            TopicSpec(self.dead_letter, "source key", "output",
+                      "Rejected input with its reason in headers and body."),
+            TopicSpec(self.user_activity, "user_id", "internal",
+                      "Validated live events re-keyed by user (room pipeline -> user pipeline)."),
+        ]
+
+    def inputs(self) -> list[str]:
+        return [s.name for s in self.specs() if s.role == "input"]
+
+    def outputs(self) -> list[str]:
+        return [s.name for s in self.specs() if s.role == "output"]
+
+
+def topic_names(settings: Settings) -> TopicNames:
+    return TopicNames(settings.topic_prefix)
