@@ -9,11 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from faust.web import Request, Response, View
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
 
 from agents.engine import Engine
 from dashboards import HOST_PAGE_DIR
 from streams.contracts import ALL_CONTRACTS, json_schema
+
+# aiohttp refuses a charset inside content_type; Prometheus text format is UTF-8 anyway.
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
 
 
 def register(engine: Engine) -> None:
@@ -39,7 +42,7 @@ def register(engine: Engine) -> None:
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
-            return self.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)
+            return self.bytes(generate_latest(metrics.registry), content_type=PROMETHEUS_CONTENT_TYPE)
 
     @app.page("/api/stats")
     class Stats(View):

@@ -1,0 +1,117 @@
+"""Shared fixtures: real processes (broker, workers) on loopback, always cleaned up."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from config.settings import Settings
+from streams.admin import ensure_topics
+from streams.broker import EmbeddedBroker, _die_with_parent, free_port
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+REPO = Path(__file__).resolve().parent.parent
+
+
+def require(condition: bool, what: str) -> None:
+    """Skip locally when a service is missing; in CI a missing service is a failure."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"required service missing in CI: {what}")
+    pytest.skip(f"service missing: {what}")
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    log_path = tmp_path_factory.mktemp("broker") / "broker.log"
+    with EmbeddedBroker(log_path=log_path) as running:
+        yield running
+
+
+@dataclass
+class WorkerHandle:
+    process: subprocess.Popen[bytes]
+    settings: Settings
+    web_url: str
+    log_path: Path
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+            raise
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def unique_settings(tmp_path: Path, broker: EmbeddedBroker, **overrides: object) -> Settings:
+    """Settings with their own topic prefix and group, so tests never share state."""
+    tag = f"t{os.getpid()}x{time.monotonic_ns() % 10**9}"
+    values = {
+        "kafka_url": broker.bootstrap, "topic_prefix": tag, "app_id": tag,
+        "data_dir": str(tmp_path / "data"), "web_port": free_port(), "partitions": 2,
+        "insights_min_interval_ms": 100, "log_level": "info",
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def start_worker(settings: Settings, log_path: Path) -> WorkerHandle:
+    asyncio.run(ensure_topics(settings))
+    env = {**os.environ, **settings.to_env()}
+    with open(log_path, "ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "agents.cli", "worker"], cwd=REPO, env=env, stdout=out,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+    return WorkerHandle(process, settings, f"http://{settings.web_host}:{settings.web_port}",
+                        log_path)
+
+
+def wait_ready(worker: WorkerHandle, timeout: float = 120.0) -> None:
+    import json
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.process.poll() is not None:
+            raise AssertionError(f"worker exited early:\n{worker.log()[-4000:]}")
+        try:
+            with urllib.request.urlopen(f"{worker.web_url}/healthz", timeout=2) as resp:
+                if json.load(resp).get("assigned_partitions", 0) > 0:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise AssertionError(f"worker not ready in {timeout} s:\n{worker.log()[-4000:]}")
+
+
+@pytest.fixture
+def worker_factory(tmp_path: Path) -> Iterator[object]:
+    started: list[WorkerHandle] = []
+
+    def factory(settings: Settings, name: str = "worker") -> WorkerHandle:
+        handle = start_worker(settings, tmp_path / f"{name}.log")
+        started.append(handle)
+        wait_ready(handle)
+        return handle
+
+    yield factory
+    for handle in started:
+        if handle.process.poll() is None:
+            handle.process.kill()
+            handle.process.wait(10)
