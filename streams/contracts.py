@@ -78,8 +78,9 @@ def _f(name: str, kind: str, description: str, **kw: Any) -> FieldSpec:
 
 
 ID_LEN = 128
-_VERSION_IN = _f("schema_version", INTEGER, "Contract version; absent means the current one.")
-_VERSION_OUT = _f("schema_version", INTEGER, "Contract version.", required=True)
+_VERSION_IN = _f("schema_version", INTEGER, "Contract version; absent means the current one.",
+                 minimum=1)
+_VERSION_OUT = _f("schema_version", INTEGER, "Contract version.", required=True, minimum=1)
 _EVENT_ID = _f("event_id", STRING, "Producer-assigned unique id (idempotency key).",
                required=True, max_length=ID_LEN)
 _TS = _f("ts", INTEGER, "Event time, epoch milliseconds. Rejected when too far in the future "
@@ -440,6 +441,8 @@ def _check_value(spec: FieldSpec, value: Any, path: str) -> None:
     if kind in (INTEGER, NUMBER):
         if type(value) is int:
             pass
+        elif kind == INTEGER and type(value) is float and value.is_integer():
+            pass  # JSON Schema counts 5.0 as an integer; _check_fields normalises it to 5
         elif kind == NUMBER and type(value) is float:
             if value != value or value in (float("inf"), float("-inf")):
                 raise ContractError("out_of_range", f"{path} must be finite")
@@ -485,6 +488,8 @@ def _check_fields(specs: tuple[FieldSpec, ...], obj: dict[str, Any], prefix: str
                 raise ContractError("missing_field", f"{prefix}{spec.name} is required")
             continue
         _check_value(spec, value, prefix + spec.name)
+        if spec.kind == INTEGER and type(value) is float:
+            obj[spec.name] = int(value)
 
 
 def check_contract(contract: Contract, obj: Any) -> dict[str, Any]:
@@ -493,7 +498,7 @@ def check_contract(contract: Contract, obj: Any) -> dict[str, Any]:
         raise ContractError("not_an_object", f"top level must be a JSON object, got "
                             f"{_type_name(obj)}")
     version = obj.get("schema_version")
-    if version is not None and (type(version) is not int or version > contract.version):
+    if type(version) in (int, float) and version > contract.version:
         raise ContractError(
             "unsupported_version",
             f"schema_version {version!r} not supported (this engine speaks <= {contract.version})",
@@ -591,7 +596,6 @@ def json_schema(contract: Contract) -> dict[str, Any]:
         **_object_schema(contract.fields),
     }
     version = schema["properties"]["schema_version"]
-    version["minimum"] = 1
     version["maximum"] = contract.version
     if contract.required_by_type:
         schema["properties"]["type"]["enum"] = list(contract.required_by_type)

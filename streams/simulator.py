@@ -1,0 +1,1026 @@
+"""Seeded live-commerce traffic: live rooms, clickstream sessions, catalog and injected faults.
+
+:class:`Simulator` is pure Python and deterministic for a seed: the same calls give the same
+records. :func:`run_simulation` paces it into Kafka-protocol topics.
+
+* Catalog: ~20 categories, brands, category-dependent lognormal prices, tags, stock.
+* Live rooms: a host pinning products (each pin draws a burst of viewers and product clicks),
+  viewers joining and leaving after lognormal watch times (~10 % never send ``leave``),
+  Chinese and English comments of both tones, likes, gifts, shares, follows and a
+  product_click -> add_to_cart -> purchase funnel priced from the catalog.
+* Clickstream: sessions whose items follow Zipf popularity and a sparse item -> next-item
+  graph inside latent item clusters, so next-item recommendation is learnable.
+* Faults: ``bad_rate`` of the live/click records are malformed, each labelled with the error
+  class :class:`streams.ingest.Validator` gives it; :meth:`Simulator.inject` starts the
+  :data:`SCENARIOS`.
+
+>>> sim = Simulator(seed=1, rooms=2, users=100, items=50, bad_rate=0.0)
+>>> records = sim.next_events(1_700_000_000_000, 5)
+>>> len(records), {r.stream for r in records} <= {"live", "clicks", "catalog"}
+(5, True)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import math
+import time
+from bisect import bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from random import Random
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from streams.ingest import now_ms as wall_clock_ms
+from streams.topics import TopicNames
+
+log = logging.getLogger(__name__)
+
+STREAMS = ("live", "clicks", "catalog")
+SCENARIOS = ("bot_click_flood", "viewer_drop", "gift_fraud_burst", "checkout_outage")
+BAD_CLASSES = (
+    "malformed_json", "encoding", "wrong_type", "missing_field", "unknown_type", "oversize",
+    "out_of_range", "ts_future", "ts_past",
+)
+
+DAY_MS = 86_400_000
+TS_JITTER_MS = 20
+OVERSIZE_TEXT = "哈" * 24_000  # 72 000 UTF-8 bytes: over the default 64 KiB input limit
+
+# (name, Chinese name, median price, product nouns)
+CATEGORIES: tuple[tuple[str, str, float, tuple[str, ...]], ...] = (
+    ("beauty", "美妆", 129.0, ("lipstick", "eyeshadow palette", "foundation")),
+    ("skincare", "护肤", 189.0, ("serum", "face cream", "sunscreen")),
+    ("womens_apparel", "女装", 159.0, ("dress", "knit sweater", "trench coat")),
+    ("mens_apparel", "男装", 139.0, ("hoodie", "polo shirt", "jeans")),
+    ("shoes", "鞋靴", 259.0, ("sneakers", "boots", "sandals")),
+    ("bags", "箱包", 329.0, ("tote bag", "backpack", "crossbody bag")),
+    ("jewelry", "珠宝", 459.0, ("necklace", "ring", "earrings")),
+    ("electronics", "数码", 899.0, ("earbuds", "smartwatch", "tablet")),
+    ("phone_accessories", "手机配件", 49.0, ("phone case", "charger", "power bank")),
+    ("home", "家居", 119.0, ("throw pillow", "desk lamp", "storage box")),
+    ("kitchen", "厨具", 149.0, ("air fryer", "knife set", "frying pan")),
+    ("snacks", "零食", 39.0, ("nut mix", "dried mango", "spicy strips")),
+    ("fresh_food", "生鲜", 69.0, ("cherries", "beef steak", "shrimp")),
+    ("baby", "母婴", 159.0, ("diapers", "baby formula", "stroller")),
+    ("pets", "宠物", 89.0, ("cat food", "dog leash", "pet bed")),
+    ("sports", "运动", 199.0, ("yoga mat", "running shorts", "dumbbells")),
+    ("toys", "玩具", 99.0, ("building blocks", "plush toy", "puzzle")),
+    ("books", "图书", 45.0, ("novel", "cookbook", "picture book")),
+    ("health", "保健", 139.0, ("vitamin C", "fish oil", "protein powder")),
+    ("tea_coffee", "茶咖", 79.0, ("oolong tea", "coffee beans", "matcha")),
+)
+TAGS = (
+    "new", "bestseller", "limited", "discount", "gift_idea", "eco", "imported",
+    "live_exclusive", "bundle", "free_shipping", "premium", "budget",
+)
+STYLE_WORDS = ("classic", "pro", "mini", "plus", "lite", "2024 edition", "signature", "soft")
+BRAND_SYLLABLES = ("lu", "ma", "ki", "ro", "va", "ne", "so", "ta", "mi", "zo", "xi", "ya", "fen",
+                   "bo", "an", "qi")
+
+COMMENTS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("zh", "positive"): ("太好看了", "主播好美", "已下单!", "这个颜色绝了", "性价比超高",
+                         "回购第三次了", "好喜欢", "质量真不错", "冲冲冲", "求链接"),
+    ("zh", "negative"): ("质量很差", "太贵了吧", "上次买的坏了", "发货太慢", "和图片不一样",
+                         "不值这个价"),
+    ("zh", "neutral"): ("多少钱?", "有优惠券吗", "什么时候发货", "有别的颜色吗", "尺码偏大吗",
+                        "主播身高多少"),
+    ("en", "positive"): ("love this!", "so pretty", "just ordered!", "great quality",
+                         "best deal today", "need this", "omg yes"),
+    ("en", "negative"): ("too expensive", "quality looks cheap", "mine broke after a week",
+                         "shipping is so slow", "not worth it"),
+    ("en", "neutral"): ("how much?", "is there a discount code?", "does it come in black?",
+                        "what size are you wearing?", "ship to Canada?"),
+}
+CHECKOUT_COMPLAINTS = ("付款失败", "下不了单", "支付一直转圈", "checkout is broken",
+                       "payment keeps failing", "can't place my order!")
+EMOJI = ("❤️", "🔥", "👍", "😂", "🙄", "😍")
+GIFT_AMOUNTS = (1.0, 5.0, 10.0, 52.0, 99.0, 520.0, 1314.0)
+GIFT_WEIGHTS = (0.45, 0.2, 0.15, 0.1, 0.06, 0.03, 0.01)
+FRAUD_GIFT_AMOUNTS = (520.0, 1314.0, 3344.0, 5200.0)
+UNKNOWN_TYPES = ("teleport", "superlike", "rage_quit", "LIKE")
+
+# Engagement mix of a room (join/leave are decided before): normal vs. just after a pin.
+ENGAGEMENT_TYPES = ("like", "comment", "gift", "share", "follow", "product_click")
+ENGAGEMENT_WEIGHTS = (0.50, 0.16, 0.03, 0.02, 0.02, 0.05)
+BURST_ENGAGEMENT_WEIGHTS = (0.42, 0.18, 0.03, 0.03, 0.03, 0.14)
+
+# Timed work in the simulator's queue.
+_PIN, _LEAVE, _EXPIRE, _CART, _BUY = range(5)
+
+
+@dataclass(frozen=True, slots=True)
+class SimRecord:
+    """One record to produce: ``stream`` in :data:`STREAMS`, ``bad`` = intended error class."""
+
+    stream: str
+    key: str
+    value: bytes
+    bad: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioRun:
+    """A scenario started by :meth:`Simulator.inject` (``room_id`` None: not room-bound)."""
+
+    name: str
+    room_id: str | None
+    start_ms: int
+    end_ms: int
+
+
+def _cumulative(weights: Sequence[float]) -> list[float]:
+    total, out = 0.0, []
+    for weight in weights:
+        total += weight
+        out.append(total)
+    return out
+
+
+def _pick(cum: list[float], u: float) -> int:
+    """Index drawn from cumulative weights ``cum`` with a uniform ``u`` in [0, 1)."""
+    index = bisect_right(cum, u * cum[-1])
+    return index if index < len(cum) else len(cum) - 1
+
+
+def _shop_price(raw: float) -> float:
+    """Round to a shop-like price: 128.9, 39.9, 1.9."""
+    return round(max(2.0, round(raw)) - 0.1, 2)
+
+
+class _Item:
+    __slots__ = ("base_price", "brand", "category", "in_stock", "item_id", "price", "tags",
+                 "title")
+
+    def __init__(self, item_id: str, category: int, brand: str, price: float, in_stock: bool,
+                 tags: list[str], title: str) -> None:
+        self.item_id = item_id
+        self.category = category
+        self.brand = brand
+        self.base_price = price
+        self.price = price
+        self.in_stock = in_stock
+        self.tags = tags
+        self.title = title
+
+
+class _Audience:
+    """Viewers present in a room: O(1) add, remove and uniform random pick."""
+
+    __slots__ = ("ids", "position", "sessions")
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.position: dict[str, int] = {}
+        self.sessions: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, user_id: str, session_id: str) -> None:
+        self.position[user_id] = len(self.ids)
+        self.ids.append(user_id)
+        self.sessions[user_id] = session_id
+
+    def remove(self, user_id: str) -> None:
+        index = self.position.pop(user_id)
+        del self.sessions[user_id]
+        last = self.ids.pop()
+        if index < len(self.ids):
+            self.ids[index] = last
+            self.position[last] = index
+
+
+class _Room:
+    __slots__ = ("audience", "burst_until", "drop_until", "host_id", "outage_until", "pinned",
+                 "popularity", "products", "room_id", "target", "zh_share")
+
+    def __init__(self, room_id: str, host_id: str, products: list[int], popularity: float,
+                 target: int, zh_share: float) -> None:
+        self.room_id = room_id
+        self.host_id = host_id
+        self.products = products
+        self.popularity = popularity
+        self.target = target
+        self.zh_share = zh_share
+        self.pinned = products[0]
+        self.audience = _Audience()
+        self.burst_until = 0
+        self.drop_until = 0
+        self.outage_until = 0
+
+    def target_viewers(self, now_ms: int) -> float:
+        target = float(self.target)
+        if now_ms < self.burst_until:
+            target *= 1.8
+        if now_ms < self.drop_until:
+            target *= 0.1
+        return target
+
+
+class _ClickSession:
+    __slots__ = ("buys", "cart", "item", "room_id", "search_category", "session_id",
+                 "steps_left", "user_id")
+
+    def __init__(self, user_id: str, session_id: str, steps_left: int, buys: bool,
+                 room_id: str | None) -> None:
+        self.user_id = user_id
+        self.session_id = session_id
+        self.steps_left = steps_left
+        self.buys = buys
+        self.room_id = room_id
+        self.item = -1
+        self.search_category = -1
+        self.cart: list[tuple[int, int]] = []
+
+
+class _Emitter:
+    """A scenario actor producing events on its own fixed schedule (bots, fraudsters)."""
+
+    __slots__ = ("cursor", "end_ms", "interval_ms", "jitter_ms", "kind", "next_at", "room",
+                 "session_id", "started", "user_id")
+
+    def __init__(self, kind: str, user_id: str, session_id: str, room: _Room | None,
+                 next_at: int, interval_ms: int, jitter_ms: int, end_ms: int,
+                 cursor: int) -> None:
+        self.kind = kind
+        self.user_id = user_id
+        self.session_id = session_id
+        self.room = room
+        self.next_at = next_at
+        self.interval_ms = interval_ms
+        self.jitter_ms = jitter_ms
+        self.end_ms = end_ms
+        self.cursor = cursor
+        self.started = False
+
+
+# (stream, key, value dict) before encoding
+_Event = tuple[str, str, dict[str, Any]]
+
+
+class Simulator:
+    """Deterministic live-commerce traffic generator.
+
+    Parameters
+    ----------
+    seed, rooms, users, items
+        Random seed, live rooms, user population and catalog size.
+    bad_rate
+        Fraction of live/click records deliberately malformed.
+    live_share
+        Fraction of the regular traffic that is live-room events (the rest: clickstream).
+    catalog_update_share
+        Fraction of records that are catalog updates (price changes, stock flips).
+    max_viewers_per_room, max_click_sessions
+        Memory bounds on concurrent viewers per room and open click sessions.
+    id_prefix
+        Prefix of event and session ids (default: the seed).
+    """
+
+    def __init__(self, *, seed: int, rooms: int, users: int, items: int, bad_rate: float = 0.0,
+                 live_share: float = 0.65, catalog_update_share: float = 0.002,
+                 max_viewers_per_room: int = 5000, max_click_sessions: int = 5000,
+                 id_prefix: str | None = None) -> None:
+        if rooms < 1 or users < 1 or items < 1:
+            raise ValueError("rooms, users and items must be >= 1")
+        if not 0.0 <= bad_rate <= 1.0:
+            raise ValueError("bad_rate must be within [0, 1]")
+        self.seed = seed
+        self.users = users
+        self.bad_rate = bad_rate
+        self.live_share = live_share
+        self.catalog_update_share = catalog_update_share
+        self.max_viewers_per_room = max(1, max_viewers_per_room)
+        self.id_prefix = str(seed) if id_prefix is None else id_prefix
+        self._rng = Random(seed)
+        self._counter = 0
+        self._queue: list[tuple[int, int, int, _Room, str, str, int, int]] = []
+        self._queued_funnel = 0
+        self._max_queued_funnel = 20 * self.max_viewers_per_room
+        self._emitters: list[_Emitter] = []
+        self._scenarios: list[ScenarioRun] = []
+        self._global_outage_until = 0
+        self._clock_started = False
+        self._build_catalog(items)
+        self._build_covisitation()
+        self._build_rooms(rooms)
+        self._sessions: list[_ClickSession] = []
+        self._session_target = max(1, min(max_click_sessions, max(20, users // 20)))
+
+    # ------------------------------------------------------------------ construction
+    def _build_catalog(self, count: int) -> None:
+        rng = self._rng
+        category_cum = _cumulative([rng.lognormvariate(0.0, 0.6) for _ in CATEGORIES])
+        brands = [
+            [(rng.choice(BRAND_SYLLABLES) + rng.choice(BRAND_SYLLABLES)
+              + rng.choice(BRAND_SYLLABLES)).capitalize() for _ in range(rng.randint(4, 10))]
+            for _ in CATEGORIES
+        ]
+        self._items: list[_Item] = []
+        for index in range(count):
+            category = _pick(category_cum, rng.random())
+            _, _, median, nouns = CATEGORIES[category]
+            brand = rng.choice(brands[category])
+            price = _shop_price(median * rng.lognormvariate(0.0, 0.55))
+            tags = rng.sample(TAGS, rng.randint(1, 3))
+            title = f"{brand} {rng.choice(nouns)} {rng.choice(STYLE_WORDS)}"
+            self._items.append(_Item(f"i{index}", category, brand, price,
+                                     rng.random() >= 0.04, tags, title))
+        # Zipf popularity over a random order of the items.
+        ranks = list(range(count))
+        rng.shuffle(ranks)
+        self._popularity = [1.0 / (rank + 1) ** 0.9 for rank in ranks]
+        self._popularity_cum = _cumulative(self._popularity)
+        self._category_items: dict[int, list[int]] = {}
+        for index, item in enumerate(self._items):
+            self._category_items.setdefault(item.category, []).append(index)
+        self._category_cum = {
+            c: _cumulative([self._popularity[i] for i in members])
+            for c, members in self._category_items.items()
+        }
+
+    def _weighted_sample(self, candidates: Sequence[int], k: int) -> list[int]:
+        """Up to ``k`` distinct candidates, popular ones more likely and first."""
+        rng, popularity = self._rng, self._popularity
+        keyed = sorted(((math.log(1.0 - rng.random()) / popularity[c], c) for c in candidates),
+                       reverse=True)
+        return [c for _, c in keyed[:k]]
+
+    def _build_covisitation(self) -> None:
+        """Latent clusters inside categories and a sparse item -> next-item graph."""
+        rng = self._rng
+        clusters: list[list[int]] = []
+        cluster_category: list[int] = []
+        for category, members in self._category_items.items():
+            shuffled = list(members)
+            rng.shuffle(shuffled)
+            start = 0
+            while start < len(shuffled):
+                size = rng.randint(6, 20)
+                clusters.append(shuffled[start:start + size])
+                cluster_category.append(category)
+                start += size
+        self._cluster_of = [0] * len(self._items)
+        for cluster_index, members in enumerate(clusters):
+            for item in members:
+                self._cluster_of[item] = cluster_index
+        self._cluster_members = clusters
+        self._cluster_cum = [_cumulative([self._popularity[i] for i in m]) for m in clusters]
+        # Each cluster has a complementary cluster (phone -> phone case), elsewhere if possible.
+        complement = []
+        for cluster_index, category in enumerate(cluster_category):
+            other = [c for c in range(len(clusters)) if cluster_category[c] != category]
+            pool = other or [c for c in range(len(clusters)) if c != cluster_index]
+            complement.append(rng.choice(pool) if pool else cluster_index)
+        self._next_items: list[list[int]] = []
+        self._next_cum: list[list[float]] = []
+        for item, cluster_index in enumerate(self._cluster_of):
+            same = [i for i in clusters[cluster_index] if i != item]
+            near = self._weighted_sample(same, rng.randint(3, 8))
+            far_pool = [i for i in clusters[complement[cluster_index]] if i != item]
+            far = self._weighted_sample(far_pool, rng.randint(1, 2))
+            neighbours = near + [i for i in far if i not in near]
+            weights = [1.0 / (p + 1) for p in range(len(near))]
+            weights += [0.3 / (q + 1) for q in range(len(neighbours) - len(near))]
+            self._next_items.append(neighbours)
+            self._next_cum.append(_cumulative(weights) if weights else [])
+
+    def _build_rooms(self, count: int) -> None:
+        rng = self._rng
+        categories = sorted(self._category_items)
+        popularity = [rng.lognormvariate(0.0, 0.7) for _ in range(count)]
+        total_popularity = sum(popularity)
+        self._rooms: list[_Room] = []
+        for index in range(count):
+            themes = rng.sample(categories, min(len(categories), rng.randint(1, 3)))
+            wanted = min(len(self._items), rng.randint(10, 30))
+            themed = [i for c in themes for i in self._category_items[c]]
+            products = self._weighted_sample(themed, wanted)
+            if len(products) < wanted:
+                rest = [i for i in range(len(self._items)) if i not in set(products)]
+                products += self._weighted_sample(rest, wanted - len(products))
+            target = round(0.2 * self.users * popularity[index] / total_popularity)
+            target = max(5, min(self.max_viewers_per_room, target))
+            self._rooms.append(_Room(f"room-{index + 1}", f"host-{index + 1}", products,
+                                     popularity[index], target, rng.uniform(0.4, 0.9)))
+        self._room_by_id = {room.room_id: room for room in self._rooms}
+
+    # ------------------------------------------------------------------ public views
+    @property
+    def room_ids(self) -> list[str]:
+        return [room.room_id for room in self._rooms]
+
+    @property
+    def item_ids(self) -> list[str]:
+        return [item.item_id for item in self._items]
+
+    @property
+    def active_scenarios(self) -> list[ScenarioRun]:
+        return list(self._scenarios)
+
+    def viewer_count(self, room_id: str) -> int:
+        """Viewers currently in ``room_id``."""
+        return len(self._room_by_id[room_id].audience)
+
+    def room_products(self, room_id: str) -> list[str]:
+        return [self._items[i].item_id for i in self._room_by_id[room_id].products]
+
+    def open_click_sessions(self) -> int:
+        return len(self._sessions)
+
+    def queued_work(self) -> int:
+        """Timed actions waiting (scheduled leaves, carts, purchases, pins)."""
+        return len(self._queue)
+
+    def catalog_record(self, item_index: int, now_ms: int) -> dict[str, Any]:
+        item = self._items[item_index]
+        return {
+            "item_id": item.item_id, "ts": now_ms, "category": CATEGORIES[item.category][0],
+            "price": item.price, "in_stock": item.in_stock, "brand": item.brand,
+            "title": item.title, "tags": list(item.tags),
+        }
+
+    def catalog_records(self, now_ms: int) -> list[tuple[str, dict[str, Any]]]:
+        """The whole catalog as (item_id, catalog-item dict) pairs."""
+        return [(item.item_id, self.catalog_record(index, now_ms))
+                for index, item in enumerate(self._items)]
+
+    # ------------------------------------------------------------------ generation
+    def next_events(self, now_ms: int, n: int) -> list[SimRecord]:
+        """Exactly ``n`` records at wall time ``now_ms`` (no ``ts`` after ``now_ms``).
+
+        Timed work (leaves, funnel steps, pins) and scenario actors come first, then regular
+        traffic: ``live_share`` live events, the rest clicks, a trickle of catalog updates.
+        """
+        self._start_clock(now_ms)
+        out: list[SimRecord] = []
+        if self._scenarios:
+            self._scenarios = [s for s in self._scenarios if s.end_ms > now_ms]
+        if self._queue:
+            self._run_queue(now_ms, n, out)
+        if self._emitters:
+            self._run_emitters(now_ms, n, out)
+        rnd = self._rng.random
+        live_share = self.live_share
+        catalog_share = self.catalog_update_share
+        finish = self._finish
+        room_cum = _cumulative([r.popularity * (20 + len(r.audience)) for r in self._rooms])
+        while len(out) < n:
+            u = rnd()
+            if u < catalog_share:
+                event = self._catalog_update(now_ms)
+            elif u < catalog_share + live_share * (1.0 - catalog_share):
+                event = self._live_event(self._rooms[_pick(room_cum, rnd())], now_ms)
+            else:
+                event = self._click_event(now_ms)
+            if event is not None:
+                out.append(finish(event, now_ms))
+        return out
+
+    def _start_clock(self, now_ms: int) -> None:
+        if self._clock_started:
+            return
+        self._clock_started = True
+        for room in self._rooms:
+            self._schedule(now_ms + int(self._rng.uniform(2_000, 30_000)), _PIN, room)
+
+    def _next_id(self) -> str:
+        self._counter += 1
+        return f"{self.id_prefix}-{self._counter}"
+
+    def _ts(self, now_ms: int) -> int:
+        return max(0, now_ms - int(self._rng.random() * TS_JITTER_MS))
+
+    def _schedule(self, due_ms: int, kind: int, room: _Room, user_id: str = "",
+                  session_id: str = "", item: int = -1, quantity: int = 0) -> None:
+        self._counter += 1  # doubles as the heap tie-breaker: never compares rooms
+        heapq.heappush(self._queue, (due_ms, self._counter, kind, room, user_id, session_id,
+                                     item, quantity))
+
+    def _finish(self, event: _Event, now_ms: int) -> SimRecord:
+        stream, key, body = event
+        if self.bad_rate and stream != "catalog" and self._rng.random() < self.bad_rate:
+            value, bad = self._corrupt(stream, body, now_ms)
+            return SimRecord(stream, key, value, bad)
+        return SimRecord(stream, key, orjson.dumps(body), None)
+
+    # ------------------------------------------------------------------ timed work
+    def _run_queue(self, now_ms: int, n: int, out: list[SimRecord]) -> None:
+        queue = self._queue
+        while queue and queue[0][0] <= now_ms and len(out) < n:
+            _, _, kind, room, user_id, session_id, item, quantity = heapq.heappop(queue)
+            event: _Event | None = None
+            if kind == _PIN:
+                event = self._pin(room, now_ms)
+            elif kind in (_LEAVE, _EXPIRE):
+                if room.audience.sessions.get(user_id) == session_id:
+                    room.audience.remove(user_id)
+                    if kind == _LEAVE:
+                        event = self._live(room, "leave", user_id, session_id,
+                                           self._ts(now_ms))
+            else:
+                self._queued_funnel -= 1
+                if kind == _CART:
+                    event = self._live_cart(room, user_id, session_id, item, quantity, now_ms)
+                else:
+                    event = self._live_purchase(room, user_id, session_id, item, quantity,
+                                                now_ms)
+            if event is not None:
+                out.append(self._finish(event, now_ms))
+
+    def _run_emitters(self, now_ms: int, n: int, out: list[SimRecord]) -> None:
+        rng = self._rng
+        for emitter in self._emitters:
+            # A stalled caller must not get minutes of catch-up at once.
+            emitter.next_at = max(emitter.next_at, now_ms - 2_000)
+            while emitter.next_at <= now_ms and emitter.next_at < emitter.end_ms and len(out) < n:
+                out.append(self._finish(self._emit(emitter, emitter.next_at), now_ms))
+                jitter = int(rng.random() * emitter.jitter_ms) if emitter.jitter_ms else 0
+                emitter.next_at += emitter.interval_ms + jitter
+        self._emitters = [e for e in self._emitters if e.next_at < e.end_ms and e.end_ms > now_ms]
+
+    def _emit(self, emitter: _Emitter, ts: int) -> _Event:
+        if emitter.kind == "bot":
+            # Scrapers walk the catalog in id order at a fixed cadence.
+            item_index = emitter.cursor % len(self._items)
+            emitter.cursor += 1
+            item = self._items[item_index]
+            body: dict[str, Any] = {
+                "event_id": self._next_id(), "type": "click", "ts": ts,
+                "user_id": emitter.user_id, "session_id": emitter.session_id,
+                "item_id": item.item_id, "category": CATEGORIES[item.category][0],
+                "price": item.price,
+            }
+            if emitter.room is not None:
+                body["room_id"] = emitter.room.room_id
+            return "clicks", emitter.user_id, body
+        room = emitter.room
+        assert room is not None
+        if not emitter.started:
+            emitter.started = True
+            if emitter.user_id not in room.audience.sessions:
+                room.audience.add(emitter.user_id, emitter.session_id)
+            return self._live(room, "join", emitter.user_id, emitter.session_id, ts)
+        event = self._live(room, "gift", emitter.user_id, emitter.session_id, ts)
+        event[2]["amount"] = self._rng.choice(FRAUD_GIFT_AMOUNTS)
+        return event
+
+    # ------------------------------------------------------------------ live rooms
+    def _live(self, room: _Room, kind: str, user_id: str, session_id: str,
+              ts: int) -> _Event:
+        body = {
+            "event_id": self._next_id(), "type": kind, "ts": ts, "room_id": room.room_id,
+            "user_id": user_id, "host_id": room.host_id, "session_id": session_id,
+        }
+        return "live", room.room_id, body
+
+    def _pin(self, room: _Room, now_ms: int) -> _Event:
+        rng = self._rng
+        room.pinned = rng.choice(room.products)
+        room.burst_until = now_ms + int(rng.uniform(30_000, 60_000))
+        self._schedule(now_ms + int(rng.expovariate(1.0 / 90_000)) + 20_000, _PIN, room)
+        event = self._live(room, "product_pin", room.host_id, f"host-{room.room_id}",
+                           self._ts(now_ms))
+        event[2]["item_id"] = self._items[room.pinned].item_id
+        return event
+
+    def _join(self, room: _Room, now_ms: int) -> _Event | None:
+        rng = self._rng
+        audience = room.audience
+        if len(audience) >= self.max_viewers_per_room:
+            return None
+        for _ in range(3):
+            user_id = f"u{rng.randrange(self.users)}"
+            if user_id not in audience.sessions:
+                break
+        else:
+            return None
+        self._counter += 1
+        session_id = f"{self.id_prefix}-w{self._counter}"
+        audience.add(user_id, session_id)
+        watch_ms = min(2 * 3_600_000, int(rng.lognormvariate(math.log(180_000), 0.9)))
+        kind = _EXPIRE if rng.random() < 0.1 else _LEAVE  # ~10 % never say goodbye
+        self._schedule(now_ms + watch_ms, kind, room, user_id, session_id)
+        return self._live(room, "join", user_id, session_id, self._ts(now_ms))
+
+    def _live_event(self, room: _Room, now_ms: int) -> _Event | None:
+        rng = self._rng
+        rnd = rng.random
+        audience = room.audience
+        viewers = len(audience)
+        target = room.target_viewers(now_ms)
+        if viewers == 0 or rnd() < 0.01 + 0.35 * max(0.0, 1.0 - viewers / target):
+            event = self._join(room, now_ms)
+            if event is not None or viewers == 0:
+                return event
+        user_id = audience.ids[int(rnd() * viewers)]
+        session_id = audience.sessions[user_id]
+        if viewers > 1.2 * target and rnd() < 0.3:
+            audience.remove(user_id)
+            return self._live(room, "leave", user_id, session_id, self._ts(now_ms))
+        weights = BURST_CUM if now_ms < room.burst_until else NORMAL_CUM
+        kind = ENGAGEMENT_TYPES[_pick(weights, rnd())]
+        event = self._live(room, kind, user_id, session_id, self._ts(now_ms))
+        body = event[2]
+        if kind == "comment":
+            body["text"] = self._comment(room, now_ms)
+        elif kind == "gift":
+            body["amount"] = GIFT_AMOUNTS[_pick(GIFT_CUM, rnd())]
+        elif kind == "product_click":
+            item = room.pinned if rnd() < 0.7 else room.products[int(rnd() * len(room.products))]
+            body["item_id"] = self._items[item].item_id
+            if rnd() < 0.28 and self._queued_funnel < self._max_queued_funnel:
+                self._queued_funnel += 1
+                delay = int(rng.lognormvariate(math.log(8_000), 0.7))
+                self._schedule(now_ms + delay, _CART, room, user_id, session_id, item,
+                               self._quantity())
+        return event
+
+    def _quantity(self) -> int:
+        u = self._rng.random()
+        return 1 if u < 0.75 else 2 if u < 0.93 else 3
+
+    def _comment(self, room: _Room, now_ms: int) -> str:
+        rng = self._rng
+        language = "zh" if rng.random() < room.zh_share else "en"
+        if self._checkout_down(room, now_ms) and rng.random() < 0.4:
+            text = rng.choice(CHECKOUT_COMPLAINTS)
+        else:
+            u = rng.random()
+            tone = "positive" if u < 0.55 else "neutral" if u < 0.85 else "negative"
+            text = rng.choice(COMMENTS[language, tone])
+        if rng.random() < 0.2:
+            text += rng.choice(EMOJI)
+        return text
+
+    def _checkout_down(self, room: _Room | None, now_ms: int) -> bool:
+        if now_ms < self._global_outage_until:
+            return True
+        return room is not None and now_ms < room.outage_until
+
+    def _live_cart(self, room: _Room, user_id: str, session_id: str, item: int,
+                   quantity: int, now_ms: int) -> _Event:
+        rng = self._rng
+        event = self._live(room, "add_to_cart", user_id, session_id, self._ts(now_ms))
+        event[2]["item_id"] = self._items[item].item_id
+        event[2]["quantity"] = quantity
+        if rng.random() < 0.42 and self._queued_funnel < self._max_queued_funnel:
+            self._queued_funnel += 1
+            delay = int(rng.lognormvariate(math.log(20_000), 0.8))
+            self._schedule(now_ms + delay, _BUY, room, user_id, session_id, item, quantity)
+        return event
+
+    def _live_purchase(self, room: _Room, user_id: str, session_id: str, item: int,
+                       quantity: int, now_ms: int) -> _Event | None:
+        if self._checkout_down(room, now_ms):
+            if self._rng.random() < 0.5:  # the failed buyer complains
+                event = self._live(room, "comment", user_id, session_id, self._ts(now_ms))
+                event[2]["text"] = self._rng.choice(CHECKOUT_COMPLAINTS)
+                return event
+            return None
+        product = self._items[item]
+        if not product.in_stock:
+            return None
+        event = self._live(room, "purchase", user_id, session_id, self._ts(now_ms))
+        body = event[2]
+        body["item_id"] = product.item_id
+        body["quantity"] = quantity
+        body["amount"] = round(product.price * quantity, 2)
+        return event
+
+    # ------------------------------------------------------------------ clickstream
+    def _click(self, session: _ClickSession, kind: str, item_index: int,
+               now_ms: int) -> _Event:
+        item = self._items[item_index]
+        body: dict[str, Any] = {
+            "event_id": self._next_id(), "type": kind, "ts": self._ts(now_ms),
+            "user_id": session.user_id, "session_id": session.session_id,
+            "item_id": item.item_id, "category": CATEGORIES[item.category][0],
+            "price": item.price,
+        }
+        if session.room_id is not None:
+            body["room_id"] = session.room_id
+        return "clicks", session.user_id, body
+
+    def _next_item(self, current: int) -> int:
+        rnd = self._rng.random
+        u = rnd()
+        neighbours = self._next_items[current]
+        if u < 0.75 and neighbours:
+            return neighbours[_pick(self._next_cum[current], rnd())]
+        if u < 0.88:
+            cluster = self._cluster_of[current]
+            return self._cluster_members[cluster][_pick(self._cluster_cum[cluster], rnd())]
+        return _pick(self._popularity_cum, rnd())
+
+    def _search(self, session: _ClickSession, category: int, now_ms: int) -> _Event:
+        rng = self._rng
+        name, name_zh, _, nouns = CATEGORIES[category]
+        sample = self._items[rng.choice(self._category_items[category])]
+        query = rng.choice((name.replace("_", " "), name_zh, sample.brand, rng.choice(nouns),
+                            f"{sample.brand} {rng.choice(nouns)}"))
+        session.item = -1
+        session.search_category = category
+        body: dict[str, Any] = {
+            "event_id": self._next_id(), "type": "search", "ts": self._ts(now_ms),
+            "user_id": session.user_id, "session_id": session.session_id, "query": query,
+        }
+        if session.room_id is not None:
+            body["room_id"] = session.room_id
+        return "clicks", session.user_id, body
+
+    def _click_event(self, now_ms: int) -> _Event | None:
+        sessions = self._sessions
+        rnd = self._rng.random
+        if len(sessions) < self._session_target and (not sessions or rnd() < 0.15):
+            return self._start_session(now_ms)
+        index = int(rnd() * len(sessions))
+        session = sessions[index]
+        if session.steps_left <= 0:
+            if session.cart and session.buys:
+                return self._click_purchase(session, now_ms)
+            last = sessions.pop()
+            if index < len(sessions):
+                sessions[index] = last
+            return None
+        session.steps_left -= 1
+        if session.item < 0:  # just searched: open a popular result of that category
+            category = session.search_category
+            members = self._category_items[category]
+            session.item = members[_pick(self._category_cum[category], rnd())]
+            return self._click(session, "click", session.item, now_ms)
+        u = rnd()
+        if u < 0.07 and self._items[session.item].in_stock:
+            quantity = self._quantity()
+            session.cart.append((session.item, quantity))
+            event = self._click(session, "add_to_cart", session.item, now_ms)
+            event[2]["quantity"] = quantity
+            return event
+        if u < 0.10:
+            return self._search(session, self._items[session.item].category, now_ms)
+        if u < 0.115 and session.cart and session.buys:
+            return self._click_purchase(session, now_ms)
+        session.item = self._next_item(session.item)
+        return self._click(session, "view" if rnd() < 0.55 else "click", session.item, now_ms)
+
+    def _start_session(self, now_ms: int) -> _Event:
+        rng = self._rng
+        user_id = f"u{rng.randrange(self.users)}"
+        self._counter += 1
+        steps = 2 + int(rng.expovariate(1.0 / 9.0))
+        u = rng.random()
+        room = self._rooms[int(rng.random() * len(self._rooms))] if u < 0.1 else None
+        session = _ClickSession(user_id, f"{self.id_prefix}-c{self._counter}", steps,
+                                rng.random() < 0.35, room.room_id if room else None)
+        self._sessions.append(session)
+        if room is not None:  # came from the live room: lands on the pinned product
+            session.item = room.pinned
+            return self._click(session, "click", session.item, now_ms)
+        if u < 0.32:
+            category = self._items[_pick(self._popularity_cum, rng.random())].category
+            return self._search(session, category, now_ms)
+        session.item = _pick(self._popularity_cum, rng.random())
+        return self._click(session, "view", session.item, now_ms)
+
+    def _click_purchase(self, session: _ClickSession, now_ms: int) -> _Event | None:
+        item_index, quantity = session.cart.pop()
+        room = self._room_by_id.get(session.room_id) if session.room_id else None
+        if self._checkout_down(room, now_ms) or not self._items[item_index].in_stock:
+            return None
+        event = self._click(session, "purchase", item_index, now_ms)
+        event[2]["quantity"] = quantity
+        return event
+
+    # ------------------------------------------------------------------ catalog updates
+    def _catalog_update(self, now_ms: int) -> _Event:
+        rng = self._rng
+        index = _pick(self._popularity_cum, rng.random())
+        item = self._items[index]
+        if not item.in_stock:
+            item.in_stock = True
+        elif rng.random() < 0.05:
+            item.in_stock = False
+        else:  # live flash sales and their end
+            item.price = _shop_price(item.base_price * rng.uniform(0.7, 1.05))
+        return "catalog", item.item_id, self.catalog_record(index, self._ts(now_ms))
+
+    # ------------------------------------------------------------------ faults
+    def _corrupt(self, stream: str, body: dict[str, Any], now_ms: int) -> tuple[bytes, str]:
+        """Break a good event; return the bytes and the error class ingest must report."""
+        rng = self._rng
+        bad = BAD_CLASSES[int(rng.random() * len(BAD_CLASSES))]
+        broken = dict(body)
+        text_field = "text" if stream == "live" else "query"
+        if bad == "malformed_json":
+            data = orjson.dumps(broken)
+            variant = rng.random()
+            if variant < 0.4:
+                return data[:-1], bad  # truncated: lost closing brace
+            if variant < 0.7:
+                return data + b"}", bad
+            return data.replace(b'":', b'"', 1), bad
+        if bad == "encoding":
+            broken[text_field] = "@@LATIN1@@"
+            return orjson.dumps(broken).replace(b"@@LATIN1@@", b"caf\xe9 cr\xe8me"), bad
+        if bad == "wrong_type":
+            broken["ts"] = str(broken["ts"])
+        elif bad == "missing_field":
+            required = ("event_id", "user_id", "room_id") if stream == "live" else (
+                "event_id", "user_id", "session_id")
+            del broken[rng.choice(required)]
+        elif bad == "unknown_type":
+            broken["type"] = rng.choice(UNKNOWN_TYPES)
+        elif bad == "oversize":
+            broken[text_field] = OVERSIZE_TEXT
+        elif bad == "out_of_range":
+            item = self._items[int(rng.random() * len(self._items))]
+            broken["type"] = "purchase"
+            broken.setdefault("item_id", item.item_id)
+            broken["quantity"] = 1
+            if stream == "live":
+                broken["amount"] = -item.price
+            else:
+                broken["price"] = -item.price
+        elif bad == "ts_future":
+            broken["ts"] = now_ms + DAY_MS
+        else:
+            broken["ts"] = now_ms - 30 * DAY_MS
+        return orjson.dumps(broken), bad
+
+    # ------------------------------------------------------------------ scenarios
+    def inject(self, name: str, room_id: str | None, duration_s: float,
+               now_ms: int) -> ScenarioRun:
+        """Start scenario ``name`` for ``duration_s`` seconds from ``now_ms``.
+
+        ``room_id`` None picks a random room for ``viewer_drop`` and ``gift_fraud_burst``,
+        means "the whole shop" for ``checkout_outage`` and "storefront" (no room tag) for
+        ``bot_click_flood``.
+        """
+        if name not in SCENARIOS:
+            raise ValueError(f"unknown scenario {name!r}; expected one of {SCENARIOS}")
+        if duration_s <= 0:
+            raise ValueError("duration_s must be > 0")
+        if room_id is not None and room_id not in self._room_by_id:
+            raise ValueError(f"unknown room {room_id!r}")
+        self._start_clock(now_ms)
+        rng = self._rng
+        end_ms = now_ms + int(duration_s * 1000)
+        room = self._room_by_id[room_id] if room_id is not None else None
+        if room is None and name in ("viewer_drop", "gift_fraud_burst"):
+            room = self._rooms[_pick(_cumulative([r.popularity for r in self._rooms]),
+                                     rng.random())]
+        if name == "checkout_outage":
+            if room is None:
+                self._global_outage_until = max(self._global_outage_until, end_ms)
+            else:
+                room.outage_until = max(room.outage_until, end_ms)
+        elif name == "viewer_drop":
+            assert room is not None
+            room.drop_until = max(room.drop_until, end_ms)
+            spread_ms = int(min(duration_s, 15.0) * 1000)
+            for user_id in list(room.audience.ids):
+                if rng.random() < 0.85:
+                    self._schedule(now_ms + int(rng.random() * spread_ms), _LEAVE, room,
+                                   user_id, room.audience.sessions[user_id])
+        elif name == "gift_fraud_burst":
+            assert room is not None
+            for offset in range(rng.randint(2, 4)):
+                self._counter += 1
+                user_id = f"nu-{self.id_prefix}-{self._counter}"
+                self._emitters.append(_Emitter(
+                    "gift", user_id, f"{self.id_prefix}-w{self._counter}", room,
+                    now_ms + offset * 137, 250, 150, end_ms, 0))
+        else:
+            start_item = int(rng.random() * len(self._items))
+            for _ in range(rng.randint(1, 3)):
+                self._counter += 1
+                self._emitters.append(_Emitter(
+                    "bot", f"bot-{self.id_prefix}-{self._counter}",
+                    f"{self.id_prefix}-b{self._counter}", room, now_ms, 100, 0, end_ms,
+                    start_item))
+        run = ScenarioRun(name, room.room_id if room else None, now_ms, end_ms)
+        self._scenarios.append(run)
+        return run
+
+
+NORMAL_CUM = _cumulative(ENGAGEMENT_WEIGHTS)
+BURST_CUM = _cumulative(BURST_ENGAGEMENT_WEIGHTS)
+GIFT_CUM = _cumulative(GIFT_WEIGHTS)
+
+
+# ---------------------------------------------------------------------- producing to Kafka
+@dataclass(slots=True)
+class SimStats:
+    """What :func:`run_simulation` produced."""
+
+    produced: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STREAMS, 0))
+    bad: dict[str, int] = field(default_factory=dict)
+    total: int = 0
+    elapsed_s: float = 0.0
+    failed: int = 0
+    scenarios: list[ScenarioRun] = field(default_factory=list)
+
+    def count(self, record: SimRecord) -> None:
+        self.produced[record.stream] = self.produced.get(record.stream, 0) + 1
+        self.total += 1
+        if record.bad is not None:
+            self.bad[record.bad] = self.bad.get(record.bad, 0) + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "produced": dict(self.produced),
+            "bad": dict(self.bad),
+            "total": self.total,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "rate": round(self.total / self.elapsed_s, 1) if self.elapsed_s > 0 else 0.0,
+            "failed": self.failed,
+            "scenarios": [
+                {"name": s.name, "room_id": s.room_id, "start_ms": s.start_ms,
+                 "end_ms": s.end_ms}
+                for s in self.scenarios
+            ],
+        }
+
+
+TICK_S = 0.01
+
+
+async def run_simulation(bootstrap: str, topics: TopicNames, sim: Simulator, *, rate: float,
+                         duration: float | None, stop: asyncio.Event | None = None,
+                         scenarios: Sequence[tuple[float, str, str | None, float]] = (),
+                         ) -> SimStats:
+    """Produce the catalog, then ``rate`` events/s until ``duration`` s passed or ``stop`` set.
+
+    Scenarios are ``(at_seconds, name, room_id, duration_s)``. Pacing follows the monotonic
+    clock from the start (``rate * elapsed`` records due), so slow ticks catch up instead of
+    drifting; one tick sends at most 0.1 s worth.
+    """
+    if rate <= 0:
+        raise ValueError("rate must be > 0")
+    topic_of = {"live": topics.live_events, "clicks": topics.clicks, "catalog": topics.catalog}
+    stats = SimStats()
+    pending = sorted(scenarios, key=lambda s: s[0])
+    max_per_tick = max(1, int(rate * 0.1))
+
+    def on_delivery(future: asyncio.Future[Any]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            stats.failed += 1
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    started = time.monotonic()
+    try:
+        snapshot_ms = wall_clock_ms()
+        for item_id, value in sim.catalog_records(snapshot_ms):
+            future = await producer.send(topics.catalog, orjson.dumps(value),
+                                         key=item_id.encode())
+            future.add_done_callback(on_delivery)
+            stats.produced["catalog"] += 1
+            stats.total += 1
+        clock = time.monotonic
+        start = clock()
+        sent = 0
+        ticks = 0
+        stopped = False
+
+        async def send(record: SimRecord) -> None:
+            future = await producer.send(topic_of[record.stream], record.value,
+                                         key=record.key.encode())
+            future.add_done_callback(on_delivery)
+            stats.count(record)
+
+        while True:
+            elapsed = clock() - start
+            if stop is not None and stop.is_set():
+                stopped = True
+                break
+            if duration is not None and elapsed >= duration:
+                break
+            while pending and pending[0][0] <= elapsed:
+                _, name, room_id, length_s = pending.pop(0)
+                run = sim.inject(name, room_id, length_s, wall_clock_ms())
+                stats.scenarios.append(run)
+                log.info("scenario %s started in %s for %.0f s", name, run.room_id, length_s)
+            due = min(int(rate * elapsed) - sent, max_per_tick)
+            if due > 0:
+                for record in sim.next_events(wall_clock_ms(), due):
+                    await send(record)
+                sent += due
+            ticks = max(ticks + 1, int(elapsed / TICK_S))
+            await asyncio.sleep(max(0.0, start + ticks * TICK_S - clock()))
+        if duration is not None and not stopped:  # top up the last partial tick
+            remaining = min(int(rate * duration) - sent, max_per_tick)
+            if remaining > 0:
+                for record in sim.next_events(wall_clock_ms(), remaining):
+                    await send(record)
+        await producer.flush()
+    finally:
+        stats.elapsed_s = time.monotonic() - started
+        await producer.stop()
+    return stats
