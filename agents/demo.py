@@ -147,17 +147,18 @@ class OutputObserver:
             await self._consumer.stop()
 
 
-def demo_scenarios(duration: float, rooms: int) -> list[tuple[float, str, str | None, float]]:
+def demo_scenarios(duration: float,
+                   room_ids: list[str]) -> list[tuple[float, str, str | None, float]]:
     """Anomalous episodes spread over the run, so every later detector has something to see."""
-    if duration < 20:
+    if duration < 20 or not room_ids:
         return []
     span = max(3.0, duration * 0.08)
-    room = "room-1" if rooms > 1 else "room-0"
+    first, second = room_ids[0], room_ids[min(1, len(room_ids) - 1)]
     return [
         (duration * 0.30, "bot_click_flood", None, span),
-        (duration * 0.45, "viewer_drop", room, span),
-        (duration * 0.60, "gift_fraud_burst", "room-0", span),
-        (duration * 0.75, "checkout_outage", "room-0", span),
+        (duration * 0.45, "viewer_drop", second, span),
+        (duration * 0.60, "gift_fraud_burst", first, span),
+        (duration * 0.75, "checkout_outage", first, span),
     ]
 
 
@@ -207,7 +208,7 @@ async def drive(settings: Settings, bootstrap: str, workers: list[WorkerProcess]
     try:
         sim_stats = await run_simulation(
             bootstrap, names, sim, rate=settings.sim_rate, duration=duration, stop=stop,
-            scenarios=demo_scenarios(duration, settings.sim_rooms))
+            scenarios=demo_scenarios(duration, sim.room_ids))
         produced = sim_stats.to_dict()
         stats = await _drain(workers, produced["total"], names)
         # let the last changed rooms emit once more after the final events
@@ -279,6 +280,7 @@ def run_demo(settings: Settings, duration: float | None) -> dict[str, Any]:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     latency = summary.get("latency_ms", {}).get(names.room_insights, {})
+    produced = summary.get("produced", {})
     return {
         "duration_s": round(time.monotonic() - started, 1),
         "broker": "embedded-tansu" if broker else bootstrap,
@@ -287,7 +289,9 @@ def run_demo(settings: Settings, duration: float | None) -> dict[str, Any]:
         "events_out": summary.get("observed_out", {}),
         "dead_letters": summary.get("dead_letters", 0),
         "dead_letters_by_reason": summary.get("dead_letters_by_reason", {}),
-        "produced": summary.get("produced", {}),
+        "bad_injected": sum(produced.get("bad", {}).values()),
+        "produced": produced.get("produced", {}),
+        "scenarios": [s["name"] for s in produced.get("scenarios", [])],
         "latency_ms": summary.get("latency_ms", {}),
         "e2e_latency_p50_ms": latency.get("p50"),
         "e2e_latency_p99_ms": latency.get("p99"),

@@ -90,7 +90,7 @@ class Settings:
     )
     # --- room insights
     insights_min_interval_ms: int = _setting(
-        250, "A changed room emits insights at most this often."
+        100, "A changed room emits insights at most this often."
     )
     insights_max_interval_ms: int = _setting(
         1000, "A live room emits insights at least this often, changed or not."

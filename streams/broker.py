@@ -69,6 +69,14 @@ async def wait_until_ready(bootstrap: str, timeout: float) -> None:
 
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    while time.monotonic() < deadline:  # cheap TCP probe first: keeps aiokafka's log quiet
+        try:
+            with socket.create_connection((host, int(port)), timeout=0.5):
+                break
+        except OSError as exc:
+            last_error = exc
+            await asyncio.sleep(0.05)
     while time.monotonic() < deadline:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
         try:

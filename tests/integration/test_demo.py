@@ -1,0 +1,63 @@
+"""`livepulse demo --duration N`: the main job end to end, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from streams.broker import free_port
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.integration
+
+
+def descendants(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+    children: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        child, parent = map(int, line.split())
+        children.setdefault(parent, []).append(child)
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def test_demo_runs_and_summarises(tmp_path: Path) -> None:
+    env = {**os.environ, "LIVEPULSE_DATA_DIR": str(tmp_path / "data"),
+           "LIVEPULSE_WEB_PORT": str(free_port()), "LIVEPULSE_SIM_BAD_RATE": "0.01",
+           "LIVEPULSE_SIM_RATE": "250"}
+    env.pop("LIVEPULSE_KAFKA_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "agents.cli", "demo", "--duration", "25"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(5)
+    running_children = descendants(proc.pid)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-4000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+
+    assert summary["events_out"]["livepulse.room-insights"] > 0
+    assert summary["events_in"]["livepulse.live-events"] > 0
+    assert summary["events_in"]["livepulse.clicks"] > 0
+    # every injected bad event was dead-lettered and counted, none was lost
+    assert summary["bad_injected"] > 0
+    assert summary["dead_letters"] == summary["bad_injected"]
+    assert summary["events_out"]["livepulse.dead-letter"] == summary["bad_injected"]
+    good = sum(summary["produced"].values()) - summary["bad_injected"]
+    assert sum(summary["events_in"].values()) == good
+    assert summary["e2e_latency_p50_ms"] is not None and summary["e2e_latency_p99_ms"] > 0
+    assert summary["clean_shutdown"] is True
+    # broker and worker children existed while running, and none is left
+    assert len(running_children) >= 2
+    leftovers = [pid for pid in running_children if Path(f"/proc/{pid}").exists()
+                 and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()]
+    assert leftovers == []
