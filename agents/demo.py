@@ -89,7 +89,7 @@ async def fetch_json(session: aiohttp.ClientSession, url: str) -> dict[str, Any]
         async with session.get(url, timeout=aiohttp.ClientTimeout(total=3)) as resp:
             if resp.status == 200:
                 return await resp.json()
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+    except (TimeoutError, aiohttp.ClientError, OSError):
         return None
     return None
 

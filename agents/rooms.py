@@ -84,13 +84,13 @@ class RoomPipeline:
         out = []
         for room in self.rooms.values():
             since = wall - room.last_emit_wall
-            if room.dirty and since >= self.min_interval:
-                out.append(room)
-            elif room.live and since >= self.max_interval:
+            changed_due = room.dirty and since >= self.min_interval
+            if changed_due or (room.live and since >= self.max_interval):
                 out.append(room)
         return out
 
-    def emit(self, room: LiveRoom, wall: float, emitted_at_ms: int) -> tuple[bytes, list[float]]:
+    def emit(self, room: LiveRoom, wall: float,
+             emitted_at_ms: int) -> tuple[bytes, list[float]]:
         """The insight payload for ``room`` and the latencies (ms) of the events it reflects."""
         room.state.expire_viewers(self.viewer_timeout_ms)
         if wall - room.last_event_wall > self.idle_timeout:

@@ -6,8 +6,6 @@ recompute. ``/api/users/{id}`` is routed to the worker that owns the user's part
 
 from __future__ import annotations
 
-from typing import Any
-
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
@@ -42,7 +40,8 @@ def register(engine: Engine) -> None:
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
-            return self.bytes(generate_latest(metrics.registry), content_type=PROMETHEUS_CONTENT_TYPE)
+            return self.bytes(generate_latest(metrics.registry),
+                              content_type=PROMETHEUS_CONTENT_TYPE)
 
     @app.page("/api/stats")
     class Stats(View):

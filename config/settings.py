@@ -47,7 +47,9 @@ class Settings:
     )
     partitions: int = _setting(4, "Partitions for every topic the engine creates.")
     replication_factor: int = _setting(1, "Replication factor for created topics.")
-    topic_prefix: str = _setting("livepulse", "Prefix of every topic name (`<prefix>.live-events`).")
+    topic_prefix: str = _setting(
+        "livepulse", "Prefix of every topic name (`<prefix>.live-events`)."
+    )
     topic_retention_ms: int = _setting(
         7 * 24 * 3600 * 1000, "`retention.ms` set on created (non-compacted) topics."
     )
