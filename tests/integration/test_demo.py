@@ -61,3 +61,30 @@ def test_demo_runs_and_summarises(tmp_path: Path) -> None:
     leftovers = [pid for pid in running_children if Path(f"/proc/{pid}").exists()
                  and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()]
     assert leftovers == []
+
+
+def test_ctrl_c_stops_everything_cleanly(tmp_path: Path) -> None:
+    """SIGINT (Ctrl-C) mid-run: the summary is still printed and no child survives."""
+    import signal
+
+    port = free_port()
+    env = {**os.environ, "LIVEPULSE_DATA_DIR": str(tmp_path / "data"),
+           "LIVEPULSE_WEB_PORT": str(port)}
+    env.pop("LIVEPULSE_KAFKA_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "agents.cli", "demo"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:  # wait until the demo says where to look: workers are ready
+        if "host page" in line:
+            break
+    time.sleep(3)
+    children = descendants(proc.pid)
+    assert len(children) >= 2
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["clean_shutdown"] is True
+    assert sum(summary["events_in"].values()) > 0
+    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    assert alive == []
