@@ -240,10 +240,10 @@ class _ClickSession:
 
 
 class _Emitter:
-    """A scenario actor producing events on its own fixed schedule (bots, fraudsters)."""
+    """A scenario actor on its own fixed schedule (bots, fraudsters), outside any audience."""
 
-    __slots__ = ("cursor", "end_ms", "interval_ms", "jitter_ms", "kind", "next_at", "room",
-                 "session_id", "started", "user_id")
+    __slots__ = ("cursor", "done", "end_ms", "interval_ms", "jitter_ms", "kind", "next_at",
+                 "room", "session_id", "started", "user_id")
 
     def __init__(self, kind: str, user_id: str, session_id: str, room: _Room | None,
                  next_at: int, interval_ms: int, jitter_ms: int, end_ms: int,
@@ -258,6 +258,7 @@ class _Emitter:
         self.end_ms = end_ms
         self.cursor = cursor
         self.started = False
+        self.done = False
 
 
 # (stream, key, value dict) before encoding
@@ -375,9 +376,13 @@ class Simulator:
         # Each cluster has a complementary cluster (phone -> phone case), elsewhere if possible.
         complement = []
         for cluster_index, category in enumerate(cluster_category):
-            other = [c for c in range(len(clusters)) if cluster_category[c] != category]
-            pool = other or [c for c in range(len(clusters)) if c != cluster_index]
-            complement.append(rng.choice(pool) if pool else cluster_index)
+            chosen = cluster_index
+            for _ in range(20):  # rejection sampling: one category means no other cluster
+                candidate = rng.randrange(len(clusters))
+                if cluster_category[candidate] != category:
+                    chosen = candidate
+                    break
+            complement.append(chosen)
         self._next_items: list[list[int]] = []
         self._next_cum: list[list[float]] = []
         for item, cluster_index in enumerate(self._cluster_of):
@@ -403,7 +408,8 @@ class Simulator:
             themed = [i for c in themes for i in self._category_items[c]]
             products = self._weighted_sample(themed, wanted)
             if len(products) < wanted:
-                rest = [i for i in range(len(self._items)) if i not in set(products)]
+                taken = set(products)
+                rest = [i for i in range(len(self._items)) if i not in taken]
                 products += self._weighted_sample(rest, wanted - len(products))
             target = round(0.2 * self.users * popularity[index] / total_popularity)
             target = max(5, min(self.max_viewers_per_room, target))
@@ -455,17 +461,17 @@ class Simulator:
     def next_events(self, now_ms: int, n: int) -> list[SimRecord]:
         """Exactly ``n`` records at wall time ``now_ms`` (no ``ts`` after ``now_ms``).
 
-        Timed work (leaves, funnel steps, pins) and scenario actors come first, then regular
+        Scenario actors and timed work (leaves, funnel steps, pins) come first, then regular
         traffic: ``live_share`` live events, the rest clicks, a trickle of catalog updates.
         """
         self._start_clock(now_ms)
         out: list[SimRecord] = []
         if self._scenarios:
             self._scenarios = [s for s in self._scenarios if s.end_ms > now_ms]
-        if self._queue:
-            self._run_queue(now_ms, n, out)
         if self._emitters:
             self._run_emitters(now_ms, n, out)
+        if self._queue:
+            self._run_queue(now_ms, n, out)
         rnd = self._rng.random
         live_share = self.live_share
         catalog_share = self.catalog_update_share
@@ -539,11 +545,23 @@ class Simulator:
         for emitter in self._emitters:
             # A stalled caller must not get minutes of catch-up at once.
             emitter.next_at = max(emitter.next_at, now_ms - 2_000)
-            while emitter.next_at <= now_ms and emitter.next_at < emitter.end_ms and len(out) < n:
-                out.append(self._finish(self._emit(emitter, emitter.next_at), now_ms))
-                jitter = int(rng.random() * emitter.jitter_ms) if emitter.jitter_ms else 0
-                emitter.next_at += emitter.interval_ms + jitter
-        self._emitters = [e for e in self._emitters if e.next_at < e.end_ms and e.end_ms > now_ms]
+            while len(out) < n and not emitter.done:
+                if emitter.next_at < emitter.end_ms:
+                    if emitter.next_at > now_ms:
+                        break
+                    out.append(self._finish(self._emit(emitter, emitter.next_at), now_ms))
+                    jitter = int(rng.random() * emitter.jitter_ms) if emitter.jitter_ms else 0
+                    emitter.next_at += emitter.interval_ms + jitter
+                elif emitter.room is not None and emitter.kind == "gift":
+                    if emitter.end_ms > now_ms:
+                        break
+                    event = self._live(emitter.room, "leave", emitter.user_id,
+                                       emitter.session_id, emitter.end_ms)
+                    out.append(self._finish(event, now_ms))
+                    emitter.done = True
+                else:
+                    emitter.done = True
+        self._emitters = [e for e in self._emitters if not e.done]
 
     def _emit(self, emitter: _Emitter, ts: int) -> _Event:
         if emitter.kind == "bot":
@@ -564,8 +582,6 @@ class Simulator:
         assert room is not None
         if not emitter.started:
             emitter.started = True
-            if emitter.user_id not in room.audience.sessions:
-                room.audience.add(emitter.user_id, emitter.session_id)
             return self._live(room, "join", emitter.user_id, emitter.session_id, ts)
         event = self._live(room, "gift", emitter.user_id, emitter.session_id, ts)
         event[2]["amount"] = self._rng.choice(FRAUD_GIFT_AMOUNTS)
@@ -1020,6 +1036,7 @@ async def run_simulation(bootstrap: str, topics: TopicNames, sim: Simulator, *, 
                 for record in sim.next_events(wall_clock_ms(), remaining):
                     await send(record)
         await producer.flush()
+        await asyncio.sleep(0)  # delivery callbacks run on the next loop iteration
     finally:
         stats.elapsed_s = time.monotonic() - started
         await producer.stop()
