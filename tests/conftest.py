@@ -20,6 +20,7 @@ from streams.broker import EmbeddedBroker, _die_with_parent, free_port
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("LIVEPULSE_SHARED_DIR", REPO.parent / "shared"))
 
 
 def require(condition: bool, what: str) -> None:

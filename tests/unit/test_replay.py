@@ -25,9 +25,9 @@ from streams.replay import (
     replay,
     retime,
 )
+from tests.conftest import SHARED, require
 
-YOOCHOOSE = Path("/work/shared/datasets/recsys/yoochoose-100k/"
-                 "yoochoose-clicks-100k_train_tr.txt")
+YOOCHOOSE = SHARED / "datasets/recsys/yoochoose-100k/yoochoose-clicks-100k_train_tr.txt"
 
 
 def write_tsv(path: Path, rows: list[str], header: str = "SessionId\tItemId\tTime") -> Path:
@@ -110,8 +110,8 @@ def test_read_sessions_tsv_requires_the_columns(tmp_path: Path) -> None:
         list(read_sessions_tsv(path, order="random"))  # type: ignore[arg-type]
 
 
-@pytest.mark.skipif(not YOOCHOOSE.exists(), reason="yoochoose-100k sample not available")
 def test_read_sessions_tsv_on_the_yoochoose_sample() -> None:
+    require(YOOCHOOSE.exists(), f"dataset {YOOCHOOSE} (../shared beside the repo)")
     with YOOCHOOSE.open() as handle:
         rows = sum(1 for line in handle if line.strip()) - 1
     events = list(read_sessions_tsv(YOOCHOOSE))
