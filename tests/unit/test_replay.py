@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import math
-import time
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from streams.replay import (
     retime,
 )
 from tests.conftest import SHARED, require
+from tests.fakes import FakeProducer
 
 YOOCHOOSE = SHARED / "datasets/recsys/yoochoose-100k/yoochoose-clicks-100k_train_tr.txt"
 
@@ -177,34 +177,6 @@ def test_retime_never_goes_back_in_time_and_handles_extremes() -> None:
 
 
 # ---------------------------------------------------------------------- replay (no broker)
-class FakeProducer:
-    """Stands in for AIOKafkaProducer: records (topic, key, value, monotonic time)."""
-
-    last: FakeProducer | None = None
-
-    def __init__(self, **kwargs: Any) -> None:
-        self.kwargs = kwargs
-        self.sent: list[tuple[str, bytes | None, bytes, float]] = []
-        self.stopped = False
-        FakeProducer.last = self
-
-    async def start(self) -> None:
-        pass
-
-    async def send(self, topic: str, value: bytes, key: bytes | None = None,
-                   ) -> asyncio.Future[None]:
-        self.sent.append((topic, key, value, time.monotonic()))
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        future.set_result(None)
-        return future
-
-    async def flush(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        self.stopped = True
-
-
 @pytest.fixture
 def fake_producer(monkeypatch: pytest.MonkeyPatch) -> type[FakeProducer]:
     monkeypatch.setattr(replay_module, "AIOKafkaProducer", FakeProducer)

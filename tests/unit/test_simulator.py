@@ -19,6 +19,7 @@ from streams.contracts import CATALOG_ITEM, CLICK_EVENT, LIVE_EVENT, CatalogItem
 from streams.ingest import Rejection, Validator
 from streams.simulator import BAD_CLASSES, SCENARIOS, SimRecord, Simulator, run_simulation
 from streams.topics import TopicNames
+from tests.fakes import FakeProducer
 
 T0 = 1_700_000_000_000
 
@@ -355,34 +356,6 @@ def test_generation_is_fast() -> None:
 
 
 # ---------------------------------------------------------------------- run_simulation
-class FakeProducer:
-    """Stands in for AIOKafkaProducer: records (topic, key, value, monotonic time)."""
-
-    last: FakeProducer | None = None
-
-    def __init__(self, **kwargs: Any) -> None:
-        self.kwargs = kwargs
-        self.sent: list[tuple[str, bytes | None, bytes, float]] = []
-        self.started = self.stopped = self.flushed = False
-        FakeProducer.last = self
-
-    async def start(self) -> None:
-        self.started = True
-
-    async def send(self, topic: str, value: bytes, key: bytes | None = None,
-                   ) -> asyncio.Future[None]:
-        self.sent.append((topic, key, value, time.monotonic()))
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        future.set_result(None)
-        return future
-
-    async def flush(self) -> None:
-        self.flushed = True
-
-    async def stop(self) -> None:
-        self.stopped = True
-
-
 @pytest.fixture
 def fake_producer(monkeypatch: pytest.MonkeyPatch) -> type[FakeProducer]:
     monkeypatch.setattr(simulator_module, "AIOKafkaProducer", FakeProducer)
