@@ -94,10 +94,10 @@ async def wait_until_ready(bootstrap: str, timeout: float) -> None:
 
 
 class EmbeddedBroker:
-    """A local broker process.
+    """A local broker process; use it as a context manager::
 
-    >>> with EmbeddedBroker() as broker:          # doctest: +SKIP
-    ...     print(broker.bootstrap)                # 127.0.0.1:40123
+        with EmbeddedBroker() as broker:
+            print(broker.bootstrap)   # 127.0.0.1:40123
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int | None = None,
