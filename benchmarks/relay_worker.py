@@ -34,7 +34,7 @@ def main() -> None:
         async for value in stream:
             await sink.send(value=value)
 
-    sys.argv = ["relay", "worker", "--loglevel", "warning"]
+    sys.argv = ["relay", "worker", "--loglevel", "warn"]
     app.main()
 
 

@@ -76,7 +76,7 @@ class Settings:
     data_dir: str = _setting("livepulse-data", "Directory for table stores and local files.")
     web_host: str = _setting("127.0.0.1", "Web server bind host (API, host page, /metrics).")
     web_port: int = _setting(6066, "Web server port.")
-    log_level: str = _setting("info", "Log level of workers (debug, info, warning, error).")
+    log_level: str = _setting("info", "Log level of workers (debug, info, warn, error, crit).")
     # --- serving and analytics (used by later components)
     redis_url: str = _setting("redis://127.0.0.1:6379/0", "Redis URL for serving profiles.")
     clickhouse_url: str = _setting(
@@ -160,6 +160,8 @@ class Settings:
             raise SettingsError("LIVEPULSE_MAX_EVENT_BYTES must be >= 256")
         if self.insights_min_interval_ms > self.insights_max_interval_ms:
             raise SettingsError("insights min interval must not exceed the max interval")
+        if self.log_level not in ("debug", "info", "warn", "error", "crit"):
+            raise SettingsError("LIVEPULSE_LOG_LEVEL must be debug, info, warn, error or crit")
         if not 0.0 <= self.sim_bad_rate <= 1.0:
             raise SettingsError("LIVEPULSE_SIM_BAD_RATE must be within [0, 1]")
 
