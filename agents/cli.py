@@ -75,14 +75,22 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def parse_scenario(text: str) -> tuple[float, str, str | None, float]:
+    """``AT:NAME[:ROOM[:DURATION]]`` -> (at_s, name, room or None, duration_s).
+
+    >>> parse_scenario("30:viewer_drop"), parse_scenario("5:checkout_outage:room-1:20")
+    ((30.0, 'viewer_drop', None, 10.0), (5.0, 'checkout_outage', 'room-1', 20.0))
+    """
+    at, name, room, span = [*text.split(":"), "", "", ""][:4]
+    return float(at), name, room or None, float(span) if span else 10.0
+
+
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     from streams.admin import ensure_topics
     from streams.simulator import Simulator, run_simulation
     from streams.topics import topic_names
 
-    scenarios = [(float(at), name, room or None, float(span)) for at, name, room, span in
-                 (s.split(":") + [""] * (4 - len(s.split(":"))) for s in args.scenario or [])]
-    scenarios = [(at, name, room, span or 10.0) for at, name, room, span in scenarios]
+    scenarios = [parse_scenario(text) for text in args.scenario or []]
     with broker_for(settings) as bootstrap:
         asyncio.run(ensure_topics(settings, bootstrap))
         sim = Simulator(seed=args.seed if args.seed is not None else settings.sim_seed,
