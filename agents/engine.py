@@ -42,9 +42,11 @@ class Engine:
                 name, partitions=self.settings.partitions, **RAW)
         return found
 
-    async def send(self, topic: str, key: str, value: bytes,
+    async def send(self, topic: str, key: str | bytes, value: bytes,
                    headers: dict[str, bytes] | None = None) -> None:
-        await self.topic(topic).send(key=key.encode(), value=value, headers=headers)
+        """Produce one output record and count it."""
+        raw_key = key.encode() if isinstance(key, str) else key
+        await self.topic(topic).send(key=raw_key, value=value, headers=headers)
         self.metrics.events_out.labels(topic).inc()
 
     async def reject(self, message: Any, rejection: Rejection, received_at: int) -> None:
@@ -52,8 +54,7 @@ class Engine:
             message.value, rejection, topic=message.topic, partition=message.partition,
             offset=message.offset, received_at=received_at)
         key = message.key if isinstance(message.key, bytes) else b""
-        await self.topic(self.topics.dead_letter).send(key=key, value=body, headers=headers)
-        self.metrics.events_out.labels(self.topics.dead_letter).inc()
+        await self.send(self.topics.dead_letter, key, body, headers)
         self.metrics.dead_letters.labels(message.topic, rejection.error_class).inc()
 
     def validator(self, contract: Contract) -> Validator:
