@@ -62,16 +62,6 @@ class Contract:
     required_by_type: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     version: int = SCHEMA_VERSION
 
-    @property
-    def types(self) -> tuple[str, ...]:
-        return tuple(self.required_by_type)
-
-    def field(self, name: str) -> FieldSpec:
-        for spec in self.fields:
-            if spec.name == name:
-                return spec
-        raise KeyError(name)
-
 
 def _f(name: str, kind: str, description: str, **kw: Any) -> FieldSpec:
     return FieldSpec(name, kind, description, **kw)

@@ -3,6 +3,7 @@
 Validation happens once, at ingest: size, UTF-8, JSON, the contract's static rules, then
 the time bounds that depend on "now". The result is a typed record or a :class:`Rejection`.
 
+>>> from streams.contracts import LIVE_EVENT
 >>> v = Validator(LIVE_EVENT, max_bytes=1024, max_future_skew_ms=1000, max_age_ms=10_000)
 >>> v.decode(b'{"event_id":"e","type":"like","ts":5000,"room_id":"r","user_id":"u"}', now_ms=6000)
 LiveEvent(event_id='e', type='like', ts=5000, room_id='r', user_id='u', host_id=None, \
@@ -22,9 +23,6 @@ import orjson
 
 from config.settings import Settings
 from streams.contracts import (
-    CATALOG_ITEM,
-    CLICK_EVENT,
-    LIVE_EVENT,
     Contract,
     ContractError,
     DeadLetter,
@@ -103,11 +101,6 @@ class Validator:
             return Rejection("ts_past", f"ts {ts} is {(now_ms - ts) / 1000:.1f} s old "
                              f"(limit {self.max_age_ms / 1000:g} s)")
         return to_record(self.contract, obj)
-
-
-def validators(settings: Settings) -> dict[str, Validator]:
-    return {c.name: Validator.from_settings(c, settings)
-            for c in (LIVE_EVENT, CLICK_EVENT, CATALOG_ITEM)}
 
 
 def dead_letter(raw: bytes | None, rejection: Rejection, *, topic: str, partition: int,

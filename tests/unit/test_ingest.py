@@ -9,7 +9,7 @@ import pytest
 
 from config.settings import Settings
 from streams.contracts import LIVE_EVENT, LiveEvent
-from streams.ingest import Rejection, Validator, dead_letter
+from streams.ingest import ERROR_CLASSES, Rejection, Validator, dead_letter
 
 NOW = 1_800_000_000_000
 
@@ -47,6 +47,7 @@ def test_rejections(validator: Validator, raw: bytes | None, error_class: str) -
     result = validator.decode(raw, NOW)
     assert isinstance(result, Rejection)
     assert result.error_class == error_class
+    assert result.error_class in ERROR_CLASSES  # the documented, stable set
     assert result.reason
 
 
