@@ -48,8 +48,9 @@ class FieldSpec:
     minimum: float | None = None
     max_length: int | None = None
     enum: tuple[str, ...] | None = None
-    items: tuple[FieldSpec, ...] | None = None  # for OBJECT_LIST
+    items: tuple[FieldSpec, ...] | None = None  # fields of OBJECT / OBJECT_LIST elements
     max_items: int | None = None
+    nullable: bool = False  # JSON null is a value (output contracts: "not yet known")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +145,13 @@ class RoomInsight:
     orders_per_min: float
     last_event_ts: int
     live: bool
+    audience: dict[str, Any]
+    engagement: dict[str, Any]
+    mood: dict[str, Any]
+    commerce: dict[str, Any]
+    windows: dict[str, Any]
+    suggestions: list[dict[str, Any]]
+    alerts: list[dict[str, Any]]
     host_id: str | None = None
     schema_version: int = SCHEMA_VERSION
 
@@ -282,6 +290,91 @@ CATALOG_ITEM = Contract(
 )
 
 _NN = {"minimum": 0}
+
+
+def _counts(*names: str, description: str = "") -> tuple[FieldSpec, ...]:
+    return tuple(_f(n, NUMBER, f"{n.replace('_', ' ').capitalize()}{description}.",
+                    required=True, **_NN) for n in names)
+
+
+_AUDIENCE = (
+    *_counts("viewers", "unique_viewers", "peak_viewers", "new_viewers", "returning_viewers"),
+    _f("unique_method", STRING, "How distinct viewers are counted: 'hyperloglog' (p=10, "
+       "about 3 % standard error).", required=True),
+    _f("avg_watch_s", NUMBER, "Mean watch time of the last 512 finished sessions.",
+       required=True, **_NN),
+    _f("median_watch_s", NUMBER, "Median of the same.", required=True, **_NN),
+    _f("retention", OBJECT, "Share of viewers who joined at least 1/5/15 min ago and stayed "
+       "that long.", required=True, items=_counts("1m", "5m", "15m")),
+)
+_TOP_VIEWER = (
+    _f("user_id", STRING, "Viewer.", required=True),
+    *_counts("score", "comments", "likes", "gifts"),
+)
+_ENGAGEMENT = (
+    *_counts("comments_per_viewer_min", "likes_per_viewer_min", "shares_per_viewer_min",
+             "gifts_per_viewer_min", "gift_value_per_min"),
+    _f("top_viewers", OBJECT_LIST, "Most engaged viewers (weighted comments, likes, shares, "
+       "gifts).", required=True, items=_TOP_VIEWER, max_items=5),
+)
+_KEYWORD = (_f("word", STRING, "Keyword.", required=True), *_counts("count"))
+_MOOD = (
+    _f("sentiment", NUMBER, "Mean comment sentiment in [-1, 1].", required=True),
+    *_counts("positive_share", "negative_share", "comments", "window_s"),
+    _f("keywords", OBJECT_LIST, "Top recent keywords.", required=True, items=_KEYWORD,
+       max_items=10),
+)
+_FUNNEL = _counts("product_clicks", "add_to_carts", "purchases", "click_to_cart",
+                  "cart_to_purchase", "click_to_purchase")
+_ITEM_ROW = (_f("item_id", STRING, "Product.", required=True),
+             *_counts("clicks", "carts", "purchases", "gmv"))
+_PINNED = (
+    _f("item_id", STRING, "Pinned product.", required=True),
+    _f("pinned_at", INTEGER, "Event time of the pin, epoch ms.", required=True, **_NN),
+    *_counts("clicks", "carts", "purchases", "gmv", "click_to_purchase",
+             description=" since the pin"),
+)
+_COMMERCE = (
+    _f("funnel", OBJECT, "Product click -> add-to-cart -> purchase, since the room started.",
+       required=True, items=_FUNNEL),
+    *_counts("gmv", "gmv_per_min", "orders_per_min"),
+    _f("top_items", OBJECT_LIST, "Items with the most purchases, carts and clicks.",
+       required=True, items=_ITEM_ROW, max_items=5),
+    _f("pinned", OBJECT, "The item the host pinned last and its uptake, or null.",
+       required=True, items=_PINNED, nullable=True),
+)
+_WINDOW = (
+    _f("start", INTEGER, "Window start (inclusive), event time ms.", required=True, **_NN),
+    _f("end", INTEGER, "Window end (exclusive), event time ms.", required=True, **_NN),
+    *_counts("joins", "leaves", "comments", "likes", "shares", "gifts", "product_clicks",
+             "add_to_carts", "orders", "gmv"),
+)
+_WINDOWS = (
+    _f("grace_s", NUMBER, "A window closes this long after its end (event time).",
+       required=True, **_NN),
+    _f("late_events", INTEGER, "Events that arrived after their window closed (kept in the "
+       "totals, not in the windows).", required=True, **_NN),
+    _f("current_1m", OBJECT, "The open minute.", required=True, items=_WINDOW),
+    _f("tumbling_1m", OBJECT, "Last closed minute (null until one closed).", required=True,
+       items=_WINDOW, nullable=True),
+    _f("hopping_5m", OBJECT, "Last 5 closed minutes (hop: 1 min).", required=True,
+       items=_WINDOW, nullable=True),
+    _f("hopping_1h", OBJECT, "Last 60 closed minutes (hop: 1 min).", required=True,
+       items=_WINDOW, nullable=True),
+)
+_SUGGESTION = (
+    _f("code", STRING, "Stable machine name of the rule.", required=True),
+    _f("severity", STRING, "How soon to act.", required=True, enum=("info", "warn", "urgent")),
+    _f("en", STRING, "Text in English.", required=True),
+    _f("zh", STRING, "Text in Chinese.", required=True),
+    _f("item_id", STRING, "Product concerned."),
+)
+_ALERT = (
+    _f("metric", STRING, "Metric.", required=True),
+    _f("severity", STRING, "Severity.", required=True),
+    _f("explanation", STRING, "Human explanation.", required=True),
+    _f("ts", INTEGER, "Epoch ms.", required=True, **_NN),
+)
 ROOM_INSIGHT = Contract(
     name="room-insight",
     title="Room insight",
@@ -313,6 +406,19 @@ ROOM_INSIGHT = Contract(
         _f("last_event_ts", INTEGER, "Event time of the newest event folded in.",
            required=True, **_NN),
         _f("live", BOOLEAN, "False once the room went idle.", required=True),
+        _f("audience", OBJECT, "Who is watching.", required=True, items=_AUDIENCE),
+        _f("engagement", OBJECT, "Interaction per viewer-minute (last 60 s).", required=True,
+           items=_ENGAGEMENT),
+        _f("mood", OBJECT, "Comment mood over the last `window_s` of event time.",
+           required=True, items=_MOOD),
+        _f("commerce", OBJECT, "Funnel, GMV, top items, pinned item uptake.", required=True,
+           items=_COMMERCE),
+        _f("windows", OBJECT, "Event-time windows with a grace period for late events.",
+           required=True, items=_WINDOWS),
+        _f("suggestions", OBJECT_LIST, "What the host could do now, most urgent first.",
+           required=True, items=_SUGGESTION),
+        _f("alerts", OBJECT_LIST, "Open anomaly alerts for the room.", required=True,
+           items=_ALERT),
     ),
 )
 
@@ -462,10 +568,18 @@ def _check_value(spec: FieldSpec, value: Any, path: str) -> None:
     if kind == OBJECT_LIST:
         if type(value) is not list:
             raise ContractError("wrong_type", f"{path} must be a list, got {_type_name(value)}")
+        if spec.max_items is not None and len(value) > spec.max_items:
+            raise ContractError("out_of_range", f"{path} has more than {spec.max_items} items")
         for i, item in enumerate(value):
             if type(item) is not dict:
                 raise ContractError("wrong_type", f"{path}[{i}] must be an object")
             _check_fields(spec.items or (), item, f"{path}[{i}].")
+        return
+    if kind == OBJECT:
+        if type(value) is not dict:
+            raise ContractError("wrong_type", f"{path} must be an object, got "
+                                f"{_type_name(value)}")
+        _check_fields(spec.items or (), value, f"{path}.")
         return
     raise AssertionError(f"unknown field kind {kind}")  # pragma: no cover
 
@@ -474,7 +588,7 @@ def _check_fields(specs: tuple[FieldSpec, ...], obj: dict[str, Any], prefix: str
     for spec in specs:
         value = obj.get(spec.name)
         if value is None:
-            if spec.required:
+            if spec.required and not (spec.nullable and spec.name in obj):
                 raise ContractError("missing_field", f"{prefix}{spec.name} is required")
             continue
         _check_value(spec, value, prefix + spec.name)
@@ -564,6 +678,12 @@ def _schema_for(spec: FieldSpec) -> dict[str, Any]:
     if spec.kind == OBJECT_LIST:
         out["type"] = "array"
         out["items"] = _object_schema(spec.items or ())
+        if spec.max_items is not None:
+            out["maxItems"] = spec.max_items
+    if spec.kind == OBJECT:
+        out.update(_object_schema(spec.items or ()))
+    if spec.nullable:
+        out["type"] = [out["type"], "null"]
     return out
 
 

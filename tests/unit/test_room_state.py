@@ -1,0 +1,161 @@
+"""RoomState: every insight group from hand-made event sequences (pure, no broker)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import jsonschema
+import orjson
+import pytest
+
+from agents.room_state import PANES_KEPT, RoomState
+from streams.contracts import ROOM_INSIGHT, LiveEvent, as_dict, check_contract, json_schema
+
+T0 = 1_700_000_040_000 - 1_700_000_040_000 % 60_000  # a minute boundary
+_ids = itertools.count()
+
+
+def ev(kind: str, at_s: float, user: str = "u1", **kw: Any) -> LiveEvent:
+    return LiveEvent(f"e{next(_ids)}", kind, T0 + int(at_s * 1000), "r1", user, **kw)
+
+
+def fold(*events: LiveEvent, grace_ms: int = 10_000) -> RoomState:
+    room = RoomState("r1", grace_ms)
+    for e in events:
+        room.apply(e)
+    return room
+
+
+SCHEMA = json_schema(ROOM_INSIGHT)
+
+
+def insight(room: RoomState) -> dict[str, Any]:
+    """The room's insight as it goes on the wire, checked against both forms of the contract."""
+    body = orjson.loads(orjson.dumps(as_dict(room.insight(room.last_event_ts))))
+    check_contract(ROOM_INSIGHT, body)
+    jsonschema.validate(body, SCHEMA)
+    return body
+
+
+def test_presence_handles_duplicate_joins_missing_leaves_and_returns() -> None:
+    room = fold(ev("join", 0, "a"), ev("join", 1, "a"), ev("leave", 2, "ghost"),
+                ev("join", 3, "b"), ev("leave", 63, "b"), ev("join", 70, "b"),
+                ev("like", 400, "c"))
+    audience = insight(room)["audience"]
+    assert audience["viewers"] == 3           # a (duplicate join), b (back), c (like, no join)
+    assert audience["returning_viewers"] == 1 and audience["new_viewers"] == 2
+    assert audience["median_watch_s"] == 60.0  # b's first session: 3 s -> 63 s
+    room.expire_viewers(timeout_ms=300_000)    # a and b were silent since 1 s / 70 s
+    after = insight(room)["audience"]
+    assert after["viewers"] == 1 and after["returning_viewers"] == 0
+    assert after["unique_viewers"] == 3 and after["peak_viewers"] == 3
+
+
+def test_retention_is_share_still_watching_after_each_mark() -> None:
+    room = fold(ev("join", 0, "a"), ev("join", 0, "b"), ev("leave", 30, "a"),
+                ev("like", 130, "b"), ev("join", 125, "c"))
+    retention = insight(room)["audience"]["retention"]
+    assert retention["1m"] == 0.5      # a left after 30 s, b stayed; c joined too recently
+    assert retention["5m"] == 0.0      # nobody joined 5 minutes before the watermark
+
+
+def test_engagement_per_viewer_minute_and_top_viewers() -> None:
+    events = [ev("join", 0, f"v{i}") for i in range(4)]
+    events += [ev("comment", 10 + i, "v1", text="love it") for i in range(8)]
+    events += [ev("gift", 30, "v2", amount=520.0), ev("like", 31, "v3")]
+    engagement = insight(fold(*events))["engagement"]
+    assert engagement["comments_per_viewer_min"] == pytest.approx(8 / 4, rel=0.01)
+    assert engagement["gift_value_per_min"] == 520.0
+    top = [(row["user_id"], row["comments"]) for row in engagement["top_viewers"]]
+    assert top[0] == ("v2", 0) and top[1] == ("v1", 8)  # a 520 gift outweighs 8 comments
+
+
+def test_mood_follows_comment_sentiment_and_keywords() -> None:
+    happy = fold(*[ev("comment", i, f"u{i}", text="love this dress, great quality")
+                   for i in range(6)])
+    angry = fold(*[ev("comment", i, f"u{i}", text="质量很差 太贵了") for i in range(6)])
+    assert insight(happy)["mood"]["sentiment"] > 0.2
+    assert insight(angry)["mood"]["sentiment"] < -0.2
+    assert "dress" in [k["word"] for k in insight(happy)["mood"]["keywords"]]
+    codes = [s["code"] for s in insight(angry)["suggestions"]]
+    assert "negative_mood" in codes
+
+
+def test_funnel_top_items_and_pinned_uptake() -> None:
+    room = fold(
+        ev("product_click", 1, "a", item_id="i1"), ev("product_pin", 2, "host", item_id="i2"),
+        ev("product_click", 3, "a", item_id="i2"), ev("product_click", 4, "b", item_id="i2"),
+        ev("add_to_cart", 5, "a", item_id="i2"),
+        ev("purchase", 6, "a", item_id="i2", amount=99.5),
+        ev("add_to_cart", 7, "b", item_id="i1"),
+    )
+    commerce = insight(room)["commerce"]
+    assert commerce["funnel"] == {"product_clicks": 3, "add_to_carts": 2, "purchases": 1,
+                                  "click_to_cart": 0.6667, "cart_to_purchase": 0.5,
+                                  "click_to_purchase": 0.3333}
+    assert commerce["gmv"] == 99.5 and commerce["orders_per_min"] == 1
+    assert commerce["top_items"][0] == {"item_id": "i2", "clicks": 2, "carts": 1,
+                                        "purchases": 1, "gmv": 99.5}
+    pinned = commerce["pinned"]
+    assert (pinned["item_id"], pinned["clicks"], pinned["carts"], pinned["purchases"]) == \
+        ("i2", 2, 1, 1)
+    assert pinned["click_to_purchase"] == 0.5
+
+
+def test_windows_on_event_time_with_grace_and_late_events() -> None:
+    events = [ev("comment", 5, text="hi"), ev("like", 59)]                 # minute 0
+    events += [ev("like", 61), ev("purchase", 62, item_id="i", amount=10.0)]  # minute 1
+    events += [ev("like", 55)]                 # out of order, minute 0 still open: counted
+    events += [ev("like", 185)]                # watermark 3:05 closes minutes 0..1 (grace 10 s)
+    events += [ev("like", 100)]                # minute 1 closed: late, not in the windows
+    room = fold(*events)
+    windows = insight(room)["windows"]
+    assert windows["late_events"] == 1
+    last_minute = windows["tumbling_1m"]       # closed windows end at 2:00 (3:05 - 10 s grace)
+    assert (last_minute["start"], last_minute["end"]) == (T0 + 60_000, T0 + 120_000)
+    assert (last_minute["likes"], last_minute["orders"]) == (1, 1)
+    five = windows["hopping_5m"]
+    assert (five["comments"], five["likes"], five["orders"], five["gmv"]) == (1, 3, 1, 10.0)
+    assert windows["current_1m"]["likes"] == 1
+    assert insight(room)["likes_per_min"] >= 1       # totals keep the late event
+    assert room.events_total == len(events)
+
+
+def test_windows_stay_bounded_over_hours() -> None:
+    room = fold(*[ev("like", minute * 60, f"u{minute}") for minute in range(180)])
+    assert len(room.panes) <= PANES_KEPT
+    hour = insight(room)["windows"]["hopping_1h"]
+    assert hour["end"] - hour["start"] == 3_600_000 and hour["likes"] == 60
+
+
+def test_suggestions_for_carts_without_orders_and_checkout_stall() -> None:
+    events = [ev("join", 0, f"v{i}") for i in range(12)]
+    events += [ev("add_to_cart", 1 + i, f"v{i}", item_id="i9") for i in range(8)]
+    found = {s["code"]: s for s in insight(fold(*events))["suggestions"]}
+    assert found["carts_not_converting"]["item_id"] == "i9"
+    assert found["checkout_stalled"]["severity"] == "urgent"
+    assert "优惠券" in found["carts_not_converting"]["zh"]
+    assert insight(fold(*events))["suggestions"][0]["code"] == "checkout_stalled"
+
+
+def test_suggests_an_interaction_when_viewers_drop() -> None:
+    events = [ev("join", 1, f"v{i}") for i in range(40)]
+    events += [ev("like", 60 + s, f"v{s % 40}") for s in range(0, 200, 5)]
+    events += [ev("leave", 290, f"v{i}") for i in range(30)]
+    codes = [s["code"] for s in insight(fold(*events))["suggestions"]]
+    assert "viewer_drop" in codes
+
+
+def test_snapshot_round_trip_gives_the_same_insight() -> None:
+    events = [ev("join", 0, "a"), ev("comment", 2, "a", text="太好看了"),
+              ev("product_pin", 3, "h", item_id="i1"), ev("add_to_cart", 4, "a", item_id="i1"),
+              ev("purchase", 5, "a", item_id="i1", amount=12.5), ev("leave", 90, "a"),
+              ev("join", 95, "b"), ev("like", 130, "b")]
+    room = fold(*events)
+    restored = RoomState.from_dict(orjson.loads(orjson.dumps(room.to_dict())))
+    assert insight(restored) == insight(room)
+    more = ev("purchase", 131, "b", item_id="i1", amount=1.0)
+    room.apply(more)
+    restored.apply(more)
+    assert insight(restored) == insight(room)
