@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 test: $(STAMP)
-	bash .ci/system-deps
+	bash .ci/system-deps chromium fonts-wqy-microhei redis-server
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/livepulse schemas --check
 	$(PY) -m pytest -p no:cacheprovider -rs --doctest-modules streams agents config online_models tests $(PYTEST_ARGS)

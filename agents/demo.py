@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from typing import Any
 import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from agents.embedded_redis import RedisServer, ping, redis_server_available
+from agents.redis_sink import RedisSink
 from config.settings import Settings
 from streams.admin import ensure_topics
 from streams.broker import EmbeddedBroker, _die_with_parent
@@ -36,6 +39,9 @@ log = logging.getLogger("livepulse.demo")
 WORKER_READY_TIMEOUT_S = 120.0
 WORKER_STOP_TIMEOUT_S = 45.0
 DRAIN_TIMEOUT_S = 20.0
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+INSIGHT_GROUPS = ("audience", "engagement", "mood", "commerce", "windows")
+PROFILE_GROUPS = ("rfm", "affinities", "tags")
 
 
 @dataclass
@@ -199,8 +205,10 @@ async def drive(settings: Settings, bootstrap: str, workers: list[WorkerProcess]
     await observer.start()
     print(f"livepulse demo: broker {bootstrap} · {len(workers)} worker(s)", flush=True)
     for w in workers:
-        print(f"  host page   {w.web_url}/        (live rooms)", flush=True)
-        print(f"  JSON API    {w.web_url}/api/rooms · /api/users/<id> · /api/stats", flush=True)
+        print(f"  host page   {w.web_url}/        (live rooms; /rooms/<id> for one room)",
+              flush=True)
+        print(f"  JSON API    {w.web_url}/api/rooms · /api/rooms/<id>/insights · "
+              f"/api/users/<id>/profile · /api/stats", flush=True)
         print(f"  metrics     {w.web_url}/metrics", flush=True)
     print(f"  logs        {Path(settings.data_dir) / 'logs'}", flush=True)
     sim = Simulator(seed=settings.sim_seed, rooms=settings.sim_rooms, users=settings.sim_users,
@@ -214,10 +222,75 @@ async def drive(settings: Settings, bootstrap: str, workers: list[WorkerProcess]
         # let the last changed rooms emit once more after the final events
         await asyncio.sleep(settings.insights_max_interval_ms / 1000.0 + 0.3)
         stats = await _collect(workers) or stats
+        serving = await check_serving(settings, workers)
     finally:
         await observer.stop()
     merged = merge_stats(stats, names.inputs())
-    return {"produced": produced, "observed_out": observer.counts, **merged}
+    return {"produced": produced, "observed_out": observer.counts, "serving": serving,
+            **merged}
+
+
+def start_local_redis(settings: Settings) -> RedisServer | None:
+    """Start a private redis-server when the URL points here and nothing answers there."""
+    url = urllib.parse.urlparse(settings.redis_url.strip())
+    if not url.hostname:
+        return None
+    port = url.port or 6379
+    if url.hostname not in LOCAL_HOSTS or ping(port):
+        return None
+    if not redis_server_available():
+        print(f"livepulse demo: nothing answers at {settings.redis_url} and redis-server is "
+              "not installed: serving from the workers only", flush=True)
+        return None
+    server = RedisServer(port=port, log_dir=Path(settings.data_dir) / "logs")
+    server.start()
+    return server
+
+
+def _nonzero(value: Any) -> bool:
+    """True if a group carries at least one non-zero number somewhere inside it."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return value != 0
+    if isinstance(value, dict):
+        return any(_nonzero(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_nonzero(v) for v in value)
+    return False
+
+
+async def check_serving(settings: Settings, workers: list[WorkerProcess]) -> dict[str, Any]:
+    """What a host and an ad system would see now: the rooms API, one active user's
+    profile, and whether Redis holds the same documents."""
+    web = workers[0].web_url
+    async with aiohttp.ClientSession() as session:
+        rooms = (await fetch_json(session, f"{web}/api/rooms") or {}).get("rooms", [])
+        user = next((v["user_id"] for r in rooms for v in r["engagement"]["top_viewers"]),
+                    None)
+        profile = None
+        if user is not None:
+            profile = await fetch_json(session, f"{web}/api/users/{user}/profile")
+    out: dict[str, Any] = {
+        "rooms_listed": len(rooms),
+        "rooms_with_all_groups_nonzero": sum(
+            all(_nonzero(r.get(g)) for g in INSIGHT_GROUPS) for r in rooms),
+        "rooms_with_suggestions": sum(bool(r.get("suggestions")) for r in rooms),
+        "profile_user": user,
+        "profile_groups_present": [g for g in PROFILE_GROUPS if profile and profile.get(g)],
+    }
+    if settings.redis_url.strip():
+        sink = RedisSink(settings.redis_url, ttl_s=60, namespace=settings.redis_namespace)
+        try:
+            in_redis = await sink.read_many("room", [r["room_id"] for r in rooms])
+            out["redis_rooms"] = len(in_redis)
+            out["redis_profile_matches_api"] = bool(
+                user and profile and (await sink.read("user", user) or {}).get("rfm")
+                == profile.get("rfm"))
+            out["redis_up"] = sink.up or bool(in_redis)
+        finally:
+            await sink.stop()
+    return out
 
 
 async def _collect(workers: list[WorkerProcess]) -> list[dict[str, Any]]:
@@ -249,6 +322,7 @@ def run_demo(settings: Settings, duration: float | None) -> dict[str, Any]:
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     broker: EmbeddedBroker | None = None
+    redis: RedisServer | None = None
     workers: list[WorkerProcess] = []
     clean = False
     summary: dict[str, Any] = {}
@@ -269,6 +343,7 @@ def run_demo(settings: Settings, duration: float | None) -> dict[str, Any]:
         else:
             bootstrap = settings.bootstrap_servers
         loop.run_until_complete(ensure_topics(settings, bootstrap))
+        redis = start_local_redis(settings)
         workers = [start_worker(settings, bootstrap, i) for i in range(settings.demo_workers)]
         summary = loop.run_until_complete(
             drive(settings, bootstrap, workers, names, duration or 1e9, stop))
@@ -276,6 +351,8 @@ def run_demo(settings: Settings, duration: float | None) -> dict[str, Any]:
         clean = stop_workers(workers)
         if broker:
             broker.stop()
+        if redis:
+            redis.stop()
         loop.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -295,5 +372,6 @@ def run_demo(settings: Settings, duration: float | None) -> dict[str, Any]:
         "latency_ms": summary.get("latency_ms", {}),
         "e2e_latency_p50_ms": latency.get("p50"),
         "e2e_latency_p99_ms": latency.get("p99"),
+        "serving": summary.get("serving", {}),
         "clean_shutdown": clean,
     }

@@ -14,6 +14,7 @@ from typing import Any
 
 import faust
 
+from agents.redis_sink import RedisSink, RedisSinkMetrics
 from agents.stats import EngineMetrics
 from config.settings import Settings
 from streams.app import create_app
@@ -33,6 +34,7 @@ class Engine:
     topics: TopicNames
     metrics: EngineMetrics
     faust_topics: dict[str, faust.TopicT] = field(default_factory=dict)
+    redis: RedisSink | None = None  # serving copy of profiles and room insights
 
     def topic(self, name: str) -> faust.TopicT:
         """The Faust topic for ``name`` (raw bytes in and out: we decode ourselves)."""
@@ -85,12 +87,32 @@ class Engine:
         self.metrics.processing.labels(agent).observe(time.perf_counter() - started)
 
 
+def build_redis_sink(settings: Settings, metrics: EngineMetrics) -> RedisSink | None:
+    if not settings.redis_url.strip():
+        return None
+    return RedisSink(
+        settings.redis_url,
+        ttl_s={"room": settings.redis_room_ttl_s, "user": settings.redis_profile_ttl_s},
+        flush_interval_s=settings.redis_flush_interval_ms / 1000,
+        max_pending=settings.redis_max_pending,
+        namespace=settings.redis_namespace,
+        metrics=RedisSinkMetrics(metrics.registry),
+    )
+
+
 def build_engine(settings: Settings, bootstrap: str | None = None) -> Engine:
     from agents import catalog, rooms, users, web
 
     app = create_app(settings, bootstrap)
-    engine = Engine(app=app, settings=settings, topics=topic_names(settings),
-                    metrics=EngineMetrics())
+    metrics = EngineMetrics()
+    engine = Engine(app=app, settings=settings, topics=topic_names(settings), metrics=metrics,
+                    redis=build_redis_sink(settings, metrics))
+    if engine.redis is not None:
+        sink = engine.redis
+
+        @app.task
+        async def serve_to_redis() -> None:
+            await sink.run()  # flushes once more when Faust cancels it at shutdown
     catalog.register(engine)
     rooms.register(engine)
     users.register(engine)

@@ -42,6 +42,7 @@ class LiveRoom:
     last_persist_wall: float = 0.0
     pending_ts: list[int] = field(default_factory=list)
     pending_seen: int = 0
+    last_insight: dict[str, Any] | None = None  # what was emitted last (served by the API)
 
     def note_event(self, ts: int, rng: random.Random) -> None:
         """Keep a uniform sample of the event times folded in since the last emission."""
@@ -58,8 +59,9 @@ class RoomPipeline:
     """The rooms one worker owns, and when each is due to emit (no Faust here)."""
 
     def __init__(self, min_interval_ms: int, max_interval_ms: int, viewer_timeout_s: float,
-                 idle_timeout_s: float) -> None:
+                 idle_timeout_s: float, grace_s: float = 10.0) -> None:
         self.rooms: dict[str, LiveRoom] = {}
+        self.grace_ms = int(grace_s * 1000)
         self.min_interval = min_interval_ms / 1000.0
         self.max_interval = max_interval_ms / 1000.0
         self.viewer_timeout_ms = int(viewer_timeout_s * 1000)
@@ -71,7 +73,8 @@ class RoomPipeline:
         room = self.rooms.get(event.room_id)
         if room is None:
             saved = load(event.room_id) if load else None
-            state = RoomState.from_dict(saved) if saved else RoomState(event.room_id)
+            state = (RoomState.from_dict(saved) if saved
+                     else RoomState(event.room_id, self.grace_ms))
             room = self.rooms[event.room_id] = LiveRoom(state, partition)
         room.state.apply(event)
         room.dirty = True
@@ -95,21 +98,30 @@ class RoomPipeline:
         room.state.expire_viewers(self.viewer_timeout_ms)
         if wall - room.last_event_wall > self.idle_timeout:
             room.live = False
-        insight = room.state.insight(emitted_at_ms, live=room.live)
+        insight = as_dict(room.state.insight(emitted_at_ms, live=room.live))
         latencies = [max(0.0, float(emitted_at_ms - ts)) for ts in room.pending_ts]
         room.pending_ts.clear()
         room.pending_seen = 0
         room.dirty = False
         room.last_emit_wall = wall
-        return orjson.dumps(as_dict(insight)), latencies
+        room.last_insight = insight
+        return orjson.dumps(insight), latencies
 
     def drop_partitions(self, partitions: set[int]) -> None:
         for room_id in [r for r, room in self.rooms.items() if room.partition in partitions]:
             del self.rooms[room_id]
 
     def latest(self) -> dict[str, dict[str, Any]]:
-        return {rid: as_dict(room.state.insight(now_ms(), live=room.live))
+        """The last emitted insight of every room this worker owns."""
+        return {rid: room.last_insight if room.last_insight is not None
+                else as_dict(room.state.insight(now_ms(), live=room.live))
                 for rid, room in self.rooms.items()}
+
+    def insight_of(self, room_id: str) -> dict[str, Any] | None:
+        room = self.rooms.get(room_id)
+        if room is None:
+            return None
+        return room.last_insight or as_dict(room.state.insight(now_ms(), live=room.live))
 
 
 def register(engine: Engine) -> None:
@@ -117,7 +129,8 @@ def register(engine: Engine) -> None:
     validator = engine.validator(LIVE_EVENT)
     state_table = app.Table("room-state", default=None, partitions=settings.partitions)
     pipeline = RoomPipeline(settings.insights_min_interval_ms, settings.insights_max_interval_ms,
-                            settings.viewer_timeout_s, settings.room_idle_timeout_s)
+                            settings.viewer_timeout_s, settings.room_idle_timeout_s,
+                            settings.window_grace_s)
     app.livepulse_rooms = pipeline
     live_topic = engine.topic(names.live_events)
     activity_topic = engine.topic(names.user_activity)
@@ -147,6 +160,8 @@ def register(engine: Engine) -> None:
             emitted_at = now_ms()
             payload, latencies = pipeline.emit(room, wall, emitted_at)
             await engine.send(names.room_insights, room.state.room_id, payload)
+            if engine.redis is not None and room.last_insight is not None:
+                engine.redis.add("room", room.state.room_id, room.last_insight)
             for latency in latencies:
                 metrics.observe_latency(names.room_insights, latency)
 

@@ -1,25 +1,51 @@
 """Web API and the host's live page, served by Faust's web server on every worker.
 
-Handlers read what the agents own (tables, the room pipeline's live rooms); they never
-recompute. ``/api/users/{id}`` is routed to the worker that owns the user's partition.
+Handlers read what the agents own (the room pipeline's last emitted insights, the profile
+table, the Redis serving copy); they never recompute. Any worker answers for any key:
+
+* a room this worker owns is answered from memory; any other room from Redis
+  (``lp:room:{id}``, written by its owner at most every flush interval);
+* a profile request is routed by Faust to the worker owning the user's partition
+  (``table_route``); if that hop fails, the Redis copy answers.
+
+Unknown ids get ``404 {"error": "not_found", ...}``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web as aiohttp_web
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
 from agents.engine import Engine
+from agents.profile import UserProfile
 from dashboards import HOST_PAGE_DIR
 from streams.contracts import ALL_CONTRACTS, json_schema
+from streams.ingest import now_ms
 
 # aiohttp refuses a charset inside content_type; Prometheus text format is UTF-8 anyway.
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
+SSE_POLL_S = 0.1          # how often a stream checks for a newer insight
+SSE_KEEPALIVE_S = 1.0     # a comment line at least this often keeps proxies from timing out
+STATIC_TYPES = {".css": "text/css", ".js": "application/javascript", ".svg": "image/svg+xml",
+                ".html": "text/html", ".png": "image/png"}
+
+
+def _not_found(view: View, kind: str, key: str) -> Response:
+    return view.json({"error": "not_found", kind: key}, status=404)
 
 
 def register(engine: Engine) -> None:
     app, metrics = engine.app, engine.metrics
-    host_page = (HOST_PAGE_DIR / "index.html").read_text(encoding="utf-8")
+    pages = {p.name: p.read_bytes() for p in HOST_PAGE_DIR.iterdir()
+             if p.is_file() and p.suffix in STATIC_TYPES}
+    rooms = app.livepulse_rooms
+    profiles = app.livepulse_profiles
 
     def assigned_partitions() -> int:
         try:
@@ -27,15 +53,37 @@ def register(engine: Engine) -> None:
         except Exception:
             return 0
 
+    async def room_insight(room_id: str) -> dict[str, Any] | None:
+        found = rooms.insight_of(room_id)
+        if found is None and engine.redis is not None:
+            found = await engine.redis.read("room", room_id)
+        return found
+
     @app.page("/")
-    class HostPage(View):
+    class IndexPage(View):
         async def get(self, request: Request) -> Response:
-            return self.html(host_page)
+            return self.bytes(pages["index.html"], content_type="text/html")
+
+    @app.page("/rooms/{room_id}")
+    class RoomPage(View):
+        async def get(self, request: Request, room_id: str) -> Response:
+            return self.bytes(pages["room.html"], content_type="text/html")
+
+    @app.page("/static/{name}")
+    class Static(View):
+        async def get(self, request: Request, name: str) -> Response:
+            body = pages.get(name)
+            if body is None:
+                return _not_found(self, "file", name)
+            suffix = name[name.rfind("."):]
+            return self.bytes(body, content_type=STATIC_TYPES[suffix])
 
     @app.page("/healthz")
     class Health(View):
         async def get(self, request: Request) -> Response:
-            return self.json({"status": "ok", "assigned_partitions": assigned_partitions()})
+            redis_up = None if engine.redis is None else engine.redis.up
+            return self.json({"status": "ok", "assigned_partitions": assigned_partitions(),
+                              "redis_up": redis_up})
 
     @app.page("/metrics")
     class Metrics(View):
@@ -54,31 +102,86 @@ def register(engine: Engine) -> None:
     @app.page("/api/rooms")
     class Rooms(View):
         async def get(self, request: Request) -> Response:
-            rooms = app.livepulse_rooms.latest()
-            return self.json({"rooms": sorted(rooms.values(), key=lambda r: r["room_id"])})
+            found = dict(rooms.latest())
+            if engine.redis is not None:
+                others = [r for r in await engine.redis.index("room") if r not in found]
+                found.update(await engine.redis.read_many("room", others))
+            include_idle = request.query.get("all") in ("1", "true")
+            listed = [r for r in found.values() if include_idle or r.get("live")]
+            return self.json({"rooms": sorted(listed, key=lambda r: r["room_id"])})
+
+    @app.page("/api/rooms/{room_id}/insights")
+    class RoomInsights(View):
+        async def get(self, request: Request, room_id: str) -> Response:
+            found = await room_insight(room_id)
+            return self.json(found) if found is not None else _not_found(self, "room_id",
+                                                                          room_id)
 
     @app.page("/api/rooms/{room_id}")
-    class Room(View):
+    class Room(View):  # short alias of /insights
         async def get(self, request: Request, room_id: str) -> Response:
-            rooms = app.livepulse_rooms.latest()
-            if room_id not in rooms:
-                return self.json({"error": "not_found", "room_id": room_id}, status=404)
-            return self.json(rooms[room_id])
+            found = await room_insight(room_id)
+            return self.json(found) if found is not None else _not_found(self, "room_id",
+                                                                          room_id)
 
-    counts_table = app.livepulse_user_counts
+    @app.page("/api/rooms/{room_id}/stream")
+    class RoomStream(View):
+        """Server-Sent Events: ``event: insight`` whenever a newer insight exists."""
+
+        async def get(self, request: Request, room_id: str) -> Any:
+            first = await room_insight(room_id)
+            if first is None:
+                return _not_found(self, "room_id", room_id)
+            response = aiohttp_web.StreamResponse(headers={
+                "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no"})
+            await response.prepare(request)  # Faust's aiohttp driver passes aiohttp's request
+            last_ts, last_write = -1, time.monotonic()
+            current: dict[str, Any] | None = first
+            try:
+                while not app.should_stop:  # open streams end when the worker stops
+                    if current is not None and current["ts"] != last_ts:
+                        last_ts = current["ts"]
+                        await response.write(b"event: insight\ndata: " + orjson.dumps(current)
+                                             + b"\n\n")
+                        last_write = time.monotonic()
+                    elif time.monotonic() - last_write >= SSE_KEEPALIVE_S:
+                        await response.write(b":keepalive\n\n")
+                        last_write = time.monotonic()
+                    await asyncio.sleep(SSE_POLL_S)
+                    current = await room_insight(room_id)
+            except (ConnectionResetError, asyncio.CancelledError):
+                pass
+            return response
+
+    async def local_profile(user_id: str) -> dict[str, Any] | None:
+        saved = profiles.get(user_id)
+        if saved is None:
+            return None
+        return UserProfile.from_dict(saved).view(now_ms())
+
+    @app.page("/api/users/{user_id}/profile")
+    class Profile(View):
+        @app.table_route(table=profiles, match_info="user_id")
+        async def get(self, request: Request, user_id: str) -> Response:
+            found = await local_profile(user_id)
+            if found is None and engine.redis is not None:
+                found = await engine.redis.read("user", user_id)
+            return self.json(found) if found is not None else _not_found(self, "user_id",
+                                                                          user_id)
 
     @app.page("/api/users/{user_id}")
-    class User(View):
-        @app.table_route(table=counts_table, match_info="user_id")
+    class User(View):  # short alias of /profile
+        @app.table_route(table=profiles, match_info="user_id")
         async def get(self, request: Request, user_id: str) -> Response:
-            counts = counts_table.get(user_id)
-            if counts is None:
-                return self.json({"error": "not_found", "user_id": user_id}, status=404)
-            return self.json({"user_id": user_id, "counts": counts})
+            found = await local_profile(user_id)
+            return self.json(found) if found is not None else _not_found(self, "user_id",
+                                                                          user_id)
 
     @app.page("/api/schemas")
     class Schemas(View):
         async def get(self, request: Request) -> Response:
             return self.json({c.name: json_schema(c) for c in ALL_CONTRACTS})
 
-    del HostPage, Health, Metrics, Stats, Rooms, Room, User, Schemas  # registered on the app
+    del (IndexPage, RoomPage, Static, Health, Metrics, Stats, Rooms, RoomInsights, Room,
+         RoomStream, Profile, User, Schemas)  # registered on the app

@@ -78,7 +78,23 @@ class Settings:
     web_port: int = _setting(6066, "Web server port.")
     log_level: str = _setting("info", "Log level of workers (debug, info, warn, error, crit).")
     # --- serving and analytics (used by later components)
-    redis_url: str = _setting("redis://127.0.0.1:6379/0", "Redis URL for serving profiles.")
+    redis_url: str = _setting(
+        "redis://127.0.0.1:6379/0",
+        "Redis for serving profiles and room insights (empty: serve from the workers only).",
+    )
+    redis_namespace: str = _setting(
+        "lp", "Prefix of every Redis key (`{ns}:user:{id}`, `{ns}:room:{id}`)."
+    )
+    redis_flush_interval_ms: int = _setting(
+        200, "Redis writes are batched: each key is written at most once per interval."
+    )
+    redis_room_ttl_s: int = _setting(3600, "TTL of `lp:room:{id}` hashes in Redis.")
+    redis_profile_ttl_s: int = _setting(
+        7 * 24 * 3600, "TTL of `lp:user:{id}` profile hashes in Redis."
+    )
+    redis_max_pending: int = _setting(
+        200_000, "Keys buffered while Redis is down; beyond it the oldest are dropped (counted)."
+    )
     clickhouse_url: str = _setting(
         "clickhouse://default:@127.0.0.1:9000/livepulse", "ClickHouse native URL for history."
     )
@@ -102,6 +118,10 @@ class Settings:
     )
     room_idle_timeout_s: float = _setting(
         600.0, "A room with no events for this long stops emitting insights."
+    )
+    window_grace_s: float = _setting(
+        10.0, "Insight windows close this long after their end (event time); later events "
+        "are counted as late."
     )
     # --- simulator defaults (used by `livepulse demo` and `livepulse simulate`)
     sim_rate: float = _setting(300.0, "Simulator events per second.")

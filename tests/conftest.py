@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from agents.embedded_redis import REDIS_SERVER_BIN, RedisServer, redis_server_available
 from config.settings import Settings
 from streams.admin import ensure_topics
 from streams.broker import EmbeddedBroker, _die_with_parent, free_port
@@ -30,6 +31,28 @@ def require(condition: bool, what: str) -> None:
     if IN_CI:
         pytest.fail(f"required service missing in CI: {what}")
     pytest.skip(f"service missing: {what}")
+
+
+_private_redis: list[RedisServer] = []
+
+
+def service_redis_url() -> str:
+    """LIVEPULSE_TEST_REDIS_URL if set, else one private redis-server for the whole session
+    (started on first use; it dies with the test process)."""
+    external = os.environ.get("LIVEPULSE_TEST_REDIS_URL")
+    if external:
+        return external
+    if not _private_redis:
+        require(redis_server_available(), f"redis-server binary ({REDIS_SERVER_BIN})")
+        server = RedisServer()
+        server.start()
+        _private_redis.append(server)
+    return _private_redis[0].url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return service_redis_url()
 
 
 @pytest.fixture(scope="session")
@@ -61,12 +84,14 @@ class WorkerHandle:
 
 
 def unique_settings(tmp_path: Path, broker: EmbeddedBroker, **overrides: object) -> Settings:
-    """Settings with their own topic prefix and group, so tests never share state."""
+    """Settings with their own topic prefix, group and Redis namespace, so tests never share
+    state."""
     tag = f"t{os.getpid()}x{time.monotonic_ns() % 10**9}"
     values = {
         "kafka_url": broker.bootstrap, "topic_prefix": tag, "app_id": tag,
         "data_dir": str(tmp_path / "data"), "web_port": free_port(), "partitions": 2,
         "insights_min_interval_ms": 100, "log_level": "info",
+        "redis_url": service_redis_url(), "redis_namespace": tag,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

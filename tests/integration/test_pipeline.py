@@ -181,9 +181,10 @@ def test_good_events_processed_and_bad_ones_dead_lettered(broker, worker_factory
     assert stats["events_in"][names.live_events] == len(good)
     assert stats["events_in"][names.clicks] == len(clicks)
     live_for_user1 = sum(1 for e in good if e["user_id"] == "user-1")
-    profile = poll_json(f"{worker.web_url}/api/users/user-1",
-                        lambda p: p["counts"]["total"] >= len(clicks) + live_for_user1)
-    assert profile["counts"]["total"] == len(clicks) + live_for_user1
+    profile = poll_json(f"{worker.web_url}/api/users/user-1/profile",
+                        lambda p: p["events"] >= len(clicks) + live_for_user1)
+    assert profile["events"] == len(clicks) + live_for_user1
+    assert profile["session"]["recent_items"]
     with urllib.request.urlopen(f"{worker.web_url}/metrics") as resp:
         metrics_text = resp.read().decode()
     assert "livepulse_dead_letters_total" in metrics_text

@@ -1,0 +1,116 @@
+"""A private, throw-away ``redis-server`` on a loopback port (demo and tests).
+
+No persistence (``--save "" --appendonly no``), dies with the process that started it, and
+can be killed, paused and restarted on the same port to simulate outages. ``livepulse demo``
+starts one when ``LIVEPULSE_REDIS_URL`` points at this machine and nothing answers there.
+
+>>> server = RedisServer()
+>>> server.url.startswith("redis://127.0.0.1:")
+True
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from streams.broker import _die_with_parent, free_port
+
+REDIS_SERVER_BIN = os.environ.get("LIVEPULSE_REDIS_SERVER_BIN") or shutil.which(
+    "redis-server") or "/usr/bin/redis-server"
+
+
+def redis_server_available() -> bool:
+    """True if the ``redis-server`` binary can be run."""
+    return os.access(REDIS_SERVER_BIN, os.X_OK)
+
+
+def ping(port: int, timeout: float = 0.5) -> bool:
+    """True if a Redis server answers PING on 127.0.0.1:``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """One ``redis-server`` process; ``port`` stays the same across restarts."""
+
+    def __init__(self, port: int | None = None, log_dir: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.log_dir = log_dir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def log_path(self) -> Path:
+        if self.log_dir is None:
+            self.log_dir = Path(tempfile.mkdtemp(prefix="lp-redis-"))
+        return self.log_dir / f"redis-{self.port}.log"
+
+    def start(self, timeout: float = 10.0) -> str:
+        """Start the server (no-op if running) and wait until it answers; return the URL."""
+        if self.process is not None and self.process.poll() is None:
+            return self.url
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [REDIS_SERVER_BIN, "--port", str(self.port), "--bind", "127.0.0.1",
+                 "--save", "", "--appendonly", "no", "--dir", str(self.log_path.parent)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited: {self.log_path.read_text()[-2000:]}")
+            if ping(self.port):
+                return self.url
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"redis-server not answering on port {self.port} in {timeout} s")
+
+    def kill(self) -> None:
+        """SIGKILL the server (data is lost: there is no persistence) and reap it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a paused server must die too
+            self.process.kill()
+            self.process.wait(10)
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open but nothing answers (a hung server)."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        """Terminate the server, killing it if it does not exit within 5 s."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGCONT)
+        self.process.terminate()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
