@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from agents.embedded_redis import redis_server_available
 from streams.broker import free_port
-from tests.conftest import REPO
+from tests.conftest import REPO, require
 
 pytestmark = pytest.mark.integration
 
@@ -32,9 +33,12 @@ def descendants(pid: int) -> list[int]:
 
 
 def test_demo_runs_and_summarises(tmp_path: Path) -> None:
+    require(redis_server_available(), "redis-server binary (the demo starts its own Redis)")
     env = {**os.environ, "LIVEPULSE_DATA_DIR": str(tmp_path / "data"),
            "LIVEPULSE_WEB_PORT": str(free_port()), "LIVEPULSE_SIM_BAD_RATE": "0.01",
-           "LIVEPULSE_SIM_RATE": "250"}
+           "LIVEPULSE_SIM_RATE": "250",
+           # nothing answers there: the demo starts a private redis-server on that port
+           "LIVEPULSE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
     env.pop("LIVEPULSE_KAFKA_URL", None)
     proc = subprocess.Popen([sys.executable, "-m", "agents.cli", "demo", "--duration", "25"],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -56,8 +60,16 @@ def test_demo_runs_and_summarises(tmp_path: Path) -> None:
     assert sum(summary["events_in"].values()) == good
     assert summary["e2e_latency_p50_ms"] is not None and summary["e2e_latency_p99_ms"] > 0
     assert summary["clean_shutdown"] is True
-    # broker and worker children existed while running, and none is left
-    assert len(running_children) >= 2
+    # what a host and an ad system see: every room with every insight group, a profile with
+    # RFM, affinities and tags, and the same documents in Redis
+    serving = summary["serving"]
+    assert serving["rooms_listed"] == 6
+    assert serving["rooms_with_all_groups_nonzero"] == serving["rooms_listed"]
+    assert serving["profile_groups_present"] == ["rfm", "affinities", "tags"]
+    assert serving["redis_rooms"] == serving["rooms_listed"]
+    assert serving["redis_profile_matches_api"] is True
+    # broker, Redis and worker children existed while running, and none is left
+    assert len(running_children) >= 3
     leftovers = [pid for pid in running_children if Path(f"/proc/{pid}").exists()
                  and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()]
     assert leftovers == []
