@@ -141,8 +141,9 @@ def register(engine: Engine) -> None:
         if record is None:
             return
         room = pipeline.apply(record, message.partition, state_table.get)
-        await activity_topic.send(key=record.user_id.encode(),
-                                  value=orjson.dumps(as_dict(record)))
+        if record.type != "product_pin":  # the host's act: no viewer profile to update
+            await activity_topic.send(key=record.user_id.encode(),
+                                      value=orjson.dumps(as_dict(record)))
         wall = time.monotonic()
         if wall - room.last_persist_wall >= STATE_PERSIST_MS / 1000.0:
             state_table[record.room_id] = room.state.to_dict()

@@ -42,7 +42,8 @@ def register(engine: Engine) -> None:
         profile.apply(record, catalog.get)
         profiles[user] = profile.to_dict()
         if engine.redis is not None:
-            engine.redis.add("user", user, profile.view(record.ts))
+            # the profile's own clock: a late event must not produce a view from the past
+            engine.redis.add("user", user, profile.view(profile.updated_at))
 
     @app.agent(channel, name="user-pipeline")
     async def user_pipeline(stream: Any) -> None:

@@ -122,8 +122,10 @@ def latest_by_room(records: list[Any]) -> dict[str, dict[str, Any]]:
     return latest
 
 
-def test_good_events_processed_and_bad_ones_dead_lettered(broker, worker_factory, tmp_path: Path):
-    settings = unique_settings(tmp_path, broker)
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+def test_good_events_processed_and_bad_ones_dead_lettered(broker, worker_factory, tmp_path: Path,
+                                                          store: str):
+    settings = unique_settings(tmp_path, broker, store=store)
     names = topic_names(settings)
     worker = worker_factory(settings)
 
