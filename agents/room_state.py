@@ -7,10 +7,13 @@ distinct viewers are a HyperLogLog, "seen before" is a Bloom filter, per-user an
 tallies are Space-Saving counters, and windows keep at most 62 one-minute panes.
 
 >>> room = RoomState("r1")
->>> room.apply(LiveEvent("e1", "join", 60_000, "r1", "u1", host_id="h1"))
->>> room.apply(LiveEvent("e2", "product_pin", 61_000, "r1", "h1", item_id="i1"))
->>> room.apply(LiveEvent("e3", "add_to_cart", 62_000, "r1", "u1", item_id="i1"))
->>> room.apply(LiveEvent("e4", "purchase", 63_000, "r1", "u1", item_id="i1", amount=30.0))
+>>> for event in (
+...     LiveEvent("e1", "join", 60_000, "r1", "u1", host_id="h1"),
+...     LiveEvent("e2", "product_pin", 61_000, "r1", "h1", item_id="i1"),
+...     LiveEvent("e3", "add_to_cart", 62_000, "r1", "u1", item_id="i1"),
+...     LiveEvent("e4", "purchase", 63_000, "r1", "u1", item_id="i1", amount=30.0),
+... ):
+...     late = room.apply(event)
 >>> ins = room.insight(now_ms=63_500)
 >>> ins.viewers, ins.orders, ins.gmv, ins.commerce["pinned"]["purchases"]
 (1, 1, 30.0, 1)
@@ -85,7 +88,7 @@ class RoomState:
         self.late_events = 0
         self.rates = {kind: SecondBuckets() for kind in RATE_KINDS}
         self.gmv_rate = SecondBuckets()
-        self.viewer_samples: dict[int, int] = {}     # second -> viewers then (last 15 min)
+        self.viewer_samples: dict[int, int] = {}     # second -> viewers then (last 5 min)
         self.watch: deque[tuple[int, int]] = deque(maxlen=WATCH_SAMPLES)  # (joined, secs)
         self.top_viewers = TopCounter(VIEWER_FIELDS, capacity=64)
         self.items = TopCounter(ITEM_FIELDS, capacity=128)
@@ -94,7 +97,8 @@ class RoomState:
         self.panes: dict[int, list[float]] = {}      # minute start -> PANE_FIELDS counts
 
     # ------------------------------------------------------------------ folding
-    def apply(self, event: LiveEvent) -> None:
+    def apply(self, event: LiveEvent) -> bool:
+        """Fold one event; True if it came after its window closed (late beyond grace)."""
         self.events_total += 1
         if event.host_id:
             self.host_id = event.host_id
@@ -109,7 +113,7 @@ class RoomState:
             self._present(user, ts)
         if kind in self.rates:
             self.rates[kind].add(ts)
-        self._to_pane(kind, ts, event.amount or 0.0)
+        late = self._to_pane(kind, ts, event.amount or 0.0)
         weight = ENGAGEMENT_WEIGHTS.get(kind)
         if weight is not None:
             bonus = (event.amount or 0.0) / 10 if kind == "gift" else 0.0
@@ -126,6 +130,7 @@ class RoomState:
         elif kind in ("product_click", "add_to_cart", "purchase") and event.item_id:
             self._commerce(kind, event)
         self._sample_viewers(ts)
+        return late
 
     def _present(self, user: str, ts: int) -> None:
         """A join, or any activity: the user is watching (duplicate joins are harmless)."""
@@ -178,14 +183,14 @@ class RoomState:
             if kind == "purchase":
                 pinned["gmv"] += amount
 
-    def _to_pane(self, kind: str, ts: int, amount: float) -> None:
+    def _to_pane(self, kind: str, ts: int, amount: float) -> bool:
         index = _PANE_INDEX.get(kind)
         if index is None:
-            return
+            return False
         start = ts - ts % MINUTE_MS
         if start + MINUTE_MS + self.grace_ms <= self.last_event_ts:
             self.late_events += 1  # its window has closed: counted, kept out of the windows
-            return
+            return True
         pane = self.panes.get(start)
         if pane is None:
             pane = self.panes[start] = [0.0] * len(PANE_FIELDS)
@@ -194,12 +199,13 @@ class RoomState:
         pane[index] += 1
         if kind == "purchase":
             pane[9] += amount
+        return False
 
     def _sample_viewers(self, ts: int) -> None:
         second = ts // 1000
         self.viewer_samples[second] = len(self.viewers)
-        if len(self.viewer_samples) > 1200:
-            oldest = self.last_event_ts // 1000 - 900
+        if len(self.viewer_samples) > 360:  # the rules look back 5 minutes at most
+            oldest = self.last_event_ts // 1000 - 300
             for s in [s for s in self.viewer_samples if s < oldest]:
                 del self.viewer_samples[s]
 

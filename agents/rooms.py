@@ -69,19 +69,20 @@ class RoomPipeline:
         self.rng = random.Random(0)
 
     def apply(self, event: LiveEvent, partition: int,
-              load: Any = None) -> LiveRoom:
+              load: Any = None) -> tuple[LiveRoom, bool]:
+        """Fold ``event`` into its room; also say whether it was late beyond the grace."""
         room = self.rooms.get(event.room_id)
         if room is None:
             saved = load(event.room_id) if load else None
             state = (RoomState.from_dict(saved) if saved
                      else RoomState(event.room_id, self.grace_ms))
             room = self.rooms[event.room_id] = LiveRoom(state, partition)
-        room.state.apply(event)
+        late = room.state.apply(event)
         room.dirty = True
         room.live = True
         room.last_event_wall = time.monotonic()
         room.note_event(event.ts, self.rng)
-        return room
+        return room, late
 
     def due(self, wall: float) -> list[LiveRoom]:
         out = []
@@ -140,7 +141,9 @@ def register(engine: Engine) -> None:
         record = await engine.admit(validator, message)
         if record is None:
             return
-        room = pipeline.apply(record, message.partition, state_table.get)
+        room, late = pipeline.apply(record, message.partition, state_table.get)
+        if late:
+            metrics.late_events.inc()
         if record.type != "product_pin":  # the host's act: no viewer profile to update
             await activity_topic.send(key=record.user_id.encode(),
                                       value=orjson.dumps(as_dict(record)))

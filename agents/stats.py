@@ -64,6 +64,9 @@ class EngineMetrics:
         self.events_in = Counter(
             "livepulse_events_in_total", "Valid events consumed, by topic and event type.",
             ["topic", "type"], registry=r)
+        self.late_events = Counter(
+            "livepulse_late_events_total", "Events that arrived after their insight window "
+            "closed (kept in the running totals, not in the windows).", registry=r)
         self.events_out = Counter(
             "livepulse_events_out_total", "Records produced to output topics.", ["topic"],
             registry=r)

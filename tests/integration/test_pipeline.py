@@ -130,6 +130,8 @@ def test_good_events_processed_and_bad_ones_dead_lettered(broker, worker_factory
     worker = worker_factory(settings)
 
     good = good_live_events(300)
+    # five minutes late: its window has closed, so it is counted as late, not lost
+    good.append(live(7000, "like", "room-0", "user-late") | {"ts": now_ms() - 300_000})
     records: list[tuple[str, bytes, bytes]] = []
     bad_iter = iter(BAD_RECORDS)
     for i, event in enumerate(good):  # bad records interleaved between good ones
@@ -190,6 +192,8 @@ def test_good_events_processed_and_bad_ones_dead_lettered(broker, worker_factory
     with urllib.request.urlopen(f"{worker.web_url}/metrics") as resp:
         metrics_text = resp.read().decode()
     assert "livepulse_dead_letters_total" in metrics_text
+    assert latest["room-0"]["windows"]["late_events"] == 1
+    assert "livepulse_late_events_total 1.0" in metrics_text
 
     assert worker.stop() == 0, worker.log()[-3000:]
     assert "Traceback" not in worker.log()
