@@ -7,6 +7,7 @@
 ``livepulse topics``     create or list topics on any broker
 ``livepulse schemas``    export (or check) the JSON Schemas of every contract
 ``livepulse broker``     run the embedded broker in the foreground and print its address
+``livepulse eval X``     offline evaluation of a model (recsys, propensity, sentiment)
 
 Without ``LIVEPULSE_KAFKA_URL`` every command that needs a broker starts the embedded one.
 """
@@ -171,6 +172,25 @@ def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+EVALUATIONS = {
+    "recsys": ("online_models.eval_recsys", "main",
+               "next-item HR@20/MRR@20 on a SessionId/ItemId/Time file (--train F --test F)"),
+    "propensity": ("agents.eval_models", "main_propensity",
+                   "purchase propensity and leave risk, prequential, on simulator traffic"),
+    "sentiment": ("online_models.eval_sentiment", "main",
+                  "comment sentiment accuracy on the shipped labelled sample"),
+}
+
+
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one evaluation; it prints its result as one JSON object on the last line."""
+    import importlib
+
+    module_name, function, _ = EVALUATIONS[args.what]
+    getattr(importlib.import_module(module_name), function)(args.eval_args)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="livepulse", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -217,6 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     broker = sub.add_parser("broker", help="run the embedded broker in the foreground")
     broker.add_argument("--port", type=int, default=None)
     broker.set_defaults(func=cmd_broker)
+
+    evaluate = sub.add_parser(
+        "eval", help="offline model evaluation; `livepulse eval WHAT --help` for options",
+        description="\n".join(f"{name}: {doc}" for name, (_, _, doc) in EVALUATIONS.items()))
+    evaluate.add_argument("what", choices=sorted(EVALUATIONS))
+    evaluate.add_argument("eval_args", nargs=argparse.REMAINDER)
+    evaluate.set_defaults(func=cmd_eval)
     return parser
 
 

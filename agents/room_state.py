@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agents.sketches import BloomFilter, HyperLogLog, SecondBuckets, TopCounter
-from online_models.sentiment import LexiconSentiment, MoodWindow
+from online_models.sentiment import MoodWindow, NgramSentiment
 from online_models.text import keywords
 from streams.contracts import LiveEvent, RoomInsight
 
@@ -51,7 +51,7 @@ VIEWER_FIELDS = ("comments", "likes", "gifts")
 ENGAGEMENT_WEIGHTS = {"comment": 3.0, "like": 0.5, "share": 5.0, "gift": 5.0, "follow": 4.0}
 TOP_N = 5
 
-_sentiment = LexiconSentiment()
+_sentiment = NgramSentiment()
 
 
 def _ratio(num: float, den: float) -> float:
@@ -123,6 +123,7 @@ class RoomState:
             self.gift_value.add(ts, event.amount or 0.0)
         elif kind == "comment" and event.text:
             self.mood.add(ts, _sentiment.predict_one(event.text), keywords(event.text))
+            _sentiment.learn_weak(event.text)   # after predicting: prequential self-training
         elif kind == "product_pin" and event.item_id:
             if self.pinned is None or ts >= self.pinned["pinned_at"]:
                 self.pinned = {"item_id": event.item_id, "pinned_at": ts, "clicks": 0,

@@ -25,6 +25,8 @@ from streams.contracts import LIVE_EVENT, LiveEvent, as_dict
 from streams.ingest import now_ms
 
 STATE_PERSIST_MS = 500
+HEADLINE_S = 1.0
+ROOM_ITEMS_IN_HEADLINE = 30
 LATENCY_SAMPLES_PER_EMIT = 64
 TIMER_INTERVAL_S = 0.05
 
@@ -43,6 +45,7 @@ class LiveRoom:
     pending_ts: list[int] = field(default_factory=list)
     pending_seen: int = 0
     last_insight: dict[str, Any] | None = None  # what was emitted last (served by the API)
+    last_headline_wall: float = 0.0
 
     def note_event(self, ts: int, rng: random.Random) -> None:
         """Keep a uniform sample of the event times folded in since the last emission."""
@@ -125,10 +128,41 @@ class RoomPipeline:
         return room.last_insight or as_dict(room.state.insight(now_ms(), live=room.live))
 
 
+def headline(room: LiveRoom) -> dict[str, Any]:
+    """The room context other pipelines read: the insight's headline numbers, the parts the
+    propensity and leave-risk features use, and the room's items (for the room boost)."""
+    insight = room.last_insight or {}
+    items = [row["key"] for row in room.state.items.top(ROOM_ITEMS_IN_HEADLINE)]
+    pinned = room.state.pinned
+    if pinned is not None and pinned["item_id"] not in items:
+        items.insert(0, pinned["item_id"])
+    commerce = insight.get("commerce", {})
+    audience = insight.get("audience", {})
+    minute = (insight.get("windows") or {}).get("tumbling_1m") or {}
+    return {
+        **{key: insight.get(key, 0) for key in (
+            "room_id", "ts", "viewers", "peak_viewers", "comments_per_min", "likes_per_min",
+            "orders_per_min", "gmv_per_min")},
+        "commerce": {"funnel": commerce.get("funnel", {}),
+                     "pinned": {"item_id": pinned["item_id"], "pinned_at": pinned["pinned_at"]}
+                     if pinned else None},
+        "audience": {"avg_watch_s": audience.get("avg_watch_s", 0.0),
+                     "retention": audience.get("retention", {})},
+        "windows": {"tumbling_1m": {"joins": minute.get("joins", 0),
+                                    "leaves": minute.get("leaves", 0)}},
+        "mood": {"sentiment": insight.get("mood", {}).get("sentiment", 0.0)},
+        "items": items,
+    }
+
+
 def register(engine: Engine) -> None:
     app, settings, names, metrics = engine.app, engine.settings, engine.topics, engine.metrics
     validator = engine.validator(LIVE_EVENT)
     state_table = app.Table("room-state", default=None, partitions=settings.partitions)
+    # A few numbers per room that other pipelines use as context (the recommender's room
+    # boost, leave risk): replicated to every worker, written by this agent alone.
+    headlines = app.GlobalTable("room-headlines", default=None, partitions=settings.partitions)
+    app.livepulse_room_headlines = headlines
     pipeline = RoomPipeline(settings.insights_min_interval_ms, settings.insights_max_interval_ms,
                             settings.viewer_timeout_s, settings.room_idle_timeout_s,
                             settings.window_grace_s)
@@ -151,6 +185,9 @@ def register(engine: Engine) -> None:
         if wall - room.last_persist_wall >= STATE_PERSIST_MS / 1000.0:
             state_table[record.room_id] = room.state.to_dict()
             room.last_persist_wall = wall
+        if room.last_insight is not None and wall - room.last_headline_wall >= HEADLINE_S:
+            headlines[record.room_id] = headline(room)
+            room.last_headline_wall = wall
 
     @app.agent(live_topic, name="room-pipeline")
     async def room_pipeline(stream: Any) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from array import array
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -64,6 +64,16 @@ class EngineMetrics:
         self.events_in = Counter(
             "livepulse_events_in_total", "Valid events consumed, by topic and event type.",
             ["topic", "type"], registry=r)
+        self.model_quality = Gauge(
+            "livepulse_model_quality", "Prequential quality of an online model over recent "
+            "traffic (hr_at_20, mrr_at_20, roc_auc, log_loss, ece).", ["model", "metric"],
+            registry=r)
+        self.model_examples = Gauge(
+            "livepulse_model_examples", "Examples an online model has learned from.",
+            ["model"], registry=r)
+        self.model_info = Gauge(
+            "livepulse_model_info", "Version of each online model (value 1).",
+            ["model", "version"], registry=r)
         self.late_events = Counter(
             "livepulse_late_events_total", "Events that arrived after their insight window "
             "closed (kept in the running totals, not in the windows).", registry=r)

@@ -2,19 +2,37 @@
 
 The ``user-profiles`` table (keyed by user id) is owned by this agent alone: one update per
 event, folded by :meth:`agents.profile.UserProfile.apply` with catalog facts (category, brand,
-price) from the ``catalog`` global table. Every update also queues the profile's public view
-for Redis (``lp:user:{id}``); the sink writes each key at most once per flush interval.
+price) from the ``catalog`` global table. Then the online models (:class:`ModelHost`) score,
+learn and rank: every item event yields a top-K on ``recommendations``, and propensity and
+leave-risk scores join the profile's public view, which is queued for Redis (``lp:user:{id}``;
+the sink writes each key at most once per flush interval).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 import orjson
 
 from agents.engine import RAW, Engine
+from agents.models import ModelHost
 from agents.profile import UserProfile
-from streams.contracts import CLICK_EVENT, LIVE_EVENT, to_record
+from streams.contracts import CLICK_EVENT, LIVE_EVENT, as_dict, to_record
+from streams.ingest import now_ms
+
+log = logging.getLogger("livepulse.users")
+EXPORT_INTERVAL_S = 5.0
+
+
+def viewer_context(profile: UserProfile, room_id: str) -> dict[str, Any]:
+    """The user's presence in ``room_id`` before the current event (leave-risk features)."""
+    watching = profile.watch_room == room_id
+    return {"joined_at": profile.watch_start if watching else None,
+            "last_active_at": profile.watch_last if watching else None,
+            "events": profile.session_events if watching else 0,
+            "returning": room_id in profile.rooms and not watching}
 
 
 def register(engine: Engine) -> None:
@@ -23,6 +41,12 @@ def register(engine: Engine) -> None:
     profiles = app.Table("user-profiles", default=None, partitions=settings.partitions)
     app.livepulse_profiles = profiles
     catalog = app.livepulse_catalog
+    headlines = app.livepulse_room_headlines
+    models = ModelHost(settings, metrics)
+    restored = models.restore()
+    if restored:
+        log.info("online models restored from snapshots: %s", sorted(restored))
+    app.livepulse_models = models
     channel = app.topic(names.clicks, names.user_activity, partitions=settings.partitions,
                         **RAW)
 
@@ -39,11 +63,41 @@ def register(engine: Engine) -> None:
         user = record.user_id
         saved = profiles.get(user)
         profile = UserProfile.from_dict(saved) if saved else UserProfile(user)
+        room_id = getattr(record, "room_id", None)
+        viewer = viewer_context(profile, room_id) if room_id else None
         profile.apply(record, catalog.get)
         profiles[user] = profile.to_dict()
+        # the profile's own clock: a late event must not produce a view from the past
+        view = profile.view(profile.updated_at)
+        room = headlines.get(room_id) if room_id else None
+        item = catalog.get(record.item_id) if record.item_id else None
+        recommendation = models.on_event(
+            record, view, room, message.topic, (message.topic, message.partition,
+                                                message.offset), item=item, viewer=viewer)
+        scores = models.scores.get(user)
+        if scores:
+            view["scores"] = scores
         if engine.redis is not None:
-            # the profile's own clock: a late event must not produce a view from the past
-            engine.redis.add("user", user, profile.view(profile.updated_at))
+            engine.redis.add("user", user, view)
+        if recommendation is not None:
+            await engine.send(names.recommendations, user,
+                              orjson.dumps(as_dict(recommendation)))
+            metrics.observe_latency(names.recommendations, max(0, now_ms() - record.ts))
+
+    @app.task
+    async def snapshot_models() -> None:
+        """Snapshot the models every interval and once more when the worker stops."""
+        try:
+            while True:
+                await asyncio.sleep(settings.snapshot_interval_s)
+                models.snapshot()
+        except asyncio.CancelledError:
+            models.snapshot()
+            raise
+
+    @app.timer(EXPORT_INTERVAL_S, name="model-metrics")
+    async def export_model_metrics() -> None:
+        models.export()
 
     @app.agent(channel, name="user-pipeline")
     async def user_pipeline(stream: Any) -> None:

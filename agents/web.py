@@ -170,6 +170,30 @@ def register(engine: Engine) -> None:
             return self.json(found) if found is not None else _not_found(self, "user_id",
                                                                           user_id)
 
+    models = app.livepulse_models
+    headlines = app.livepulse_room_headlines
+
+    @app.page("/api/users/{user_id}/recommendations")
+    class Recommendations(View):
+        """Top-K for the user's current session, ranked now by the owning worker's model."""
+
+        @app.table_route(table=profiles, match_info="user_id")
+        async def get(self, request: Request, user_id: str) -> Response:
+            view = await local_profile(user_id)
+            room_id = request.query.get("room_id") or (
+                (view or {}).get("live", {}).get("current_room"))
+            room = headlines.get(room_id) if room_id else None
+            items = models.recommend(user_id, view, room)
+            return self.json({
+                "user_id": user_id, "ts": now_ms(), "known_user": view is not None,
+                "model_version": models.recommender.model_version, "room_id": room_id,
+                "items": items, "scores": models.scores.get(user_id, {})})
+
+    @app.page("/api/models")
+    class Models(View):
+        async def get(self, request: Request) -> Response:
+            return self.json(models.prequential())
+
     @app.page("/api/users/{user_id}")
     class User(View):  # short alias of /profile
         @app.table_route(table=profiles, match_info="user_id")
@@ -184,4 +208,4 @@ def register(engine: Engine) -> None:
             return self.json({c.name: json_schema(c) for c in ALL_CONTRACTS})
 
     del (IndexPage, RoomPage, Static, Health, Metrics, Stats, Rooms, RoomInsights, Room,
-         RoomStream, Profile, User, Schemas)  # registered on the app
+         RoomStream, Profile, Recommendations, Models, User, Schemas)  # registered on the app

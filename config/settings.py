@@ -123,6 +123,25 @@ class Settings:
         10.0, "Insight windows close this long after their end (event time); later events "
         "are counted as late."
     )
+    # --- online models
+    recs_top_k: int = _setting(20, "Items per recommendation (`livepulse.recommendations`).")
+    recs_max_sessions: int = _setting(
+        200_000, "Recommender memory cap: past sessions kept for session-kNN."
+    )
+    recs_max_items: int = _setting(
+        100_000, "Recommender memory cap: items with co-visitation and popularity statistics."
+    )
+    model_seed: int = _setting(7, "Seed of every online model (deterministic replays).")
+    snapshot_interval_s: float = _setting(
+        30.0, "Online models are snapshotted this often (and at shutdown), restored at start."
+    )
+    snapshot_dir: str = _setting(
+        "", "Directory of model snapshots (empty: `<LIVEPULSE_DATA_DIR>/snapshots`)."
+    )
+    snapshot_key: str = _setting(
+        "", "HMAC key that signs model snapshots; a snapshot signed with another key is "
+        "refused. Empty: a random key kept in `<snapshot dir>/.key` (single-host use)."
+    )
     # --- simulator defaults (used by `livepulse demo` and `livepulse simulate`)
     sim_rate: float = _setting(300.0, "Simulator events per second.")
     sim_rooms: int = _setting(6, "Simulated live rooms.")

@@ -5,6 +5,12 @@ of e-commerce words (Chinese and English), emoji, negation, intensifiers, contra
 "但是") and exclamation gives a prior; a small online linear model over the comment's tokens
 (words, CJK bigrams, emoji) corrects it from labelled comments, with a bounded vocabulary.
 
+:class:`NgramSentiment` is the online classifier the rooms use: the same lexicon as a prior,
+corrected by a three-class linear model over hashed character n-grams (CJK 1-3 grams; English
+words, word bigrams and character 3-grams) in a fixed-size array. It improves from explicit
+labels and, self-training, from the lexicon's confident verdicts; its accuracy on a labelled
+sample is measured by :mod:`online_models.eval_sentiment`.
+
 :class:`MoodWindow` keeps one room's comment mood over the last ``window_s`` seconds of event
 time in fixed-size buckets, as JSON-ready state.
 
@@ -15,6 +21,8 @@ from __future__ import annotations
 
 import math
 import re
+import zlib
+from array import array
 from collections.abc import Iterable
 from typing import Any
 
@@ -653,3 +661,289 @@ class MoodWindow:
     def __repr__(self) -> str:
         return (f"MoodWindow(window_s={self.window_s}, buckets={len(self.buckets)}, "
                 f"watermark_ms={self.watermark_ms})")
+
+
+def ngram_features(text: str) -> list[str]:
+    """Distinct n-gram features of a comment, in reading order (before hashing).
+
+    CJK runs give their character 1-, 2- and 3-grams (no dictionary segmentation); Latin words
+    give the word (``w:``), the bigram with the previous word of the clause (``b:``) and the
+    word's character 3-grams with ``<`` ``>`` boundary marks (``c:``, robust to "soooo" and
+    typos); emoji, ``!`` and a question mark are features of their own.
+
+    >>> ngram_features("好看吗?")
+    ['好', '看', '吗', '好看', '看吗', '好看吗', '?']
+    >>> ngram_features("so good!")[:5]
+    ['w:so', 'c:<so', 'c:so>', 'w:good', 'b:so good']
+    """
+    features: list[str] = []
+    previous_word = ""
+    for kind, value in segments(text):
+        if kind is CJK:
+            for size in (1, 2, 3):
+                features.extend(value[i:i + size] for i in range(len(value) - size + 1))
+            previous_word = ""
+        elif kind is WORD:
+            features.append("w:" + value)
+            if previous_word:
+                features.append(f"b:{previous_word} {value}")
+            padded = f"<{value}>"
+            features.extend("c:" + padded[i:i + 3] for i in range(len(padded) - 2))
+            previous_word = value
+        elif kind is EMOJI:
+            features.append(value)
+        elif kind is BANG:
+            features.append("!")
+        else:
+            if value == "?":
+                features.append("?")
+            previous_word = ""
+    return list(dict.fromkeys(features))
+
+
+class NgramSentiment:
+    """Online comment sentiment over hashed character n-grams, bootstrapped from the lexicon.
+
+    A three-class model (positive, negative, neutral) whose logits are the lexicon's verdict
+    plus a learned correction. The lexicon score ``s = tanh(lexicon_score)`` (what an
+    untrained :class:`LexiconSentiment` says) becomes the prior
+    ``q = (1 - PRIOR_SMOOTHING) * (max(s, 0), max(-s, 0), 1 - |s|) + PRIOR_SMOOTHING / 3``;
+    a linear model over the hashed features of :func:`ngram_features` adds ``learned`` logits::
+
+        p = softmax(log q + a * learned),   a = max_learned_weight * n / (n + warmup)
+        score = (p_positive - p_negative) / (1 - PRIOR_SMOOTHING), clipped to [-1, 1]
+
+    ``n`` counts learning steps, so a new model is exactly the lexicon and the learned part's
+    say rises with the examples seen. Learning is one SGD step on the cross-entropy of
+    ``softmax(log q + learned)``, i.e. the model learns what the lexicon gets wrong (a
+    residual): comments the lexicon already gets right barely move it.
+
+    Each feature is hashed with CRC-32 into one of ``n_buckets`` rows of three float32
+    weights, with a sign from another bit of the hash (the hashing trick: a fixed array,
+    ``12 * n_buckets`` bytes whatever the vocabulary; collisions cancel out on average).
+
+    It learns from explicit labels (:meth:`learn_one`: ``label`` in ``[-1, 1]`` is the target
+    ``(max(label, 0), max(-label, 0), 1 - |label|)``, so 1 positive, -1 negative, 0 neutral)
+    and from weak labels (:meth:`learn_weak`, self-training): the lexicon's confident
+    verdicts (``|s| >= weak_threshold``) and comments with no lexicon cue at all (neutral),
+    each step scaled by ``weak_weight`` and leaving the class bias alone (the mix of the
+    lexicon's confident verdicts is not the mix of the comments). Deterministic (no
+    randomness, no salted ``hash``) and picklable.
+
+    Parameters
+    ----------
+    n_buckets
+        Hashed feature rows (a power of two).
+    learning_rate
+        SGD step size.
+    l2
+        L2 penalty on the weights a step touches.
+    warmup
+        Learning steps after which the learned model has half of its maximum say.
+    max_learned_weight
+        Scale of the learned logits once warmed up.
+    weak_threshold
+        Smallest ``|s|`` taken as a weak positive/negative label.
+    weak_weight
+        Step scale of a weak label relative to an explicit one.
+    weak_confidence
+        A weak label is skipped once the model gives its class this probability, so repeated
+        comments (templates, spam) cannot drive it to certainty.
+
+    Examples
+    --------
+    >>> model = NgramSentiment(n_buckets=2**12)
+    >>> model.predict_one("质量很差") == round(math.tanh(lexicon_score("质量很差")[0]), 6)
+    True
+    >>> model.predict_label("踩雷了"), model.predict_label("回头客")   # no lexicon cue
+    ('neutral', 'neutral')
+    >>> for _ in range(15):
+    ...     model.learn_one("又踩雷了", -1.0)
+    ...     model.learn_one("第三单了 回头客", 1.0)
+    >>> model.predict_label("踩雷了"), model.predict_label("回头客")
+    ('negative', 'positive')
+    >>> model.learn_weak("太好看了!"), model.learn_weak("多少钱"), model.learn_weak("还行吧 ok")
+    (1.0, 0.0, None)
+    >>> model.n_learned, model.model_version
+    (32, 'ngram-sentiment-1.32')
+    """
+
+    MODEL_NAME = "ngram-sentiment"
+    ALGORITHM_VERSION = 1
+    PRIOR_SMOOTHING = 0.1
+    CLASSES = ("positive", "negative", "neutral")
+
+    def __init__(self, n_buckets: int = 2**17, learning_rate: float = 0.5, l2: float = 1e-6,
+                 warmup: int = 20, max_learned_weight: float = 1.0,
+                 weak_threshold: float = 0.45, weak_weight: float = 0.3,
+                 weak_confidence: float = 0.95) -> None:
+        if n_buckets < 2 or n_buckets & (n_buckets - 1) or n_buckets > 2**30:
+            raise ValueError("n_buckets must be a power of two in [2, 2**30]")
+        if learning_rate <= 0 or l2 < 0 or warmup < 0 or max_learned_weight < 0 \
+                or weak_weight < 0:
+            raise ValueError("learning_rate must be > 0; l2, warmup, max_learned_weight and "
+                             "weak_weight >= 0")
+        self.n_buckets = n_buckets
+        self.learning_rate = learning_rate
+        self.l2 = l2
+        self.warmup = warmup
+        self.max_learned_weight = max_learned_weight
+        self.weak_threshold = weak_threshold
+        self.weak_weight = weak_weight
+        self.weak_confidence = weak_confidence
+        self.bias = [0.0, 0.0, 0.0]
+        self.n_learned = 0
+        self.n_weak = 0
+        # Row b holds the positive, negative and neutral weights of bucket b.
+        self.weights = array("f", bytes(4 * 3 * n_buckets))
+        self._last: tuple[str, float, dict[int, float]] | None = None
+
+    # ------------------------------------------------------------------ internals
+    def _analyse(self, text: str) -> tuple[float, dict[int, float]]:
+        """(raw lexicon score, {bucket: signed feature value}); the last comment's analysis is
+        cached because the room agent predicts and then learns from the same comment."""
+        last = self._last
+        if last is not None and last[0] == text:
+            return last[1], last[2]
+        raw = lexicon_score(text)[0]
+        features = ngram_features(text)
+        x = 1.0 / math.sqrt(len(features)) if features else 0.0
+        mask = self.n_buckets - 1
+        vector: dict[int, float] = {}
+        for feature in features:
+            hashed = zlib.crc32(feature.encode())
+            bucket = hashed & mask
+            # Bit 31 is not among the index bits (n_buckets <= 2**30): an independent sign.
+            vector[bucket] = vector.get(bucket, 0.0) + (x if hashed >> 31 else -x)
+        self._last = (text, raw, vector)
+        return raw, vector
+
+    def _prior_logits(self, raw: float) -> list[float]:
+        s = math.tanh(raw)
+        keep, spread = 1.0 - self.PRIOR_SMOOTHING, self.PRIOR_SMOOTHING / 3
+        return [math.log(keep * q + spread) for q in (max(s, 0.0), max(-s, 0.0), 1.0 - abs(s))]
+
+    def _learned_logits(self, vector: dict[int, float]) -> list[float]:
+        weights = self.weights
+        pos, neg, neu = self.bias
+        for bucket, value in vector.items():
+            row = 3 * bucket
+            pos += weights[row] * value
+            neg += weights[row + 1] * value
+            neu += weights[row + 2] * value
+        return [pos, neg, neu]
+
+    @staticmethod
+    def _softmax(logits: list[float]) -> list[float]:
+        top = max(logits)
+        exps = [math.exp(z - top) for z in logits]
+        total = sum(exps)
+        return [e / total for e in exps]
+
+    @property
+    def learned_share(self) -> float:
+        """Scale of the learned logits now: ``max_learned_weight * n / (n + warmup)``."""
+        n = self.n_learned
+        return self.max_learned_weight * n / (n + self.warmup) if n else 0.0
+
+    # ------------------------------------------------------------------ API
+    def predict_proba_one(self, text: str) -> dict[str, float]:
+        """Probabilities of positive, negative and neutral."""
+        raw, vector = self._analyse(text)
+        prior, share = self._prior_logits(raw), self.learned_share
+        if share:
+            learned = self._learned_logits(vector)
+            prior = [p + share * z for p, z in zip(prior, learned, strict=True)]
+        return dict(zip(self.CLASSES, self._softmax(prior), strict=True))
+
+    def predict_one(self, text: str) -> float:
+        """Sentiment of one comment in ``[-1, 1]``; 0 is neutral."""
+        raw, _ = self._analyse(text)
+        if not self.n_learned:
+            return round(math.tanh(raw), 6)
+        proba = self.predict_proba_one(text)
+        score = (proba["positive"] - proba["negative"]) / (1.0 - self.PRIOR_SMOOTHING)
+        return round(max(-1.0, min(1.0, score)), 6)
+
+    def predict_label(self, text: str, threshold: float = NEUTRAL_THRESHOLD) -> str:
+        """``"positive"``, ``"negative"`` or ``"neutral"``; see :func:`label`."""
+        return label(self.predict_one(text), threshold)
+
+    def learn_one(self, text: str, label: float, weight: float = 1.0) -> None:
+        """One SGD step towards ``label`` in ``[-1, 1]`` (clipped), scaled by ``weight``."""
+        self._step(text, label, weight, learn_bias=True)
+
+    def _step(self, text: str, label: float, weight: float, learn_bias: bool,
+              until: float = 1.0) -> bool:
+        """One SGD step; skipped (False) if the target class already has ``until``."""
+        target = float(label)
+        if math.isnan(target):
+            raise ValueError("label must be a number in [-1, 1]")
+        target = max(-1.0, min(1.0, target))
+        raw, vector = self._analyse(text)
+        prior = self._prior_logits(raw)
+        learned = self._learned_logits(vector)
+        proba = self._softmax([p + z for p, z in zip(prior, learned, strict=True)])
+        wanted = (max(target, 0.0), max(-target, 0.0), 1.0 - abs(target))
+        if until < 1.0 and max(p for p, t in zip(proba, wanted, strict=True) if t >= 0.5) \
+                >= until:
+            return False
+        gradient = [(p - t) * weight for p, t in zip(proba, wanted, strict=True)]
+        rate, l2, weights = self.learning_rate, self.l2, self.weights
+        if learn_bias:
+            # Slow, since it shifts every comment.
+            for k in range(3):
+                self.bias[k] -= 0.1 * rate * gradient[k]
+        for bucket, value in vector.items():
+            row = 3 * bucket
+            for k in range(3):
+                weights[row + k] -= rate * (gradient[k] * value + l2 * weights[row + k])
+        self.n_learned += 1
+        return True
+
+    def learn_weak(self, text: str) -> float | None:
+        """Self-training: learn the lexicon's own verdict where it is sure.
+
+        Returns the weak label learnt (1.0, -1.0, or 0.0 for a comment without any lexicon
+        cue), or None when the lexicon is unsure and nothing was learnt.
+        """
+        raw, vector = self._analyse(text)
+        if not vector:
+            return None
+        s = math.tanh(raw)
+        if abs(s) >= self.weak_threshold:
+            target = 1.0 if s > 0 else -1.0
+        elif raw == 0.0:
+            target = 0.0
+        else:
+            return None
+        # No bias step: the mix of the lexicon's confident verdicts is not the comments' mix.
+        if not self._step(text, target, self.weak_weight, learn_bias=False,
+                          until=self.weak_confidence):
+            return None
+        self.n_weak += 1
+        return target
+
+    @property
+    def model_version(self) -> str:
+        """``ngram-sentiment-<algorithm version>.<learning steps>``."""
+        return f"{self.MODEL_NAME}-{self.ALGORITHM_VERSION}.{self.n_learned}"
+
+    def stats(self) -> dict[str, int]:
+        """Size figures: feature rows (fixed: the memory cap), rows trained so far, weight
+        bytes, learning steps (explicit and weak)."""
+        weights = self.weights
+        trained = sum(1 for row in range(0, len(weights), 3)
+                      if weights[row] or weights[row + 1] or weights[row + 2])
+        return {"buckets": len(weights) // 3, "trained_buckets": trained,
+                "bytes": weights.itemsize * len(weights),
+                "n_learned": self.n_learned, "n_weak": self.n_weak}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_last"] = None   # a cache, not state
+        return state
+
+    def __repr__(self) -> str:
+        return (f"NgramSentiment(n_buckets={self.n_buckets}, n_learned={self.n_learned}, "
+                f"n_weak={self.n_weak})")

@@ -1,0 +1,290 @@
+"""The online models one worker drives: recommender, purchase propensity, leave risk.
+
+:class:`ModelHost` is pure orchestration (no Faust): the user pipeline calls
+:meth:`ModelHost.on_event` for every user event after the profile was updated. For an event
+about an item it first scores the *previous* recommendation for the session (prequential
+HR@20 / MRR@20: predict, then learn), learns the click, ranks the next top-K and returns the
+``recommendation.v1`` record to emit. Propensity and leave-risk scores are kept per user for
+the API and the campaigns.
+
+Each worker holds one model replica trained on the users of the partitions it owns (item
+statistics converge with traffic; a shared model-update topic is future work). Models are
+snapshotted every ``LIVEPULSE_SNAPSHOT_INTERVAL_S`` and at shutdown to an HMAC-signed file
+(:mod:`online_models.snapshot`) with the input offsets it covers, and restored at start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from agents import room_state
+from agents.stats import EngineMetrics
+from config.settings import Settings
+from online_models.propensity import PURCHASE_EVENT_KINDS, LeaveRisk, PurchasePropensity
+from online_models.recsys import HybridRecommender
+from online_models.snapshot import SnapshotError, SnapshotStore, load_snapshot, save_snapshot
+from streams.contracts import ClickEvent, LiveEvent, Recommendation
+
+log = logging.getLogger("livepulse.models")
+
+ITEM_KINDS = {"view", "click", "add_to_cart", "purchase", "product_click"}
+RECENT_RECS = 50_000      # sessions whose last recommendation is kept for prequential scoring
+SCORES_KEPT = 100_000     # users whose latest propensity / leave-risk scores are kept
+HR_WINDOW = 2_000         # prequential HR/MRR over the last N scored clicks
+MODEL_NAMES = ("recommender", "propensity", "leave_risk", "sentiment")
+
+
+def snapshot_dir(settings: Settings) -> Path:
+    return Path(settings.snapshot_dir or Path(settings.data_dir) / "snapshots")
+
+
+def snapshot_key(settings: Settings) -> bytes:
+    """The configured key, else a random one kept beside the snapshots (mode 0600)."""
+    if settings.snapshot_key:
+        return settings.snapshot_key.encode()
+    path = snapshot_dir(settings) / ".key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))
+    return path.read_text().strip().encode()
+
+
+class _Window:
+    """Mean of the last ``size`` values (prequential metrics over recent traffic)."""
+
+    def __init__(self, size: int) -> None:
+        self.values: list[float] = []
+        self.size = size
+        self.next = 0
+        self.total = 0
+
+    def add(self, value: float) -> None:
+        self.total += 1
+        if len(self.values) < self.size:
+            self.values.append(value)
+        else:
+            self.values[self.next] = value
+            self.next = (self.next + 1) % self.size
+
+    def mean(self) -> float | None:
+        return sum(self.values) / len(self.values) if self.values else None
+
+
+class ModelHost:
+    def __init__(self, settings: Settings, metrics: EngineMetrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.k = settings.recs_top_k
+        self.recommender = HybridRecommender(
+            seed=settings.model_seed, max_sessions=settings.recs_max_sessions,
+            max_items=settings.recs_max_items)
+        self.propensity = PurchasePropensity(seed=settings.model_seed)
+        self.leave_risk = LeaveRisk(seed=settings.model_seed)
+        self.recent_recs: OrderedDict[str, list[str]] = OrderedDict()
+        self.scores: OrderedDict[str, dict[str, float]] = OrderedDict()
+        self.hits = _Window(HR_WINDOW)
+        self.ranks = _Window(HR_WINDOW)
+        self.learned = 0
+        self.offsets: dict[str, int] = {}
+        self.restored: dict[str, Any] = {}
+        self.store = SnapshotStore(snapshot_dir(settings))
+        self.key = snapshot_key(settings)
+        self.last_snapshot = time.monotonic()
+
+    # ------------------------------------------------------------------ events
+    def on_event(self, record: LiveEvent | ClickEvent, profile_view: dict[str, Any],
+                 room_context: dict[str, Any] | None, source: str,
+                 offset: tuple[str, int, int] | None = None, *,
+                 item: dict[str, Any] | None = None,
+                 viewer: dict[str, Any] | None = None) -> Recommendation | None:
+        """Score, learn and (for item events) rank; return the recommendation to emit.
+
+        ``item`` holds catalog facts of the event's item (category, price), ``viewer`` the
+        user's presence in the event's room (``joined_at``, ``last_active_at``, ``events``,
+        ``returning``) for the leave-risk features.
+        """
+        if offset is not None:
+            topic, partition, position = offset
+            self.offsets[f"{topic}:{partition}"] = position
+        user, ts, kind = record.user_id, record.ts, record.type
+        room_id = getattr(record, "room_id", None)
+        session = record.session_id or f"{user}@{room_id or 'shop'}"
+        personal = bool(profile_view.get("consent", True))
+        self._score_propensity(record, source, profile_view, room_context, item, viewer,
+                               personal)
+        if kind not in ITEM_KINDS or not record.item_id:
+            return None
+        self._score_previous(session, record.item_id)
+        self.recommender.learn_one({
+            "session_id": session, "item_id": record.item_id, "ts": ts,
+            "user_id": user if personal else None, "kind": kind, "room_id": room_id})
+        self.learned += 1
+        ranked = self.recommender.rank(self._rank_query(
+            session, user, ts, profile_view, room_context, personal), k=self.k)
+        self._remember(self.recent_recs, session, [r["item_id"] for r in ranked], RECENT_RECS)
+        if not ranked:
+            return None
+        return Recommendation(
+            user_id=user, ts=int(time.time() * 1000), request_id=record.event_id,
+            model_version=self.recommender.model_version,
+            items=[{"item_id": r["item_id"], "score": round(float(r["score"]), 6),
+                    "reasons": list(r.get("reasons", []))} for r in ranked],
+            room_id=room_id)
+
+    def recommend(self, user: str, profile_view: dict[str, Any] | None,
+                  room_context: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """On-demand top-K for the user's current session (no learning)."""
+        view = profile_view or {}
+        session = (view.get("session") or {}).get("id") or f"{user}@shop"
+        personal = bool(view.get("consent", True))
+        return self.recommender.rank(self._rank_query(
+            session, user, view.get("updated_at") or int(time.time() * 1000), view,
+            room_context, personal), k=self.k)
+
+    def _rank_query(self, session: str, user: str, ts: int, view: dict[str, Any],
+                    room_context: dict[str, Any] | None, personal: bool) -> dict[str, Any]:
+        query: dict[str, Any] = {"session_id": session, "ts": ts,
+                                 "room_items": (room_context or {}).get("items", [])}
+        if personal:  # without consent: only non-personal signals (session, room, trending)
+            query["user_id"] = user
+            query["affinity"] = {c["name"]: c["score"]
+                                 for c in view.get("affinities", {}).get("categories", [])}
+        return query
+
+    def _score_propensity(self, record: LiveEvent | ClickEvent, source: str,
+                          view: dict[str, Any], room: dict[str, Any] | None,
+                          item: dict[str, Any] | None, viewer: dict[str, Any] | None,
+                          personal: bool) -> None:
+        user, ts, kind = record.user_id, record.ts, record.type
+        self.propensity.tick(ts)
+        self.leave_risk.tick(ts)
+        self.propensity.observe(user, kind, ts)
+        scores: dict[str, float] = {}
+        live = isinstance(record, LiveEvent)
+        if live and record.room_id:
+            watcher = f"{record.room_id}|{user}"
+            self.leave_risk.observe(watcher, kind, ts)
+            if kind != "leave":
+                scores["leave_risk"] = self.leave_risk.score(watcher, {
+                    "viewer": viewer or {}, "event": {"type": kind, "ts": ts},
+                    "profile": view, "room": room or {}}, ts)
+        if kind in PURCHASE_EVENT_KINDS:
+            facts = item or {}
+            scores["purchase_propensity"] = self.propensity.score(user, {
+                "profile": view, "room": room or {},
+                "event": {"type": kind, "item_id": record.item_id,
+                          "category": getattr(record, "category", None) or facts.get("category"),
+                          "price": getattr(record, "price", None) or facts.get("price"),
+                          "source": "live" if live else "clicks"}}, ts)
+        if personal and scores:
+            kept = dict(self.scores.get(user, {}))
+            kept.update({name: round(value, 4) for name, value in scores.items()})
+            self._remember(self.scores, user, kept, SCORES_KEPT)
+
+    def _score_previous(self, session: str, item: str) -> None:
+        previous = self.recent_recs.get(session)
+        if previous is None:
+            return
+        position = previous.index(item) + 1 if item in previous else 0
+        self.hits.add(1.0 if position else 0.0)
+        self.ranks.add(1.0 / position if position else 0.0)
+
+    @staticmethod
+    def _remember(cache: OrderedDict[str, Any], key: str, value: Any, cap: int) -> None:
+        cache[key] = value
+        cache.move_to_end(key)
+        if len(cache) > cap:
+            cache.popitem(last=False)
+
+    # ------------------------------------------------------------------ reporting
+    def prequential(self) -> dict[str, Any]:
+        return {
+            "recommender": {"model_version": self.recommender.model_version,
+                            "hr@20": self.hits.mean(), "mrr@20": self.ranks.mean(),
+                            "scored": self.hits.total, "learned": self.learned,
+                            **self.recommender.stats()},
+            "propensity": self.propensity.metrics(),
+            "leave_risk": self.leave_risk.metrics(),
+            "sentiment": {"model_version": room_state._sentiment.model_version,
+                          **room_state._sentiment.stats()},
+            "restored": self.restored,
+        }
+
+    def export(self) -> None:
+        """Copy the prequential figures into the Prometheus gauges."""
+        if self.metrics is None:
+            return
+        report = self.prequential()
+        rec = report["recommender"]
+        quality = self.metrics.model_quality
+        for metric, value in (("hr_at_20", rec["hr@20"]), ("mrr_at_20", rec["mrr@20"])):
+            if value is not None:
+                quality.labels("recommender", metric).set(value)
+        self.metrics.model_examples.labels("recommender").set(self.learned)
+        sentiment = room_state._sentiment
+        self.metrics.model_examples.labels("sentiment").set(sentiment.stats().get(
+            "n_learned", 0))
+        self.metrics.model_info.labels("sentiment", "ngram-sentiment-1").set(1)
+        self.metrics.model_info.labels("recommender", self.recommender.model_version).set(1)
+        for name in ("propensity", "leave_risk"):
+            figures = report[name]
+            for metric in ("roc_auc", "log_loss", "ece"):
+                if figures.get(metric) is not None:
+                    quality.labels(name, metric).set(figures[metric])
+            if figures.get("examples") is not None:
+                self.metrics.model_examples.labels(name).set(figures["examples"])
+            version = getattr(getattr(self, name), "model_version", "1")
+            self.metrics.model_info.labels(name, version).set(1)
+
+    # ------------------------------------------------------------------ snapshots
+    def _models(self) -> dict[str, Any]:
+        # the comment-mood model is worker-wide (every room's RoomState reads it)
+        return {"recommender": self.recommender, "propensity": self.propensity,
+                "leave_risk": self.leave_risk, "sentiment": room_state._sentiment}
+
+    def snapshot(self) -> dict[str, int]:
+        """Write every model's snapshot; return bytes written per model."""
+        written = {}
+        for name, model in self._models().items():
+            blob = save_snapshot(model, None, key=self.key, model_name=name,
+                                 version=getattr(model, "model_version", "1"),
+                                 offsets=dict(self.offsets))
+            self.store.save(name, blob)
+            written[name] = len(blob)
+        self.last_snapshot = time.monotonic()
+        return written
+
+    def maybe_snapshot(self) -> dict[str, int] | None:
+        if time.monotonic() - self.last_snapshot < self.settings.snapshot_interval_s:
+            return None
+        return self.snapshot()
+
+    def restore(self) -> dict[str, Any]:
+        """Load the latest snapshot of every model; a bad one is refused and logged."""
+        for name in MODEL_NAMES:
+            blob = self.store.latest(name)
+            if blob is None:
+                continue
+            try:
+                model, meta = load_snapshot(blob, key=self.key, expected_model=name)
+            except SnapshotError as error:
+                log.error("refusing %s snapshot: %s (starting cold)", name, error)
+                self.restored[name] = {"refused": str(error)}
+                continue
+            if name == "sentiment":
+                room_state._sentiment = model
+            else:
+                setattr(self, name, model)
+            self.restored[name] = {"created_at": meta.get("created_at"),
+                                   "offsets": meta.get("offsets", {})}
+        if "recommender" in self.restored and "refused" not in self.restored["recommender"]:
+            self.learned = int(self.recommender.stats().get("events_learned", 0))
+        return self.restored
