@@ -19,7 +19,7 @@ import logging
 import os
 import secrets
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
@@ -61,18 +61,12 @@ class _Window:
     """Mean of the last ``size`` values (prequential metrics over recent traffic)."""
 
     def __init__(self, size: int) -> None:
-        self.values: list[float] = []
-        self.size = size
-        self.next = 0
+        self.values: deque[float] = deque(maxlen=size)
         self.total = 0
 
     def add(self, value: float) -> None:
         self.total += 1
-        if len(self.values) < self.size:
-            self.values.append(value)
-        else:
-            self.values[self.next] = value
-            self.next = (self.next + 1) % self.size
+        self.values.append(value)
 
     def mean(self) -> float | None:
         return sum(self.values) / len(self.values) if self.values else None
