@@ -13,10 +13,12 @@ with its features until the stream tells the outcome:
   the viewer's live events; positive by a ``leave`` in time, negative when the horizon passes.
 
 Evaluation is prequential: the probability kept for the metrics is the one served when the
-example was scored, before its label existed; the model learns the example when the label
-arrives. Everything runs on event time (``ts`` of the events, never the wall clock), so a
+example was scored, before its label existed. By default the model learns an example at its
+deadline whatever its label (positives are held until then, see :class:`DelayedLabels` for
+why). Everything runs on event time (``ts`` of the events, never the wall clock), so a
 replay gives the same model and the same figures. Memory is bounded: pending examples are
 capped globally (oldest evicted and counted) and per key (new ones skipped and counted).
+Tasks and classifiers pickle (no lambdas inside), so a snapshot restores them exactly.
 
 >>> task = PurchasePropensity(session_gap_s=60)
 >>> context = {"profile": {"session": {"events": 3, "carts": 1}}, "event": {"type": "click"}}
@@ -50,11 +52,13 @@ PROBA_FLOOR = 1e-4         # served probabilities stay within [floor, 1 - floor]
 MAX_SCHEMAS = 256          # distinct feature-name sets stored compactly by DelayedLabels
 
 MODEL_KINDS = ("logistic", "hoeffding", "auto")
+OPTIMIZERS = ("adagrad", "sgd")
 LIFECYCLES = ("new", "active", "engaged", "loyal", "at_risk", "dormant")
 PROFILE_TAGS = ("new", "high_intent", "bargain_hunter", "loyal_buyer", "dormant",
                 "big_spender", "gifter", "engaged_viewer")
 PRICE_BANDS = ("budget", "mid", "premium", "luxury")
 PURCHASE_EVENT_KINDS = ("view", "click", "search", "product_click", "add_to_cart")
+IN_ROOM_BUCKETS_MIN = ((0.0, 1.0), (1.0, 3.0), (3.0, 10.0), (10.0, math.inf))
 LIVE_EVENT_KINDS = ("join", "comment", "like", "gift", "share", "follow", "product_click",
                     "add_to_cart", "purchase")
 
@@ -223,9 +227,10 @@ def constant_baseline(positives: int, examples: int) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- classifier
-def _logistic_pipeline(learning_rate: float, l2: float) -> compose.Pipeline:
+def _logistic_pipeline(optimizer: str, learning_rate: float, l2: float) -> compose.Pipeline:
+    step = optim.AdaGrad(learning_rate) if optimizer == "adagrad" else optim.SGD(learning_rate)
     return preprocessing.StandardScaler() | linear_model.LogisticRegression(
-        optimizer=optim.SGD(learning_rate), l2=l2)
+        optimizer=step, l2=l2)
 
 
 def _hoeffding_tree(seed: int) -> tree.HoeffdingAdaptiveTreeClassifier:
@@ -239,21 +244,23 @@ class OnlineClassifier:
     Parameters
     ----------
     kind
-        ``"logistic"``: ``StandardScaler | LogisticRegression(SGD)``; ``"hoeffding"``:
+        ``"logistic"``: ``StandardScaler | LogisticRegression``; ``"hoeffding"``:
         ``HoeffdingAdaptiveTreeClassifier``; ``"auto"``: both learn every example and the one
         with the lower exponentially weighted prequential log loss serves (logistic during
         the first :data:`SELECTION_WARMUP` examples).
     seed
         Seed of the tree's bootstrap sampling (the logistic pipeline is deterministic).
-    learning_rate, l2
-        SGD step and L2 penalty of the logistic regression.
+    optimizer, learning_rate, l2
+        ``"adagrad"`` (default: per-feature steps suit the one-hot features, and on simulator
+        traffic it was the least sensitive to ``learning_rate``) or ``"sgd"``, its step, and
+        the L2 penalty of the logistic regression.
     name
         Prefix of :attr:`model_version`.
 
     Features are a plain ``dict`` of numbers; keys never seen before, or missing now, are
     fine (a missing feature contributes nothing to the logistic score).
 
-    >>> clf = OnlineClassifier()
+    >>> clf = OnlineClassifier(learning_rate=0.1)
     >>> for i in range(400):
     ...     clf.learn_one({"signal": float(i % 2)}, y=bool(i % 2))
     >>> clf.predict_proba_one({"signal": 1.0}) > 0.8 > 0.2 > clf.predict_proba_one({"signal": 0.0})
@@ -262,15 +269,18 @@ class OnlineClassifier:
     True
     """
 
-    def __init__(self, kind: str = "logistic", *, seed: int = 0, learning_rate: float = 0.02,
-                 l2: float = 1e-4, name: str = "classifier") -> None:
+    def __init__(self, kind: str = "logistic", *, seed: int = 0, optimizer: str = "adagrad",
+                 learning_rate: float = 0.01, l2: float = 1e-4,
+                 name: str = "classifier") -> None:
         if kind not in MODEL_KINDS:
             raise ValueError(f"unknown model kind {kind!r}; expected one of {MODEL_KINDS}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {OPTIMIZERS}")
         self.kind = kind
         self.name = name
         self.candidates: dict[str, Any] = {}
         if kind in ("logistic", "auto"):
-            self.candidates["logistic"] = _logistic_pipeline(learning_rate, l2)
+            self.candidates["logistic"] = _logistic_pipeline(optimizer, learning_rate, l2)
         if kind in ("hoeffding", "auto"):
             self.candidates["hoeffding"] = _hoeffding_tree(seed)
         self.active = next(iter(self.candidates))
@@ -428,7 +438,7 @@ class DelayedLabels:
     def _pack(self, x: Mapping[str, float]) -> tuple[Any, Any]:
         names = tuple(x)
         try:
-            values = array("d", x.values())
+            values = array("f", x.values())  # float32: half the memory, ample precision
         except TypeError:
             return None, dict(x)
         shared = self._schemas.get(names)
@@ -549,11 +559,12 @@ class DelayedLabels:
 
 # ---------------------------------------------------------------------- features
 def _num(value: Any) -> float:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, int | float) and value == value and abs(value) != math.inf:
-        return float(value)
-    return 0.0
+    """A finite float, or 0.0 for None, NaN, infinities and anything not a number."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return number if number - number == 0.0 else 0.0  # NaN and infinities fail this
 
 
 def _log1p(value: Any) -> float:
@@ -680,10 +691,11 @@ def leave_features(context: Mapping[str, Any]) -> dict[str, float]:
 
     * ``viewer``: this viewer in this room, ``{joined_at, last_active_at, events,
       returning}`` (ms event times of the join and of the activity before this event, live
-      events so far in the room, whether they had watched this room before).
+      events so far in the room, whether they had watched this room before). Time in the
+      room enters as ``log1p`` minutes and as one-hot buckets :data:`IN_ROOM_BUCKETS_MIN`.
     * ``event``: ``{type, ts}`` of the live event being scored (``type`` in
       :data:`LIVE_EVENT_KINDS`).
-    * ``profile``: as for :func:`purchase_features` (the same fields).
+    * ``profile``: as for :func:`purchase_features`, except ``affinities``.
     * ``room``: the room's latest insight. Used: the fields of :func:`purchase_features`
       plus ``peak_viewers``, ``audience.{avg_watch_s, retention.1m, retention.5m}``,
       ``windows.tumbling_1m.{joins, leaves}``, ``commerce.pinned.pinned_at``.
@@ -701,8 +713,11 @@ def leave_features(context: Mapping[str, Any]) -> dict[str, float]:
     ts = _num(event.get("ts"))
     joined = viewer.get("joined_at")
     last = viewer.get("last_active_at")
-    out["v_in_room_min"] = _log1p((ts - _num(joined)) / 60_000.0) if joined is not None \
-        else 0.0
+    in_room_min = max(0.0, (ts - _num(joined)) / 60_000.0) if joined is not None else 0.0
+    out["v_in_room_min"] = math.log1p(in_room_min)
+    # leaving is not monotone in time watched (few leave at once, most after minutes)
+    for index, (low, high) in enumerate(IN_ROOM_BUCKETS_MIN):
+        out[f"v_in_room_{index}"] = float(joined is not None and low <= in_room_min < high)
     out["v_idle_s"] = _log1p((ts - _num(last)) / 1000.0) if last is not None else 0.0
     out["v_events"] = _log1p(viewer.get("events"))
     out["v_returning"] = float(bool(viewer.get("returning")))
@@ -734,11 +749,11 @@ class _DelayedTask:
 
     name = "task"
 
-    def __init__(self, *, model: str, seed: int, learning_rate: float, l2: float,
-                 max_pending: int, max_per_key: int, min_interval_s: float, release: str,
-                 warmup: int) -> None:
-        self.classifier = OnlineClassifier(model, seed=seed, learning_rate=learning_rate,
-                                           l2=l2, name=self.name)
+    def __init__(self, *, model: str, seed: int, optimizer: str, learning_rate: float,
+                 l2: float, max_pending: int, max_per_key: int, min_interval_s: float,
+                 release: str, warmup: int) -> None:
+        self.classifier = OnlineClassifier(model, seed=seed, optimizer=optimizer,
+                                           learning_rate=learning_rate, l2=l2, name=self.name)
         self.labels = DelayedLabels(max_pending, max_per_key, int(min_interval_s * 1000),
                                     release)
         self.scored = 0
@@ -803,11 +818,12 @@ class PurchasePropensity(_DelayedTask):
     name = "purchase_propensity"
 
     def __init__(self, *, session_gap_s: float = 1800.0, model: str = "logistic",
-                 seed: int = 0, learning_rate: float = 0.02, l2: float = 1e-4,
-                 max_pending: int = 100_000, max_per_key: int = 32,
+                 seed: int = 0, optimizer: str = "adagrad", learning_rate: float = 0.01,
+                 l2: float = 1e-4, max_pending: int = 200_000, max_per_key: int = 8,
                  min_interval_s: float = 0.0, release: str = "deadline",
                  warmup: int = 1000) -> None:
-        super().__init__(model=model, seed=seed, learning_rate=learning_rate, l2=l2,
+        super().__init__(model=model, seed=seed, optimizer=optimizer,
+                         learning_rate=learning_rate, l2=l2,
                          max_pending=max_pending, max_per_key=max_per_key,
                          min_interval_s=min_interval_s, release=release, warmup=warmup)
         self.session_gap_ms = int(session_gap_s * 1000)
@@ -843,10 +859,12 @@ class LeaveRisk(_DelayedTask):
     name = "leave_risk"
 
     def __init__(self, *, horizon_s: float = 60.0, model: str = "logistic", seed: int = 0,
-                 learning_rate: float = 0.02, l2: float = 1e-4, max_pending: int = 100_000,
-                 max_per_key: int = 8, min_interval_s: float = 0.0,
-                 release: str = "deadline", warmup: int = 1000) -> None:
-        super().__init__(model=model, seed=seed, learning_rate=learning_rate, l2=l2,
+                 optimizer: str = "adagrad", learning_rate: float = 0.01, l2: float = 1e-4,
+                 max_pending: int = 200_000, max_per_key: int = 8,
+                 min_interval_s: float = 0.0, release: str = "deadline",
+                 warmup: int = 1000) -> None:
+        super().__init__(model=model, seed=seed, optimizer=optimizer,
+                         learning_rate=learning_rate, l2=l2,
                          max_pending=max_pending, max_per_key=max_per_key,
                          min_interval_s=min_interval_s, release=release, warmup=warmup)
         self.horizon_ms = int(horizon_s * 1000)

@@ -4,15 +4,19 @@
 
 ``session_knn``
     Session-kNN over recent sessions, V-SKNN/STAN-like: the current session's items weighted
-    by recency of position, the most recent sessions sharing them found through an
-    item -> sessions inverted index (capped per item, newest first), similarity = sum of the
-    shared items' weights, times a recency decay of the neighbour session; the best
-    ``k_neighbours`` vote for their items, weighted by how close each item sits to the shared
-    item in the neighbour session (items *after* it count more).
+    by recency of position (``position_decay ** d``), the most recent sessions sharing them
+    found through an item -> sessions inverted index (capped per item, newest first; fewer
+    sessions are read for older items), similarity = sum of the shared items' weights times
+    a recency decay of the neighbour session; the best ``k_neighbours`` vote for their items,
+    weighted by how far each item sits from the shared item in the neighbour session.
 ``covisit``
-    Item-to-next-item co-visitation ("viewed b within the next ``covisit_window`` clicks after
-    a"), time-decayed (half-life ``covisit_half_life_s``), as a conditional share per source
-    item, summed over the session's last items with recency weights.
+    Item-to-next-item co-visitation ("clicked b within the next ``covisit_window`` clicks
+    after a", weight ``1/distance``), time-decayed (half-life ``covisit_half_life_s``), as a
+    conditional share per source item, summed over the session's last items.
+``recent``
+    The session's own items, the last one first (``recent_decay ** d``): re-viewing an item is
+    the single most frequent next click in click logs (27 % of YooChoose next clicks repeat
+    the previous item).
 ``content``
     Category and brand affinity from the catalog facts given to :meth:`set_item`: the
     session's own categories/brands (recency weighted) plus the caller's ``affinity``
@@ -20,41 +24,45 @@
     preferred categories in as candidates.
 ``trending`` / ``popular``
     Decayed event counts with a short (``trending_half_life_s``) and a long
-    (``popular_half_life_s``) half-life; purchases and carts count more than views. They rank
-    everything else too, and alone serve cold start (unknown session and user, new items).
+    (``popular_half_life_s``) half-life; carts and purchases count more than views. They score
+    every candidate, and alone serve cold start (unknown session and user, new items).
 ``mf``
-    A River :class:`river.reco.BiasedMF` for long-term taste of *known* users. To keep it
+    A River :class:`river.reco.BiasedMF` for the long-term taste of *known* users. To keep it
     cheap it learns only from events with a ``user_id``: every ``add_to_cart``/``purchase``
-    and a seeded sample (``mf_click_rate``) of clicks/views, each positive paired with one
-    negative drawn from the popular items. At ranking time it only re-scores the candidate
-    set the other scorers produced (never the whole catalog).
+    and a seeded sample (``mf_click_rate``, default 10 %) of other clicks, each positive
+    (y = 1) paired with one negative (y = 0) drawn from the popular items. At ranking time it
+    only re-scores the candidates the other scorers produced (never the whole catalog), as
+    the predicted lift over the average interaction.
 ``room``
     In a live room the caller passes the room's product list (``room_items``); those items
-    become candidates and get this bonus.
+    become candidates (even if the model never saw them) and get this bonus.
 
-Each scorer's values are divided by their maximum over the candidates (so each lies in
-``[0, 1]``) and blended with :data:`DEFAULT_WEIGHTS`::
+The kNN and co-visitation scores keep their ``candidates_per_component`` best items and are
+divided by their maximum; every scorer lies in ``[0, 1]``. The blend is the weighted sum with
+:data:`DEFAULT_WEIGHTS`::
 
-    session_knn 1.0   covisit 0.4   content 0.2   trending 0.03   popular 0.02
-    mf 0.1            room 0.5
+    session_knn 1.0   recent 1.5   covisit 0.2   trending 0.01   popular 0.005
+    content 0.2       mf 0.1       room 0.5
 
-The weights and the kNN shape parameters were tuned only on a validation split carved out of
-the training data (the last 15 % of ``yoochoose-100k`` ``train_tr`` sessions by start time,
-learned prequentially after the first 85 %); see ``benchmarks/tune_recsys.py``. Content, MF
-and room weights cannot be learned from click logs without catalog facts or users and are set
-by hand so that they re-order within the session signal rather than override it.
+The first five weights and the kNN / co-visitation shape parameters were tuned only on
+validation folds carved out of the training file (``yoochoose-100k`` ``train_tr``: the last
+15 % of sessions by start time, and the 15 % before them, each learned prequentially after
+the sessions preceding it); see ``benchmarks/tune_recsys.py``. Content, MF and room weights
+cannot be fitted on anonymous click logs without catalog facts, users or rooms: they are set
+by hand so that they re-order items within the session signal rather than override it.
 
 Business filters (always applied): items purchased in this session or by this user,
 out-of-stock items (``set_item(..., in_stock=False)``) and the caller's ``exclude`` list are
-never returned. Items already viewed in the session may be returned (re-viewing is the single
-most frequent next click in click logs); pass them in ``exclude`` to suppress them.
+never returned. Items already viewed in the session may be returned (see ``recent``); pass
+them in ``exclude`` (or set the ``recent`` weight to 0) to suppress them.
 
 Memory is bounded by caps with least-recently-used eviction: ``max_sessions``, ``max_items``
 (item state: counts, co-visitation row, inverted-index postings, catalog facts, MF factors),
 ``max_users`` (purchase filter and MF factors), ``max_session_len`` (items kept per session),
 ``max_postings_per_item``, ``max_covisit_per_item``. Decays use event time (``ts`` in ms),
-never the wall clock, so a model is deterministic given its ``seed`` and input order. Every
-attribute is plain data or a River object, so the model pickles (no lambdas or closures).
+never the wall clock, so a model is deterministic given its ``seed`` and input order, ties are
+broken by item id, and every attribute is plain data or a River object, so the model pickles
+(no lambdas or closures).
 
 >>> model = HybridRecommender(seed=1)
 >>> for n in range(30):
@@ -62,23 +70,24 @@ attribute is plain data or a River object, so the model pickles (no lambdas or c
 ...     model.learn_one({"session_id": f"s{n}", "item_id": "case", "ts": 1_000 * n + 10})
 >>> model.learn_one({"session_id": "me", "item_id": "phone", "ts": 40_000})
 >>> top = model.rank({"session_id": "me", "ts": 40_001}, k=2)
->>> [r["item_id"] for r in top]
-['case', 'phone']
->>> top[0]["reasons"][:2]
-['session_knn', 'covisit']
->>> model.predict_one({"session_id": "me", "exclude": ["case"]})
-'phone'
+>>> [(r["item_id"], r["reasons"]) for r in top]
+[('phone', ['recent', 'session_knn']), ('case', ['session_knn', 'covisit'])]
+>>> model.predict_one({"session_id": "me", "exclude": ["phone"]})
+'case'
 """
 
 from __future__ import annotations
 
-import heapq
+import contextlib
 import math
+import operator
 import random
-from collections import OrderedDict
+import sys
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 from river import optim, reco
 
 COMPONENTS = ("session_knn", "covisit", "recent", "content", "trending", "popular", "mf",
@@ -88,10 +97,10 @@ COMPONENTS = ("session_knn", "covisit", "recent", "content", "trending", "popula
 DEFAULT_WEIGHTS: dict[str, float] = {
     "session_knn": 1.0,
     "covisit": 0.2,
-    "recent": 1.0,
+    "recent": 1.5,
     "content": 0.2,
     "trending": 0.01,
-    "popular": 0.0,
+    "popular": 0.005,
     "mf": 0.1,
     "room": 0.5,
 }
@@ -155,49 +164,66 @@ class _TopList:
     out can come back when it overtakes the threshold.
     """
 
-    __slots__ = ("entries", "size", "threshold")
+    __slots__ = ("best", "cache", "entries", "size", "stale_after", "threshold")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, stale_after: int = 64) -> None:
         self.size = size
         self.entries: dict[str, float] = {}
         self.threshold = 0.0
+        self.best = 0.0   # largest value ever offered (an upper bound once items leave)
+        # (n, offers left before it is recomputed, the top-n): a ranking changes slowly, so
+        # :meth:`top` re-sorts at most every ``stale_after`` offers
+        self.stale_after = stale_after
+        self.cache: tuple[int, int, list[tuple[str, float]]] = (0, 0, [])
 
     def offer(self, item: str, value: float) -> None:
+        n, left, top = self.cache
+        if left:
+            self.cache = (n, left - 1, top)
         entries = self.entries
         if item in entries or value > self.threshold:
             entries[item] = value
+            if value > self.best:
+                self.best = value
             if len(entries) > 2 * self.size:
-                kept = heapq.nlargest(self.size, entries.items(), key=_value)
+                kept = _largest(entries.items(), self.size)
                 self.entries = dict(kept)
                 self.threshold = kept[-1][1]
 
     def discard(self, item: str) -> None:
         self.entries.pop(item, None)
+        self.cache = (0, 0, [])
 
     def rescale(self, factor: float) -> None:
         self.entries = {item: value * factor for item, value in self.entries.items()}
         self.threshold *= factor
+        self.best *= factor
+        self.cache = (0, 0, [])
 
     def top(self, n: int) -> list[tuple[str, float]]:
-        return heapq.nlargest(n, self.entries.items(), key=_value)
+        """The ``n`` largest entries (possibly up to ``stale_after`` offers old)."""
+        cached_n, left, top = self.cache
+        if cached_n != n or not left:
+            top = _largest(self.entries.items(), n)
+            self.cache = (n, self.stale_after, top)
+        return top
 
-    def __getstate__(self) -> tuple[int, dict[str, float], float]:
-        return self.size, self.entries, self.threshold
+    def __getstate__(self) -> tuple[Any, ...]:
+        return self.size, self.entries, self.threshold, self.best, self.stale_after, self.cache
 
-    def __setstate__(self, state: tuple[int, dict[str, float], float]) -> None:
-        self.size, self.entries, self.threshold = state
-
-
-def _value(pair: tuple[str, float]) -> float:
-    return pair[1]
-
-
-def _first(pair: tuple[float, Any]) -> float:
-    return pair[0]
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        (self.size, self.entries, self.threshold, self.best, self.stale_after,
+         self.cache) = state
 
 
-def _score_then_id(pair: tuple[str, float]) -> tuple[float, str]:
-    return pair[1], pair[0]
+_VALUE = operator.itemgetter(1)
+_FIRST = operator.itemgetter(0)
+_SCORE_THEN_ID = operator.itemgetter(1, 0)   # ties broken by item id: same order everywhere
+
+
+def _largest(pairs: Iterable[tuple[Any, float]], n: int) -> list[tuple[Any, float]]:
+    """The ``n`` pairs with the largest second element, largest first (stable for ties)."""
+    return sorted(pairs, key=_VALUE, reverse=True)[:n]
 
 
 class _Item:
@@ -255,30 +281,44 @@ class HybridRecommender:
     k_neighbours
         Neighbour sessions that vote (V-SKNN ``k``).
     sample_per_item
-        Most recent sessions read from each current item's postings (the V-SKNN sample).
+        Most recent sessions read from the last item's postings (the V-SKNN sample); an item
+        ``d`` clicks back reads ``sample_per_item * position_decay ** d`` (at least 8).
     knn_prefix
         Last items of the current session used to find neighbours.
     position_decay
         Weight of the current session's item ``d`` clicks back: ``position_decay ** d``.
+    recent_decay
+        ``recent`` score of the item ``d`` clicks back: ``recent_decay ** d``.
     neighbour_half_life_s
         Recency decay of a neighbour session (by its last event time).
-    after_weight, before_weight, distance_decay
-        In a neighbour session an item ``d`` positions after the shared item weighs
-        ``after_weight * distance_decay ** (d - 1)``, one before it ``before_weight * ...``;
-        the shared item itself weighs 1.
+    after_weight, before_weight, distance_decay, vote_window
+        In a neighbour session an item ``d`` (<= ``vote_window``) positions after the shared
+        item votes ``after_weight * distance_decay ** (d - 1)``, one before it
+        ``before_weight * ...``; the shared item itself votes 1.
     covisit_window, covisit_half_life_s, covisit_prefix
         Co-visitation counts ``b`` up to ``covisit_window`` clicks after ``a`` (weight
         ``1/d``), decays them with the half-life, and scores from the last ``covisit_prefix``
         session items.
     trending_half_life_s, popular_half_life_s
         Half-lives of the trending and popularity counts.
+    candidates_per_component, top_list_size
+        Best items kept from the kNN and co-visitation scores; size of the popularity lists
+        (overall, trending, and half of it per category).
     mf_factors, mf_click_rate, mf_learning_rate
-        BiasedMF size, share of clicks/views it learns from, SGD step.
-    max_sessions, max_items, max_users, max_session_len, max_postings_per_item,
-    max_covisit_per_item
-        Memory caps (LRU eviction for sessions, items and users; newest kept in lists).
+        BiasedMF size, share of non-cart clicks it learns from, SGD step.
+    max_sessions, max_items, max_users
+        LRU caps: sessions (with their postings), items (all item state), users (purchase
+        filter and MF factors).
+    max_session_len, max_postings_per_item, max_covisit_per_item, max_purchases_per_user
+        Newest items kept per session; sessions kept per item in the inverted index (up to
+        twice this between trims); next items kept per co-visitation row (up to 1.5 times
+        this between trims); purchases remembered per user for the filter.
     seed
         Seed of the MF initialisation and of click sampling / negative draws.
+
+    Ranking costs O(``k_neighbours`` x ``vote_window`` + candidates); learning an event
+    is O(``covisit_window``) plus an amortised trim. Forward-decayed counts are rescaled once
+    every 50 half-lives (an O(items) pass: every ~2 days of event time for trending).
 
     >>> HybridRecommender(max_items=2).rank({"session_id": "new"})
     []
@@ -299,12 +339,13 @@ class HybridRecommender:
         after_weight: float = 0.6,
         before_weight: float = 0.8,
         distance_decay: float = 0.7,
+        vote_window: int = 8,
         covisit_window: int = 5,
         covisit_half_life_s: float = 3 * 86_400.0,
         covisit_prefix: int = 3,
         trending_half_life_s: float = 3_600.0,
         popular_half_life_s: float = 7 * 86_400.0,
-        candidates_per_component: int = 100,
+        candidates_per_component: int = 25,
         top_list_size: int = 100,
         mf_factors: int = 16,
         mf_click_rate: float = 0.1,
@@ -313,8 +354,8 @@ class HybridRecommender:
         max_items: int = 200_000,
         max_users: int = 200_000,
         max_session_len: int = 20,
-        max_postings_per_item: int = 500,
-        max_covisit_per_item: int = 100,
+        max_postings_per_item: int = 200,
+        max_covisit_per_item: int = 50,
         max_purchases_per_user: int = 50,
         seed: int = 0,
     ) -> None:
@@ -331,6 +372,12 @@ class HybridRecommender:
         self.after_weight = after_weight
         self.before_weight = before_weight
         self.distance_decay = distance_decay
+        self.vote_window = vote_window
+        # vote weights in a neighbour session: [the shared item, 1 after it, 2 after, ...] and
+        # [1 before it, 2 before, ...]
+        gaps = range(1, max_session_len + 1)
+        self._after_weights = [1.0] + [after_weight * distance_decay ** (g - 1) for g in gaps]
+        self._before_weights = [before_weight * distance_decay ** (g - 1) for g in gaps]
         self.covisit_window = covisit_window
         self.covisit_prefix = covisit_prefix
         self.candidates_per_component = candidates_per_component
@@ -379,6 +426,7 @@ class HybridRecommender:
         >>> model.stats()["items"]
         1
         """
+        item_id = sys.intern(str(item_id))
         item = self._touch_item(item_id)
         old_category = item.category
         item.category, item.brand, item.price, item.in_stock = category, brand, price, in_stock
@@ -405,7 +453,9 @@ class HybridRecommender:
         session = self._touch_session(str(session_id), user_id, ts) if session_id else None
         if not item_id:
             return
-        item_id = str(item_id)
+        # one shared string per item id: the co-visitation rows and sessions hold millions of
+        # references, and identical objects compare and hash fastest
+        item_id = sys.intern(str(item_id))
         self.events_learned += 1
         item = self._touch_item(item_id)
         weight = KIND_WEIGHTS.get(kind, 1.0)
@@ -475,7 +525,7 @@ class HybridRecommender:
             row[item_id] = row.get(item_id, 0.0) + add
             source.covisit_total += add
             if len(row) > cap + cap // 2:
-                source.covisit = dict(heapq.nlargest(cap, row.items(), key=_value))
+                source.covisit = dict(_largest(row.items(), cap))
         if item_id not in items:
             postings = item.postings
             postings.append(session.number)
@@ -483,7 +533,12 @@ class HybridRecommender:
                 del postings[: len(postings) - self.max_postings_per_item]
         items.append(item_id)
         if len(items) > self.max_session_len:
-            del items[0]
+            dropped = items.pop(0)
+            if dropped not in items:  # postings list exactly the sessions holding an item
+                old = self._items.get(dropped)
+                if old is not None:
+                    with contextlib.suppress(ValueError):
+                        old.postings.remove(session.number)
 
     def _learn_mf(self, user_id: str, item_id: str) -> None:
         mf = self._mf
@@ -530,14 +585,24 @@ class HybridRecommender:
             sessions[session_id] = session
             self._session_by_number[session.number] = session
             if len(sessions) > self.max_sessions:
-                _, old = sessions.popitem(last=False)
-                del self._session_by_number[old.number]
+                self._evict_session()
         else:
             sessions.move_to_end(session_id)
             if user_id and session.user_id is None:
                 session.user_id = str(user_id)
         session.last_ts = max(session.last_ts, ts)
         return session
+
+    def _evict_session(self) -> None:
+        _, old = self._sessions.popitem(last=False)
+        del self._session_by_number[old.number]
+        # drop its postings (an old session sits near the front of each list: a short search)
+        items = self._items
+        for item_id in dict.fromkeys(old.items):
+            item = items.get(item_id)
+            if item is not None:
+                with contextlib.suppress(ValueError):
+                    item.postings.remove(old.number)
 
     def _touch_user(self, user_id: str) -> dict[str, None]:
         users = self._users
@@ -586,53 +651,58 @@ class HybridRecommender:
         if content is not None and weights["content"] > 0:
             scores["content"] = self._content_candidates(content[0])
 
-        candidates: dict[str, None] = {}
+        candidates: dict[str, Any] = {}
         for component_scores in scores.values():
-            candidates.update(dict.fromkeys(component_scores))
-        for top in (self._trending_top, self._popular_top):
-            if len(candidates) >= k + limit:
-                break
-            candidates.update(dict.fromkeys(i for i, _ in top.top(limit)))
+            candidates.update(component_scores)
+        # popular items fill short lists (alone they serve cold start); they still score
+        # every candidate below
+        trending_top, popular_top = self._trending_top, self._popular_top
+        for top in (trending_top, popular_top):
+            if len(candidates) < 2 * k:
+                candidates.update(top.top(k))
 
+        # filter, and start every allowed candidate at its (weighted) popularity
         banned = self._banned(session, user_id, x.get("exclude"))
         room = scores.get("room", {})
-        allowed: dict[str, None] = {}
+        trending_w = weights["trending"] / trending_top.best if trending_top.best > 0 else 0.0
+        popular_w = weights["popular"] / popular_top.best if popular_top.best > 0 else 0.0
+        blended: dict[str, float] = {}
+        allowed: dict[str, _Item] = {}
         for item_id in candidates:
             if item_id in banned:
                 continue
             item = items.get(item_id)
-            # an unknown item is only recommended when the room lists it
-            if item.in_stock if item is not None else item_id in room:
-                allowed[item_id] = None
-        candidates = allowed
-        if not candidates:
+            if item is None:
+                if item_id in room:  # an unknown item is recommended only when a room lists it
+                    blended[item_id] = 0.0
+            elif item.in_stock:
+                allowed[item_id] = item
+                blended[item_id] = trending_w * item.trending + popular_w * item.popular
+        if not blended:
             return []
 
         if content is not None and weights["content"] > 0:
-            scores["content"] = self._content_scores(candidates, *content)
-        for name, top in (("trending", self._trending_top), ("popular", self._popular_top)):
-            if weights[name] > 0 and top.entries:
-                best = max(top.entries.values())
-                field = name
-                scores[name] = {i: getattr(items[i], field) / best for i in candidates
-                                if i in items and getattr(items[i], field) > 0}
+            scores["content"] = self._content_scores(allowed, *content)
         if user_id and weights["mf"] > 0 and str(user_id) in self._mf.u_latents:
-            scores["mf"] = self._mf_scores(str(user_id), candidates)
-
-        blended: dict[str, float] = dict.fromkeys(candidates, 0.0)
+            scores["mf"] = self._mf_scores(str(user_id), allowed)
         for name, component_scores in scores.items():
             weight = weights[name]
             for item_id, value in component_scores.items():
                 if item_id in blended:
                     blended[item_id] += weight * value
-        best = heapq.nlargest(k, blended.items(), key=_score_then_id)
+
         out = []
-        for item_id, score in best:
-            contributions = [(weights[name] * s[item_id], name) for name, s in scores.items()
-                             if item_id in s and s[item_id] > 0]
+        for item_id, score in sorted(blended.items(), key=_SCORE_THEN_ID, reverse=True)[:k]:
+            item = allowed.get(item_id)
+            contributions = [] if item is None else [
+                (trending_w * item.trending, "trending"), (popular_w * item.popular, "popular")]
+            for name, component_scores in scores.items():
+                value = component_scores.get(item_id)
+                if value:
+                    contributions.append((weights[name] * value, name))
             contributions.sort(reverse=True)
             reasons = [name for value, name in contributions[:MAX_REASONS]
-                       if value >= 0.1 * score]
+                       if value > 0 and value >= 0.1 * score]
             out.append({"item_id": item_id, "score": round(score, 6), "reasons": reasons})
         return out
 
@@ -662,50 +732,54 @@ class HybridRecommender:
                 current[item_id] = weight
             weight *= decay
         similarity: dict[int, float] = {}
+        # the shared item a neighbour is aligned on: the current session's most recent one,
+        # i.e. the first that reaches it (``current`` runs from the most recent item back)
+        anchors: dict[int, str] = {}
+        by_number = self._session_by_number
         sample = self.sample_per_item
         items = self._items
         for item_id, w in current.items():
             item = items.get(item_id)
             if item is None:
                 continue
-            postings = item.postings
-            for number in postings[-1: -sample - 1: -1]:
-                if number != own:
-                    similarity[number] = similarity.get(number, 0.0) + w
+            # older items weigh less, so fewer of their sessions are read
+            for number in item.postings[-1: -max(8, int(sample * w)) - 1: -1]:
+                if number in similarity:
+                    similarity[number] += w
+                elif number != own and number in by_number:
+                    similarity[number] = w
+                    anchors[number] = item_id
         if not similarity:
             return {}
-        by_number = self._session_by_number
         rate = self.neighbour_rate_per_ms
         neighbours = []
-        for number, sim in heapq.nlargest(self.k_neighbours * 2, similarity.items(),
-                                          key=_value):
-            neighbour = by_number.get(number)
-            if neighbour is None:
-                continue
+        pool = self.k_neighbours + self.k_neighbours // 2
+        ranked = (similarity.items() if len(similarity) <= pool
+                  else _largest(similarity.items(), pool))
+        for number, sim in ranked:
+            neighbour = by_number[number]
             age = ts - neighbour.last_ts
-            if age > 0:
+            if age > 0 and rate:
                 sim *= math.exp(-age * rate)
-            neighbours.append((sim, neighbour))
+            neighbours.append((sim, neighbour.items, anchors[number]))
         if len(neighbours) > self.k_neighbours:
-            neighbours = heapq.nlargest(self.k_neighbours, neighbours, key=_first)
-        after_w, before_w, dist = self.after_weight, self.before_weight, self.distance_decay
-        scores: dict[str, float] = {}
-        for sim, neighbour in neighbours:
-            n_items = neighbour.items
-            anchor, anchor_w = -1, 0.0
-            for pos, item_id in enumerate(n_items):
-                w = current.get(item_id, 0.0)
-                if w >= anchor_w:
-                    anchor, anchor_w = pos, w
-            for pos, item_id in enumerate(n_items):
-                gap = pos - anchor
-                if gap > 0:
-                    w = after_w * dist ** (gap - 1)
-                elif gap < 0:
-                    w = before_w * dist ** (-gap - 1)
-                else:
-                    w = 1.0
-                scores[item_id] = scores.get(item_id, 0.0) + sim * w
+            neighbours = sorted(neighbours, key=_FIRST, reverse=True)[: self.k_neighbours]
+        after, before = self._after_weights, self._before_weights
+        window = self.vote_window
+        scores: defaultdict[str, float] = defaultdict(float)
+        for sim, n_items, anchor_item in neighbours:
+            try:
+                anchor = n_items.index(anchor_item)
+            except ValueError:  # trimmed off the front of a long session
+                anchor = 0
+            # the weight lists are longer than any slice: zip stops at the slice's end
+            for item_id, weight in zip(n_items[anchor: anchor + window + 1], after,
+                                       strict=False):
+                scores[item_id] += sim * weight
+            if anchor:
+                earlier = reversed(n_items[max(0, anchor - window): anchor])
+                for item_id, weight in zip(earlier, before, strict=False):
+                    scores[item_id] += sim * weight
         return scores
 
     def _recent_scores(self, prefix: list[str]) -> dict[str, float]:
@@ -761,45 +835,41 @@ class HybridRecommender:
     def _content_candidates(self, categories: dict[str, float]) -> dict[str, float]:
         out: dict[str, float] = {}
         per_category = max(1, self.candidates_per_component // 5)
-        for category, _ in heapq.nlargest(3, categories.items(), key=_value):
+        for category, _ in _largest(categories.items(), 3):
             top = self._category_top.get(category)
             if top is not None:
                 out.update(dict.fromkeys((i for i, _ in top.top(per_category)), 0.0))
         return out
 
-    def _content_scores(self, candidates: Iterable[str], categories: dict[str, float],
+    def _content_scores(self, candidates: Mapping[str, _Item], categories: dict[str, float],
                         brands: dict[str, float]) -> dict[str, float]:
-        items = self._items
+        """Category share plus half the brand share, divided by the best candidate's."""
         raw: dict[str, float] = {}
-        for item_id in candidates:
-            item = items.get(item_id)
-            if item is None:
-                continue
-            value = categories.get(item.category, 0.0) if item.category is not None else 0.0
-            if item.brand is not None:
-                value += 0.5 * brands.get(item.brand, 0.0)
+        category_share, brand_share = categories.get, brands.get
+        for item_id, item in candidates.items():
+            value = category_share(item.category, 0.0) + 0.5 * brand_share(item.brand, 0.0)
             if value > 0:
                 raw[item_id] = value
         return _normalised(raw)
 
     def _mf_scores(self, user_id: str, candidates: Iterable[str]) -> dict[str, float]:
+        """Predicted lift over the average interaction, ``(y - mean) / (1 - mean)`` in [0, 1]."""
         mf = self._mf
         user_vector = mf.u_latents[user_id]
-        user_bias = mf.u_biases.get(user_id, 0.0)
+        base = mf.u_biases.get(user_id, 0.0)
+        mean = mf.global_mean.get()
+        scale = 1.0 / (1.0 - mean) if mean < 1.0 else 1.0
         i_latents, i_biases = mf.i_latents, mf.i_biases
-        raw = {}
-        for item_id in candidates:
-            vector = i_latents.get(item_id)
-            if vector is not None:
-                raw[item_id] = float(user_bias + i_biases.get(item_id, 0.0)
-                                     + user_vector.dot(vector))
-        if not raw:
+        known = [item_id for item_id in candidates if item_id in i_latents]
+        if not known:
             return {}
-        low, high = min(raw.values()), max(raw.values())
-        span = high - low
-        if span <= 0:
-            return {}
-        return {i: (v - low) / span for i, v in raw.items()}
+        lifts = np.array([i_latents[item_id] for item_id in known]) @ user_vector
+        out = {}
+        for item_id, dot in zip(known, lifts.tolist(), strict=True):
+            lift = (base + i_biases.get(item_id, 0.0) + dot) * scale
+            if lift > 0:
+                out[item_id] = min(1.0, lift)
+        return out
 
     # ------------------------------------------------------------------ introspection
 
@@ -856,5 +926,5 @@ def _normalised(values: dict[str, float]) -> dict[str, float]:
 def _top_normalised(values: dict[str, float], limit: int) -> dict[str, float]:
     """The ``limit`` largest values, divided by the largest."""
     if len(values) > limit:
-        values = dict(heapq.nlargest(limit, values.items(), key=_value))
+        values = dict(_largest(values.items(), limit))
     return _normalised(values)
