@@ -69,13 +69,6 @@ def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
-def _sigmoid(z: float) -> float:
-    if z >= 0:
-        return 1.0 / (1.0 + math.exp(-z))
-    e = math.exp(z)
-    return e / (1.0 + e)
-
-
 class BinnedROCAUC:
     """Streaming ROC AUC from score histograms on a fine logit grid.
 
@@ -170,6 +163,8 @@ class PrequentialMetrics:
     (label, probability served before the label was known) pairs.
 
     >>> m = PrequentialMetrics()
+    >>> m.to_dict()["roc_auc"] is None
+    True
     >>> m.update(True, 0.9); m.update(False, 0.2)
     >>> d = m.to_dict()
     >>> d["examples"], d["positives"], d["roc_auc"], d["log_loss"]
@@ -196,15 +191,16 @@ class PrequentialMetrics:
         self.brier += (p - y) ** 2
 
     def to_dict(self) -> dict[str, Any]:
+        """The figures; scores are None before the first example (nothing to export)."""
         n = self.examples
         return {
             "examples": n,
             "positives": self.positives,
-            "positive_rate": round(self.positives / n, 4) if n else 0.0,
-            "roc_auc": round(self.auc.get(), 4),
-            "log_loss": round(self.log_loss.get(), 4),
-            "brier": round(self.brier / n, 4) if n else 0.0,
-            "ece": round(self.calibration.ece(), 4),
+            "positive_rate": round(self.positives / n, 4) if n else None,
+            "roc_auc": round(self.auc.get(), 4) if n else None,
+            "log_loss": round(self.log_loss.get(), 4) if n else None,
+            "brier": round(self.brier / n, 4) if n else None,
+            "ece": round(self.calibration.ece(), 4) if n else None,
             "calibration": self.calibration.rows(),
         }
 
@@ -301,7 +297,7 @@ class OnlineClassifier:
     def _candidate_proba(self, name: str, x: Mapping[str, float]) -> float:
         if not self.learned:
             return 0.5
-        proba = self.candidates[name].predict_proba_one(dict(x))
+        proba = self.candidates[name].predict_proba_one(x if type(x) is dict else dict(x))
         p = proba.get(True) if proba else None
         if p is None or p != p:  # a tree leaf with no class counts yet, or NaN
             p = self._prior()
@@ -316,11 +312,11 @@ class OnlineClassifier:
 
         ``p`` is the probability served when the example was scored (delayed labels); the
         serving metrics use it. Without it, the current prediction is used (learned after).
-        With several candidates, each is also scored on ``x`` before learning it (still
-        out of sample), and those scores choose the serving model.
+        With several candidates, each is also scored on ``x`` before learning it (out of
+        sample, though later than when served), and those scores choose the serving model.
         """
         y = bool(y)
-        features = dict(x)
+        features = x if type(x) is dict else dict(x)
         if len(self.candidates) > 1:
             for name in self.candidates:
                 candidate_p = self._candidate_proba(name, features)
@@ -341,9 +337,12 @@ class OnlineClassifier:
         out["model_version"] = self.model_version
         out["active_model"] = self.active
         if len(self.candidates) > 1:
-            out["candidates"] = {name: {k: v for k, v in m.to_dict().items()
-                                        if k != "calibration"}
-                                 for name, m in self.candidate_metrics.items()}
+            # Scored when the label arrived, not when served: they compare the candidates
+            # fairly but read better than the served figures (the model has learned the
+            # examples labelled in between, often of the same user, room and minute).
+            out["candidates_at_label_time"] = {
+                name: {k: v for k, v in m.to_dict().items() if k != "calibration"}
+                for name, m in self.candidate_metrics.items()}
         return out
 
 

@@ -112,8 +112,8 @@ def test_learns_a_separable_signal(kind: str) -> None:
     scores = [clf.predict_proba_one(x) for x, _ in held_out]
     assert exact_auc([y for _, y in held_out], scores) > 0.8
     if kind == "auto":
-        assert set(report["candidates"]) == {"logistic", "hoeffding"}
-        assert report["active_model"] in report["candidates"]
+        assert set(report["candidates_at_label_time"]) == {"logistic", "hoeffding"}
+        assert report["active_model"] in report["candidates_at_label_time"]
 
 
 def test_logistic_probabilities_are_calibrated_on_the_synthetic_signal() -> None:
