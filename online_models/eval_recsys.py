@@ -88,16 +88,18 @@ def build_model(name: str, *, seed: int = 0, weights: dict[str, float] | None = 
         return HybridRecommender(seed=seed, weights=weights, **params)
     off = dict.fromkeys(COMPONENTS, 0.0)
     if name == "covisit":
+        plain = {"covisit_window": 1, "covisit_prefix": 1, "covisit_half_life_s": math.inf,
+                 "popular_half_life_s": math.inf, "max_covisit_per_item": 10_000}
         return HybridRecommender(
             seed=seed, weights={**off, "covisit": 1.0, "popular": BASELINE_TIEBREAK},
-            covisit_window=1, covisit_prefix=1, covisit_half_life_s=math.inf,
-            popular_half_life_s=math.inf, max_covisit_per_item=10_000, **params)
+            **{**plain, **params})
     if name == "sknn":
+        plain = {"k_neighbours": 100, "position_decay": 1.0, "neighbour_half_life_s": math.inf,
+                 "after_weight": 1.0, "before_weight": 1.0, "distance_decay": 1.0,
+                 "vote_window": 20, "popular_half_life_s": math.inf}
         return HybridRecommender(
             seed=seed, weights={**off, "session_knn": 1.0, "popular": BASELINE_TIEBREAK},
-            position_decay=1.0, neighbour_half_life_s=math.inf, after_weight=1.0,
-            before_weight=1.0, distance_decay=1.0, vote_window=20,
-            popular_half_life_s=math.inf, **params)
+            **{**plain, **params})
     raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
 
 
