@@ -117,6 +117,10 @@ class ModelHost:
         if kind not in ITEM_KINDS or not record.item_id:
             return None
         self._score_previous(session, record.item_id)
+        if item:  # catalog facts: category affinity and the out-of-stock filter
+            self.recommender.set_item(record.item_id, category=item.get("category"),
+                                      brand=item.get("brand"), price=item.get("price"),
+                                      in_stock=bool(item.get("in_stock", True)))
         self.recommender.learn_one({
             "session_id": session, "item_id": record.item_id, "ts": ts,
             "user_id": user if personal else None, "kind": kind, "room_id": room_id})
