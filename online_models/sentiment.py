@@ -278,6 +278,17 @@ class _Scorer:
             self.step()
             return 1
         kind, value = entry
+        dual_boost = None
+        if kind == _DUAL:
+            following = (_lookup_word(items[start + 1][1])
+                         if start + 1 < len(items) and items[start + 1][0] == WORD else None)
+            if following is not None and following[0] == _SENT:
+                dual_boost = _DUAL_BOOSTS[word]
+        self.cue(kind, value, dual_boost)
+        return 1
+
+    def cue(self, kind: int, value: float, dual_boost: float | None = None) -> None:
+        """Apply one lexicon cue; a dual word intensifies when a sentiment word follows."""
         if kind == _SENT:
             self.sentiment(value)
         elif kind == _NEG:
@@ -286,17 +297,16 @@ class _Scorer:
         elif kind == _BOOST:
             self.intensify(value)
         elif kind == _DUAL:
-            following = (_lookup_word(items[start + 1][1])
-                         if start + 1 < len(items) and items[start + 1][0] == WORD else None)
-            if following is not None and following[0] == _SENT:
-                self.intensify(_DUAL_BOOSTS[word])
+            if dual_boost is not None:
+                self.intensify(dual_boost)
             else:
                 self.sentiment(value)
         elif kind == _CONTRAST:
             self.contrast()
-        else:
+        elif kind == _ACTION:
             self.action()
-        return 1
+        else:
+            self.step()
 
     def cjk(self, run: str) -> None:
         if len(run) == 1:
@@ -317,25 +327,12 @@ class _Scorer:
                 i += 1
                 continue
             size, (kind, value) = match
-            if kind == _SENT:
-                self.sentiment(value)
-            elif kind == _NEG:
-                self.negated_left = NEGATION_SCOPE
-                self.boost, self.boost_left = 1.0, 0
-            elif kind == _BOOST:
-                self.intensify(value)
-            elif kind == _DUAL:
+            dual_boost = None
+            if kind == _DUAL:
                 following = _zh_match(run, i + size) if i + size < n else None
                 if following is not None and following[1][0] == _SENT:
-                    self.intensify(_DUAL_BOOSTS[run[i:i + size]])
-                else:
-                    self.sentiment(value)
-            elif kind == _CONTRAST:
-                self.contrast()
-            elif kind == _ACTION:
-                self.action()
-            else:
-                self.step()
+                    dual_boost = _DUAL_BOOSTS[run[i:i + size]]
+            self.cue(kind, value, dual_boost)
             i += size
 
 
