@@ -115,17 +115,16 @@ class RoomPipeline:
         for room_id in [r for r, room in self.rooms.items() if room.partition in partitions]:
             del self.rooms[room_id]
 
-    def latest(self) -> dict[str, dict[str, Any]]:
-        """The last emitted insight of every room this worker owns."""
-        return {rid: room.last_insight if room.last_insight is not None
-                else as_dict(room.state.insight(now_ms(), live=room.live))
-                for rid, room in self.rooms.items()}
-
     def insight_of(self, room_id: str) -> dict[str, Any] | None:
+        """The last emitted insight of a room this worker owns (built now if none yet)."""
         room = self.rooms.get(room_id)
         if room is None:
             return None
         return room.last_insight or as_dict(room.state.insight(now_ms(), live=room.live))
+
+    def latest(self) -> dict[str, dict[str, Any]]:
+        """:meth:`insight_of` for every room this worker owns."""
+        return {rid: self.insight_of(rid) or {} for rid in self.rooms}
 
 
 def headline(room: LiveRoom) -> dict[str, Any]:
