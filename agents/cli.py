@@ -7,7 +7,7 @@
 ``livepulse topics``     create or list topics on any broker
 ``livepulse schemas``    export (or check) the JSON Schemas of every contract
 ``livepulse broker``     run the embedded broker in the foreground and print its address
-``livepulse eval X``     offline evaluation of a model (recsys, propensity, sentiment)
+``livepulse eval X``     offline evaluation of a model (recsys, propensity, sentiment, nab)
 
 Without ``LIVEPULSE_KAFKA_URL`` every command that needs a broker starts the embedded one.
 """
@@ -179,6 +179,8 @@ EVALUATIONS = {
                    "purchase propensity and leave risk, prequential, on simulator traffic"),
     "sentiment": ("online_models.eval_sentiment", "main",
                   "comment sentiment accuracy on the shipped labelled sample"),
+    "nab": ("online_models.eval_nab", "main",
+            "anomaly detector on the Numenta Anomaly Benchmark (--data DIR [--scores-out D])"),
 }
 
 

@@ -30,6 +30,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from online_models.anomaly import AnomalyDetector
 from online_models.propensity import LeaveRisk, OnlineClassifier, PurchasePropensity
 from online_models.recsys import HybridRecommender
 from online_models.sentiment import LexiconSentiment, NgramSentiment
@@ -392,4 +393,47 @@ register(ModelSpec(
     probes=lambda seed: _context_probes(seed, "leave"), unseen=_unseen_contexts,
     predict=_task_predict, valid=_probability, bounds=_task_bounds,
     long_stream=3_000, saturates=("pending",),
+))
+
+
+# ---------------------------------------------------------------------------- anomaly detector
+
+
+def metric_stream(seed: int, n: int) -> Iterator[dict[str, Any]]:
+    """A 1 Hz live-room metric: a daily-ish cycle (period 600 s here), noise, a level shift
+    every ~1 500 points and rare spikes."""
+    rng = random.Random(seed)
+    level = rng.uniform(50, 500)
+    for index in range(n):
+        if index % 1_500 == 1_499:
+            level *= rng.uniform(0.5, 1.5)
+        value = level * (1 + 0.3 * math.sin(2 * math.pi * index / 600)) + rng.gauss(0, 5)
+        if rng.random() < 0.003:
+            value += rng.choice((-1, 1)) * level
+        yield {"value": value, "ts": 1_700_000_000.0 + index, "room_id": f"room-{seed}"}
+
+
+def _metric_probes(seed: int) -> list[dict[str, Any]]:
+    return list(metric_stream(seed + 1, 40))
+
+
+def _unseen_metrics(seed: int) -> list[dict[str, Any]]:
+    return [{"value": 0.0}, {"value": -1e12}, {"value": 1e300}, {"value": float("nan")},
+            {"value": float("inf")}, {"value": None}, {"value": "12.5"}, {"value": "many"},
+            {}, {"value": 3.0, "ts": None}, {"value": 3.0, "ts": float("nan")},
+            {"value": 3.0, "ts": -1e18}, {"value": 3.0, "ts": 1e18}, {"value": 7, "extra": [1]}]
+
+
+def _valid_score(prediction: Any) -> bool:
+    return isinstance(prediction, float) and 0.0 <= prediction <= 1.0
+
+
+register(ModelSpec(
+    name="anomaly-detector",
+    factory=lambda seed: AnomalyDetector(seed=seed, window=64, history=200, warmup=20),
+    stream=metric_stream, learn=lambda model, x: model.learn_one(x),
+    probes=_metric_probes, unseen=_unseen_metrics,
+    predict=lambda model, x: model.score_one(x), valid=_valid_score,
+    bounds=lambda model: model.size(),
+    long_stream=3_000, saturates=("recent", "history"),
 ))

@@ -1,0 +1,440 @@
+"""Numenta Anomaly Benchmark (NAB) scoring of :class:`~online_models.anomaly.AnomalyDetector`.
+
+``DIR`` is a NAB tree: ``DIR/data/<group>/<file>.csv`` (``timestamp,value``),
+``DIR/labels/combined_windows.json`` and ``DIR/profiles.json``. Each file is streamed through
+a fresh detector (score before learn, ``warmup`` = the file's probation length), and the
+per-row scores are scored the NAB way:
+
+- the first ``min(floor(0.15 n), floor(0.15 * 5000))`` rows of each file (probation) are
+  not scored;
+- a labelled window counts once: its earliest detection earns
+  ``tpWeight * S(p) / S(-1)`` with ``S(p) = 2 / (1 + exp(5 p)) - 1`` and
+  ``p = -(right - i + 1) / width`` (about -1 at the left edge, 0 just past the right edge);
+  a window with no detection costs ``fnWeight``;
+- every detection outside a window costs ``fpWeight * S(p)`` with
+  ``p = |i - right_prev| / (width_prev - 1)`` relative to the preceding window (so an alarm
+  just after a window costs little), and the full ``fpWeight`` before the first window or
+  when ``p >= 3``;
+- one threshold per profile (detection = score >= threshold) is chosen to maximise the sum
+  over all files, and the sum is normalised so that the null detector (a constant score)
+  gets 0 and a perfect one (every window detected at its left edge, nothing else) 100:
+  ``100 * (score - null) / (windows * tpWeight - null)``.
+
+>>> scaled_sigmoid(-1.0) > 0.98 and scaled_sigmoid(0.0) == 0.0 and scaled_sigmoid(3.0) == -1.0
+True
+>>> probation_length(4032), probation_length(22695)
+(604, 750)
+
+Command line (``livepulse eval nab`` runs :func:`main`)::
+
+    livepulse eval nab --data /work/shared/datasets/nab [--scores-out DIR2]
+    livepulse eval nab --data DIR --score-only DIR/reference-results/numenta
+    livepulse eval nab --data DIR --holdout realAdExchange,artificialNoAnomaly
+
+It prints one line per file (raw standard score, windows, detections) and, as its last line,
+one JSON object with the normalised scores per profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import time
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from online_models.anomaly import AnomalyDetector
+
+PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
+PROBATION = 0.15
+PROBATION_CAP = 5000
+
+
+def scaled_sigmoid(position: float) -> float:
+    """NAB's weighting of a detection at relative ``position`` to a window's right edge."""
+    if position >= 3.0:
+        return -1.0
+    return 2.0 / (1.0 + math.exp(5.0 * position)) - 1.0
+
+
+MAX_TP = scaled_sigmoid(-1.0)
+
+
+def probation_length(n_rows: int, fraction: float = PROBATION) -> int:
+    """Rows at the start of a file that are not scored."""
+    return min(math.floor(fraction * n_rows), math.floor(fraction * PROBATION_CAP))
+
+
+def parse_time(text: str) -> datetime:
+    """A NAB timestamp (``2014-04-10 07:15:00`` or with ``.000000``), as naive UTC."""
+    return datetime.fromisoformat(text.strip())
+
+
+def epoch(moment: datetime) -> float:
+    return moment.replace(tzinfo=UTC).timestamp()
+
+
+@dataclass
+class Series:
+    """One NAB data file with its labelled windows (row index ranges, inclusive)."""
+
+    name: str
+    timestamps: list[str]
+    times: list[datetime]
+    values: list[float]
+    windows: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def group(self) -> str:
+        return self.name.split("/", 1)[0]
+
+
+def read_series(path: Path, name: str, limits: Iterable[Sequence[str]] = ()) -> Series:
+    timestamps: list[str] = []
+    values: list[float] = []
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            timestamps.append(row["timestamp"])
+            values.append(float(row["value"]))
+    times = [parse_time(stamp) for stamp in timestamps]
+    windows = []
+    for start, end in limits:
+        left = bisect_left(times, parse_time(start))
+        right = bisect_right(times, parse_time(end)) - 1
+        if left <= right:
+            windows.append((left, right))
+    return Series(name, timestamps, times, values, windows)
+
+
+def load_corpus(data_dir: Path, groups: Iterable[str] | None = None) -> list[Series]:
+    """Every ``data/<group>/<file>.csv`` under ``data_dir`` with its windows, sorted by name."""
+    labels = json.loads((data_dir / "labels" / "combined_windows.json").read_text())
+    wanted = set(groups) if groups else None
+    corpus = []
+    for path in sorted((data_dir / "data").glob("*/*.csv")):
+        name = f"{path.parent.name}/{path.name}"
+        if wanted is not None and path.parent.name not in wanted:
+            continue
+        corpus.append(read_series(path, name, labels.get(name, [])))
+    return corpus
+
+
+def load_profiles(data_dir: Path) -> dict[str, dict[str, float]]:
+    """Cost matrices per profile from ``profiles.json`` (NAB's three by default)."""
+    path = data_dir / "profiles.json"
+    if not path.exists():
+        return {"standard": {"tpWeight": 1.0, "fnWeight": 1.0, "fpWeight": 0.11},
+                "reward_low_FP_rate": {"tpWeight": 1.0, "fnWeight": 1.0, "fpWeight": 0.22},
+                "reward_low_FN_rate": {"tpWeight": 1.0, "fnWeight": 2.0, "fpWeight": 0.11}}
+    raw = json.loads(path.read_text())
+    return {name: {k: float(v) for k, v in spec["CostMatrix"].items()}
+            for name, spec in raw.items()}
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+@dataclass(frozen=True)
+class Row:
+    """A scorable row: its anomaly score, and either its window id (weight earned if it is
+    the window's first detection, before tpWeight) or None (weight of a false positive,
+    before fpWeight, always <= 0)."""
+
+    score: float
+    weight: float
+    window: int | None
+
+
+def sweep(series: Series, scores: Sequence[float], window_offset: int = 0,
+          fraction: float = PROBATION) -> list[Row]:
+    """The scorable rows of one file (probation dropped), in file order."""
+    if len(scores) != len(series.values):
+        raise ValueError(f"{series.name}: {len(scores)} scores for {len(series.values)} rows")
+    probation = probation_length(len(scores), fraction)
+    rows: list[Row] = []
+    windows = series.windows
+    next_window = 0
+    current: tuple[int, int] | None = None
+    previous: tuple[int, int] | None = None
+    for i, score in enumerate(scores):
+        if current is None and next_window < len(windows) and i == windows[next_window][0]:
+            current = windows[next_window]
+            next_window += 1
+        if current is not None:
+            left, right = current
+            position = -(right - i + 1) / (right - left + 1)
+            weight, window = scaled_sigmoid(position) / MAX_TP, window_offset + next_window - 1
+        else:
+            if previous is None:
+                position = 3.0
+            else:
+                left, right = previous
+                position = abs(i - right) / max(1, right - left)
+            weight, window = scaled_sigmoid(position), None
+        if i >= probation:
+            rows.append(Row(float(score), weight, window))
+        if current is not None and i == current[1]:
+            previous, current = current, None
+    return rows
+
+
+def file_score(rows: Iterable[Row], n_windows_ids: Iterable[int], threshold: float,
+               costs: dict[str, float]) -> tuple[float, dict[str, int]]:
+    """Raw NAB score of one file's rows at ``threshold`` and its tp/fp/fn window counts."""
+    best = {window: -costs["fnWeight"] for window in n_windows_ids}
+    fp_sum, fp = 0.0, 0
+    for row in rows:
+        if row.score < threshold:
+            continue
+        if row.window is None:
+            fp_sum += row.weight * costs["fpWeight"]
+            fp += 1
+        else:
+            best[row.window] = max(best[row.window], row.weight * costs["tpWeight"])
+    detected = sum(value > -costs["fnWeight"] for value in best.values())
+    return sum(best.values()) + fp_sum, {"tp": detected, "fn": len(best) - detected, "fp": fp}
+
+
+def best_threshold(rows: list[Row], window_ids: Iterable[int],
+                   costs: dict[str, float]) -> tuple[float, float]:
+    """(threshold, raw score) maximising the summed score over ``rows`` (of many files).
+
+    Thresholds are swept from above every score down through each distinct score; ties keep
+    the highest threshold.
+    """
+    best_part = {window: -costs["fnWeight"] for window in window_ids}
+    total = sum(best_part.values())
+    best = (1.1, total)
+    ordered = sorted(rows, key=lambda row: row.score, reverse=True)
+    fp_weight, tp_weight = costs["fpWeight"], costs["tpWeight"]
+    for index, row in enumerate(ordered):
+        if row.window is None:
+            total += row.weight * fp_weight
+        else:
+            gain = row.weight * tp_weight
+            if gain > best_part[row.window]:
+                total += gain - best_part[row.window]
+                best_part[row.window] = gain
+        last_of_level = index + 1 == len(ordered) or ordered[index + 1].score != row.score
+        if last_of_level and total > best[1]:
+            best = (row.score, total)
+    return best
+
+
+@dataclass
+class Scored:
+    """NAB result of one detector over a corpus."""
+
+    normalised: dict[str, float]
+    thresholds: dict[str, float]
+    raw: dict[str, float]
+    per_file: dict[str, dict[str, Any]]
+
+
+def window_ids(corpus: Sequence[Series]) -> list[list[int]]:
+    ids, offset = [], 0
+    for series in corpus:
+        ids.append(list(range(offset, offset + len(series.windows))))
+        offset += len(series.windows)
+    return ids
+
+
+def score_corpus(corpus: Sequence[Series], scores: Sequence[Sequence[float]],
+                 profiles: dict[str, dict[str, float]],
+                 thresholds: dict[str, float] | None = None) -> Scored:
+    """NAB scores of ``scores`` (one list per series). With ``thresholds`` given, those are
+    used instead of optimising (held-out evaluation)."""
+    ids = window_ids(corpus)
+    swept = [sweep(series, file_scores, file_ids[0] if file_ids else 0)
+             for series, file_scores, file_ids in zip(corpus, scores, ids, strict=True)]
+    all_rows = [row for rows in swept for row in rows]
+    all_ids = [window for file_ids in ids for window in file_ids]
+    null_rows = [Row(0.5, row.weight, row.window) for row in all_rows]
+    normalised, chosen, raw = {}, {}, {}
+    per_file: dict[str, dict[str, Any]] = {series.name: {} for series in corpus}
+    for profile, costs in profiles.items():
+        if thresholds is None:
+            threshold, _ = best_threshold(all_rows, all_ids, costs)
+        else:
+            threshold = thresholds[profile]
+        total = 0.0
+        for series, rows, file_ids in zip(corpus, swept, ids, strict=True):
+            value, counts = file_score(rows, file_ids, threshold, costs)
+            total += value
+            per_file[series.name][profile] = {"score": round(value, 4), **counts}
+        null = best_threshold(null_rows, all_ids, costs)[1]
+        perfect = len(all_ids) * costs["tpWeight"]
+        normalised[profile] = 100.0 * (total - null) / (perfect - null) if perfect > null \
+            else float("nan")
+        chosen[profile], raw[profile] = threshold, total
+    return Scored(normalised, chosen, raw, per_file)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_detector(series: Series, factory: Callable[[int], Any]) -> list[float]:
+    """Prequential scores of a fresh detector over one series (score, then learn)."""
+    detector = factory(probation_length(len(series.values)))
+    scores = []
+    score_one, learn_one = detector.score_one, detector.learn_one
+    for moment, value in zip(series.times, series.values, strict=True):
+        x = {"value": value, "ts": epoch(moment)}
+        scores.append(score_one(x))
+        learn_one(x)
+    return scores
+
+
+def default_factory(warmup: int) -> AnomalyDetector:
+    return AnomalyDetector(warmup=warmup, seed=0)
+
+
+def run_corpus(corpus: Sequence[Series], factory: Callable[[int], Any] = default_factory
+               ) -> tuple[list[list[float]], float]:
+    """Scores for every series and the detector's seconds (score + learn only)."""
+    scores, seconds = [], 0.0
+    for series in corpus:
+        started = time.perf_counter()
+        scores.append(run_detector(series, factory))
+        seconds += time.perf_counter() - started
+    return scores, seconds
+
+
+def read_scores(results_dir: Path, corpus: Sequence[Series]) -> list[list[float]]:
+    """``anomaly_score`` columns of an existing results tree (``<group>/<file>.csv``, or
+    NAB's ``<group>/<detector>_<file>.csv``)."""
+    out = []
+    for series in corpus:
+        group, filename = series.name.split("/", 1)
+        path = results_dir / group / filename
+        if not path.exists():
+            matches = sorted((results_dir / group).glob(f"*_{filename}"))
+            if not matches:
+                raise FileNotFoundError(f"no results for {series.name} under {results_dir}")
+            path = matches[0]
+        with path.open(newline="") as handle:
+            out.append([float(row["anomaly_score"]) for row in csv.DictReader(handle)])
+    return out
+
+
+def write_scores(out_dir: Path, corpus: Sequence[Series],
+                 scores: Sequence[Sequence[float]]) -> None:
+    """``out_dir/<group>/<file>.csv`` with ``timestamp,value,anomaly_score``."""
+    for series, file_scores in zip(corpus, scores, strict=True):
+        path = out_dir / series.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["timestamp", "value", "anomaly_score"])
+            for stamp, value, score in zip(series.timestamps, series.values, file_scores,
+                                           strict=True):
+                writer.writerow([stamp, repr(value), repr(float(score))])
+
+
+def _rounded(values: dict[str, float], digits: int = 2) -> dict[str, float]:
+    return {key: round(value, digits) for key, value in values.items()}
+
+
+def by_group(corpus: Sequence[Series], scores: Sequence[Sequence[float]],
+             profiles: dict[str, dict[str, float]], thresholds: dict[str, float]
+             ) -> dict[str, dict[str, float]]:
+    """Standard score of each group at the corpus thresholds (raw when it has no window)."""
+    out = {}
+    for group in sorted({series.group for series in corpus}):
+        picked = [i for i, series in enumerate(corpus) if series.group == group]
+        part = score_corpus([corpus[i] for i in picked], [scores[i] for i in picked],
+                            {"standard": profiles["standard"]},
+                            {"standard": thresholds["standard"]})
+        windows = sum(len(corpus[i].windows) for i in picked)
+        out[group] = {"windows": windows, "raw": round(part.raw["standard"], 3)}
+        if windows:
+            out[group]["normalised"] = round(part.normalised["standard"], 2)
+    return out
+
+
+def holdout(corpus: Sequence[Series], scores: Sequence[Sequence[float]],
+            profiles: dict[str, dict[str, float]], held: set[str]) -> dict[str, Any]:
+    """Thresholds optimised on the groups not in ``held``, then applied to ``held``."""
+    tune = [i for i, series in enumerate(corpus) if series.group not in held]
+    test = [i for i, series in enumerate(corpus) if series.group in held]
+    if not tune or not test:
+        raise SystemExit(f"--holdout {sorted(held)}: both the held-out and the other groups "
+                         "need files")
+    tuned = score_corpus([corpus[i] for i in tune], [scores[i] for i in tune], profiles)
+    tested = score_corpus([corpus[i] for i in test], [scores[i] for i in test], profiles,
+                          tuned.thresholds)
+    own = score_corpus([corpus[i] for i in test], [scores[i] for i in test], profiles)
+    return {"held_out_groups": sorted(held),
+            "tuning_groups": sorted({corpus[i].group for i in tune}),
+            "tuning": _rounded(tuned.normalised),
+            "held_out_at_tuning_thresholds": _rounded(tested.normalised),
+            "held_out_own_thresholds": _rounded(own.normalised)}
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run (or read) the detector's scores over a NAB tree, score them, print the result."""
+    parser = argparse.ArgumentParser(prog="livepulse eval nab",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="NAB tree (data/, labels/)")
+    parser.add_argument("--scores-out", type=Path, default=None,
+                        help="write <group>/<file>.csv with timestamp,value,anomaly_score")
+    parser.add_argument("--score-only", type=Path, default=None,
+                        help="score an existing results tree instead of running the detector")
+    parser.add_argument("--groups", default=None, help="comma-separated groups to use")
+    parser.add_argument("--holdout", default=None,
+                        help="comma-separated groups scored at thresholds tuned on the others")
+    parser.add_argument("--compare", action="store_true",
+                        help="also score DIR/reference-results/* on the same files")
+    args = parser.parse_args(argv)
+
+    groups = args.groups.split(",") if args.groups else None
+    corpus = load_corpus(args.data, groups)
+    if not corpus:
+        raise SystemExit(f"no data files under {args.data / 'data'}")
+    profiles = load_profiles(args.data)
+    points = sum(len(series.values) for series in corpus)
+    if args.score_only is not None:
+        scores, seconds = read_scores(args.score_only, corpus), 0.0
+        detector = str(args.score_only)
+    else:
+        scores, seconds = run_corpus(corpus)
+        detector = "livepulse.AnomalyDetector"
+    if args.scores_out is not None:
+        write_scores(args.scores_out, corpus, scores)
+    result = score_corpus(corpus, scores, profiles)
+    for series in corpus:
+        standard = result.per_file[series.name]["standard"]
+        print(f"{series.name:<60} standard {standard['score']:>8.3f}  "
+              f"windows {len(series.windows)} tp {standard['tp']} fp {standard['fp']}")
+    summary: dict[str, Any] = {
+        "detector": detector,
+        **_rounded(result.normalised),
+        "thresholds": _rounded(result.thresholds, 6),
+        "raw": _rounded(result.raw, 3),
+        "by_group": by_group(corpus, scores, profiles, result.thresholds),
+        "files": len(corpus),
+        "windows": sum(len(series.windows) for series in corpus),
+        "points": points,
+        "points_per_s": round(points / seconds) if seconds > 0 else None,
+    }
+    if args.holdout:
+        summary["holdout"] = holdout(corpus, scores, profiles, set(args.holdout.split(",")))
+    if args.compare:
+        reference = {}
+        for ref_dir in sorted((args.data / "reference-results").glob("*")):
+            if ref_dir.is_dir():
+                ref = score_corpus(corpus, read_scores(ref_dir, corpus), profiles)
+                reference[ref_dir.name] = _rounded(ref.normalised)
+        summary["reference"] = reference
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
