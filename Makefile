@@ -24,10 +24,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 test: $(STAMP)
-	bash .ci/system-deps chromium fonts-wqy-microhei redis-server
+	bash .ci/system-deps chromium fonts-wqy-microhei redis-server clickhouse-server prometheus
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/livepulse schemas --check
-	$(PY) -m pytest -p no:cacheprovider -rs --doctest-modules streams agents config online_models tests $(PYTEST_ARGS)
+	$(PY) -m dashboards.grafana_build --check
+	$(PY) -m pytest -p no:cacheprovider -rs --doctest-modules streams agents config online_models dashboards tests $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) livepulse-data

@@ -8,6 +8,8 @@
 ``livepulse schemas``    export (or check) the JSON Schemas of every contract
 ``livepulse broker``     run the embedded broker in the foreground and print its address
 ``livepulse eval X``     offline evaluation of a model (recsys, propensity, sentiment, nab)
+``livepulse campaigns``  push, list or delete promo campaigns on the campaigns topic
+``livepulse history``    ClickHouse history: run the sink alone, migrate, apply retention
 
 Without ``LIVEPULSE_KAFKA_URL`` every command that needs a broker starts the embedded one.
 """
@@ -172,6 +174,66 @@ def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_campaigns(args: argparse.Namespace, settings: Settings) -> int:
+    """push [FILE] (default LIVEPULSE_CAMPAIGNS_FILE) | list | delete ID."""
+    from agents.campaigns import CampaignBook, CampaignError, parse_campaigns
+    from agents.triggers import (
+        book_with_topic,
+        campaigns_path,
+        describe,
+        publish_campaigns,
+        read_campaign_records,
+    )
+    from streams.admin import ensure_topics
+    from streams.ingest import now_ms
+    from streams.topics import topic_names
+
+    topic = topic_names(settings).campaigns
+    campaigns = []
+    if args.action == "push":
+        path = Path(args.target) if args.target else campaigns_path(settings)
+        try:
+            campaigns = parse_campaigns(path.read_text(encoding="utf-8"))
+        except (OSError, CampaignError) as exc:
+            print(f"livepulse: {path}: {exc}", file=sys.stderr)
+            return 2
+    elif args.action == "delete" and not args.target:
+        print("livepulse: campaigns delete needs a campaign id", file=sys.stderr)
+        return 2
+    elif args.action == "list":
+        try:
+            defaults = CampaignBook.load(campaigns_path(settings))
+        except (OSError, CampaignError) as exc:
+            print(f"livepulse: {exc}", file=sys.stderr)
+            return 2
+    with broker_for(settings) as bootstrap:
+        asyncio.run(ensure_topics(settings, bootstrap))
+        records = asyncio.run(read_campaign_records(bootstrap, topic))
+        if args.action == "push":
+            # A lower version would be ignored by the workers, yet survive compaction as the
+            # key's latest record and take over after it: refuse it here.
+            on_topic = book_with_topic(records)
+            stale = [f"{c.id}: version {c.version} < {current.version} on the topic"
+                     for c in campaigns if (current := on_topic.overrides.get(c.id))
+                     and c.version < current.version]
+            if stale:
+                print("livepulse: raise `version` of: " + "; ".join(stale), file=sys.stderr)
+                return 1
+            asyncio.run(publish_campaigns(bootstrap, topic, [(c.id, c.record)
+                                                             for c in campaigns]))
+            _print_json({"topic": topic, "pushed": [{"id": c.id, "version": c.version}
+                                                    for c in campaigns]})
+        elif args.action == "delete":
+            asyncio.run(publish_campaigns(bootstrap, topic, [(args.target, None)]))
+            _print_json({"topic": topic, "deleted": args.target})
+        else:
+            book = book_with_topic(records, defaults)
+            _print_json({"topic": topic, "campaigns": [
+                describe(c, book.source_of(c.id), now_ms()) for c in book.campaigns()],
+                "rejected": book.rejected})
+    return 0
+
+
 EVALUATIONS = {
     "recsys": ("online_models.eval_recsys", "main",
                "next-item HR@20/MRR@20 on a SessionId/ItemId/Time file (--train F --test F)"),
@@ -182,6 +244,42 @@ EVALUATIONS = {
     "nab": ("online_models.eval_nab", "main",
             "anomaly detector on the Numenta Anomaly Benchmark (--data DIR [--scores-out D])"),
 }
+
+
+def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
+    """ClickHouse history (needs LIVEPULSE_CLICKHOUSE_URL): ``run`` the sink without a
+    worker (until SIGINT/SIGTERM), ``migrate`` the schema, or apply ``retention`` now."""
+    from agents.clickhouse_sink import ClickHouseWriter, run_standalone
+
+    if not settings.clickhouse_url.strip():
+        print("livepulse: set LIVEPULSE_CLICKHOUSE_URL", file=sys.stderr)
+        return 2
+    if args.action == "run":
+        with broker_for(settings) as bootstrap:
+            async def main() -> None:
+                stop = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, stop.set)
+                sink = await run_standalone(settings, bootstrap, stop)
+                _print_json({"rows_stored": sink.stored_rows, "unstored": sink.buffered})
+
+            asyncio.run(main())
+        return 0
+    from streams.topics import topic_names
+
+    writer = ClickHouseWriter(settings.clickhouse_url, group=f"{settings.app_id}-clickhouse",
+                              names=topic_names(settings),
+                              retention_days=settings.clickhouse_retention_days)
+    try:
+        if args.action == "migrate":
+            _print_json({"applied": writer.migrate(), "database": writer.database,
+                         "server": ".".join(map(str, writer.server_version or ()))})
+        else:
+            _print_json({"dropped": [f"{t}/{p}" for t, p in writer.drop_expired()]})
+    finally:
+        writer.close()
+    return 0
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
@@ -239,6 +337,19 @@ def build_parser() -> argparse.ArgumentParser:
     broker = sub.add_parser("broker", help="run the embedded broker in the foreground")
     broker.add_argument("--port", type=int, default=None)
     broker.set_defaults(func=cmd_broker)
+
+    campaigns = sub.add_parser(
+        "campaigns", help="push [FILE], list or delete ID: promo campaigns on the topic")
+    campaigns.add_argument("action", choices=["push", "list", "delete"])
+    campaigns.add_argument("target", nargs="?", default=None,
+                           help="push: YAML file (default LIVEPULSE_CAMPAIGNS_FILE); "
+                                "delete: campaign id")
+    campaigns.set_defaults(func=cmd_campaigns)
+
+    history = sub.add_parser(
+        "history", help="ClickHouse history: run the sink alone, migrate, apply retention")
+    history.add_argument("action", choices=["run", "migrate", "retention"])
+    history.set_defaults(func=cmd_history)
 
     evaluate = sub.add_parser(
         "eval", help="offline model evaluation; `livepulse eval WHAT --help` for options",

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,6 +28,7 @@ from typing import Any
 import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from agents.embedded_clickhouse import ClickHouseServer, clickhouse_server_available
 from agents.embedded_redis import RedisServer, ping, redis_server_available
 from agents.redis_sink import RedisSink
 from config.settings import Settings
@@ -117,12 +120,17 @@ async def wait_workers_ready(workers: list[WorkerProcess], timeout: float) -> No
 
 
 class OutputObserver:
-    """Counts records on the output topics, independent of the workers' own counters."""
+    """Counts records on the output topics, independent of the workers' own counters, and
+    keeps the anomaly incidents (``keep_topic``) for the summary."""
 
-    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+    def __init__(self, bootstrap: str, topics: list[str], keep_topic: str | None = None,
+                 keep_max: int = 10_000) -> None:
         self.bootstrap = bootstrap
         self.topics = topics
         self.counts: dict[str, int] = dict.fromkeys(topics, 0)
+        self.keep_topic = keep_topic
+        self.keep_max = keep_max
+        self.kept: list[dict[str, Any]] = []
         self._task: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
 
@@ -143,6 +151,10 @@ class OutputObserver:
             batches = await self._consumer.getmany(timeout_ms=200, max_records=5000)
             for tp, records in batches.items():
                 self.counts[tp.topic] += len(records)
+                if tp.topic == self.keep_topic:
+                    for record in records[: self.keep_max - len(self.kept)]:
+                        with contextlib.suppress(ValueError):
+                            self.kept.append(json.loads(record.value))
 
     async def stop(self) -> None:
         if self._task:
@@ -166,6 +178,60 @@ def demo_scenarios(duration: float,
         (duration * 0.60, "gift_fraud_burst", first, span),
         (duration * 0.75, "checkout_outage", first, span),
     ]
+
+
+SCENARIO_SCOPES = {"bot_click_flood": "user", "viewer_drop": "room",
+                   "gift_fraud_burst": "room", "checkout_outage": "room"}
+SCENARIO_MATCH_S = 30.0  # an incident first seen this long after a scenario ended is not its
+
+
+def summarize_anomalies(records: list[dict[str, Any]],
+                        scenarios: list[dict[str, Any]]) -> dict[str, Any]:
+    """Incidents seen on the anomalies topic: opened / resolved per ``scope/metric``, each
+    incident once, and which incidents each injected scenario produced (same scope and
+    room, first seen while it ran or shortly after).
+
+    >>> rec = {"anomaly_id": "room:r1:5", "scope": "room", "scope_id": "r1",
+    ...        "metric": "leave_rate", "severity": "warning", "first_seen": 5_000,
+    ...        "last_seen": 9_000}
+    >>> out = summarize_anomalies(
+    ...     [{**rec, "status": "open"}, {**rec, "status": "resolved"}],
+    ...     [{"name": "viewer_drop", "room_id": "r1", "start_ms": 4_000, "end_ms": 8_000}])
+    >>> out["opened"], out["resolved"], out["scenarios"][0]["incidents"]
+    ({'room/leave_rate': 1}, {'room/leave_rate': 1}, 1)
+    """
+    incidents: dict[str, dict[str, Any]] = {}
+    opened: dict[str, int] = {}
+    resolved: dict[str, int] = {}
+    for record in records:
+        key = f"{record['scope']}/{record['metric']}"
+        tally = opened if record["status"] == "open" else resolved
+        tally[key] = tally.get(key, 0) + 1
+        seen = incidents.setdefault(record["anomaly_id"], {
+            "anomaly_id": record["anomaly_id"], "scope": record["scope"],
+            "scope_id": record["scope_id"], "metric": record["metric"],
+            "first_seen": record["first_seen"], "opened": 0, "resolved": 0})
+        seen[record["status"] if record["status"] == "resolved" else "opened"] += 1
+        seen["severity"] = record["severity"]
+        seen["duration_s"] = round((record["last_seen"] - record["first_seen"]) / 1000, 1)
+        if record["status"] == "resolved":
+            seen["explanation"] = record.get("explanation", "")
+    per_scenario = []
+    for run in scenarios:
+        scope = SCENARIO_SCOPES.get(run["name"])
+        mine = [i for i in incidents.values() if i["scope"] == scope
+                and (run.get("room_id") is None or i["scope_id"] == run["room_id"])
+                and run["start_ms"] - 2_000 <= i["first_seen"]
+                <= run["end_ms"] + SCENARIO_MATCH_S * 1000]
+        per_scenario.append({
+            "name": run["name"], "room_id": run.get("room_id"), "incidents": len(mine),
+            "resolved": sum(1 for i in mine if i["resolved"]),
+            "scope_ids": sorted(i["scope_id"] for i in mine),
+            "metrics": sorted({i["metric"] for i in mine})})
+    listed = sorted(incidents.values(), key=lambda i: i["first_seen"])
+    return {"opened": opened, "resolved": resolved,
+            "open_at_end": sum(1 for i in incidents.values() if not i["resolved"]),
+            "scenarios": per_scenario, "incidents": listed[:50]}
 
 
 def merge_stats(stats: list[dict[str, Any]], inputs: list[str]) -> dict[str, Any]:
@@ -201,7 +267,7 @@ def _percentiles(values: list[float]) -> dict[str, float | int | None]:
 async def drive(settings: Settings, bootstrap: str, workers: list[WorkerProcess],
                 names: TopicNames, duration: float, stop: asyncio.Event) -> dict[str, Any]:
     await wait_workers_ready(workers, WORKER_READY_TIMEOUT_S)
-    observer = OutputObserver(bootstrap, names.outputs())
+    observer = OutputObserver(bootstrap, names.outputs(), keep_topic=names.anomalies)
     await observer.start()
     print(f"livepulse demo: broker {bootstrap} · {len(workers)} worker(s)", flush=True)
     for w in workers:
@@ -209,6 +275,8 @@ async def drive(settings: Settings, bootstrap: str, workers: list[WorkerProcess]
               flush=True)
         print(f"  JSON API    {w.web_url}/api/rooms · /api/rooms/<id>/insights · "
               f"/api/users/<id>/profile · /api/stats", flush=True)
+        print(f"  anomalies   {w.web_url}/api/anomalies (open and recently resolved)",
+              flush=True)
         print(f"  metrics     {w.web_url}/metrics", flush=True)
     print(f"  logs        {Path(settings.data_dir) / 'logs'}", flush=True)
     sim = Simulator(seed=settings.sim_seed, rooms=settings.sim_rooms, users=settings.sim_users,
@@ -223,11 +291,52 @@ async def drive(settings: Settings, bootstrap: str, workers: list[WorkerProcess]
         await asyncio.sleep(settings.insights_max_interval_ms / 1000.0 + 0.3)
         stats = await _collect(workers) or stats
         serving = await check_serving(settings, workers)
+        history = await check_history(settings, stats, names)
     finally:
         await observer.stop()
     merged = merge_stats(stats, names.inputs())
+    anomalies = summarize_anomalies(observer.kept, produced.get("scenarios", []))
     return {"produced": produced, "observed_out": observer.counts, "serving": serving,
-            **merged}
+            "anomalies": anomalies, "history": history, **merged}
+
+
+async def check_history(settings: Settings, stats: list[dict[str, Any]],
+                        names: TopicNames) -> dict[str, Any]:
+    """Rows per ClickHouse history table once the raw events the workers admitted are all
+    stored (waits up to 15 s for the sinks' last batches)."""
+    if not settings.clickhouse_url.strip():
+        return {}
+    from agents.clickhouse_sink import history_counts
+
+    admitted = sum(n for s in stats for t, n in s.get("events_in", {}).items()
+                   if t in (names.live_events, names.clicks))
+    counts: dict[str, int] = {}
+    deadline = time.monotonic() + 15.0
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            counts = await asyncio.to_thread(history_counts, settings.clickhouse_url)
+        if counts.get("live_events", 0) + counts.get("click_events", 0) >= admitted:
+            break
+        await asyncio.sleep(0.5)
+    return {"rows": counts, "raw_events_admitted": admitted}
+
+
+def start_local_clickhouse(settings: Settings) -> ClickHouseServer | None:
+    """Start a private clickhouse-server when LIVEPULSE_CLICKHOUSE_URL points here and
+    nothing answers on its native port (data under ``<data dir>/clickhouse``)."""
+    url = urllib.parse.urlparse(settings.clickhouse_url.strip())
+    if not url.hostname or url.hostname not in LOCAL_HOSTS:
+        return None
+    port = url.port or 9000
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+        return None  # something answers there: use it
+    if not clickhouse_server_available():
+        print(f"livepulse demo: nothing answers at {settings.clickhouse_url} and "
+              "clickhouse-server is not installed: no history", flush=True)
+        return None
+    server = ClickHouseServer(tcp_port=port, base_dir=Path(settings.data_dir) / "clickhouse")
+    server.start()
+    return server
 
 
 def start_local_redis(settings: Settings) -> RedisServer | None:
@@ -323,6 +432,7 @@ def run_demo(settings: Settings, duration: float | None) -> dict[str, Any]:
     started = time.monotonic()
     broker: EmbeddedBroker | None = None
     redis: RedisServer | None = None
+    clickhouse: ClickHouseServer | None = None
     workers: list[WorkerProcess] = []
     clean = False
     summary: dict[str, Any] = {}
@@ -344,6 +454,12 @@ def run_demo(settings: Settings, duration: float | None) -> dict[str, Any]:
             bootstrap = settings.bootstrap_servers
         loop.run_until_complete(ensure_topics(settings, bootstrap))
         redis = start_local_redis(settings)
+        if settings.clickhouse_url.strip():
+            from agents.privacy import pseudonym_key
+
+            clickhouse = start_local_clickhouse(settings)
+            # every worker writes one history: one pseudonym key for all of them
+            settings = settings.with_overrides(pseudonym_key=pseudonym_key(settings).decode())
         workers = [start_worker(settings, bootstrap, i) for i in range(settings.demo_workers)]
         summary = loop.run_until_complete(
             drive(settings, bootstrap, workers, names, duration or 1e9, stop))
@@ -353,6 +469,8 @@ def run_demo(settings: Settings, duration: float | None) -> dict[str, Any]:
             broker.stop()
         if redis:
             redis.stop()
+        if clickhouse:
+            clickhouse.stop()
         loop.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -373,5 +491,7 @@ def run_demo(settings: Settings, duration: float | None) -> dict[str, Any]:
         "e2e_latency_p50_ms": latency.get("p50"),
         "e2e_latency_p99_ms": latency.get("p99"),
         "serving": summary.get("serving", {}),
+        "anomalies": summary.get("anomalies", {}),
+        "history": summary.get("history", {}),
         "clean_shutdown": clean,
     }

@@ -69,7 +69,10 @@ class Engine:
         if isinstance(result, Rejection):
             await self.reject(message, result, received_at)
             return None
-        self.metrics.events_in.labels(message.topic, getattr(result, "type", "upsert")).inc()
+        kind = getattr(result, "type", "upsert")
+        self.metrics.events_in.labels(message.topic, kind).inc()
+        if kind == "purchase":
+            self.metrics.count_purchase(message.topic, result)
         return result
 
     async def guarded(self, agent: str, event: Any,
@@ -101,7 +104,7 @@ def build_redis_sink(settings: Settings, metrics: EngineMetrics) -> RedisSink | 
 
 
 def build_engine(settings: Settings, bootstrap: str | None = None) -> Engine:
-    from agents import catalog, rooms, users, web
+    from agents import anomalies_agent, catalog, observability, rooms, triggers, users, web
 
     app = create_app(settings, bootstrap)
     metrics = EngineMetrics()
@@ -115,6 +118,13 @@ def build_engine(settings: Settings, bootstrap: str | None = None) -> Engine:
             await sink.run()  # flushes once more when Faust cancels it at shutdown
     catalog.register(engine)
     rooms.register(engine)
+    anomalies_agent.register(engine)  # hooks into rooms; users and web read it
+    triggers.register(engine)  # before users: its hook and tables
     users.register(engine)
     web.register(engine)
+    observability.register(engine)  # lag, table sizes, rebalances, worker info on /metrics
+    if settings.clickhouse_url.strip():
+        from agents import clickhouse_sink
+
+        clickhouse_sink.register(engine)  # history: its own consumer group, see the module
     return engine

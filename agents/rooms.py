@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +71,9 @@ class RoomPipeline:
         self.viewer_timeout_ms = int(viewer_timeout_s * 1000)
         self.idle_timeout = idle_timeout_s
         self.rng = random.Random(0)
+        # hooks: called with every folded event; the alerts of a room for its insight
+        self.observers: list[Callable[[LiveEvent], None]] = []
+        self.alerts: Callable[[str], list[dict[str, Any]]] | None = None
 
     def apply(self, event: LiveEvent, partition: int,
               load: Any = None) -> tuple[LiveRoom, bool]:
@@ -81,6 +85,8 @@ class RoomPipeline:
                      else RoomState(event.room_id, self.grace_ms))
             room = self.rooms[event.room_id] = LiveRoom(state, partition)
         late = room.state.apply(event)
+        for observe in self.observers:
+            observe(event)
         room.dirty = True
         room.live = True
         room.last_event_wall = time.monotonic()
@@ -102,7 +108,8 @@ class RoomPipeline:
         room.state.expire_viewers(self.viewer_timeout_ms)
         if wall - room.last_event_wall > self.idle_timeout:
             room.live = False
-        insight = as_dict(room.state.insight(emitted_at_ms, live=room.live))
+        alerts = self.alerts(room.state.room_id) if self.alerts is not None else None
+        insight = as_dict(room.state.insight(emitted_at_ms, live=room.live, alerts=alerts))
         latencies = [max(0.0, float(emitted_at_ms - ts)) for ts in room.pending_ts]
         room.pending_ts.clear()
         room.pending_seen = 0

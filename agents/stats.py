@@ -93,8 +93,39 @@ class EngineMetrics:
         self.processing = Histogram(
             "livepulse_agent_processing_seconds", "Time to process one input event.",
             ["agent"], buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                0.025, 0.1), registry=r)
+                                0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0), registry=r)
+        self.gmv = Counter(
+            "livepulse_gmv_total", "Gross merchandise value of valid purchase events (live: "
+            "the order amount; storefront: price x quantity), by input topic.", ["topic"],
+            registry=r)
+        # campaign ids are bounded by the campaign book (agents.campaigns.MAX_CAMPAIGNS)
+        self.triggers = Counter(
+            "livepulse_triggers_total", "Promo trigger decisions of this worker by campaign "
+            "and outcome (sent, holdout, capped, budget, quiet_hours, expired, not_started, "
+            "stale, no_consent, duplicate).", ["campaign", "outcome"], registry=r)
+        self.trigger_conversions = Counter(
+            "livepulse_trigger_conversions_total", "Purchases this worker attributed to a "
+            "trigger, by campaign and group (treatment, holdout).", ["campaign", "group"],
+            registry=r)
+        self.campaign_uplift = Gauge(
+            "livepulse_campaign_uplift", "Conversion rate of sent triggers minus that of the "
+            "holdout, from all workers' attribution records (same on every worker: do not "
+            "sum).", ["campaign"], registry=r)
+        self.anomalies = Counter(
+            "livepulse_anomalies_total", "Anomaly incidents opened by this worker, by scope "
+            "(room, user, system) and severity at opening.", ["scope", "severity"], registry=r)
+        self.anomalies_open = Gauge(
+            "livepulse_anomalies_open", "Anomaly incidents open now on this worker, by scope.",
+            ["scope"], registry=r)
         self.recorders: dict[str, LatencyRecorder] = {}
+
+    def count_purchase(self, topic: str, record: Any) -> None:
+        """Add a valid purchase's value to ``livepulse_gmv_total``."""
+        amount = getattr(record, "amount", None)
+        if amount is None:
+            amount = (getattr(record, "price", None) or 0.0) * (
+                getattr(record, "quantity", None) or 1)
+        self.gmv.labels(topic).inc(max(0.0, float(amount)))
 
     def observe_latency(self, topic: str, latency_ms: float) -> None:
         self.latency.labels(topic).observe(latency_ms / 1000.0)

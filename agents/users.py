@@ -47,11 +47,17 @@ def register(engine: Engine) -> None:
     if restored:
         log.info("online models restored from snapshots: %s", sorted(restored))
     app.livepulse_models = models
-    channel = app.topic(names.clicks, names.user_activity, partitions=settings.partitions,
-                        **RAW)
+    promo = app.livepulse_promo  # agents.triggers: campaign decisions and consent
+    anomalies = getattr(app, "livepulse_anomalies", None)
+    watch_user = anomalies.note_user if anomalies is not None else None
+    channel = app.topic(names.clicks, names.user_activity, names.consent,
+                        partitions=settings.partitions, **RAW)
 
     async def handle(event: Any) -> None:
         message = event.message
+        if message.topic == names.consent:
+            await promo.on_consent(message, profiles)
+            return
         if message.topic == names.user_activity:
             # Validated once at ingest by the room pipeline: trusted, typed again cheaply.
             record = to_record(LIVE_EVENT, orjson.loads(message.value))
@@ -60,9 +66,12 @@ def register(engine: Engine) -> None:
             record = await engine.admit(validator, message)
             if record is None:
                 return
+        if watch_user is not None:  # agents.anomalies_agent: click floods, bots
+            watch_user(record, live=message.topic == names.user_activity)
         user = record.user_id
         saved = profiles.get(user)
         profile = UserProfile.from_dict(saved) if saved else UserProfile(user)
+        previous_ts = profile.updated_at if profile.events else None
         room_id = getattr(record, "room_id", None)
         viewer = viewer_context(profile, room_id) if room_id else None
         profile.apply(record, catalog.get)
@@ -83,6 +92,7 @@ def register(engine: Engine) -> None:
             await engine.send(names.recommendations, user,
                               orjson.dumps(as_dict(recommendation)))
             metrics.observe_latency(names.recommendations, max(0, now_ms() - record.ts))
+        await promo.on_event(message, record, view, room, previous_ts)
 
     @app.task
     async def snapshot_models() -> None:

@@ -22,6 +22,7 @@ from aiohttp import web as aiohttp_web
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
+from agents.anomalies import SCOPES
 from agents.engine import Engine
 from agents.profile import UserProfile
 from dashboards import HOST_PAGE_DIR
@@ -202,10 +203,40 @@ def register(engine: Engine) -> None:
             return self.json(found) if found is not None else _not_found(self, "user_id",
                                                                           user_id)
 
+    promo = app.livepulse_promo
+
+    @app.page("/api/campaigns")
+    class Campaigns(View):
+        """Campaigns in force with their experiment figures (all workers' triggers)."""
+
+        async def get(self, request: Request) -> Response:
+            return self.json(promo.report(now_ms()))
+
+    @app.page("/api/campaigns/{campaign_id}")
+    class CampaignView(View):
+        async def get(self, request: Request, campaign_id: str) -> Response:
+            found = [c for c in promo.report(now_ms())["campaigns"] if c["id"] == campaign_id]
+            return self.json(found[0]) if found else _not_found(self, "campaign_id",
+                                                                campaign_id)
+
+    anomalies = app.livepulse_anomalies
+
+    @app.page("/api/anomalies")
+    class Anomalies(View):
+        """This worker's open and recently resolved incidents (``?scope=room|user|system``)."""
+
+        async def get(self, request: Request) -> Response:
+            scope = request.query.get("scope") or None
+            if scope is not None and scope not in SCOPES:
+                return self.json({"error": "bad_scope", "scope": scope,
+                                  "expected": list(SCOPES)}, status=400)
+            return self.json(anomalies.snapshot(scope))
+
     @app.page("/api/schemas")
     class Schemas(View):
         async def get(self, request: Request) -> Response:
             return self.json({c.name: json_schema(c) for c in ALL_CONTRACTS})
 
     del (IndexPage, RoomPage, Static, Health, Metrics, Stats, Rooms, RoomInsights, Room,
-         RoomStream, Profile, Recommendations, Models, User, Schemas)  # registered on the app
+         RoomStream, Profile, Recommendations, Models, User, Campaigns, CampaignView,
+         Anomalies, Schemas)  # registered on the app

@@ -77,6 +77,10 @@ class Settings:
     web_host: str = _setting("127.0.0.1", "Web server bind host (API, host page, /metrics).")
     web_port: int = _setting(6066, "Web server port.")
     log_level: str = _setting("info", "Log level of workers (debug, info, warn, error, crit).")
+    table_count_interval_s: float = _setting(
+        60.0, "How often the keys of RocksDB tables are recounted for `livepulse_table_keys` "
+        "(memory tables: counted at every scrape)."
+    )
     # --- serving and analytics (used by later components)
     redis_url: str = _setting(
         "redis://127.0.0.1:6379/0",
@@ -96,7 +100,26 @@ class Settings:
         200_000, "Keys buffered while Redis is down; beyond it the oldest are dropped (counted)."
     )
     clickhouse_url: str = _setting(
-        "clickhouse://default:@127.0.0.1:9000/livepulse", "ClickHouse native URL for history."
+        "", "ClickHouse native URL of the history sink "
+        "(`clickhouse://user:password@host:9000/database`). Empty: no history."
+    )
+    clickhouse_batch_rows: int = _setting(
+        1000, "History inserts are batched: a batch is written once it holds this many rows..."
+    )
+    clickhouse_batch_interval_ms: int = _setting(
+        1000, "...or once its oldest row waited this long."
+    )
+    clickhouse_max_buffered_rows: int = _setting(
+        100_000, "Rows the history sink holds unwritten (ClickHouse slow or down); when full "
+        "it stops fetching until a batch is stored (backpressure, nothing dropped)."
+    )
+    clickhouse_retention_days: int = _setting(
+        90, "History partitions (one per day) older than this are dropped (0: keep all)."
+    )
+    pseudonym_key: str = _setting(
+        "", "HMAC-SHA256 key that pseudonymizes user ids in the history. Empty: a random key "
+        "kept in `<LIVEPULSE_DATA_DIR>/.pseudonym-key` (single host; workers writing one "
+        "history must share the key)."
     )
     # --- validation limits
     max_event_bytes: int = _setting(64 * 1024, "Largest accepted input payload in bytes.")
@@ -141,6 +164,11 @@ class Settings:
     snapshot_key: str = _setting(
         "", "HMAC key that signs model snapshots; a snapshot signed with another key is "
         "refused. Empty: a random key kept in `<snapshot dir>/.key` (single-host use)."
+    )
+    # --- promo triggers
+    campaigns_file: str = _setting(
+        "", "YAML file of the promo campaigns (empty: the packaged `config/campaigns.yaml`); "
+        "`<prefix>.campaigns` updates them at run time."
     )
     # --- simulator defaults (used by `livepulse demo` and `livepulse simulate`)
     sim_rate: float = _setting(300.0, "Simulator events per second.")
@@ -203,6 +231,9 @@ class Settings:
             raise SettingsError("LIVEPULSE_LOG_LEVEL must be debug, info, warn, error or crit")
         if not 0.0 <= self.sim_bad_rate <= 1.0:
             raise SettingsError("LIVEPULSE_SIM_BAD_RATE must be within [0, 1]")
+        if not 1 <= self.clickhouse_batch_rows <= self.clickhouse_max_buffered_rows:
+            raise SettingsError("LIVEPULSE_CLICKHOUSE_BATCH_ROWS must be within "
+                                "[1, LIVEPULSE_CLICKHOUSE_MAX_BUFFERED_ROWS]")
 
 
 def env_name(field_name: str) -> str:

@@ -28,6 +28,7 @@ SUPPORTED_INPUT_VERSIONS = (1,)
 STRING, INTEGER, NUMBER, BOOLEAN, STRING_LIST, OBJECT_LIST, OBJECT = (
     "string", "integer", "number", "boolean", "string_list", "object_list", "object",
 )
+NUMBER_MAP = "number_map"  # an object whose values are all numbers (e.g. model scores)
 
 
 class ContractError(ValueError):
@@ -169,17 +170,71 @@ class Recommendation:
 
 @dataclass(slots=True)
 class PromoTrigger:
-    trigger_id: str
-    user_id: str
-    ts: int
+    idempotency_key: str
     campaign_id: str
+    campaign_version: int
+    user_id: str
     action: str
-    score: float
+    offer: dict[str, Any]
     reasons: list[str]
+    scores: dict[str, float]
+    event_ts: int
+    source: dict[str, Any]
+    ts: int
     expires_at: int
-    holdout: bool
     room_id: str | None = None
     item_id: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(slots=True)
+class CampaignRecord:
+    id: str
+    version: int
+    on: list[str]
+    action: str
+    enabled: bool | None = None
+    name: str | None = None
+    description: str | None = None
+    when: list[dict[str, Any]] | None = None
+    offer: dict[str, Any] | None = None
+    offer_ttl: str | None = None
+    cost_per_trigger: float | None = None
+    budget: float | None = None
+    caps: list[dict[str, Any]] | None = None
+    quiet_hours: dict[str, Any] | None = None
+    holdout: float | None = None
+    attribution_window: str | None = None
+    starts_at: str | None = None
+    expires_at: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(slots=True)
+class ConsentEvent:
+    user_id: str
+    consent: bool
+    ts: int
+    source: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(slots=True)
+class Attribution:
+    record_id: str
+    kind: str
+    group: str
+    campaign_id: str
+    campaign_version: int
+    user_id: str
+    trigger_key: str
+    trigger_ts: int
+    ts: int
+    cost: float
+    room_id: str | None = None
+    value: float | None = None
+    purchase_event_id: str | None = None
+    purchase_ts: int | None = None
     schema_version: int = SCHEMA_VERSION
 
 
@@ -444,26 +499,149 @@ RECOMMENDATION = Contract(
     ),
 )
 
+_TRIGGER_SOURCE = (
+    _f("topic", STRING, "Input topic of the event (live events: <prefix>.live-events).",
+       required=True),
+    _f("event_id", STRING, "The event's producer-assigned id.", required=True),
+    _f("type", STRING, "The event's type.", required=True),
+)
 PROMO_TRIGGER = Contract(
     name="promo-trigger",
     title="Promo trigger",
-    description="An instruction for ad systems. Topic <prefix>.promo-triggers, key user_id.",
+    description="An offer to show one user now. Topic <prefix>.promo-triggers, key user_id. "
+                "Delivery is at-least-once: deduplicate by idempotency_key, drop after "
+                "expires_at. Held-out users (the experiment's control group) get no trigger "
+                "here; they are recorded on <prefix>.attribution.",
     record=PromoTrigger,
     fields=(
         _VERSION_OUT,
-        _f("trigger_id", STRING, "Unique id (idempotency key).", required=True),
-        _f("user_id", STRING, "Target user.", required=True),
-        _f("ts", INTEGER, "Emission time, epoch ms.", required=True, **_NN),
+        _f("idempotency_key", STRING, "Same value for every redelivery of this trigger: hash "
+           "of campaign, user, source topic and source event id.", required=True),
         _f("campaign_id", STRING, "Campaign that fired.", required=True),
-        _f("action", STRING, "What the ad system should do.", required=True,
-           enum=("coupon", "push", "ad")),
-        _f("score", NUMBER, "Model score behind the decision.", required=True),
-        _f("reasons", STRING_LIST, "Why it fired.", required=True),
+        _f("campaign_version", INTEGER, "Version of the campaign definition that fired.",
+           required=True, minimum=1),
+        _f("user_id", STRING, "Target user (message key).", required=True),
+        _f("action", STRING, "What the ad system should do (campaign-defined, e.g. coupon, "
+           "reminder, follow_incentive, welcome_offer).", required=True),
+        _f("offer", OBJECT, "The campaign's offer as configured (e.g. code, discount, text).",
+           required=True),
+        _f("reasons", STRING_LIST, "Reason codes of the conditions that held.",
+           required=True),
+        _f("scores", NUMBER_MAP, "Model scores at decision time (purchase_propensity, "
+           "leave_risk when known).", required=True),
+        _f("event_ts", INTEGER, "Event time of the event that satisfied the conditions, "
+           "epoch ms (latency = ts - event_ts).", required=True, **_NN),
+        _f("source", OBJECT, "The event that satisfied the conditions.", required=True,
+           items=_TRIGGER_SOURCE),
+        _f("ts", INTEGER, "Decision time, epoch ms.", required=True, **_NN),
         _f("expires_at", INTEGER, "Act before this time (epoch ms) or drop it.",
            required=True, **_NN),
-        _f("holdout", BOOLEAN, "True: control group, log but do not act.", required=True),
-        _f("room_id", STRING, "Live room context."),
-        _f("item_id", STRING, "Product concerned."),
+        _f("room_id", STRING, "Live room the user is in, if any."),
+        _f("item_id", STRING, "Product of the event, if any."),
+    ),
+)
+
+_CONDITION = (
+    _f("field", STRING, "namespace.path: event.*, profile.*, session.*, room.*, scores.*."),
+    _f("op", STRING, "Comparison.", enum=("==", "!=", "<", "<=", ">", ">=", "in", "not_in",
+                                          "contains", "not_contains", "exists")),
+    _f("reason", STRING, "Reason code reported in triggers when the condition holds."),
+    _f("any", OBJECT_LIST, "Alternatives: holds when one of these conditions holds."),
+)
+_CAP = (
+    _f("max", INTEGER, "At most this many triggers per user...", required=True, minimum=1),
+    _f("per", STRING, "...within this duration (e.g. 1h, 1d).", required=True),
+)
+_QUIET = (
+    _f("start", STRING, "Local time HH:MM when quiet hours begin.", required=True),
+    _f("end", STRING, "Local time HH:MM when they end (may be past midnight).",
+       required=True),
+    _f("utc_offset", STRING, "Campaign time zone as +HH:MM (default +00:00)."),
+)
+CAMPAIGN = Contract(
+    name="campaign",
+    title="Promo campaign",
+    description="A campaign definition. Compacted topic <prefix>.campaigns, key id; a null "
+                "value (tombstone) removes the runtime definition (the campaigns file's one, "
+                "if any, applies again). Semantics: README, Promo triggers.",
+    record=CampaignRecord,
+    fields=(
+        _VERSION_IN,
+        _f("id", STRING, "Campaign id (message key): letters, digits, '_', '-', '.'.",
+           required=True, max_length=64),
+        _f("version", INTEGER, "Definition version; a lower version than the one in force "
+           "is ignored.", required=True, minimum=1),
+        _f("on", STRING_LIST, "Event types that can fire it (live or click types).",
+           required=True, max_items=20),
+        _f("action", STRING, "What the ad system should do.", required=True, max_length=64),
+        _f("enabled", BOOLEAN, "False: the campaign never fires (default true)."),
+        _f("name", STRING, "Display name.", max_length=200),
+        _f("description", STRING, "Free text.", max_length=2000),
+        _f("when", OBJECT_LIST, "Conditions, all of which must hold.", items=_CONDITION,
+           max_items=32),
+        _f("offer", OBJECT, "Offer passed through to triggers."),
+        _f("offer_ttl", STRING, "Trigger lifetime after its event (e.g. 15m)."),
+        _f("cost_per_trigger", NUMBER, "Cost charged to the budget per trigger sent.",
+           minimum=0),
+        _f("budget", NUMBER, "Total budget (absent: unlimited).", minimum=0),
+        _f("caps", OBJECT_LIST, "Per-user frequency caps.", items=_CAP, max_items=8),
+        _f("quiet_hours", OBJECT, "No triggers in this local time range.", items=_QUIET),
+        _f("holdout", NUMBER, "Share of users held out (control group), 0..1 (default 0.1).",
+           minimum=0),
+        _f("attribution_window", STRING, "Purchases this long after a trigger convert it."),
+        _f("starts_at", STRING, "ISO 8601 time with offset; no triggers before."),
+        _f("expires_at", STRING, "ISO 8601 time with offset; no triggers from then on."),
+    ),
+)
+
+CONSENT_EVENT = Contract(
+    name="consent-event",
+    title="Consent event",
+    description="A user's marketing consent. Compacted topic <prefix>.consent, key user_id. "
+                "The newest decision (by ts) wins; without consent no personalized trigger "
+                "is sent.",
+    record=ConsentEvent,
+    fields=(
+        _VERSION_IN,
+        _f("user_id", STRING, "User (message key).", required=True, max_length=ID_LEN),
+        _f("consent", BOOLEAN, "True: personalized offers allowed.", required=True),
+        _f("ts", INTEGER, "Time of the decision, epoch ms (never too old to apply).",
+           required=True, minimum=0),
+        _f("source", STRING, "Where the decision was made (e.g. app_settings).",
+           max_length=ID_LEN),
+    ),
+)
+
+ATTRIBUTION = Contract(
+    name="attribution",
+    title="Trigger attribution",
+    description="Experiment records of the promo triggers. Topic <prefix>.attribution, key "
+                "user_id: one `trigger` record per trigger sent (group treatment) or held out "
+                "(group holdout), one `conversion` record when a later purchase by the user "
+                "within the campaign's attribution window converts it (at most once per "
+                "trigger). Deduplicate by record_id.",
+    record=Attribution,
+    fields=(
+        _VERSION_OUT,
+        _f("record_id", STRING, "Unique and stable across redelivery.", required=True),
+        _f("kind", STRING, "Record kind.", required=True, enum=("trigger", "conversion")),
+        _f("group", STRING, "Experiment group.", required=True,
+           enum=("treatment", "holdout")),
+        _f("campaign_id", STRING, "Campaign.", required=True),
+        _f("campaign_version", INTEGER, "Campaign version that fired.", required=True,
+           minimum=1),
+        _f("user_id", STRING, "User.", required=True),
+        _f("trigger_key", STRING, "idempotency_key of the trigger (would-have-been key for "
+           "the holdout).", required=True),
+        _f("trigger_ts", INTEGER, "Event time of the trigger's event, epoch ms.",
+           required=True, **_NN),
+        _f("ts", INTEGER, "When the record was made, epoch ms.", required=True, **_NN),
+        _f("cost", NUMBER, "Budget spent (trigger records of the treatment group; else 0).",
+           required=True, **_NN),
+        _f("room_id", STRING, "Live room of the trigger, if any."),
+        _f("value", NUMBER, "Conversion: order value.", **_NN),
+        _f("purchase_event_id", STRING, "Conversion: the purchase event's id."),
+        _f("purchase_ts", INTEGER, "Conversion: the purchase's event time, epoch ms.", **_NN),
     ),
 )
 
@@ -514,8 +692,9 @@ DEAD_LETTER = Contract(
     ),
 )
 
-INPUT_CONTRACTS = (LIVE_EVENT, CLICK_EVENT, CATALOG_ITEM)
-OUTPUT_CONTRACTS = (ROOM_INSIGHT, RECOMMENDATION, PROMO_TRIGGER, ANOMALY, DEAD_LETTER)
+INPUT_CONTRACTS = (LIVE_EVENT, CLICK_EVENT, CATALOG_ITEM, CAMPAIGN, CONSENT_EVENT)
+OUTPUT_CONTRACTS = (ROOM_INSIGHT, RECOMMENDATION, PROMO_TRIGGER, ATTRIBUTION, ANOMALY,
+                    DEAD_LETTER)
 ALL_CONTRACTS = INPUT_CONTRACTS + OUTPUT_CONTRACTS
 
 
@@ -580,6 +759,15 @@ def _check_value(spec: FieldSpec, value: Any, path: str) -> None:
             raise ContractError("wrong_type", f"{path} must be an object, got "
                                 f"{_type_name(value)}")
         _check_fields(spec.items or (), value, f"{path}.")
+        return
+    if kind == NUMBER_MAP:
+        if type(value) is not dict:
+            raise ContractError("wrong_type", f"{path} must be an object, got "
+                                f"{_type_name(value)}")
+        for name, number in value.items():
+            if type(number) not in (int, float) or number != number or number in (
+                    float("inf"), float("-inf")):
+                raise ContractError("wrong_type", f"{path}.{name} must be a finite number")
         return
     raise AssertionError(f"unknown field kind {kind}")  # pragma: no cover
 
@@ -682,6 +870,8 @@ def _schema_for(spec: FieldSpec) -> dict[str, Any]:
             out["maxItems"] = spec.max_items
     if spec.kind == OBJECT:
         out.update(_object_schema(spec.items or ()))
+    if spec.kind == NUMBER_MAP:
+        out.update({"type": "object", "additionalProperties": {"type": "number"}})
     if spec.nullable:
         out["type"] = [out["type"], "null"]
     return out

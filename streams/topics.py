@@ -52,6 +52,14 @@ class TopicNames:
     def catalog(self) -> str:
         return self._name("catalog")
 
+    @property
+    def campaigns(self) -> str:
+        return self._name("campaigns")
+
+    @property
+    def consent(self) -> str:
+        return self._name("consent")
+
     # outputs
     @property
     def room_insights(self) -> str:
@@ -64,6 +72,10 @@ class TopicNames:
     @property
     def promo_triggers(self) -> str:
         return self._name("promo-triggers")
+
+    @property
+    def attribution(self) -> str:
+        return self._name("attribution")
 
     @property
     def anomalies(self) -> str:
@@ -87,12 +99,19 @@ class TopicNames:
                       "Clickstream: view, click, search, add_to_cart, purchase."),
             TopicSpec(self.catalog, "item_id", "input",
                       "Catalog items (latest value per item).", compacted=True),
+            TopicSpec(self.campaigns, "campaign id", "input",
+                      "Promo campaign definitions (latest per campaign; null removes).",
+                      compacted=True),
+            TopicSpec(self.consent, "user_id", "input",
+                      "Users' marketing consent (latest per user).", compacted=True),
             TopicSpec(self.room_insights, "room_id", "output",
                       "Live room counters, emitted at least once per second per live room."),
             TopicSpec(self.recommendations, "user_id", "output",
                       "Next-item recommendations (top-K with scores and reasons)."),
             TopicSpec(self.promo_triggers, "user_id", "output",
-                      "Promo triggers for ad systems (coupon, push, ad)."),
+                      "Promo triggers for ad systems (campaign offers for one user)."),
+            TopicSpec(self.attribution, "user_id", "output",
+                      "Trigger experiment records: triggers sent or held out, conversions."),
             TopicSpec(self.anomalies, "scope_id", "output",
                       "Anomaly incidents (opened and resolved)."),
             TopicSpec(self.dead_letter, "source key", "output",

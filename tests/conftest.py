@@ -14,6 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from agents.embedded_clickhouse import (
+    CLICKHOUSE_SERVER_BIN,
+    ClickHouseServer,
+    clickhouse_server_available,
+)
 from agents.embedded_redis import REDIS_SERVER_BIN, RedisServer, redis_server_available
 from config.settings import Settings
 from streams.admin import ensure_topics
@@ -53,6 +58,20 @@ def service_redis_url() -> str:
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     return service_redis_url()
+
+
+@pytest.fixture(scope="session")
+def clickhouse_url() -> Iterator[str]:
+    """LIVEPULSE_TEST_CLICKHOUSE_URL if set, else a private clickhouse-server for the
+    session (Debian's package; in CI a missing binary is a failure). Tests use their own
+    database names on it (replace the URL path)."""
+    external = os.environ.get("LIVEPULSE_TEST_CLICKHOUSE_URL")
+    if external:
+        yield external
+        return
+    require(clickhouse_server_available(), f"clickhouse-server binary ({CLICKHOUSE_SERVER_BIN})")
+    with ClickHouseServer() as server:
+        yield server.url
 
 
 @pytest.fixture(scope="session")

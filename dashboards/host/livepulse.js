@@ -51,6 +51,10 @@
       last_hour: "Last hour", joins: "Joins", leaves: "Leaves", late_events: "Late events",
       grace: "grace {s}s", schema: "schema", events_last: "last event",
       sev_info: "info", sev_warn: "warning", sev_urgent: "urgent",
+      sev_warning: "warning", sev_critical: "critical", alert_open: "open", alert_resolved: "resolved",
+      m_viewers: "viewers", m_join_rate: "joins", m_leave_rate: "leaves", m_comment_rate: "comments",
+      m_like_rate: "likes", m_gift_rate: "gifts", m_cart_rate: "add-to-carts", m_gmv_rate: "GMV",
+      m_conversion: "conversion",
     },
     zh: {
       rooms_title: "直播间", rooms_count: "{n} 个直播中", no_rooms: "暂无直播间，等待事件…",
@@ -85,6 +89,10 @@
       last_hour: "最近 1 小时", joins: "进入", leaves: "离开", late_events: "迟到事件",
       grace: "宽限 {s} 秒", schema: "版本", events_last: "最近事件",
       sev_info: "提示", sev_warn: "注意", sev_urgent: "紧急",
+      sev_warning: "警告", sev_critical: "严重", alert_open: "进行中", alert_resolved: "已恢复",
+      m_viewers: "在线观众", m_join_rate: "进入", m_leave_rate: "离开", m_comment_rate: "评论",
+      m_like_rate: "点赞", m_gift_rate: "礼物", m_cart_rate: "加购", m_gmv_rate: "成交额",
+      m_conversion: "转化率",
     },
   };
 

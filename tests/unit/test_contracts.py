@@ -15,7 +15,9 @@ from streams.contracts import (
     ALL_CONTRACTS,
     CATALOG_ITEM,
     CLICK_EVENT,
+    CONSENT_EVENT,
     LIVE_EVENT,
+    PROMO_TRIGGER,
     ContractError,
     check_contract,
     json_schema,
@@ -30,6 +32,12 @@ GOOD_CLICK = {"event_id": "c1", "type": "view", "ts": 1_700_000_000_000, "user_i
               "session_id": "s1", "item_id": "i1", "category": "shoes", "price": 9.5}
 GOOD_ITEM = {"item_id": "i1", "ts": 1_700_000_000_000, "category": "shoes", "price": 9.5,
              "in_stock": True, "brand": "b", "tags": ["x", "y"]}
+GOOD_CONSENT = {"user_id": "u1", "consent": False, "ts": 1_700_000_000_000, "source": "app"}
+GOOD_TRIGGER = {"schema_version": 1, "idempotency_key": "k", "campaign_id": "c",
+                "campaign_version": 1, "user_id": "u1", "action": "coupon", "offer": {},
+                "reasons": ["r"], "scores": {"leave_risk": 0.7}, "event_ts": 1,
+                "source": {"topic": "t", "event_id": "e", "type": "like"}, "ts": 2,
+                "expires_at": 3}
 
 
 def test_exported_schema_files_match_the_code() -> None:
@@ -107,8 +115,9 @@ def _apply(base: dict[str, Any], edits: list[tuple[str, Any]]) -> dict[str, Any]
 
 
 @pytest.mark.parametrize(("contract", "base"), [(LIVE_EVENT, GOOD_LIVE), (CLICK_EVENT, GOOD_CLICK),
-                                                (CATALOG_ITEM, GOOD_ITEM)],
-                         ids=["live", "click", "catalog"])
+                                                (CATALOG_ITEM, GOOD_ITEM),
+                                                (CONSENT_EVENT, GOOD_CONSENT)],
+                         ids=["live", "click", "catalog", "consent"])
 @settings(max_examples=300, deadline=None)
 @given(data=st.data())
 def test_validator_agrees_with_exported_schema(contract: Any, base: dict[str, Any],
@@ -122,3 +131,17 @@ def test_validator_agrees_with_exported_schema(contract: Any, base: dict[str, An
     except ContractError:
         code_ok = False
     assert code_ok == schema_ok, (event, list(schema.iter_errors(event)))
+
+
+@pytest.mark.parametrize("scores", [{}, {"a": 1, "b": 0.5}, {"a": "high"}, {"a": True},
+                                    {"a": None}, {"a": [1]}, [], "x"])
+def test_number_maps_agree_with_the_exported_schema(scores: Any) -> None:
+    trigger = {**GOOD_TRIGGER, "scores": scores}
+    schema_ok = jsonschema.Draft202012Validator(json_schema(PROMO_TRIGGER)).is_valid(trigger)
+    try:
+        check_contract(PROMO_TRIGGER, trigger)
+        code_ok = True
+    except ContractError:
+        code_ok = False
+    assert code_ok == schema_ok == (isinstance(scores, dict) and all(
+        type(v) in (int, float) for v in scores.values()))

@@ -1,0 +1,83 @@
+"""Anomaly incidents in the worker: ``livepulse.anomalies`` (key ``scope_id``).
+
+Wiring of the pure :class:`agents.anomalies.AnomalyMonitor` into one worker:
+
+* the room pipeline calls :meth:`~agents.anomalies.AnomalyMonitor.note_live` for every
+  validated live event (joins and leaves per second, input lag) and asks
+  :meth:`~agents.anomalies.AnomalyMonitor.room_alerts` for each insight's ``alerts``;
+* the user pipeline calls :meth:`~agents.anomalies.AnomalyMonitor.note_user` for every
+  click and live event it folds;
+* a 1 s timer samples this worker's live rooms, its active users and its own numbers
+  (input lag, dead letters, output latency), produces the incident records and keeps
+  ``livepulse_anomalies_total`` / ``livepulse_anomalies_open`` current.
+
+Each worker watches the rooms and users of its partitions; a room that goes idle or moves
+to another worker has its open incident resolved here (the new owner starts afresh).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from agents.anomalies import SCOPES, AnomalyMonitor
+from agents.engine import Engine
+from agents.stats import EngineMetrics
+
+TICK_S = 1.0
+
+
+def system_numbers(metrics: EngineMetrics, inputs: Iterable[str]) -> dict[str, float]:
+    """Cumulative dead letters, valid input events and output latency (sum, count) of
+    this worker, read from its Prometheus registry."""
+    wanted = set(inputs)
+    out = {"dead_letters": 0.0, "events_in": 0.0, "latency_sum_s": 0.0, "latency_count": 0.0}
+    for family in metrics.registry.collect():
+        if family.name == "livepulse_dead_letters":
+            out["dead_letters"] += sum(s.value for s in family.samples
+                                       if s.name.endswith("_total"))
+        elif family.name == "livepulse_events_in":
+            out["events_in"] += sum(s.value for s in family.samples
+                                    if s.name.endswith("_total") and s.labels["topic"] in wanted)
+        elif family.name == "livepulse_end_to_end_latency_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_sum"):
+                    out["latency_sum_s"] += sample.value
+                elif sample.name.endswith("_count"):
+                    out["latency_count"] += sample.value
+    return out
+
+
+def register(engine: Engine) -> AnomalyMonitor:
+    """Create this worker's monitor, hook it into the room pipeline (registered before)
+    and expose it as ``app.livepulse_anomalies`` (the user pipeline and the web read it)."""
+    app, settings, names, metrics = engine.app, engine.settings, engine.topics, engine.metrics
+    pipeline = app.livepulse_rooms
+    monitor = AnomalyMonitor(
+        system_id=f"{settings.app_id}@{socket.gethostname()}:{settings.web_port}")
+    app.livepulse_anomalies = monitor
+    pipeline.observers.append(monitor.note_live)
+    pipeline.alerts = monitor.room_alerts
+    inputs = names.inputs()
+
+    @app.timer(TICK_S, name="anomaly-watch")
+    async def watch_anomalies() -> None:
+        rooms = {room_id: room.state for room_id, room in pipeline.rooms.items() if room.live}
+        records = monitor.tick(rooms, system=system_numbers(metrics, inputs))
+        await publish(records)
+
+    async def publish(records: list[dict[str, Any]]) -> None:
+        for record in records:
+            await engine.send(names.anomalies, record["scope_id"], orjson.dumps(record))
+            if record["status"] == "open":
+                metrics.anomalies.labels(record["scope"], record["severity"]).inc()
+            room = pipeline.rooms.get(record["scope_id"]) if record["scope"] == "room" else None
+            if room is not None:
+                room.dirty = True  # its insight shows the alert change at the next emission
+        for scope in SCOPES:
+            metrics.anomalies_open.labels(scope).set(monitor.tracker.n_open(scope))
+
+    return monitor

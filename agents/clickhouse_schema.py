@@ -1,0 +1,339 @@
+"""History tables in ClickHouse: their DDL, migrations, record-to-row mapping and retention.
+
+One table per topic the history sink reads (see :data:`TABLES`): the raw inputs
+``live_events`` and ``click_events`` (user ids pseudonymized, see :mod:`agents.privacy`) and
+the engine's outputs ``room_insights``, ``recommendations``, ``promo_triggers``,
+``attribution`` and ``anomalies``. Every table
+
+* is a ``ReplacingMergeTree`` whose ``ORDER BY`` is the record's own key (``event_id``,
+  ``request_id``, ``idempotency_key``, ``record_id``, (``anomaly_id``, ``status``), or
+  (``room_id``, ``ts``) for insights), so a record stored twice is one row after merges and
+  in ``SELECT ... FINAL``;
+* carries ``time`` (``DateTime('UTC')``) and ``day`` (``Date``) computed by the server from
+  the record's epoch-millisecond time (a time that is the same for every redelivery of the
+  record, so duplicates land in the same partition), and is partitioned by
+  ``toYYYYMMDD(day)``: retention drops whole days (``ALTER TABLE ... DROP PARTITION``).
+
+The DDL sticks to what ClickHouse 18.16 (Debian's ``clickhouse-server``) understands --
+no ``DateTime64``, ``TTL``, ``async_insert`` -- and uses ``LowCardinality(String)`` for
+the low-cardinality columns only when the server is 20.1 or newer (:func:`create_table_sql`).
+Migrations are idempotent (``CREATE ... IF NOT EXISTS``) and recorded in
+``schema_migrations``; :func:`migration_statements` lists them for a server version.
+
+>>> [t.name for t in TABLES]  # doctest: +NORMALIZE_WHITESPACE
+['live_events', 'click_events', 'room_insights', 'recommendations', 'promo_triggers',
+ 'attribution', 'anomalies']
+>>> retention_cutoff(dt.date(2024, 3, 31), days=31)  # today and the 30 days before
+20240301
+>>> expired_partitions(["20240229", "20240301", "20240330"], 20240301)
+['20240229']
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from streams.contracts import (
+    ANOMALY,
+    ATTRIBUTION,
+    CLICK_EVENT,
+    LIVE_EVENT,
+    PROMO_TRIGGER,
+    RECOMMENDATION,
+    ROOM_INSIGHT,
+    Contract,
+)
+from streams.topics import TopicNames
+
+MIGRATIONS_TABLE = "schema_migrations"
+PROGRESS_TABLE = "sink_progress"
+LOW_CARDINALITY_SINCE = (20, 1)  # older servers: plain String (18.16 has it only as experimental)
+# Marker in column types: LowCardinality(String) where supported, else String.
+ENUM = "Enum-ish String"
+
+Row = tuple[Any, ...]
+Pseudonymize = Callable[[str], str]
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    type: str
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryTable:
+    """One history table: which topic fills it, its columns, its key and its row mapper.
+
+    ``row(record, pseudonymize)`` turns one record checked against ``contract`` (a dict as
+    on the wire) into the values of ``columns``, in order. ``time_ms`` is the record field
+    the server turns into ``time`` and ``day``. ``raw_input``: the topic is an engine input,
+    whose records get the engine's full ingest validation (time bounds too).
+    """
+
+    name: str
+    topic: Callable[[TopicNames], str]
+    contract: Contract
+    raw_input: bool
+    columns: tuple[Column, ...]
+    order_by: tuple[str, ...]
+    time_ms: str
+    row: Callable[[Mapping[str, Any], Pseudonymize], Row]
+    description: str
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    def insert_sql(self, database: str) -> str:
+        return (f"INSERT INTO {database}.{self.name} ({', '.join(self.column_names)}) "
+                "VALUES")
+
+
+def _cols(spec: str) -> tuple[Column, ...]:
+    """``"a String, b UInt64"`` -> columns (types may contain spaces but not commas)."""
+    out = []
+    for part in spec.split(","):
+        name, _, kind = part.strip().partition(" ")
+        out.append(Column(name, kind.strip()))
+    return tuple(out)
+
+
+def column_type(kind: str, server: tuple[int, ...]) -> str:
+    """The type to create on ``server`` (``ENUM`` -> ``LowCardinality(String)`` if supported).
+
+    >>> column_type(ENUM, (18, 16, 1)), column_type(ENUM, (24, 8)), column_type("UInt8", (18,))
+    ('String', 'LowCardinality(String)', 'UInt8')
+    """
+    if kind != ENUM:
+        return kind
+    return "LowCardinality(String)" if server >= LOW_CARDINALITY_SINCE else "String"
+
+
+def create_table_sql(table: HistoryTable, database: str, server: tuple[int, ...]) -> str:
+    """``CREATE TABLE IF NOT EXISTS`` of one history table for a server version."""
+    columns = [f"    {c.name} {column_type(c.type, server)}" for c in table.columns]
+    seconds = f"intDiv({table.time_ms}, 1000)"
+    columns.append(f"    time DateTime('UTC') DEFAULT toDateTime({seconds}, 'UTC')")
+    columns.append(f"    day Date DEFAULT toDate(toDateTime({seconds}, 'UTC'))")
+    body = ",\n".join(columns)
+    return (f"CREATE TABLE IF NOT EXISTS {database}.{table.name} (\n{body}\n) "
+            f"ENGINE = ReplacingMergeTree PARTITION BY toYYYYMMDD(day) "
+            f"ORDER BY ({', '.join(table.order_by)})")
+
+
+def system_tables_sql(database: str) -> list[str]:
+    """The migrations ledger and the sink's stored-offsets table (both tiny)."""
+    return [
+        f"CREATE DATABASE IF NOT EXISTS {database}",
+        f"CREATE TABLE IF NOT EXISTS {database}.{MIGRATIONS_TABLE} (version UInt32, "
+        "name String, server_version String, applied_at DateTime DEFAULT now()) "
+        "ENGINE = ReplacingMergeTree ORDER BY version",
+        # next_offset: every record of (topic, partition) below it is stored in history
+        f"CREATE TABLE IF NOT EXISTS {database}.{PROGRESS_TABLE} (consumer_group String, "
+        "topic String, partition UInt32, next_offset UInt64, updated_at DateTime DEFAULT "
+        "now()) ENGINE = ReplacingMergeTree(next_offset) "
+        "ORDER BY (consumer_group, topic, partition)",
+    ]
+
+
+# ------------------------------------------------------------------ record -> row
+def _s(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _f(value: Any) -> float:
+    return 0.0 if value is None else float(value)
+
+
+def _i(value: Any) -> int:
+    return 0 if value is None else int(value)
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode() if value is not None else ""
+
+
+def _live_event(r: Mapping[str, Any], pid: Pseudonymize) -> Row:
+    return (r["event_id"], r["type"], r["ts"], r["room_id"], pid(r["user_id"]),
+            _s(r.get("host_id")), _s(r.get("item_id")), _f(r.get("amount")),
+            _i(r.get("quantity")), _s(r.get("text")), _s(r.get("session_id")))
+
+
+def _click_event(r: Mapping[str, Any], pid: Pseudonymize) -> Row:
+    return (r["event_id"], r["type"], r["ts"], pid(r["user_id"]), r["session_id"],
+            _s(r.get("item_id")), _s(r.get("category")), _f(r.get("price")),
+            _i(r.get("quantity")), _s(r.get("query")), _s(r.get("room_id")))
+
+
+def _room_insight(r: Mapping[str, Any], pid: Pseudonymize) -> Row:
+    audience, mood, commerce = r["audience"], r["mood"], r["commerce"]
+    return (r["room_id"], _s(r.get("host_id")), r["ts"], int(bool(r["live"])), r["viewers"],
+            r["unique_viewers"], r["peak_viewers"], r["events_total"],
+            _f(r["comments_per_min"]), _f(r["likes_per_min"]), _f(r["gifts_per_min"]),
+            _f(r["shares_per_min"]), r["product_clicks"], r["add_to_carts"], r["orders"],
+            _f(r["gmv"]), _f(r["gmv_per_min"]), _f(r["orders_per_min"]), r["last_event_ts"],
+            round(_f(audience.get("new_viewers"))), round(_f(audience.get("returning_viewers"))),
+            _f(audience.get("avg_watch_s")), _f(mood.get("sentiment")),
+            _f(mood.get("positive_share")), _f(mood.get("negative_share")),
+            _f(commerce.get("funnel", {}).get("click_to_purchase")),
+            _i(r["windows"].get("late_events")),
+            [_s(s.get("code")) for s in r["suggestions"]],
+            [_s(a.get("metric")) for a in r["alerts"]], _json(commerce.get("top_items")))
+
+
+def _recommendation(r: Mapping[str, Any], pid: Pseudonymize) -> Row:
+    items = r["items"]
+    return (r["request_id"], pid(r["user_id"]), r["ts"], r["model_version"],
+            _s(r.get("room_id")), [i["item_id"] for i in items],
+            [_f(i["score"]) for i in items], [",".join(i["reasons"]) for i in items])
+
+
+def _promo_trigger(r: Mapping[str, Any], pid: Pseudonymize) -> Row:
+    scores = r["scores"]
+    source = r["source"]
+    return (r["idempotency_key"], r["campaign_id"], r["campaign_version"], pid(r["user_id"]),
+            r["action"], _json(r["offer"]), list(r["reasons"]), list(scores),
+            [_f(v) for v in scores.values()], r["event_ts"], r["ts"], r["expires_at"],
+            _s(r.get("room_id")), _s(r.get("item_id")), _s(source.get("topic")),
+            _s(source.get("event_id")), _s(source.get("type")))
+
+
+def _attribution(r: Mapping[str, Any], pid: Pseudonymize) -> Row:
+    return (r["record_id"], r["kind"], r["group"], r["campaign_id"], r["campaign_version"],
+            pid(r["user_id"]), r["trigger_key"], r["trigger_ts"], r["ts"], _f(r["cost"]),
+            _s(r.get("room_id")), _f(r.get("value")), _s(r.get("purchase_event_id")),
+            _i(r.get("purchase_ts")))
+
+
+def _anomaly(r: Mapping[str, Any], pid: Pseudonymize) -> Row:
+    scope_id, anomaly_id, explanation = r["scope_id"], r["anomaly_id"], r["explanation"]
+    if r["scope"] == "user":  # the user id also appears inside the id and the text
+        pseudonym = pid(scope_id)
+        anomaly_id = anomaly_id.replace(scope_id, pseudonym)
+        explanation = re.sub(rf"(?<![\w-]){re.escape(scope_id)}(?![\w-])", pseudonym,
+                             explanation)
+        scope_id = pseudonym
+    return (anomaly_id, r["status"], r["scope"], scope_id, r["metric"], _f(r["observed"]),
+            _f(r["expected_low"]), _f(r["expected_high"]), _f(r["score"]), r["severity"],
+            explanation, r["first_seen"], r["last_seen"], r["ts"])
+
+
+TABLES: tuple[HistoryTable, ...] = (
+    HistoryTable(
+        "live_events", lambda n: n.live_events, LIVE_EVENT, True,
+        _cols(f"event_id String, type {ENUM}, ts UInt64, room_id {ENUM}, user_pid String, "
+              f"host_id {ENUM}, item_id String, amount Float64, quantity UInt32, text String, "
+              "session_id String"),
+        ("room_id", "ts", "event_id"), "ts", _live_event,
+        "Raw live-room events (valid ones: what the engine admitted), user ids pseudonymized."),
+    HistoryTable(
+        "click_events", lambda n: n.clicks, CLICK_EVENT, True,
+        _cols(f"event_id String, type {ENUM}, ts UInt64, user_pid String, session_id String, "
+              f"item_id String, category {ENUM}, price Float64, quantity UInt32, query String, "
+              f"room_id {ENUM}"),
+        ("type", "ts", "event_id"), "ts", _click_event,
+        "Raw clickstream events (valid ones), user ids pseudonymized."),
+    HistoryTable(
+        "room_insights", lambda n: n.room_insights, ROOM_INSIGHT, False,
+        _cols(f"room_id {ENUM}, host_id {ENUM}, ts UInt64, live UInt8, viewers UInt32, "
+              "unique_viewers UInt32, peak_viewers UInt32, events_total UInt64, "
+              "comments_per_min Float64, likes_per_min Float64, gifts_per_min Float64, "
+              "shares_per_min Float64, product_clicks UInt64, add_to_carts UInt64, "
+              "orders UInt64, gmv Float64, gmv_per_min Float64, orders_per_min Float64, "
+              "last_event_ts UInt64, new_viewers UInt32, returning_viewers UInt32, "
+              "avg_watch_s Float64, sentiment Float64, positive_share Float64, "
+              "negative_share Float64, click_to_purchase Float64, late_events UInt64, "
+              "suggestions Array(String), alerts Array(String), top_items String"),
+        ("room_id", "ts"), "ts", _room_insight,
+        "Room insight headlines as emitted (suggestion codes, alert metrics, top items as "
+        "JSON; top viewers are left out: they name users)."),
+    HistoryTable(
+        "recommendations", lambda n: n.recommendations, RECOMMENDATION, False,
+        _cols(f"request_id String, user_pid String, ts UInt64, model_version {ENUM}, "
+              f"room_id {ENUM}, item_ids Array(String), scores Array(Float64), "
+              "reasons Array(String)"),
+        ("user_pid", "request_id"), "ts", _recommendation,
+        "Recommendations served: ranked item ids, scores, reason codes (comma-joined per item)."),
+    HistoryTable(
+        "promo_triggers", lambda n: n.promo_triggers, PROMO_TRIGGER, False,
+        _cols(f"idempotency_key String, campaign_id {ENUM}, campaign_version UInt32, "
+              f"user_pid String, action {ENUM}, offer String, reasons Array(String), "
+              "score_names Array(String), score_values Array(Float64), event_ts UInt64, "
+              f"ts UInt64, expires_at UInt64, room_id {ENUM}, item_id String, "
+              f"source_topic {ENUM}, source_event_id String, source_type {ENUM}"),
+        ("campaign_id", "idempotency_key"), "event_ts", _promo_trigger,
+        "Promo triggers sent (offer as JSON); time = the triggering event's time."),
+    HistoryTable(
+        "attribution", lambda n: n.attribution, ATTRIBUTION, False,
+        _cols(f"record_id String, kind {ENUM}, exp_group {ENUM}, campaign_id {ENUM}, "
+              "campaign_version UInt32, user_pid String, trigger_key String, "
+              f"trigger_ts UInt64, ts UInt64, cost Float64, room_id {ENUM}, value Float64, "
+              "purchase_event_id String, purchase_ts UInt64"),
+        ("campaign_id", "record_id"), "trigger_ts", _attribution,
+        "Trigger experiment records (trigger / conversion, treatment / holdout); time = the "
+        "trigger's event time, so a conversion is counted in its trigger's cohort."),
+    HistoryTable(
+        "anomalies", lambda n: n.anomalies, ANOMALY, False,
+        _cols(f"anomaly_id String, status {ENUM}, scope {ENUM}, scope_id String, "
+              f"metric {ENUM}, observed Float64, expected_low Float64, expected_high Float64, "
+              f"score Float64, severity {ENUM}, explanation String, first_seen UInt64, "
+              "last_seen UInt64, ts UInt64"),
+        ("scope", "metric", "anomaly_id", "status"), "first_seen", _anomaly,
+        "Anomaly incidents, one row when opened and one when resolved; user scopes "
+        "pseudonymized (also inside anomaly_id and explanation); time = first seen."),
+)
+TABLE_BY_NAME = {t.name: t for t in TABLES}
+
+
+# ------------------------------------------------------------------ migrations
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    statements: Callable[[str, tuple[int, ...]], list[str]]  # (database, server) -> SQL
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "history tables",
+              lambda db, server: [create_table_sql(t, db, server) for t in TABLES]),
+)
+
+
+def migration_statements(database: str, server: tuple[int, ...]) -> list[str]:
+    """Every statement of every migration, in order (all idempotent)."""
+    return [*system_tables_sql(database),
+            *(sql for m in MIGRATIONS for sql in m.statements(database, server))]
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """``'18.16.1'`` -> ``(18, 16, 1)``; non-numeric tails are ignored.
+
+    >>> parse_version("18.16.1"), parse_version("24.8.4.13"), parse_version("26.9.2.1-x")
+    ((18, 16, 1), (24, 8, 4, 13), (26, 9, 2, 1))
+    """
+    parts = []
+    for piece in text.split("."):
+        digits = re.match(r"\d+", piece)
+        if digits is None:
+            break
+        parts.append(int(digits.group()))
+    return tuple(parts)
+
+
+# ------------------------------------------------------------------ retention
+def retention_cutoff(today: dt.date, days: int) -> int:
+    """The oldest ``toYYYYMMDD(day)`` partition kept when keeping ``days`` days."""
+    first_kept = today - dt.timedelta(days=days - 1)
+    return first_kept.year * 10_000 + first_kept.month * 100 + first_kept.day
+
+
+def expired_partitions(partitions: list[str], cutoff: int) -> list[str]:
+    """Partition ids (``YYYYMMDD``) older than ``cutoff``."""
+    return sorted(p for p in partitions if p.isdigit() and int(p) < cutoff)

@@ -1,0 +1,351 @@
+"""Promo triggers in the worker: decisions on the user pipeline, consent, runtime campaign
+updates and attribution figures. The decisions themselves are :mod:`agents.campaigns`.
+
+* The user pipeline calls :meth:`PromoTriggers.on_event` after the profile and model update
+  of every event: the decider runs (no I/O), triggers go to ``promo-triggers`` (key
+  user_id), trigger and conversion records to ``attribution`` (key user_id). Per-user state
+  (recent triggers: caps, attribution, redelivery) is the ``promo-state`` table keyed by
+  user, the spend of each partition the ``promo-budget`` table keyed ``campaign|partition``:
+  both are written from the user pipeline's events, so they move with its partitions.
+* Consent records (``<prefix>.consent``, key user_id) come through the user pipeline's
+  channel too (:meth:`PromoTriggers.on_consent`): the newest decision is folded into the
+  profile; an opt-out also deletes the user's trigger history.
+* Every worker reads *all* of ``<prefix>.campaigns`` and ``<prefix>.attribution`` with a
+  plain aiokafka consumer (manual assignment from the beginning, no consumer group): the
+  campaign book is the file's campaigns plus the topic's updates, and the experiment figures
+  (``GET /api/campaigns``, ``livepulse_campaign_uplift``) cover every worker's triggers.
+  The campaigns topic is read to its end once while the engine is built, before Faust
+  starts (so a campaign disabled at run time does not fire again after a restart, and no
+  agent ever waits for it: an agent that blocks during Faust's start-up recovery made the
+  worker skip input on the embedded broker); the follower task goes on from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+import config
+from agents.campaigns import (
+    Campaign,
+    CampaignBook,
+    CampaignError,
+    CampaignStats,
+    Decider,
+    EventFacts,
+)
+from agents.profile import UserProfile
+from config.settings import Settings
+from streams.contracts import CONSENT_EVENT, SCHEMA_VERSION
+from streams.ingest import Rejection, Validator, now_ms
+
+if TYPE_CHECKING:
+    from agents.engine import Engine
+
+log = logging.getLogger("livepulse.triggers")
+
+PACKAGED_CAMPAIGNS = Path(config.__file__).resolve().parent / "campaigns.yaml"
+LOAD_TIMEOUT_S = 15.0         # longest the start-up read of the campaigns topic may take
+CONTROL_FETCH_WAIT_MS = 100   # campaigns / attribution are control traffic: no busy polling
+UPLIFT_EXPORT_S = 5.0
+NEVER_TOO_OLD_MS = 1 << 62    # a consent decision applies however old it is
+
+
+def campaigns_path(settings: Settings) -> Path:
+    return Path(settings.campaigns_file) if settings.campaigns_file else PACKAGED_CAMPAIGNS
+
+
+def bootstrap_of(app: Any) -> str:
+    """``host:port,...`` of the Faust app's brokers."""
+    return ",".join(f"{url.host}:{url.port}" for url in app.conf.broker)
+
+
+class PromoTriggers:
+    """The worker side of the promo triggers (one per engine)."""
+
+    def __init__(self, engine: Engine, book: CampaignBook, state: Any, budget: Any) -> None:
+        self.engine = engine
+        self.names = engine.topics
+        self.book = book
+        self.decider = Decider(book, engine.settings.partitions)
+        self.stats = CampaignStats()
+        self.state = state      # Faust table: user -> {"v", "r": [recent triggers]}
+        self.budget = budget    # Faust table: "campaign|partition" -> spent
+        self.synced = False     # the campaigns topic was read to its end at least once
+        self.consent_validator = Validator(
+            CONSENT_EVENT, max_bytes=engine.settings.max_event_bytes,
+            max_future_skew_ms=int(engine.settings.max_future_skew_s * 1000),
+            max_age_ms=NEVER_TOO_OLD_MS)
+        self.positions: dict[TopicPartition, int] = {}
+
+    # ------------------------------------------------------------------ user pipeline
+    async def on_event(self, message: Any, record: Any, view: dict[str, Any],
+                       room: dict[str, Any] | None, previous_ts: int | None) -> None:
+        """Decide for one user event (after its profile and model update) and emit."""
+        live = message.topic == self.names.user_activity
+        kind = record.type
+        if kind == "purchase":
+            value = record.amount if live else (record.price or 0.0) * (record.quantity or 1)
+        else:
+            value = None
+        user, partition = record.user_id, message.partition
+        facts = EventFacts(
+            user_id=user, type=kind, ts=record.ts, event_id=record.event_id,
+            source_topic=self.names.live_events if live else message.topic,
+            source="live" if live else "clicks", room_id=getattr(record, "room_id", None),
+            item_id=record.item_id, value=value, partition=partition, previous_ts=previous_ts)
+        decision = self.decider.on_event(
+            facts, view, room, view.get("scores"), load_state=lambda: self.state.get(user),
+            spent=lambda cid: self.budget.get(f"{cid}|{partition}") or 0.0, now_ms=now_ms())
+        if decision is None:
+            return
+        metrics, engine = self.engine.metrics, self.engine
+        for cid, outcome in decision.outcomes:
+            metrics.triggers.labels(cid, outcome).inc()
+        for cid, group in decision.conversions:
+            metrics.trigger_conversions.labels(cid, group).inc()
+        for trigger in decision.triggers:
+            await engine.send(self.names.promo_triggers, user, orjson.dumps(trigger))
+            metrics.observe_latency(self.names.promo_triggers, max(0, now_ms() - record.ts))
+        for trigger in decision.resent:
+            await engine.send(self.names.promo_triggers, user, orjson.dumps(trigger))
+        for out in decision.records:
+            await engine.send(self.names.attribution, user, orjson.dumps(out))
+        if decision.state is not None:
+            if decision.state["r"]:
+                self.state[user] = decision.state
+            elif self.state.get(user) is not None:
+                del self.state[user]
+        for cid, total in decision.spent.items():
+            self.budget[f"{cid}|{partition}"] = round(total, 6)
+
+    async def on_consent(self, message: Any, profiles: Any) -> None:
+        """Fold one consent record into the user's profile (the user pipeline owns it)."""
+        record = await self.engine.admit(self.consent_validator, message)
+        if record is None:
+            return
+        user = record.user_id
+        key = message.key.decode("utf-8", "replace") if isinstance(message.key, bytes) \
+            else message.key
+        if key is not None and key != user:
+            # another key would put the consent on another partition than the user's state
+            await self.engine.reject(message, Rejection(
+                "out_of_range", f"message key {key[:64]!r} is not the user_id {user[:64]!r}"),
+                now_ms())
+            return
+        saved = profiles.get(user)
+        profile = UserProfile.from_dict(saved) if saved else UserProfile(user)
+        profile.set_consent(record.consent, record.ts)
+        profiles[user] = profile.to_dict()
+        if not profile.consent and self.state.get(user) is not None:
+            del self.state[user]  # opted out: no trigger history kept, no attribution
+        if self.engine.redis is not None and profile.events:
+            self.engine.redis.add("user", user, profile.view(profile.updated_at))
+
+    # ------------------------------------------------------------------ control topics
+    def load(self, bootstrap: str) -> None:
+        """Read the campaigns topic to its end now (blocking; in a thread of its own, so it
+        works whether or not an event loop runs here). On failure the file's campaigns
+        apply until the follower task catches up."""
+        topic = self.names.campaigns
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            future = pool.submit(asyncio.run, read_campaign_records(
+                bootstrap, topic, timeout=LOAD_TIMEOUT_S, positions=self.positions))
+            try:
+                records = future.result(LOAD_TIMEOUT_S + 5)
+            except Exception as exc:
+                log.warning("could not read %s at start (%s); using the campaigns file until "
+                            "the topic is caught up", topic, exc)
+                self.positions.clear()
+                return
+        for key, value in records:
+            self.apply_campaign(key, value)
+        self.synced = True
+        log.info("campaigns in force: %s", [f"{c.id}@v{c.version}"
+                                            for c in self.book.campaigns()])
+
+    def apply_campaign(self, name: str | None, value: bytes | None) -> str:
+        """Apply one campaigns-topic record; a bad one is logged and listed, never raised."""
+        try:
+            body = orjson.loads(value) if value is not None else None
+            outcome = self.book.apply(name, body)
+        except (orjson.JSONDecodeError, CampaignError) as exc:
+            reason = f"invalid JSON: {exc}" if isinstance(exc, orjson.JSONDecodeError) \
+                else str(exc)
+            self.book.rejected[name or "?"] = reason
+            log.error("campaign record %r refused: %s", name, reason)
+            return "rejected"
+        log.info("campaign %s: %s", name, outcome)
+        return outcome
+
+    async def follow(self, bootstrap: str) -> None:
+        """Follow the campaigns and attribution topics for ever (retrying on errors)."""
+        backoff = 0.5
+        while True:
+            try:
+                await self._follow(bootstrap)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("following the campaigns/attribution topics failed; retrying")
+                await asyncio.sleep(backoff)
+                backoff = min(5.0, backoff * 2)
+
+    async def _follow(self, bootstrap: str) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                    group_id=None, fetch_max_wait_ms=CONTROL_FETCH_WAIT_MS)
+        await consumer.start()
+        try:
+            parts = {t: _partitions(consumer, t, self.engine.settings.partitions)
+                     for t in (self.names.campaigns, self.names.attribution)}
+            consumer.assign([tp for tps in parts.values() for tp in tps])
+            for tp in [tp for tps in parts.values() for tp in tps]:
+                if tp in self.positions:
+                    consumer.seek(tp, self.positions[tp])
+                else:
+                    await consumer.seek_to_beginning(tp)
+            campaign_tps = parts[self.names.campaigns]
+            while True:
+                batch = await consumer.getmany(timeout_ms=500, max_records=2000)
+                for tp, records in batch.items():
+                    for rec in records:
+                        if tp.topic == self.names.campaigns:
+                            self.apply_campaign(_key(rec.key), rec.value)
+                        elif rec.value is not None:
+                            with contextlib.suppress(orjson.JSONDecodeError):
+                                self.stats.add(orjson.loads(rec.value))
+                        self.positions[tp] = rec.offset + 1
+                if not self.synced and await _caught_up(consumer, campaign_tps):
+                    self.synced = True
+                    log.info("campaigns in force: %s", [
+                        f"{c.id}@v{c.version}" for c in self.book.campaigns()])
+        finally:
+            await consumer.stop()
+
+    def export_uplift(self) -> None:
+        for campaign in self.book.campaigns():
+            uplift = self.stats.report(campaign.id)["uplift"]
+            if uplift is not None:
+                self.engine.metrics.campaign_uplift.labels(campaign.id).set(uplift)
+
+    # ------------------------------------------------------------------ reporting
+    def report(self, at_ms: int) -> dict[str, Any]:
+        """``GET /api/campaigns``: every campaign in force with its experiment figures."""
+        return {"ts": at_ms, "synced": self.synced,
+                "campaigns": [describe(c, self.book.source_of(c.id), at_ms,
+                                       self.stats.report(c.id))
+                              for c in self.book.campaigns()],
+                "rejected": dict(self.book.rejected)}
+
+
+def describe(campaign: Campaign, source: str, at_ms: int,
+             stats: dict[str, Any] | None = None) -> dict[str, Any]:
+    out = {"id": campaign.id, "version": campaign.version, "source": source,
+           "status": campaign.status(at_ms), "name": campaign.record.get("name"),
+           "on": sorted(campaign.on), "action": campaign.action, "holdout": campaign.holdout,
+           "budget": campaign.budget, "cost_per_trigger": campaign.cost}
+    if stats is not None:
+        out["stats"] = stats
+    return out
+
+
+def _partitions(consumer: AIOKafkaConsumer, topic: str, default: int) -> list[TopicPartition]:
+    found = consumer.partitions_for_topic(topic)
+    return [TopicPartition(topic, p) for p in sorted(found or range(default))]
+
+
+async def _caught_up(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> bool:
+    """Every partition read up to the high watermark of its last fetch response (not
+    ListOffsets: the embedded broker under-reports it after batched produce)."""
+    for tp in tps:
+        high = consumer.highwater(tp)
+        if high is None or await consumer.position(tp) < high:
+            return False
+    return True
+
+
+def register(engine: Engine) -> PromoTriggers:
+    app, settings = engine.app, engine.settings
+    book = CampaignBook.load(campaigns_path(settings))
+    state = app.Table("promo-state", default=None, partitions=settings.partitions)
+    budget = app.Table("promo-budget", default=None, partitions=settings.partitions)
+    promo = PromoTriggers(engine, book, state, budget)
+    app.livepulse_promo = promo
+    promo.load(bootstrap_of(app))
+
+    @app.task
+    async def follow_campaigns_and_attribution() -> None:
+        await promo.follow(bootstrap_of(app))
+
+    @app.timer(UPLIFT_EXPORT_S, name="campaign-uplift")
+    async def export_uplift() -> None:
+        promo.export_uplift()
+
+    return promo
+
+
+# ------------------------------------------------------------------ CLI helpers
+async def read_campaign_records(
+        bootstrap: str, topic: str, timeout: float = 15.0,
+        positions: dict[TopicPartition, int] | None = None,
+) -> list[tuple[str | None, bytes | None]]:
+    """Every record of the campaigns topic up to its end: (key, raw value or None). The
+    next offset of each partition goes to ``positions`` when given."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                group_id=None, fetch_max_wait_ms=CONTROL_FETCH_WAIT_MS)
+    await consumer.start()
+    out: list[tuple[str | None, Any]] = []
+    try:
+        tps = _partitions(consumer, topic, 1)
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for rec in records:
+                    out.append((_key(rec.key), rec.value))
+                    if positions is not None:
+                        positions[TopicPartition(rec.topic, rec.partition)] = rec.offset + 1
+            if not batch and await _caught_up(consumer, tps):
+                return out
+        raise TimeoutError(f"could not read {topic} to its end in {timeout:.0f} s")
+    finally:
+        await consumer.stop()
+
+
+def book_with_topic(records: Iterable[tuple[str | None, bytes | None]],
+                    book: CampaignBook | None = None) -> CampaignBook:
+    """``book`` (default: empty) after the campaigns-topic ``records``, as a worker sees it."""
+    book = book if book is not None else CampaignBook()
+    for key, value in records:
+        with contextlib.suppress(CampaignError, orjson.JSONDecodeError):
+            book.apply(key, orjson.loads(value) if value is not None else None)
+    return book
+
+
+def _key(raw: bytes | None) -> str | None:
+    return raw.decode("utf-8", "replace") if raw else None
+
+
+async def publish_campaigns(bootstrap: str, topic: str,
+                            records: list[tuple[str, dict[str, Any] | None]]) -> None:
+    """Produce campaign records (None = tombstone), keyed by campaign id."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value in records:
+            body = orjson.dumps({**value, "schema_version": SCHEMA_VERSION}) \
+                if value is not None else None
+            await producer.send_and_wait(topic, key=key.encode(), value=body)
+    finally:
+        await producer.stop()
