@@ -16,7 +16,10 @@ Pure Python (no Faust): :mod:`agents.anomalies_agent` wires it into the worker.
   scope at a time, opened after ``open_after`` consecutive samples scoring at least
   ``open_score``, resolved when every score stayed below ``close_score`` for ``quiet_s``
   (hysteresis). Each incident yields exactly one ``open`` and one ``resolved`` record
-  (``anomaly.v1``) with the same ``anomaly_id``.
+  (``anomaly.v1``) with the same ``anomaly_id``. User incidents **coalesce**: a user who
+  would open one while a user incident of the same primary metric is open joins it (a bot
+  flood of 50 accounts is one alert, named after the first bot, that resolves once no member
+  has been anomalous for ``quiet_s``).
 
 A detector score alone opens nothing: each metric also has a minimum effect size (a viewer
 drop is at least half the audience within 15 s, a flood several times the room's usual
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from array import array
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -161,6 +165,9 @@ class Incident:
     resolved_at: int | None = None
     explanation: str = ""
     explanation_zh: str = ""
+    # coalesced scopes (users): the first MAX_LISTED members in joining order, and how many
+    members: list[str] = field(default_factory=list)
+    n_members: int = 1
 
 
 def severity_of(score: float, duration_s: float, critical_after_s: float = 30.0) -> str:
@@ -181,7 +188,12 @@ def severity_of(score: float, duration_s: float, critical_after_s: float = 30.0)
 class _Scope:
     streak: int = 0
     streak_start: int = 0
-    incident: Incident | None = None
+    incident: Incident | None = None  # shared by the members of a coalesced incident
+    quiet_since: int | None = None    # this scope's own quiet period (members resolve together)
+
+
+MAX_LISTED = 20     # members an incident remembers by id (the count is exact)
+NAMED_IN_TEXT = 3   # members an explanation names
 
 
 class IncidentTracker:
@@ -202,6 +214,12 @@ class IncidentTracker:
         observed is dropped, its incident resolved. Quiet scopes cost nothing.
     max_resolved
         Recently resolved incidents kept for the API and the host page.
+    coalesce
+        Scopes whose concurrent incidents merge: a scope id that would open an incident
+        while one of the same scope is open with a primary metric this scope id also finds
+        anomalous joins it as a member instead (no record). The incident keeps its
+        ``scope_id`` and ``anomaly_id`` (the first member), reports the peak reading of any
+        member, and resolves once every member stayed quiet for ``quiet_s``.
     clock
         Emission time of records (epoch ms), wall clock by default.
     """
@@ -209,6 +227,7 @@ class IncidentTracker:
     def __init__(self, *, open_score: float = 0.9, close_score: float = 0.5,
                  open_after: int = 2, quiet_s: float = 5.0, critical_after_s: float = 30.0,
                  max_scopes: int = 10_000, max_resolved: int = 200,
+                 coalesce: Iterable[str] = ("user",),
                  clock: Callable[[], int] = wall_ms) -> None:
         if not 0.0 <= close_score <= open_score <= 1.0:
             raise ValueError("need 0 <= close_score <= open_score <= 1")
@@ -222,6 +241,9 @@ class IncidentTracker:
         self.scopes: OrderedDict[tuple[str, str], _Scope] = OrderedDict()
         self.resolved: deque[Incident] = deque(maxlen=max_resolved)
         self.opened_total: dict[tuple[str, str], int] = {}  # (scope, severity) -> count
+        self.coalesce = frozenset(coalesce)
+        # open coalescing incidents: anomaly_id -> (incident, scope ids still tracked)
+        self.groups: dict[str, tuple[Incident, set[str]]] = {}
 
     # ------------------------------------------------------------------ updates
     def observe(self, scope: str, scope_id: str, signals: Sequence[Signal],
@@ -246,20 +268,62 @@ class IncidentTracker:
                 state.streak += 1
                 if state.streak >= self.open_after:
                     assert top is not None
-                    out.append(self._open(state, scope, scope_id, top, signals, ts))
+                    group = self._group_for(scope, top, signals)
+                    if group is None:
+                        out.append(self._open(state, scope, scope_id, top, signals, ts))
+                    else:
+                        self._join(group, state, scope_id, signals, ts)
             else:
                 del self.scopes[key]
         else:
             self._update(incident, signals, ts)
             if top_score >= self.close_score:
-                incident.quiet_since = None
-                incident.last_seen = ts
-            elif incident.quiet_since is None:
-                incident.quiet_since = ts
-            if incident.quiet_since is not None and ts - incident.quiet_since >= self.quiet_ms:
+                state.quiet_since = incident.quiet_since = None
+                incident.last_seen = max(incident.last_seen, ts)
+            elif state.quiet_since is None:
+                state.quiet_since = ts
+            if self._quiet(key, incident, ts):
                 out.append(self._resolve(key, incident, ts))
         out.extend(self._evict())
         return out
+
+    def _group_for(self, scope: str, top: Signal,
+                   signals: Sequence[Signal]) -> Incident | None:
+        """The open incident of a coalescing ``scope`` a new anomaly joins, if any: the
+        earliest whose primary metric is this sample's top metric or another of its
+        anomalous metrics (one bot may tick faster, another more regularly)."""
+        if scope not in self.coalesce:
+            return None
+        hot = {s.metric for s in signals if s.score >= self.open_score}
+        candidates = [i for i, _ in self.groups.values() if i.scope == scope]
+        for incident in candidates:
+            if incident.metric == top.metric:
+                return incident
+        return next((i for i in candidates if i.metric in hot), None)
+
+    def _join(self, incident: Incident, state: _Scope, scope_id: str,
+              signals: Sequence[Signal], ts: int) -> None:
+        state.incident = incident
+        state.streak = 0
+        state.quiet_since = None
+        self.groups[incident.anomaly_id][1].add(scope_id)
+        incident.n_members += 1
+        if len(incident.members) < MAX_LISTED:
+            incident.members.append(scope_id)
+        incident.quiet_since = None
+        incident.last_seen = max(incident.last_seen, ts)
+        self._update(incident, signals, ts)
+
+    def _quiet(self, key: tuple[str, str], incident: Incident, ts: int) -> bool:
+        """Has every scope of ``incident`` stayed quiet for ``quiet_s`` at ``ts``?"""
+        group = self.groups.get(incident.anomaly_id)
+        keys = [(key[0], m) for m in group[1]] if group is not None else [key]
+        since = [self.scopes[k].quiet_since if k in self.scopes else ts for k in keys]
+        if any(s is None for s in since):
+            return False
+        latest = max(s for s in since if s is not None)
+        incident.quiet_since = latest
+        return ts - latest >= self.quiet_ms
 
     def close(self, scope: str, scope_id: str, ts: int, reason: str = "",
               reason_zh: str = "") -> list[dict[str, Any]]:
@@ -280,7 +344,8 @@ class IncidentTracker:
             anomaly_id=f"{scope}:{scope_id}:{first_seen}", scope=scope, scope_id=scope_id,
             metric=top.metric, observed=top.observed, expected_low=top.expected_low,
             expected_high=top.expected_high, score=top.score, severity="info",
-            first_seen=first_seen, last_seen=ts, opened_at=ts, current=top)
+            first_seen=first_seen, last_seen=ts, opened_at=ts, current=top,
+            members=[scope_id])
         for signal in signals:
             if signal.metric != top.metric and signal.score >= self.open_score:
                 incident.related[signal.metric] = signal.score
@@ -288,6 +353,9 @@ class IncidentTracker:
                                         self.critical_after_s)
         state.incident = incident
         state.streak = 0
+        state.quiet_since = None
+        if scope in self.coalesce:
+            self.groups[incident.anomaly_id] = (incident, {scope_id})
         counted = (scope, incident.severity)
         self.opened_total[counted] = self.opened_total.get(counted, 0) + 1
         incident.explanation, incident.explanation_zh = self._explain_open(incident)
@@ -321,7 +389,9 @@ class IncidentTracker:
         incident.resolved_at = ts
         incident.explanation, incident.explanation_zh = self._explain_resolved(
             incident, reason, reason_zh)
-        del self.scopes[key]
+        group = self.groups.pop(incident.anomaly_id, None)
+        for member in group[1] if group is not None else (key[1],):
+            self.scopes.pop((key[0], member), None)
         self.resolved.append(incident)
         return self._record(incident, "resolved")
 
@@ -329,8 +399,12 @@ class IncidentTracker:
         out = []
         while len(self.scopes) > self.max_scopes:
             key, state = next(iter(self.scopes.items()))
-            if state.incident is None:
-                del self.scopes[key]
+            group = (self.groups.get(state.incident.anomaly_id)
+                     if state.incident is not None else None)
+            if state.incident is None or (group is not None and len(group[1]) > 1):
+                del self.scopes[key]  # a member of a group others keep open leaves it
+                if group is not None:
+                    group[1].discard(key[1])
             else:
                 out.append(self._resolve(key, state.incident, state.incident.last_seen,
                                          "no longer tracked (too many scopes)",
@@ -340,11 +414,11 @@ class IncidentTracker:
     # ------------------------------------------------------------------ records
     @staticmethod
     def _explain_open(incident: Incident) -> tuple[str, str]:
-        en_scope, zh_scope = SCOPE_NAMES.get(incident.scope, (incident.scope, incident.scope))
         en, zh = describe(incident.metric, incident.observed, incident.expected_low,
                           incident.expected_high)
-        text_en = f"{en_scope} {incident.scope_id}: {en}"
-        text_zh = f"{zh_scope} {incident.scope_id}：{zh}"
+        who_en, who_zh = _who(incident)
+        text_en = f"{who_en}: {en}"
+        text_zh = f"{who_zh}：{zh}"
         if incident.related:
             others = sorted(incident.related, key=lambda m: -incident.related[m])
             text_en += "; also unusual: " + ", ".join(METRICS.get(m, (m,))[0] for m in others)
@@ -353,14 +427,14 @@ class IncidentTracker:
 
     @staticmethod
     def _explain_resolved(incident: Incident, reason: str, reason_zh: str) -> tuple[str, str]:
-        en_scope, zh_scope = SCOPE_NAMES.get(incident.scope, (incident.scope, incident.scope))
         assert incident.resolved_at is not None
         seconds = max(0, (incident.last_seen - incident.first_seen) // 1000)
         label_en, label_zh, unit_en, unit_zh, kind = METRICS.get(
             incident.metric, (incident.metric, incident.metric, "", "", "rate"))
         peak = _fmt(incident.observed, kind)
-        text_en = f"Resolved after {seconds} s. {en_scope} {incident.scope_id}: "
-        text_zh = f"已恢复（持续 {seconds} 秒）。{zh_scope} {incident.scope_id}："
+        who_en, who_zh = _who(incident)
+        text_en = f"Resolved after {seconds} s. {who_en}: "
+        text_zh = f"已恢复（持续 {seconds} 秒）。{who_zh}："
         now = incident.current
         if reason:
             text_en += reason
@@ -395,8 +469,9 @@ class IncidentTracker:
 
     # ------------------------------------------------------------------ reading
     def open_incidents(self, scope: str | None = None) -> list[Incident]:
-        return [s.incident for (sc, _), s in self.scopes.items()
-                if s.incident is not None and (scope is None or sc == scope)]
+        found = {id(s.incident): s.incident for (sc, _), s in self.scopes.items()
+                 if s.incident is not None and (scope is None or sc == scope)}
+        return list(found.values())  # members of a coalesced incident share it
 
     def active(self, scope: str) -> set[str]:
         """Scope ids with a streak or an open incident (watchers keep sampling them)."""
@@ -411,12 +486,49 @@ class IncidentTracker:
         out = []
         state = self.scopes.get((scope, scope_id))
         if state is not None and state.incident is not None:
-            out.append(_alert(state.incident, "open"))
+            out.append(_alert(state.incident, "open"))  # a member sees its group's incident
         for incident in reversed(self.resolved):
             if (incident.scope == scope and incident.scope_id == scope_id
                     and (incident.resolved_at or 0) >= since):
                 out.append(_alert(incident, "resolved"))
         return out
+
+
+def _who(incident: Incident) -> tuple[str, str]:
+    """Who an explanation is about: the scope id, or for a coalesced incident of several
+    members their count and the first few (``member_ids`` reads them back).
+
+    >>> i = Incident("user:b1:0", "user", "b1", "click_rate", 9.0, 0.0, 1.0, 0.99, "info",
+    ...              0, 0, 0, members=["b1", "b2", "b3", "b4"], n_members=5)
+    >>> _who(i)[0]
+    'Users b1, b2, b3 and 2 more (5 in all)'
+    """
+    en_scope, zh_scope = SCOPE_NAMES.get(incident.scope, (incident.scope, incident.scope))
+    if incident.n_members <= 1:
+        return f"{en_scope} {incident.scope_id}", f"{zh_scope} {incident.scope_id}"
+    named = ", ".join(incident.members[:NAMED_IN_TEXT])
+    more = incident.n_members - min(NAMED_IN_TEXT, len(incident.members))
+    rest_en = f" and {more} more" if more else ""
+    rest_zh = " 等" if more else ""
+    return (f"{en_scope}s {named}{rest_en} ({incident.n_members} in all)",
+            f"{zh_scope} {named}{rest_zh}（共 {incident.n_members} 个）")
+
+
+_MEMBERS = re.compile(r"^(?:Resolved after \d+ s\. )?\w+s (.+?)(?: and \d+ more)? \(\d+ in all\):")
+
+
+def member_ids(explanation: str) -> list[str]:
+    """The members a coalesced incident's (English) explanation names, for sinks that
+    rewrite user ids (:mod:`agents.clickhouse_schema` pseudonymizes them); none for an
+    incident of a single scope id (its ``scope_id`` is the one named).
+
+    >>> member_ids("Resolved after 9 s. Users b1, b2, b3 and 2 more (5 in all): clicks ...")
+    ['b1', 'b2', 'b3']
+    >>> member_ids("User b1: clicks 9.0/s (expected 0.1-1.0/s).")
+    []
+    """
+    match = _MEMBERS.match(explanation)
+    return match.group(1).split(", ") if match else []
 
 
 def _outside(signal: Signal) -> float:
@@ -453,7 +565,9 @@ def _alert(incident: Incident, status: str) -> dict[str, Any]:
             "expected_low": _finite(incident.expected_low),
             "expected_high": _finite(incident.expected_high),
             "score": _finite(incident.score), "first_seen": incident.first_seen,
-            "last_seen": incident.last_seen, "en": en, "zh": zh}
+            "last_seen": incident.last_seen, "en": en, "zh": zh,
+            **({"members": list(incident.members), "n_members": incident.n_members}
+               if incident.scope == "user" else {})}
 
 
 # ---------------------------------------------------------------------- shared helpers

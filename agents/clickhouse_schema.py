@@ -39,6 +39,7 @@ from typing import Any
 
 import orjson
 
+from agents.anomalies import member_ids
 from streams.contracts import (
     ANOMALY,
     ATTRIBUTION,
@@ -217,8 +218,10 @@ def _anomaly(r: Mapping[str, Any], pid: Pseudonymize) -> Row:
     if r["scope"] == "user":  # the user id also appears inside the id and the text
         pseudonym = pid(scope_id)
         anomaly_id = anomaly_id.replace(scope_id, pseudonym)
-        explanation = re.sub(rf"(?<![\w-]){re.escape(scope_id)}(?![\w-])", pseudonym,
-                             explanation)
+        # a coalesced incident (a bot flood) names a few other members too
+        for user_id in dict.fromkeys([scope_id, *member_ids(explanation)]):
+            explanation = re.sub(rf"(?<![\w-]){re.escape(user_id)}(?![\w-])", pid(user_id),
+                                 explanation)
         scope_id = pseudonym
     return (anomaly_id, r["status"], r["scope"], scope_id, r["metric"], _f(r["observed"]),
             _f(r["expected_low"]), _f(r["expected_high"]), _f(r["score"]), r["severity"],

@@ -655,7 +655,9 @@ ANOMALY = Contract(
         _f("anomaly_id", STRING, "Incident id (same for open and resolved).", required=True),
         _f("status", STRING, "Lifecycle.", required=True, enum=("open", "resolved")),
         _f("scope", STRING, "What is watched.", required=True, enum=("room", "user", "system")),
-        _f("scope_id", STRING, "Room id, pseudonymous user id or component.", required=True),
+        _f("scope_id", STRING, "Room id, pseudonymous user id or component. A user "
+           "incident that coalesced several users (a bot flood) is named after the first "
+           "one flagged; its explanation gives the count and names a few.", required=True),
         _f("metric", STRING, "Metric name.", required=True),
         _f("observed", NUMBER, "Observed value.", required=True),
         _f("expected_low", NUMBER, "Lower end of the expected range.", required=True),

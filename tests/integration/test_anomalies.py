@@ -2,9 +2,9 @@
 
 The simulator runs in this process at the demo's default rate, with a bot click flood and
 a viewer drop injected through ``run_simulation`` (the producer path ``livepulse demo``
-uses). On ``livepulse.anomalies`` each bot and the dropped room must yield exactly one
-``open`` and one ``resolved`` record, contract-valid, and the normal traffic around them
-(other rooms, human users, the worker itself) none.
+uses). On ``livepulse.anomalies`` the flood (1-3 bots, coalesced) and the dropped room must
+each yield exactly one ``open`` and one ``resolved`` record, contract-valid, and the normal
+traffic around them (other rooms, human users, the worker itself) none.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import jsonschema
 import orjson
 import pytest
 
+from agents.anomalies import member_ids
 from streams.contracts import ANOMALY, check_contract, json_schema
 from streams.simulator import Simulator, run_simulation
 from streams.topics import topic_names
@@ -84,9 +85,12 @@ def test_bot_flood_and_viewer_drop_each_yield_one_incident_and_normal_traffic_no
     assert [i["scope_id"] for i in rooms] == [DROP_ROOM], summary
     assert drop_run.start_ms - 2_000 <= rooms[0]["first_seen"] <= drop_run.end_ms, summary
     assert rooms[0]["metric"] in ("leave_rate", "viewers")
-    # the bot flood: one incident per bot (the simulator starts 1-3), no human flagged
-    assert users and all(i["scope_id"].startswith("bot-") for i in users), summary
-    assert all(bot_run.start_ms - 2_000 <= i["first_seen"] <= bot_run.end_ms for i in users)
+    # the bot flood (the simulator starts 1-3 bots): one incident, named after a bot; its
+    # resolved record names every bot that joined it and no human
+    assert len(users) == 1 and users[0]["scope_id"].startswith("bot-"), summary
+    assert bot_run.start_ms - 2_000 <= users[0]["first_seen"] <= bot_run.end_ms, summary
+    flood = by_id[users[0]["anomaly_id"]][-1]
+    assert all(m.startswith("bot-") for m in member_ids(flood["explanation"])), flood
     # the worker itself and every other room and user: nothing
     assert not [i for i in incidents if i["scope"] == "system"], summary
 

@@ -443,8 +443,13 @@ async def test_two_sinks_split_the_partitions_and_hand_over_on_rebalance(
     async with running(one):
         await wait_until(lambda: one.stored_rows >= len(first), what="first sink stored")
         async with running(two):  # joins: the group rebalances, `one` hands partitions over
-            await wait_until(lambda: bool(two.consumer and two.consumer.assignment()),
-                             timeout=60, what="second sink assigned")
+            def split() -> bool:  # both hold partitions, none twice (a settled generation)
+                if one.consumer is None or two.consumer is None:
+                    return False
+                mine, theirs = set(one.consumer.assignment()), set(two.consumer.assignment())
+                return bool(mine and theirs and not mine & theirs)
+
+            await wait_until(split, timeout=120, what="partitions split between the sinks")
             await produce(broker.bootstrap, names, second)
             await wait_until(lambda: table_counts(settings) == expected_counts(first + second),
                              timeout=60, what="all rows stored by the pair")

@@ -18,6 +18,7 @@ from agents.anomalies import (
     SystemWatch,
     UserWatch,
     count_surprise,
+    member_ids,
 )
 from agents.room_state import RoomState
 from benchmarks.bench_incidents import replay
@@ -107,7 +108,7 @@ def test_severity_grows_with_score_and_duration() -> None:
 
 
 def test_tracked_scopes_are_bounded_and_an_evicted_incident_is_resolved() -> None:
-    tracker = IncidentTracker(open_after=1, max_scopes=3)
+    tracker = IncidentTracker(open_after=1, max_scopes=3, coalesce=())
     records = []
     for i in range(5):
         records += [valid(r) for r in tracker.observe("user", f"u{i}", [high()], T0)]
@@ -116,6 +117,76 @@ def test_tracked_scopes_are_bounded_and_an_evicted_incident_is_resolved() -> Non
     evicted = [r for r in records if r["status"] == "resolved"]
     assert sorted(r["scope_id"] for r in evicted) == ["u0", "u1"]
     assert all("no longer tracked" in r["explanation"] for r in evicted)
+
+
+def test_a_flood_of_bots_is_one_incident_that_resolves_when_the_last_bot_stops() -> None:
+    """Three bots flagged a few seconds apart join the first one's incident; it reports the
+    peak rate of any of them and resolves 5 s after the last one went quiet."""
+    tracker = IncidentTracker(open_after=2, quiet_s=5.0)
+    stops = {"bot-1": 20, "bot-2": 30, "bot-3": 25}
+    starts = {"bot-1": 0, "bot-2": 3, "bot-3": 4}
+    rates = {"bot-1": 10.0, "bot-2": 14.0, "bot-3": 12.0}
+    emitted = []
+    for second in range(45):
+        for bot in sorted(stops):
+            hot = starts[bot] <= second < stops[bot]
+            signals = [high("click_rate", value=rates[bot])] if hot else []
+            # every member keeps being sampled (the watch samples tracker.active("user"))
+            if hot or bot in tracker.active("user"):
+                emitted += [(second, valid(r)) for r in tracker.observe(
+                    "user", bot, signals, T0 + second * 1000)]
+    assert [(second, r["status"]) for second, r in emitted] == [(1, "open"), (35, "resolved")]
+    opened, resolved = (r for _, r in emitted)
+    assert opened["anomaly_id"] == resolved["anomaly_id"] == f"user:bot-1:{T0}"
+    assert opened["scope_id"] == resolved["scope_id"] == "bot-1"
+    assert opened["explanation"].startswith("User bot-1: clicks 10.0/s")
+    assert resolved["explanation"].startswith(
+        "Resolved after 29 s. Users bot-1, bot-2, bot-3 (3 in all): clicks back to")
+    assert resolved["observed"] == 14.0 and resolved["last_seen"] == T0 + 29_000
+    assert tracker.opened_total == {("user", "warning"): 1} and not tracker.scopes
+    assert tracker.groups == {}
+
+
+def test_coalesced_members_are_bounded_and_counted() -> None:
+    tracker = IncidentTracker(open_after=1, quiet_s=2.0)
+    for i in range(50):
+        tracker.observe("user", f"bot-{i:02d}", [high("click_rate")], T0)
+    (incident,) = tracker.open_incidents("user")
+    assert incident.n_members == 50 and len(incident.members) == 20
+    alert = tracker.alerts("user", "bot-07", since=T0)[0]
+    assert alert["anomaly_id"] == "user:bot-00:" + str(T0) and alert["n_members"] == 50
+    assert alert["en"].startswith("Users bot-00, bot-01, bot-02 and 47 more (50 in all): ")
+    records = []
+    for second in range(1, 4):
+        for i in range(50):
+            records += tracker.observe("user", f"bot-{i:02d}", [], T0 + second * 1000)
+    assert [r["status"] for r in records] == ["resolved"] and not tracker.scopes
+
+
+def test_users_anomalous_on_other_metrics_open_their_own_incident() -> None:
+    """Coalescing needs a shared metric: a fast clicker and a user with impossible
+    sequences are two incidents; rooms never coalesce."""
+    tracker = IncidentTracker(open_after=1)
+    records = run(tracker, [[high("click_rate")]], scope="user", scope_id="bot-1")
+    records += run(tracker, [[high("impossible_sequences", value=9.0)]], scope="user",
+                   scope_id="u7")
+    records += run(tracker, [[high("impossible_sequences", value=9.0),
+                              high("click_rate", score=0.95)]], scope="user", scope_id="bot-2")
+    assert [r["scope_id"] for r in records] == ["bot-1", "u7"]
+    assert {i.anomaly_id: i.n_members for i in tracker.open_incidents("user")} == {
+        f"user:bot-1:{T0}": 1, f"user:u7:{T0}": 2}
+    records = run(tracker, [[high()]]) + run(tracker, [[high()]], scope_id="r2")
+    assert [r["scope_id"] for r in records] == ["r1", "r2"]
+
+
+def test_evicting_one_member_keeps_the_flood_open() -> None:
+    tracker = IncidentTracker(open_after=1, max_scopes=3)
+    records = []
+    for i in range(4):
+        records += tracker.observe("user", f"bot-{i}", [high("click_rate")], T0)
+    assert [r["status"] for r in records] == ["open"]
+    assert len(tracker.scopes) == 3 and tracker.n_open("user") == 1
+    assert tracker.groups[f"user:bot-0:{T0}"][1] == {"bot-1", "bot-2", "bot-3"}
 
 
 def test_closing_a_scope_resolves_its_incident_and_alerts_show_both_states() -> None:
@@ -305,19 +376,23 @@ def test_normal_simulator_traffic_opens_no_incident() -> None:
     assert records == [] and monitor.tracker.opened_total == {}
 
 
-@pytest.mark.parametrize(("scenario", "room", "scope"), [
-    ("bot_click_flood", None, "user"), ("viewer_drop", "room-2", "room")])
-def test_simulator_scenario_yields_one_incident_per_scope_each_resolved(
-        scenario: str, room: str | None, scope: str) -> None:
-    records, _, _ = replay(seed=7, seconds=90, rate=300, scenarios=[(40, scenario, room, 8)])
+@pytest.mark.parametrize(("scenario", "room", "scope", "seed"), [
+    ("bot_click_flood", None, "user", 8), ("viewer_drop", "room-2", "room", 7)])
+def test_simulator_scenario_yields_one_incident_each_resolved(
+        scenario: str, room: str | None, scope: str, seed: int) -> None:
+    """One incident per scenario, also for a flood of several bots (seed 8 starts three)."""
+    records, monitor, _ = replay(seed=seed, seconds=90, rate=300,
+                                 scenarios=[(40, scenario, room, 8)])
     records = [valid(r) for r in records]
     by_id: dict[str, list[str]] = {}
     for record in records:
         by_id.setdefault(record["anomaly_id"], []).append(record["status"])
     assert records and all(statuses == ["open", "resolved"] for statuses in by_id.values())
     assert {r["scope"] for r in records} == {scope}
+    assert len(by_id) == 1  # the bots of one flood coalesce
     if scope == "user":
-        assert all(r["scope_id"].startswith("bot-") for r in records)
+        assert records[0]["scope_id"].startswith("bot-")
+        bots = sorted(u for u in monitor.users.users if u.startswith("bot-"))
+        assert len(bots) > 1 and sorted(member_ids(records[-1]["explanation"])) == bots
     else:
         assert {r["scope_id"] for r in records} == {room}
-        assert len(by_id) == 1

@@ -111,6 +111,12 @@ def test_user_anomalies_are_pseudonymized_in_id_and_explanation() -> None:
     pid = pseudonymize("u42", KEY)
     assert row["scope_id"] == pid and row["anomaly_id"] == f"user:{pid}:1000"
     assert row["explanation"] == f"User {pid}: clicks 9/s; like u420, not u42-b."
+    flood = {**record, "status": "resolved", "explanation": (
+        "Resolved after 9 s. Users u42, bot-7, u43 and 2 more (5 in all): clicks back to 1/s.")}
+    row = dict(zip(table.column_names, decoder.row(table, orjson.dumps(flood)), strict=True))
+    assert row["explanation"] == (
+        f"Resolved after 9 s. Users {pid}, {pseudonymize('bot-7', KEY)}, "
+        f"{pseudonymize('u43', KEY)} and 2 more (5 in all): clicks back to 1/s.")
     room = {**record, "scope": "room", "scope_id": "r1", "anomaly_id": "room:r1:1000"}
     assert decoder.row(table, orjson.dumps(room))[3] == "r1"  # rooms are not people
 
