@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -25,6 +24,7 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
+from agents.server_process import ServerProcess
 from streams.broker import _die_with_parent, free_port
 
 CLICKHOUSE_SERVER_BIN = os.environ.get("LIVEPULSE_CLICKHOUSE_SERVER_BIN") or shutil.which(
@@ -87,8 +87,10 @@ def ping(http_port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-class ClickHouseServer:
+class ClickHouseServer(ServerProcess):
     """One ``clickhouse-server`` process; ports and data directory stay across restarts."""
+
+    stop_timeout_s = 15.0  # it waits for open connections, ~10 s with one
 
     def __init__(self, tcp_port: int | None = None, http_port: int | None = None,
                  base_dir: Path | None = None) -> None:
@@ -148,34 +150,6 @@ class ClickHouseServer:
         texts = [p.read_text(errors="replace")[-2000:] for p in
                  (self.dir / "stdout.log", self.log_path) if p.exists()]
         return "\n".join(texts)
-
-    def kill(self) -> None:
-        """SIGKILL the server and reap it (stored parts survive; a restart reloads them)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)  # a paused server must die too
-            self.process.kill()
-            self.process.wait(10)
-
-    def pause(self) -> None:
-        """SIGSTOP: connections stay open but nothing answers (a hung server)."""
-        if self.process is not None:
-            self.process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGCONT)
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """Terminate the server (it waits for open connections, ~10 s with one), killing
-        it if it does not exit within ``timeout``."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGCONT)
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
 
     def cleanup(self) -> None:
         """Kill the server and delete its directory (if this object created it); a server

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from agents.server_process import ServerProcess
 from streams.broker import _die_with_parent, free_port
 
 REDIS_SERVER_BIN = os.environ.get("LIVEPULSE_REDIS_SERVER_BIN") or shutil.which(
@@ -42,8 +42,10 @@ def ping(port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-class RedisServer:
+class RedisServer(ServerProcess):
     """One ``redis-server`` process; ``port`` stays the same across restarts."""
+
+    stop_timeout_s = 5.0
 
     def __init__(self, port: int | None = None, log_dir: Path | None = None) -> None:
         self.port = port or free_port()
@@ -79,33 +81,6 @@ class RedisServer:
             time.sleep(0.02)
         self.stop()
         raise RuntimeError(f"redis-server not answering on port {self.port} in {timeout} s")
-
-    def kill(self) -> None:
-        """SIGKILL the server (data is lost: there is no persistence) and reap it."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)  # a paused server must die too
-            self.process.kill()
-            self.process.wait(10)
-
-    def pause(self) -> None:
-        """SIGSTOP: connections stay open but nothing answers (a hung server)."""
-        if self.process is not None:
-            self.process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        """Terminate the server, killing it if it does not exit within 5 s."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGCONT)
-        self.process.terminate()
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.kill()
 
     def __enter__(self) -> RedisServer:
         self.start()
