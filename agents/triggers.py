@@ -50,6 +50,7 @@ from streams.ingest import Rejection, Validator, now_ms
 
 if TYPE_CHECKING:
     from agents.engine import Engine
+    from agents.state import WriteBehindTable
 
 log = logging.getLogger("livepulse.triggers")
 
@@ -128,7 +129,7 @@ class PromoTriggers:
         for cid, total in decision.spent.items():
             self.budget[f"{cid}|{partition}"] = round(total, 6)
 
-    async def on_consent(self, message: Any, profiles: Any) -> None:
+    async def on_consent(self, message: Any, profiles: WriteBehindTable) -> None:
         """Fold one consent record into the user's profile (the user pipeline owns it)."""
         record = await self.engine.admit(self.consent_validator, message)
         if record is None:
@@ -145,7 +146,7 @@ class PromoTriggers:
         saved = profiles.get(user)
         profile = UserProfile.from_dict(saved) if saved else UserProfile(user)
         profile.set_consent(record.consent, record.ts)
-        profiles[user] = profile.to_dict()
+        profiles.set(user, profile.to_dict(), message.partition)
         if not profile.consent and self.state.get(user) is not None:
             del self.state[user]  # opted out: no trigger history kept, no attribution
         if self.engine.redis is not None and profile.events:

@@ -19,6 +19,7 @@ import orjson
 from agents.engine import RAW, Engine
 from agents.models import ModelHost
 from agents.profile import UserProfile
+from agents.state import StateMetrics, WriteBehindTable, before_commit
 from streams.contracts import CLICK_EVENT, LIVE_EVENT, as_dict, to_record
 from streams.ingest import now_ms
 
@@ -40,6 +41,10 @@ def register(engine: Engine) -> None:
     validator = engine.validator(CLICK_EVENT)
     profiles = app.Table("user-profiles", default=None, partitions=settings.partitions)
     app.livepulse_profiles = profiles
+    # one changelog record per user per commit, not per event (see agents.state)
+    state = WriteBehindTable(profiles, StateMetrics(metrics.registry))
+    app.livepulse_profile_state = state
+    before_commit(app).append(state.flush)
     catalog = app.livepulse_catalog
     headlines = app.livepulse_room_headlines
     models = ModelHost(settings, metrics)
@@ -56,7 +61,7 @@ def register(engine: Engine) -> None:
     async def handle(event: Any) -> None:
         message = event.message
         if message.topic == names.consent:
-            await promo.on_consent(message, profiles)
+            await promo.on_consent(message, state)
             return
         if message.topic == names.user_activity:
             # Validated once at ingest by the room pipeline: trusted, typed again cheaply.
@@ -75,7 +80,7 @@ def register(engine: Engine) -> None:
         room_id = getattr(record, "room_id", None)
         viewer = viewer_context(profile, room_id) if room_id else None
         profile.apply(record, catalog.get)
-        profiles[user] = profile.to_dict()
+        state.set(user, profile.to_dict(), message.partition)
         # the profile's own clock: a late event must not produce a view from the past
         view = profile.view(profile.updated_at)
         room = headlines.get(room_id) if room_id else None
@@ -104,6 +109,10 @@ def register(engine: Engine) -> None:
         except asyncio.CancelledError:
             models.snapshot()
             raise
+
+    @app.on_partitions_revoked.connect
+    async def flush_profiles(sender: Any, revoked: set[Any], **_: Any) -> None:
+        state.flush()  # the next owner recovers from the changelog: it must be complete
 
     @app.timer(EXPORT_INTERVAL_S, name="model-metrics")
     async def export_model_metrics() -> None:

@@ -2,14 +2,18 @@
 
 Faust's aiokafka driver hard-codes a 1.5 s consumer fetch wait; on a quiet partition every
 record then waits up to 1.5 s before the agent sees it. The ``lpkafka://`` transport is the
-stock aiokafka transport with the fetch wait taken from the settings (default 10 ms).
+stock aiokafka transport with the fetch wait taken from the settings (default 10 ms), and a
+consumer that runs the app's ``livepulse_before_commit`` hooks before each offset commit.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport import drivers
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
@@ -20,7 +24,47 @@ TRANSPORT_SCHEME = "lpkafka"
 DEFAULT_FETCH_MAX_WAIT_MS = 10
 
 
+async def log_ends(bootstrap: str, reported: Mapping[Any, int],
+                   timeout_s: float = 5.0) -> dict[Any, int]:
+    """End offsets as a fetch reports them (its high watermark), never below ``reported``.
+
+    Some brokers (the embedded Tansu, see ../shared/EMBEDDED-BROKER.md) answer ListOffsets
+    (latest) with the base offset of the last stored batch, not the log end; Faust's table
+    recovery would then stop short of the changelog's last batch. A fetch at the reported
+    end sees the true high watermark. On Apache Kafka the two agree and nothing changes.
+    """
+    by_key = {(tp.topic, tp.partition): tp for tp in reported}
+    ends = dict(reported)
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                             enable_auto_commit=False, fetch_max_wait_ms=10)
+    await probe.start()
+    try:
+        pending = {TopicPartition(t, p) for t, p in by_key}
+        probe.assign(list(pending))
+        for tp in pending:
+            probe.seek(tp, max(0, reported[by_key[(tp.topic, tp.partition)]]))
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            await probe.getmany(*pending, timeout_ms=100, max_records=1)
+            for tp in list(pending):
+                highwater = probe.highwater(tp)
+                if highwater is not None:
+                    key = by_key[(tp.topic, tp.partition)]
+                    ends[key] = max(ends[key], highwater)
+                    pending.discard(tp)
+    finally:
+        await probe.stop()
+    return ends
+
+
 class _LowLatencyConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    async def _highwaters(self, partitions: list[Any]) -> Mapping[Any, int]:
+        reported = await super()._highwaters(partitions)
+        bootstrap = getattr(self.app, "livepulse_bootstrap", None)
+        if not reported or not bootstrap or self.consumer.in_transaction:
+            return reported
+        return await log_ends(bootstrap, reported)
+
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         settings = getattr(self.app, "livepulse_settings", None)
@@ -33,6 +77,13 @@ class _LowLatencyConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class _LowLatencyConsumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _LowLatencyConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
+        # Write-behind state (agents.state) sends its held changelog records first; Faust
+        # flushes the producer before it commits offsets, so they land before the offsets.
+        for hook in getattr(self.app, "livepulse_before_commit", ()):
+            hook()
+        return await super().commit(topics, start_new_transaction)
 
 
 class LowLatencyTransport(faust_aiokafka.Transport):
@@ -80,4 +131,5 @@ def create_app(settings: Settings, bootstrap: str | None = None, **overrides: An
     options.update(overrides)
     app = faust.App(settings.app_id, **options)
     app.livepulse_settings = settings  # read by the transport and by agents
+    app.livepulse_bootstrap = bootstrap  # the transport's log-end probe (log_ends)
     return app
