@@ -174,7 +174,7 @@ def register(engine: Engine) -> None:
                             settings.window_grace_s)
     app.livepulse_rooms = pipeline
     live_topic = engine.topic(names.live_events)
-    activity_topic = engine.topic(names.user_activity)
+    engine.topic(names.user_activity)  # declared: the user pipeline consumes it
 
     async def handle(event: Any) -> None:
         message = event.message
@@ -185,8 +185,8 @@ def register(engine: Engine) -> None:
         if late:
             metrics.late_events.inc()
         if record.type != "product_pin":  # the host's act: no viewer profile to update
-            await activity_topic.send(key=record.user_id.encode(),
-                                      value=orjson.dumps(as_dict(record)))
+            await engine.send(names.user_activity, record.user_id,
+                              orjson.dumps(as_dict(record)))
         wall = time.monotonic()
         if wall - room.last_persist_wall >= STATE_PERSIST_MS / 1000.0:
             state_table[record.room_id] = room.state.to_dict()
