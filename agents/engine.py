@@ -45,8 +45,9 @@ class Engine:
                 name, partitions=self.settings.partitions, **RAW)
         return found
 
-    async def send(self, topic: str, key: str | bytes, value: bytes,
-                   headers: dict[str, bytes] | None = None) -> None:
+    async def send(self, topic: str, key: str | bytes | None, value: bytes,
+                   headers: dict[str, bytes] | None = None,
+                   partition: int | None = None) -> None:
         """Produce one output record (partitioned by key, as Kafka's default) and count it.
 
         Straight to the app's producer: the record is already bytes, and Faust's topic
@@ -54,7 +55,7 @@ class Engine:
         """
         raw_key = key.encode() if isinstance(key, str) else key
         delivery = await self.app.producer.send(
-            topic, raw_key, value, None, None, list(headers.items()) if headers else None)
+            topic, raw_key, value, partition, None, list(headers.items()) if headers else None)
         delivery.add_done_callback(self._delivered)
         self._out_counter(topic).inc()
 
@@ -96,15 +97,20 @@ class Engine:
     async def guarded(self, agent: str, event: Any,
                       handle: Callable[[Any], Awaitable[None]]) -> None:
         """Run ``handle(event)``; a bug never kills the agent: the event is dead-lettered."""
+        await self.guard(agent, event.message, handle, event)
+
+    async def guard(self, agent: str, message: Any, handle: Callable[[Any], Awaitable[None]],
+                    arg: Any) -> None:
+        """Run ``handle(arg)`` for ``message``; on a bug, dead-letter ``message`` instead."""
         started = time.perf_counter()
         try:
-            await handle(event)
+            await handle(arg)
         except Exception as exc:
-            log.exception("%s failed on %s[%s]@%s", agent, event.message.topic,
-                          event.message.partition, event.message.offset)
+            log.exception("%s failed on %s[%s]@%s", agent, message.topic,
+                          message.partition, message.offset)
             self.metrics.agent_errors.labels(agent).inc()
-            await self.reject(event.message, Rejection("internal", f"{type(exc).__name__}: "
-                                                       f"{exc}"[:300]), now_ms())
+            await self.reject(message, Rejection("internal", f"{type(exc).__name__}: "
+                                                 f"{exc}"[:300]), now_ms())
         self.metrics.processing.labels(agent).observe(time.perf_counter() - started)
 
 

@@ -20,8 +20,10 @@ from typing import Any
 
 import orjson
 
+from agents.activity import ActivityBatcher
 from agents.engine import Engine
 from agents.room_state import RoomState
+from agents.state import before_commit
 from streams.contracts import LIVE_EVENT, LiveEvent, as_dict
 from streams.ingest import now_ms
 
@@ -175,6 +177,8 @@ def register(engine: Engine) -> None:
     app.livepulse_rooms = pipeline
     live_topic = engine.topic(names.live_events)
     engine.topic(names.user_activity)  # declared: the user pipeline consumes it
+    activity = ActivityBatcher(engine)  # live events re-keyed by user, in batches
+    before_commit(app).append(activity.flush)
 
     async def handle(event: Any) -> None:
         message = event.message
@@ -185,8 +189,7 @@ def register(engine: Engine) -> None:
         if late:
             metrics.late_events.inc()
         if record.type != "product_pin":  # the host's act: no viewer profile to update
-            await engine.send(names.user_activity, record.user_id,
-                              orjson.dumps(as_dict(record)))
+            await activity.add(record.user_id, orjson.dumps(as_dict(record)))
         wall = time.monotonic()
         if wall - room.last_persist_wall >= STATE_PERSIST_MS / 1000.0:
             state_table[record.room_id] = room.state.to_dict()
@@ -194,6 +197,10 @@ def register(engine: Engine) -> None:
         if room.last_insight is not None and wall - room.last_headline_wall >= HEADLINE_S:
             headlines[record.room_id] = headline(room)
             room.last_headline_wall = wall
+
+    @app.task
+    async def send_user_activity() -> None:
+        await activity.run()  # flushes once more when Faust cancels it at shutdown
 
     @app.agent(live_topic, name="room-pipeline")
     async def room_pipeline(stream: Any) -> None:
@@ -214,4 +221,5 @@ def register(engine: Engine) -> None:
 
     @app.on_partitions_revoked.connect
     async def forget_revoked_rooms(sender: Any, revoked: set[Any], **_: Any) -> None:
+        await activity.flush()
         pipeline.drop_partitions({tp.partition for tp in revoked if tp.topic == names.live_events})

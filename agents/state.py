@@ -18,7 +18,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
-BeforeCommit = Callable[[], object]
+BeforeCommit = Callable[[], object]  # may return an awaitable
 
 
 class StateMetrics:

@@ -16,12 +16,13 @@ from typing import Any
 
 import orjson
 
+from agents.activity import unbatch
 from agents.engine import RAW, Engine
 from agents.models import ModelHost
 from agents.profile import UserProfile
 from agents.state import StateMetrics, WriteBehindTable, before_commit
 from streams.contracts import CLICK_EVENT, LIVE_EVENT, as_dict, to_record
-from streams.ingest import now_ms
+from streams.ingest import Rejection, now_ms
 
 log = logging.getLogger("livepulse.users")
 EXPORT_INTERVAL_S = 5.0
@@ -58,14 +59,13 @@ def register(engine: Engine) -> None:
     channel = app.topic(names.clicks, names.user_activity, names.consent,
                         partitions=settings.partitions, **RAW)
 
-    async def handle(event: Any) -> None:
-        message = event.message
+    async def handle(message: Any) -> None:
         if message.topic == names.consent:
             await promo.on_consent(message, state)
             return
         if message.topic == names.user_activity:
             # Validated once at ingest by the room pipeline: trusted, typed again cheaply.
-            record = to_record(LIVE_EVENT, orjson.loads(message.value))
+            record = to_record(LIVE_EVENT, message.body)
             metrics.events_in.labels(message.topic, record.type).inc()
         else:
             record = await engine.admit(validator, message)
@@ -121,4 +121,14 @@ def register(engine: Engine) -> None:
     @app.agent(channel, name="user-pipeline")
     async def user_pipeline(stream: Any) -> None:
         async for event in stream.events():
-            await engine.guarded("user-pipeline", event, handle)
+            message = event.message
+            if message.topic != names.user_activity:
+                await engine.guard("user-pipeline", message, handle, message)
+                continue
+            try:  # a batch of live events (agents.activity): each is handled and guarded
+                parts = unbatch(message)
+            except (ValueError, TypeError) as exc:
+                await engine.reject(message, Rejection("internal", str(exc)[:300]), now_ms())
+                continue
+            for part in parts:
+                await engine.guard("user-pipeline", part, handle, part)

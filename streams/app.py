@@ -8,6 +8,7 @@ consumer that runs the app's ``livepulse_before_commit`` hooks before each offse
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -82,7 +83,9 @@ class _LowLatencyConsumer(faust_aiokafka.Consumer):
         # Write-behind state (agents.state) sends its held changelog records first; Faust
         # flushes the producer before it commits offsets, so they land before the offsets.
         for hook in getattr(self.app, "livepulse_before_commit", ()):
-            hook()
+            pending = hook()
+            if inspect.isawaitable(pending):
+                await pending
         return await super().commit(topics, start_new_transaction)
 
 
