@@ -15,6 +15,8 @@ snapshotted every ``LIVEPULSE_SNAPSHOT_INTERVAL_S`` and at shutdown to an HMAC-s
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -22,6 +24,8 @@ import time
 from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from agents import room_state
 from agents.stats import EngineMetrics
@@ -55,6 +59,14 @@ def snapshot_key(settings: Settings) -> bytes:
         with os.fdopen(fd, "w") as out:
             out.write(secrets.token_hex(32))
     return path.read_text().strip().encode()
+
+
+def _read_all(fd: int) -> bytes:
+    """Everything written to a pipe until its writer closes it."""
+    chunks = []
+    while chunk := os.read(fd, 65_536):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class _Window:
@@ -92,6 +104,8 @@ class ModelHost:
         self.store = SnapshotStore(snapshot_dir(settings))
         self.key = snapshot_key(settings)
         self.last_snapshot = time.monotonic()
+        self._snapshot_child: int | None = None  # pid of a forked snapshot in flight
+        self.fork_seconds = 0.0
 
     # ------------------------------------------------------------------ events
     def on_event(self, record: LiveEvent | ClickEvent, profile_view: dict[str, Any],
@@ -259,6 +273,51 @@ class ModelHost:
             written[name] = len(blob)
         self.last_snapshot = time.monotonic()
         return written
+
+    async def snapshot_forked(self) -> dict[str, int]:
+        """:meth:`snapshot` in a forked child, while this process goes on handling events.
+
+        Pickling the recommender takes hundreds of milliseconds once it holds much state;
+        done in the worker it would stall every stream for that long. ``fork`` gives the
+        child a copy-on-write image of this instant (a consistent state, with the offsets it
+        covers); the child only pickles, signs and writes files, then leaves with
+        ``os._exit`` (no logging, no Faust, no sockets touched). Where ``fork`` is missing
+        the snapshot is taken in-process.
+        """
+        if not hasattr(os, "fork"):
+            return self.snapshot()
+        read_end, write_end = os.pipe()
+        forking = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 1
+            try:
+                os.close(read_end)
+                os.write(write_end, orjson.dumps(self.snapshot()))
+                code = 0
+            finally:
+                os._exit(code)
+        self.fork_seconds = time.perf_counter() - forking  # how long the event loop waited
+        os.close(write_end)
+        self._snapshot_child = pid
+        try:
+            report = await asyncio.to_thread(_read_all, read_end)
+            _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+        finally:
+            os.close(read_end)
+        self._snapshot_child = None
+        if os.waitstatus_to_exitcode(status) != 0 or not report:
+            raise SnapshotError(f"snapshot child failed (wait status {status})")
+        self.last_snapshot = time.monotonic()
+        return dict(orjson.loads(report))
+
+    def wait_snapshot_child(self) -> None:
+        """Let a forked snapshot in flight finish (before the final one, at shutdown: two
+        writers would race for the same file sequence)."""
+        pid, self._snapshot_child = self._snapshot_child, None
+        if pid is not None:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
 
     def maybe_snapshot(self) -> dict[str, int] | None:
         if time.monotonic() - self.last_snapshot < self.settings.snapshot_interval_s:

@@ -90,6 +90,10 @@ class EngineMetrics:
         self.latency = Histogram(
             "livepulse_end_to_end_latency_seconds", "Input event time to output produced.",
             ["topic"], buckets=LATENCY_BUCKETS, registry=r)
+        self.snapshot_seconds = Histogram(
+            "livepulse_model_snapshot_seconds", "Time to snapshot the online models (in a "
+            "forked child: the event loop waits only for the fork).",
+            buckets=LATENCY_BUCKETS, registry=r)
         self.processing = Histogram(
             "livepulse_agent_processing_seconds", "Time to process one input event.",
             ["agent"], buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import orjson
@@ -21,6 +22,7 @@ from agents.engine import RAW, Engine
 from agents.models import ModelHost
 from agents.profile import UserProfile
 from agents.state import StateMetrics, WriteBehindTable, before_commit
+from online_models.snapshot import SnapshotError
 from streams.contracts import CLICK_EVENT, LIVE_EVENT, as_dict, to_record
 from streams.ingest import Rejection, now_ms
 
@@ -105,8 +107,19 @@ def register(engine: Engine) -> None:
         try:
             while True:
                 await asyncio.sleep(settings.snapshot_interval_s)
-                models.snapshot()
+                started = time.perf_counter()
+                try:
+                    written = await models.snapshot_forked()  # off the event loop
+                except SnapshotError as error:
+                    log.warning("model snapshot failed: %s (the next one is retried)", error)
+                    continue
+                took = time.perf_counter() - started
+                metrics.snapshot_seconds.observe(took)
+                log.info("models snapshotted in %.0f ms (%d bytes; forked child, the fork "
+                         "took %.1f ms)", took * 1000, sum(written.values()),
+                         models.fork_seconds * 1000)
         except asyncio.CancelledError:
+            models.wait_snapshot_child()
             models.snapshot()
             raise
 
