@@ -10,6 +10,7 @@
 ``livepulse eval X``     offline evaluation of a model (recsys, propensity, sentiment, nab)
 ``livepulse campaigns``  push, list or delete promo campaigns on the campaigns topic
 ``livepulse history``    ClickHouse history: run the sink alone, migrate, apply retention
+``livepulse bench``      full-pipeline benchmark (throughput, latency, memory, scaling, baselines)
 
 Without ``LIVEPULSE_KAFKA_URL`` every command that needs a broker starts the embedded one.
 """
@@ -291,6 +292,23 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    """Run ``benchmarks.bench_pipeline`` (a source checkout: ``benchmarks/`` is not installed);
+    it prints its result as one JSON object on the last line."""
+    repo = str(Path(__file__).resolve().parent.parent)
+    if repo not in sys.path:
+        sys.path.insert(0, repo)
+    from benchmarks.bench_pipeline import main as bench_main
+
+    argv = ["--out", args.out] if args.out else []
+    bootstrap = args.bootstrap or ("" if settings.embedded_broker else settings.bootstrap_servers)
+    argv += ["--bootstrap", bootstrap] if bootstrap else []
+    argv += ["--clickhouse", args.clickhouse] if args.clickhouse else []
+    argv += [flag for flag, on in (("--quick", args.quick), ("--scaling", args.scaling)) if on]
+    bench_main(argv)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="livepulse", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -357,6 +375,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("what", choices=sorted(EVALUATIONS))
     evaluate.add_argument("eval_args", nargs=argparse.REMAINDER)
     evaluate.set_defaults(func=cmd_eval)
+
+    bench = sub.add_parser("bench", help="full-pipeline benchmark (a source checkout)")
+    bench.add_argument("--quick", action="store_true", help="under 5 minutes, prints JSON only")
+    bench.add_argument("--scaling", action="store_true", help="also 1 vs 2 workers (quick run)")
+    bench.add_argument("--out", default=None,
+                       help="RESULTS.md whose section to replace (default benchmarks/RESULTS.md)")
+    bench.add_argument("--bootstrap", default=None,
+                       help="HOST:PORT of a broker (default: LIVEPULSE_KAFKA_URL, else embedded)")
+    bench.add_argument("--clickhouse", default=None, help="ClickHouse URL: history sink on")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

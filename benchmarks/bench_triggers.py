@@ -53,6 +53,7 @@ TARGET_P99_MS = 50.0
 PARTITIONS = 4  # the engine's default LIVEPULSE_PARTITIONS
 TICK_S = 0.005
 STAMP = "~"
+RECOMMENDED_KINDS = {"view", "click", "add_to_cart", "purchase", "product_click"}
 CAMPAIGNS = """
 campaigns:
   - id: bench-live-comment
@@ -81,6 +82,17 @@ def fires(stream: str, kind: str) -> bool:
     (True, True, False)
     """
     return (stream == "live" and kind == "comment") or kind == "add_to_cart"
+
+
+def recommends(stream: str, kind: str) -> bool:
+    """Whether an input event is an item event (the engine answers with a recommendation).
+
+    >>> recommends("clicks", "view"), recommends("live", "product_click")
+    (True, True)
+    >>> recommends("live", "like"), recommends("clicks", "search")
+    (False, False)
+    """
+    return stream != "catalog" and kind in RECOMMENDED_KINDS
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -124,6 +136,7 @@ async def produce(opts: dict[str, Any]) -> dict[str, Any]:
     sim = Simulator(seed=opts["seed"], rooms=opts["rooms"], users=opts["users"],
                     items=opts["items"], bad_rate=0.0)
     relay = opts.get("relay_topic")
+    pipeline = opts.get("expect") == "pipeline"  # recommendations count as outputs too
     names = topic_names(Settings(topic_prefix=opts.get("prefix") or "livepulse"))
     topic_of = {"live": names.live_events, "clicks": names.clicks, "catalog": names.catalog}
     if relay:
@@ -173,7 +186,8 @@ async def produce(opts: dict[str, Any]) -> dict[str, Any]:
                     future = await producer.send(topic_of[rec.stream], value,
                                                  key=rec.key.encode())
                     future.add_done_callback(on_delivery)
-                    expected = (rec.stream != "catalog") if relay else fires(rec.stream, kind)
+                    expected = (rec.stream != "catalog") if relay else (
+                        fires(rec.stream, kind) or (pipeline and recommends(rec.stream, kind)))
                     total[rec.stream] += 1
                     expected_total += expected
                     if in_window:
@@ -199,10 +213,13 @@ async def produce(opts: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- measuring side
 class Collector:
-    """Consumes the measured topic on manual assignment and keeps (sent, received) pairs."""
+    """Consumes the measured topic(s) on manual assignment and keeps (sent, received) pairs."""
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
-        self.bootstrap, self.topic, self.partitions = bootstrap, topic, partitions
+    from_end = False  # True: skip what the topics held before (earlier runs)
+
+    def __init__(self, bootstrap: str, topic: str | list[str], partitions: int) -> None:
+        self.bootstrap, self.partitions = bootstrap, partitions
+        self.topics = [topic] if isinstance(topic, str) else list(topic)
         self.seen: dict[str, tuple[int, int, int | None, str]] = {}
         self.stop = asyncio.Event()
 
@@ -211,19 +228,19 @@ class Collector:
                                     enable_auto_commit=False, group_id=None)
         await consumer.start()
         try:
-            tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
+            tps = [TopicPartition(t, p) for t in self.topics for p in range(self.partitions)]
             consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
+            await (consumer.seek_to_end if self.from_end else consumer.seek_to_beginning)(*tps)
             while not self.stop.is_set():
                 batch = await consumer.getmany(timeout_ms=100, max_records=20_000)
                 received = wall_us()
                 for records in batch.values():
                     for rec in records:
-                        self.note(rec.value, received)
+                        self.note(rec.value, received, rec.topic)
         finally:
             await consumer.stop()
 
-    def note(self, value: bytes | None, received: int) -> None:
+    def note(self, value: bytes | None, received: int, topic: str = "") -> None:
         if not value:
             return
         body = orjson.loads(value)
@@ -297,7 +314,7 @@ def stop_process(process: subprocess.Popen[bytes], grace: float = 5.0) -> None:
 
 async def drive(collector: Collector, opts: dict[str, Any], worker: subprocess.Popen[bytes],
                 web_url: str | None, drain_timeout: float,
-                profile: list[str] | None = None) -> dict[str, Any]:
+                profile: list[str] | None = None, stall_s: float = 15.0) -> dict[str, Any]:
     """Run the producer process (and ``profile``, a sampling profiler command, beside it),
     note the state at its end, drain, and summarise."""
     consume = asyncio.create_task(collector.run())
@@ -307,7 +324,8 @@ async def drive(collector: Collector, opts: dict[str, Any], worker: subprocess.P
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "benchmarks.bench_triggers", "produce", orjson.dumps(opts).decode(),
         cwd=REPO, stdout=asyncio.subprocess.PIPE)
-    spy = await asyncio.create_subprocess_exec(*profile) if profile else None
+    spy = await asyncio.create_subprocess_exec(
+        *profile, stdout=asyncio.subprocess.DEVNULL) if profile else None  # JSON stays last
     out, _ = await proc.communicate()
     if spy is not None:
         await spy.wait()
@@ -326,7 +344,7 @@ async def drive(collector: Collector, opts: dict[str, Any], worker: subprocess.P
         count = len(collector.seen)
         if count != last_count:
             last_count, last_change = count, time.monotonic()
-        if count >= expected or time.monotonic() - last_change > 15:
+        if count >= expected or time.monotonic() - last_change > stall_s:
             break
         await asyncio.sleep(0.1)
     collector.stop.set()
@@ -341,7 +359,8 @@ async def drive(collector: Collector, opts: dict[str, Any], worker: subprocess.P
         **summary(latencies), "producer_failed": produced["failed"],
         "backlog_at_end": max(0, backlog), "lag_records_at_end": lag,
         "drain_s": round((max(arrivals) - ended_us) / 1e6, 2) if arrivals else 0.0,
-        "worker_cpu": round(worker_cpu, 2)}
+        "worker_cpu": round(worker_cpu, 2), "started_us": produced["started_us"],
+        "ended_us": ended_us}
     if not opts.get("relay_topic"):
         by_source: dict[str, list[float]] = {}
         for s, r, _, topic in rows:
@@ -365,6 +384,20 @@ def base_opts(args: argparse.Namespace, bootstrap: str, rate: float) -> dict[str
             "users": args.users, "items": args.items, "linger_ms": args.linger_ms}
 
 
+def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    """A real ``livepulse worker`` process with ``settings``, output appended to ``log``.
+
+    ``LIVEPULSE_BENCH_WORKER_REPO`` runs the worker from another checkout (``-m`` imports
+    from the working directory first): two engine versions measured by one harness.
+    """
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "agents.cli", "worker"],
+            cwd=os.environ.get("LIVEPULSE_BENCH_WORKER_REPO") or REPO,
+            env={**os.environ, **settings.to_env()}, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+
+
 def run_triggers(args: argparse.Namespace, bootstrap: str, rate: float,
                  workdir: Path) -> dict[str, Any]:
     tag = f"bt{os.getpid()}x{time.monotonic_ns() % 10**9}"
@@ -377,11 +410,7 @@ def run_triggers(args: argparse.Namespace, bootstrap: str, rate: float,
     asyncio.run(ensure_topics(settings))
     log = workdir / f"{tag}.log"
     web_url = f"http://{settings.web_host}:{settings.web_port}"
-    with open(log, "ab") as out:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "agents.cli", "worker"], cwd=REPO,
-            env={**os.environ, **settings.to_env()}, stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+    worker = start_worker(settings, log)
     try:
         wait_healthy(web_url, worker, log)
         collector = Collector(bootstrap, topic_names(settings).promo_triggers, PARTITIONS)
