@@ -37,6 +37,7 @@ from __future__ import annotations
 import heapq
 import math
 from array import array
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -415,7 +416,10 @@ class DelayedLabels:
         self.max_per_key = max_per_key
         self.min_interval_ms = min_interval_ms
         self.release = release
-        self._pending: dict[int, _Pending] = {}   # insertion order = opening order
+        # insertion order = opening order. An OrderedDict, not a dict: evicting the oldest
+        # with next(iter(dict)) walks over the deleted slots at the dict's front, so at
+        # max_pending each eviction cost grew with time (3 -> 175 µs after 400k opens).
+        self._pending: OrderedDict[int, _Pending] = OrderedDict()
         self._by_key: dict[str, list[int]] = {}   # unlabelled examples per key
         self._deadlines: list[tuple[int, int]] = []  # (deadline, seq), lazily updated
         self._schemas: dict[tuple[str, ...], tuple[str, ...]] = {}
@@ -425,6 +429,10 @@ class DelayedLabels:
         self.negatives = 0
         self.evicted = 0
         self.skipped = 0
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state["_pending"] = OrderedDict(state["_pending"])  # snapshots from before the fix
+        self.__dict__.update(state)
 
     def __len__(self) -> int:
         return len(self._pending)
