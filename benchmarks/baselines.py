@@ -57,7 +57,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -71,6 +70,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from benchmarks.bench_triggers import stop_process
 from streams.admin import create_topics
 from streams.broker import EmbeddedBroker, _die_with_parent
 from streams.topics import TopicSpec
@@ -219,17 +219,6 @@ async def produce_backlog(bootstrap: str, topic: str, records: list[tuple[bytes,
         await producer.stop()
 
 
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then kill after :data:`STOP_GRACE_S` (its result is already written)."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-
-
 def tail(path: Path, chars: int = 1500) -> str:
     return path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
@@ -261,7 +250,7 @@ def run_baseline(baseline: Baseline, bootstrap: str, topic: str, events: int, ke
         hwm = max(hwm, vm_hwm_mb(process.pid))
         wall_s = time.monotonic() - started
     finally:
-        stop_process(process)
+        stop_process(process, STOP_GRACE_S)  # its result is already written
     body = orjson.loads(result_path.read_bytes())
     seconds = max(1e-6, body["last_s"] - body["first_s"])
     out: dict[str, Any] = {
