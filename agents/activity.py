@@ -88,10 +88,6 @@ class ActivityBatcher:
         self._pending: dict[int, list[bytes]] = {}
         self._started = asyncio.Event()
 
-    @property
-    def held(self) -> int:
-        return sum(len(batch) for batch in self._pending.values())
-
     async def add(self, user_id: str, body: bytes) -> None:
         """Hold one encoded live event; send its partition's batch when full."""
         partition = partition_for(user_id.encode(), self.partitions)

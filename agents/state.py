@@ -55,11 +55,6 @@ class WriteBehindTable:
         if self._updates is not None:
             self._updates.inc()
 
-    @property
-    def pending(self) -> int:
-        """Keys written since the last flush."""
-        return len(self._dirty)
-
     def flush(self) -> int:
         """Send one changelog record per key written since the last flush; return the count."""
         dirty, self._dirty = self._dirty, {}
