@@ -11,6 +11,7 @@ once per key per commit, before the offsets. Values are decoded with orjson.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import tempfile
 import time
@@ -27,8 +28,6 @@ from streams.broker import free_port
 
 
 def main() -> None:
-    import asyncio
-
     bootstrap, topic, events, result = worker_args()
     partitions = asyncio.run(topic_partitions(bootstrap, topic))
     settings = Settings(kafka_url=bootstrap, app_id=f"count-engine-{topic}",
