@@ -11,6 +11,7 @@
 ``livepulse campaigns``  push, list or delete promo campaigns on the campaigns topic
 ``livepulse history``    ClickHouse history: run the sink alone, migrate, apply retention
 ``livepulse bench``      full-pipeline benchmark (throughput, latency, memory, scaling, baselines)
+``livepulse host-token`` print the token that opens one room's host page and room API
 
 Without ``LIVEPULSE_KAFKA_URL`` every command that needs a broker starts the embedded one.
 """
@@ -25,6 +26,7 @@ import os
 import signal
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from typing import Any
 import orjson
 
 from config.settings import Settings, SettingsError
+from streams.security import kafka_client_options
 
 
 @contextlib.contextmanager
@@ -104,7 +107,8 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
                         else settings.sim_bad_rate)
         stats = asyncio.run(run_simulation(
             bootstrap, topic_names(settings), sim, rate=args.rate or settings.sim_rate,
-            duration=args.duration, scenarios=scenarios))
+            duration=args.duration, scenarios=scenarios,
+            client_options=kafka_client_options(settings)))
     _print_json(stats.to_dict())
     return 0
 
@@ -123,7 +127,8 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     with broker_for(settings) as bootstrap:
         asyncio.run(ensure_topics(settings, bootstrap))
         counts = asyncio.run(replay(bootstrap, topic, events, speedup=args.speedup,
-                                    max_rate=args.max_rate, key_field=key_field))
+                                    max_rate=args.max_rate, key_field=key_field,
+                                    client_options=kafka_client_options(settings)))
     _print_json(counts)
     return 0
 
@@ -135,7 +140,8 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
         created = asyncio.run(ensure_topics(settings, bootstrap)) if args.action == "create" \
             else []
         _print_json({"bootstrap": bootstrap, "created": created,
-                     "topics": asyncio.run(list_topics(bootstrap))})
+                     "topics": asyncio.run(list_topics(
+                         bootstrap, kafka_client_options(settings)))})
     return 0
 
 
@@ -209,7 +215,8 @@ def cmd_campaigns(args: argparse.Namespace, settings: Settings) -> int:
             return 2
     with broker_for(settings) as bootstrap:
         asyncio.run(ensure_topics(settings, bootstrap))
-        records = asyncio.run(read_campaign_records(bootstrap, topic))
+        client = kafka_client_options(settings)
+        records = asyncio.run(read_campaign_records(bootstrap, topic, client_options=client))
         if args.action == "push":
             # A lower version would be ignored by the workers, yet survive compaction as the
             # key's latest record and take over after it: refuse it here.
@@ -221,11 +228,11 @@ def cmd_campaigns(args: argparse.Namespace, settings: Settings) -> int:
                 print("livepulse: raise `version` of: " + "; ".join(stale), file=sys.stderr)
                 return 1
             asyncio.run(publish_campaigns(bootstrap, topic, [(c.id, c.record)
-                                                             for c in campaigns]))
+                                                             for c in campaigns], client))
             _print_json({"topic": topic, "pushed": [{"id": c.id, "version": c.version}
                                                     for c in campaigns]})
         elif args.action == "delete":
-            asyncio.run(publish_campaigns(bootstrap, topic, [(args.target, None)]))
+            asyncio.run(publish_campaigns(bootstrap, topic, [(args.target, None)], client))
             _print_json({"topic": topic, "deleted": args.target})
         else:
             book = book_with_topic(records, defaults)
@@ -280,6 +287,24 @@ def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
             _print_json({"dropped": [f"{t}/{p}" for t, p in writer.drop_expired()]})
     finally:
         writer.close()
+    return 0
+
+
+def cmd_host_token(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the host token of a room: it opens ``/rooms/ROOM?token=...`` and that room's
+    API, nothing else (HMAC of the room id, see ``agents.web_auth``)."""
+    from agents.web_auth import host_token
+
+    key = settings.host_token_key or settings.api_token
+    if not key:
+        print("livepulse: set LIVEPULSE_HOST_TOKEN_KEY or LIVEPULSE_API_TOKEN", file=sys.stderr)
+        return 2
+    token = host_token(key, args.room_id)
+    if args.url:
+        base = args.url.rstrip("/")
+        print(f"{base}/rooms/{urllib.parse.quote(args.room_id, safe='')}?token={token}")
+    else:
+        print(token)
     return 0
 
 
@@ -385,6 +410,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="HOST:PORT of a broker (default: LIVEPULSE_KAFKA_URL, else embedded)")
     bench.add_argument("--clickhouse", default=None, help="ClickHouse URL: history sink on")
     bench.set_defaults(func=cmd_bench)
+
+    token = sub.add_parser("host-token", help="print the token of one room's host page")
+    token.add_argument("room_id")
+    token.add_argument("--url", default=None,
+                       help="web base URL (e.g. https://live.example.com): print the page link")
+    token.set_defaults(func=cmd_host_token)
     return parser
 
 

@@ -75,6 +75,7 @@ from agents.redis_sink import redact_url
 from config.settings import Settings
 from streams.contracts import ContractError, as_dict, check_contract
 from streams.ingest import Rejection, Validator, now_ms
+from streams.security import kafka_client_options
 from streams.topics import TopicNames, topic_names
 
 if TYPE_CHECKING:
@@ -86,6 +87,9 @@ INSERT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 BATCH_ROW_BUCKETS = (1, 10, 100, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000, 100_000,
                      250_000)
 TP = tuple[str, int]  # (topic, partition)
+# ClickHouse server error codes of refused credentials: 192 UNKNOWN_USER, 193 WRONG_PASSWORD,
+# 194 REQUIRED_PASSWORD, 516 AUTHENTICATION_FAILED (servers since 21.x).
+AUTH_ERROR_CODES = frozenset({192, 193, 194, 516})
 
 
 class ClickHouseSinkMetrics:
@@ -508,7 +512,7 @@ class ClickHouseSink:
             session_timeout_ms=int(self.settings.session_timeout_s * 1000),
             rebalance_timeout_ms=int(self.settings.rebalance_timeout_s * 1000),
             heartbeat_interval_ms=int(self.settings.heartbeat_interval_s * 1000),
-            max_poll_interval_ms=300_000)
+            max_poll_interval_ms=300_000, **kafka_client_options(self.settings))
         await consumer.start()
         try:
             consumer.subscribe(self.topics(), listener=_Listener(self))
@@ -643,10 +647,12 @@ class ClickHouseSink:
         self._up = False
         self._down_since = time.monotonic()
         self.metrics.up.set(0)
-        log.warning("ClickHouse at %s unavailable (%s failed: %s: %s); holding %d rows, "
+        refused = getattr(error, "code", None) in AUTH_ERROR_CODES
+        log.warning("ClickHouse at %s unavailable (%s failed: %s: %s)%s; holding %d rows, "
                     "retrying with back-off", redact_url(self.settings.clickhouse_url),
                     operation, type(error).__name__, str(error).split("\n")[0][:300],
-                    self.buffered)
+                    " -- authentication failed: check the user and password in "
+                    "LIVEPULSE_CLICKHOUSE_URL" if refused else "", self.buffered)
 
     def _recovered(self, stored: int) -> None:
         was, self._up = self._up, True

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +31,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from agents.embedded_clickhouse import ClickHouseServer, clickhouse_server_available
 from agents.embedded_redis import RedisServer, ping, redis_server_available
 from agents.redis_sink import RedisSink
-from config.settings import Settings
+from config.settings import Settings, redact_url
 from streams.admin import ensure_topics
 from streams.broker import EmbeddedBroker, _die_with_parent
+from streams.security import kafka_client_options
 from streams.simulator import Simulator, run_simulation
 from streams.topics import TopicNames, topic_names
 
@@ -53,6 +54,10 @@ class WorkerProcess:
     process: subprocess.Popen[bytes]
     web_url: str
     log_path: Path
+    api_token: str = field(default="", repr=False)  # sent to the worker's API when set
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_token}"} if self.api_token else {}
 
 
 def start_worker(settings: Settings, bootstrap: str, index: int) -> WorkerProcess:
@@ -73,7 +78,8 @@ def start_worker(settings: Settings, bootstrap: str, index: int) -> WorkerProces
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             preexec_fn=_die_with_parent,
         )
-    return WorkerProcess(index, process, f"http://{settings.web_host}:{port}", log_path)
+    return WorkerProcess(index, process, f"http://{settings.web_host}:{port}", log_path,
+                         settings.api_token)
 
 
 def stop_workers(workers: list[WorkerProcess], timeout: float = WORKER_STOP_TIMEOUT_S) -> bool:
@@ -124,8 +130,9 @@ class OutputObserver:
     keeps the anomaly incidents (``keep_topic``) for the summary."""
 
     def __init__(self, bootstrap: str, topics: list[str], keep_topic: str | None = None,
-                 keep_max: int = 10_000) -> None:
+                 keep_max: int = 10_000, client_options: dict[str, Any] | None = None) -> None:
         self.bootstrap = bootstrap
+        self.client_options = client_options or {}
         self.topics = topics
         self.counts: dict[str, int] = dict.fromkeys(topics, 0)
         self.keep_topic = keep_topic
@@ -136,7 +143,7 @@ class OutputObserver:
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                    fetch_max_wait_ms=50)
+                                    fetch_max_wait_ms=50, **self.client_options)
         await consumer.start()
         partitions = [TopicPartition(t, p) for t in self.topics
                       for p in sorted(consumer.partitions_for_topic(t) or ())]
@@ -267,7 +274,9 @@ def _percentiles(values: list[float]) -> dict[str, float | int | None]:
 async def drive(settings: Settings, bootstrap: str, workers: list[WorkerProcess],
                 names: TopicNames, duration: float, stop: asyncio.Event) -> dict[str, Any]:
     await wait_workers_ready(workers, WORKER_READY_TIMEOUT_S)
-    observer = OutputObserver(bootstrap, names.outputs(), keep_topic=names.anomalies)
+    client_options = kafka_client_options(settings)
+    observer = OutputObserver(bootstrap, names.outputs(), keep_topic=names.anomalies,
+                              client_options=client_options)
     await observer.start()
     print(f"livepulse demo: broker {bootstrap} · {len(workers)} worker(s)", flush=True)
     for w in workers:
@@ -279,12 +288,15 @@ async def drive(settings: Settings, bootstrap: str, workers: list[WorkerProcess]
               flush=True)
         print(f"  metrics     {w.web_url}/metrics", flush=True)
     print(f"  logs        {Path(settings.data_dir) / 'logs'}", flush=True)
+    if settings.api_token:
+        print("  access      bearer token required: LIVEPULSE_API_TOKEN (pages: ?token=...); "
+              "a room's host link: livepulse host-token ROOM --url URL", flush=True)
     sim = Simulator(seed=settings.sim_seed, rooms=settings.sim_rooms, users=settings.sim_users,
                     items=settings.sim_items, bad_rate=settings.sim_bad_rate)
     try:
         sim_stats = await run_simulation(
             bootstrap, names, sim, rate=settings.sim_rate, duration=duration, stop=stop,
-            scenarios=demo_scenarios(duration, sim.room_ids))
+            scenarios=demo_scenarios(duration, sim.room_ids), client_options=client_options)
         produced = sim_stats.to_dict()
         stats = await _drain(workers, produced["total"], names)
         # let the last changed rooms emit once more after the final events
@@ -331,7 +343,7 @@ def start_local_clickhouse(settings: Settings) -> ClickHouseServer | None:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
         return None  # something answers there: use it
     if not clickhouse_server_available():
-        print(f"livepulse demo: nothing answers at {settings.clickhouse_url} and "
+        print(f"livepulse demo: nothing answers at {redact_url(settings.clickhouse_url)} and "
               "clickhouse-server is not installed: no history", flush=True)
         return None
     server = ClickHouseServer(tcp_port=port, base_dir=Path(settings.data_dir) / "clickhouse")
@@ -345,13 +357,16 @@ def start_local_redis(settings: Settings) -> RedisServer | None:
     if not url.hostname:
         return None
     port = url.port or 6379
-    if url.hostname not in LOCAL_HOSTS or ping(port):
+    tls = url.scheme == "rediss"
+    if url.hostname not in LOCAL_HOSTS or ping(port, password=url.password, tls=tls) or tls:
         return None
     if not redis_server_available():
-        print(f"livepulse demo: nothing answers at {settings.redis_url} and redis-server is "
+        print(f"livepulse demo: nothing answers at {redact_url(settings.redis_url)} and "
+              "redis-server is "
               "not installed: serving from the workers only", flush=True)
         return None
-    server = RedisServer(port=port, log_dir=Path(settings.data_dir) / "logs")
+    server = RedisServer(port=port, log_dir=Path(settings.data_dir) / "logs",
+                         password=url.password)
     server.start()
     return server
 
@@ -373,7 +388,7 @@ async def check_serving(settings: Settings, workers: list[WorkerProcess]) -> dic
     """What a host and an ad system would see now: the rooms API, one active user's
     profile, and whether Redis holds the same documents."""
     web = workers[0].web_url
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=workers[0].headers()) as session:
         rooms = (await fetch_json(session, f"{web}/api/rooms") or {}).get("rooms", [])
         user = next((v["user_id"] for r in rooms for v in r["engagement"]["top_viewers"]),
                     None)
@@ -389,7 +404,8 @@ async def check_serving(settings: Settings, workers: list[WorkerProcess]) -> dic
         "profile_groups_present": [g for g in PROFILE_GROUPS if profile and profile.get(g)],
     }
     if settings.redis_url.strip():
-        sink = RedisSink(settings.redis_url, ttl_s=60, namespace=settings.redis_namespace)
+        sink = RedisSink(settings.redis_url, ttl_s=60, namespace=settings.redis_namespace,
+                         ssl_ca_certs=settings.redis_tls_ca_file or None)
         try:
             in_redis = await sink.read_many("room", [r["room_id"] for r in rooms])
             out["redis_rooms"] = len(in_redis)
@@ -403,7 +419,8 @@ async def check_serving(settings: Settings, workers: list[WorkerProcess]) -> dic
 
 
 async def _collect(workers: list[WorkerProcess]) -> list[dict[str, Any]]:
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=workers[0].headers() if workers else {}) \
+            as session:
         found = [await fetch_json(session, f"{w.web_url}/api/stats?samples=1") for w in workers]
     return [s for s in found if s]
 

@@ -5,7 +5,10 @@ binary works too) with a minimal configuration in a temporary directory: native 
 ports on 127.0.0.1, user ``default`` without password, UTC, no query log. It dies with the
 process that started it (``PR_SET_PDEATHSIG``) and can be killed and restarted on the same
 ports with its data kept (outage drills). ``livepulse demo`` starts one when
-``LIVEPULSE_CLICKHOUSE_URL`` points at this machine and nothing answers there.
+``LIVEPULSE_CLICKHOUSE_URL`` points at this machine and nothing answers there. Extra users
+with passwords (``users={"lp": "secret"}``) test authenticated connections, and a
+certificate and key (``tls_cert_file``, ``tls_key_file``) open a TLS native port
+(``secure_port``, ``secure_url``).
 
 >>> server = ClickHouseServer()
 >>> server.url.startswith("clickhouse://default:@127.0.0.1:")
@@ -21,8 +24,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from xml.sax.saxutils import escape
 
 from agents.server_process import ServerProcess
 from streams.broker import _die_with_parent, free_port
@@ -52,9 +57,18 @@ CONFIG = """<?xml version="1.0"?>
   <timezone>UTC</timezone>
   <mark_cache_size>268435456</mark_cache_size>
   <uncompressed_cache_size>268435456</uncompressed_cache_size>
-  <max_concurrent_queries>100</max_concurrent_queries>
+  <max_concurrent_queries>100</max_concurrent_queries>{tls}
 </yandex>
 """
+
+# The secure native port (TLS), when the server is given a certificate and key.
+TLS_CONFIG = """
+  <tcp_port_secure>{port}</tcp_port_secure>
+  <openSSL><server>
+    <certificateFile>{cert}</certificateFile><privateKeyFile>{key}</privateKeyFile>
+    <verificationMode>none</verificationMode><loadDefaultCAFile>false</loadDefaultCAFile>
+    <disableProtocols>sslv2,sslv3</disableProtocols><preferServerCiphers>true</preferServerCiphers>
+  </server></openSSL>"""
 
 USERS = """<?xml version="1.0"?>
 <yandex>
@@ -65,7 +79,7 @@ USERS = """<?xml version="1.0"?>
       <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
       <profile>default</profile>
       <quota>default</quota>
-    </default>
+    </default>{extra_users}
   </users>
   <quotas><default></default></quotas>
 </yandex>
@@ -93,7 +107,12 @@ class ClickHouseServer(ServerProcess):
     stop_timeout_s = 15.0  # it waits for open connections, ~10 s with one
 
     def __init__(self, tcp_port: int | None = None, http_port: int | None = None,
-                 base_dir: Path | None = None) -> None:
+                 base_dir: Path | None = None, users: Mapping[str, str] | None = None,
+                 tls_cert_file: str | None = None, tls_key_file: str | None = None) -> None:
+        self.users = dict(users or {})  # extra users: name -> password (plain text)
+        self.tls_cert_file = tls_cert_file
+        self.tls_key_file = tls_key_file
+        self.secure_port = free_port() if tls_cert_file else None
         self.tcp_port = tcp_port or free_port()
         self.http_port = http_port or free_port()
         self._own_dir = base_dir is None
@@ -104,6 +123,14 @@ class ClickHouseServer(ServerProcess):
     def url(self) -> str:
         """Native-protocol URL of the ``livepulse`` database on this server."""
         return f"clickhouse://default:@127.0.0.1:{self.tcp_port}/livepulse"
+
+    @property
+    def secure_url(self) -> str:
+        """Native-protocol URL over TLS (verify with the certificate as CA: ``ca_certs``)."""
+        if self.secure_port is None:
+            raise ValueError("no TLS port: start the server with tls_cert_file")
+        return (f"clickhouse://default:@127.0.0.1:{self.secure_port}/livepulse?secure=True"
+                f"&ca_certs={self.tls_cert_file}")
 
     @property
     def dir(self) -> Path:
@@ -119,9 +146,16 @@ class ClickHouseServer(ServerProcess):
         directory = self.dir
         directory.mkdir(parents=True, exist_ok=True)
         config = directory / "config.xml"
+        tls = TLS_CONFIG.format(port=self.secure_port, cert=self.tls_cert_file,
+                                key=self.tls_key_file or self.tls_cert_file) \
+            if self.secure_port else ""
         config.write_text(CONFIG.format(dir=directory, tcp_port=self.tcp_port,
-                                        http_port=self.http_port))
-        (directory / "users.xml").write_text(USERS)
+                                        http_port=self.http_port, tls=tls))
+        extra = "".join(
+            f"\n    <{name}><password>{escape(password)}</password><networks><ip>127.0.0.1</ip>"
+            f"<ip>::1</ip></networks><profile>default</profile><quota>default</quota></{name}>"
+            for name, password in self.users.items())
+        (directory / "users.xml").write_text(USERS.replace("{extra_users}", extra))
         return config
 
     def start(self, timeout: float = 60.0) -> str:

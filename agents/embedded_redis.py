@@ -3,6 +3,8 @@
 No persistence (``--save "" --appendonly no``), dies with the process that started it, and
 can be killed, paused and restarted on the same port to simulate outages. ``livepulse demo``
 starts one when ``LIVEPULSE_REDIS_URL`` points at this machine and nothing answers there.
+Optionally with a password (``--requirepass``) and TLS only (``--tls-port``, a PEM
+certificate and key; clients are not asked for certificates).
 
 >>> server = RedisServer()
 >>> server.url.startswith("redis://127.0.0.1:")
@@ -14,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -32,10 +35,22 @@ def redis_server_available() -> bool:
     return os.access(REDIS_SERVER_BIN, os.X_OK)
 
 
-def ping(port: int, timeout: float = 0.5) -> bool:
-    """True if a Redis server answers PING on 127.0.0.1:``port``."""
+def ping(port: int, timeout: float = 0.5, password: str | None = None,
+         tls: bool = False) -> bool:
+    """True if a Redis server answers PING on 127.0.0.1:``port`` (after AUTH, over TLS
+    without verifying the certificate, when asked)."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+            sock = raw
+            if tls:
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+                sock = context.wrap_socket(raw)
+            if password:
+                sock.sendall(f"AUTH {password}\r\n".encode())
+                if not sock.recv(64).startswith(b"+OK"):
+                    return False
             sock.sendall(b"PING\r\n")
             return sock.recv(64).startswith(b"+PONG")
     except OSError:
@@ -47,14 +62,34 @@ class RedisServer(ServerProcess):
 
     stop_timeout_s = 5.0
 
-    def __init__(self, port: int | None = None, log_dir: Path | None = None) -> None:
+    def __init__(self, port: int | None = None, log_dir: Path | None = None, *,
+                 password: str | None = None, tls_cert_file: str | None = None,
+                 tls_key_file: str | None = None) -> None:
         self.port = port or free_port()
         self.log_dir = log_dir
+        self.password = password
+        self.tls_cert_file = tls_cert_file
+        self.tls_key_file = tls_key_file
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert_file)
+
+    @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        scheme = "rediss" if self.tls else "redis"
+        auth = f":{self.password}@" if self.password else ""
+        return f"{scheme}://{auth}127.0.0.1:{self.port}/0"
+
+    def _security_args(self) -> list[str]:
+        args = ["--requirepass", self.password] if self.password else []
+        if self.tls:
+            args += ["--port", "0", "--tls-port", str(self.port),
+                     "--tls-cert-file", str(self.tls_cert_file),
+                     "--tls-key-file", str(self.tls_key_file or self.tls_cert_file),
+                     "--tls-auth-clients", "no"]
+        return args
 
     @property
     def log_path(self) -> Path:
@@ -69,14 +104,15 @@ class RedisServer(ServerProcess):
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [REDIS_SERVER_BIN, "--port", str(self.port), "--bind", "127.0.0.1",
-                 "--save", "", "--appendonly", "no", "--dir", str(self.log_path.parent)],
+                 "--save", "", "--appendonly", "no", "--dir", str(self.log_path.parent),
+                 *self._security_args()],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"redis-server exited: {self.log_path.read_text()[-2000:]}")
-            if ping(self.port):
+            if ping(self.port, password=self.password, tls=self.tls):
                 return self.url
             time.sleep(0.02)
         self.stop()

@@ -124,6 +124,7 @@ def build_redis_sink(settings: Settings, metrics: EngineMetrics) -> RedisSink | 
         max_pending=settings.redis_max_pending,
         namespace=settings.redis_namespace,
         metrics=RedisSinkMetrics(metrics.registry),
+        ssl_ca_certs=settings.redis_tls_ca_file or None,
     )
 
 

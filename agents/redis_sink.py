@@ -62,6 +62,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -156,6 +157,14 @@ def redact_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
 
 
+def _auth_hint(error: BaseException) -> str:
+    """A pointer to the credentials when Redis refused them (AUTH failed or required)."""
+    refused = isinstance(error, (redis_errors.AuthenticationError,
+                                 redis_errors.AuthorizationError)) or "NOAUTH" in str(error)
+    return (" -- authentication failed: check the user and password in LIVEPULSE_REDIS_URL"
+            if refused else "")
+
+
 class RedisSinkMetrics:
     """Prometheus series of the Redis sink, registered on ``registry``."""
 
@@ -239,7 +248,8 @@ class RedisSink:
     def __init__(self, url: str, *, ttl_s: int | Mapping[str, int], flush_interval_s: float = 0.2,
                  batch_size: int = 500, max_pending: int = 200_000,
                  metrics: RedisSinkMetrics | None = None, namespace: str = "lp",
-                 timeout_s: float = 2.0, max_backoff_s: float = 5.0) -> None:
+                 timeout_s: float = 2.0, max_backoff_s: float = 5.0,
+                 ssl_ca_certs: str | None = None) -> None:
         ttls = dict(ttl_s) if isinstance(ttl_s, Mapping) else {}
         self.ttl_s = int(ttl_s) if not isinstance(ttl_s, Mapping) else max(ttls.values())
         if (min([self.ttl_s, *ttls.values()]) < 1 or batch_size < 1 or max_pending < 1
@@ -255,9 +265,13 @@ class RedisSink:
         self.metrics = metrics or RedisSinkMetrics(CollectorRegistry())
         self.metrics.pending_keys.set_function(lambda: self.pending)
         self.metrics.up.set(0)
+        # AUTH and TLS come with the URL (`redis://user:password@`, `rediss://`); a
+        # `rediss://` server is verified against `ssl_ca_certs` (default: system CAs).
+        tls = {"ssl_ca_certs": ssl_ca_certs} if ssl_ca_certs and url.startswith("rediss:") \
+            else {}
         self._client = aioredis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0))  # run() owns retries and back-off
+            retry=Retry(NoBackoff(), 0), **tls)  # run() owns retries and back-off
         self._write_script = self._client.register_script(WRITE_SCRIPT)  # reloads on NOSCRIPT
         self._pending: collections.OrderedDict[str, _Pending] = collections.OrderedDict()
         self._in_flight = 0
@@ -404,9 +418,9 @@ class RedisSink:
         self._up = False
         self._down_since = time.monotonic()
         self.metrics.up.set(0)
-        log.warning("Redis at %s unavailable (%s failed: %s: %s); keeping %d keys pending "
+        log.warning("Redis at %s unavailable (%s failed: %s: %s)%s; keeping %d keys pending "
                     "and retrying", redact_url(self.url), operation, type(error).__name__,
-                    error, self.pending)
+                    error, _auth_hint(error), self.pending)
 
     def _mark_up(self) -> None:
         if self._up is True:

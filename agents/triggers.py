@@ -27,7 +27,7 @@ import concurrent.futures
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +47,7 @@ from agents.profile import UserProfile
 from config.settings import Settings
 from streams.contracts import CONSENT_EVENT, SCHEMA_VERSION
 from streams.ingest import Rejection, Validator, now_ms
+from streams.security import kafka_client_options
 
 if TYPE_CHECKING:
     from agents.engine import Engine
@@ -160,7 +161,8 @@ class PromoTriggers:
         topic = self.names.campaigns
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             future = pool.submit(asyncio.run, read_campaign_records(
-                bootstrap, topic, timeout=LOAD_TIMEOUT_S, positions=self.positions))
+                bootstrap, topic, timeout=LOAD_TIMEOUT_S, positions=self.positions,
+                client_options=kafka_client_options(self.engine.settings)))
             try:
                 records = future.result(LOAD_TIMEOUT_S + 5)
             except Exception as exc:
@@ -203,7 +205,8 @@ class PromoTriggers:
 
     async def _follow(self, bootstrap: str) -> None:
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                    group_id=None, fetch_max_wait_ms=CONTROL_FETCH_WAIT_MS)
+                                    group_id=None, fetch_max_wait_ms=CONTROL_FETCH_WAIT_MS,
+                                    **kafka_client_options(self.engine.settings))
         await consumer.start()
         try:
             parts = {t: _partitions(consumer, t, self.engine.settings.partitions)
@@ -298,11 +301,13 @@ def register(engine: Engine) -> PromoTriggers:
 async def read_campaign_records(
         bootstrap: str, topic: str, timeout: float = 15.0,
         positions: dict[TopicPartition, int] | None = None,
+        client_options: Mapping[str, Any] | None = None,
 ) -> list[tuple[str | None, bytes | None]]:
     """Every record of the campaigns topic up to its end: (key, raw value or None). The
     next offset of each partition goes to ``positions`` when given."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                group_id=None, fetch_max_wait_ms=CONTROL_FETCH_WAIT_MS)
+                                group_id=None, fetch_max_wait_ms=CONTROL_FETCH_WAIT_MS,
+                                **(client_options or {}))
     await consumer.start()
     out: list[tuple[str | None, Any]] = []
     try:
@@ -339,9 +344,11 @@ def _key(raw: bytes | None) -> str | None:
 
 
 async def publish_campaigns(bootstrap: str, topic: str,
-                            records: list[tuple[str, dict[str, Any] | None]]) -> None:
+                            records: list[tuple[str, dict[str, Any] | None]],
+                            client_options: Mapping[str, Any] | None = None) -> None:
     """Produce campaign records (None = tombstone), keyed by campaign id."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                **(client_options or {}))
     await producer.start()
     try:
         for key, value in records:

@@ -22,6 +22,7 @@ from aiohttp import web as aiohttp_web
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
+from agents import web_auth
 from agents.anomalies import SCOPES
 from agents.engine import Engine
 from agents.profile import UserProfile
@@ -47,6 +48,7 @@ def register(engine: Engine) -> None:
              if p.is_file() and p.suffix in STATIC_TYPES}
     rooms = app.livepulse_rooms
     profiles = app.livepulse_profiles
+    web_auth.install(app, engine.settings)  # bearer tokens when LIVEPULSE_API_TOKEN is set
 
     def assigned_partitions() -> int:
         try:

@@ -60,6 +60,26 @@ class Settings:
     embedded_broker_storage: str = _setting(
         "memory://tansu/", "Storage engine of the embedded broker (`postgres://...` = durable)."
     )
+    # --- Kafka connection security (every client: Faust, sinks, admin, producers, CLI)
+    kafka_security_protocol: str = _setting(
+        "PLAINTEXT", "`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`."
+    )
+    kafka_sasl_mechanism: str = _setting(
+        "PLAIN", "SASL mechanism: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`."
+    )
+    kafka_sasl_username: str = _setting("", "SASL user name (SASL_* protocols).")
+    kafka_sasl_password: str = _setting("", "SASL password (secret: never logged).")
+    kafka_ssl_cafile: str = _setting(
+        "", "PEM file of the CA(s) that signed the brokers' certificates (empty: system CAs)."
+    )
+    kafka_ssl_certfile: str = _setting(
+        "", "PEM client certificate for mutual TLS (optional, with `..._SSL_KEYFILE`)."
+    )
+    kafka_ssl_keyfile: str = _setting("", "PEM private key of the client certificate.")
+    processing_guarantee: str = _setting(
+        "at_least_once", "`at_least_once` (default: idempotent outputs) or `exactly_once` "
+        "(Kafka transactions; Apache Kafka/Redpanda only, refused on the embedded broker)."
+    )
     # --- low-latency client tuning (Faust/aiokafka defaults add seconds of latency)
     fetch_max_wait_ms: int = _setting(
         10, "Consumer fetch wait (aiokafka default 500, Faust hard-codes 1500)."
@@ -76,6 +96,17 @@ class Settings:
     data_dir: str = _setting("livepulse-data", "Directory for table stores and local files.")
     web_host: str = _setting("127.0.0.1", "Web server bind host (API, host page, /metrics).")
     web_port: int = _setting(6066, "Web server port.")
+    api_token: str = _setting(
+        "", "Bearer token of the HTTP API (admin: every room). Required when `WEB_HOST` is not "
+        "loopback; empty on loopback: the API is open (demo). Secret: never logged."
+    )
+    host_token_key: str = _setting(
+        "", "HMAC key of the per-room host tokens (`livepulse host-token ROOM`); empty: the "
+        "API token is the key. Secret: never logged."
+    )
+    metrics_public: bool = _setting(
+        False, "Serve `/metrics` without a token even when the API requires one."
+    )
     log_level: str = _setting("info", "Log level of workers (debug, info, warn, error, crit).")
     table_count_interval_s: float = _setting(
         60.0, "How often the keys of RocksDB tables are recounted for `livepulse_table_keys` "
@@ -84,7 +115,11 @@ class Settings:
     # --- serving and analytics (used by later components)
     redis_url: str = _setting(
         "redis://127.0.0.1:6379/0",
-        "Redis for serving profiles and room insights (empty: serve from the workers only).",
+        "Redis for serving profiles and room insights (empty: serve from the workers only). "
+        "AUTH: `redis://[user]:password@host:6379/0`; TLS: `rediss://`.",
+    )
+    redis_tls_ca_file: str = _setting(
+        "", "PEM CA file that verifies a `rediss://` (TLS) Redis server (empty: system CAs)."
     )
     redis_namespace: str = _setting(
         "lp", "Prefix of every Redis key (`{ns}:user:{id}`, `{ns}:room:{id}`)."
@@ -101,7 +136,8 @@ class Settings:
     )
     clickhouse_url: str = _setting(
         "", "ClickHouse native URL of the history sink "
-        "(`clickhouse://user:password@host:9000/database`). Empty: no history."
+        "(`clickhouse://user:password@host:9000/database`; TLS: port 9440 and "
+        "`?secure=True&ca_certs=/path/ca.pem`). Empty: no history."
     )
     clickhouse_batch_rows: int = _setting(
         1000, "History inserts are batched: a batch is written once it holds this many rows..."
@@ -234,6 +270,115 @@ class Settings:
         if not 1 <= self.clickhouse_batch_rows <= self.clickhouse_max_buffered_rows:
             raise SettingsError("LIVEPULSE_CLICKHOUSE_BATCH_ROWS must be within "
                                 "[1, LIVEPULSE_CLICKHOUSE_MAX_BUFFERED_ROWS]")
+        self.check_security()
+
+    def check_security(self) -> None:
+        """Connection security and access settings (see README "Security")."""
+        protocols = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+        if self.kafka_security_protocol not in protocols:
+            raise SettingsError("LIVEPULSE_KAFKA_SECURITY_PROTOCOL must be one of "
+                                + ", ".join(protocols))
+        if self.kafka_security_protocol.startswith("SASL_"):
+            if self.kafka_sasl_mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+                raise SettingsError("LIVEPULSE_KAFKA_SASL_MECHANISM must be PLAIN, "
+                                    "SCRAM-SHA-256 or SCRAM-SHA-512")
+            if not self.kafka_sasl_username or not self.kafka_sasl_password:
+                raise SettingsError(f"LIVEPULSE_KAFKA_SECURITY_PROTOCOL="
+                                    f"{self.kafka_security_protocol} needs "
+                                    "LIVEPULSE_KAFKA_SASL_USERNAME and _SASL_PASSWORD")
+        if self.kafka_security_protocol != "PLAINTEXT" and self.embedded_broker:
+            raise SettingsError("LIVEPULSE_KAFKA_SECURITY_PROTOCOL applies to the cluster in "
+                                "LIVEPULSE_KAFKA_URL; the embedded broker is plaintext on "
+                                "loopback")
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise SettingsError("LIVEPULSE_KAFKA_SSL_CERTFILE and _SSL_KEYFILE go together")
+        tls = self.kafka_security_protocol in ("SSL", "SASL_SSL")
+        for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile",
+                     "redis_tls_ca_file"):
+            path = getattr(self, name)
+            if path and not os.path.isfile(path):
+                raise SettingsError(f"{env_name(name)}={path!r}: no such file")
+            if path and name.startswith("kafka_") and not tls:
+                raise SettingsError(f"{env_name(name)} needs LIVEPULSE_KAFKA_SECURITY_PROTOCOL"
+                                    " SSL or SASL_SSL")
+        if self.processing_guarantee not in ("at_least_once", "exactly_once"):
+            raise SettingsError("LIVEPULSE_PROCESSING_GUARANTEE must be at_least_once or "
+                                "exactly_once")
+        if self.processing_guarantee == "exactly_once" and self.embedded_broker:
+            raise SettingsError(
+                "LIVEPULSE_PROCESSING_GUARANTEE=exactly_once needs Kafka transactions, which "
+                "the embedded broker (Tansu) does not support: set LIVEPULSE_KAFKA_URL to an "
+                "Apache Kafka or Redpanda cluster, or keep at_least_once")
+        if not is_loopback(self.web_host) and not self.api_token:
+            raise SettingsError(
+                f"LIVEPULSE_WEB_HOST={self.web_host!r} is reachable beyond this machine: set "
+                "LIVEPULSE_API_TOKEN (clients send `Authorization: Bearer <token>`), or bind "
+                "to 127.0.0.1")
+
+    def __repr__(self) -> str:
+        """Like the dataclass repr, with secrets masked (settings end up in logs)."""
+        shown = ", ".join(f"{name}={value!r}" for name, value in self.redacted().items())
+        return f"Settings({shown})"
+
+    def redacted(self) -> dict[str, Any]:
+        """Every setting by field name, secrets masked: safe to log or print."""
+        return {f.name: redact_setting(f.name, getattr(self, f.name))
+                for f in dataclasses.fields(self)}
+
+
+# Settings whose value is a secret, and settings that are URLs which may embed a password.
+SECRET_SETTINGS = frozenset({"kafka_sasl_password", "api_token", "host_token_key",
+                             "pseudonym_key", "snapshot_key"})
+URL_SETTINGS = frozenset({"kafka_url", "redis_url", "clickhouse_url",
+                          "embedded_broker_storage"})
+MASK = "***"
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password masked, for logs and printed settings.
+
+    >>> redact_url("redis://user:secret@cache:6379/0"), redact_url("rediss://:pw@h/0")
+    ('redis://user:***@cache:6379/0', 'rediss://:***@h/0')
+    >>> redact_url("clickhouse://default:@127.0.0.1:9000/lp"), redact_url("h:9092")
+    ('clickhouse://default:@127.0.0.1:9000/lp', 'h:9092')
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, host = netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user, _, password = userinfo.partition(":")
+    if not password:
+        return url
+    return f"{scheme}://{user}:{MASK}@{host}{slash}{tail}"
+
+
+def redact_setting(name: str, value: Any) -> Any:
+    """A setting's value as it may be shown: secrets masked (when set), URL passwords masked."""
+    if name in SECRET_SETTINGS:
+        return MASK if value else value
+    if name in URL_SETTINGS and isinstance(value, str):
+        return ",".join(redact_url(part) for part in value.split(","))
+    return value
+
+
+def is_loopback(host: str) -> bool:
+    """True if a web server bound to ``host`` is reachable from this machine only.
+
+    >>> [is_loopback(h) for h in ("127.0.0.1", "127.9.0.1", "::1", "localhost", "0.0.0.0", "")]
+    [True, True, True, True, False, False]
+    """
+    import ipaddress
+
+    host = host.strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name or an empty host (= every interface)
 
 
 def env_name(field_name: str) -> str:

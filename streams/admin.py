@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from config.settings import Settings
+from streams.security import kafka_client_options
 from streams.topics import TopicSpec, topic_names
 
 
-async def list_topics(bootstrap: str) -> list[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+async def list_topics(bootstrap: str,
+                      client_options: Mapping[str, Any] | None = None) -> list[str]:
+    """``client_options``: TLS/SASL arguments (``streams.security.kafka_client_options``)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000,
+                                **(client_options or {}))
     await admin.start()
     try:
         return sorted(await admin.list_topics())
@@ -21,9 +27,11 @@ async def list_topics(bootstrap: str) -> list[str]:
 
 
 async def create_topics(bootstrap: str, specs: list[TopicSpec], *, partitions: int,
-                        replication_factor: int, retention_ms: int) -> list[str]:
+                        replication_factor: int, retention_ms: int,
+                        client_options: Mapping[str, Any] | None = None) -> list[str]:
     """Create the missing topics; return the names that were created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000,
+                                **(client_options or {}))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -45,4 +53,5 @@ async def ensure_topics(settings: Settings, bootstrap: str | None = None) -> lis
         bootstrap or settings.bootstrap_servers, topic_names(settings).specs(),
         partitions=settings.partitions, replication_factor=settings.replication_factor,
         retention_ms=settings.topic_retention_ms,
+        client_options=kafka_client_options(settings),
     )

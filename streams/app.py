@@ -20,13 +20,15 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 import streams.codecs  # noqa: F401  (registers the orjson codec)
 from config.settings import Settings
+from streams.security import faust_credentials, kafka_client_options
 
 TRANSPORT_SCHEME = "lpkafka"
 DEFAULT_FETCH_MAX_WAIT_MS = 10
 
 
 async def log_ends(bootstrap: str, reported: Mapping[Any, int],
-                   timeout_s: float = 5.0) -> dict[Any, int]:
+                   timeout_s: float = 5.0,
+                   client_options: Mapping[str, Any] | None = None) -> dict[Any, int]:
     """End offsets as a fetch reports them (its high watermark), never below ``reported``.
 
     Some brokers (the embedded Tansu, see ../shared/EMBEDDED-BROKER.md) answer ListOffsets
@@ -37,7 +39,8 @@ async def log_ends(bootstrap: str, reported: Mapping[Any, int],
     by_key = {(tp.topic, tp.partition): tp for tp in reported}
     ends = dict(reported)
     probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                             enable_auto_commit=False, fetch_max_wait_ms=10)
+                             enable_auto_commit=False, fetch_max_wait_ms=10,
+                             **(client_options or {}))
     await probe.start()
     try:
         pending = {TopicPartition(t, p) for t, p in by_key}
@@ -64,7 +67,9 @@ class _LowLatencyConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         bootstrap = getattr(self.app, "livepulse_bootstrap", None)
         if not reported or not bootstrap or self.consumer.in_transaction:
             return reported
-        return await log_ends(bootstrap, reported)
+        settings = getattr(self.app, "livepulse_settings", None)
+        options = kafka_client_options(settings) if settings else None
+        return await log_ends(bootstrap, reported, client_options=options)
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
@@ -130,6 +135,9 @@ def create_app(settings: Settings, bootstrap: str | None = None, **overrides: An
         # Do not wait for buffers to drain on rebalance: keeps joins and shutdowns short.
         "stream_wait_empty": False,
         "table_cleanup_interval": 30.0,
+        # TLS/SASL for Faust's producer, consumer and topic creation (streams.security).
+        "broker_credentials": faust_credentials(settings),
+        "processing_guarantee": settings.processing_guarantee,
     }
     options.update(overrides)
     app = faust.App(settings.app_id, **options)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -176,7 +176,8 @@ def _key(event: dict[str, Any], key_field: str) -> bytes | None:
 
 async def replay(bootstrap: str, topic: str, events: Iterable[Event], *,
                  speedup: float = 60.0, max_rate: float | None = None,
-                 key_field: str = "user_id") -> dict[str, Any]:
+                 key_field: str = "user_id",
+                 client_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Produce ``events`` to ``topic`` at the recorded pace divided by ``speedup``.
 
     Each dict's ``ts`` is set to the wall clock when it is sent; raw ``bytes`` go out
@@ -192,7 +193,8 @@ async def replay(bootstrap: str, topic: str, events: Iterable[Event], *,
         if future.cancelled() or future.exception() is not None:
             counts["failed"] += 1
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5,
+                                **(client_options or {}))  # TLS/SASL: streams.security
     await producer.start()
     clock = time.monotonic
     start = clock()

@@ -28,7 +28,7 @@ import logging
 import math
 import time
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from random import Random
 from typing import Any
@@ -970,6 +970,7 @@ TICK_S = 0.01
 async def run_simulation(bootstrap: str, topics: TopicNames, sim: Simulator, *, rate: float,
                          duration: float | None, stop: asyncio.Event | None = None,
                          scenarios: Sequence[tuple[float, str, str | None, float]] = (),
+                         client_options: Mapping[str, Any] | None = None,
                          ) -> SimStats:
     """Produce the catalog, then ``rate`` events/s until ``duration`` s passed or ``stop`` set.
 
@@ -988,7 +989,8 @@ async def run_simulation(bootstrap: str, topics: TopicNames, sim: Simulator, *, 
         if future.cancelled() or future.exception() is not None:
             stats.failed += 1
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5,
+                                **(client_options or {}))  # TLS/SASL: streams.security
     await producer.start()
     started = time.monotonic()
     try:

@@ -23,6 +23,7 @@
       all_rooms: "All rooms", live: "LIVE", ended: "ENDED",
       st_connecting: "Connecting…", st_live: "Live", st_reconnecting: "Reconnecting…",
       st_offline: "Engine unreachable, retrying…", st_not_found: "Room not live",
+      st_unauthorized: "Access denied: open this page with its host link (?token=…)",
       st_quiet: "No changes for {s}s", updated_ago: "updated {s}s ago",
       not_found_banner: "This room is not live right now (or not found). The page will update when it starts.",
       viewers: "Viewers now", unique_viewers: "Unique viewers", peak_viewers: "Peak viewers",
@@ -61,6 +62,7 @@
       all_rooms: "全部直播间", live: "直播中", ended: "已结束",
       st_connecting: "连接中…", st_live: "实时", st_reconnecting: "重新连接中…",
       st_offline: "无法连接引擎，重试中…", st_not_found: "直播间未开播",
+      st_unauthorized: "无权访问：请用主播专属链接打开本页（?token=…）",
       st_quiet: "{s} 秒无变化", updated_ago: "{s} 秒前更新",
       not_found_banner: "该直播间当前未开播（或不存在）。开播后页面会自动更新。",
       viewers: "在线观众", unique_viewers: "累计观众", peak_viewers: "峰值在线",
@@ -301,9 +303,38 @@
     svg.innerHTML = parts.join("");
   }
 
+  // ------------------------------------------------------------------ access token
+  // When the engine requires a token (LIVEPULSE_API_TOKEN), a host opens the page with
+  // ?token=<host token> once; it is kept in sessionStorage (this tab only) and sent as a
+  // Bearer header with fetch, and as ?token= with EventSource (which cannot send headers).
+  const TOKEN_KEY = "livepulse-token";
+  let cachedToken = null;
+  function token() {
+    if (cachedToken !== null) return cachedToken;
+    const fromUrl = new URLSearchParams(location.search).get("token");
+    try {
+      if (fromUrl) sessionStorage.setItem(TOKEN_KEY, fromUrl);
+      cachedToken = fromUrl || sessionStorage.getItem(TOKEN_KEY) || "";
+    } catch (e) {
+      cachedToken = fromUrl || "";
+    }
+    return cachedToken;
+  }
+  function authFetch(url, options) {
+    const tk = token();
+    const opts = Object.assign({}, options || {});
+    if (tk) opts.headers = Object.assign({}, opts.headers || {}, { Authorization: "Bearer " + tk });
+    return fetch(url, opts);
+  }
+  function withToken(url) {
+    const tk = token();
+    return tk ? url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(tk) : url;
+  }
+
   window.LivePulse = {
     I18N, t, setLang, initLang, applyLabels, onLang: (fn) => langListeners.push(fn),
     get lang() { return lang; },
     format, get, bindFields, esc, sentimentClass, lineChart, gauge, isNum,
+    token, authFetch, withToken,
   };
 })();
