@@ -473,6 +473,35 @@ class IncidentTracker:
                  if s.incident is not None and (scope is None or sc == scope)}
         return list(found.values())  # members of a coalesced incident share it
 
+    def forget(self, scope: str, scope_id: str) -> int:
+        """Erase one scope id (a forgotten user): its streak, the incidents it opened
+        (dropped without a ``resolved`` record: emitting one would name it again; their
+        other members start over), and its id wherever another incident lists or names it.
+        O(scopes + resolved); returns the incidents dropped."""
+        key = (scope, scope_id)
+        state = self.scopes.pop(key, None)
+        doomed = {id(i): i for i in self.resolved if i.scope == scope and i.scope_id == scope_id}
+        if state is not None and state.incident is not None \
+                and state.incident.scope_id == scope_id:
+            doomed[id(state.incident)] = state.incident
+        for other in self.scopes.values():
+            if other.incident is not None and id(other.incident) in doomed:
+                other.incident, other.streak, other.quiet_since = None, 0, None
+        for anomaly_id in [a for a, (i, _) in self.groups.items() if id(i) in doomed]:
+            del self.groups[anomaly_id]
+        for _incident, members in self.groups.values():
+            members.discard(scope_id)
+        kept = [i for i in self.resolved if id(i) not in doomed]
+        self.resolved.clear()
+        self.resolved.extend(kept)
+        named = re.compile(rf"(?<![\w-]){re.escape(scope_id)}(?![\w-])")
+        for incident in [*kept, *(s.incident for s in self.scopes.values() if s.incident)]:
+            if scope_id in incident.members:
+                incident.members.remove(scope_id)
+                incident.explanation = named.sub("[erased]", incident.explanation)
+                incident.explanation_zh = named.sub("[erased]", incident.explanation_zh)
+        return len(doomed)
+
     def active(self, scope: str) -> set[str]:
         """Scope ids with a streak or an open incident (watchers keep sampling them)."""
         return {sid for (sc, sid) in self.scopes if sc == scope}
@@ -1139,6 +1168,20 @@ class AnomalyMonitor:
                         room_id=getattr(record, "room_id", None), live=live)
         if not live:
             self.system.note_lag(self.clock() - record.ts)
+
+    def forget_user(self, user_id: str) -> int:
+        """Erase a user (``livepulse forget``): per-user click statistics and incidents."""
+        self.users.users.pop(user_id, None)
+        self.users.dirty.discard(user_id)
+        return self.tracker.forget("user", user_id)
+
+    def holds_user(self, user_id: str) -> bool:
+        """True while any per-user state or incident of this worker names ``user_id``."""
+        tracker = self.tracker
+        incidents = [*tracker.resolved, *(s.incident for s in tracker.scopes.values()
+                                          if s.incident is not None)]
+        return (user_id in self.users.users or ("user", user_id) in tracker.scopes
+                or any(i.scope_id == user_id or user_id in i.members for i in incidents))
 
     # ------------------------------------------------------------------ per second
     def tick(self, rooms: Mapping[str, RoomSource], *, now_ms: int | None = None,

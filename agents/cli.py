@@ -10,6 +10,7 @@
 ``livepulse eval X``     offline evaluation of a model (recsys, propensity, sentiment, nab)
 ``livepulse campaigns``  push, list or delete promo campaigns on the campaigns topic
 ``livepulse history``    ClickHouse history: run the sink alone, migrate, apply retention
+``livepulse forget ID``  erase a user: worker state, Redis keys, ClickHouse rows (idempotent)
 ``livepulse bench``      full-pipeline benchmark (throughput, latency, memory, scaling, baselines)
 ``livepulse host-token`` print the token that opens one room's host page and room API
 
@@ -242,6 +243,21 @@ def cmd_campaigns(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
+    """Erase one user everywhere (see agents.forget); prints a JSON summary."""
+    from agents.forget import forget
+    from streams.admin import ensure_topics
+
+    web_url = None if args.no_wait else (
+        args.web or f"http://{settings.web_host}:{settings.web_port}")
+    with broker_for(settings) as bootstrap:
+        asyncio.run(ensure_topics(settings, bootstrap))
+        summary = asyncio.run(forget(settings, bootstrap, args.user_id, web_url=web_url,
+                                     timeout_s=args.timeout))
+    _print_json(summary)
+    return 0 if summary["ok"] else 1
+
+
 EVALUATIONS = {
     "recsys": ("online_models.eval_recsys", "main",
                "next-item HR@20/MRR@20 on a SessionId/ItemId/Time file (--train F --test F)"),
@@ -400,6 +416,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("what", choices=sorted(EVALUATIONS))
     evaluate.add_argument("eval_args", nargs=argparse.REMAINDER)
     evaluate.set_defaults(func=cmd_eval)
+
+    forget = sub.add_parser(
+        "forget", help="erase a user: profile, session and model state, Redis, ClickHouse")
+    forget.add_argument("user_id")
+    forget.add_argument("--web", default=None, help="a worker's base URL for the "
+                        "acknowledgement (default http://LIVEPULSE_WEB_HOST:LIVEPULSE_WEB_PORT)")
+    forget.add_argument("--timeout", type=float, default=30.0,
+                        help="seconds to wait for the worker and ClickHouse (default 30)")
+    forget.add_argument("--no-wait", action="store_true",
+                        help="do not wait for the worker's acknowledgement")
+    forget.set_defaults(func=cmd_forget)
 
     bench = sub.add_parser("bench", help="full-pipeline benchmark (a source checkout)")
     bench.add_argument("--quick", action="store_true", help="under 5 minutes, prints JSON only")

@@ -1,7 +1,9 @@
 """History tables in ClickHouse: their DDL, migrations, record-to-row mapping and retention.
 
-One table per topic the history sink reads (see :data:`TABLES`): the raw inputs
-``live_events`` and ``click_events`` (user ids pseudonymized, see :mod:`agents.privacy`) and
+One table per topic the history sink reads (see :data:`TABLES`): the inputs
+``live_events`` and ``click_events`` (user and session ids pseudonymized, see
+:mod:`agents.privacy`; comment text and search queries redacted, see
+:mod:`agents.redaction`) and
 the engine's outputs ``room_insights``, ``recommendations``, ``promo_triggers``,
 ``attribution`` and ``anomalies``. Every table
 
@@ -18,7 +20,10 @@ The DDL sticks to what ClickHouse 18.16 (Debian's ``clickhouse-server``) underst
 no ``DateTime64``, ``TTL``, ``async_insert`` -- and uses ``LowCardinality(String)`` for
 the low-cardinality columns only when the server is 20.1 or newer (:func:`create_table_sql`).
 Migrations are idempotent (``CREATE ... IF NOT EXISTS``) and recorded in
-``schema_migrations``; :func:`migration_statements` lists them for a server version.
+``schema_migrations``; :func:`migration_statements` lists them for a server version. Data
+migrations (mutations such as migration 2, which empties the raw text and session ids of
+rows stored before it) run once: :func:`data_migration_statements`. Erasure of one user:
+:func:`erase_user_sql`.
 
 >>> [t.name for t in TABLES]  # doctest: +NORMALIZE_WHITESPACE
 ['live_events', 'click_events', 'room_insights', 'recommendations', 'promo_triggers',
@@ -40,6 +45,7 @@ from typing import Any
 import orjson
 
 from agents.anomalies import member_ids
+from agents.redaction import redact_text
 from streams.contracts import (
     ANOMALY,
     ATTRIBUTION,
@@ -161,16 +167,23 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode() if value is not None else ""
 
 
+def _pid_or_empty(value: Any, pid: Pseudonymize) -> str:
+    """A session id links a person's events: stored as its pseudonym (same key as users)."""
+    return pid(str(value)) if value else ""
+
+
 def _live_event(r: Mapping[str, Any], pid: Pseudonymize) -> Row:
     return (r["event_id"], r["type"], r["ts"], r["room_id"], pid(r["user_id"]),
             _s(r.get("host_id")), _s(r.get("item_id")), _f(r.get("amount")),
-            _i(r.get("quantity")), _s(r.get("text")), _s(r.get("session_id")))
+            _i(r.get("quantity")), redact_text(_s(r.get("text"))),
+            _pid_or_empty(r.get("session_id"), pid))
 
 
 def _click_event(r: Mapping[str, Any], pid: Pseudonymize) -> Row:
-    return (r["event_id"], r["type"], r["ts"], pid(r["user_id"]), r["session_id"],
-            _s(r.get("item_id")), _s(r.get("category")), _f(r.get("price")),
-            _i(r.get("quantity")), _s(r.get("query")), _s(r.get("room_id")))
+    return (r["event_id"], r["type"], r["ts"], pid(r["user_id"]),
+            _pid_or_empty(r["session_id"], pid), _s(r.get("item_id")), _s(r.get("category")),
+            _f(r.get("price")), _i(r.get("quantity")), redact_text(_s(r.get("query"))),
+            _s(r.get("room_id")))
 
 
 def _room_insight(r: Mapping[str, Any], pid: Pseudonymize) -> Row:
@@ -235,14 +248,16 @@ TABLES: tuple[HistoryTable, ...] = (
               f"host_id {ENUM}, item_id String, amount Float64, quantity UInt32, text String, "
               "session_id String"),
         ("room_id", "ts", "event_id"), "ts", _live_event,
-        "Raw live-room events (valid ones: what the engine admitted), user ids pseudonymized."),
+        "Live-room events (valid ones: what the engine admitted); user and session ids "
+        "pseudonymized, comment text redacted (agents.redaction)."),
     HistoryTable(
         "click_events", lambda n: n.clicks, CLICK_EVENT, True,
         _cols(f"event_id String, type {ENUM}, ts UInt64, user_pid String, session_id String, "
               f"item_id String, category {ENUM}, price Float64, quantity UInt32, query String, "
               f"room_id {ENUM}"),
         ("type", "ts", "event_id"), "ts", _click_event,
-        "Raw clickstream events (valid ones), user ids pseudonymized."),
+        "Clickstream events (valid ones); user and session ids pseudonymized, search "
+        "queries redacted (agents.redaction)."),
     HistoryTable(
         "room_insights", lambda n: n.room_insights, ROOM_INSIGHT, False,
         _cols(f"room_id {ENUM}, host_id {ENUM}, ts UInt64, live UInt8, viewers UInt32, "
@@ -298,21 +313,72 @@ TABLE_BY_NAME = {t.name: t for t in TABLES}
 # ------------------------------------------------------------------ migrations
 @dataclass(frozen=True, slots=True)
 class Migration:
+    """``rerun``: DDL run at every start (idempotent, ``IF NOT EXISTS``); otherwise a data
+    migration (a mutation) run once, when ``schema_migrations`` does not list it yet."""
+
     version: int
     name: str
     statements: Callable[[str, tuple[int, ...]], list[str]]  # (database, server) -> SQL
+    rerun: bool = True
+
+
+def scrub_raw_text_sql(database: str, server: tuple[int, ...]) -> list[str]:
+    """Migration 2: rows stored before it hold raw session ids, comment text and search
+    queries. Pseudonymizing needs the key and redaction needs Python, so those rows lose
+    them (set to ''); rows stored since are pseudonymized and redacted by the sink.
+    ``ALTER ... UPDATE`` (a mutation) exists since ClickHouse 18.12."""
+    return [
+        f"ALTER TABLE {database}.live_events UPDATE text = '', session_id = '' "
+        "WHERE text != '' OR session_id != ''",
+        f"ALTER TABLE {database}.click_events UPDATE query = '', session_id = '' "
+        "WHERE query != '' OR session_id != ''",
+    ]
 
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "history tables",
               lambda db, server: [create_table_sql(t, db, server) for t in TABLES]),
+    Migration(2, "privacy: drop raw session ids, comment text and queries of older rows",
+              scrub_raw_text_sql, rerun=False),
 )
 
 
 def migration_statements(database: str, server: tuple[int, ...]) -> list[str]:
-    """Every statement of every migration, in order (all idempotent)."""
+    """Every DDL statement of every migration, in order (all idempotent, run at each
+    start); the once-only data migrations are :func:`data_migration_statements`."""
     return [*system_tables_sql(database),
-            *(sql for m in MIGRATIONS for sql in m.statements(database, server))]
+            *(sql for m in MIGRATIONS if m.rerun for sql in m.statements(database, server))]
+
+
+def data_migration_statements(database: str, server: tuple[int, ...],
+                              done: set[int]) -> list[str]:
+    """The statements of the data migrations not in ``done`` (applied versions)."""
+    return [sql for m in MIGRATIONS if not m.rerun and m.version not in done
+            for sql in m.statements(database, server)]
+
+
+# ------------------------------------------------------------------ erasure
+def user_rows_sql(database: str) -> dict[str, str]:
+    """Per table holding users: ``SELECT count()`` of one user's rows (parameter ``pid``)."""
+    out = {t.name: f"SELECT count() FROM {database}.{t.name} WHERE user_pid = %(pid)s"
+           for t in TABLES if "user_pid" in t.column_names}
+    out["anomalies"] = (f"SELECT count() FROM {database}.anomalies WHERE scope = 'user' AND "
+                        "(scope_id = %(pid)s OR position(explanation, %(pid)s) > 0)")
+    return out
+
+
+def erase_user_sql(database: str) -> list[str]:
+    """Mutations removing one user's rows (parameter ``pid``: the user's pseudonym) from
+    every history table: rows keyed by ``user_pid``, user-scope anomalies of the user, and
+    the pseudonym where a coalesced incident's explanation names it among other users."""
+    out = [f"ALTER TABLE {database}.{t.name} DELETE WHERE user_pid = %(pid)s"
+           for t in TABLES if "user_pid" in t.column_names]
+    out.append(f"ALTER TABLE {database}.anomalies DELETE WHERE scope = 'user' AND "
+               "(scope_id = %(pid)s OR position(anomaly_id, %(pid)s) > 0)")
+    out.append(f"ALTER TABLE {database}.anomalies UPDATE explanation = "
+               "replaceAll(explanation, %(pid)s, '[erased]') "
+               "WHERE position(explanation, %(pid)s) > 0")
+    return out
 
 
 def parse_version(text: str) -> tuple[int, ...]:

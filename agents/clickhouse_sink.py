@@ -65,10 +65,13 @@ from agents.clickhouse_schema import (
     TABLES,
     HistoryTable,
     Row,
+    data_migration_statements,
+    erase_user_sql,
     expired_partitions,
     migration_statements,
     parse_version,
     retention_cutoff,
+    user_rows_sql,
 )
 from agents.privacy import pseudonym_key, pseudonymize
 from agents.redis_sink import redact_url
@@ -273,6 +276,15 @@ class ClickHouseWriter:
             self.execute(sql)
         done = {v for (v,) in self.execute(
             f"SELECT version FROM {self.database}.{MIGRATIONS_TABLE}")}
+        data = data_migration_statements(self.database, self.server_version, done)
+        for sql in data:
+            self.execute(sql)
+        if data:  # rewriting big old tables may take a while: it goes on in the background
+            try:
+                self.wait_mutations(timeout_s=30.0)
+            except TimeoutError:
+                log.warning("ClickHouse data migration still running after 30 s (mutations "
+                            "go on in the background; see system.mutations)")
         applied = [m.version for m in MIGRATIONS if m.version not in done]
         if applied:
             self.execute(
@@ -283,6 +295,34 @@ class ClickHouseWriter:
                      version_text, ", ".join(f"v{v}" for v in applied), self.database)
         self.migrated = True
         return applied
+
+    def wait_mutations(self, timeout_s: float = 120.0) -> None:
+        """Wait until every mutation (``ALTER ... UPDATE/DELETE``) of the history tables is
+        done (18.16 has no ``mutations_sync``); TimeoutError after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        tables = tuple(t.name for t in TABLES)
+        while self.execute("SELECT count() FROM system.mutations WHERE database = %(db)s "
+                           "AND table IN %(tables)s AND is_done = 0",
+                           {"db": self.database, "tables": tables})[0][0]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"ClickHouse mutations not done within {timeout_s} s")
+            time.sleep(0.05)
+
+    def erase_user(self, pid: str, timeout_s: float = 120.0) -> int:
+        """Delete every history row of the user with pseudonym ``pid`` (and the pseudonym
+        where other rows name it); wait for the mutations; return the rows found before."""
+        if not self.migrated:
+            self.migrate()
+        found = self.user_rows(pid)
+        for sql in erase_user_sql(self.database):
+            self.execute(sql, {"pid": pid})
+        self.wait_mutations(timeout_s)
+        return found
+
+    def user_rows(self, pid: str) -> int:
+        """Rows of the user with pseudonym ``pid`` in every history table."""
+        return sum(self.execute(sql, {"pid": pid})[0][0]
+                   for sql in user_rows_sql(self.database).values())
 
     def load_stored(self, tps: Iterable[TP]) -> None:
         """Read which offsets of ``tps`` are stored (by any sink of this group)."""
@@ -387,7 +427,10 @@ class RecordDecoder:
             record = self.validators[table.name].decode(value, now_ms())
             if isinstance(record, Rejection):
                 return record.error_class
-            return table.row(as_dict(record), self.pseudonymize)
+            try:  # an error's text could quote the record: it must not reach a log
+                return table.row(as_dict(record), self.pseudonymize)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                return "internal"
         if value is None:
             return "tombstone"
         try:

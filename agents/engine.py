@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,8 +107,11 @@ class Engine:
         try:
             await handle(arg)
         except Exception as exc:
-            log.exception("%s failed on %s[%s]@%s", agent, message.topic,
-                          message.partition, message.offset)
+            # The traceback's frames, not its message: an exception's text may quote the
+            # event (a user id, a comment); the dead letter keeps it for the record.
+            log.error("%s failed on %s[%s]@%s: %s (message withheld: may hold personal "
+                      "data)\n%s", agent, message.topic, message.partition, message.offset,
+                      type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)))
             self.metrics.agent_errors.labels(agent).inc()
             await self.reject(message, Rejection("internal", f"{type(exc).__name__}: "
                                                  f"{exc}"[:300]), now_ms())
@@ -130,6 +134,7 @@ def build_redis_sink(settings: Settings, metrics: EngineMetrics) -> RedisSink | 
 
 def build_engine(settings: Settings, bootstrap: str | None = None) -> Engine:
     from agents import anomalies_agent, catalog, observability, rooms, triggers, users, web
+    from agents.privacy_web import register as register_privacy_api
 
     app = create_app(settings, bootstrap)
     metrics = EngineMetrics()
@@ -147,6 +152,7 @@ def build_engine(settings: Settings, bootstrap: str | None = None) -> Engine:
     triggers.register(engine)  # before users: its hook and tables
     users.register(engine)
     web.register(engine)
+    register_privacy_api(engine)  # consent API (erasure: DELETE /api/users/{id} in web)
     observability.register(engine)  # lag, table sizes, rebalances, worker info on /metrics
     if settings.clickhouse_url.strip():
         from agents import clickhouse_sink

@@ -22,6 +22,7 @@ import os
 import secrets
 import time
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +150,46 @@ class ModelHost:
             model_version=self.recommender.model_version,
             items=[{"item_id": r["item_id"], "score": round(float(r["score"]), 6),
                     "reasons": list(r.get("reasons", []))} for r in ranked],
-            room_id=room_id)
+            room_id=room_id, personalized=personal)
+
+    def forget(self, user: str, session_ids: Iterable[str] = ()) -> dict[str, int]:
+        """Erase ``user`` from this replica: latest scores, the recommender's sessions of
+        the user (learned with the user id or keyed ``user@room``) and their last top-K, the
+        user's purchase filter and MF factors, the sessions in ``session_ids`` (the
+        profile's: an opted-out user's sessions carry no user id), and pending delayed-label
+        examples of both classifiers (keys ``user`` and ``room|user``). What the models
+        *learned* from the user stays, folded into shared weights and item statistics (not
+        per-user data)."""
+        prefix, suffix = f"{user}@", f"|{user}"
+        named = set(session_ids)
+        for key in [k for k in self.recent_recs if k.startswith(prefix) or k in named]:
+            del self.recent_recs[key]
+        owned = [key for key, s in self.recommender._sessions.items()
+                 if s.user_id == user or key.startswith(prefix) or key in named]
+        for key in owned:
+            self.recent_recs.pop(key, None)
+        return {
+            "scores": int(self.scores.pop(user, None) is not None),
+            "sessions": self.recommender.forget_user(user, owned),
+            "propensity_pending": self.propensity.forget(lambda key: key == user),
+            "leave_risk_pending": self.leave_risk.forget(lambda key: key.endswith(suffix)),
+        }
+
+    def holds(self, user: str) -> dict[str, int]:
+        """What this replica holds about ``user`` (tests and the erasure check)."""
+        prefix, suffix = f"{user}@", f"|{user}"
+        labels = self.propensity.labels._pending.values()
+        watch = self.leave_risk.labels._pending.values()
+        return {
+            "scores": int(user in self.scores),
+            "sessions": sum(1 for key, s in self.recommender._sessions.items()
+                            if s.user_id == user or key.startswith(prefix)),
+            "recent_recs": sum(1 for key in self.recent_recs if key.startswith(prefix)),
+            "mf_factors": int(user in self.recommender._mf.u_latents),
+            "purchase_filter": int(user in self.recommender._users),
+            "propensity_pending": sum(1 for e in labels if e.key == user),
+            "leave_risk_pending": sum(1 for e in watch if e.key.endswith(suffix)),
+        }
 
     def recommend(self, user: str, profile_view: dict[str, Any] | None,
                   room_context: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -163,7 +203,7 @@ class ModelHost:
 
     def _rank_query(self, session: str, user: str, ts: int, view: dict[str, Any],
                     room_context: dict[str, Any] | None, personal: bool) -> dict[str, Any]:
-        query: dict[str, Any] = {"session_id": session, "ts": ts,
+        query: dict[str, Any] = {"session_id": session, "ts": ts, "personal": personal,
                                  "room_items": (room_context or {}).get("items", [])}
         if personal:  # without consent: only non-personal signals (session, room, trending)
             query["user_id"] = user

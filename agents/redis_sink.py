@@ -324,10 +324,10 @@ class RedisSink:
 
     def _drop_oldest(self, count: int) -> None:
         for _ in range(count):
-            dropped_key, _entry = self._pending.popitem(last=False)
-            if self._dropped_unreported == 0:
+            _dropped_key, (kind, _id, _doc) = self._pending.popitem(last=False)
+            if self._dropped_unreported == 0:  # the kind only: a key names a user
                 log.warning("Redis sink buffer full (%d keys): dropping the oldest pending "
-                            "updates, first %s", self.max_pending, dropped_key)
+                            "updates, first a %s key", self.max_pending, kind)
             self._dropped_unreported += 1
         self.metrics.dropped_keys.inc(count)
 

@@ -55,6 +55,18 @@ class WriteBehindTable:
         if self._updates is not None:
             self._updates.inc()
 
+    def delete(self, key: Any, partition: int) -> bool:
+        """Remove ``key`` now, with a changelog tombstone sent at once (erasure: the key
+        must be gone from the changelog's compacted state too); True if it was held."""
+        self._dirty.pop(key, None)
+        held = key in self.table.data
+        if held:
+            del self.table.data[key]
+        self.table.send_changelog(partition, key, None, value_serializer="raw")
+        if self._changelog is not None:
+            self._changelog.inc()
+        return held
+
     def flush(self) -> int:
         """Send one changelog record per key written since the last flush; return the count."""
         dirty, self._dirty = self._dirty, {}

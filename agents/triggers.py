@@ -150,6 +150,9 @@ class PromoTriggers:
         profiles.set(user, profile.to_dict(), message.partition)
         if not profile.consent and self.state.get(user) is not None:
             del self.state[user]  # opted out: no trigger history kept, no attribution
+        models = getattr(self.engine.app, "livepulse_models", None)
+        if not profile.consent and models is not None:
+            models.scores.pop(user, None)  # personal scores are no longer kept or shown
         if self.engine.redis is not None and profile.events:
             self.engine.redis.add("user", user, profile.view(profile.updated_at))
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from agents import erasure
 from agents.activity import unbatch
 from agents.engine import RAW, Engine
 from agents.models import ModelHost
@@ -58,12 +59,16 @@ def register(engine: Engine) -> None:
     promo = app.livepulse_promo  # agents.triggers: campaign decisions and consent
     anomalies = getattr(app, "livepulse_anomalies", None)
     watch_user = anomalies.note_user if anomalies is not None else None
-    channel = app.topic(names.clicks, names.user_activity, names.consent,
+    eraser = erasure.register(engine, state, models)  # livepulse forget
+    channel = app.topic(names.clicks, names.user_activity, names.consent, names.erasure,
                         partitions=settings.partitions, **RAW)
 
     async def handle(message: Any) -> None:
         if message.topic == names.consent:
             await promo.on_consent(message, state)
+            return
+        if message.topic == names.erasure:
+            await eraser.on_request(message)
             return
         if message.topic == names.user_activity:
             # Validated once at ingest by the room pipeline: trusted, typed again cheaply.

@@ -205,6 +205,12 @@ def register(engine: Engine) -> None:
             return self.json(found) if found is not None else _not_found(self, "user_id",
                                                                           user_id)
 
+        async def delete(self, request: Request, user_id: str) -> Response:
+            """Erasure request (agents.privacy_web); 202 once the broker has it."""
+            from agents.privacy_web import erasure_response
+
+            return await erasure_response(self, engine, user_id)
+
     promo = app.livepulse_promo
 
     @app.page("/api/campaigns")

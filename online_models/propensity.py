@@ -38,7 +38,7 @@ import heapq
 import math
 from array import array
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from river import compose, linear_model, metrics, optim, preprocessing, tree
@@ -558,6 +558,14 @@ class DelayedLabels:
         negatives, the held positives (``release="deadline"``) as positives."""
         return [(x, p, label) for x, p, label, _ in self.expire_timed(now_ts)]
 
+    def forget(self, matches: Callable[[str], bool]) -> int:
+        """Drop every pending example whose key ``matches`` (labelled or not, never
+        learned): erasure of a user. O(pending); returns how many were dropped."""
+        doomed = [seq for seq, example in self._pending.items() if matches(example.key)]
+        for seq in doomed:
+            self._drop(seq)  # its deadline heap entry is skipped when reached
+        return len(doomed)
+
     def stats(self) -> dict[str, int]:
         return {"pending": len(self._pending), "opened": self.opened,
                 "released_positive": self.positives, "released_negative": self.negatives,
@@ -794,6 +802,10 @@ class _DelayedTask:
         if self.warm_since is None and self.classifier.learned >= self.warmup:
             self.warm_since = now_ts
         return len(examples)
+
+    def forget(self, matches: Callable[[str], bool]) -> int:
+        """Drop the pending (delayed-label) examples of the keys that ``matches``."""
+        return self.labels.forget(matches)
 
     def tick(self, now_ts: int) -> int:
         """Learn the examples whose deadline passed before ``now_ts``; returns how many."""

@@ -608,6 +608,30 @@ class HybridRecommender:
                 with contextlib.suppress(ValueError):
                     item.postings.remove(old.number)
 
+    def forget_user(self, user_id: str, session_ids: Iterable[str] = ()) -> int:
+        """Erase one user: the sessions learned with ``user_id`` (and ``session_ids``),
+        with their postings, the user's purchase filter and MF factors. Item statistics
+        the user contributed to (popularity, co-visitation) are aggregates and stay.
+        O(sessions); returns the sessions dropped."""
+        named = set(session_ids)
+        doomed = [key for key, session in self._sessions.items()
+                  if session.user_id == user_id or key in named]
+        for key in doomed:
+            self._drop_session(key)
+        self._users.pop(user_id, None)
+        self._mf.u_latents.pop(user_id, None)
+        self._mf.u_biases.pop(user_id, None)
+        return len(doomed)
+
+    def _drop_session(self, key: str) -> None:
+        old = self._sessions.pop(key)
+        self._session_by_number.pop(old.number, None)
+        for item_id in dict.fromkeys(old.items):
+            item = self._items.get(item_id)
+            if item is not None:
+                with contextlib.suppress(ValueError):
+                    item.postings.remove(old.number)
+
     def _touch_user(self, user_id: str) -> dict[str, None]:
         users = self._users
         purchases = users.get(user_id)
@@ -628,14 +652,18 @@ class HybridRecommender:
 
         ``x`` keys (all optional): ``session_id``, ``user_id``, ``ts`` (ms; default: the
         latest event time seen), ``room_items`` (the live room's products), ``exclude``,
-        ``affinity`` ({category: score}). Each result is
+        ``affinity`` ({category: score}), ``personal`` (False: no user-level signal, not
+        even the user a session was learned with). Each result is
         ``{"item_id", "score", "reasons"}`` with up to three reason codes from
         :data:`COMPONENTS`, largest contribution first.
         """
         ts = int(x.get("ts") or self._last_ts)
         session_id = x.get("session_id")
         session = self._sessions.get(str(session_id)) if session_id else None
-        user_id = x.get("user_id") or (session.user_id if session is not None else None)
+        if x.get("personal", True):
+            user_id = x.get("user_id") or (session.user_id if session is not None else None)
+        else:  # opted out: nothing tied to the user (MF factors, purchase history)
+            user_id = None
         prefix = session.items if session is not None else []
         limit = self.candidates_per_component
         weights = self.weights

@@ -165,6 +165,7 @@ class Recommendation:
     model_version: str
     items: list[dict[str, Any]]
     room_id: str | None = None
+    personalized: bool = True
     schema_version: int = SCHEMA_VERSION
 
 
@@ -215,6 +216,15 @@ class ConsentEvent:
     user_id: str
     consent: bool
     ts: int
+    source: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(slots=True)
+class ErasureRequest:
+    user_id: str
+    ts: int
+    request_id: str | None = None
     source: str | None = None
     schema_version: int = SCHEMA_VERSION
 
@@ -496,6 +506,8 @@ RECOMMENDATION = Contract(
         _f("model_version", STRING, "Model that ranked.", required=True),
         _f("items", OBJECT_LIST, "Ranked items, best first.", required=True, items=_REC_ITEM),
         _f("room_id", STRING, "Live room context, if any."),
+        _f("personalized", BOOLEAN, "False: ranked from non-personal signals only (session, "
+           "room, trending, popular items), because the user opted out (consent false)."),
     ),
 )
 
@@ -612,6 +624,28 @@ CONSENT_EVENT = Contract(
     ),
 )
 
+ERASURE_REQUEST = Contract(
+    name="erasure-request",
+    title="Erasure request",
+    description="Forget one user (right to erasure). Compacted topic <prefix>.erasure, key "
+                "user_id. The worker owning the user's partition deletes the profile (a "
+                "changelog tombstone), session, model, trigger and anomaly state and the Redis "
+                "copy; `livepulse forget` also deletes the ClickHouse rows and then sends a "
+                "null value (tombstone) for the key, so compaction drops the request too. "
+                "Idempotent: forgetting an unknown or forgotten user does nothing.",
+    record=ErasureRequest,
+    fields=(
+        _VERSION_IN,
+        _f("user_id", STRING, "User to forget (message key).", required=True,
+           max_length=ID_LEN),
+        _f("ts", INTEGER, "Time of the request, epoch ms (never too old to apply).",
+           required=True, minimum=0),
+        _f("request_id", STRING, "Id of the request, for the requester's records.",
+           max_length=ID_LEN),
+        _f("source", STRING, "Who asked (e.g. cli, api).", max_length=ID_LEN),
+    ),
+)
+
 ATTRIBUTION = Contract(
     name="attribution",
     title="Trigger attribution",
@@ -694,7 +728,8 @@ DEAD_LETTER = Contract(
     ),
 )
 
-INPUT_CONTRACTS = (LIVE_EVENT, CLICK_EVENT, CATALOG_ITEM, CAMPAIGN, CONSENT_EVENT)
+INPUT_CONTRACTS = (LIVE_EVENT, CLICK_EVENT, CATALOG_ITEM, CAMPAIGN, CONSENT_EVENT,
+                   ERASURE_REQUEST)
 OUTPUT_CONTRACTS = (ROOM_INSIGHT, RECOMMENDATION, PROMO_TRIGGER, ATTRIBUTION, ANOMALY,
                     DEAD_LETTER)
 ALL_CONTRACTS = INPUT_CONTRACTS + OUTPUT_CONTRACTS

@@ -60,6 +60,10 @@ class TopicNames:
     def consent(self) -> str:
         return self._name("consent")
 
+    @property
+    def erasure(self) -> str:
+        return self._name("erasure")
+
     # outputs
     @property
     def room_insights(self) -> str:
@@ -104,6 +108,8 @@ class TopicNames:
                       compacted=True),
             TopicSpec(self.consent, "user_id", "input",
                       "Users' marketing consent (latest per user).", compacted=True),
+            TopicSpec(self.erasure, "user_id", "input",
+                      "Erasure requests (forget a user; null when done).", compacted=True),
             TopicSpec(self.room_insights, "room_id", "output",
                       "Live room counters, emitted at least once per second per live room."),
             TopicSpec(self.recommendations, "user_id", "output",

@@ -1,0 +1,114 @@
+"""Erasure (``livepulse forget USER_ID``): forget one user everywhere the engine keeps them.
+
+The request travels on the compacted input topic ``<prefix>.erasure`` (key user_id,
+contract ``erasure-request.v1``), so the worker that owns the user's partition -- the only
+one holding the user's state -- applies it, in order with the user's events, on the user
+pipeline (:meth:`Eraser.on_request`):
+
+* profile: removed from the ``user-profiles`` table with a changelog tombstone (the
+  compacted changelog's latest record for the key is null; a restart recovers nothing);
+* trigger history: ``promo-state`` entry deleted (a tombstone too);
+* online models (:meth:`agents.models.ModelHost.forget`): latest scores, the user's
+  recommender sessions, purchase filter and MF factors, pending delayed labels;
+* anomaly watch (:meth:`agents.anomalies.AnomalyMonitor.forget_user`): per-user click
+  statistics and the user's incidents;
+* Redis: ``{ns}:user:{id}`` deleted and the id removed from ``{ns}:users:index``.
+
+Then ``GET /api/users/{id}/profile`` answers 404: the CLI's acknowledgement. The CLI also
+deletes the user's ClickHouse rows and Redis keys itself (belt and braces) and finally sends
+a tombstone for the key on the erasure topic, which the worker skips: compaction then drops
+the request (and with it the raw user id) from the topic.
+
+Events of the user that arrive later start a fresh profile (defaults: consent true, no
+history): erasure is not a block list. A user who also wants no personalization sends a
+consent opt-out again. Records already emitted to output topics stay until those topics'
+retention deletes them; aggregates the user contributed to (room counts, item popularity,
+model weights) are not per-user data and stay.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import Counter
+
+from agents.privacy import pseudonym_key, pseudonymize
+from agents.profile import UserProfile
+from streams.contracts import ERASURE_REQUEST
+from streams.ingest import Rejection, Validator, now_ms
+
+if TYPE_CHECKING:
+    from agents.engine import Engine
+    from agents.models import ModelHost
+    from agents.state import WriteBehindTable
+
+log = logging.getLogger("livepulse.erasure")
+
+NEVER_TOO_OLD_MS = 1 << 62  # an erasure request applies however old it is
+
+
+class Eraser:
+    """Applies erasure requests on the user pipeline of the worker owning the user."""
+
+    def __init__(self, engine: Engine, profiles: WriteBehindTable, models: ModelHost) -> None:
+        self.engine = engine
+        self.profiles = profiles
+        self.models = models
+        settings = engine.settings
+        self.key = pseudonym_key(settings)
+        self.validator = Validator(
+            ERASURE_REQUEST, max_bytes=settings.max_event_bytes,
+            max_future_skew_ms=int(settings.max_future_skew_s * 1000),
+            max_age_ms=NEVER_TOO_OLD_MS)
+        self.erased = Counter(
+            "livepulse_erasures_total", "Erasure requests applied (users forgotten), by "
+            "whether the worker held a profile for the user.", ["found"],
+            registry=engine.metrics.registry)
+
+    async def on_request(self, message: Any) -> None:
+        """Forget the user of one erasure record; a tombstone (request done) is skipped."""
+        if message.value is None:
+            return  # the CLI's "done" marker: compaction removes the request
+        engine = self.engine
+        record = await engine.admit(self.validator, message)
+        if record is None:
+            return
+        user = record.user_id
+        key = message.key.decode("utf-8", "replace") if isinstance(message.key, bytes) \
+            else message.key
+        if key is not None and key != user:
+            # another key would land on a partition whose worker does not hold the user
+            await engine.reject(message, Rejection(
+                "out_of_range", "message key is not the user_id"), now_ms())
+            return
+        summary = self.forget(user, message.partition)
+        self.erased.labels(str(summary["profile"] > 0).lower()).inc()
+        log.info("erased user %s (pseudonym): %s", pseudonymize(user, self.key), summary)
+
+    def forget(self, user: str, partition: int) -> dict[str, int]:
+        """Remove every piece of per-user state this worker holds; return what it found."""
+        app, engine = self.engine.app, self.engine
+        saved = self.profiles.get(user)
+        sessions = []
+        if saved:
+            session_id = UserProfile.from_dict(saved).session_id
+            sessions = [session_id] if session_id else []
+        summary = {"profile": int(self.profiles.delete(user, partition))}
+        promo_state = app.livepulse_promo.state
+        summary["trigger_state"] = int(promo_state.get(user) is not None)
+        if summary["trigger_state"]:
+            del promo_state[user]
+        summary.update(self.models.forget(user, sessions))
+        anomalies = getattr(app, "livepulse_anomalies", None)
+        if anomalies is not None:
+            summary["anomaly_incidents"] = anomalies.forget_user(user)
+        if engine.redis is not None:
+            engine.redis.add("user", user, {})  # empty document: DEL + index ZREM
+        return summary
+
+
+def register(engine: Engine, profiles: WriteBehindTable, models: ModelHost) -> Eraser:
+    eraser = Eraser(engine, profiles, models)
+    engine.app.livepulse_eraser = eraser
+    return eraser

@@ -1,0 +1,178 @@
+"""``livepulse forget USER_ID``: the requester's side of erasure (see :mod:`agents.erasure`).
+
+1. publish an erasure request on ``<prefix>.erasure`` (key user_id): the worker owning the
+   user's partition forgets the user's profile, session, model, trigger and anomaly state
+   and Redis copy;
+2. wait for its acknowledgement: ``GET /api/users/{id}/footprint`` answering ``held: 0``
+   and ``GET /api/users/{id}/profile`` 404 (Redis copy gone too);
+3. delete the Redis keys itself (``{ns}:user:{id}`` and the index entry), belt and braces;
+4. with ``LIVEPULSE_CLICKHOUSE_URL`` set: wait until the history sink has stored what the
+   history topics held (rows produced before the erasure would otherwise land after the
+   delete), then delete every row with the user's pseudonym (mutations, waited for);
+5. send a tombstone for the key on the erasure topic (compaction drops the request).
+
+Idempotent: an unknown or already forgotten user is a success (nothing found).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from agents.privacy import pseudonym_key, pseudonymize
+from config.settings import Settings
+from streams.contracts import SCHEMA_VERSION
+from streams.ingest import now_ms
+from streams.topics import topic_names
+
+
+def erasure_record(user_id: str, source: str = "cli",
+                   request_id: str | None = None) -> dict[str, Any]:
+    """An ``erasure-request.v1`` record for ``user_id``."""
+    return {"schema_version": SCHEMA_VERSION, "user_id": user_id, "ts": now_ms(),
+            "request_id": request_id or uuid.uuid4().hex, "source": source}
+
+
+async def publish(bootstrap: str, topic: str, key: str, value: bytes | None) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=key.encode())
+    finally:
+        await producer.stop()
+
+
+def user_api(web_url: str, user_id: str, what: str,
+             timeout_s: float = 2.0) -> tuple[int | None, Any]:
+    """(HTTP status, JSON body) of ``/api/users/{id}/{what}`` (None: no answer)."""
+    url = f"{web_url.rstrip('/')}/api/users/{urllib.parse.quote(user_id, safe='')}/{what}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return int(response.status), orjson.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return int(error.code), None
+    except (OSError, ValueError):
+        return None, None
+
+
+def gone(web_url: str, user_id: str) -> bool:
+    """The owning worker holds nothing about the user and the profile API answers 404
+    (which also means the Redis copy is gone)."""
+    status, body = user_api(web_url, user_id, "footprint")
+    if status != 200 or not isinstance(body, dict) or body.get("held") != 0:
+        return False
+    return user_api(web_url, user_id, "profile")[0] == 404
+
+
+async def wait_gone(web_url: str, user_id: str, timeout_s: float) -> tuple[bool, float]:
+    """Poll the worker API until the user is gone; (acknowledged, seconds waited)."""
+    started = time.monotonic()
+    while True:
+        if await asyncio.to_thread(gone, web_url, user_id):
+            return True, time.monotonic() - started
+        if time.monotonic() - started > timeout_s:
+            return False, time.monotonic() - started
+        await asyncio.sleep(0.05)
+
+
+async def delete_redis(settings: Settings, user_id: str) -> int:
+    """Delete the user's serving keys; return how many keys existed."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    try:
+        ns = settings.redis_namespace
+        found = int(await client.delete(f"{ns}:user:{user_id}"))
+        await client.zrem(f"{ns}:users:index", user_id)
+        return found
+    finally:
+        await client.aclose()
+
+
+async def history_ends(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
+    """End offsets of every partition of ``topics`` now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()  # fresh metadata of every topic (partitions_for_topic reads it)
+        tps = [TopicPartition(t, p) for t in topics
+               for p in sorted(consumer.partitions_for_topic(t) or ())]
+        ends = await consumer.end_offsets(tps) if tps else {}
+        return {(tp.topic, tp.partition): end for tp, end in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+def erase_history(settings: Settings, pid: str, ends: dict[tuple[str, int], int],
+                  timeout_s: float) -> dict[str, Any]:
+    """Wait (bounded) for the sink to store up to ``ends``, then delete the user's rows."""
+    from agents.clickhouse_schema import PROGRESS_TABLE
+    from agents.clickhouse_sink import ClickHouseWriter
+
+    names = topic_names(settings)
+    writer = ClickHouseWriter(settings.clickhouse_url, group=f"{settings.app_id}-clickhouse",
+                              names=names)
+    try:
+        writer.migrate()
+        deadline = time.monotonic() + timeout_s
+        caught_up = False
+        while not caught_up and time.monotonic() < deadline:
+            stored = {(t, p): n for t, p, n in writer.execute(
+                f"SELECT topic, partition, max(next_offset) FROM {writer.database}."
+                f"{PROGRESS_TABLE} WHERE consumer_group = %(g)s GROUP BY topic, partition",
+                {"g": writer.group})}
+            caught_up = all(stored.get(tp, 0) >= end for tp, end in ends.items() if end > 0)
+            if not caught_up:
+                time.sleep(0.1)
+        found = writer.erase_user(pid, timeout_s=timeout_s)
+        left = writer.user_rows(pid)
+        return {"rows_found": found, "rows_left": left, "sink_caught_up": caught_up,
+                "partitions_checked": len(ends)}
+    finally:
+        writer.close()
+
+
+async def forget(settings: Settings, bootstrap: str, user_id: str, *, web_url: str | None,
+                 timeout_s: float = 30.0) -> dict[str, Any]:
+    """The whole ``livepulse forget``; returns the JSON summary (``ok``: acknowledged and
+    nothing left)."""
+    names = topic_names(settings)
+    record = erasure_record(user_id)
+    started = time.monotonic()
+    await publish(bootstrap, names.erasure, user_id, orjson.dumps(record))
+    summary: dict[str, Any] = {
+        "user_pid": pseudonymize(user_id, pseudonym_key(settings)),
+        "request_id": record["request_id"], "topic": names.erasure}
+    acknowledged = True
+    if web_url:
+        acknowledged, waited = await wait_gone(web_url, user_id, timeout_s)
+        summary["worker_ack"] = acknowledged
+        summary["worker_ack_s"] = round(waited, 3)
+    if settings.redis_url.strip():
+        try:
+            summary["redis_keys_deleted"] = await delete_redis(settings, user_id)
+        except Exception as exc:  # the worker deleted its copy; this is the second pass
+            summary["redis_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+    if settings.clickhouse_url.strip():
+        from agents.clickhouse_schema import TABLES
+
+        try:
+            ends = await history_ends(bootstrap, [t.topic(names) for t in TABLES])
+            summary["clickhouse"] = await asyncio.to_thread(
+                erase_history, settings, summary["user_pid"], ends, timeout_s)
+        except Exception as exc:  # reported, not raised: the summary says what is left
+            summary["clickhouse"] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}",
+                                     "rows_left": None}
+    if acknowledged:  # done: let compaction drop the request (and its raw user id)
+        await publish(bootstrap, names.erasure, user_id, None)
+    summary["seconds"] = round(time.monotonic() - started, 3)
+    summary["ok"] = acknowledged and summary.get("clickhouse", {}).get("rows_left", 0) == 0
+    return summary

@@ -1,0 +1,424 @@
+"""Privacy with real processes: a worker on the embedded broker, Redis, ClickHouse 18.16.
+
+* History, logs and metrics: events full of personal data (user ids that are e-mail
+  addresses and phone numbers, session ids, comments and searches with phone numbers and
+  e-mail addresses) go through a worker with the ClickHouse sink; no raw user id, session
+  id, phone number or e-mail appears in any String column of any ClickHouse table, in the
+  worker log or in ``/metrics``. A table created before the privacy migration has its raw
+  text and session ids scrubbed by it.
+* Consent: an opt-out through ``POST /api/users/{id}/consent`` and one through the consent
+  topic reach the owning worker's profile (times printed: ``CONSENT api_s=… topic_s=…``);
+  afterwards the user's recommendations are marked ``personalized: false`` and use no
+  user-level signal, and no promo trigger is sent. Bad bodies get 400 JSON.
+* Erasure: ``livepulse forget`` (the real CLI) removes the profile (the changelog's latest
+  record for the key is a tombstone), session, model, trigger and anomaly state, Redis keys
+  and ClickHouse rows of one user and keeps the others'; forgetting again, or an unknown
+  user, succeeds; later events start a fresh profile; ``DELETE /api/users/{id}`` works too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from clickhouse_driver.errors import ServerException
+
+from agents.clickhouse_schema import (
+    MIGRATIONS_TABLE,
+    TABLE_BY_NAME,
+    TABLES,
+    create_table_sql,
+    parse_version,
+    system_tables_sql,
+)
+from agents.clickhouse_sink import ClickHouseWriter
+from agents.privacy import pseudonymize
+from config.settings import Settings
+from streams.ingest import now_ms
+from streams.topics import topic_names
+from tests.conftest import REPO, unique_settings
+from tests.integration.test_clickhouse import database_url
+from tests.integration.test_pipeline import produce, read_topic
+from tests.integration.test_serving import get_json, wait_for
+
+pytestmark = pytest.mark.integration
+
+KEY = "privacy-test-key"
+CART_CAMPAIGN = """
+campaigns:
+  - id: cart-offer
+    on: [add_to_cart]
+    action: coupon
+    offer: {code: P1}
+    holdout: 0
+"""
+NON_PERSONAL_REASONS = {"session_knn", "covisit", "recent", "room", "trending", "popular",
+                        "content"}
+
+
+# ------------------------------------------------------------------ helpers
+def settings_for(tmp_path: Path, broker: Any, clickhouse_url: str | None = None,
+                 **overrides: Any) -> Settings:
+    campaigns = tmp_path / "campaigns.yaml"
+    campaigns.write_text(CART_CAMPAIGN)
+    extra: dict[str, Any] = {"pseudonym_key": KEY, "campaigns_file": str(campaigns)}
+    if clickhouse_url is not None:
+        tag = f"p{os.getpid()}x{time.monotonic_ns() % 10**9}"
+        extra.update(clickhouse_url=database_url(clickhouse_url, tag),
+                     clickhouse_batch_interval_ms=200)
+    return unique_settings(tmp_path, broker, **{**extra, **overrides})
+
+
+def click(event_id: str, kind: str, user: str, session: str, ts: int,
+          **extra: Any) -> dict[str, Any]:
+    body = {"event_id": event_id, "type": kind, "ts": ts, "user_id": user,
+            "session_id": session, **extra}
+    if kind != "search":
+        body.setdefault("item_id", "item-1")
+    if kind == "purchase":
+        body.setdefault("price", 20.0)
+    return body
+
+
+def live(event_id: str, kind: str, user: str, room: str, ts: int,
+         **extra: Any) -> dict[str, Any]:
+    return {"event_id": event_id, "type": kind, "ts": ts, "room_id": room, "user_id": user,
+            "host_id": f"host-{room}", **extra}
+
+
+def send(settings: Settings, clicks: list[dict[str, Any]] = (),  # type: ignore[assignment]
+         lives: list[dict[str, Any]] = ()) -> None:  # type: ignore[assignment]
+    names = topic_names(settings)
+    records = [(names.clicks, e["user_id"].encode(), orjson.dumps(e)) for e in clicks]
+    records += [(names.live_events, e["room_id"].encode(), orjson.dumps(e)) for e in lives]
+    asyncio.run(produce(settings.kafka_url, records))
+
+
+def http(method: str, url: str, body: bytes | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=body, method=method,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+def user_url(worker: Any, user: str, what: str = "") -> str:
+    quoted = urllib.parse.quote(user, safe="")
+    return f"{worker.web_url}/api/users/{quoted}" + (f"/{what}" if what else "")
+
+
+def read_values(settings: Settings, topic: str, until: Any, timeout: float = 30) -> list[Any]:
+    return asyncio.run(read_topic(settings.kafka_url, topic, until=until, timeout=timeout))
+
+
+def clickhouse(settings: Settings) -> ClickHouseWriter:
+    return ClickHouseWriter(settings.clickhouse_url, group="privacy-test",
+                            names=topic_names(settings))
+
+
+def all_string_values(settings: Settings) -> dict[str, str]:
+    """Every row of every table of the history database, as text per table."""
+    writer = clickhouse(settings)
+    try:
+        tables = [t for (t,) in writer.execute(
+            "SELECT name FROM system.tables WHERE database = %(db)s", {"db": writer.database})]
+        return {t: repr(writer.execute(f"SELECT * FROM {writer.database}.{t}"))
+                for t in tables}
+    finally:
+        writer.close()
+
+
+def rows_naming(settings: Settings, needle: str) -> dict[str, int]:
+    """Rows per table whose text contains ``needle`` (any column)."""
+    return {t: text.count(needle) for t, text in all_string_values(settings).items()
+            if needle in text}
+
+
+def cli_forget(settings: Settings, user: str, web_url: str) -> tuple[int, dict[str, Any]]:
+    done = subprocess.run(
+        [sys.executable, "-m", "agents.cli", "forget", user, "--web", web_url,
+         "--timeout", "60"], cwd=REPO, env={**os.environ, **settings.to_env()},
+        capture_output=True, text=True, timeout=180)
+    lines = done.stdout.strip().splitlines()
+    assert lines, "\n".join(line for line in done.stderr.splitlines()
+                             if not line.lstrip()[:1].isdigit())[-3000:]
+    return done.returncode, json.loads(lines[-1])
+
+
+# ------------------------------------------------------------------ history, logs, metrics
+def test_no_raw_personal_data_in_history_logs_or_metrics(
+        broker: Any, clickhouse_url: str, worker_factory: Any, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, broker, clickhouse_url)
+    # a history database from before the privacy migration, with a raw row in it
+    writer = clickhouse(settings)
+    for sql in system_tables_sql(writer.database):
+        writer.execute(sql)
+    version = writer.execute("SELECT version()")[0][0]
+    for table in TABLES:
+        writer.execute(create_table_sql(table, writer.database, parse_version(version)))
+    writer.execute(f"INSERT INTO {writer.database}.{MIGRATIONS_TABLE} (version, name, "
+                   "server_version) VALUES", [(1, "history tables", version)])
+    old = live("old-1", "comment", "old-user", "room-p", now_ms(),
+               text="call old-user at 0301 555 8888, olduser@example.net",
+               session_id="old-session-77")
+    old_row = TABLE_BY_NAME["live_events"].row(old, lambda u: pseudonymize(u, KEY.encode()))
+    raw_row = (*old_row[:9], old["text"], old["session_id"])  # what v1 stored
+    writer.execute(TABLE_BY_NAME["live_events"].insert_sql(writer.database), [raw_row])
+    writer.close()
+
+    worker = worker_factory(settings)
+    users = ["jane.doe@example.com", "+8613800138000", "user-7731"]
+    sessions = {u: f"sess-{n}-{u[-4:]}" for n, u in enumerate(users)}
+    phones = ["415-555-0132", "+44 20 7946 0958", "13912345678"]
+    emails = ["jane@example.org", "li.wei@mail.example.cn"]
+    base = now_ms()
+    clicks, lives = [], []
+    for n, user in enumerate(users):
+        session = sessions[user]
+        for i, kind in enumerate(("view", "click", "add_to_cart", "purchase")):
+            clicks.append(click(f"c{n}-{i}", kind, user, session, base + i))
+        clicks.append(click(f"c{n}-q", "search", user, session, base + 5,
+                            query=f"gift for {emails[n % 2]} tel {phones[n]}"))
+        lives += [live(f"l{n}-0", "join", user, "room-p", base, session_id=session),
+                  live(f"l{n}-1", "comment", user, "room-p", base + 1, session_id=session,
+                       text=f"I'm Jane Doe, call {phones[n]} or mail {emails[n % 2]} 😀"),
+                  live(f"l{n}-2", "product_click", user, "room-p", base + 2, item_id="item-2",
+                       session_id=session),
+                  live(f"l{n}-3", "add_to_cart", user, "room-p", base + 3, item_id="item-2",
+                       session_id=session)]
+    send(settings, clicks, lives)
+
+    def stored() -> dict[str, int] | None:
+        writer = clickhouse(settings)
+        try:
+            counts = {t.name: writer.execute(
+                f"SELECT count() FROM {writer.database}.{t.name} FINAL")[0][0] for t in TABLES}
+        finally:
+            writer.close()
+        done = (counts["live_events"] == len(lives) + 1 and counts["click_events"] == len(clicks)
+                and counts["recommendations"] >= len(users) and counts["promo_triggers"] > 0
+                and counts["attribution"] > 0)
+        return counts if done else None
+
+    counts = wait_for(stored, timeout=90, what="history rows stored")
+    print(f"\nPRIVACY history rows: {counts}")
+    needles = [*users, *sessions.values(), *phones, *emails, "old-session-77",
+               "olduser@example.net", "0301 555 8888", "4155550132", "7946 0958"]
+    found = {needle: rows_naming(settings, needle) for needle in needles}
+    assert not any(found.values()), found
+    values = all_string_values(settings)
+    assert "[phone]" in values["live_events"] and "[email]" in values["click_events"]
+    assert pseudonymize(users[0], KEY.encode()) in values["click_events"]
+    assert pseudonymize(sessions[users[0]], KEY.encode()) in values["click_events"]
+    metrics = urllib.request.urlopen(f"{worker.web_url}/metrics", timeout=5).read().decode()
+    assert worker.stop() == 0
+    log = worker.log()
+    assert "history schema migrated (v2)" in log
+    for needle in needles:
+        assert needle not in metrics and needle not in log, needle
+
+
+# ------------------------------------------------------------------ consent
+def opt_out_time(worker: Any, user: str, started: float) -> float:
+    """Seconds from ``started`` until the owning worker's profile shows consent false."""
+    deadline = started + 30
+    while time.monotonic() < deadline:
+        status, body = get_json(user_url(worker, user, "profile"))
+        if status == 200 and body.get("consent") is False:
+            return time.monotonic() - started
+        time.sleep(0.005)
+    raise AssertionError(f"opt-out of {user} not applied within 30 s")
+
+
+def request_ids(records: list[Any]) -> set[str]:
+    return {orjson.loads(x.value)["request_id"] for x in records}
+
+
+def opt_out_and_check(settings: Settings, worker: Any, via: str, user: str,
+                      opted_out_so_far: int) -> float:
+    """A consented user gets personalized recs and a trigger; after the opt-out (via the
+    API or the topic) none of either. Returns the seconds until the profile showed it."""
+    names = topic_names(settings)
+    base, session = now_ms(), f"s-{via}"
+    before = [click(f"{via}-pre-{i}", kind, user, session, base + i)
+              for i, kind in enumerate(("view", "add_to_cart"))]
+    send(settings, before)
+    pre_ids = {e["event_id"] for e in before}
+    recs = read_values(settings, names.recommendations, lambda r: pre_ids <= request_ids(r))
+    assert all(orjson.loads(r.value)["personalized"] for r in recs
+               if orjson.loads(r.value)["user_id"] == user)
+    pre_cart = f"{via}-pre-1"
+    read_values(settings, names.promo_triggers, lambda r: any(  # consented: a trigger
+        orjson.loads(x.value)["source"]["event_id"] == pre_cart for x in r))
+
+    started = time.monotonic()
+    if via == "api":
+        status, answer = http("POST", user_url(worker, user, "consent"),
+                              b'{"consent": false, "source": "test"}')
+        assert status == 202 and answer["accepted"] and answer["consent"] is False
+    else:
+        record = {"user_id": user, "consent": False, "ts": now_ms(), "source": "test"}
+        asyncio.run(produce(settings.kafka_url,
+                            [(names.consent, user.encode(), orjson.dumps(record))]))
+    took = opt_out_time(worker, user, started)
+
+    after = [click(f"{via}-post-{i}", kind, user, session, base + 10 + i)
+             for i, kind in enumerate(("view", "add_to_cart", "add_to_cart"))]
+    send(settings, after)
+    post_ids = {e["event_id"] for e in after}
+    recs = [orjson.loads(r.value) for r in read_values(
+        settings, names.recommendations, lambda r: post_ids <= request_ids(r))]
+    mine = [r for r in recs if r["request_id"] in post_ids]
+    assert len(mine) == len(post_ids)
+    for rec in mine:
+        assert rec["personalized"] is False
+        assert all(set(i["reasons"]) <= NON_PERSONAL_REASONS for i in rec["items"]), rec
+    # the decisions for the carts after the opt-out were made: no_consent, no trigger
+    wanted = 2 * opted_out_so_far
+    wait_for(lambda: metric_sum(worker, "livepulse_triggers_total", 'outcome="no_consent"')
+             >= wanted, timeout=30, what="no_consent decisions")
+    triggers = [orjson.loads(r.value) for r in read_values(
+        settings, names.promo_triggers, lambda r: False, timeout=1.0)]
+    assert not [t for t in triggers if t["source"]["event_id"] in post_ids]
+    assert [t["user_id"] for t in triggers if t["source"]["event_id"] == pre_cart] == [user]
+    _, body = get_json(user_url(worker, user, "recommendations"))
+    assert body["scores"] == {}
+    return took
+
+
+def test_consent_opt_out_via_api_and_topic_stops_personal_output(
+        broker: Any, worker_factory: Any, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, broker)
+    worker = worker_factory(settings)
+
+    # bad bodies: 400 with a JSON error, nothing produced
+    consent_url = user_url(worker, "someone", "consent")
+    for body, error in [(b"{not json", "malformed_json"), (b"[false]", "not_an_object"),
+                        (b"{}", "missing_field"), (b'{"consent": "no"}', "wrong_type"),
+                        (b"x" * 5000, "too_large")]:
+        status, answer = http("POST", consent_url, body)
+        assert (status, answer["error"]) == (400, error), (body[:20], answer)
+    status, answer = http("POST", user_url(worker, "u" * 300, "consent"), b'{"consent": false}')
+    assert status == 400 and answer["error"] == "out_of_range"
+
+    times = {via: opt_out_and_check(settings, worker, via, f"consent-{via}-user", n)
+             for n, via in enumerate(("api", "topic"), start=1)}
+    print(f"\nCONSENT api_s={times['api']:.3f} topic_s={times['topic']:.3f}")
+    assert worker.stop() == 0
+
+
+def metric_sum(worker: Any, name: str, label: str) -> float:
+    text = urllib.request.urlopen(f"{worker.web_url}/metrics", timeout=5).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") and label in line)
+
+
+# ------------------------------------------------------------------ erasure
+def changelog_latest(settings: Settings, table: str, key: str) -> tuple[bool, Any]:
+    """(key seen, latest value) of ``key`` in a Faust table's changelog topic."""
+    topic = f"{settings.app_id}-{table}-changelog"
+    records = read_values(settings, topic, lambda r: False, timeout=2.0)
+    mine = [r for r in records if r.key == orjson.dumps(key)]  # table keys are JSON
+    return bool(mine), (mine[-1].value if mine else None)
+
+
+def test_forget_removes_every_trace_of_one_user(
+        broker: Any, clickhouse_url: str, worker_factory: Any, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, broker, clickhouse_url)
+    names = topic_names(settings)
+    worker = worker_factory(settings)
+    gone, stays = "forget-me-1", "keep-me-2"
+    base = now_ms()
+    clicks, lives = [], []
+    for user in (gone, stays):
+        session = f"session-of-{user}"
+        clicks += [click(f"{user}-c{i}", kind, user, session, base + i)
+                   for i, kind in enumerate(("view", "click", "add_to_cart", "purchase",
+                                             "view"))]
+        lives += [live(f"{user}-l{i}", kind, user, "room-f", base + i, item_id="item-3")
+                  for i, kind in enumerate(("join", "product_click", "add_to_cart"))]
+    send(settings, clicks, lives)
+    pid = pseudonymize(gone, KEY.encode())
+    r = redis.Redis.from_url(settings.redis_url)
+    ns = settings.redis_namespace
+
+    def present() -> bool:
+        writer = clickhouse(settings)
+        try:
+            rows = {t: writer.execute(f"SELECT count() FROM {writer.database}.{t} "
+                                      "WHERE user_pid = %(p)s", {"p": pid})[0][0]
+                    for t in ("live_events", "click_events", "recommendations",
+                              "promo_triggers")}
+        except ServerException:
+            return False  # the sink has not created the database yet
+        finally:
+            writer.close()
+        footprint = get_json(user_url(worker, gone, "footprint"))[1]
+        return (all(rows.values()) and r.exists(f"{ns}:user:{gone}") == 1
+                and footprint["parts"]["profile"] == 1 and footprint["parts"]["sessions"] > 0
+                and footprint["parts"]["scores"] == 1 and footprint["parts"]["trigger_state"]
+                == 1 and get_json(user_url(worker, stays, "profile"))[0] == 200)
+
+    wait_for(present, timeout=90, what="the user everywhere: profile, Redis, ClickHouse, models")
+    wait_for(lambda: changelog_latest(settings, "user-profiles", gone)[1] is not None,
+             timeout=30, what="the profile in its changelog (written behind, at commit)")
+
+    code, summary = cli_forget(settings, gone, worker.web_url)
+    print(f"\nFORGET {summary}")
+    assert code == 0 and summary["ok"] and summary["worker_ack"], summary
+    history = summary["clickhouse"]
+    assert history["rows_found"] > 0 and history["rows_left"] == 0, history
+    assert history["sink_caught_up"] and history["partitions_checked"] == 2 * len(TABLES)
+    # nothing remains
+    assert get_json(user_url(worker, gone, "profile"))[0] == 404
+    footprint = get_json(user_url(worker, gone, "footprint"))[1]
+    assert footprint["held"] == 0, footprint
+    assert [k for k in r.scan_iter(match=f"{ns}:*") if gone.encode() in k] == []
+    assert r.zscore(f"{ns}:users:index", gone) is None
+    assert rows_naming(settings, pid) == {} and rows_naming(settings, gone) == {}
+    for table in ("user-profiles", "promo-state"):
+        seen, latest = changelog_latest(settings, table, gone)
+        assert seen and latest is None, table  # a tombstone: compaction drops the key
+    erasure = read_values(settings, names.erasure, lambda rs: False, timeout=2.0)
+    assert [x.value for x in erasure if x.key == gone.encode()][-1] is None
+    # the other user is untouched
+    assert get_json(user_url(worker, stays, "profile"))[0] == 200
+    assert r.exists(f"{ns}:user:{stays}") == 1
+    assert rows_naming(settings, pseudonymize(stays, KEY.encode()))
+    # idempotent: again, and an unknown user
+    code, again = cli_forget(settings, gone, worker.web_url)
+    assert code == 0 and again["ok"] and again["clickhouse"]["rows_found"] == 0, again
+    code, unknown = cli_forget(settings, "never-seen-user", worker.web_url)
+    assert code == 0 and unknown["ok"], unknown
+    print(f"FORGET again_s={again['seconds']} unknown_s={unknown['seconds']}")
+    # later events start a fresh profile
+    send(settings, [click("after-1", "view", gone, "new-session", now_ms())])
+    profile = wait_for(lambda: get_json(user_url(worker, gone, "profile"))[1]
+                       if get_json(user_url(worker, gone, "profile"))[0] == 200 else None,
+                       timeout=30, what="a fresh profile")
+    assert profile["session"]["events"] == 1 and profile["rfm"]["orders"] == 0
+    # the HTTP erasure request does the worker's part too
+    status, answer = http("DELETE", user_url(worker, gone))
+    assert status == 202 and answer["accepted"] and answer["user_id"] == gone
+    status, answer = http("DELETE", user_url(worker, "u" * 300))
+    assert status == 400 and answer["error"] == "out_of_range"
+    wait_for(lambda: get_json(user_url(worker, gone, "footprint"))[1]["held"] == 0
+             and get_json(user_url(worker, gone, "profile"))[0] == 404, timeout=30,
+             what="erasure via DELETE")
+    assert worker.stop() == 0
+    log = worker.log()
+    assert gone not in log and f"erased user {pid}" in log

@@ -1,0 +1,154 @@
+"""Privacy without services: text redaction, history rows, and what erasure and opt-out
+remove from the models and the anomaly watch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agents.anomalies import AnomalyMonitor, IncidentTracker, Signal
+from agents.clickhouse_schema import TABLE_BY_NAME, TABLES, erase_user_sql
+from agents.models import ModelHost
+from agents.privacy import pseudonymize
+from agents.privacy_web import BadRequest, consent_record
+from agents.redaction import redact_text
+from config.settings import Settings
+from online_models.propensity import DelayedLabels
+from online_models.recsys import HybridRecommender
+from streams.contracts import ClickEvent, LiveEvent
+
+KEY = b"unit-key"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("write to anna.li@example.com please", "write to [email] please"),
+    ("ANNA_LI+shop@mail.example.co.uk", "[email]"),
+    ("call me +1 (415) 555-0132", "call me [phone]"),
+    ("call me 415-555-0132 or 415.555.0132", "call me [phone] or [phone]"),
+    ("手机 13800138000 谢谢", "手机 [phone] 谢谢"),
+    ("+86 138 0013 8000", "[phone]"),
+    ("+44 20 7946 0958!", "[phone]!"),
+    ("0049 30 1234567", "[phone]"),
+    ("look https://evil.example/x?u=1, now", "look [url], now"),
+    ("www.shop.cn/item/9 and shop.example.com", "[url] and [url]"),
+    ("thanks @mary_j and @王小明", "thanks [mention] and [mention]"),
+    # not personal data: must survive
+    ("size 42, 3 for 99.90 (2 left)", "size 42, 3 for 99.90 (2 left)"),
+    ("order 2024-03-01 at 12:30, code 1234567", "order 2024-03-01 at 12:30, code 1234567"),
+    ("太好看了 love it 👍", "太好看了 love it 👍"),
+    ("price 1999.00 yuan, #20240301", "price 1999.00 yuan, #20240301"),
+    ("", ""),
+])
+def test_redaction_replaces_contact_data_and_keeps_the_rest(text: str, expected: str) -> None:
+    assert redact_text(text) == expected
+    assert redact_text(expected) == expected  # idempotent: a migration may run it again
+
+
+def test_history_rows_hold_pseudonyms_and_redacted_text() -> None:
+    def pid(value: str) -> str:
+        return pseudonymize(value, KEY)
+
+    live = {"event_id": "e1", "type": "comment", "ts": 1, "room_id": "r1", "user_id": "alice",
+            "text": "I'm Alice, alice@example.com, +1 415 555 0132", "session_id": "sess-alice"}
+    row = dict(zip(TABLE_BY_NAME["live_events"].column_names,
+                   TABLE_BY_NAME["live_events"].row(live, pid), strict=True))
+    assert row["user_pid"] == pid("alice") and row["session_id"] == pid("sess-alice")
+    assert row["text"] == "I'm Alice, [email], [phone]"
+    click = {"event_id": "e2", "type": "search", "ts": 1, "user_id": "bob",
+             "session_id": "sess-bob", "query": "gift for bob@example.org"}
+    row = dict(zip(TABLE_BY_NAME["click_events"].column_names,
+                   TABLE_BY_NAME["click_events"].row(click, pid), strict=True))
+    assert (row["user_pid"], row["session_id"], row["query"]) == (
+        pid("bob"), pid("sess-bob"), "gift for [email]")
+    no_session = TABLE_BY_NAME["live_events"].row({**live, "session_id": None}, pid)
+    assert no_session[-1] == ""
+
+
+def test_erasure_sql_covers_every_table_that_holds_users() -> None:
+    sql = erase_user_sql("lp")
+    user_tables = [t.name for t in TABLES if "user_pid" in t.column_names]
+    assert set(user_tables) == {"live_events", "click_events", "recommendations",
+                                "promo_triggers", "attribution"}
+    for name in user_tables:
+        assert f"ALTER TABLE lp.{name} DELETE WHERE user_pid = %(pid)s" in sql
+    assert any("lp.anomalies DELETE" in s for s in sql)
+    assert any("lp.anomalies UPDATE explanation" in s for s in sql)
+
+
+def models(tmp_path: Path) -> ModelHost:
+    return ModelHost(Settings(data_dir=str(tmp_path), snapshot_key="k", recs_top_k=5))
+
+
+def test_model_host_forgets_a_user_and_keeps_the_others(tmp_path: Path) -> None:
+    host = models(tmp_path)
+    base = 1_700_000_000_000
+    for user in ("gone", "stays"):
+        for i, kind in enumerate(("view", "add_to_cart", "purchase", "view")):
+            event = ClickEvent(f"{user}{i}", kind, base + i * 1000, user, f"s-{user}",
+                               item_id=f"item-{i}", price=10.0 if kind == "purchase" else None)
+            host.on_event(event, {"consent": True}, None, "clicks")
+        live = LiveEvent(f"{user}-l", "product_click", base + 9000, "room-1", user,
+                         item_id="item-9")
+        host.on_event(live, {"consent": True}, None, "user-activity", viewer={})
+    before = host.holds("gone")
+    assert before["scores"] and before["sessions"] >= 2 and before["propensity_pending"]
+    assert before["leave_risk_pending"] and before["purchase_filter"]
+    forgotten = host.forget("gone", ["s-gone"])
+    assert forgotten["sessions"] >= 2
+    assert not any(host.holds("gone").values())
+    assert host.holds("stays")["scores"] and host.holds("stays")["sessions"] >= 2
+    assert host.forget("gone") == dict.fromkeys(forgotten, 0)  # idempotent
+
+
+def test_opted_out_ranking_ignores_the_user_a_session_was_learned_with() -> None:
+    rec = HybridRecommender(seed=1)
+    for i, item in enumerate(("a", "b", "c")):
+        rec.learn_one({"session_id": "s1", "item_id": item, "ts": 1000 + i, "user_id": "u1",
+                       "kind": "purchase"})
+    for i, item in enumerate(("d", "e")):  # another session of the same user, and others'
+        rec.learn_one({"session_id": "s2", "item_id": item, "ts": 2000 + i, "user_id": "u1",
+                       "kind": "view"})
+        rec.learn_one({"session_id": "s3", "item_id": item, "ts": 2000 + i, "kind": "view"})
+    personal = rec.rank({"session_id": "s2"}, k=10)
+    anonymous = rec.rank({"session_id": "s2", "personal": False}, k=10)
+    # personal: the user's purchases are filtered out; opted out: nothing user-level applies
+    assert {r["item_id"] for r in anonymous} >= {"a", "b", "c"}
+    assert not {"a", "b", "c"} & {r["item_id"] for r in personal}
+    assert rec.forget_user("u1") == 2 and rec.forget_user("u1") == 0
+
+
+def test_delayed_labels_forget_pending_and_held_examples() -> None:
+    labels = DelayedLabels()  # release="deadline": labelled positives are held
+    labels.open("u1", {"a": 1.0}, 0.3, ts=1_000, deadline_ts=61_000)
+    labels.open("r|u1", {"a": 1.0}, 0.3, ts=1_000, deadline_ts=61_000)
+    labels.open("u2", {"a": 0.0}, 0.1, ts=2_000, deadline_ts=62_000)
+    labels.resolve("u1", True, ts=5_000)  # held until its deadline
+    assert labels.forget(lambda key: key == "u1" or key.endswith("|u1")) == 2
+    assert [x for x, _, _ in labels.expire(now_ts=70_000)] == [{"a": 0.0}]
+
+
+def test_anomaly_watch_forgets_a_user_and_their_incidents() -> None:
+    monitor = AnomalyMonitor(tracker=IncidentTracker(open_after=1, quiet_s=60))
+    hot = [Signal("clicks_per_s", 0.999, 50.0, 0.0, 1.0)]
+    for user in ("bot-1", "bot-2"):
+        monitor.users.note(user, "click", 1_000)
+        monitor.tracker.observe("user", user, hot, 2_000)
+    assert monitor.holds_user("bot-1") and monitor.holds_user("bot-2")
+    monitor.forget_user("bot-1")
+    assert not monitor.holds_user("bot-1")
+    assert "bot-1" not in str(monitor.snapshot("user"))
+    assert monitor.users.users.get("bot-2") is not None
+
+
+def test_consent_request_bodies_are_checked_against_the_contract() -> None:
+    record = consent_record("u1", {"consent": False})
+    assert (record["user_id"], record["consent"], record["source"]) == ("u1", False, "api")
+    for user, body, error in [("u1", {}, "missing_field"),
+                              ("u1", {"consent": "no"}, "wrong_type"),
+                              ("u1", {"consent": False, "source": 5}, "wrong_type"),
+                              ("u" * 300, {"consent": False}, "out_of_range"),
+                              ("bad\udc80id", {"consent": False}, "bad_encoding")]:
+        with pytest.raises(BadRequest) as caught:
+            consent_record(user, body)
+        assert caught.value.error == error, (user[:8], body)
