@@ -29,8 +29,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from agents.privacy import pseudonym_key, pseudonymize
 from config.settings import Settings
+from streams.app import log_ends
 from streams.contracts import SCHEMA_VERSION
 from streams.ingest import now_ms
+from streams.security import kafka_client_options
 from streams.topics import topic_names
 
 
@@ -41,8 +43,9 @@ def erasure_record(user_id: str, source: str = "cli",
             "request_id": request_id or uuid.uuid4().hex, "source": source}
 
 
-async def publish(bootstrap: str, topic: str, key: str, value: bytes | None) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+async def publish(bootstrap: str, topic: str, key: str, value: bytes | None,
+                  client: dict[str, Any] | None = None) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **(client or {}))
     await producer.start()
     try:
         await producer.send_and_wait(topic, value, key=key.encode())
@@ -50,12 +53,15 @@ async def publish(bootstrap: str, topic: str, key: str, value: bytes | None) -> 
         await producer.stop()
 
 
-def user_api(web_url: str, user_id: str, what: str,
+def user_api(web_url: str, user_id: str, what: str, token: str = "",
              timeout_s: float = 2.0) -> tuple[int | None, Any]:
-    """(HTTP status, JSON body) of ``/api/users/{id}/{what}`` (None: no answer)."""
+    """(HTTP status, JSON body) of ``/api/users/{id}/{what}`` (None: no answer); ``token``
+    is the API token when the workers require one."""
     url = f"{web_url.rstrip('/')}/api/users/{urllib.parse.quote(user_id, safe='')}/{what}"
+    request = urllib.request.Request(
+        url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return int(response.status), orjson.loads(response.read())
     except urllib.error.HTTPError as error:
         return int(error.code), None
@@ -63,20 +69,21 @@ def user_api(web_url: str, user_id: str, what: str,
         return None, None
 
 
-def gone(web_url: str, user_id: str) -> bool:
+def gone(web_url: str, user_id: str, token: str = "") -> bool:
     """The owning worker holds nothing about the user and the profile API answers 404
     (which also means the Redis copy is gone)."""
-    status, body = user_api(web_url, user_id, "footprint")
+    status, body = user_api(web_url, user_id, "footprint", token)
     if status != 200 or not isinstance(body, dict) or body.get("held") != 0:
         return False
-    return user_api(web_url, user_id, "profile")[0] == 404
+    return user_api(web_url, user_id, "profile", token)[0] == 404
 
 
-async def wait_gone(web_url: str, user_id: str, timeout_s: float) -> tuple[bool, float]:
+async def wait_gone(web_url: str, user_id: str, timeout_s: float,
+                    token: str = "") -> tuple[bool, float]:
     """Poll the worker API until the user is gone; (acknowledged, seconds waited)."""
     started = time.monotonic()
     while True:
-        if await asyncio.to_thread(gone, web_url, user_id):
+        if await asyncio.to_thread(gone, web_url, user_id, token):
             return True, time.monotonic() - started
         if time.monotonic() - started > timeout_s:
             return False, time.monotonic() - started
@@ -87,7 +94,9 @@ async def delete_redis(settings: Settings, user_id: str) -> int:
     """Delete the user's serving keys; return how many keys existed."""
     import redis.asyncio as aioredis
 
-    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    tls = ({"ssl_ca_certs": settings.redis_tls_ca_file}
+           if settings.redis_tls_ca_file and settings.redis_url.startswith("rediss:") else {})
+    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, **tls)
     try:
         ns = settings.redis_namespace
         found = int(await client.delete(f"{ns}:user:{user_id}"))
@@ -97,18 +106,22 @@ async def delete_redis(settings: Settings, user_id: str) -> int:
         await client.aclose()
 
 
-async def history_ends(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
+async def history_ends(bootstrap: str, topics: list[str],
+                       client: dict[str, Any] | None = None) -> dict[tuple[str, int], int]:
     """End offsets of every partition of ``topics`` now."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                **(client or {}))
     await consumer.start()
     try:
         await consumer.topics()  # fresh metadata of every topic (partitions_for_topic reads it)
         tps = [TopicPartition(t, p) for t in topics
                for p in sorted(consumer.partitions_for_topic(t) or ())]
-        ends = await consumer.end_offsets(tps) if tps else {}
-        return {(tp.topic, tp.partition): end for tp, end in ends.items()}
+        reported = await consumer.end_offsets(tps) if tps else {}
     finally:
         await consumer.stop()
+    # the embedded broker under-reports ListOffsets (EMBEDDED-BROKER.md trap 1): probe a fetch
+    ends = await log_ends(bootstrap, reported, client_options=client) if reported else {}
+    return {(tp.topic, tp.partition): end for tp, end in ends.items()}
 
 
 def erase_history(settings: Settings, pid: str, ends: dict[tuple[str, int], int],
@@ -147,13 +160,14 @@ async def forget(settings: Settings, bootstrap: str, user_id: str, *, web_url: s
     names = topic_names(settings)
     record = erasure_record(user_id)
     started = time.monotonic()
-    await publish(bootstrap, names.erasure, user_id, orjson.dumps(record))
+    client = kafka_client_options(settings)
+    await publish(bootstrap, names.erasure, user_id, orjson.dumps(record), client)
     summary: dict[str, Any] = {
         "user_pid": pseudonymize(user_id, pseudonym_key(settings)),
         "request_id": record["request_id"], "topic": names.erasure}
     acknowledged = True
     if web_url:
-        acknowledged, waited = await wait_gone(web_url, user_id, timeout_s)
+        acknowledged, waited = await wait_gone(web_url, user_id, timeout_s, settings.api_token)
         summary["worker_ack"] = acknowledged
         summary["worker_ack_s"] = round(waited, 3)
     if settings.redis_url.strip():
@@ -165,14 +179,14 @@ async def forget(settings: Settings, bootstrap: str, user_id: str, *, web_url: s
         from agents.clickhouse_schema import TABLES
 
         try:
-            ends = await history_ends(bootstrap, [t.topic(names) for t in TABLES])
+            ends = await history_ends(bootstrap, [t.topic(names) for t in TABLES], client)
             summary["clickhouse"] = await asyncio.to_thread(
                 erase_history, settings, summary["user_pid"], ends, timeout_s)
         except Exception as exc:  # reported, not raised: the summary says what is left
             summary["clickhouse"] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}",
                                      "rows_left": None}
     if acknowledged:  # done: let compaction drop the request (and its raw user id)
-        await publish(bootstrap, names.erasure, user_id, None)
+        await publish(bootstrap, names.erasure, user_id, None, client)
     summary["seconds"] = round(time.monotonic() - started, 3)
     summary["ok"] = acknowledged and summary.get("clickhouse", {}).get("rows_left", 0) == 0
     return summary
