@@ -300,8 +300,9 @@ class Campaign:
         """
         if not isinstance(data, Mapping):
             raise CampaignError("a campaign must be a mapping")
+        # null means absent, as in every contract (a null cost_per_trigger was a TypeError)
         record = {k: (v.isoformat() if isinstance(v, dt.datetime) else v)
-                  for k, v in data.items()}
+                  for k, v in data.items() if v is not None}
         record.setdefault("version", 1)
         name = record.get("id")
         where = f"campaign {name!r}" if isinstance(name, str) else "campaign"

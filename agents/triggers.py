@@ -190,6 +190,11 @@ class PromoTriggers:
             self.book.rejected[name or "?"] = reason
             log.error("campaign record %r refused: %s", name, reason)
             return "rejected"
+        except Exception as exc:  # a bug must not make the follower retry this record for ever
+            log.exception("campaign record %r could not be applied", name)
+            self.book.rejected[name or "?"] = f"internal: {type(exc).__name__}: {exc}"[:300]
+            self.engine.metrics.agent_errors.labels("campaigns").inc()
+            return "rejected"
         log.info("campaign %s: %s", name, outcome)
         return outcome
 

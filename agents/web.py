@@ -22,7 +22,7 @@ from aiohttp import web as aiohttp_web
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
-from agents import web_auth
+from agents import web_auth, web_errors
 from agents.anomalies import SCOPES
 from agents.engine import Engine
 from agents.profile import UserProfile
@@ -44,6 +44,7 @@ def _not_found(view: View, kind: str, key: str) -> Response:
 
 def register(engine: Engine) -> None:
     app, metrics = engine.app, engine.metrics
+    web_errors.install(app.web.web_app, metrics.agent_errors.labels("web"))  # JSON 4xx/5xx
     pages = {p.name: p.read_bytes() for p in HOST_PAGE_DIR.iterdir()
              if p.is_file() and p.suffix in STATIC_TYPES}
     rooms = app.livepulse_rooms

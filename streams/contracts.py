@@ -29,6 +29,12 @@ STRING, INTEGER, NUMBER, BOOLEAN, STRING_LIST, OBJECT_LIST, OBJECT = (
     "string", "integer", "number", "boolean", "string_list", "object_list", "object",
 )
 NUMBER_MAP = "number_map"  # an object whose values are all numbers (e.g. model scores)
+# Numbers beyond +-2**53 are refused: not exactly representable in a double (RFC 8259
+# interoperability), and sums of such values overflow to inf, which JSON cannot carry.
+MAX_NUMBER = 2**53 - 1
+# Counts and versions stored as UInt32 in the ClickHouse history (agents/clickhouse_schema):
+# a larger one made every insert of its batch fail, and the sink retry it for ever.
+MAX_UINT32 = 2**32 - 1
 
 
 class ContractError(ValueError):
@@ -52,6 +58,7 @@ class FieldSpec:
     items: tuple[FieldSpec, ...] | None = None  # fields of OBJECT / OBJECT_LIST elements
     max_items: int | None = None
     nullable: bool = False  # JSON null is a value (output contracts: "not yet known")
+    maximum: float | None = None  # default MAX_NUMBER for numbers
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,7 +304,8 @@ LIVE_EVENT = Contract(
         _f("host_id", STRING, "Host of the room.", max_length=ID_LEN),
         _f("item_id", STRING, "Product concerned.", max_length=ID_LEN),
         _f("amount", NUMBER, "Money: gift value or order value (purchase), >= 0.", minimum=0),
-        _f("quantity", INTEGER, "Units in a cart or order, >= 1.", minimum=1),
+        _f("quantity", INTEGER, "Units in a cart or order, 1 .. 2^32 - 1.", minimum=1,
+           maximum=MAX_UINT32),
         _f("text", STRING, "Comment text (any language, UTF-8).", max_length=2000),
         _f("session_id", STRING, "Viewer's watch session.", max_length=ID_LEN),
     ),
@@ -326,7 +334,7 @@ CLICK_EVENT = Contract(
         _f("item_id", STRING, "Product concerned.", max_length=ID_LEN),
         _f("category", STRING, "Product category.", max_length=ID_LEN),
         _f("price", NUMBER, "Unit price, >= 0.", minimum=0),
-        _f("quantity", INTEGER, "Units, >= 1.", minimum=1),
+        _f("quantity", INTEGER, "Units, 1 .. 2^32 - 1.", minimum=1, maximum=MAX_UINT32),
         _f("query", STRING, "Search text.", max_length=500),
         _f("room_id", STRING, "Live room the click came from, if any.", max_length=ID_LEN),
     ),
@@ -531,7 +539,7 @@ PROMO_TRIGGER = Contract(
            "of campaign, user, source topic and source event id.", required=True),
         _f("campaign_id", STRING, "Campaign that fired.", required=True),
         _f("campaign_version", INTEGER, "Version of the campaign definition that fired.",
-           required=True, minimum=1),
+           required=True, minimum=1, maximum=MAX_UINT32),
         _f("user_id", STRING, "Target user (message key).", required=True),
         _f("action", STRING, "What the ad system should do (campaign-defined, e.g. coupon, "
            "reminder, follow_incentive, welcome_offer).", required=True),
@@ -581,8 +589,8 @@ CAMPAIGN = Contract(
         _VERSION_IN,
         _f("id", STRING, "Campaign id (message key): letters, digits, '_', '-', '.'.",
            required=True, max_length=64),
-        _f("version", INTEGER, "Definition version; a lower version than the one in force "
-           "is ignored.", required=True, minimum=1),
+        _f("version", INTEGER, "Definition version (1 .. 2^32 - 1); a lower version than the "
+           "one in force is ignored.", required=True, minimum=1, maximum=MAX_UINT32),
         _f("on", STRING_LIST, "Event types that can fire it (live or click types).",
            required=True, max_items=20),
         _f("action", STRING, "What the ad system should do.", required=True, max_length=64),
@@ -663,7 +671,7 @@ ATTRIBUTION = Contract(
            enum=("treatment", "holdout")),
         _f("campaign_id", STRING, "Campaign.", required=True),
         _f("campaign_version", INTEGER, "Campaign version that fired.", required=True,
-           minimum=1),
+           minimum=1, maximum=MAX_UINT32),
         _f("user_id", STRING, "User.", required=True),
         _f("trigger_key", STRING, "idempotency_key of the trigger (would-have-been key for "
            "the holdout).", required=True),
@@ -765,6 +773,10 @@ def _check_value(spec: FieldSpec, value: Any, path: str) -> None:
             raise ContractError(
                 "out_of_range", f"{path} must be >= {spec.minimum:g}, got {value}"
             )
+        upper = MAX_NUMBER if spec.maximum is None else spec.maximum
+        if not -MAX_NUMBER <= value <= upper:
+            bounds = "+-(2**53 - 1)" if spec.maximum is None else f"<= {upper:g}"
+            raise ContractError("out_of_range", f"{path} must be {bounds}, got {value:.6g}")
         return
     if kind == BOOLEAN:
         if type(value) is not bool:
@@ -892,6 +904,9 @@ def _schema_for(spec: FieldSpec) -> dict[str, Any]:
         out["enum"] = list(spec.enum)
     if spec.minimum is not None:
         out["minimum"] = int(spec.minimum) if spec.kind == INTEGER else spec.minimum
+    if spec.kind in (INTEGER, NUMBER):
+        out.setdefault("minimum", -MAX_NUMBER)
+        out["maximum"] = MAX_NUMBER if spec.maximum is None else spec.maximum
     if spec.kind == STRING_LIST:
         out["type"] = "array"
         item: dict[str, Any] = {"type": "string"}
