@@ -59,6 +59,9 @@ def query() -> st.SearchStrategy[str]:
         p, errors="replace")), st.sampled_from(["?", "?&&", "?=", "?a=%zz", "?scope=%00"]))
 
 
+AIOHTTP_MAX_LINE = 8190  # aiohttp's request-line limit: longer lines get its plain 400
+
+
 def body() -> st.SearchStrategy[bytes]:
     return st.one_of(st.just(b""), st.binary(max_size=200),
                      st.sampled_from([b"{}", b"null", b'{"a": [1, 2]}', b"[" * 2000,
@@ -119,6 +122,8 @@ def test_api_never_answers_5xx_and_4xx_are_json(broker, worker_factory, tmp_path
         status, kind, data = call(host, port, method, target, payload, extra)
         seen[status] = seen.get(status, 0) + 1
         assert status < 500, (method, target, status, data[:300])
+        if status == 400 and len(f"{method} {target} HTTP/1.1") > AIOHTTP_MAX_LINE:
+            return  # refused by aiohttp's HTTP parser before the app (README: Bad input)
         if status >= 400:
             assert "json" in kind, (method, target, status, kind, data[:300])
             assert "error" in orjson.loads(data), (method, target, data[:300])
