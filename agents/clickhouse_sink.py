@@ -74,8 +74,7 @@ from agents.clickhouse_schema import (
     user_rows_sql,
 )
 from agents.privacy import pseudonym_key, pseudonymize
-from agents.redis_sink import redact_url
-from config.settings import Settings
+from config.settings import Settings, redact_url
 from streams.contracts import ContractError, as_dict, check_contract
 from streams.ingest import Rejection, Validator, now_ms
 from streams.security import kafka_client_options

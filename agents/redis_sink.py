@@ -55,7 +55,6 @@ import logging
 import math
 import random
 import time
-import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -65,6 +64,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+
+from config.settings import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -138,23 +139,6 @@ def decode_fields(raw: Mapping[bytes, bytes] | Mapping[str, str]) -> dict[str, A
     """
     return {(name.decode("utf-8", "replace") if isinstance(name, bytes) else name):
             decode_value(value) for name, value in raw.items()}
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, for logs.
-
-    >>> redact_url("redis://user:secret@cache:6379/0")
-    'redis://user:***@cache:6379/0'
-    >>> redact_url("redis://127.0.0.1:6379/0")
-    'redis://127.0.0.1:6379/0'
-    """
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
 
 
 def _auth_hint(error: BaseException) -> str:
