@@ -1,7 +1,8 @@
 """A private, throw-away ``redis-server`` on a loopback port (demo and tests).
 
-No persistence (``--save "" --appendonly no``), dies with the process that started it, and
-can be killed, paused and restarted on the same port to simulate outages. ``livepulse demo``
+No persistence (``--save "" --appendonly no``; ``persist=True`` keeps an append-only file so
+the data survives a kill and restart), dies with the process that started it, and can be
+killed, paused and restarted on the same port to simulate outages. ``livepulse demo``
 starts one when ``LIVEPULSE_REDIS_URL`` points at this machine and nothing answers there.
 
 >>> server = RedisServer()
@@ -47,9 +48,11 @@ class RedisServer(ServerProcess):
 
     stop_timeout_s = 5.0
 
-    def __init__(self, port: int | None = None, log_dir: Path | None = None) -> None:
+    def __init__(self, port: int | None = None, log_dir: Path | None = None,
+                 persist: bool = False) -> None:
         self.port = port or free_port()
         self.log_dir = log_dir
+        self.persist = persist  # append-only file in log_dir: data survives kill + start
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -69,7 +72,8 @@ class RedisServer(ServerProcess):
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [REDIS_SERVER_BIN, "--port", str(self.port), "--bind", "127.0.0.1",
-                 "--save", "", "--appendonly", "no", "--dir", str(self.log_path.parent)],
+                 "--save", "", "--appendonly", "yes" if self.persist else "no",
+                 "--appendfsync", "always", "--dir", str(self.log_path.parent)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
