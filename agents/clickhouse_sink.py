@@ -84,6 +84,23 @@ if TYPE_CHECKING:
     from agents.engine import Engine
 
 log = logging.getLogger("livepulse.clickhouse")
+PAUSE_LOG_INTERVAL_S = 30.0  # a buffer that fills and drains again is logged this often
+
+
+class _QuietConnectFailures(logging.Filter):
+    """clickhouse-driver logs every failed connection attempt as a WARNING with a full
+    traceback; the sink logs an outage once (and its end), so these only show at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (isinstance(record.msg, str) and record.msg.startswith("Failed to connect")):
+            return True
+        if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+logging.getLogger("clickhouse_driver.connection").addFilter(_QuietConnectFailures())
 
 INSERT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_ROW_BUCKETS = (1, 10, 100, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000, 100_000,
@@ -128,6 +145,9 @@ class ClickHouseSinkMetrics:
         self.paused = Gauge(
             "livepulse_clickhouse_paused", "1 while fetching is paused because the buffer is "
             "full (backpressure).", registry=r)
+        self.pauses = Counter(
+            "livepulse_clickhouse_pauses_total", "Times fetching was paused because the "
+            "buffer was full (backpressure).", registry=r)
         self.partitions_dropped = Counter(
             "livepulse_clickhouse_partitions_dropped_total", "Day partitions dropped by "
             "retention.", registry=r)
@@ -500,6 +520,9 @@ class ClickHouseSink:
         self._fresh: set[TP] = set()     # assigned; their stored offsets not read yet
         self._job_fresh: set[TP] = set()  # read by the flush in flight
         self._paused = False
+        self._pause_logged_at = -PAUSE_LOG_INTERVAL_S
+        self._pauses_unlogged = 0
+        self._pause_logged = False  # the current pause was logged: log its end too
         self._failures = 0
         self._retry_at = 0.0
         self._next_retention = 0.0
@@ -602,13 +625,23 @@ class ClickHouseSink:
         if consumer is None or full == self._paused:
             return
         assigned = consumer.assignment()
+        # While catching up the buffer fills and drains once per batch: log at most every
+        # PAUSE_LOG_INTERVAL_S, with how often it paused meanwhile (the metrics see each).
+        now = time.monotonic()
         if full:
             consumer.pause(*assigned)
-            log.warning("ClickHouse sink buffer full (%d rows): fetching paused until a batch "
-                        "is stored", self.buffered)
+            self.metrics.pauses.inc()
+            self._pauses_unlogged += 1
+            self._pause_logged = now - self._pause_logged_at >= PAUSE_LOG_INTERVAL_S
+            if self._pause_logged:
+                log.warning("ClickHouse sink buffer full (%d rows): fetching paused until a "
+                            "batch is stored (backpressure; paused %d times since the last "
+                            "message)", self.buffered, self._pauses_unlogged)
+                self._pause_logged_at, self._pauses_unlogged = now, 0
         else:
             consumer.resume(*consumer.paused())
-            log.info("ClickHouse sink fetching again (%d rows buffered)", self.buffered)
+            (log.info if self._pause_logged else log.debug)(
+                "ClickHouse sink fetching again (%d rows buffered)", self.buffered)
         self._paused = full
         self.metrics.paused.set(int(full))
 

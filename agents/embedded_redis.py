@@ -1,7 +1,8 @@
 """A private, throw-away ``redis-server`` on a loopback port (demo and tests).
 
-No persistence (``--save "" --appendonly no``), dies with the process that started it, and
-can be killed, paused and restarted on the same port to simulate outages. ``livepulse demo``
+No persistence (``--save "" --appendonly no``; ``persist=True`` keeps an append-only file so
+the data survives a kill and restart), dies with the process that started it, and can be
+killed, paused and restarted on the same port to simulate outages. ``livepulse demo``
 starts one when ``LIVEPULSE_REDIS_URL`` points at this machine and nothing answers there.
 Optionally with a password (``--requirepass``) and TLS only (``--tls-port``, a PEM
 certificate and key; clients are not asked for certificates).
@@ -64,12 +65,13 @@ class RedisServer(ServerProcess):
 
     def __init__(self, port: int | None = None, log_dir: Path | None = None, *,
                  password: str | None = None, tls_cert_file: str | None = None,
-                 tls_key_file: str | None = None) -> None:
+                 tls_key_file: str | None = None, persist: bool = False) -> None:
         self.port = port or free_port()
         self.log_dir = log_dir
         self.password = password
         self.tls_cert_file = tls_cert_file
         self.tls_key_file = tls_key_file
+        self.persist = persist  # append-only file in log_dir: data survives kill + start
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -104,7 +106,8 @@ class RedisServer(ServerProcess):
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [REDIS_SERVER_BIN, "--port", str(self.port), "--bind", "127.0.0.1",
-                 "--save", "", "--appendonly", "no", "--dir", str(self.log_path.parent),
+                 "--save", "", "--appendonly", "yes" if self.persist else "no",
+                 "--appendfsync", "always", "--dir", str(self.log_path.parent),
                  *self._security_args()],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent)

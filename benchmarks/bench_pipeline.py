@@ -182,6 +182,7 @@ class Context:
     items: int = 2_000
     notes: list[str] = dataclasses.field(default_factory=list)
     started: float = dataclasses.field(default_factory=time.monotonic)
+    worker_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def left(self) -> float:
         """Seconds left in the plan's time budget (infinite without one)."""
@@ -282,7 +283,7 @@ def worker_settings(ctx: Context, tag: str, index: int = 0) -> Settings:
         data_dir=str(ctx.workdir / f"{tag}-{index}"), web_port=free_port(),
         partitions=PARTITIONS, redis_url=ctx.redis, redis_namespace=tag,
         redis_profile_ttl_s=900, redis_room_ttl_s=900, clickhouse_url=ctx.clickhouse,
-        campaigns_file=str(campaigns), log_level="warn")
+        campaigns_file=str(campaigns), log_level="warn").with_overrides(**ctx.worker_overrides)
 
 
 def launch(ctx: Context, tag: str, count: int = 1) -> list[Worker]:
@@ -1010,10 +1011,11 @@ def render_markdown(results: dict[str, Any], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def replace_section(path: Path, section: str) -> None:
-    """Replace the section headed :data:`SECTION` in ``path`` (or append it)."""
+def replace_section(path: Path, section: str, heading: str = SECTION) -> None:
+    """Replace the section headed ``heading`` (default :data:`SECTION`) in ``path`` (or
+    append it)."""
     text = path.read_text() if path.exists() else "# Benchmark results\n"
-    start = text.find(f"\n{SECTION}")
+    start = text.find(f"\n{heading}")
     if start < 0:
         text = text.rstrip("\n") + "\n\n" + section
     else:

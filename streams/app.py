@@ -20,6 +20,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 import streams.codecs  # noqa: F401  (registers the orjson codec)
 from config.settings import Settings
+from streams.logfilter import quiet_kafka_client_logs
 from streams.security import faust_credentials, kafka_client_options
 
 TRANSPORT_SCHEME = "lpkafka"
@@ -112,6 +113,7 @@ def broker_url(bootstrap: str) -> str:
 def create_app(settings: Settings, bootstrap: str | None = None, **overrides: Any) -> faust.App:
     """A configured Faust app; agents register themselves on it (see ``agents.engine``)."""
     bootstrap = bootstrap or settings.bootstrap_servers
+    quiet_kafka_client_logs()  # a broker outage: one line per kind of error per 10 s
     if not bootstrap:
         raise ValueError("no broker: set LIVEPULSE_KAFKA_URL or start the embedded broker")
     store = settings.store

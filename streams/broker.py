@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -102,12 +103,14 @@ class EmbeddedBroker:
 
     def __init__(self, *, host: str = "127.0.0.1", port: int | None = None,
                  storage: str = "memory://tansu/", binary: str = "",
-                 log_path: str | Path | None = None) -> None:
+                 log_path: str | Path | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.storage = storage
         self.binary = binary
         self.log_path = Path(log_path) if log_path else None
+        self.env = dict(env or {})  # e.g. the AWS_* settings of an s3:// storage
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -123,7 +126,7 @@ class EmbeddedBroker:
         if self.process is not None:
             return self.bootstrap
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn"), **self.env}
         self.process = subprocess.Popen(
             self.command(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=env, start_new_session=True, preexec_fn=_die_with_parent,
