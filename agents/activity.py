@@ -13,6 +13,11 @@ back into events (:func:`unbatch`) and handles and guards each on its own.
 Nothing held is lost: :meth:`ActivityBatcher.flush` runs before every offset commit of the
 room pipeline's input (``agents.state.before_commit``), and Faust flushes the producer
 before it commits.
+
+Each forwarded event carries its position in ``live-events`` (:data:`SOURCE_FIELD`: partition
+and offset, see :func:`forwarded`): a live event may be forwarded twice (the room pipeline
+replays its input after a crash or a rebalance), and the user pipeline skips a position it
+has folded in already (:meth:`agents.profile.UserProfile.is_duplicate`).
 """
 
 from __future__ import annotations
@@ -55,6 +60,31 @@ class ActivityMessage:
     @property
     def value(self) -> bytes:  # only needed to dead-letter it
         return orjson.dumps(self.body)
+
+
+SOURCE_FIELD = "lp_src"  # [live-events partition, offset] of a forwarded event
+
+
+def forwarded(body: dict[str, Any], partition: int, offset: int) -> bytes:
+    """One live event encoded for a batch, with its input position.
+
+    >>> forwarded({"event_id": "e1"}, 2, 17)
+    b'{"event_id":"e1","lp_src":[2,17]}'
+    """
+    return orjson.dumps({**body, SOURCE_FIELD: [partition, offset]})
+
+
+def source_of(body: dict[str, Any]) -> tuple[str, int] | None:
+    """The source name and offset of a forwarded event (None if it carries none).
+
+    >>> source_of({"lp_src": [2, 17]}), source_of({}), source_of({"lp_src": "x"})
+    (('l2', 17), None, None)
+    """
+    position = body.get(SOURCE_FIELD)
+    if (isinstance(position, list) and len(position) == 2
+            and all(type(n) is int and n >= 0 for n in position)):
+        return f"l{position[0]}", position[1]
+    return None
 
 
 def unbatch(message: Any) -> list[ActivityMessage]:

@@ -62,15 +62,29 @@ of     decayed orders (30-day constant)     rn     distinct rooms watched
 sx/sf  sessions / decayed sessions          cm/lk  comments / likes
 cat/br {category|brand: score}, <= 12       gn/gv  gifts / gift value
 pw/ps  price weight / weighted price sum    dw/de  deal signals / price evidence
+src    {source: input offset}, <= 8     ids    recent event ids (hashes), <= 16
 ====== ===================================  ====== ====================================
 
+Idempotency: the pipeline asks :meth:`UserProfile.is_duplicate` before folding an event in,
+and skips it if
+
+* its input position is at or below the last one folded in from the same source
+  (``src``: a source is one partition of one input; the pipeline names them, see
+  :meth:`UserProfile.advance`). Events of one source arrive in offset order, so this
+  catches every redelivery after a crash or a rebalance, however long the outage was;
+* or its ``event_id`` (the contracts' idempotency key) is among the last
+  :data:`RECENT_EVENT_IDS` folded in (``ids``: :func:`event_key` hashes, 48 bits), which
+  catches the same event sent twice at two positions (a producer retry).
+
 Size: with ids of simulator length (``u123456``, ``i4321``, ``room-12``) a profile stays under
-1 KiB of orjson whatever the history (every list and map is capped); ids up to the contract's
-128 characters could make one larger.
+1 KiB of orjson whatever the history (every list and map is capped), plus about 140 bytes
+for ``ids`` and ``src``; ids up to the contract's 128 characters could make one larger.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -99,6 +113,9 @@ MAX_RECENT_ROOMS = 6
 TOP_AFFINITIES = 5
 SCORE_DECIMALS = 2  # stored scores and weights are rounded to this at update time
 MIN_SCORE = 0.01  # decayed map entries below this are dropped
+RECENT_EVENT_IDS = 16  # event-id hashes kept per profile (an event sent twice)
+MAX_SOURCES = 8  # input positions kept per profile (the most recently advanced sources)
+EVENT_KEY_CHARS = 8  # one event_key: 48 bits in URL-safe base64
 
 ITEM_WEIGHTS = {"view": 1.0, "click": 1.0, "product_click": 1.0, "add_to_cart": 3.0,
                 "purchase": 5.0}
@@ -135,6 +152,16 @@ ENGAGED_MIN_SESSIONS = 4.0  # decayed sessions, 30-day constant
 _VIEW_KINDS = frozenset({"view", "click", "product_click"})
 _LIVE_SOURCES = ("live",)
 _CLICK_SOURCES = ("clicks", "click")
+
+
+def event_key(event_id: str) -> str:
+    """A short, stable hash of an event id (48 bits, 8 URL-safe base64 characters).
+
+    >>> event_key("e1"), len(event_key("x" * 128))
+    ('_LMgnF0J', 8)
+    """
+    digest = hashlib.blake2b(event_id.encode(), digest_size=6).digest()
+    return base64.urlsafe_b64encode(digest).decode()
 
 
 def _score(value: float, thresholds: tuple[float, ...]) -> int:
@@ -189,10 +216,11 @@ class UserProfile:
     __slots__ = (
         "brands", "categories", "comments", "consent", "consent_ts", "deal_evidence",
         "deal_weight", "events", "first_seen", "gift_value", "gifts", "last_order_ts", "likes",
-        "monetary", "order_freq", "orders", "price_sum", "price_weight", "recent_items", "ref",
-        "rooms", "rooms_count", "session_carts", "session_events", "session_freq",
-        "session_id", "session_last", "session_purchases", "session_start", "sessions",
-        "updated_at", "user_id", "watch_last", "watch_ms", "watch_room", "watch_start",
+        "monetary", "order_freq", "orders", "price_sum", "price_weight", "recent_ids",
+        "recent_items", "ref", "rooms", "rooms_count", "session_carts", "session_events",
+        "session_freq", "session_id", "session_last", "session_purchases", "session_start",
+        "sessions", "sources", "updated_at", "user_id", "watch_last", "watch_ms", "watch_room",
+        "watch_start",
     )
 
     def __init__(self, user_id: str) -> None:
@@ -232,8 +260,53 @@ class UserProfile:
         self.likes = 0
         self.gifts = 0
         self.gift_value = 0.0
+        self.recent_ids = ""  # event_key of the last RECENT_EVENT_IDS events, oldest first
+        self.sources: dict[str, int] = {}  # source -> input offset of its last event here
 
     # ------------------------------------------------------------------ folding events
+    def is_duplicate(self, event_id: str, source: str | None = None,
+                     offset: int | None = None) -> bool:
+        """True if this event is already folded in: its input ``offset`` in ``source`` is
+        at or below the last one folded in from there, or its id is a recent one.
+
+        >>> p = UserProfile("u1")
+        >>> p.apply_live(LiveEvent("e1", "like", 1_000, "room-1", "u1"))
+        >>> p.advance("l0", 41)
+        >>> p.is_duplicate("e0", "l0", 40), p.is_duplicate("e2", "l0", 42)
+        (True, False)
+        >>> p.is_duplicate("e1", "l1", 7), p.is_duplicate("e2", "l1", 7)
+        (True, False)
+        """
+        if source is not None and offset is not None and offset <= self.sources.get(source,
+                                                                                     -1):
+            return True
+        return self.has_seen(event_id)
+
+    def advance(self, source: str, offset: int) -> None:
+        """Record that the event at ``offset`` of ``source`` is folded in."""
+        sources = self.sources
+        sources[source] = max(sources.pop(source, -1), offset)  # now the most recent one
+        if len(sources) > MAX_SOURCES:
+            del sources[next(iter(sources))]  # the least recently advanced one
+
+    def has_seen(self, event_id: str) -> bool:
+        """True if the event ``event_id`` is among the last ones folded in (a redelivery).
+
+        >>> p = UserProfile("u1")
+        >>> p.apply_live(LiveEvent("e1", "like", 1_000, "room-1", "u1"))
+        >>> p.has_seen("e1"), p.has_seen("e2")
+        (True, False)
+        """
+        key, ids = event_key(event_id), self.recent_ids
+        at = ids.find(key)
+        while at >= 0 and at % EVENT_KEY_CHARS:  # a match across two keys is no match
+            at = ids.find(key, at + 1)
+        return at >= 0
+
+    def _remember(self, event_id: str) -> None:
+        ids = self.recent_ids + event_key(event_id)
+        self.recent_ids = ids[-RECENT_EVENT_IDS * EVENT_KEY_CHARS:]
+
     def apply(self, event: LiveEvent | ClickEvent, catalog: CatalogLookup | None = None) -> None:
         """Fold a live or click event (dispatch on its record type)."""
         if isinstance(event, LiveEvent):
@@ -247,6 +320,7 @@ class UserProfile:
         if kind == "product_pin":
             return
         ts = event.ts
+        self._remember(event.event_id)
         self._touch(ts)
         in_session = self._session(ts, event.session_id)
         self._watch(kind, event.room_id, ts)
@@ -280,6 +354,7 @@ class UserProfile:
         the catalog."""
         kind = event.type
         ts = event.ts
+        self._remember(event.event_id)
         self._touch(ts)
         in_session = self._session(ts, event.session_id)
         if event.room_id is not None and event.room_id == self.watch_room \
@@ -670,6 +745,10 @@ class UserProfile:
         if self.gifts:
             out["gn"] = self.gifts
             out["gv"] = self.gift_value
+        if self.recent_ids:
+            out["ids"] = self.recent_ids
+        if self.sources:
+            out["src"] = self.sources
         return out
 
     @classmethod
@@ -716,6 +795,8 @@ class UserProfile:
         p.likes = get("lk", 0)
         p.gifts = get("gn", 0)
         p.gift_value = get("gv", 0.0)
+        p.recent_ids = get("ids", "")
+        p.sources = dict(get("src", ()))
         return p
 
 

@@ -63,9 +63,9 @@ class RoomState:
 
     __slots__ = (
         "add_to_carts", "events_total", "gift_value", "gmv", "gmv_rate", "grace_ms", "host_id",
-        "items", "last_event_ts", "late_events", "mood", "orders", "panes", "peak_viewers",
-        "pinned", "product_clicks", "rates", "returning", "room_id", "seen", "top_viewers",
-        "unique", "viewer_samples", "viewers", "watch",
+        "items", "last_event_ts", "last_offset", "late_events", "mood", "orders", "panes",
+        "peak_viewers", "pinned", "product_clicks", "rates", "returning", "room_id", "seen",
+        "top_viewers", "unique", "viewer_samples", "viewers", "watch",
     )
 
     def __init__(self, room_id: str, grace_ms: int = 10_000) -> None:
@@ -95,10 +95,28 @@ class RoomState:
         self.pinned: dict[str, Any] | None = None
         self.mood = MoodWindow()
         self.panes: dict[int, list[float]] = {}      # minute start -> PANE_FIELDS counts
+        # Input offset of the last event folded in (-1: none). A room lives in one partition
+        # of its input topic (key = room id), so a redelivered event is one at or below it.
+        self.last_offset = -1
+
+    def already_applied(self, offset: int) -> bool:
+        """True if the input event at ``offset`` is already folded in (a redelivery).
+
+        >>> room = RoomState("r1")
+        >>> room.already_applied(0)
+        False
+        >>> _ = room.apply(LiveEvent("e1", "like", 1_000, "r1", "u1"), offset=0)
+        >>> room.already_applied(0), room.already_applied(1)
+        (True, False)
+        """
+        return offset <= self.last_offset
 
     # ------------------------------------------------------------------ folding
-    def apply(self, event: LiveEvent) -> bool:
-        """Fold one event; True if it came after its window closed (late beyond grace)."""
+    def apply(self, event: LiveEvent, offset: int | None = None) -> bool:
+        """Fold one event (read at input ``offset``, if known); True if it came after its
+        window closed (late beyond grace)."""
+        if offset is not None and offset > self.last_offset:
+            self.last_offset = offset
         self.events_total += 1
         if event.host_id:
             self.host_id = event.host_id
@@ -367,6 +385,7 @@ class RoomState:
             "watch": list(self.watch), "top_viewers": self.top_viewers.to_dict(),
             "items": self.items.to_dict(), "pinned": self.pinned, "mood": self.mood.to_dict(),
             "panes": {str(k): v for k, v in self.panes.items()},
+            "last_offset": self.last_offset,
         }
 
     @classmethod
@@ -401,6 +420,7 @@ class RoomState:
         if data.get("mood"):
             room.mood = MoodWindow.from_dict(data["mood"])
         room.panes = {int(k): list(v) for k, v in data.get("panes", {}).items()}
+        room.last_offset = data.get("last_offset", -1)
         return room
 
 

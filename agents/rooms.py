@@ -5,9 +5,16 @@ forward the event re-keyed by user to ``user-activity`` for the user pipeline. A
 insights for rooms that changed (at most every ``insights_min_interval_ms``) and for every
 live room at least every ``insights_max_interval_ms``.
 
-Room state lives in the ``room-state`` table. It is written at most every
-``STATE_PERSIST_MS`` per room (from inside the stream, as Faust requires): a room state is
-a few KiB, and writing it on every event would dominate the cost of the pipeline.
+Room state lives in the ``room-state`` table, written behind (``agents.state``): each room
+changed since the last offset commit is serialized once, just before the commit (a room
+state is a few KiB; writing it on every event would dominate the cost of the pipeline). So
+the changelog covers every committed offset, and each room also stores the input offset of
+the last event it folded in: after a crash or a rebalance the events redelivered from the
+committed offset that are at or below it are skipped (counted in
+``livepulse_duplicate_events_total{pipeline="room"}``), the others are folded in: every
+event counts once. A skipped event is still forwarded to ``user-activity`` (its first copy
+may have been lost with the crash): the user pipeline skips its position (partition and
+offset, see ``agents.activity``) if it had it already.
 """
 
 from __future__ import annotations
@@ -20,14 +27,13 @@ from typing import Any
 
 import orjson
 
-from agents.activity import ActivityBatcher
+from agents.activity import ActivityBatcher, forwarded
 from agents.engine import Engine
 from agents.room_state import RoomState
-from agents.state import before_commit
+from agents.state import WriteBehindTable, before_commit
 from streams.contracts import LIVE_EVENT, LiveEvent, as_dict
 from streams.ingest import now_ms
 
-STATE_PERSIST_MS = 500
 HEADLINE_S = 1.0
 ROOM_ITEMS_IN_HEADLINE = 30
 LATENCY_SAMPLES_PER_EMIT = 64
@@ -44,7 +50,7 @@ class LiveRoom:
     live: bool = True
     last_emit_wall: float = 0.0
     last_event_wall: float = field(default_factory=time.monotonic)
-    last_persist_wall: float = 0.0
+    unsaved: bool = False  # changed since its state was last written to the table
     pending_ts: list[int] = field(default_factory=list)
     pending_seen: int = 0
     last_insight: dict[str, Any] | None = None  # what was emitted last (served by the API)
@@ -77,19 +83,25 @@ class RoomPipeline:
         self.observers: list[Callable[[LiveEvent], None]] = []
         self.alerts: Callable[[str], list[dict[str, Any]]] | None = None
 
-    def apply(self, event: LiveEvent, partition: int,
-              load: Any = None) -> tuple[LiveRoom, bool]:
-        """Fold ``event`` into its room; also say whether it was late beyond the grace."""
-        room = self.rooms.get(event.room_id)
+    def room(self, room_id: str, partition: int, load: Any = None) -> LiveRoom:
+        """The room ``room_id``, loaded with ``load(room_id)`` (its saved state) if new here."""
+        room = self.rooms.get(room_id)
         if room is None:
-            saved = load(event.room_id) if load else None
-            state = (RoomState.from_dict(saved) if saved
-                     else RoomState(event.room_id, self.grace_ms))
-            room = self.rooms[event.room_id] = LiveRoom(state, partition)
-        late = room.state.apply(event)
+            saved = load(room_id) if load else None
+            state = RoomState.from_dict(saved) if saved else RoomState(room_id, self.grace_ms)
+            room = self.rooms[room_id] = LiveRoom(state, partition)
+        return room
+
+    def apply(self, event: LiveEvent, partition: int,
+              load: Any = None, offset: int | None = None) -> tuple[LiveRoom, bool]:
+        """Fold ``event`` (read at input ``offset``) into its room; also say whether it was
+        late beyond the grace."""
+        room = self.room(event.room_id, partition, load)
+        late = room.state.apply(event, offset)
         for observe in self.observers:
             observe(event)
         room.dirty = True
+        room.unsaved = True
         room.live = True
         room.last_event_wall = time.monotonic()
         room.note_event(event.ts, self.rng)
@@ -119,6 +131,18 @@ class RoomPipeline:
         room.last_emit_wall = wall
         room.last_insight = insight
         return orjson.dumps(insight), latencies
+
+    def save(self, store: Callable[[str, dict[str, Any], int], None],
+             partitions: set[int] | None = None) -> int:
+        """``store(room_id, state, partition)`` for each room changed since its last save
+        (only in ``partitions`` if given); return how many."""
+        saved = 0
+        for room_id, room in self.rooms.items():
+            if room.unsaved and (partitions is None or room.partition in partitions):
+                store(room_id, room.state.to_dict(), room.partition)
+                room.unsaved = False
+                saved += 1
+        return saved
 
     def drop_partitions(self, partitions: set[int]) -> None:
         for room_id in [r for r, room in self.rooms.items() if room.partition in partitions]:
@@ -166,7 +190,9 @@ def headline(room: LiveRoom) -> dict[str, Any]:
 def register(engine: Engine) -> None:
     app, settings, names, metrics = engine.app, engine.settings, engine.topics, engine.metrics
     validator = engine.validator(LIVE_EVENT)
-    state_table = app.Table("room-state", default=None, partitions=settings.partitions)
+    # written behind: only changed rooms, once per commit, with the offset they cover
+    state = WriteBehindTable(app.Table("room-state", default=None,
+                                       partitions=settings.partitions))
     # A few numbers per room that other pipelines use as context (the recommender's room
     # boost, leave risk): replicated to every worker, written by this agent alone.
     headlines = app.GlobalTable("room-headlines", default=None, partitions=settings.partitions)
@@ -180,20 +206,33 @@ def register(engine: Engine) -> None:
     activity = ActivityBatcher(engine)  # live events re-keyed by user, in batches
     before_commit(app).append(activity.flush)
 
+    def save_rooms() -> None:
+        """Before each commit (no await: see ``streams.app``): the changed rooms' state."""
+        pipeline.save(state.set)
+        state.flush()
+
+    before_commit(app).append(save_rooms)
+    duplicates = metrics.duplicates.labels("room")
+
     async def handle(event: Any) -> None:
         message = event.message
         record = await engine.admit(validator, message)
         if record is None:
             return
-        room, late = pipeline.apply(record, message.partition, state_table.get)
+        room = pipeline.room(record.room_id, message.partition, state.get)
+        if room.state.already_applied(message.offset):  # redelivered after a crash/rebalance
+            duplicates.inc()
+            if record.type != "product_pin":  # its activity may not have gone out: again
+                await activity.add(record.user_id, forwarded(
+                    as_dict(record), message.partition, message.offset))
+            return
+        room, late = pipeline.apply(record, message.partition, state.get, message.offset)
         if late:
             metrics.late_events.inc()
         if record.type != "product_pin":  # the host's act: no viewer profile to update
-            await activity.add(record.user_id, orjson.dumps(as_dict(record)))
+            await activity.add(record.user_id, forwarded(
+                as_dict(record), message.partition, message.offset))
         wall = time.monotonic()
-        if wall - room.last_persist_wall >= STATE_PERSIST_MS / 1000.0:
-            state_table[record.room_id] = room.state.to_dict()
-            room.last_persist_wall = wall
         if room.last_insight is not None and wall - room.last_headline_wall >= HEADLINE_S:
             headlines[record.room_id] = headline(room)
             room.last_headline_wall = wall
@@ -222,4 +261,10 @@ def register(engine: Engine) -> None:
     @app.on_partitions_revoked.connect
     async def forget_revoked_rooms(sender: Any, revoked: set[Any], **_: Any) -> None:
         await activity.flush()
-        pipeline.drop_partitions({tp.partition for tp in revoked if tp.topic == names.live_events})
+        partitions = {tp.partition for tp in revoked if tp.topic == names.live_events}
+        pipeline.save(state.set, partitions)  # the next owner recovers the latest state
+        state.flush()
+        pipeline.drop_partitions(partitions)
+        # delivered before this worker rejoins: the next owner recovers these states and
+        # its forwards come after these (never an older record landing after its own)
+        await app.producer.flush()

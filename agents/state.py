@@ -13,9 +13,12 @@ always covers every offset committed: recovery guarantees are those of a plain t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 
+from faust import streams as faust_streams
 from prometheus_client import CollectorRegistry, Counter
 
 BeforeCommit = Callable[[], object]  # may return an awaitable
@@ -35,8 +38,9 @@ class StateMetrics:
 class WriteBehindTable:
     """A Faust table whose changelog writes are coalesced per key until the next commit.
 
-    ``set`` must run inside stream iteration (like any table write); ``partition`` is the
-    source event's partition, which is also the key's changelog partition (co-partitioned).
+    ``partition`` is the source event's partition, which is also the key's changelog
+    partition (co-partitioned). ``set`` may also run outside stream iteration (a
+    before-commit hook): the store is then told the partition (see :func:`in_partition`).
     """
 
     def __init__(self, table: Any, metrics: StateMetrics | None = None) -> None:
@@ -50,7 +54,12 @@ class WriteBehindTable:
         return self.table.get(key, default)
 
     def set(self, key: Any, value: Any, partition: int) -> None:
-        self.table.data[key] = value  # no changelog record yet: see flush()
+        event = faust_streams.current_event()
+        if event is not None and event.message.partition == partition:
+            self.table.data[key] = value  # no changelog record yet: see flush()
+        else:
+            with in_partition(partition):
+                self.table.data[key] = value
         self._dirty[key] = (partition, value)
         if self._updates is not None:
             self._updates.inc()
@@ -76,6 +85,21 @@ class WriteBehindTable:
         if self._changelog is not None and dirty:
             self._changelog.inc(len(dirty))
         return len(dirty)
+
+
+@contextmanager
+def in_partition(partition: int) -> Iterator[None]:
+    """Make Faust's stores see an event of ``partition`` as the current one.
+
+    A RocksDB store picks the partition's database from the current event, so a write
+    outside stream iteration has none; a memory store ignores it.
+    """
+    stand_in = SimpleNamespace(message=SimpleNamespace(partition=partition))
+    token = faust_streams._current_event.set(lambda: stand_in)
+    try:
+        yield
+    finally:
+        faust_streams._current_event.reset(token)
 
 
 def before_commit(app: Any) -> list[BeforeCommit]:

@@ -121,6 +121,13 @@ class EngineMetrics:
         self.anomalies_open = Gauge(
             "livepulse_anomalies_open", "Anomaly incidents open now on this worker, by scope.",
             ["scope"], registry=r)
+        self.duplicates = Counter(
+            "livepulse_duplicate_events_total", "Redelivered input events detected and skipped "
+            "(at-least-once delivery after a crash or rebalance), by pipeline: room (input "
+            "offset at or below the room's last applied one) or user (event id among the "
+            "profile's recent ones).", ["pipeline"], registry=r)
+        for pipeline in ("room", "user"):
+            self.duplicates.labels(pipeline)  # exported at 0 from the start
         self.recorders: dict[str, LatencyRecorder] = {}
 
     def count_purchase(self, topic: str, record: Any) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from agents import erasure
-from agents.activity import unbatch
+from agents.activity import source_of, unbatch
 from agents.engine import RAW, Engine
 from agents.models import ModelHost
 from agents.profile import UserProfile
@@ -62,6 +62,7 @@ def register(engine: Engine) -> None:
     eraser = erasure.register(engine, state, models)  # livepulse forget
     channel = app.topic(names.clicks, names.user_activity, names.consent, names.erasure,
                         partitions=settings.partitions, **RAW)
+    duplicates = metrics.duplicates.labels("user")
 
     async def handle(message: Any) -> None:
         if message.topic == names.consent:
@@ -78,15 +79,32 @@ def register(engine: Engine) -> None:
             record = await engine.admit(validator, message)
             if record is None:
                 return
-        if watch_user is not None:  # agents.anomalies_agent: click floods, bots
-            watch_user(record, live=message.topic == names.user_activity)
         user = record.user_id
         saved = profiles.get(user)
         profile = UserProfile.from_dict(saved) if saved else UserProfile(user)
+        position = input_position(message)
+        if saved and profile.is_duplicate(record.event_id, *position):
+            # Redelivered (at-least-once after a crash or rebalance): already in the
+            # profile and the models, skipped. Only the promo decider sees it again: it
+            # keys triggers by campaign, user and event id, so it re-sends the trigger it
+            # sent for this event (the crash may have lost it) instead of a second one.
+            duplicates.inc()
+            room_id = getattr(record, "room_id", None)
+            view = profile.view(profile.updated_at)
+            scores = models.scores.get(user)
+            if scores:
+                view["scores"] = scores
+            await promo.on_event(message, record, view,
+                                 headlines.get(room_id) if room_id else None, None)
+            return
+        if watch_user is not None:  # agents.anomalies_agent: click floods, bots
+            watch_user(record, live=message.topic == names.user_activity)
         previous_ts = profile.updated_at if profile.events else None
         room_id = getattr(record, "room_id", None)
         viewer = viewer_context(profile, room_id) if room_id else None
         profile.apply(record, catalog.get)
+        if position[0] is not None:
+            profile.advance(*position)
         state.set(user, profile.to_dict(), message.partition)
         # the profile's own clock: a late event must not produce a view from the past
         view = profile.view(profile.updated_at)
@@ -105,6 +123,14 @@ def register(engine: Engine) -> None:
                               orjson.dumps(as_dict(recommendation)))
             metrics.observe_latency(names.recommendations, max(0, now_ms() - record.ts))
         await promo.on_event(message, record, view, room, previous_ts)
+
+    def input_position(message: Any) -> tuple[str | None, int | None]:
+        """Where an event comes from, for duplicate detection: ``c<partition>`` and the
+        offset for a click, the forwarded live-events position for live activity."""
+        if message.topic == names.clicks:
+            return f"c{message.partition}", message.offset
+        found = source_of(message.body) if message.topic == names.user_activity else None
+        return found if found is not None else (None, None)
 
     @app.task
     async def snapshot_models() -> None:
@@ -131,6 +157,7 @@ def register(engine: Engine) -> None:
     @app.on_partitions_revoked.connect
     async def flush_profiles(sender: Any, revoked: set[Any], **_: Any) -> None:
         state.flush()  # the next owner recovers from the changelog: it must be complete
+        await app.producer.flush()  # ...and hold nothing older after what it writes
 
     @app.timer(EXPORT_INTERVAL_S, name="model-metrics")
     async def export_model_metrics() -> None:

@@ -3,11 +3,13 @@
 Faust's aiokafka driver hard-codes a 1.5 s consumer fetch wait; on a quiet partition every
 record then waits up to 1.5 s before the agent sees it. The ``lpkafka://`` transport is the
 stock aiokafka transport with the fetch wait taken from the settings (default 10 ms), and a
-consumer that runs the app's ``livepulse_before_commit`` hooks before each offset commit.
+consumer that runs the app's ``livepulse_before_commit`` hooks before each offset commit
+(after fixing the offsets it will commit: see ``_LowLatencyConsumer.commit``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from collections.abc import Mapping
@@ -15,8 +17,10 @@ from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.exceptions import ProducerSendError
 from faust.transport import drivers
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode.utils.futures import notify
 
 import streams.codecs  # noqa: F401  (registers the orjson codec)
 from config.settings import Settings
@@ -81,18 +85,56 @@ class _LowLatencyConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
+def pinned_offsets(consumer: Any, topics: Any = None) -> dict[Any, int]:
+    """The offsets a commit may cover now: per partition, past the acked events (taken
+    from Faust's ack bookkeeping, which forgets them: commit them or crash)."""
+    return consumer._filter_committable_offsets(
+        list(consumer._filter_tps_with_pending_acks(topics)))
+
+
 class _LowLatencyConsumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _LowLatencyConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
-        # Write-behind state (agents.state) sends its held changelog records first; Faust
-        # flushes the producer before it commits offsets, so they land before the offsets.
-        for hook in getattr(self.app, "livepulse_before_commit", ()):
-            pending = hook()
-            if inspect.isawaitable(pending):
-                await pending
-        return await super().commit(topics, start_new_transaction)
+        """Faust's commit with the ``livepulse_before_commit`` hooks run in the middle.
+
+        The offsets to commit are fixed *before* the hooks run: they cover only events
+        handled (acked) by then, whose state the hooks then send (write-behind changelogs,
+        held ``user-activity`` batches). The agents go on handling events while an async
+        hook awaits; were the offsets taken after the hooks (as ``super().commit`` would),
+        they could cover events whose state no hook has sent yet, and a crash would lose
+        them. State sent for those later events is harmless: it is ahead of the offsets,
+        and the replay of an event already in the state is detected and skipped.
+        Faust flushes the producer before it commits the offsets.
+        """
+        hooks = getattr(self.app, "livepulse_before_commit", ())
+        if not hooks or self.app.client_only:
+            return await super().commit(topics, start_new_transaction)
+        if await self.maybe_wait_for_commit_to_finish():
+            return False  # another commit ran meanwhile (Faust's own rule)
+        self._commit_fut = asyncio.Future()
+        try:
+            sensor_state = self.app.sensors.on_commit_initiated(self)
+            offsets = pinned_offsets(self, topics)  # no await before this line
+            for hook in hooks:
+                pending = hook()
+                if inspect.isawaitable(pending):
+                    await pending
+            did_commit = False
+            if offsets:
+                try:
+                    await self._handle_attached(offsets)
+                except ProducerSendError as exc:
+                    await self.crash(exc)
+                else:
+                    did_commit = await self._commit_offsets(
+                        offsets, start_new_transaction=start_new_transaction)
+            self.app.sensors.on_commit_completed(self, sensor_state)
+            return did_commit
+        finally:
+            fut, self._commit_fut = self._commit_fut, None
+            notify(fut)
 
 
 class LowLatencyTransport(faust_aiokafka.Transport):

@@ -10,17 +10,22 @@ from typing import Any
 import orjson
 import pytest
 
+from agents import profile as profile_module
 from agents.profile import (
     AFFINITY_HALF_LIFE_MS,
     DAY_MS,
+    EVENT_KEY_CHARS,
     FREQUENCY_TIME_CONSTANT_MS,
     MAX_BRANDS,
     MAX_CATEGORIES,
     MAX_RECENT_ITEMS,
     MAX_RECENT_ROOMS,
+    MAX_SOURCES,
+    RECENT_EVENT_IDS,
     SESSION_GAP_MS,
     WATCH_TIMEOUT_MS,
     UserProfile,
+    event_key,
     fold_profile,
 )
 from streams.contracts import ClickEvent, LiveEvent
@@ -418,4 +423,63 @@ def test_serialized_heavy_user_fits_in_one_kib() -> None:
     assert len(data["cat"]) == MAX_CATEGORIES and len(data["br"]) == MAX_BRANDS
     assert data["o"] > 1000 and data["rn"] > 1000  # a really heavy history
     size = len(orjson.dumps(data))
-    assert size <= 1024, size
+    # plus the recent event ids (duplicate detection): a fixed 137 bytes once full
+    assert len(data["ids"]) == RECENT_EVENT_IDS * EVENT_KEY_CHARS
+    assert size <= 1024 + 140, size
+
+
+def test_recent_event_ids_detect_redeliveries_and_survive_the_round_trip() -> None:
+    p = UserProfile("u1")
+    events = [ClickEvent(f"c{n}", "view", T0 + n, "u1", "s1", item_id="i1")
+              for n in range(RECENT_EVENT_IDS + 5)]
+    for event in events:
+        assert not p.has_seen(event.event_id)
+        p.apply(event, CATALOG.get)
+    stored = orjson.loads(orjson.dumps(p.to_dict()))
+    again = UserProfile.from_dict(stored)
+    assert len(stored["ids"]) == RECENT_EVENT_IDS * EVENT_KEY_CHARS  # bounded
+    assert all(again.has_seen(e.event_id) for e in events[-RECENT_EVENT_IDS:])
+    assert not any(again.has_seen(e.event_id) for e in events[:5])  # the oldest fell out
+    assert not again.has_seen("c-new")
+    # a live event and a click with the same id are the same event (one idempotency key)
+    again.apply_live(LiveEvent("shared-id", "like", T0 + 100, "room-1", "u1"))
+    assert again.has_seen("shared-id")
+    # product_pin is the host's act: never folded into a viewer profile, never remembered
+    again.apply_live(LiveEvent("pin-1", "product_pin", T0 + 200, "room-1", "u1", item_id="i1"))
+    assert not again.has_seen("pin-1")
+
+
+def test_event_key_is_stable_and_a_match_must_be_aligned(monkeypatch: Any) -> None:
+    assert event_key("e1") == event_key("e1") != event_key("e2")
+    p = UserProfile("u1")
+    p.recent_ids = "AAAABBBB" + "CCCCDDDD"
+    monkeypatch.setattr(profile_module, "event_key", lambda _: "BBBBCCCC")
+    assert not p.has_seen("x")  # only found across the boundary of two stored keys
+    monkeypatch.setattr(profile_module, "event_key", lambda _: "CCCCDDDD")
+    assert p.has_seen("x")
+
+
+def test_input_positions_catch_every_redelivery_however_far_back() -> None:
+    p = UserProfile("u1")
+    for offset in range(100):  # far more events than the recent ids hold
+        event = LiveEvent(f"e{offset}", "like", T0 + offset, "room-1", "u1")
+        assert not p.is_duplicate(event.event_id, "l0", offset)
+        p.apply(event)
+        p.advance("l0", offset)
+    again = UserProfile.from_dict(orjson.loads(orjson.dumps(p.to_dict())))
+    assert again.sources == {"l0": 99}
+    assert all(again.is_duplicate(f"e{o}", "l0", o) for o in range(100))  # replayed: skipped
+    assert not again.is_duplicate("e100", "l0", 100)
+    assert not again.is_duplicate("x", "l1", 0)  # another source has its own offsets
+    again.advance("l0", 50)  # never moves back
+    assert again.sources["l0"] == 99
+
+
+def test_sources_are_bounded_and_keep_the_most_recently_advanced() -> None:
+    p = UserProfile("u1")
+    for n in range(MAX_SOURCES + 3):
+        p.advance(f"l{n}", 10)
+    p.advance("l3", 11)
+    assert len(p.sources) == MAX_SOURCES
+    assert list(p.sources)[-1] == "l3" and "l0" not in p.sources
+    assert UserProfile.from_dict(p.to_dict()).sources == p.sources  # order kept
