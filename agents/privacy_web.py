@@ -162,4 +162,7 @@ def footprint(engine: Engine, user_id: str) -> dict[str, Any]:
     anomalies = getattr(app, "livepulse_anomalies", None)
     if anomalies is not None:
         parts["anomaly_state"] = int(anomalies.holds_user(user_id))
+    rooms = getattr(app, "livepulse_rooms", None)
+    if rooms is not None:  # the rooms this worker holds (rooms follow every erasure)
+        parts["rooms"] = rooms.rooms_naming(user_id)
     return {"user_id": user_id, "held": sum(parts.values()), "parts": parts}

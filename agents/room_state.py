@@ -23,11 +23,14 @@ tallies are Space-Saving counters, and windows keep at most 62 one-minute panes.
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from agents.recent_ids import RecentIds
+from agents.redaction import EMAIL, MENTION, PHONE, URL, redact_text
 from agents.sketches import BloomFilter, HyperLogLog, SecondBuckets, TopCounter
 from online_models.sentiment import MoodWindow, NgramSentiment
 from online_models.text import keywords
@@ -50,6 +53,10 @@ VIEWER_FIELDS = ("comments", "likes", "gifts")
 # Engagement weight of one action when ranking viewers (a gift also adds its value / 10).
 ENGAGEMENT_WEIGHTS = {"comment": 3.0, "like": 0.5, "share": 5.0, "gift": 5.0, "follow": 4.0}
 TOP_N = 5
+# Event ids remembered per room (producer retries: the same event at a new offset). A retry
+# comes within seconds, i.e. within the room's last few hundred events.
+RECENT_EVENT_IDS = 1024
+_PLACEHOLDERS = re.compile("|".join(re.escape(p) for p in (EMAIL, PHONE, URL, MENTION)))
 
 _sentiment = NgramSentiment()
 
@@ -62,10 +69,10 @@ class RoomState:
     """Counters, sketches and windows of one live room; see the module docstring."""
 
     __slots__ = (
-        "add_to_carts", "events_total", "gift_value", "gmv", "gmv_rate", "grace_ms", "host_id",
-        "items", "last_event_ts", "last_offset", "late_events", "mood", "orders", "panes",
-        "peak_viewers", "pinned", "product_clicks", "rates", "returning", "room_id", "seen",
-        "top_viewers", "unique", "viewer_samples", "viewers", "watch",
+        "add_to_carts", "erasures", "events_total", "gift_value", "gmv", "gmv_rate", "grace_ms",
+        "host_id", "items", "last_event_ts", "last_offset", "late_events", "mood", "orders",
+        "panes", "peak_viewers", "pinned", "product_clicks", "rates", "recent_ids", "returning",
+        "room_id", "seen", "top_viewers", "unique", "viewer_samples", "viewers", "watch",
     )
 
     def __init__(self, room_id: str, grace_ms: int = 10_000) -> None:
@@ -98,6 +105,20 @@ class RoomState:
         # Input offset of the last event folded in (-1: none). A room lives in one partition
         # of its input topic (key = room id), so a redelivered event is one at or below it.
         self.last_offset = -1
+        self.recent_ids = RecentIds(RECENT_EVENT_IDS)  # ids of the last events folded in
+        # erasure-topic partition -> next offset whose user is already removed from here
+        self.erasures: dict[int, int] = {}
+
+    def is_retry(self, event_id: str) -> bool:
+        """True if an event with this id is among the last :data:`RECENT_EVENT_IDS` folded
+        in (a producer retry: the same event again, at a new offset).
+
+        >>> room = RoomState("r1")
+        >>> _ = room.apply(LiveEvent("e1", "like", 1_000, "r1", "u1"), offset=0)
+        >>> room.is_retry("e1"), room.is_retry("e2")
+        (True, False)
+        """
+        return event_id in self.recent_ids
 
     def already_applied(self, offset: int) -> bool:
         """True if the input event at ``offset`` is already folded in (a redelivery).
@@ -117,6 +138,7 @@ class RoomState:
         window closed (late beyond grace)."""
         if offset is not None and offset > self.last_offset:
             self.last_offset = offset
+        self.recent_ids.add(event.event_id)
         self.events_total += 1
         if event.host_id:
             self.host_id = event.host_id
@@ -140,7 +162,7 @@ class RoomState:
         if kind == "gift":
             self.gift_value.add(ts, event.amount or 0.0)
         elif kind == "comment" and event.text:
-            self.mood.add(ts, _sentiment.predict_one(event.text), keywords(event.text))
+            self.mood.add(ts, _sentiment.predict_one(event.text), comment_keywords(event.text))
             _sentiment.learn_weak(event.text)   # after predicting: prequential self-training
         elif kind == "product_pin" and event.item_id:
             if self.pinned is None or ts >= self.pinned["pinned_at"]:
@@ -227,6 +249,38 @@ class RoomState:
             oldest = self.last_event_ts // 1000 - 300
             for s in [s for s in self.viewer_samples if s < oldest]:
                 del self.viewer_samples[s]
+
+    def people(self) -> set[str]:
+        """Every user id this room's state names (present and top viewers, the host)."""
+        named = set(self.viewers) | set(self.top_viewers.rows)
+        if self.host_id:
+            named.add(self.host_id)
+        return named
+
+    def names(self, user: str) -> bool:
+        """True if ``user`` is among :meth:`people` (without building it)."""
+        return user in self.viewers or user in self.top_viewers.rows or self.host_id == user
+
+    def forget_user(self, user: str) -> bool:
+        """Erasure: remove ``user`` from the viewers present, the top viewers and the host;
+        True if the room named them. Aggregates (counts, the distinct-viewer sketch, the
+        seen-before filter, finished watch times) hold no user id and stay.
+
+        >>> room = RoomState("r1")
+        >>> _ = room.apply(LiveEvent("e1", "comment", 1_000, "r1", "u1", text="hi"))
+        >>> room.forget_user("u1"), room.people(), room.forget_user("u1")
+        (True, set(), False)
+        """
+        named = False
+        if user in self.viewers:
+            self._end_session(user)
+            named = True
+        if self.top_viewers.rows.pop(user, None) is not None:
+            named = True
+        if self.host_id == user:
+            self.host_id = None
+            named = True
+        return named
 
     def expire_viewers(self, timeout_ms: int) -> int:
         """End sessions silent for ``timeout_ms`` of event time (missing leaves)."""
@@ -385,7 +439,8 @@ class RoomState:
             "watch": list(self.watch), "top_viewers": self.top_viewers.to_dict(),
             "items": self.items.to_dict(), "pinned": self.pinned, "mood": self.mood.to_dict(),
             "panes": {str(k): v for k, v in self.panes.items()},
-            "last_offset": self.last_offset,
+            "last_offset": self.last_offset, "recent_ids": self.recent_ids.to_text(),
+            "erasures": {str(k): v for k, v in self.erasures.items()},
         }
 
     @classmethod
@@ -421,7 +476,27 @@ class RoomState:
             room.mood = MoodWindow.from_dict(data["mood"])
         room.panes = {int(k): list(v) for k, v in data.get("panes", {}).items()}
         room.last_offset = data.get("last_offset", -1)
+        if data.get("recent_ids"):
+            room.recent_ids = RecentIds.from_text(data["recent_ids"], RECENT_EVENT_IDS)
+        room.erasures = {int(k): v for k, v in data.get("erasures", {}).items()}
         return room
+
+
+def comment_keywords(text: str) -> list[str]:
+    """:func:`keywords` of a comment with e-mail addresses, phone numbers, links and
+    @mentions left out (the keywords are shown on the host's page).
+
+    >>> comment_keywords("love it, mail jane.doe@example.com or call +1 415 555 0132 @li_wei")
+    ['love', 'mail', 'call']
+    """
+    return keywords(_PLACEHOLDERS.sub(" ", redact_text(text)))
+
+
+def mentions(saved: dict[str, Any], user: str) -> bool:
+    """True if a saved room state (:meth:`RoomState.to_dict`) names ``user`` (checked
+    without loading it)."""
+    return (user in saved.get("viewers", {}) or user in saved.get("top_viewers", {})
+            or saved.get("host_id") == user)
 
 
 # ---------------------------------------------------------------------- suggestions

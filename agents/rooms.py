@@ -14,11 +14,23 @@ committed offset that are at or below it are skipped (counted in
 ``livepulse_duplicate_events_total{pipeline="room"}``), the others are folded in: every
 event counts once. A skipped event is still forwarded to ``user-activity`` (its first copy
 may have been lost with the crash): the user pipeline skips its position (partition and
-offset, see ``agents.activity``) if it had it already.
+offset, see ``agents.activity``) if it had it already. A producer retry -- an event whose
+``event_id`` is among the room's last 1,024 (:data:`agents.room_state.RECENT_EVENT_IDS`), at
+a new offset -- is skipped and counted the same way but not forwarded: its first copy was
+(the room state and the forwards are committed together).
+
+Erasure (``livepulse forget``): every worker follows the whole erasure topic (no consumer
+group) and removes the user from every room it holds: the rooms in memory, the rooms of its
+partitions only in the table (both written back at once) and, after each rebalance (rooms
+recovered from the changelog) or when a room is loaded later, whatever erasures came after
+the room's state was saved (each room stores the erasure-topic positions it has applied).
+The next insight and Redis room document no longer name the user.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -26,15 +38,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from agents.activity import ActivityBatcher, forwarded
 from agents.engine import Engine
-from agents.room_state import RoomState
+from agents.recent_ids import id_hash
+from agents.room_state import RoomState, mentions
 from agents.state import WriteBehindTable, before_commit
+from agents.triggers import bootstrap_of
 from streams.contracts import LIVE_EVENT, LiveEvent, as_dict
 from streams.ingest import now_ms
+from streams.security import kafka_client_options
+
+log = logging.getLogger("livepulse.rooms")
 
 HEADLINE_S = 1.0
+REDELIVERED = "redelivered"  # an offset already folded in: forwarded again (see above)
+RETRY = "retry"              # the same event id at a new offset: not forwarded again
+CONTROL_FETCH_WAIT_MS = 100  # erasures are control traffic: no busy polling
 ROOM_ITEMS_IN_HEADLINE = 30
 LATENCY_SAMPLES_PER_EMIT = 64
 TIMER_INTERVAL_S = 0.05
@@ -82,6 +103,10 @@ class RoomPipeline:
         # hooks: called with every folded event; the alerts of a room for its insight
         self.observers: list[Callable[[LiveEvent], None]] = []
         self.alerts: Callable[[str], list[dict[str, Any]]] | None = None
+        # erasure: id_hash(user) -> (erasure partition, offset) of its latest request, and
+        # the next offset read per erasure partition
+        self.erased: dict[int, tuple[int, int]] = {}
+        self.erasure_positions: dict[int, int] = {}
 
     def room(self, room_id: str, partition: int, load: Any = None) -> LiveRoom:
         """The room ``room_id``, loaded with ``load(room_id)`` (its saved state) if new here."""
@@ -90,7 +115,80 @@ class RoomPipeline:
             saved = load(room_id) if load else None
             state = RoomState.from_dict(saved) if saved else RoomState(room_id, self.grace_ms)
             room = self.rooms[room_id] = LiveRoom(state, partition)
+            if self.catch_up_erasures(state):
+                room.unsaved = True
         return room
+
+    def catch_up_erasures(self, state: RoomState) -> int:
+        """Remove from ``state`` the users erased since it was saved; return how many."""
+        pending = {user for user, (part, offset) in self.erased.items()
+                   if offset >= state.erasures.get(part, 0)}
+        removed = 0
+        if pending:
+            for user in state.people():
+                if id_hash(user) in pending:
+                    removed += state.forget_user(user)
+        state.erasures = dict(self.erasure_positions)
+        return removed
+
+    def sweep_erasures(self, saved: Callable[[], list[tuple[str, dict[str, Any], int]]]
+                       ) -> int:
+        """Load the saved rooms (``saved()``: room id, state, partition) that erasures read
+        since they were saved apply to, and clean them; return how many changed (kept
+        loaded, to be saved and emitted again)."""
+        if not self.erased:
+            return 0
+        changed = 0
+        for room_id, data, partition in saved():
+            if room_id in self.rooms:
+                continue
+            applied = {int(k): v for k, v in (data.get("erasures") or {}).items()}
+            if not any(offset >= applied.get(part, 0) for part, offset in self.erased.values()):
+                continue
+            room = self.room(room_id, partition, lambda _r, s=data: s)  # cleaned on load
+            if room.unsaved:
+                room.live = False
+                changed += 1
+            else:
+                del self.rooms[room_id]  # named nobody erased: left in the table
+        return changed
+
+    def forget_user(self, user: str, partition: int, offset: int,
+                    saved: Callable[[], list[tuple[str, dict[str, Any], int]]] | None = None,
+                    ) -> list[LiveRoom]:
+        """Erasure request ``offset`` of erasure ``partition``: remove ``user`` from every
+        room held here -- in memory, and the saved states ``saved()`` lists as (room id,
+        state, partition) when they name the user (loaded for that) -- and return the rooms
+        changed (to be saved and emitted again)."""
+        key = id_hash(user)
+        self.erased[key] = (partition, offset)
+        self.erasure_positions[partition] = max(self.erasure_positions.get(partition, 0),
+                                                offset + 1)
+        changed = []
+        for room_id, state, room_partition in (saved() if saved else []):
+            if room_id not in self.rooms and mentions(state, user):
+                loaded = self.room(room_id, room_partition, lambda _r, s=state: s)
+                loaded.live = False  # loaded for the erasure only (cleaned on load)
+                changed.append(loaded)
+        for room in self.rooms.values():
+            if room.state.forget_user(user):
+                room.dirty = room.unsaved = True
+                room.last_insight = None  # the API builds a fresh one until the next emit
+                changed.append(room)
+            room.state.erasures[partition] = self.erasure_positions[partition]
+        return changed
+
+    def repeat(self, event: LiveEvent, partition: int, offset: int | None,
+               load: Any = None) -> str | None:
+        """Whether ``event`` (read at input ``offset``) is already folded into its room:
+        :data:`REDELIVERED` (its offset is, after a crash or rebalance), :data:`RETRY` (an
+        event with its id is, at another offset: the producer sent it twice) or None."""
+        state = self.room(event.room_id, partition, load).state
+        if offset is not None and state.already_applied(offset):
+            return REDELIVERED
+        if state.is_retry(event.event_id):
+            return RETRY
+        return None
 
     def apply(self, event: LiveEvent, partition: int,
               load: Any = None, offset: int | None = None) -> tuple[LiveRoom, bool]:
@@ -139,7 +237,8 @@ class RoomPipeline:
         saved = 0
         for room_id, room in self.rooms.items():
             if room.unsaved and (partitions is None or room.partition in partitions):
-                store(room_id, room.state.to_dict(), room.partition)
+                store(room_id, {**room.state.to_dict(), "partition": room.partition},
+                      room.partition)
                 room.unsaved = False
                 saved += 1
         return saved
@@ -154,6 +253,10 @@ class RoomPipeline:
         if room is None:
             return None
         return room.last_insight or as_dict(room.state.insight(now_ms(), live=room.live))
+
+    def rooms_naming(self, user: str) -> int:
+        """How many rooms held here name ``user`` (the erasure footprint)."""
+        return sum(room.state.names(user) for room in self.rooms.values())
 
     def latest(self) -> dict[str, dict[str, Any]]:
         """:meth:`insight_of` for every room this worker owns."""
@@ -185,6 +288,64 @@ def headline(room: LiveRoom) -> dict[str, Any]:
         "mood": {"sentiment": insight.get("mood", {}).get("sentiment", 0.0)},
         "items": items,
     }
+
+
+def erased_user(key: bytes | None, value: bytes | None) -> str | None:
+    """The user id of an erasure request (None: a tombstone, or not a request keyed by its
+    user: :mod:`agents.erasure` refuses those).
+
+    >>> erased_user(b"u1", b'{"user_id": "u1"}'), erased_user(b"u2", b'{"user_id": "u1"}')
+    ('u1', None)
+    >>> erased_user(b"u1", None), erased_user(b"u1", b"[1]"), erased_user(None, b"{")
+    (None, None, None)
+    """
+    if value is None:
+        return None
+    try:
+        user = orjson.loads(value).get("user_id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    if not isinstance(user, str) or not user or (key is not None and key != user.encode()):
+        return None
+    return user
+
+
+async def follow_topic(engine: Engine, topic: str,
+                       apply: Callable[[int, int, bytes | None, bytes | None], None]) -> None:
+    """Read every partition of ``topic`` from its start, then follow it for ever (no
+    consumer group: every worker reads all of it), retrying on errors from where it was."""
+    positions: dict[TopicPartition, int] = {}
+    backoff = 0.5
+    while True:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_of(engine.app), enable_auto_commit=False,
+            group_id=None, fetch_max_wait_ms=CONTROL_FETCH_WAIT_MS,
+            **kafka_client_options(engine.settings))
+        try:
+            await consumer.start()
+            found = consumer.partitions_for_topic(topic) or range(engine.settings.partitions)
+            tps = [TopicPartition(topic, p) for p in sorted(found)]
+            consumer.assign(tps)
+            for tp in tps:
+                if tp in positions:
+                    consumer.seek(tp, positions[tp])
+                else:
+                    await consumer.seek_to_beginning(tp)
+            while True:
+                batch = await consumer.getmany(timeout_ms=500, max_records=500)
+                for tp, records in batch.items():
+                    for rec in records:
+                        apply(tp.partition, rec.offset, rec.key, rec.value)
+                        positions[tp] = rec.offset + 1
+                backoff = 0.5
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("following %s failed; retrying", topic)
+            await asyncio.sleep(backoff)
+            backoff = min(5.0, backoff * 2)
+        finally:
+            await consumer.stop()
 
 
 def register(engine: Engine) -> None:
@@ -219,10 +380,11 @@ def register(engine: Engine) -> None:
         record = await engine.admit(validator, message)
         if record is None:
             return
-        room = pipeline.room(record.room_id, message.partition, state.get)
-        if room.state.already_applied(message.offset):  # redelivered after a crash/rebalance
+        repeat = pipeline.repeat(record, message.partition, message.offset, state.get)
+        if repeat is not None:
             duplicates.inc()
-            if record.type != "product_pin":  # its activity may not have gone out: again
+            if repeat == REDELIVERED and record.type != "product_pin":
+                # its activity may not have gone out before the crash: again
                 await activity.add(record.user_id, forwarded(
                     as_dict(record), message.partition, message.offset))
             return
@@ -236,6 +398,46 @@ def register(engine: Engine) -> None:
         if room.last_insight is not None and wall - room.last_headline_wall >= HEADLINE_S:
             headlines[record.room_id] = headline(room)
             room.last_headline_wall = wall
+
+    def saved_rooms() -> list[tuple[str, dict[str, Any], int]]:
+        """The saved states of this worker's room partitions (with their partition)."""
+        owned = {tp.partition for tp in app.assignor.assigned_actives()
+                 if tp.topic == names.live_events}
+        return [(room_id, saved, saved["partition"]) for room_id, saved in state.table.items()
+                if isinstance(saved, dict) and saved.get("partition") in owned]
+
+    def on_erasure(partition: int, offset: int, key: bytes | None,
+                   value: bytes | None) -> None:
+        """One erasure-topic record: forget its user in every room held here."""
+        user = erased_user(key, value)
+        if user is None:  # a tombstone, or a bad request (the user pipeline dead-letters it)
+            pipeline.erasure_positions[partition] = offset + 1
+            return
+        try:
+            changed = pipeline.forget_user(user, partition, offset, saved_rooms)
+            if pipeline.save(state.set):
+                state.flush()
+        except Exception:  # logged and counted: retrying the record for ever would not help
+            log.exception("erasure at %s[%d]@%d not applied to rooms", names.erasure,
+                          partition, offset)
+            metrics.agent_errors.labels("room-erasure").inc()
+            return
+        if changed:
+            log.info("erasure: user removed from %d room(s)", len(changed))
+
+    @app.on_rebalance_complete.connect
+    async def clean_recovered_rooms(sender: Any, **_: Any) -> None:
+        """Rooms recovered from the changelog: apply the erasures read meanwhile."""
+        try:
+            if pipeline.sweep_erasures(saved_rooms) and pipeline.save(state.set):
+                state.flush()
+        except Exception:  # never in the way of a rebalance; loaded rooms are cleaned anyway
+            log.exception("erasures not applied to the recovered rooms")
+            metrics.agent_errors.labels("room-erasure").inc()
+
+    @app.task
+    async def follow_erasures() -> None:
+        await follow_topic(engine, names.erasure, on_erasure)
 
     @app.task
     async def send_user_activity() -> None:

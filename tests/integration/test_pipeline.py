@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -197,3 +198,66 @@ def test_good_events_processed_and_bad_ones_dead_lettered(broker, worker_factory
 
     assert worker.stop() == 0, worker.log()[-3000:]
     assert "Traceback" not in worker.log()
+
+
+def test_producer_retries_count_once_in_their_room(broker, worker_factory, tmp_path: Path):
+    """Every event of a room sent again (same event_id, new offset, as a producer retry
+    does): the room's counters are those of the distinct events, each retry is counted in
+    ``livepulse_duplicate_events_total{pipeline="room"}`` and reaches no profile twice."""
+    from tests.integration.test_serving import wait_for  # it imports this module
+
+    settings = unique_settings(tmp_path, broker)
+    names = topic_names(settings)
+    worker = worker_factory(settings)
+    events = [event for event in good_live_events(120) if event["room_id"] == "room-0"]
+    sent = []
+    for i, event in enumerate(events):  # a retry right after its event or a little later
+        sent.append(event)
+        if i % 3 == 0:
+            sent.append(event)
+        if i % 3 == 1 and i >= 4:
+            sent.append(events[i - 3])
+    asyncio.run(produce(broker.bootstrap, [
+        (names.live_events, b"room-0", orjson.dumps(e)) for e in sent]))
+    duplicates = len(sent) - len(events)
+
+    def room_insight() -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(f"{worker.web_url}/api/rooms/room-0") as resp:
+                body = json.load(resp)
+        except urllib.error.HTTPError:
+            return None  # not seen yet
+        return body if body["events_total"] >= len(events) else None
+
+    insight = wait_for(room_insight, timeout=60, what="every event of room-0")
+    kinds = Counter(e["type"] for e in events)
+    assert insight["events_total"] == len(events), worker.log()[-3000:]
+    assert insight["orders"] == kinds["purchase"]
+    assert insight["gmv"] == pytest.approx(10.0 * kinds["purchase"])
+    assert insight["product_clicks"] == kinds["product_click"]
+    assert insight["add_to_carts"] == kinds["add_to_cart"]
+    current = insight["windows"]["current_1m"]
+    assert (current["likes"], current["comments"]) == (kinds["like"], kinds["comment"])
+
+    def metric() -> float:
+        with urllib.request.urlopen(f"{worker.web_url}/metrics") as resp:
+            text = resp.read().decode()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("livepulse_duplicate_events_total{")
+                   and 'pipeline="room"' in line)
+
+    deadline = time.monotonic() + 30
+    while metric() < duplicates and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert metric() == duplicates  # the user pipeline saw each event once: none skipped there
+    user_dups = sum(float(line.rsplit(" ", 1)[1]) for line in urllib.request.urlopen(
+        f"{worker.web_url}/metrics").read().decode().splitlines()
+        if line.startswith("livepulse_duplicate_events_total{") and 'pipeline="user"' in line)
+    assert user_dups == 0
+    user = events[0]["user_id"]
+    mine = sum(1 for e in events if e["user_id"] == user and e["type"] != "product_pin")
+    profile = poll_json(f"{worker.web_url}/api/users/{user}/profile",
+                        lambda p: p.get("events", 0) >= mine)
+    assert profile["events"] == mine
+    print(f"\nRETRIES sent={len(sent)} distinct={len(events)} skipped={duplicates}")
+    assert worker.stop() == 0, worker.log()[-3000:]

@@ -51,7 +51,7 @@ from streams.topics import topic_names
 from tests.conftest import REPO, unique_settings
 from tests.integration.test_clickhouse import database_url
 from tests.integration.test_pipeline import produce, read_topic
-from tests.integration.test_serving import get_json, wait_for
+from tests.integration.test_serving import get_json, redis_doc, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -350,7 +350,7 @@ def test_forget_removes_every_trace_of_one_user(
                    for i, kind in enumerate(("view", "click", "add_to_cart", "purchase",
                                              "view"))]
         lives += [live(f"{user}-l{i}", kind, user, "room-f", base + i, item_id="item-3")
-                  for i, kind in enumerate(("join", "product_click", "add_to_cart"))]
+                  for i, kind in enumerate(("join", "product_click", "add_to_cart", "like"))]
     send(settings, clicks, lives)
     pid = pseudonymize(gone, KEY.encode())
     r = redis.Redis.from_url(settings.redis_url)
@@ -374,6 +374,16 @@ def test_forget_removes_every_trace_of_one_user(
                 == 1 and get_json(user_url(worker, stays, "profile"))[0] == 200)
 
     wait_for(present, timeout=90, what="the user everywhere: profile, Redis, ClickHouse, models")
+
+    def room_names(user: str) -> tuple[bool, bool]:
+        """(room-f's insight API names ``user``, its Redis document does)"""
+        api = get_json(f"{worker.web_url}/api/rooms/room-f")[1]
+        doc = redis_doc(settings.redis_url, ns, "room", "room-f")
+        return user in json.dumps(api), user in json.dumps(doc)
+
+    wait_for(lambda: room_names(gone) == (True, True) == room_names(stays), timeout=30,
+             what="both users as top viewers of room-f (API and Redis)")
+    assert get_json(user_url(worker, gone, "footprint"))[1]["parts"]["rooms"] == 1
     wait_for(lambda: changelog_latest(settings, "user-profiles", gone)[1] is not None,
              timeout=30, what="the profile in its changelog (written behind, at commit)")
 
@@ -387,6 +397,14 @@ def test_forget_removes_every_trace_of_one_user(
     assert get_json(user_url(worker, gone, "profile"))[0] == 404
     footprint = get_json(user_url(worker, gone, "footprint"))[1]
     assert footprint["held"] == 0, footprint
+    # gone from the room too (insight API, Redis room document); the other user stays
+    wait_for(lambda: room_names(gone) == (False, False), timeout=30,
+             what="room-f no longer naming the forgotten user")
+    assert room_names(stays) == (True, True)
+    wait_for(lambda: gone.encode() not in (changelog_latest(settings, "room-state",
+                                                            "room-f")[1] or gone.encode()),
+             timeout=30, what="room-f's saved state (changelog) without the user")
+    assert stays.encode() in changelog_latest(settings, "room-state", "room-f")[1]
     assert [k for k in r.scan_iter(match=f"{ns}:*") if gone.encode() in k] == []
     assert r.zscore(f"{ns}:users:index", gone) is None
     assert rows_naming(settings, pid) == {} and rows_naming(settings, gone) == {}
@@ -422,3 +440,41 @@ def test_forget_removes_every_trace_of_one_user(
     assert worker.stop() == 0
     log = worker.log()
     assert gone not in log and f"erased user {pid}" in log
+
+
+def test_forget_while_the_worker_is_down_cleans_its_saved_rooms(
+        broker: Any, worker_factory: Any, tmp_path: Path) -> None:
+    """An erasure published while no worker runs: the next worker recovers the room from
+    its changelog (empty data dir), reads the request and removes the user from the room's
+    saved state, insight API and Redis document, without any new event for the room."""
+    from agents.forget import erasure_record, publish
+    from streams.broker import free_port
+
+    settings = settings_for(tmp_path, broker)
+    names = topic_names(settings)
+    first = worker_factory(settings, "first")
+    gone, stays, room = "forget-me-3", "keep-me-4", "room-r"
+    base = now_ms()
+    send(settings, lives=[live(f"{user}-{kind}", kind, user, room, base + i)
+                          for user in (gone, stays) for i, kind in enumerate(("join", "like"))])
+    ns = settings.redis_namespace
+
+    def names_in_room(user: str, worker: Any) -> tuple[bool, bool, bool]:
+        """(the insight API, the Redis room document, the saved state) name ``user``"""
+        api = get_json(f"{worker.web_url}/api/rooms/{room}")[1]
+        doc = redis_doc(settings.redis_url, ns, "room", room)
+        saved = changelog_latest(settings, "room-state", room)[1] or b""
+        return user in json.dumps(api), user in json.dumps(doc), user.encode() in saved
+
+    wait_for(lambda: names_in_room(gone, first) == (True, True, True), timeout=30,
+             what="the user in the room, its Redis document and its saved state")
+    assert first.stop() == 0
+    asyncio.run(publish(settings.kafka_url, names.erasure, gone,
+                        orjson.dumps(erasure_record(gone, source="test"))))
+    second = worker_factory(settings.with_overrides(
+        web_port=free_port(), data_dir=str(tmp_path / "data-2")), "second")
+    wait_for(lambda: names_in_room(gone, second) == (False, False, False), timeout=60,
+             what="the room cleaned after recovery")
+    assert names_in_room(stays, second) == (True, True, True)
+    assert second.stop() == 0
+    assert gone not in second.log()

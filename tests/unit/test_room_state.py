@@ -202,3 +202,140 @@ def test_save_can_be_limited_to_revoked_partitions() -> None:
     assert rooms.save(lambda key, _, part: written.append((key, part)), {1}) == 1
     assert written == [("r2", 1)]
     assert rooms.save(lambda key, _, part: written.append((key, part))) == 1  # r1 still due
+
+
+# ---------------------------------------------------------------------- producer retries
+def test_producer_retries_are_skipped_by_event_id_and_not_forwarded_again() -> None:
+    """The same event sent twice (same id, new offset) counts once; a redelivered offset
+    is told apart (that one is forwarded again, a retry is not)."""
+    from agents.rooms import REDELIVERED, RETRY, RoomPipeline
+
+    rooms = RoomPipeline(100, 1000, 300.0, 600.0)
+    events = [ev("like", 0), ev("comment", 1, text="nice"), ev("add_to_cart", 2, item_id="i1"),
+              ev("purchase", 3, item_id="i1", amount=25.0)]
+    sent = [*events, events[3], events[0], events[3]]  # three retries at new offsets
+    outcomes = []
+    for offset, event in enumerate(sent):
+        outcome = rooms.repeat(event, 0, offset)
+        outcomes.append(outcome)
+        if outcome is None:
+            rooms.apply(event, 0, offset=offset)
+    assert outcomes == [None] * 4 + [RETRY] * 3
+    assert rooms.repeat(events[1], 0, 2) == REDELIVERED  # an offset already folded in
+    body = insight(rooms.rooms["r1"].state)
+    assert body["events_total"] == 4 and body["orders"] == 1 and body["gmv"] == 25.0
+    assert body["likes_per_min"] == 1 and body["commerce"]["funnel"]["add_to_carts"] == 1
+
+
+def test_recent_ids_are_bounded_and_survive_a_snapshot() -> None:
+    from agents.room_state import RECENT_EVENT_IDS
+
+    room = RoomState("r1")
+    events = [ev("like", n / 100) for n in range(RECENT_EVENT_IDS + 10)]
+    for offset, event in enumerate(events):
+        room.apply(event, offset)
+    assert len(room.recent_ids) == RECENT_EVENT_IDS
+    assert not room.is_retry(events[9].event_id)  # the oldest ones are forgotten
+    assert all(room.is_retry(e.event_id) for e in events[10:])
+    saved = orjson.loads(orjson.dumps(room.to_dict()))
+    assert len(saved["recent_ids"]) == 4 * -(-RECENT_EVENT_IDS * 8 // 3)  # base64 of 8 KiB
+    restored = RoomState.from_dict(saved)
+    assert all(restored.is_retry(e.event_id) for e in events[10:])
+    assert not restored.is_retry(events[9].event_id) and not restored.is_retry("new")
+    restored.apply(ev("like", 20), 9999)  # evicts the oldest kept: events[10]
+    assert not restored.is_retry(events[10].event_id) and restored.is_retry(events[11].event_id)
+    old = {k: v for k, v in saved.items() if k not in ("recent_ids", "erasures")}
+    assert not RoomState.from_dict(old).is_retry(events[-1].event_id)  # an older snapshot
+
+
+# ---------------------------------------------------------------------- erasure
+def _names(body: dict[str, Any], user: str) -> bool:
+    return user in orjson.dumps(body).decode()
+
+
+def test_forget_user_removes_viewer_top_viewer_and_host() -> None:
+    room = fold(ev("join", 0, "host-1", host_id="host-1"), ev("join", 1, "gone-user"),
+                *[ev("comment", 2 + n, "gone-user", text="hi") for n in range(5)],
+                ev("like", 3, "stays"))
+    before = insight(room)
+    assert _names(before, "gone-user") and before["viewers"] == 3
+    assert room.forget_user("gone-user") and room.forget_user("host-1")
+    after = insight(room)
+    assert not _names(after, "gone-user") and not _names(after, "host-1")
+    assert after["viewers"] == 1 and after["events_total"] == before["events_total"]
+    assert [v["user_id"] for v in after["engagement"]["top_viewers"]] == ["stays"]
+    assert not room.forget_user("gone-user")
+
+
+def test_erasure_reaches_rooms_in_memory_saved_and_loaded_later() -> None:
+    """In memory: removed at once; saved only: loaded, removed and saved; saved before the
+    erasure and loaded after it: removed on load; a user back after the erasure stays."""
+    from agents.rooms import RoomPipeline
+
+    def event(room: str, user: str, at_s: float) -> LiveEvent:
+        return LiveEvent(f"e{next(_ids)}", "comment", T0 + int(at_s * 1000), room, user,
+                         text="hello")
+
+    first = RoomPipeline(100, 1000, 300.0, 600.0)
+    for room_id in ("r-mem", "r-saved", "r-later"):
+        first.apply(event(room_id, "gone", 1), 0, offset=0)
+        first.apply(event(room_id, "stays", 2), 0, offset=1)
+    table: dict[str, dict[str, Any]] = {}
+    first.save(lambda key, state, part: table.__setitem__(key, orjson.loads(orjson.dumps(
+        {**state, "partition": part}))))
+
+    worker = RoomPipeline(100, 1000, 300.0, 600.0)
+    worker.room("r-mem", 0, table.get)
+    changed = worker.forget_user("gone", partition=2, offset=7, saved=lambda: [
+        (k, v, v["partition"]) for k, v in table.items() if k == "r-saved"])
+    assert sorted(r.state.room_id for r in changed) == ["r-mem", "r-saved"]
+    assert {r.state.room_id for r in worker.rooms.values()} == {"r-mem", "r-saved"}
+    assert not worker.rooms["r-saved"].live  # loaded for the erasure only
+    assert worker.save(lambda key, state, part: table.__setitem__(key, state)) == 2
+    for room_id in ("r-mem", "r-saved"):
+        assert "gone" not in orjson.dumps(table[room_id]).decode()
+        assert table[room_id]["erasures"] == {"2": 8}
+    later = worker.room("r-later", 0, table.get)  # saved before the erasure
+    assert not later.state.names("gone") and later.state.names("stays") and later.unsaved
+    assert not _names(worker.insight_of("r-later") or {}, "gone")
+
+    worker.apply(event("r-mem", "gone", 5), 0, offset=2)  # back after the erasure
+    worker.save(lambda key, state, part: table.__setitem__(key, state))
+    restarted = RoomPipeline(100, 1000, 300.0, 600.0)
+    restarted.forget_user("gone", partition=2, offset=7)  # the topic read from its start
+    assert restarted.room("r-mem", 0, table.get).state.names("gone")
+    assert restarted.rooms_naming("gone") == 1
+
+
+def test_comment_keywords_leave_out_contact_details() -> None:
+    room = fold(*[ev("comment", n, text=text) for n, text in enumerate((
+        "great dress, mail me jane.doe@example.com",
+        "call 138 0013 8000 about the dress",
+        "@li_wei look at this dress https://shop.example/p?id=9",
+        "dress quality bad, wechat me +44 20 7946 0958"))])
+    words = [k["word"] for k in insight(room)["mood"]["keywords"]]
+    assert "dress" in words
+    text = " ".join(words)
+    for leak in ("jane", "example", "li_wei", "138", "0013", "7946", "shop", "email",
+                 "phone", "mention", "url"):
+        assert leak not in text, (leak, words)
+
+
+def test_sweep_cleans_saved_rooms_behind_the_erasures_read() -> None:
+    """After a rebalance: saved rooms that erasures read since apply to are cleaned, the
+    others stay in the table only."""
+    from agents.rooms import RoomPipeline
+
+    first = RoomPipeline(100, 1000, 300.0, 600.0)
+    for room_id, user in (("r-a", "gone"), ("r-b", "stays")):
+        first.apply(LiveEvent(f"x-{room_id}", "like", T0, room_id, user), 0, offset=0)
+    table: dict[str, Any] = {}
+    first.save(lambda key, state, part: table.__setitem__(key, {**state, "partition": part}))
+    worker = RoomPipeline(100, 1000, 300.0, 600.0)
+    assert worker.sweep_erasures(lambda: []) == 0
+    worker.forget_user("gone", partition=0, offset=3)  # read before the rooms were assigned
+    listed = [(k, v, v["partition"]) for k, v in table.items()]
+    assert worker.sweep_erasures(lambda: listed) == 1
+    assert set(worker.rooms) == {"r-a"} and not worker.rooms["r-a"].state.names("gone")
+    assert worker.save(lambda key, state, part: table.__setitem__(key, state)) == 1
+    assert table["r-a"]["erasures"] == {"0": 4} and "gone" not in orjson.dumps(table).decode()
