@@ -6,7 +6,8 @@ table, the Redis serving copy); they never recompute. Any worker answers for any
 * a room this worker owns is answered from memory; any other room from Redis
   (``lp:room:{id}``, written by its owner at most every flush interval);
 * a profile request is routed by Faust to the worker owning the user's partition
-  (``table_route``); if that hop fails, the Redis copy answers.
+  (``table_route`` with :class:`streams.routing.OwnerRouter`: ``503`` while no live owner
+  is known); the owner answers from its table, or from the Redis copy.
 
 Unknown ids get ``404 {"error": "not_found", ...}``.
 """

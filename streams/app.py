@@ -182,6 +182,8 @@ def create_app(settings: Settings, bootstrap: str | None = None, **overrides: An
         # TLS/SASL for Faust's producer, consumer and topic creation (streams.security).
         "broker_credentials": faust_credentials(settings),
         "processing_guarantee": settings.processing_guarantee,
+        # table_route by the raw key's partition, as the data is partitioned (streams.routing)
+        "Router": "streams.routing:OwnerRouter",
     }
     options.update(overrides)
     app = faust.App(settings.app_id, **options)

@@ -7,9 +7,8 @@
 The stream (live events keyed by room, clicks keyed by user, a few clicks sent twice as a
 producer retry would) goes on at a steady pace through every fault. Afterwards every input
 event is accounted for exactly: each room's counters (``/api/rooms/{id}``) and each user's
-profile (``/api/users/{id}/profile``; in the two-worker test the latest record of the
-profile changelog, what a recovering worker reads) equal a reference computed from what was
-produced.
+profile (``/api/users/{id}/profile``, routed to the worker owning the user) equal a reference
+computed from what was produced.
 
 Each test prints ``FAULT <name> events_in=… accounted=… duplicates=… recovery_s=…`` (shown
 with ``pytest -s``); the times are measured and reported, never asserted.
@@ -31,7 +30,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from streams.broker import free_port
 from streams.ingest import now_ms
@@ -224,49 +223,14 @@ def metric_sum(worker: Any, name: str) -> float:
                if line.startswith(name) and not line.startswith("#"))
 
 
-def changelog_profiles(bootstrap: str, topic: str) -> dict[str, Counter[str]]:
-    """Each user's counters in the latest record of the profile table's changelog: what a
-    worker taking the user over would recover."""
-    async def read() -> dict[str, Counter[str]]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                    fetch_max_wait_ms=50)
-        await consumer.start()
-        latest: dict[str, dict[str, Any]] = {}
-        try:
-            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-            consumer.assign(parts)
-            await consumer.seek_to_beginning(*parts)
-            quiet = 0
-            while quiet < 4:  # until four polls in a row bring nothing
-                batch = await consumer.getmany(timeout_ms=250)
-                quiet = 0 if batch else quiet + 1
-                for records in batch.values():
-                    for rec in records:
-                        if rec.value is not None:
-                            latest[rec.key.decode().strip('"')] = orjson.loads(rec.value)
-        finally:
-            await consumer.stop()
-        return {user: Counter({"events": d.get("n", 0), "orders": d.get("o", 0),
-                               "likes": d.get("lk", 0), "comments": d.get("cm", 0)})
-                for user, d in latest.items()}
-    return asyncio.run(read())
-
-
 def settle_and_compare(workers: list[Any], names: TopicNames, stream: PacedStream,
-                       timeout: float = 120.0, profiles: Any = None
-                       ) -> tuple[int, int, list[str]]:
+                       timeout: float = 120.0) -> tuple[int, int, list[str]]:
     """Wait until every room and user reached the reference (or time is up); return
-    (events in, events accounted, mismatches). Profiles come from the API, or from
-    ``profiles()`` if given."""
+    (events in, events accounted, mismatches)."""
     expected_rooms, expected_users = reference(stream.sent, names)
 
     def counts() -> tuple[dict[str, Counter[str]], dict[str, Counter[str] | None]]:
-        rooms, users = snapshot_counts(workers, list(expected_rooms),
-                                       [] if profiles else list(expected_users))
-        if profiles:
-            found = profiles()
-            users = {user: found.get(user) for user in expected_users}
-        return rooms, users
+        return snapshot_counts(workers, list(expected_rooms), list(expected_users))
 
     def reached() -> bool:
         rooms, users = counts()
@@ -391,12 +355,7 @@ def test_two_workers_one_killed_survivor_takes_over_then_rebalances_back(
         stream.wait_produced(stream.produced() + int(RATE * 4))
     finally:
         stream.stop()
-    # Profiles from the changelog here: after the rejoin the profile API routes some users
-    # to a worker that does not hold them (404, also without this change; see the report).
-    profiles_topic = f"{settings.app_id}-user-profiles-changelog"
-    events_in, accounted, problems = settle_and_compare(
-        workers, names, stream, profiles=lambda: changelog_profiles(broker.bootstrap,
-                                                                    profiles_topic))
+    events_in, accounted, problems = settle_and_compare(workers, names, stream)
     duplicates = sum(metric_sum(w, "livepulse_duplicate_events_total") for w in workers)
     print(f"\nFAULT kill_one_of_two events_in={events_in} accounted={accounted} "
           f"duplicates={duplicates:.0f} recovery_s={takeover_s:.1f} serving_s={serving_s:.1f} "
