@@ -70,7 +70,7 @@ class RoomState:
 
     __slots__ = (
         "add_to_carts", "erasures", "events_total", "gift_value", "gmv", "gmv_rate", "grace_ms",
-        "host_id", "items", "last_event_ts", "last_offset", "late_events", "mood", "orders",
+        "host_id", "items", "last_event_ts", "late_events", "mood", "offsets", "orders",
         "panes", "peak_viewers", "pinned", "product_clicks", "rates", "recent_ids", "returning",
         "room_id", "seen", "top_viewers", "unique", "viewer_samples", "viewers", "watch",
     )
@@ -102,9 +102,10 @@ class RoomState:
         self.pinned: dict[str, Any] | None = None
         self.mood = MoodWindow()
         self.panes: dict[int, list[float]] = {}      # minute start -> PANE_FIELDS counts
-        # Input offset of the last event folded in (-1: none). A room lives in one partition
-        # of its input topic (key = room id), so a redelivered event is one at or below it.
-        self.last_offset = -1
+        # input partition -> offset of the last event folded in from it. A room normally
+        # lives in one partition (key = room id), but events keyed otherwise (or not at all)
+        # land elsewhere: a redelivered event is one at or below its own partition's offset.
+        self.offsets: dict[int, int] = {}
         self.recent_ids = RecentIds(RECENT_EVENT_IDS)  # ids of the last events folded in
         # erasure-topic partition -> next offset whose user is already removed from here
         self.erasures: dict[int, int] = {}
@@ -120,24 +121,25 @@ class RoomState:
         """
         return event_id in self.recent_ids
 
-    def already_applied(self, offset: int) -> bool:
-        """True if the input event at ``offset`` is already folded in (a redelivery).
+    def already_applied(self, offset: int, partition: int = 0) -> bool:
+        """True if the input event at ``offset`` of ``partition`` is already folded in (a
+        redelivery).
 
         >>> room = RoomState("r1")
         >>> room.already_applied(0)
         False
         >>> _ = room.apply(LiveEvent("e1", "like", 1_000, "r1", "u1"), offset=0)
-        >>> room.already_applied(0), room.already_applied(1)
-        (True, False)
+        >>> room.already_applied(0), room.already_applied(1), room.already_applied(0, 1)
+        (True, False, False)
         """
-        return offset <= self.last_offset
+        return offset <= self.offsets.get(partition, -1)
 
     # ------------------------------------------------------------------ folding
-    def apply(self, event: LiveEvent, offset: int | None = None) -> bool:
-        """Fold one event (read at input ``offset``, if known); True if it came after its
-        window closed (late beyond grace)."""
-        if offset is not None and offset > self.last_offset:
-            self.last_offset = offset
+    def apply(self, event: LiveEvent, offset: int | None = None, partition: int = 0) -> bool:
+        """Fold one event (read at input ``offset`` of ``partition``, if known); True if it
+        came after its window closed (late beyond grace)."""
+        if offset is not None and offset > self.offsets.get(partition, -1):
+            self.offsets[partition] = offset
         self.recent_ids.add(event.event_id)
         self.events_total += 1
         if event.host_id:
@@ -439,7 +441,8 @@ class RoomState:
             "watch": list(self.watch), "top_viewers": self.top_viewers.to_dict(),
             "items": self.items.to_dict(), "pinned": self.pinned, "mood": self.mood.to_dict(),
             "panes": {str(k): v for k, v in self.panes.items()},
-            "last_offset": self.last_offset, "recent_ids": self.recent_ids.to_text(),
+            "offsets": {str(k): v for k, v in self.offsets.items()},
+            "recent_ids": self.recent_ids.to_text(),
             "erasures": {str(k): v for k, v in self.erasures.items()},
         }
 
@@ -475,7 +478,7 @@ class RoomState:
         if data.get("mood"):
             room.mood = MoodWindow.from_dict(data["mood"])
         room.panes = {int(k): list(v) for k, v in data.get("panes", {}).items()}
-        room.last_offset = data.get("last_offset", -1)
+        room.offsets = {int(k): v for k, v in data.get("offsets", {}).items()}
         if data.get("recent_ids"):
             room.recent_ids = RecentIds.from_text(data["recent_ids"], RECENT_EVENT_IDS)
         room.erasures = {int(k): v for k, v in data.get("erasures", {}).items()}

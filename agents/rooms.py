@@ -184,7 +184,7 @@ class RoomPipeline:
         :data:`REDELIVERED` (its offset is, after a crash or rebalance), :data:`RETRY` (an
         event with its id is, at another offset: the producer sent it twice) or None."""
         state = self.room(event.room_id, partition, load).state
-        if offset is not None and state.already_applied(offset):
+        if offset is not None and state.already_applied(offset, partition):
             return REDELIVERED
         if state.is_retry(event.event_id):
             return RETRY
@@ -195,7 +195,7 @@ class RoomPipeline:
         """Fold ``event`` (read at input ``offset``) into its room; also say whether it was
         late beyond the grace."""
         room = self.room(event.room_id, partition, load)
-        late = room.state.apply(event, offset)
+        late = room.state.apply(event, offset, partition)
         for observe in self.observers:
             observe(event)
         room.dirty = True

@@ -175,7 +175,7 @@ def test_redelivered_offsets_are_skipped_after_a_restart_from_the_saved_state() 
     assert live.save(lambda key, state, part: saved.__setitem__(key, (state, part))) == 1
     assert live.save(lambda *_: None) == 0  # unchanged since: nothing to write
     stored = orjson.loads(orjson.dumps(saved["r1"][0]))
-    assert saved["r1"][1] == 1 and stored["last_offset"] == 6
+    assert saved["r1"][1] == 1 and stored["offsets"] == {"1": 6}
 
     restarted = RoomPipeline(100, 1000, 300.0, 600.0)
     skipped = 0
@@ -183,13 +183,13 @@ def test_redelivered_offsets_are_skipped_after_a_restart_from_the_saved_state() 
         if offset < 4:
             continue  # committed before the crash: never redelivered
         room = restarted.room(event.room_id, 1, lambda _: stored)
-        if room.state.already_applied(offset):
+        if room.state.already_applied(offset, 1):
             skipped += 1
             continue
         restarted.apply(event, 1, offset=offset)
     assert skipped == 3  # offsets 4..6
     assert restarted.rooms["r1"].state.events_total == len(events)  # each counted once
-    assert restarted.rooms["r1"].state.last_offset == 9
+    assert restarted.rooms["r1"].state.offsets == {1: 9}
 
 
 def test_save_can_be_limited_to_revoked_partitions() -> None:
@@ -339,3 +339,15 @@ def test_sweep_cleans_saved_rooms_behind_the_erasures_read() -> None:
     assert set(worker.rooms) == {"r-a"} and not worker.rooms["r-a"].state.names("gone")
     assert worker.save(lambda key, state, part: table.__setitem__(key, state)) == 1
     assert table["r-a"]["erasures"] == {"0": 4} and "gone" not in orjson.dumps(table).decode()
+
+
+def test_redelivery_is_judged_per_input_partition() -> None:
+    """Events of one room keyed otherwise (or not at all) arrive on other partitions: an
+    offset already seen on one partition says nothing about another partition's offsets."""
+    room = RoomState("r1")
+    room.apply(ev("like", 0), offset=50, partition=0)
+    assert room.already_applied(50, 0) and room.already_applied(3, 0)
+    assert not room.already_applied(3, 1)  # was wrongly skipped when one offset was kept
+    room.apply(ev("like", 1), offset=3, partition=1)
+    restored = RoomState.from_dict(orjson.loads(orjson.dumps(room.to_dict())))
+    assert restored.offsets == {0: 50, 1: 3} and restored.events_total == 2
