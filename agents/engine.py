@@ -82,10 +82,19 @@ class Engine:
     def validator(self, contract: Contract) -> Validator:
         return Validator.from_settings(contract, self.settings)
 
-    async def admit(self, validator: Validator, message: Any) -> Any:
-        """The typed record of a consumed message, or None after dead-lettering it."""
+    async def admit(self, validator: Validator, message: Any, key_is_user: bool = False) -> Any:
+        """The typed record of a consumed message, or None after dead-lettering it.
+
+        ``key_is_user``: the message key must be the record's ``user_id`` (a record keyed
+        otherwise lands on a partition whose worker does not hold the user's state).
+        """
         received_at = now_ms()
         result = validator.decode(message.value, received_at)
+        if not isinstance(result, Rejection) and key_is_user:
+            key = message.key.decode("utf-8", "replace") if isinstance(message.key, bytes) \
+                else message.key
+            if key is not None and key != result.user_id:
+                result = Rejection("out_of_range", "message key is not the user_id")
         if isinstance(result, Rejection):
             await self.reject(message, result, received_at)
             return None

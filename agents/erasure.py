@@ -36,7 +36,7 @@ from prometheus_client import Counter
 from agents.privacy import pseudonym_key, pseudonymize
 from agents.profile import UserProfile
 from streams.contracts import ERASURE_REQUEST
-from streams.ingest import Rejection, Validator, now_ms
+from streams.ingest import Validator
 
 if TYPE_CHECKING:
     from agents.engine import Engine
@@ -71,17 +71,10 @@ class Eraser:
         if message.value is None:
             return  # the CLI's "done" marker: compaction removes the request
         engine = self.engine
-        record = await engine.admit(self.validator, message)
+        record = await engine.admit(self.validator, message, key_is_user=True)
         if record is None:
             return
         user = record.user_id
-        key = message.key.decode("utf-8", "replace") if isinstance(message.key, bytes) \
-            else message.key
-        if key is not None and key != user:
-            # another key would land on a partition whose worker does not hold the user
-            await engine.reject(message, Rejection(
-                "out_of_range", "message key is not the user_id"), now_ms())
-            return
         summary = self.forget(user, message.partition)
         self.erased.labels(str(summary["profile"] > 0).lower()).inc()
         log.info("erased user %s (pseudonym): %s", pseudonymize(user, self.key), summary)

@@ -46,7 +46,7 @@ from agents.campaigns import (
 from agents.profile import UserProfile
 from config.settings import Settings
 from streams.contracts import CONSENT_EVENT, SCHEMA_VERSION
-from streams.ingest import Rejection, Validator, now_ms
+from streams.ingest import Validator, now_ms
 from streams.security import kafka_client_options
 
 if TYPE_CHECKING:
@@ -132,18 +132,10 @@ class PromoTriggers:
 
     async def on_consent(self, message: Any, profiles: WriteBehindTable) -> None:
         """Fold one consent record into the user's profile (the user pipeline owns it)."""
-        record = await self.engine.admit(self.consent_validator, message)
+        record = await self.engine.admit(self.consent_validator, message, key_is_user=True)
         if record is None:
             return
         user = record.user_id
-        key = message.key.decode("utf-8", "replace") if isinstance(message.key, bytes) \
-            else message.key
-        if key is not None and key != user:
-            # another key would put the consent on another partition than the user's state
-            await self.engine.reject(message, Rejection(
-                "out_of_range", f"message key {key[:64]!r} is not the user_id {user[:64]!r}"),
-                now_ms())
-            return
         saved = profiles.get(user)
         profile = UserProfile.from_dict(saved) if saved else UserProfile(user)
         profile.set_consent(record.consent, record.ts)
