@@ -21,6 +21,7 @@ import pytest
 
 from agents.embedded_redis import REDIS_SERVER_BIN, RedisServer, redis_server_available
 from agents.redis_sink import RedisSink
+from streams.broker import free_port
 from streams.topics import topic_names
 from tests.conftest import require, unique_settings
 from tests.integration.test_pipeline import good_live_events, live, produce
@@ -115,7 +116,7 @@ def test_any_worker_answers_for_any_room_and_user(broker: Any, worker_factory: A
     settings = unique_settings(tmp_path, broker, partitions=4)
     names = topic_names(settings)
     first = worker_factory(settings, "w1")
-    second = worker_factory(settings.with_overrides(web_port=settings.web_port + 1), "w2")
+    second = worker_factory(settings.with_overrides(web_port=free_port()), "w2")
     events = good_live_events(200)
     send_live(broker.bootstrap, names.live_events, events)
     rooms = sorted({e["room_id"] for e in events})
