@@ -25,6 +25,7 @@ import orjson
 
 from agents.anomalies import SCOPES, AnomalyMonitor
 from agents.engine import Engine
+from agents.rooms import RoomPipeline
 from agents.stats import EngineMetrics
 
 TICK_S = 1.0
@@ -51,14 +52,12 @@ def system_numbers(metrics: EngineMetrics, inputs: Iterable[str]) -> dict[str, f
     return out
 
 
-def register(engine: Engine) -> AnomalyMonitor:
-    """Create this worker's monitor, hook it into the room pipeline (registered before)
-    and expose it as ``app.livepulse_anomalies`` (the user pipeline and the web read it)."""
+def register(engine: Engine, pipeline: RoomPipeline) -> AnomalyMonitor:
+    """Create this worker's monitor and hook it into the room pipeline (the user pipeline
+    and the web are given it by ``agents.worker``)."""
     app, settings, names, metrics = engine.app, engine.settings, engine.topics, engine.metrics
-    pipeline = app.livepulse_rooms
     monitor = AnomalyMonitor(
         system_id=f"{settings.app_id}@{socket.gethostname()}:{settings.web_port}")
-    app.livepulse_anomalies = monitor
     pipeline.observers.append(monitor.note_live)
     pipeline.alerts = monitor.room_alerts
     inputs = names.inputs()
@@ -71,7 +70,7 @@ def register(engine: Engine) -> AnomalyMonitor:
 
     async def publish(records: list[dict[str, Any]]) -> None:
         for record in records:
-            await engine.send(names.anomalies, record["scope_id"], orjson.dumps(record))
+            engine.add_output(names.anomalies, record["scope_id"], orjson.dumps(record))
             if record["status"] == "open":
                 metrics.anomalies.labels(record["scope"], record["severity"]).inc()
             room = pipeline.rooms.get(record["scope_id"]) if record["scope"] == "room" else None
@@ -79,5 +78,6 @@ def register(engine: Engine) -> AnomalyMonitor:
                 room.dirty = True  # its insight shows the alert change at the next emission
         for scope in SCOPES:
             metrics.anomalies_open.labels(scope).set(monitor.tracker.n_open(scope))
+        await engine.outputs.flush()
 
     return monitor

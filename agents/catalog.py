@@ -8,11 +8,11 @@ from agents.engine import Engine
 from streams.contracts import CATALOG_ITEM, as_dict
 
 
-def register(engine: Engine) -> None:
+def register(engine: Engine) -> Any:
+    """The catalog agent and its global table (item id -> catalog item), returned."""
     app = engine.app
     validator = engine.validator(CATALOG_ITEM)
     catalog = app.GlobalTable("catalog", default=None, partitions=engine.settings.partitions)
-    engine.app.livepulse_catalog = catalog
 
     async def handle(event: Any) -> None:
         item = await engine.admit(validator, event.message)
@@ -23,3 +23,5 @@ def register(engine: Engine) -> None:
     async def catalog_agent(stream: Any) -> None:
         async for event in stream.events():
             await engine.guarded("catalog", event, handle)
+
+    return catalog

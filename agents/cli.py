@@ -69,7 +69,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from agents.engine import build_engine
+    from agents.worker import build_engine
     from streams.admin import ensure_topics
 
     with broker_for(settings) as bootstrap:

@@ -792,7 +792,6 @@ def register(engine: Engine) -> ClickHouseSink | None:
     if not engine.settings.clickhouse_url.strip():
         return None
     sink = ClickHouseSink.from_engine(engine)
-    engine.app.livepulse_clickhouse = sink
 
     @engine.app.task
     async def write_history() -> None:

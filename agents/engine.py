@@ -1,7 +1,6 @@
-"""The engine: one Faust app with every agent registered, plus what the agents share.
-
-``build_engine(settings)`` is the single place that wires topics, tables, agents and web
-views; ``livepulse worker`` runs it, tests build it too.
+"""What every pipeline of a worker shares: the Faust app, settings, topic names, metrics,
+the output batches and the dead-letter path. ``agents.worker.build_engine`` wires the
+pipelines around one :class:`Engine`.
 """
 
 from __future__ import annotations
@@ -15,13 +14,14 @@ from typing import Any
 
 import faust
 
-from agents.redis_sink import RedisSink, RedisSinkMetrics
+from agents.redis_sink import RedisSink
 from agents.stats import EngineMetrics
 from config.settings import Settings
-from streams.app import create_app
+from streams.app import WorkerHooks
 from streams.contracts import Contract
 from streams.ingest import Rejection, Validator, dead_letter, now_ms
-from streams.topics import TopicNames, topic_names
+from streams.outputs import OutputBatches
+from streams.topics import TopicNames
 
 log = logging.getLogger("livepulse.engine")
 
@@ -34,9 +34,50 @@ class Engine:
     settings: Settings
     topics: TopicNames
     metrics: EngineMetrics
+    hooks: WorkerHooks = field(default_factory=WorkerHooks)
     faust_topics: dict[str, faust.TopicT] = field(default_factory=dict)
     redis: RedisSink | None = None  # serving copy of profiles and room insights
     _out_counters: dict[str, Any] = field(default_factory=dict)
+    outputs: OutputBatches = field(init=False)
+
+    def __post_init__(self) -> None:
+        transactional = self.settings.processing_guarantee == "exactly_once"
+        producer = self.app.producer
+        self.outputs = OutputBatches(
+            (lambda: producer) if transactional else producer._ensure_producer,
+            transactional=transactional,
+            on_sent=lambda topic, n: self._out_counter(topic).inc(n),
+            on_error=lambda exc: self.metrics.agent_errors.labels("producer").inc())
+
+    def add_output(self, topic: str, key: str | bytes | None, value: bytes, *,
+                   partition: int | None = None,
+                   headers: dict[str, bytes] | None = None) -> None:
+        """Hold one output record for the batch being handled (sent by ``outputs.flush``)."""
+        raw_key = key.encode() if isinstance(key, str) else key
+        self.outputs.add(topic, raw_key, value, partition=partition,
+                         headers=list(headers.items()) if headers else None)
+
+    def reject_record(self, topic: str, partition: int, offset: int, key: Any,
+                      value: bytes | None, rejection: Rejection, received_at: int) -> None:
+        """Dead-letter one input record of a batch (held with the batch's outputs)."""
+        body, headers = dead_letter(value, rejection, topic=topic, partition=partition,
+                                    offset=offset, received_at=received_at)
+        self.add_output(self.topics.dead_letter, key if isinstance(key, bytes) else b"",
+                        body, headers=headers)
+        self.metrics.dead_letters.labels(topic, rejection.error_class).inc()
+
+    def failed(self, agent: str, topic: str, partition: int, offset: int, key: Any,
+               value: bytes | None, exc: BaseException) -> None:
+        """A bug while handling one record of a batch: logged, counted, dead-lettered."""
+        # The traceback's frames, not its message: an exception's text may quote the
+        # event (a user id, a comment); the dead letter keeps it for the record.
+        log.error("%s failed on %s[%s]@%s: %s (message withheld: may hold personal data)"
+                  "\n%s", agent, topic, partition, offset, type(exc).__name__,
+                  "".join(traceback.format_tb(exc.__traceback__)))
+        self.metrics.agent_errors.labels(agent).inc()
+        self.reject_record(topic, partition, offset, key, value,
+                           Rejection("internal", f"{type(exc).__name__}: {exc}"[:300]),
+                           now_ms())
 
     def topic(self, name: str) -> faust.TopicT:
         """The Faust topic for ``name`` (raw bytes in and out: we decode ourselves)."""
@@ -125,46 +166,3 @@ class Engine:
             await self.reject(message, Rejection("internal", f"{type(exc).__name__}: "
                                                  f"{exc}"[:300]), now_ms())
         self.metrics.processing.labels(agent).observe(time.perf_counter() - started)
-
-
-def build_redis_sink(settings: Settings, metrics: EngineMetrics) -> RedisSink | None:
-    if not settings.redis_url.strip():
-        return None
-    return RedisSink(
-        settings.redis_url,
-        ttl_s={"room": settings.redis_room_ttl_s, "user": settings.redis_profile_ttl_s},
-        flush_interval_s=settings.redis_flush_interval_ms / 1000,
-        max_pending=settings.redis_max_pending,
-        namespace=settings.redis_namespace,
-        metrics=RedisSinkMetrics(metrics.registry),
-        ssl_ca_certs=settings.redis_tls_ca_file or None,
-    )
-
-
-def build_engine(settings: Settings, bootstrap: str | None = None) -> Engine:
-    from agents import anomalies_agent, catalog, observability, rooms, triggers, users, web
-    from agents.privacy_web import register as register_privacy_api
-
-    app = create_app(settings, bootstrap)
-    metrics = EngineMetrics()
-    engine = Engine(app=app, settings=settings, topics=topic_names(settings), metrics=metrics,
-                    redis=build_redis_sink(settings, metrics))
-    if engine.redis is not None:
-        sink = engine.redis
-
-        @app.task
-        async def serve_to_redis() -> None:
-            await sink.run()  # flushes once more when Faust cancels it at shutdown
-    catalog.register(engine)
-    rooms.register(engine)
-    anomalies_agent.register(engine)  # hooks into rooms; users and web read it
-    triggers.register(engine)  # before users: its hook and tables
-    users.register(engine)
-    web.register(engine)
-    register_privacy_api(engine)  # consent API (erasure: DELETE /api/users/{id} in web)
-    observability.register(engine)  # lag, table sizes, rebalances, worker info on /metrics
-    if settings.clickhouse_url.strip():
-        from agents import clickhouse_sink
-
-        clickhouse_sink.register(engine)  # history: its own consumer group, see the module
-    return engine

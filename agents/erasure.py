@@ -34,14 +34,15 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import Counter
 
 from agents.privacy import pseudonym_key, pseudonymize
-from agents.profile import UserProfile
 from streams.contracts import ERASURE_REQUEST
 from streams.ingest import Validator
 
 if TYPE_CHECKING:
+    from agents.anomalies import AnomalyMonitor
     from agents.engine import Engine
     from agents.models import ModelHost
-    from agents.state import WriteBehindTable
+    from agents.profile_store import ProfileStore
+    from agents.triggers import PromoTriggers
 
 log = logging.getLogger("livepulse.erasure")
 
@@ -51,10 +52,13 @@ NEVER_TOO_OLD_MS = 1 << 62  # an erasure request applies however old it is
 class Eraser:
     """Applies erasure requests on the user pipeline of the worker owning the user."""
 
-    def __init__(self, engine: Engine, profiles: WriteBehindTable, models: ModelHost) -> None:
+    def __init__(self, engine: Engine, profiles: ProfileStore, models: ModelHost,
+                 promo: PromoTriggers, anomalies: AnomalyMonitor | None = None) -> None:
         self.engine = engine
         self.profiles = profiles
         self.models = models
+        self.promo = promo
+        self.anomalies = anomalies
         settings = engine.settings
         self.key = pseudonym_key(settings)
         self.validator = Validator(
@@ -81,27 +85,17 @@ class Eraser:
 
     def forget(self, user: str, partition: int) -> dict[str, int]:
         """Remove every piece of per-user state this worker holds; return what it found."""
-        app, engine = self.engine.app, self.engine
+        engine = self.engine
         saved = self.profiles.get(user)
-        sessions = []
-        if saved:
-            session_id = UserProfile.from_dict(saved).session_id
-            sessions = [session_id] if session_id else []
+        sessions = [saved.session_id] if saved is not None and saved.session_id else []
         summary = {"profile": int(self.profiles.delete(user, partition))}
-        promo_state = app.livepulse_promo.state
+        promo_state = self.promo.state
         summary["trigger_state"] = int(promo_state.get(user) is not None)
         if summary["trigger_state"]:
             del promo_state[user]
         summary.update(self.models.forget(user, sessions))
-        anomalies = getattr(app, "livepulse_anomalies", None)
-        if anomalies is not None:
-            summary["anomaly_incidents"] = anomalies.forget_user(user)
+        if self.anomalies is not None:
+            summary["anomaly_incidents"] = self.anomalies.forget_user(user)
         if engine.redis is not None:
             engine.redis.add("user", user, {})  # empty document: DEL + index ZREM
         return summary
-
-
-def register(engine: Engine, profiles: WriteBehindTable, models: ModelHost) -> Eraser:
-    eraser = Eraser(engine, profiles, models)
-    engine.app.livepulse_eraser = eraser
-    return eraser

@@ -45,6 +45,7 @@ from prometheus_client.registry import Collector
 
 from agents.anomalies import SCOPES, SEVERITIES
 from agents.engine import Engine
+from agents.rooms import RoomPipeline
 
 REBALANCE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                      10.0, 30.0, 60.0, 120.0)
@@ -152,8 +153,10 @@ class TableSizes:
 class WorkerCollector(Collector):
     """Gauges read from the running worker when Prometheus scrapes."""
 
-    def __init__(self, engine: Engine, sensor: ConsumerSensor, sizes: TableSizes) -> None:
+    def __init__(self, engine: Engine, sensor: ConsumerSensor, sizes: TableSizes,
+                 rooms: RoomPipeline | None) -> None:
         self.app = engine.app
+        self.rooms = rooms
         self.sensor = sensor
         self.sizes = sizes
 
@@ -182,7 +185,7 @@ class WorkerCollector(Collector):
                 lag.add_metric([tp.topic, str(tp.partition)], n)
         for name, n in sorted(self.sizes.now().items()):
             tables.add_metric([name], n)
-        pipeline = getattr(self.app, "livepulse_rooms", None)
+        pipeline = self.rooms
         live = [room for room in (pipeline.rooms.values() if pipeline else ()) if room.live]
         rooms.add_metric([], len(live))
         viewers.add_metric([], sum(len(room.state.viewers) for room in live))
@@ -216,7 +219,7 @@ def _version(package: str) -> str:
         return "unknown"
 
 
-def register(engine: Engine) -> ConsumerSensor:
+def register(engine: Engine, rooms: RoomPipeline | None = None) -> ConsumerSensor:
     """Add the sensor, the scrape-time collector, worker info and process series to the
     engine's registry; give the bounded anomaly series their zero so rates start at 0."""
     disable_created_metrics()  # no `*_created` gauge per counter child: halves the series
@@ -224,7 +227,7 @@ def register(engine: Engine) -> ConsumerSensor:
     sensor = ConsumerSensor(registry)
     engine.app.sensors.add(sensor)
     sizes = TableSizes(engine.app)
-    registry.register(WorkerCollector(engine, sensor, sizes))
+    registry.register(WorkerCollector(engine, sensor, sizes, rooms))
 
     @engine.app.timer(engine.settings.table_count_interval_s, name="table-key-count")
     async def count_table_keys() -> None:

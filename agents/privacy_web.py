@@ -25,6 +25,7 @@ from streams.ingest import now_ms
 
 if TYPE_CHECKING:
     from agents.engine import Engine
+    from agents.worker import Worker
 
 MAX_BODY_BYTES = 4096
 DELIVERY_TIMEOUT_S = 10.0
@@ -121,7 +122,8 @@ async def erasure_response(view: View, engine: Engine, user_id: str) -> Response
     return view.json({"accepted": True, "topic": engine.topics.erasure, **record}, status=202)
 
 
-def register(engine: Engine) -> None:
+def register(worker: Worker) -> None:
+    engine = worker.engine
     app = engine.app
 
     @app.page("/api/users/{user_id}/consent")
@@ -138,7 +140,7 @@ def register(engine: Engine) -> None:
             return self.json({"accepted": True, "topic": engine.topics.consent, **record},
                              status=202)
 
-    profiles = app.livepulse_profiles
+    profiles = worker.users.profiles.table
 
     @app.page("/api/users/{user_id}/footprint")
     class Footprint(View):
@@ -147,22 +149,19 @@ def register(engine: Engine) -> None:
 
         @app.table_route(table=profiles, match_info="user_id")
         async def get(self, request: Request, user_id: str) -> Response:
-            return self.json(footprint(engine, user_id))
+            return self.json(footprint(worker, user_id))
 
     del Consent, Footprint  # registered on the app
 
 
-def footprint(engine: Engine, user_id: str) -> dict[str, Any]:
+def footprint(worker: Worker, user_id: str) -> dict[str, Any]:
     """Counts of the per-user state this worker holds about ``user_id``."""
-    app = engine.app
     parts: dict[str, int] = {
-        "profile": int(app.livepulse_profiles.get(user_id) is not None),
-        "trigger_state": int(app.livepulse_promo.state.get(user_id) is not None),
-        **app.livepulse_models.holds(user_id)}
-    anomalies = getattr(app, "livepulse_anomalies", None)
-    if anomalies is not None:
-        parts["anomaly_state"] = int(anomalies.holds_user(user_id))
-    rooms = getattr(app, "livepulse_rooms", None)
-    if rooms is not None:  # the rooms this worker holds (rooms follow every erasure)
-        parts["rooms"] = rooms.rooms_naming(user_id)
+        "profile": int(worker.users.profiles.get(user_id) is not None),
+        "trigger_state": int(worker.promo.state.get(user_id) is not None),
+        **worker.models.holds(user_id)}
+    if worker.anomalies is not None:
+        parts["anomaly_state"] = int(worker.anomalies.holds_user(user_id))
+    # the rooms this worker holds (rooms follow every erasure)
+    parts["rooms"] = worker.rooms.pipeline.rooms_naming(user_id)
     return {"user_id": user_id, "held": sum(parts.values()), "parts": parts}

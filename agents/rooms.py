@@ -40,14 +40,16 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from agents.activity import ActivityBatcher, forwarded
+from agents.activity import forwarded
 from agents.engine import Engine
 from agents.recent_ids import id_hash
 from agents.room_state import RoomState, mentions
-from agents.state import WriteBehindTable, before_commit
+from agents.state import WriteBehindTable, in_partition
 from agents.triggers import bootstrap_of
+from streams.app import subscribe
 from streams.contracts import LIVE_EVENT, LiveEvent, as_dict
-from streams.ingest import now_ms
+from streams.ingest import Rejection, now_ms
+from streams.outputs import partition_for
 from streams.security import kafka_client_options
 
 log = logging.getLogger("livepulse.rooms")
@@ -348,56 +350,137 @@ async def follow_topic(engine: Engine, topic: str,
             await consumer.stop()
 
 
-def register(engine: Engine) -> None:
+class RoomHandler:
+    """The room pipeline: ``live-events`` record batches -> room state, forwards, headlines.
+
+    Per batch (one input partition's records, in offset order): decode and validate each
+    record (bad ones dead-lettered), skip redeliveries and producer retries, fold the rest
+    into their rooms, and forward every viewer event re-keyed by user to ``user-activity``
+    as one record per user partition and batch (a JSON array, see :mod:`agents.activity`).
+    Counters are incremented once per batch. Room state is written at commit
+    (:meth:`save`): each changed room once, with the input offsets it covers.
+    """
+
+    name = "room-pipeline"
+
+    def __init__(self, engine: Engine, pipeline: RoomPipeline, state: WriteBehindTable,
+                 headlines: Any) -> None:
+        self.engine = engine
+        self.pipeline = pipeline
+        self.state = state
+        self.headlines = headlines
+        self.validator = engine.validator(LIVE_EVENT)
+        self.activity_topic = engine.topics.user_activity
+        self.user_partitions = engine.settings.partitions
+        metrics = engine.metrics
+        self.duplicates = metrics.duplicates.labels("room")
+        self.processing = metrics.processing.labels(self.name)
+        self._in_counters: dict[tuple[str, str], Any] = {}
+
+    async def handle_batch(self, tp: Any, records: list[Any]) -> None:
+        started = time.perf_counter()
+        engine, topic, partition = self.engine, tp.topic, tp.partition
+        counts: dict[str, int] = {}
+        forwards: dict[int, list[bytes]] = {}
+        late = 0
+        with in_partition(partition, topic):
+            received_at = now_ms()
+            for rec in records:
+                try:
+                    late += self._handle(rec, topic, partition, received_at, counts, forwards)
+                except Exception as exc:
+                    engine.failed(self.name, topic, partition, rec.offset, rec.key, rec.value,
+                                  exc)
+        for user_partition, bodies in forwards.items():
+            engine.add_output(self.activity_topic, None, b"[" + b",".join(bodies) + b"]",
+                              partition=user_partition)
+        self._count(topic, counts)
+        if late:
+            engine.metrics.late_events.inc(late)
+        await engine.outputs.flush()
+        self.processing.observe((time.perf_counter() - started) / len(records))
+
+    def _handle(self, rec: Any, topic: str, partition: int, received_at: int,
+                counts: dict[str, int], forwards: dict[int, list[bytes]]) -> int:
+        """One record of a batch; return 1 if it was late beyond the window grace."""
+        record = self.validator.decode(rec.value, received_at)
+        if isinstance(record, Rejection):
+            self.engine.reject_record(topic, partition, rec.offset, rec.key, rec.value,
+                                      record, received_at)
+            return 0
+        kind = record.type
+        counts[kind] = counts.get(kind, 0) + 1
+        if kind == "purchase":
+            self.engine.metrics.count_purchase(topic, record)
+        pipeline, offset = self.pipeline, rec.offset
+        repeat = pipeline.repeat(record, partition, offset, self.state.get)
+        if repeat is not None:
+            self.duplicates.inc()
+            if repeat == REDELIVERED and kind != "product_pin":
+                # its activity may not have gone out before the crash: again
+                self._forward(record, partition, offset, forwards)
+            return 0
+        room, late = pipeline.apply(record, partition, self.state.get, offset)
+        if kind != "product_pin":  # the host's act: no viewer profile to update
+            self._forward(record, partition, offset, forwards)
+        wall = time.monotonic()
+        if room.last_insight is not None and wall - room.last_headline_wall >= HEADLINE_S:
+            self.headlines[record.room_id] = headline(room)
+            room.last_headline_wall = wall
+        return int(late)
+
+    def _forward(self, record: LiveEvent, partition: int, offset: int,
+                 forwards: dict[int, list[bytes]]) -> None:
+        user_partition = partition_for(record.user_id.encode(), self.user_partitions)
+        body = forwarded(as_dict(record), partition, offset)
+        bodies = forwards.get(user_partition)
+        if bodies is None:
+            forwards[user_partition] = [body]
+        else:
+            bodies.append(body)
+
+    def _count(self, topic: str, counts: dict[str, int]) -> None:
+        for kind, n in counts.items():
+            counter = self._in_counters.get((topic, kind))
+            if counter is None:
+                counter = self._in_counters[(topic, kind)] = \
+                    self.engine.metrics.events_in.labels(topic, kind)
+            counter.inc(n)
+
+    def save(self) -> None:
+        """Before each commit (no await: see ``streams.app``): the changed rooms' state."""
+        self.pipeline.save(self.state.set)
+        self.state.flush()
+
+    async def on_revoke(self, partitions: set[int]) -> None:
+        """Revoked live-events partitions: their rooms saved (the next owner recovers the
+        latest state) and dropped; the producer flushed before this worker rejoins (never
+        an older record landing after the next owner's)."""
+        self.pipeline.save(self.state.set, partitions)
+        self.state.flush()
+        self.pipeline.drop_partitions(partitions)
+        await self.engine.outputs.flush()
+        await self.engine.app.producer.flush()
+
+
+def register(engine: Engine) -> tuple[RoomHandler, Any]:
+    """The room pipeline of ``engine``: its handler and the ``room-headlines`` global table
+    (a few numbers per room other pipelines use as context)."""
     app, settings, names, metrics = engine.app, engine.settings, engine.topics, engine.metrics
-    validator = engine.validator(LIVE_EVENT)
     # written behind: only changed rooms, once per commit, with the offset they cover
     state = WriteBehindTable(app.Table("room-state", default=None,
                                        partitions=settings.partitions))
-    # A few numbers per room that other pipelines use as context (the recommender's room
-    # boost, leave risk): replicated to every worker, written by this agent alone.
+    # replicated to every worker, written by this pipeline alone
     headlines = app.GlobalTable("room-headlines", default=None, partitions=settings.partitions)
-    app.livepulse_room_headlines = headlines
     pipeline = RoomPipeline(settings.insights_min_interval_ms, settings.insights_max_interval_ms,
                             settings.viewer_timeout_s, settings.room_idle_timeout_s,
                             settings.window_grace_s)
-    app.livepulse_rooms = pipeline
+    handler = RoomHandler(engine, pipeline, state, headlines)
     live_topic = engine.topic(names.live_events)
     engine.topic(names.user_activity)  # declared: the user pipeline consumes it
-    activity = ActivityBatcher(engine)  # live events re-keyed by user, in batches
-    before_commit(app).append(activity.flush)
-
-    def save_rooms() -> None:
-        """Before each commit (no await: see ``streams.app``): the changed rooms' state."""
-        pipeline.save(state.set)
-        state.flush()
-
-    before_commit(app).append(save_rooms)
-    duplicates = metrics.duplicates.labels("room")
-
-    async def handle(event: Any) -> None:
-        message = event.message
-        record = await engine.admit(validator, message)
-        if record is None:
-            return
-        repeat = pipeline.repeat(record, message.partition, message.offset, state.get)
-        if repeat is not None:
-            duplicates.inc()
-            if repeat == REDELIVERED and record.type != "product_pin":
-                # its activity may not have gone out before the crash: again
-                await activity.add(record.user_id, forwarded(
-                    as_dict(record), message.partition, message.offset))
-            return
-        room, late = pipeline.apply(record, message.partition, state.get, message.offset)
-        if late:
-            metrics.late_events.inc()
-        if record.type != "product_pin":  # the host's act: no viewer profile to update
-            await activity.add(record.user_id, forwarded(
-                as_dict(record), message.partition, message.offset))
-        wall = time.monotonic()
-        if room.last_insight is not None and wall - room.last_headline_wall >= HEADLINE_S:
-            headlines[record.room_id] = headline(room)
-            room.last_headline_wall = wall
+    engine.hooks.batch_handlers[names.live_events] = handler
+    engine.hooks.before_commit.append(handler.save)
+    subscribe(app, live_topic, handler.name)
 
     def saved_rooms() -> list[tuple[str, dict[str, Any], int]]:
         """The saved states of this worker's room partitions (with their partition)."""
@@ -439,34 +522,22 @@ def register(engine: Engine) -> None:
     async def follow_erasures() -> None:
         await follow_topic(engine, names.erasure, on_erasure)
 
-    @app.task
-    async def send_user_activity() -> None:
-        await activity.run()  # flushes once more when Faust cancels it at shutdown
-
-    @app.agent(live_topic, name="room-pipeline")
-    async def room_pipeline(stream: Any) -> None:
-        async for event in stream.events():
-            await engine.guarded("room-pipeline", event, handle)
-
     @app.timer(TIMER_INTERVAL_S, name="room-insights-emitter")
     async def emit_insights() -> None:
         wall = time.monotonic()
         for room in pipeline.due(wall):
             emitted_at = now_ms()
             payload, latencies = pipeline.emit(room, wall, emitted_at)
-            await engine.send(names.room_insights, room.state.room_id, payload)
+            engine.add_output(names.room_insights, room.state.room_id, payload)
             if engine.redis is not None and room.last_insight is not None:
                 engine.redis.add("room", room.state.room_id, room.last_insight)
             for latency in latencies:
                 metrics.observe_latency(names.room_insights, latency)
+        await engine.outputs.flush()
 
     @app.on_partitions_revoked.connect
     async def forget_revoked_rooms(sender: Any, revoked: set[Any], **_: Any) -> None:
-        await activity.flush()
-        partitions = {tp.partition for tp in revoked if tp.topic == names.live_events}
-        pipeline.save(state.set, partitions)  # the next owner recovers the latest state
-        state.flush()
-        pipeline.drop_partitions(partitions)
-        # delivered before this worker rejoins: the next owner recovers these states and
-        # its forwards come after these (never an older record landing after its own)
-        await app.producer.flush()
+        await handler.on_revoke({tp.partition for tp in revoked
+                                 if tp.topic == names.live_events})
+
+    return handler, headlines

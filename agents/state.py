@@ -6,22 +6,21 @@ same user's next event. :class:`WriteBehindTable` stores each value in the table
 (reads, the web API and ``table_route`` see it) but holds the changelog record of a key
 until the next offset commit, when only the latest value of each key written since the
 last commit is sent. The engine's consumer (``streams.app``) runs :meth:`flush` before
-every commit, and Faust flushes the producer before it commits offsets, so the changelog
-always covers every offset committed: recovery guarantees are those of a plain table
-(at-least-once; a crash replays the uncommitted input over the last flushed state).
+every commit (``WorkerHooks.before_commit``), and Faust flushes the producer before it
+commits offsets, so the changelog always covers every offset committed: recovery
+guarantees are those of a plain table (at-least-once; a crash replays the uncommitted
+input over the last flushed state).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
 from faust import streams as faust_streams
 from prometheus_client import CollectorRegistry, Counter
-
-BeforeCommit = Callable[[], object]  # may return an awaitable
 
 
 class StateMetrics:
@@ -88,23 +87,17 @@ class WriteBehindTable:
 
 
 @contextmanager
-def in_partition(partition: int) -> Iterator[None]:
-    """Make Faust's stores see an event of ``partition`` as the current one.
+def in_partition(partition: int, topic: str = "") -> Iterator[None]:
+    """Make Faust's tables and stores see an event of ``topic`` / ``partition`` as the
+    current one.
 
-    A RocksDB store picks the partition's database from the current event, so a write
-    outside stream iteration has none; a memory store ignores it.
+    A RocksDB store picks the partition's database from the current event, and a table
+    assignment sends its changelog record to the current event's partition, so a write
+    outside Faust's stream iteration (a batch handler, a commit hook) has none.
     """
-    stand_in = SimpleNamespace(message=SimpleNamespace(partition=partition))
+    stand_in = SimpleNamespace(message=SimpleNamespace(partition=partition, topic=topic))
     token = faust_streams._current_event.set(lambda: stand_in)
     try:
         yield
     finally:
         faust_streams._current_event.reset(token)
-
-
-def before_commit(app: Any) -> list[BeforeCommit]:
-    """The hooks the engine's consumer runs before each offset commit (see ``streams.app``)."""
-    hooks: list[BeforeCommit] | None = getattr(app, "livepulse_before_commit", None)
-    if hooks is None:
-        hooks = app.livepulse_before_commit = []
-    return hooks

@@ -51,7 +51,7 @@ from streams.security import kafka_client_options
 
 if TYPE_CHECKING:
     from agents.engine import Engine
-    from agents.state import WriteBehindTable
+    from agents.profile_store import ProfileStore
 
 log = logging.getLogger("livepulse.triggers")
 
@@ -90,19 +90,20 @@ class PromoTriggers:
         self.positions: dict[TopicPartition, int] = {}
 
     # ------------------------------------------------------------------ user pipeline
-    async def on_event(self, message: Any, record: Any, view: dict[str, Any],
-                       room: dict[str, Any] | None, previous_ts: int | None) -> None:
-        """Decide for one user event (after its profile and model update) and emit."""
-        live = message.topic == self.names.user_activity
+    def on_event(self, live: bool, partition: int, record: Any, view: dict[str, Any],
+                 room: dict[str, Any] | None, previous_ts: int | None) -> None:
+        """Decide for one user event (after its profile and model update); its outputs
+        join the batch being handled (``engine.add_output``). ``live``: the event came
+        through the ``user-activity`` hop (a live-room event), else a click."""
         kind = record.type
         if kind == "purchase":
             value = record.amount if live else (record.price or 0.0) * (record.quantity or 1)
         else:
             value = None
-        user, partition = record.user_id, message.partition
+        user = record.user_id
         facts = EventFacts(
             user_id=user, type=kind, ts=record.ts, event_id=record.event_id,
-            source_topic=self.names.live_events if live else message.topic,
+            source_topic=self.names.live_events if live else self.names.clicks,
             source="live" if live else "clicks", room_id=getattr(record, "room_id", None),
             item_id=record.item_id, value=value, partition=partition, previous_ts=previous_ts)
         decision = self.decider.on_event(
@@ -115,13 +116,15 @@ class PromoTriggers:
             metrics.triggers.labels(cid, outcome).inc()
         for cid, group in decision.conversions:
             metrics.trigger_conversions.labels(cid, group).inc()
-        for trigger in decision.triggers:
-            await engine.send(self.names.promo_triggers, user, orjson.dumps(trigger))
-            metrics.observe_latency(self.names.promo_triggers, max(0, now_ms() - record.ts))
+        if decision.triggers:
+            latency = max(0, now_ms() - record.ts)
+            for trigger in decision.triggers:
+                engine.add_output(self.names.promo_triggers, user, orjson.dumps(trigger))
+                metrics.observe_latency(self.names.promo_triggers, latency)
         for trigger in decision.resent:
-            await engine.send(self.names.promo_triggers, user, orjson.dumps(trigger))
+            engine.add_output(self.names.promo_triggers, user, orjson.dumps(trigger))
         for out in decision.records:
-            await engine.send(self.names.attribution, user, orjson.dumps(out))
+            engine.add_output(self.names.attribution, user, orjson.dumps(out))
         if decision.state is not None:
             if decision.state["r"]:
                 self.state[user] = decision.state
@@ -130,23 +133,21 @@ class PromoTriggers:
         for cid, total in decision.spent.items():
             self.budget[f"{cid}|{partition}"] = round(total, 6)
 
-    async def on_consent(self, message: Any, profiles: WriteBehindTable) -> None:
-        """Fold one consent record into the user's profile (the user pipeline owns it)."""
+    async def on_consent(self, message: Any, profiles: ProfileStore) -> UserProfile | None:
+        """Fold one consent record into the user's profile (the user pipeline owns it);
+        return the profile (None: the record was dead-lettered)."""
         record = await self.engine.admit(self.consent_validator, message, key_is_user=True)
         if record is None:
-            return
+            return None
         user = record.user_id
-        saved = profiles.get(user)
-        profile = UserProfile.from_dict(saved) if saved else UserProfile(user)
+        profile = profiles.get(user) or UserProfile(user)
         profile.set_consent(record.consent, record.ts)
-        profiles.set(user, profile.to_dict(), message.partition)
+        profiles.set(user, profile, message.partition)
         if not profile.consent and self.state.get(user) is not None:
             del self.state[user]  # opted out: no trigger history kept, no attribution
-        models = getattr(self.engine.app, "livepulse_models", None)
-        if not profile.consent and models is not None:
-            models.scores.pop(user, None)  # personal scores are no longer kept or shown
         if self.engine.redis is not None and profile.events:
             self.engine.redis.add("user", user, profile.view(profile.updated_at))
+        return profile
 
     # ------------------------------------------------------------------ control topics
     def load(self, bootstrap: str) -> None:
@@ -283,7 +284,6 @@ def register(engine: Engine) -> PromoTriggers:
     state = app.Table("promo-state", default=None, partitions=settings.partitions)
     budget = app.Table("promo-budget", default=None, partitions=settings.partitions)
     promo = PromoTriggers(engine, book, state, budget)
-    app.livepulse_promo = promo
     promo.load(bootstrap_of(app))
 
     @app.task

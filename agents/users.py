@@ -13,19 +13,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from agents import erasure
 from agents.activity import source_of, unbatch
 from agents.engine import RAW, Engine
+from agents.erasure import Eraser
 from agents.models import ModelHost
 from agents.profile import UserProfile
-from agents.state import StateMetrics, WriteBehindTable, before_commit
+from agents.profile_store import ProfileStore
+from agents.state import StateMetrics, WriteBehindTable, in_partition
 from online_models.snapshot import SnapshotError
+from streams.app import subscribe
 from streams.contracts import CLICK_EVENT, LIVE_EVENT, as_dict, to_record
 from streams.ingest import Rejection, now_ms
+
+if TYPE_CHECKING:
+    from agents.anomalies import AnomalyMonitor
+    from agents.triggers import PromoTriggers
 
 log = logging.getLogger("livepulse.users")
 EXPORT_INTERVAL_S = 5.0
@@ -40,97 +47,197 @@ def viewer_context(profile: UserProfile, room_id: str) -> dict[str, Any]:
             "returning": room_id in profile.rooms and not watching}
 
 
-def register(engine: Engine) -> None:
-    app, settings, names, metrics = engine.app, engine.settings, engine.topics, engine.metrics
-    validator = engine.validator(CLICK_EVENT)
-    profiles = app.Table("user-profiles", default=None, partitions=settings.partitions)
-    app.livepulse_profiles = profiles
-    # one changelog record per user per commit, not per event (see agents.state)
-    state = WriteBehindTable(profiles, StateMetrics(metrics.registry))
-    app.livepulse_profile_state = state
-    before_commit(app).append(state.flush)
-    catalog = app.livepulse_catalog
-    headlines = app.livepulse_room_headlines
-    models = ModelHost(settings, metrics)
-    restored = models.restore()
-    if restored:
-        log.info("online models restored from snapshots: %s", sorted(restored))
-    app.livepulse_models = models
-    promo = app.livepulse_promo  # agents.triggers: campaign decisions and consent
-    anomalies = getattr(app, "livepulse_anomalies", None)
-    watch_user = anomalies.note_user if anomalies is not None else None
-    eraser = erasure.register(engine, state, models)  # livepulse forget
-    channel = app.topic(names.clicks, names.user_activity, names.consent, names.erasure,
-                        partitions=settings.partitions, **RAW)
-    duplicates = metrics.duplicates.labels("user")
+class UserHandler:
+    """The user pipeline: ``clicks`` and ``user-activity`` record batches -> profiles,
+    models, recommendations and promo triggers.
 
-    async def handle(message: Any) -> None:
-        if message.topic == names.consent:
-            await promo.on_consent(message, state)
-            return
-        if message.topic == names.erasure:
-            await eraser.on_request(message)
-            return
-        if message.topic == names.user_activity:
-            # Validated once at ingest by the room pipeline: trusted, typed again cheaply.
-            record = to_record(LIVE_EVENT, message.body)
-            metrics.events_in.labels(message.topic, record.type).inc()
-        else:
-            record = await engine.admit(validator, message)
-            if record is None:
-                return
+    Per batch (one input partition's records, in offset order): clicks are decoded and
+    validated (bad ones dead-lettered), a ``user-activity`` record is a batch of live events
+    validated once at ingest by the room pipeline. Each event is folded into its user's live
+    profile (redeliveries skipped by their input position), then the models score, learn
+    and rank, and the promo decider runs; every output joins the batch's per-partition
+    output batches, sent once at its end. Profiles changed are written to the changelog at
+    commit, once per user. A bug on one event dead-letters that event only.
+    """
+
+    name = "user-pipeline"
+
+    def __init__(self, engine: Engine, profiles: ProfileStore, catalog: Any, headlines: Any,
+                 models: ModelHost, promo: PromoTriggers,
+                 watch_user: Callable[..., Any] | None = None) -> None:
+        self.engine = engine
+        self.profiles = profiles
+        self.catalog = catalog
+        self.headlines = headlines
+        self.models = models
+        self.promo = promo
+        self.watch_user = watch_user
+        self.names = engine.topics
+        self.validator = engine.validator(CLICK_EVENT)
+        metrics = engine.metrics
+        self.duplicates = metrics.duplicates.labels("user")
+        self.processing = metrics.processing.labels(self.name)
+        self._in_counters: dict[tuple[str, str], Any] = {}
+
+    async def handle_batch(self, tp: Any, records: list[Any]) -> None:
+        started = time.perf_counter()
+        engine, topic, partition = self.engine, tp.topic, tp.partition
+        counts: dict[str, int] = {}
+        live = topic == self.names.user_activity
+        handled = 0
+        with in_partition(partition, topic):
+            received_at = now_ms()
+            for rec in records:
+                if live:
+                    handled += self._live_batch(rec, topic, partition, counts)
+                    continue
+                handled += 1
+                try:
+                    record = self.validator.decode(rec.value, received_at)
+                    if isinstance(record, Rejection):
+                        engine.reject_record(topic, partition, rec.offset, rec.key, rec.value,
+                                             record, received_at)
+                        continue
+                    counts[record.type] = counts.get(record.type, 0) + 1
+                    if record.type == "purchase":
+                        engine.metrics.count_purchase(topic, record)
+                    self._event(record, False, partition, f"c{partition}", rec.offset,
+                                rec.offset)
+                except Exception as exc:
+                    engine.failed(self.name, topic, partition, rec.offset, rec.key, rec.value,
+                                  exc)
+        self._count(topic, counts)
+        await engine.outputs.flush()
+        if handled:
+            self.processing.observe((time.perf_counter() - started) / handled)
+
+    def _live_batch(self, rec: Any, topic: str, partition: int,
+                    counts: dict[str, int]) -> int:
+        """The live events of one ``user-activity`` record; return how many."""
+        engine = self.engine
+        try:
+            parts = unbatch(rec)
+        except (ValueError, TypeError) as exc:
+            engine.reject_record(topic, partition, rec.offset, rec.key, rec.value,
+                                 Rejection("internal", str(exc)[:300]), now_ms())
+            return 1
+        for part in parts:
+            try:
+                # Validated once at ingest by the room pipeline: trusted, typed again cheaply.
+                record = to_record(LIVE_EVENT, part.body)
+                counts[record.type] = counts.get(record.type, 0) + 1
+                source = source_of(part.body) or (None, None)
+                self._event(record, True, partition, *source, rec.offset)
+            except Exception as exc:
+                engine.failed(self.name, topic, partition, rec.offset, part.key, part.value,
+                              exc)
+        return len(parts)
+
+    def _event(self, record: Any, live: bool, partition: int, source: str | None,
+               offset: int | None, input_offset: int) -> None:
+        """One user event: profile, models, outputs, promo decision. ``source`` and
+        ``offset``: where the event entered the engine (redelivery check)."""
         user = record.user_id
-        saved = profiles.get(user)
-        profile = UserProfile.from_dict(saved) if saved else UserProfile(user)
-        position = input_position(message)
-        if saved and profile.is_duplicate(record.event_id, *position):
+        profile = self.profiles.get(user)
+        known = profile is not None
+        if profile is None:
+            profile = UserProfile(user)
+        room_id = getattr(record, "room_id", None)
+        if known and profile.is_duplicate(record.event_id, source, offset):
             # Redelivered (at-least-once after a crash or rebalance): already in the
             # profile and the models, skipped. Only the promo decider sees it again: it
             # keys triggers by campaign, user and event id, so it re-sends the trigger it
             # sent for this event (the crash may have lost it) instead of a second one.
-            duplicates.inc()
-            room_id = getattr(record, "room_id", None)
+            self.duplicates.inc()
             view = profile.view(profile.updated_at)
-            scores = models.scores.get(user)
+            scores = self.models.scores.get(user)
             if scores:
                 view["scores"] = scores
-            await promo.on_event(message, record, view,
-                                 headlines.get(room_id) if room_id else None, None)
+            self.promo.on_event(live, partition, record, view,
+                                self.headlines.get(room_id) if room_id else None, None)
             return
-        if watch_user is not None:  # agents.anomalies_agent: click floods, bots
-            watch_user(record, live=message.topic == names.user_activity)
+        if self.watch_user is not None:  # agents.anomalies_agent: click floods, bots
+            self.watch_user(record, live=live)
         previous_ts = profile.updated_at if profile.events else None
-        room_id = getattr(record, "room_id", None)
         viewer = viewer_context(profile, room_id) if room_id else None
-        profile.apply(record, catalog.get)
-        if position[0] is not None:
-            profile.advance(*position)
-        state.set(user, profile.to_dict(), message.partition)
+        catalog_get = self.catalog.get
+        profile.apply(record, catalog_get)
+        if source is not None:
+            profile.advance(source, offset)
+        self.profiles.set(user, profile, partition)
         # the profile's own clock: a late event must not produce a view from the past
         view = profile.view(profile.updated_at)
-        room = headlines.get(room_id) if room_id else None
-        item = catalog.get(record.item_id) if record.item_id else None
-        recommendation = models.on_event(
-            record, view, room, message.topic, (message.topic, message.partition,
-                                                message.offset), item=item, viewer=viewer)
-        scores = models.scores.get(user)
+        room = self.headlines.get(room_id) if room_id else None
+        item = catalog_get(record.item_id) if record.item_id else None
+        topic = self.names.user_activity if live else self.names.clicks
+        recommendation = self.models.on_event(
+            record, view, room, topic, (topic, partition, input_offset), item=item,
+            viewer=viewer)
+        scores = self.models.scores.get(user)
         if scores:
             view["scores"] = scores
+        engine = self.engine
         if engine.redis is not None:
             engine.redis.add("user", user, view)
         if recommendation is not None:
-            await engine.send(names.recommendations, user,
+            engine.add_output(self.names.recommendations, user,
                               orjson.dumps(as_dict(recommendation)))
-            metrics.observe_latency(names.recommendations, max(0, now_ms() - record.ts))
-        await promo.on_event(message, record, view, room, previous_ts)
+            engine.metrics.observe_latency(self.names.recommendations,
+                                           max(0, now_ms() - record.ts))
+        self.promo.on_event(live, partition, record, view, room, previous_ts)
 
-    def input_position(message: Any) -> tuple[str | None, int | None]:
-        """Where an event comes from, for duplicate detection: ``c<partition>`` and the
-        offset for a click, the forwarded live-events position for live activity."""
-        if message.topic == names.clicks:
-            return f"c{message.partition}", message.offset
-        found = source_of(message.body) if message.topic == names.user_activity else None
-        return found if found is not None else (None, None)
+    def _count(self, topic: str, counts: dict[str, int]) -> None:
+        for kind, n in counts.items():
+            counter = self._in_counters.get((topic, kind))
+            if counter is None:
+                counter = self._in_counters[(topic, kind)] = \
+                    self.engine.metrics.events_in.labels(topic, kind)
+            counter.inc(n)
+
+    async def on_revoke(self) -> None:
+        """The next owner recovers from the changelog: it must be complete, and hold
+        nothing older after what it writes."""
+        self.profiles.flush()
+        await self.engine.outputs.flush()
+        await self.engine.app.producer.flush()
+
+
+def register(engine: Engine, catalog: Any, headlines: Any, promo: PromoTriggers,
+             anomalies: AnomalyMonitor | None) -> tuple[UserHandler, ModelHost, Eraser]:
+    """The user pipeline of ``engine``: its handler, the models it drives and the eraser
+    of per-user state (``livepulse forget``)."""
+    app, settings, names, metrics = engine.app, engine.settings, engine.topics, engine.metrics
+    table = app.Table("user-profiles", default=None, partitions=settings.partitions)
+    # one changelog record per user per commit, not per event (see agents.state)
+    profiles = ProfileStore(WriteBehindTable(table, StateMetrics(metrics.registry)))
+    engine.hooks.before_commit.append(profiles.flush)
+    models = ModelHost(settings, metrics)
+    restored = models.restore()
+    if restored:
+        log.info("online models restored from snapshots: %s", sorted(restored))
+    eraser = Eraser(engine, profiles, models, promo, anomalies)  # livepulse forget
+    handler = UserHandler(engine, profiles, catalog, headlines, models, promo,
+                          anomalies.note_user if anomalies is not None else None)
+    for name in (names.clicks, names.user_activity):
+        engine.hooks.batch_handlers[name] = handler
+    subscribe(app, app.topic(names.clicks, names.user_activity,
+                             partitions=settings.partitions, **RAW), handler.name)
+    control = app.topic(names.consent, names.erasure, partitions=settings.partitions, **RAW)
+
+    async def handle_control(message: Any) -> None:
+        if message.topic == names.consent:
+            profile = await promo.on_consent(message, profiles)
+            if profile is not None and not profile.consent:
+                models.scores.pop(profile.user_id, None)  # personal scores no longer kept
+        else:
+            await eraser.on_request(message)
+
+    @app.agent(control, name="user-control")
+    async def user_control(stream: Any) -> None:
+        """Consent and erasure records (low volume: Faust's per-message path)."""
+        async for event in stream.events():
+            await engine.guard("user-pipeline", event.message, handle_control,
+                               event.message)
 
     @app.task
     async def snapshot_models() -> None:
@@ -156,24 +263,10 @@ def register(engine: Engine) -> None:
 
     @app.on_partitions_revoked.connect
     async def flush_profiles(sender: Any, revoked: set[Any], **_: Any) -> None:
-        state.flush()  # the next owner recovers from the changelog: it must be complete
-        await app.producer.flush()  # ...and hold nothing older after what it writes
+        await handler.on_revoke()
 
     @app.timer(EXPORT_INTERVAL_S, name="model-metrics")
     async def export_model_metrics() -> None:
         models.export()
 
-    @app.agent(channel, name="user-pipeline")
-    async def user_pipeline(stream: Any) -> None:
-        async for event in stream.events():
-            message = event.message
-            if message.topic != names.user_activity:
-                await engine.guard("user-pipeline", message, handle, message)
-                continue
-            try:  # a batch of live events (agents.activity): each is handled and guarded
-                parts = unbatch(message)
-            except (ValueError, TypeError) as exc:
-                await engine.reject(message, Rejection("internal", str(exc)[:300]), now_ms())
-                continue
-            for part in parts:
-                await engine.guard("user-pipeline", part, handle, part)
+    return handler, models, eraser

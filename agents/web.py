@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web as aiohttp_web
@@ -25,11 +25,12 @@ from prometheus_client import generate_latest
 
 from agents import web_auth, web_errors
 from agents.anomalies import SCOPES
-from agents.engine import Engine
-from agents.profile import UserProfile
 from dashboards import HOST_PAGE_DIR
 from streams.contracts import ALL_CONTRACTS, json_schema
 from streams.ingest import now_ms
+
+if TYPE_CHECKING:
+    from agents.worker import Worker
 
 # aiohttp refuses a charset inside content_type; Prometheus text format is UTF-8 anyway.
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
@@ -43,13 +44,14 @@ def _not_found(view: View, kind: str, key: str) -> Response:
     return view.json({"error": "not_found", kind: key}, status=404)
 
 
-def register(engine: Engine) -> None:
+def register(worker: Worker) -> None:
+    engine = worker.engine
     app, metrics = engine.app, engine.metrics
     web_errors.install(app.web.web_app, metrics.agent_errors.labels("web"))  # JSON 4xx/5xx
     pages = {p.name: p.read_bytes() for p in HOST_PAGE_DIR.iterdir()
              if p.is_file() and p.suffix in STATIC_TYPES}
-    rooms = app.livepulse_rooms
-    profiles = app.livepulse_profiles
+    rooms = worker.rooms.pipeline
+    profiles = worker.users.profiles
     web_auth.install(app, engine.settings)  # bearer tokens when LIVEPULSE_API_TOKEN is set
 
     def assigned_partitions() -> int:
@@ -163,11 +165,11 @@ def register(engine: Engine) -> None:
         saved = profiles.get(user_id)
         if saved is None:
             return None
-        return UserProfile.from_dict(saved).view(now_ms())
+        return saved.view(now_ms())
 
     @app.page("/api/users/{user_id}/profile")
     class Profile(View):
-        @app.table_route(table=profiles, match_info="user_id")
+        @app.table_route(table=profiles.table, match_info="user_id")
         async def get(self, request: Request, user_id: str) -> Response:
             found = await local_profile(user_id)
             if found is None and engine.redis is not None:
@@ -175,14 +177,14 @@ def register(engine: Engine) -> None:
             return self.json(found) if found is not None else _not_found(self, "user_id",
                                                                           user_id)
 
-    models = app.livepulse_models
-    headlines = app.livepulse_room_headlines
+    models = worker.models
+    headlines = worker.headlines
 
     @app.page("/api/users/{user_id}/recommendations")
     class Recommendations(View):
         """Top-K for the user's current session, ranked now by the owning worker's model."""
 
-        @app.table_route(table=profiles, match_info="user_id")
+        @app.table_route(table=profiles.table, match_info="user_id")
         async def get(self, request: Request, user_id: str) -> Response:
             view = await local_profile(user_id)
             room_id = request.query.get("room_id") or (
@@ -201,7 +203,7 @@ def register(engine: Engine) -> None:
 
     @app.page("/api/users/{user_id}")
     class User(View):  # short alias of /profile
-        @app.table_route(table=profiles, match_info="user_id")
+        @app.table_route(table=profiles.table, match_info="user_id")
         async def get(self, request: Request, user_id: str) -> Response:
             found = await local_profile(user_id)
             return self.json(found) if found is not None else _not_found(self, "user_id",
@@ -213,7 +215,7 @@ def register(engine: Engine) -> None:
 
             return await erasure_response(self, engine, user_id)
 
-    promo = app.livepulse_promo
+    promo = worker.promo
 
     @app.page("/api/campaigns")
     class Campaigns(View):
@@ -229,7 +231,7 @@ def register(engine: Engine) -> None:
             return self.json(found[0]) if found else _not_found(self, "campaign_id",
                                                                 campaign_id)
 
-    anomalies = app.livepulse_anomalies
+    anomalies = worker.anomalies
 
     @app.page("/api/anomalies")
     class Anomalies(View):

@@ -1,7 +1,14 @@
 """The orjson codec, registered with Faust under the name ``orjson``.
 
+Objects with a ``to_dict()`` method (live state kept in a table, e.g. a user profile) are
+serialized as that dict, so a table can hold the object and its changelog gets the dict.
+
 >>> OrjsonCodec().dumps({"a": 1})
 b'{"a":1}'
+>>> class Live:
+...     def to_dict(self): return {"n": 2}
+>>> OrjsonCodec().dumps(Live())
+b'{"n":2}'
 """
 
 from __future__ import annotations
@@ -18,10 +25,17 @@ class OrjsonCodec(codecs.Codec):
     """JSON via orjson: 5-10x faster than the stdlib codec Faust uses by default."""
 
     def _dumps(self, obj: Any) -> bytes:
-        return orjson.dumps(obj)
+        return orjson.dumps(obj, default=_plain)
 
     def _loads(self, s: bytes) -> Any:
         return orjson.loads(s)
+
+
+def _plain(obj: Any) -> Any:
+    to_dict = getattr(obj, "to_dict", None)
+    if to_dict is None:
+        raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+    return to_dict()
 
 
 def register() -> None:

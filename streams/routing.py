@@ -4,7 +4,7 @@ Faust's :class:`faust.app.router.Router` picks a key's partition by hashing the 
 *table's changelog* serializes it. A table without a ``key_type`` serializes keys as JSON,
 so user ``u1`` is hashed as ``"u1"`` (with the quotes). Every keyed topic of livepulse is
 produced with the raw id as key (``key_serializer="raw"``, Kafka's default murmur2
-partitioner, see :func:`agents.activity.partition_for`), and a table keeps each key in the
+partitioner, see :func:`streams.outputs.partition_for`), and a table keeps each key in the
 partition of the event that wrote it. The two hashes agree for about one key in
 ``partitions``: with two workers about half the users were sent to the worker that does not
 hold them, which answered ``404`` (or a stale Redis copy). :class:`OwnerRouter` hashes the

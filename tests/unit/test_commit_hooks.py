@@ -7,7 +7,13 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
-from streams.app import _LowLatencyConsumer
+from streams.app import WorkerHooks, _LowLatencyConsumer, attach_hooks
+
+
+class FakeApp:
+    client_only = False
+    sensors = SimpleNamespace(on_commit_initiated=lambda c: None,
+                              on_commit_completed=lambda c, s: None)
 
 
 class FakeConsumer:
@@ -16,10 +22,8 @@ class FakeConsumer:
     def __init__(self, hooks: list[Any]) -> None:
         self.acked = [0, 1, 2]  # offsets of handled events on one partition
         self.committed: list[dict[str, int]] = []
-        self.app = SimpleNamespace(
-            livepulse_before_commit=hooks, client_only=False,
-            sensors=SimpleNamespace(on_commit_initiated=lambda c: None,
-                                    on_commit_completed=lambda c, s: None))
+        self.app = FakeApp()
+        attach_hooks(self.app, WorkerHooks(before_commit=hooks))
         self._commit_fut: asyncio.Future[Any] | None = None
 
     async def maybe_wait_for_commit_to_finish(self) -> bool:

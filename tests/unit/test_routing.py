@@ -10,9 +10,9 @@ from typing import Any
 
 from faust.app.router import Router
 
-from agents.activity import partition_for
 from config.settings import Settings
 from streams.app import create_app
+from streams.outputs import partition_for
 from streams.routing import OwnerRouter
 
 PARTITIONS = 4

@@ -1,0 +1,101 @@
+"""One worker, wired explicitly: tables, topics, handlers, sinks, web and timers.
+
+``build_engine(settings)`` is the single place that builds a worker; ``livepulse worker``
+runs it, tests build it too. Each pipeline gets what it uses as arguments (no attributes
+hung on the Faust app); the batch handlers and commit hooks reach the Faust transport
+through the :class:`~streams.app.WorkerHooks` the app is created with.
+
+Order matters only where one part reads another's object: the catalog and the room
+pipeline first (their global tables are the user pipeline's context), the anomaly monitor
+on the room pipeline, the promo triggers before the user pipeline (the decider runs there),
+then the web views over all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from agents import anomalies_agent, catalog, observability, rooms, triggers, users, web
+from agents.anomalies import AnomalyMonitor
+from agents.engine import Engine
+from agents.erasure import Eraser
+from agents.models import ModelHost
+from agents.privacy_web import register as register_privacy_api
+from agents.redis_sink import RedisSink, RedisSinkMetrics
+from agents.stats import EngineMetrics
+from config.settings import Settings
+from streams.app import WorkerHooks, create_app
+from streams.topics import topic_names
+
+
+@dataclass
+class Worker:
+    """Everything one worker runs, as its parts (the web views and tests read them)."""
+
+    engine: Engine
+    catalog: Any
+    rooms: rooms.RoomHandler
+    headlines: Any
+    users: users.UserHandler
+    models: ModelHost
+    promo: triggers.PromoTriggers
+    anomalies: AnomalyMonitor
+    eraser: Eraser
+    clickhouse: Any = None
+
+    @property
+    def app(self) -> Any:
+        return self.engine.app
+
+
+def build_redis_sink(settings: Settings, metrics: EngineMetrics) -> RedisSink | None:
+    if not settings.redis_url.strip():
+        return None
+    return RedisSink(
+        settings.redis_url,
+        ttl_s={"room": settings.redis_room_ttl_s, "user": settings.redis_profile_ttl_s},
+        flush_interval_s=settings.redis_flush_interval_ms / 1000,
+        max_pending=settings.redis_max_pending,
+        namespace=settings.redis_namespace,
+        metrics=RedisSinkMetrics(metrics.registry),
+        ssl_ca_certs=settings.redis_tls_ca_file or None,
+    )
+
+
+def build_worker(settings: Settings, bootstrap: str | None = None) -> Worker:
+    """Build the Faust app and every pipeline of one worker."""
+    hooks = WorkerHooks()
+    app = create_app(settings, bootstrap, hooks)
+    metrics = EngineMetrics()
+    engine = Engine(app=app, settings=settings, topics=topic_names(settings), metrics=metrics,
+                    hooks=hooks, redis=build_redis_sink(settings, metrics))
+    if engine.redis is not None:
+        sink = engine.redis
+
+        @app.task
+        async def serve_to_redis() -> None:
+            await sink.run()  # flushes once more when Faust cancels it at shutdown
+
+    items = catalog.register(engine)
+    room_handler, headlines = rooms.register(engine)
+    anomalies = anomalies_agent.register(engine, room_handler.pipeline)
+    promo = triggers.register(engine)
+    user_handler, models, eraser = users.register(engine, items, headlines, promo, anomalies)
+    worker = Worker(engine=engine, catalog=items, rooms=room_handler, headlines=headlines,
+                    users=user_handler, models=models, promo=promo, anomalies=anomalies,
+                    eraser=eraser)
+    web.register(worker)
+    register_privacy_api(worker)  # consent API (erasure: DELETE /api/users/{id} in web)
+    observability.register(engine, room_handler.pipeline)  # lag, table sizes, rebalances
+    if settings.clickhouse_url.strip():
+        from agents import clickhouse_sink
+
+        # history: its own consumer group, see the module
+        worker.clickhouse = clickhouse_sink.register(engine)
+    return worker
+
+
+def build_engine(settings: Settings, bootstrap: str | None = None) -> Engine:
+    """The engine of a fully wired worker (``build_worker(...).engine``)."""
+    return build_worker(settings, bootstrap).engine

@@ -1,0 +1,151 @@
+"""Output records in per-partition batches: one producer batch per (topic, partition) and
+handled input batch, instead of one ``producer.send`` per record.
+
+A handler adds every record it produces while it works through an input batch
+(:meth:`OutputBatches.add`, no await, no I/O) and awaits :meth:`OutputBatches.flush` once at
+the end. ``flush`` hands each (topic, partition) group to the aiokafka producer as one
+``BatchBuilder`` (``create_batch`` / ``send_batch``): the producer's own batching and
+Faust's producer wrapper cost ~17 µs per record, a batch builder ~1-2 µs. The producer's
+``flush()`` (which Faust awaits before it commits offsets) covers these batches too, so
+offsets are never committed before the outputs of the events they cover were delivered.
+
+Keyed records go to the partition Kafka's default partitioner picks (murmur2 of the key, as
+the Java client), over the topic's partition count as the producer's metadata reports it.
+Under ``exactly_once`` (Kafka transactions) records go one by one through Faust's producer,
+which owns the transactions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aiokafka.partitioner import murmur2
+
+log = logging.getLogger("livepulse.outputs")
+
+Header = tuple[str, bytes]
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as the Java client) picks.
+
+    >>> partition_for(b"user-1", 4) == partition_for(b"user-1", 4)
+    True
+    >>> sorted({partition_for(f"u{i}".encode(), 4) for i in range(100)})
+    [0, 1, 2, 3]
+    """
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class OutputBatches:
+    """Records to produce, grouped by (topic, partition) until :meth:`flush`.
+
+    ``producer`` returns the aiokafka producer (or Faust's producer when ``transactional``);
+    ``on_sent(topic, n)`` counts records handed over, ``on_error(exc)`` a failed delivery.
+    ``partition_counts`` may preset topics' partition counts (tests, no metadata).
+
+    >>> import asyncio
+    >>> sent = []
+    >>> class Builder:
+    ...     def __init__(self): self.records = []
+    ...     def append(self, *, timestamp, key, value, headers=()):
+    ...         self.records.append((key, value)); return object()
+    ...     def record_count(self): return len(self.records)
+    >>> class Producer:
+    ...     def create_batch(self): return Builder()
+    ...     async def send_batch(self, batch, topic, *, partition):
+    ...         sent.append((topic, partition, batch.records))
+    ...         f = asyncio.get_event_loop().create_future(); f.set_result(None); return f
+    >>> out = OutputBatches(lambda: Producer(), partition_counts={"t": 4})
+    >>> out.add("t", b"k", b"v1", partition=2); out.add("t", b"k", b"v2", partition=2)
+    >>> asyncio.run(out.flush())
+    2
+    >>> sent
+    [('t', 2, [(b'k', b'v1'), (b'k', b'v2')])]
+    """
+
+    def __init__(self, producer: Callable[[], Any], *, transactional: bool = False,
+                 on_sent: Callable[[str, int], None] | None = None,
+                 on_error: Callable[[BaseException], None] | None = None,
+                 partition_counts: dict[str, int] | None = None) -> None:
+        self._producer = producer
+        self.transactional = transactional
+        self.on_sent = on_sent
+        self.on_error = on_error
+        self._pending: dict[tuple[str, int | None], list[tuple[Any, bytes, Any]]] = {}
+        self._partitions: dict[str, int] = dict(partition_counts or {})
+        self.held = 0
+
+    def add(self, topic: str, key: bytes | None, value: bytes, *,
+            partition: int | None = None, headers: Sequence[Header] | None = None) -> None:
+        """Hold one record (its partition is chosen at flush when not given)."""
+        group = self._pending.get((topic, partition))
+        if group is None:
+            group = self._pending[(topic, partition)] = []
+        group.append((key, value, headers))
+        self.held += 1
+
+    async def flush(self) -> int:
+        """Hand every held record to the producer; return how many."""
+        if not self.held:
+            return 0
+        pending, self._pending = self._pending, {}
+        total, self.held = self.held, 0
+        producer = self._producer()
+        if self.transactional:
+            for (topic, partition), records in pending.items():
+                for key, value, headers in records:
+                    fut = await producer.send(topic, key, value, partition, None,
+                                              list(headers) if headers else None)
+                    fut.add_done_callback(self._delivered)
+                self._count(topic, len(records))
+            return total
+        for (topic, partition), records in pending.items():
+            if partition is None:
+                count = await self._partition_count(producer, topic)
+                by_partition: dict[int, list[tuple[Any, bytes, Any]]] = {}
+                for record in records:
+                    key = record[0]
+                    part = partition_for(key, count) if key else 0
+                    by_partition.setdefault(part, []).append(record)
+                for part, group in by_partition.items():
+                    await self._send(producer, topic, part, group)
+            else:
+                await self._send(producer, topic, partition, records)
+            self._count(topic, len(records))
+        return total
+
+    async def _send(self, producer: Any, topic: str, partition: int,
+                    records: list[tuple[Any, bytes, Any]]) -> None:
+        batch = producer.create_batch()
+        for key, value, headers in records:
+            if batch.append(key=key, value=value, timestamp=None,
+                            headers=headers or []) is None:  # full: send, start another
+                await self._submit(producer, batch, topic, partition)
+                batch = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None, headers=headers or [])
+        if batch.record_count():
+            await self._submit(producer, batch, topic, partition)
+
+    async def _submit(self, producer: Any, batch: Any, topic: str, partition: int) -> None:
+        fut = await producer.send_batch(batch, topic, partition=partition)
+        fut.add_done_callback(self._delivered)
+
+    async def _partition_count(self, producer: Any, topic: str) -> int:
+        count = self._partitions.get(topic)
+        if count is None:
+            count = self._partitions[topic] = len(await producer.partitions_for(topic))
+        return count
+
+    def _count(self, topic: str, n: int) -> None:
+        if self.on_sent is not None:
+            self.on_sent(topic, n)
+
+    def _delivered(self, fut: Any) -> None:
+        if fut.cancelled() or fut.exception() is None:
+            return
+        log.warning("output batch not delivered: %s", fut.exception())
+        if self.on_error is not None:
+            self.on_error(fut.exception())
