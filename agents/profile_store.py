@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from faust.stores.memory import Store as MemoryStore
+
 from agents.profile import UserProfile
 from agents.state import WriteBehindTable
 
@@ -35,6 +37,8 @@ class ProfileStore:
         self.state = state
         self.table = state.table
         self._data = state.table.data
+        # a memory store keeps the object; a RocksDB store serializes what it is given
+        self._keeps_objects = isinstance(self._data, dict | MemoryStore)
 
     def get(self, user: str) -> UserProfile | None:
         """The user's profile, None if this worker holds none."""
@@ -42,7 +46,7 @@ class ProfileStore:
         if saved is None or isinstance(saved, UserProfile):
             return saved
         profile = UserProfile.from_dict(saved)
-        if isinstance(saved, dict):  # memory store: keep the object (no changelog: same)
+        if self._keeps_objects:  # the same state as an object (no changelog record)
             self._data[user] = profile
         return profile
 

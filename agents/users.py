@@ -208,6 +208,9 @@ def register(engine: Engine, catalog: Any, headlines: Any, promo: PromoTriggers,
     of per-user state (``livepulse forget``)."""
     app, settings, names, metrics = engine.app, engine.settings, engine.topics, engine.metrics
     table = app.Table("user-profiles", default=None, partitions=settings.partitions)
+    # orjson: the table holds live UserProfile objects, serialized by their to_dict()
+    # (set before the changelog topic, built on first use, takes the serializer)
+    table.value_serializer = "orjson"
     # one changelog record per user per commit, not per event (see agents.state)
     profiles = ProfileStore(WriteBehindTable(table, StateMetrics(metrics.registry)))
     engine.hooks.before_commit.append(profiles.flush)
