@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
 import urllib.parse
@@ -333,21 +334,43 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
-    """Run ``benchmarks.bench_pipeline`` (a source checkout: ``benchmarks/`` is not installed);
-    it prints its result as one JSON object on the last line."""
-    repo = str(Path(__file__).resolve().parent.parent)
-    if repo not in sys.path:
-        sys.path.insert(0, repo)
-    from benchmarks.bench_pipeline import main as bench_main
+BENCH_MODULE = "benchmarks.bench_pipeline"
+BENCH_INTERRUPT_WAIT_S = 60.0  # after Ctrl-C: the benchmark stops its broker and workers
 
-    argv = ["--out", args.out] if args.out else []
+
+def source_checkout() -> Path | None:
+    """The source checkout this package runs from, if it has ``benchmarks/`` (the
+    benchmarks are not installed with the package)."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "benchmarks" / "bench_pipeline.py").is_file() else None
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    """Run ``python -m benchmarks.bench_pipeline`` of the source checkout in a child process;
+    it prints its result as one JSON object on the last line."""
+    checkout = source_checkout()
+    if checkout is None:
+        print("livepulse: bench needs a source checkout of livepulse (benchmarks/ next to "
+              f"{Path(__file__).resolve().parent}); run it from a clone of the repository",
+              file=sys.stderr)
+        return 2
+    argv = ["--out", str(Path(args.out).resolve())] if args.out else []
     bootstrap = args.bootstrap or ("" if settings.embedded_broker else settings.bootstrap_servers)
     argv += ["--bootstrap", bootstrap] if bootstrap else []
     argv += ["--clickhouse", args.clickhouse] if args.clickhouse else []
     argv += [flag for flag, on in (("--quick", args.quick), ("--scaling", args.scaling)) if on]
-    bench_main(argv)
-    return 0
+    path = os.pathsep.join(p for p in (str(checkout), os.environ.get("PYTHONPATH", "")) if p)
+    process = subprocess.Popen([sys.executable, "-m", BENCH_MODULE, *argv], cwd=checkout,
+                               env={**os.environ, "PYTHONPATH": path})
+    try:
+        return process.wait()
+    except KeyboardInterrupt:  # the child got the Ctrl-C too: let it clean up, then go
+        try:
+            process.wait(BENCH_INTERRUPT_WAIT_S)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            process.wait()
+        return 130
 
 
 def build_parser() -> argparse.ArgumentParser:

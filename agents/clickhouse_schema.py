@@ -1,6 +1,7 @@
 """History tables in ClickHouse: their DDL, migrations, record-to-row mapping and retention.
 
-One table per topic the history sink reads (see :data:`TABLES`): the inputs
+One table per topic the history sink reads (see :data:`TABLES`; their layout, shared with
+the dashboards, is :mod:`streams.history_schema`): the inputs
 ``live_events`` and ``click_events`` (user and session ids pseudonymized, see
 :mod:`agents.privacy`; comment text and search queries redacted, see
 :mod:`agents.redaction`) and
@@ -39,77 +40,38 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import orjson
 
 from agents.anomalies import member_ids
 from agents.redaction import redact_text
-from streams.contracts import (
-    ANOMALY,
-    ATTRIBUTION,
-    CLICK_EVENT,
-    LIVE_EVENT,
-    PROMO_TRIGGER,
-    RECOMMENDATION,
-    ROOM_INSIGHT,
-    Contract,
-)
-from streams.topics import TopicNames
+from streams.history_schema import ENUM, LAYOUTS, TableLayout
 
 MIGRATIONS_TABLE = "schema_migrations"
 PROGRESS_TABLE = "sink_progress"
 LOW_CARDINALITY_SINCE = (20, 1)  # older servers: plain String (18.16 has it only as experimental)
-# Marker in column types: LowCardinality(String) where supported, else String.
-ENUM = "Enum-ish String"
 
 Row = tuple[Any, ...]
 Pseudonymize = Callable[[str], str]
 
 
 @dataclass(frozen=True, slots=True)
-class Column:
-    name: str
-    type: str
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryTable:
-    """One history table: which topic fills it, its columns, its key and its row mapper.
+class HistoryTable(TableLayout):
+    """One history table: its layout (:class:`streams.history_schema.TableLayout`) and its
+    row mapper.
 
     ``row(record, pseudonymize)`` turns one record checked against ``contract`` (a dict as
-    on the wire) into the values of ``columns``, in order. ``time_ms`` is the record field
-    the server turns into ``time`` and ``day``. ``raw_input``: the topic is an engine input,
-    whose records get the engine's full ingest validation (time bounds too).
+    on the wire) into the values of ``columns``, in order.
     """
 
-    name: str
-    topic: Callable[[TopicNames], str]
-    contract: Contract
-    raw_input: bool
-    columns: tuple[Column, ...]
-    order_by: tuple[str, ...]
-    time_ms: str
     row: Callable[[Mapping[str, Any], Pseudonymize], Row]
-    description: str
 
-    @property
-    def column_names(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.columns)
-
-    def insert_sql(self, database: str) -> str:
-        return (f"INSERT INTO {database}.{self.name} ({', '.join(self.column_names)}) "
-                "VALUES")
-
-
-def _cols(spec: str) -> tuple[Column, ...]:
-    """``"a String, b UInt64"`` -> columns (types may contain spaces but not commas)."""
-    out = []
-    for part in spec.split(","):
-        name, _, kind = part.strip().partition(" ")
-        out.append(Column(name, kind.strip()))
-    return tuple(out)
+    @classmethod
+    def of(cls, layout: TableLayout,
+           row: Callable[[Mapping[str, Any], Pseudonymize], Row]) -> HistoryTable:
+        return cls(**{f.name: getattr(layout, f.name) for f in fields(TableLayout)}, row=row)
 
 
 def column_type(kind: str, server: tuple[int, ...]) -> str:
@@ -241,72 +203,13 @@ def _anomaly(r: Mapping[str, Any], pid: Pseudonymize) -> Row:
             explanation, r["first_seen"], r["last_seen"], r["ts"])
 
 
-TABLES: tuple[HistoryTable, ...] = (
-    HistoryTable(
-        "live_events", lambda n: n.live_events, LIVE_EVENT, True,
-        _cols(f"event_id String, type {ENUM}, ts UInt64, room_id {ENUM}, user_pid String, "
-              f"host_id {ENUM}, item_id String, amount Float64, quantity UInt32, text String, "
-              "session_id String"),
-        ("room_id", "ts", "event_id"), "ts", _live_event,
-        "Live-room events (valid ones: what the engine admitted); user and session ids "
-        "pseudonymized, comment text redacted (agents.redaction)."),
-    HistoryTable(
-        "click_events", lambda n: n.clicks, CLICK_EVENT, True,
-        _cols(f"event_id String, type {ENUM}, ts UInt64, user_pid String, session_id String, "
-              f"item_id String, category {ENUM}, price Float64, quantity UInt32, query String, "
-              f"room_id {ENUM}"),
-        ("type", "ts", "event_id"), "ts", _click_event,
-        "Clickstream events (valid ones); user and session ids pseudonymized, search "
-        "queries redacted (agents.redaction)."),
-    HistoryTable(
-        "room_insights", lambda n: n.room_insights, ROOM_INSIGHT, False,
-        _cols(f"room_id {ENUM}, host_id {ENUM}, ts UInt64, live UInt8, viewers UInt32, "
-              "unique_viewers UInt32, peak_viewers UInt32, events_total UInt64, "
-              "comments_per_min Float64, likes_per_min Float64, gifts_per_min Float64, "
-              "shares_per_min Float64, product_clicks UInt64, add_to_carts UInt64, "
-              "orders UInt64, gmv Float64, gmv_per_min Float64, orders_per_min Float64, "
-              "last_event_ts UInt64, new_viewers UInt32, returning_viewers UInt32, "
-              "avg_watch_s Float64, sentiment Float64, positive_share Float64, "
-              "negative_share Float64, click_to_purchase Float64, late_events UInt64, "
-              "suggestions Array(String), alerts Array(String), top_items String"),
-        ("room_id", "ts"), "ts", _room_insight,
-        "Room insight headlines as emitted (suggestion codes, alert metrics, top items as "
-        "JSON; top viewers are left out: they name users)."),
-    HistoryTable(
-        "recommendations", lambda n: n.recommendations, RECOMMENDATION, False,
-        _cols(f"request_id String, user_pid String, ts UInt64, model_version {ENUM}, "
-              f"room_id {ENUM}, item_ids Array(String), scores Array(Float64), "
-              "reasons Array(String)"),
-        ("user_pid", "request_id"), "ts", _recommendation,
-        "Recommendations served: ranked item ids, scores, reason codes (comma-joined per item)."),
-    HistoryTable(
-        "promo_triggers", lambda n: n.promo_triggers, PROMO_TRIGGER, False,
-        _cols(f"idempotency_key String, campaign_id {ENUM}, campaign_version UInt32, "
-              f"user_pid String, action {ENUM}, offer String, reasons Array(String), "
-              "score_names Array(String), score_values Array(Float64), event_ts UInt64, "
-              f"ts UInt64, expires_at UInt64, room_id {ENUM}, item_id String, "
-              f"source_topic {ENUM}, source_event_id String, source_type {ENUM}"),
-        ("campaign_id", "idempotency_key"), "event_ts", _promo_trigger,
-        "Promo triggers sent (offer as JSON); time = the triggering event's time."),
-    HistoryTable(
-        "attribution", lambda n: n.attribution, ATTRIBUTION, False,
-        _cols(f"record_id String, kind {ENUM}, exp_group {ENUM}, campaign_id {ENUM}, "
-              "campaign_version UInt32, user_pid String, trigger_key String, "
-              f"trigger_ts UInt64, ts UInt64, cost Float64, room_id {ENUM}, value Float64, "
-              "purchase_event_id String, purchase_ts UInt64"),
-        ("campaign_id", "record_id"), "trigger_ts", _attribution,
-        "Trigger experiment records (trigger / conversion, treatment / holdout); time = the "
-        "trigger's event time, so a conversion is counted in its trigger's cohort."),
-    HistoryTable(
-        "anomalies", lambda n: n.anomalies, ANOMALY, False,
-        _cols(f"anomaly_id String, status {ENUM}, scope {ENUM}, scope_id String, "
-              f"metric {ENUM}, observed Float64, expected_low Float64, expected_high Float64, "
-              f"score Float64, severity {ENUM}, explanation String, first_seen UInt64, "
-              "last_seen UInt64, ts UInt64"),
-        ("scope", "metric", "anomaly_id", "status"), "first_seen", _anomaly,
-        "Anomaly incidents, one row when opened and one when resolved; user scopes "
-        "pseudonymized (also inside anomaly_id and explanation); time = first seen."),
-)
+ROW_MAPPERS: dict[str, Callable[[Mapping[str, Any], Pseudonymize], Row]] = {
+    "live_events": _live_event, "click_events": _click_event, "room_insights": _room_insight,
+    "recommendations": _recommendation, "promo_triggers": _promo_trigger,
+    "attribution": _attribution, "anomalies": _anomaly,
+}
+TABLES: tuple[HistoryTable, ...] = tuple(HistoryTable.of(layout, ROW_MAPPERS[layout.name])
+                                         for layout in LAYOUTS)
 TABLE_BY_NAME = {t.name: t for t in TABLES}
 
 

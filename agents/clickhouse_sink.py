@@ -76,6 +76,7 @@ from agents.clickhouse_schema import (
 from agents.privacy import pseudonym_key, pseudonymize
 from config.settings import Settings, redact_url
 from streams.contracts import ContractError, as_dict, check_contract
+from streams.control import Backoff
 from streams.ingest import Rejection, Validator, now_ms
 from streams.security import kafka_client_options
 from streams.topics import TopicNames, topic_names
@@ -555,7 +556,7 @@ class ClickHouseSink:
     # ---- main loop ---------------------------------------------------------------------
     async def run(self) -> None:
         """Consume and store until cancelled; a failing consumer is restarted (back-off)."""
-        backoff = 1.0
+        backoff = Backoff(1.0, 30.0)  # not reset: a consumer failing again waits longer
         try:
             while True:
                 try:
@@ -563,10 +564,10 @@ class ClickHouseSink:
                 except asyncio.CancelledError:
                     raise
                 except Exception:
+                    delay = backoff.next()
                     log.exception("ClickHouse sink consumer failed; restarting in %.0f s",
-                                  backoff)
-                    await asyncio.sleep(backoff)
-                    backoff = min(30.0, backoff * 2)
+                                  delay)
+                    await asyncio.sleep(delay)
         finally:
             await asyncio.to_thread(self.writer.close)
 

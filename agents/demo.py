@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
 
 from agents.embedded_clickhouse import ClickHouseServer, clickhouse_server_available
 from agents.embedded_redis import RedisServer, ping, redis_server_available
@@ -34,6 +34,7 @@ from agents.redis_sink import RedisSink
 from config.settings import Settings, redact_url
 from streams.admin import ensure_topics
 from streams.broker import EmbeddedBroker, _die_with_parent
+from streams.control import ControlTopicReader
 from streams.security import kafka_client_options
 from streams.simulator import Simulator, run_simulation
 from streams.topics import TopicNames, topic_names
@@ -139,37 +140,28 @@ class OutputObserver:
         self.keep_max = keep_max
         self.kept: list[dict[str, Any]] = []
         self._task: asyncio.Task[None] | None = None
-        self._consumer: AIOKafkaConsumer | None = None
+        self._reader = ControlTopicReader(
+            bootstrap, topics, client_options=self.client_options, fetch_wait_ms=50,
+            default_partitions=0, poll_ms=200, max_records=5000, name="the output topics")
 
     async def start(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                    fetch_max_wait_ms=50, **self.client_options)
-        await consumer.start()
-        partitions = [TopicPartition(t, p) for t in self.topics
-                      for p in sorted(consumer.partitions_for_topic(t) or ())]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        self._consumer = consumer
-        self._task = asyncio.create_task(self._run())
+        """Connect (raises when the broker cannot be reached), then count in a task."""
+        await self._reader.start()
+        self._task = asyncio.create_task(self._reader.follow(self._count))
 
-    async def _run(self) -> None:
-        assert self._consumer is not None
-        while True:
-            batches = await self._consumer.getmany(timeout_ms=200, max_records=5000)
-            for tp, records in batches.items():
-                self.counts[tp.topic] += len(records)
-                if tp.topic == self.keep_topic:
-                    for record in records[: self.keep_max - len(self.kept)]:
-                        with contextlib.suppress(ValueError):
-                            self.kept.append(json.loads(record.value))
+    def _count(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        self.counts[record.topic] += 1
+        if record.topic == self.keep_topic and record.value is not None \
+                and len(self.kept) < self.keep_max:
+            with contextlib.suppress(ValueError):
+                self.kept.append(json.loads(record.value))
 
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._consumer:
-            await self._consumer.stop()
+        await self._reader.stop()
 
 
 def demo_scenarios(duration: float,

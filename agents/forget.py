@@ -25,12 +25,12 @@ import uuid
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from agents.privacy import pseudonym_key, pseudonymize
 from config.settings import Settings
-from streams.app import log_ends
 from streams.contracts import SCHEMA_VERSION
+from streams.control import ControlTopicReader
 from streams.ingest import now_ms
 from streams.security import kafka_client_options
 from streams.topics import topic_names
@@ -108,19 +108,10 @@ async def delete_redis(settings: Settings, user_id: str) -> int:
 
 async def history_ends(bootstrap: str, topics: list[str],
                        client: dict[str, Any] | None = None) -> dict[tuple[str, int], int]:
-    """End offsets of every partition of ``topics`` now."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                **(client or {}))
-    await consumer.start()
-    try:
-        await consumer.topics()  # fresh metadata of every topic (partitions_for_topic reads it)
-        tps = [TopicPartition(t, p) for t in topics
-               for p in sorted(consumer.partitions_for_topic(t) or ())]
-        reported = await consumer.end_offsets(tps) if tps else {}
-    finally:
-        await consumer.stop()
-    # the embedded broker under-reports ListOffsets (EMBEDDED-BROKER.md trap 1): probe a fetch
-    ends = await log_ends(bootstrap, reported, client_options=client) if reported else {}
+    """End offsets of every partition of ``topics`` now (the embedded broker under-reports
+    ListOffsets, EMBEDDED-BROKER.md trap 1: :meth:`ControlTopicReader.log_ends` probes a
+    fetch)."""
+    ends = await ControlTopicReader(bootstrap, topics, client_options=client).log_ends()
     return {(tp.topic, tp.partition): end for tp, end in ends.items()}
 
 

@@ -29,7 +29,6 @@ The next insight and Redis room document no longer name the user.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
@@ -38,7 +37,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from agents.activity import forwarded
 from agents.engine import Engine
@@ -315,39 +313,15 @@ def erased_user(key: bytes | None, value: bytes | None) -> str | None:
 async def follow_topic(engine: Engine, topic: str,
                        apply: Callable[[int, int, bytes | None, bytes | None], None]) -> None:
     """Read every partition of ``topic`` from its start, then follow it for ever (no
-    consumer group: every worker reads all of it), retrying on errors from where it was."""
-    positions: dict[TopicPartition, int] = {}
-    backoff = 0.5
-    while True:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_of(engine.app), enable_auto_commit=False,
-            group_id=None, fetch_max_wait_ms=CONTROL_FETCH_WAIT_MS,
-            **kafka_client_options(engine.settings))
-        try:
-            await consumer.start()
-            found = consumer.partitions_for_topic(topic) or range(engine.settings.partitions)
-            tps = [TopicPartition(topic, p) for p in sorted(found)]
-            consumer.assign(tps)
-            for tp in tps:
-                if tp in positions:
-                    consumer.seek(tp, positions[tp])
-                else:
-                    await consumer.seek_to_beginning(tp)
-            while True:
-                batch = await consumer.getmany(timeout_ms=500, max_records=500)
-                for tp, records in batch.items():
-                    for rec in records:
-                        apply(tp.partition, rec.offset, rec.key, rec.value)
-                        positions[tp] = rec.offset + 1
-                backoff = 0.5
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("following %s failed; retrying", topic)
-            await asyncio.sleep(backoff)
-            backoff = min(5.0, backoff * 2)
-        finally:
-            await consumer.stop()
+    consumer group: every worker reads all of it), retrying on errors from where it was
+    (:class:`streams.control.ControlTopicReader`)."""
+    from streams.control import ControlTopicReader
+
+    reader = ControlTopicReader(
+        bootstrap_of(engine.app), topic, client_options=kafka_client_options(engine.settings),
+        fetch_wait_ms=CONTROL_FETCH_WAIT_MS, default_partitions=engine.settings.partitions,
+        poll_ms=500, max_records=500)
+    await reader.follow(lambda rec: apply(rec.partition, rec.offset, rec.key, rec.value))
 
 
 class RoomHandler:

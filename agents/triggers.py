@@ -11,7 +11,8 @@ updates and attribution figures. The decisions themselves are :mod:`agents.campa
   channel too (:meth:`PromoTriggers.on_consent`): the newest decision is folded into the
   profile; an opt-out also deletes the user's trigger history.
 * Every worker reads *all* of ``<prefix>.campaigns`` and ``<prefix>.attribution`` with a
-  plain aiokafka consumer (manual assignment from the beginning, no consumer group): the
+  :class:`streams.control.ControlTopicReader` (every partition from the beginning, no
+  consumer group): the
   campaign book is the file's campaigns plus the topic's updates, and the experiment figures
   (``GET /api/campaigns``, ``livepulse_campaign_uplift``) cover every worker's triggers.
   The campaigns topic is read to its end once while the engine is built, before Faust
@@ -26,13 +27,13 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
 
 import config
 from agents.campaigns import (
@@ -46,6 +47,7 @@ from agents.campaigns import (
 from agents.profile import UserProfile
 from config.settings import Settings
 from streams.contracts import CONSENT_EVENT, SCHEMA_VERSION
+from streams.control import ControlTopicReader
 from streams.ingest import Validator, now_ms
 from streams.security import kafka_client_options
 
@@ -192,49 +194,31 @@ class PromoTriggers:
         return outcome
 
     async def follow(self, bootstrap: str) -> None:
-        """Follow the campaigns and attribution topics for ever (retrying on errors)."""
-        backoff = 0.5
-        while True:
-            try:
-                await self._follow(bootstrap)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("following the campaigns/attribution topics failed; retrying")
-                await asyncio.sleep(backoff)
-                backoff = min(5.0, backoff * 2)
+        """Follow the campaigns and attribution topics for ever (retrying on errors, from
+        the positions reached, those of :meth:`load` first)."""
+        reader = ControlTopicReader(
+            bootstrap, [self.names.campaigns, self.names.attribution],
+            client_options=kafka_client_options(self.engine.settings),
+            fetch_wait_ms=CONTROL_FETCH_WAIT_MS,
+            default_partitions=self.engine.settings.partitions,
+            caught_up_topics=[self.names.campaigns], poll_ms=500, max_records=2000,
+            name="the campaigns/attribution topics")
+        reader.positions = self.positions
+        await reader.follow(self._apply_control, on_caught_up=self._synced)
 
-    async def _follow(self, bootstrap: str) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                    group_id=None, fetch_max_wait_ms=CONTROL_FETCH_WAIT_MS,
-                                    **kafka_client_options(self.engine.settings))
-        await consumer.start()
-        try:
-            parts = {t: _partitions(consumer, t, self.engine.settings.partitions)
-                     for t in (self.names.campaigns, self.names.attribution)}
-            consumer.assign([tp for tps in parts.values() for tp in tps])
-            for tp in [tp for tps in parts.values() for tp in tps]:
-                if tp in self.positions:
-                    consumer.seek(tp, self.positions[tp])
-                else:
-                    await consumer.seek_to_beginning(tp)
-            campaign_tps = parts[self.names.campaigns]
-            while True:
-                batch = await consumer.getmany(timeout_ms=500, max_records=2000)
-                for tp, records in batch.items():
-                    for rec in records:
-                        if tp.topic == self.names.campaigns:
-                            self.apply_campaign(_key(rec.key), rec.value)
-                        elif rec.value is not None:
-                            with contextlib.suppress(orjson.JSONDecodeError):
-                                self.stats.add(orjson.loads(rec.value))
-                        self.positions[tp] = rec.offset + 1
-                if not self.synced and await _caught_up(consumer, campaign_tps):
-                    self.synced = True
-                    log.info("campaigns in force: %s", [
-                        f"{c.id}@v{c.version}" for c in self.book.campaigns()])
-        finally:
-            await consumer.stop()
+    def _apply_control(self, rec: ConsumerRecord[bytes, bytes]) -> None:
+        if rec.topic == self.names.campaigns:
+            self.apply_campaign(_key(rec.key), rec.value)
+        elif rec.value is not None:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                self.stats.add(orjson.loads(rec.value))
+
+    def _synced(self) -> None:
+        """The campaigns topic is read to its end (the first time since the start)."""
+        if not self.synced:
+            self.synced = True
+            log.info("campaigns in force: %s", [
+                f"{c.id}@v{c.version}" for c in self.book.campaigns()])
 
     def export_uplift(self) -> None:
         for campaign in self.book.campaigns():
@@ -263,21 +247,6 @@ def describe(campaign: Campaign, source: str, at_ms: int,
     return out
 
 
-def _partitions(consumer: AIOKafkaConsumer, topic: str, default: int) -> list[TopicPartition]:
-    found = consumer.partitions_for_topic(topic)
-    return [TopicPartition(topic, p) for p in sorted(found or range(default))]
-
-
-async def _caught_up(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> bool:
-    """Every partition read up to the high watermark of its last fetch response (not
-    ListOffsets: the embedded broker under-reports it after batched produce)."""
-    for tp in tps:
-        high = consumer.highwater(tp)
-        if high is None or await consumer.position(tp) < high:
-            return False
-    return True
-
-
 def register(engine: Engine) -> PromoTriggers:
     app, settings = engine.app, engine.settings
     book = CampaignBook.load(campaigns_path(settings))
@@ -304,29 +273,17 @@ async def read_campaign_records(
         client_options: Mapping[str, Any] | None = None,
 ) -> list[tuple[str | None, bytes | None]]:
     """Every record of the campaigns topic up to its end: (key, raw value or None). The
-    next offset of each partition goes to ``positions`` when given."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                group_id=None, fetch_max_wait_ms=CONTROL_FETCH_WAIT_MS,
-                                **(client_options or {}))
-    await consumer.start()
-    out: list[tuple[str | None, Any]] = []
+    next offset of each partition goes to ``positions`` when given (the read itself always
+    starts at the beginning)."""
+    reader = ControlTopicReader(bootstrap, topic, client_options=client_options,
+                                fetch_wait_ms=CONTROL_FETCH_WAIT_MS, default_partitions=1,
+                                poll_ms=200, max_records=None)
     try:
-        tps = _partitions(consumer, topic, 1)
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=200)
-            for records in batch.values():
-                for rec in records:
-                    out.append((_key(rec.key), rec.value))
-                    if positions is not None:
-                        positions[TopicPartition(rec.topic, rec.partition)] = rec.offset + 1
-            if not batch and await _caught_up(consumer, tps):
-                return out
-        raise TimeoutError(f"could not read {topic} to its end in {timeout:.0f} s")
+        records = await reader.read_to_end(timeout)
     finally:
-        await consumer.stop()
+        if positions is not None:
+            positions.update(reader.positions)
+    return [(_key(rec.key), rec.value) for rec in records]
 
 
 def book_with_topic(records: Iterable[tuple[str | None, bytes | None]],

@@ -1,4 +1,4 @@
-"""SQL of the business dashboards over the ClickHouse history (see agents/clickhouse_schema).
+"""SQL of the business dashboards over the ClickHouse history (see streams/history_schema).
 
 Each :class:`Query` is plain ClickHouse SQL that runs unchanged on ClickHouse 18.16 and on
 current releases (no CTEs, no ``toStartOfInterval``, no newer-only functions). Placeholders:
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agents.clickhouse_schema import TABLES
+from streams.history_schema import LAYOUTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,5 +194,5 @@ def duplicates_sql(database: str) -> str:
     parts = [f"SELECT '{t.name}' AS table_name, count() AS rows, "
              f"uniqExact({', '.join(t.order_by)}) AS distinct_keys, "
              f"count() - uniqExact({', '.join(t.order_by)}) AS duplicates "
-             f"FROM {database}.{t.name}" for t in TABLES]
+             f"FROM {database}.{t.name}" for t in LAYOUTS]
     return "\nUNION ALL\n".join(parts)
