@@ -65,6 +65,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         "sim_rate": args.rate, "demo_workers": args.workers, "sim_rooms": args.rooms,
         "sim_seed": args.seed, "sim_bad_rate": args.bad_rate}.items() if v is not None}
     summary = run_demo(settings.with_overrides(**overrides), args.duration)
+    drain = summary.get("drain") or {}
+    if drain and not drain.get("kept_up"):
+        print(f"livepulse demo: the engine fell behind the simulator: {drain.get('consumed')} "
+              f"of {drain.get('produced')} input records consumed, "
+              f"{drain.get('drain_s')} s after the producer stopped", file=sys.stderr,
+              flush=True)
     _print_json(summary)
     return 0 if summary.get("events_out") else 1
 

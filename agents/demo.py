@@ -43,6 +43,7 @@ log = logging.getLogger("livepulse.demo")
 
 WORKER_READY_TIMEOUT_S = 120.0
 WORKER_STOP_TIMEOUT_S = 45.0
+KEPT_UP_DRAIN_S = 5.0  # inputs consumed this soon after the producer stopped: kept up
 DRAIN_TIMEOUT_S = 20.0
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 INSIGHT_GROUPS = ("audience", "engagement", "mood", "commerce", "windows")
@@ -290,7 +291,7 @@ async def drive(settings: Settings, bootstrap: str, workers: list[WorkerProcess]
             bootstrap, names, sim, rate=settings.sim_rate, duration=duration, stop=stop,
             scenarios=demo_scenarios(duration, sim.room_ids), client_options=client_options)
         produced = sim_stats.to_dict()
-        stats = await _drain(workers, produced["total"], names)
+        stats, drained = await _drain(workers, produced["total"], names)
         # let the last changed rooms emit once more after the final events
         await asyncio.sleep(settings.insights_max_interval_ms / 1000.0 + 0.3)
         stats = await _collect(workers) or stats
@@ -301,7 +302,7 @@ async def drive(settings: Settings, bootstrap: str, workers: list[WorkerProcess]
     merged = merge_stats(stats, names.inputs())
     anomalies = summarize_anomalies(observer.kept, produced.get("scenarios", []))
     return {"produced": produced, "observed_out": observer.counts, "serving": serving,
-            "anomalies": anomalies, "history": history, **merged}
+            "anomalies": anomalies, "history": history, "drain": drained, **merged}
 
 
 async def check_history(settings: Settings, stats: list[dict[str, Any]],
@@ -418,11 +419,15 @@ async def _collect(workers: list[WorkerProcess]) -> list[dict[str, Any]]:
 
 
 async def _drain(workers: list[WorkerProcess], produced_total: int,
-                 names: TopicNames) -> list[dict[str, Any]]:
-    """Wait until the workers have consumed every produced record (good or bad)."""
-    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+                 names: TopicNames) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Wait until the workers have consumed every produced record (good or bad); return
+    their stats and how the drain went: records consumed, seconds it took after the
+    producer stopped (a worker that keeps up drains in well under a second)."""
+    started = time.monotonic()
+    deadline = started + DRAIN_TIMEOUT_S
     stats: list[dict[str, Any]] = []
     inputs = set(names.inputs())
+    seen = 0
     while time.monotonic() < deadline:
         stats = await _collect(workers)
         seen = sum(n for s in stats for t, n in s.get("events_in", {}).items() if t in inputs)
@@ -431,7 +436,10 @@ async def _drain(workers: list[WorkerProcess], produced_total: int,
         if seen >= produced_total:
             break
         await asyncio.sleep(0.25)
-    return stats
+    drain_s = time.monotonic() - started
+    return stats, {"produced": produced_total, "consumed": seen,
+                   "drain_s": round(drain_s, 2),
+                   "kept_up": seen >= produced_total and drain_s <= KEPT_UP_DRAIN_S}
 
 
 def run_demo(settings: Settings, duration: float | None) -> dict[str, Any]:
@@ -499,6 +507,9 @@ def run_demo(settings: Settings, duration: float | None) -> dict[str, Any]:
         "latency_ms": summary.get("latency_ms", {}),
         "e2e_latency_p50_ms": latency.get("p50"),
         "e2e_latency_p99_ms": latency.get("p99"),
+        # did the engine keep up with the simulator? (every input consumed, and quickly)
+        "kept_up": summary.get("drain", {}).get("kept_up"),
+        "drain": summary.get("drain", {}),
         "serving": summary.get("serving", {}),
         "anomalies": summary.get("anomalies", {}),
         "history": summary.get("history", {}),

@@ -100,6 +100,8 @@ class PromoTriggers:
         kind = record.type
         if kind == "purchase":
             value = record.amount if live else (record.price or 0.0) * (record.quantity or 1)
+        elif not self.book.listening(kind):
+            return  # no campaign listens, no conversion to attribute: nothing to decide
         else:
             value = None
         user = record.user_id
@@ -115,9 +117,9 @@ class PromoTriggers:
             return
         metrics, engine = self.engine.metrics, self.engine
         for cid, outcome in decision.outcomes:
-            metrics.triggers.labels(cid, outcome).inc()
+            metrics.child(metrics.triggers, cid, outcome).inc()
         for cid, group in decision.conversions:
-            metrics.trigger_conversions.labels(cid, group).inc()
+            metrics.child(metrics.trigger_conversions, cid, group).inc()
         if decision.triggers:
             latency = max(0, now_ms() - record.ts)
             for trigger in decision.triggers:

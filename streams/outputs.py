@@ -28,6 +28,10 @@ log = logging.getLogger("livepulse.outputs")
 Header = tuple[str, bytes]
 
 
+_HASHES: dict[bytes, int] = {}
+HASH_CACHE_KEYS = 100_000  # murmur2 is pure Python (~5 µs); keys (user ids) repeat
+
+
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner (murmur2, as the Java client) picks.
 
@@ -36,7 +40,12 @@ def partition_for(key: bytes, partitions: int) -> int:
     >>> sorted({partition_for(f"u{i}".encode(), 4) for i in range(100)})
     [0, 1, 2, 3]
     """
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    hashed = _HASHES.get(key)
+    if hashed is None:
+        if len(_HASHES) >= HASH_CACHE_KEYS:
+            _HASHES.clear()
+        hashed = _HASHES[key] = murmur2(key) & 0x7FFFFFFF
+    return hashed % partitions
 
 
 class OutputBatches:
