@@ -226,6 +226,7 @@ def register(engine: Engine, rooms: RoomPipeline | None = None) -> ConsumerSenso
     registry = engine.metrics.registry
     sensor = ConsumerSensor(registry)
     engine.app.sensors.add(sensor)
+    engine.hooks.after_batch.append(sensor.read.__setitem__)  # batched topics' positions
     sizes = TableSizes(engine.app)
     registry.register(WorkerCollector(engine, sensor, sizes, rooms))
 

@@ -443,7 +443,7 @@ def register(engine: Engine) -> tuple[RoomHandler, Any]:
     app, settings, names, metrics = engine.app, engine.settings, engine.topics, engine.metrics
     # written behind: only changed rooms, once per commit, with the offset they cover
     state = WriteBehindTable(app.Table("room-state", default=None,
-                                       partitions=settings.partitions))
+                                       partitions=settings.partitions), outputs=engine.outputs)
     # replicated to every worker, written by this pipeline alone
     headlines = app.GlobalTable("room-headlines", default=None, partitions=settings.partitions)
     pipeline = RoomPipeline(settings.insights_min_interval_ms, settings.insights_max_interval_ms,

@@ -22,6 +22,8 @@ from typing import Any
 from faust import streams as faust_streams
 from prometheus_client import CollectorRegistry, Counter
 
+from streams.outputs import OutputBatches
+
 
 class StateMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -42,9 +44,14 @@ class WriteBehindTable:
     before-commit hook): the store is then told the partition (see :func:`in_partition`).
     """
 
-    def __init__(self, table: Any, metrics: StateMetrics | None = None) -> None:
+    def __init__(self, table: Any, metrics: StateMetrics | None = None,
+                 outputs: OutputBatches | None = None) -> None:
         self.table = table
         self.name: str = table.name
+        # with ``outputs``: changelog records join the output batches (one producer batch
+        # per partition; the commit awaits ``outputs.flush``), encoded with the table's
+        # own serializers so Faust's recovery reads them as its own
+        self.outputs = outputs
         self._dirty: dict[Any, tuple[int, Any]] = {}
         self._updates = metrics.updates.labels(self.name) if metrics else None
         self._changelog = metrics.changelog.labels(self.name) if metrics else None
@@ -70,7 +77,14 @@ class WriteBehindTable:
         held = key in self.table.data
         if held:
             del self.table.data[key]
-        self.table.send_changelog(partition, key, None, value_serializer="raw")
+        if self.outputs is not None:  # in order with the writes batched before it
+            table = self.table
+            self.outputs.add(table.changelog_topic.get_topic_name(),
+                             table.app.serializers.dumps_key(
+                                 None, key, serializer=table.key_serializer),
+                             None, partition=partition)
+        else:
+            self.table.send_changelog(partition, key, None, value_serializer="raw")
         if self._changelog is not None:
             self._changelog.inc()
         return held
@@ -78,12 +92,26 @@ class WriteBehindTable:
     def flush(self) -> int:
         """Send one changelog record per key written since the last flush; return the count."""
         dirty, self._dirty = self._dirty, {}
-        send = self.table.send_changelog
-        for key, (partition, value) in dirty.items():
-            send(partition, key, value)
+        if self.outputs is not None and dirty:
+            self._to_outputs(dirty)
+        else:
+            send = self.table.send_changelog
+            for key, (partition, value) in dirty.items():
+                send(partition, key, value)
         if self._changelog is not None and dirty:
             self._changelog.inc(len(dirty))
         return len(dirty)
+
+    def _to_outputs(self, dirty: dict[Any, tuple[int, Any]]) -> None:
+        table = self.table
+        topic = table.changelog_topic.get_topic_name()
+        serializers = table.app.serializers
+        key_serializer, value_serializer = table.key_serializer, table.value_serializer
+        add = self.outputs.add  # type: ignore[union-attr]
+        for key, (partition, value) in dirty.items():
+            add(topic, serializers.dumps_key(None, key, serializer=key_serializer),
+                serializers.dumps_value(None, value, serializer=value_serializer),
+                partition=partition)
 
 
 @contextmanager

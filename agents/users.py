@@ -212,7 +212,8 @@ def register(engine: Engine, catalog: Any, headlines: Any, promo: PromoTriggers,
     # (set before the changelog topic, built on first use, takes the serializer)
     table.value_serializer = "orjson"
     # one changelog record per user per commit, not per event (see agents.state)
-    profiles = ProfileStore(WriteBehindTable(table, StateMetrics(metrics.registry)))
+    profiles = ProfileStore(WriteBehindTable(table, StateMetrics(metrics.registry),
+                                             outputs=engine.outputs))
     engine.hooks.before_commit.append(profiles.flush)
     models = ModelHost(settings, metrics)
     restored = models.restore()

@@ -95,13 +95,16 @@ class WorkerHooks:
     ``batch_handlers``: topic -> handler of its record batches (a topic listed here must
     also be subscribed, e.g. by :func:`subscribe`). ``before_commit``: run before each
     offset commit, after the offsets are fixed (sync or async; write-behind state).
-    ``bootstrap``: the brokers, for the true log-end probe (:func:`log_ends`).
+    ``after_batch``: called with the partition and last offset of each handled batch
+    (read positions for the lag metric). ``bootstrap``: the brokers, for the true
+    log-end probe (:func:`log_ends`).
     """
 
     settings: Settings | None = None
     bootstrap: str | None = None
     batch_handlers: dict[str, BatchHandler] = field(default_factory=dict)
     before_commit: list[BeforeCommit] = field(default_factory=list)
+    after_batch: list[Callable[[Any, int], None]] = field(default_factory=list)
 
 
 _HOOKS: weakref.WeakKeyDictionary[Any, WorkerHooks] = weakref.WeakKeyDictionary()
@@ -190,7 +193,8 @@ class _LowLatencyConsumer(faust_aiokafka.Consumer):
         stamped per batch (Faust's "stream stopped processing" check reads it). Other
         topics go through Faust's per-message callback, as in Faust's own loop.
         """
-        handlers = hooks_of(self.app).batch_handlers
+        hooks = hooks_of(self.app)
+        handlers, after_batch = hooks.batch_handlers, hooks.after_batch
         if not handlers:
             await super()._drain_messages(fetcher)
             return
@@ -218,9 +222,11 @@ class _LowLatencyConsumer(faust_aiokafka.Consumer):
                     if active is not None and tp not in active \
                             and tp not in self._buffered_partitions:
                         continue
+                    # Faust's read offset: the next offset to read after a seek (to the
+                    # committed offset), the last one read after its per-message path
                     last = read_offset.get(tp)
-                    if last is not None and recs[0].offset <= last:
-                        recs = [rec for rec in recs if rec.offset > last]
+                    if last is not None and recs[0].offset < last:
+                        recs = [rec for rec in recs if rec.offset >= last]
                         if not recs:
                             continue
                     handler = handlers.get(tp.topic)
@@ -236,7 +242,10 @@ class _LowLatencyConsumer(faust_aiokafka.Consumer):
                         await handler.handle_batch(tp, chunk)
                         if self.app.consumer_generation_id != generation:
                             break  # revoked meanwhile: offsets belong to the next owner
-                        read_offset[tp] = done[tp] = chunk[-1].offset
+                        done[tp] = offset = chunk[-1].offset
+                        read_offset[tp] = offset + 1
+                        for on_batch in after_batch:
+                            on_batch(tp, offset)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
                 return

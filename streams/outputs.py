@@ -83,11 +83,11 @@ class OutputBatches:
         self.transactional = transactional
         self.on_sent = on_sent
         self.on_error = on_error
-        self._pending: dict[tuple[str, int | None], list[tuple[Any, bytes, Any]]] = {}
+        self._pending: dict[tuple[str, int | None], list[tuple[Any, Any, Any]]] = {}
         self._partitions: dict[str, int] = dict(partition_counts or {})
         self.held = 0
 
-    def add(self, topic: str, key: bytes | None, value: bytes, *,
+    def add(self, topic: str, key: bytes | None, value: bytes | None, *,
             partition: int | None = None, headers: Sequence[Header] | None = None) -> None:
         """Hold one record (its partition is chosen at flush when not given)."""
         group = self._pending.get((topic, partition))

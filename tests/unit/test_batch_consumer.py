@@ -123,6 +123,7 @@ def test_hot_partitions_are_handed_over_in_order_and_their_offsets_committable()
     fake = fake_consumer([{hot0: [Rec(0), Rec(1)], cold: [Rec(5)], hot1: [Rec(7)]},
                           {hot0: [Rec(1), Rec(2)]}],  # offset 1 again: refetched, skipped
                          {"live": handler}, app)
+    fake._read_offset[hot1] = 7  # after a seek to the committed offset 7: read from 7 on
     drain(fake)
     assert handler.calls == [(hot0, [0, 1]), (hot1, [7]), (hot0, [2])]
     assert fake.per_message == [(cold, 5)]
