@@ -34,23 +34,33 @@ def id_hash(event_id: str) -> int:
 class RecentIds:
     """The last ``capacity`` event ids added (as hashes); see the module docstring."""
 
-    __slots__ = ("capacity", "members", "next", "ring")
+    __slots__ = ("capacity", "last_id", "last_key", "members", "next", "ring")
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         self.capacity = capacity
         self.ring = array("Q")          # hashes in insertion order, circular once full
         self.next = 0                   # the slot overwritten next (the oldest) once full
         self.members: set[int] = set()
+        # the last id hashed and its hash: a pipeline asks ``in`` and then adds the same id
+        self.last_id = ""
+        self.last_key = id_hash("")
+
+    def _key(self, event_id: str) -> int:
+        if event_id == self.last_id:
+            return self.last_key
+        key = self.last_key = id_hash(event_id)
+        self.last_id = event_id
+        return key
 
     def __contains__(self, event_id: str) -> bool:
-        return id_hash(event_id) in self.members
+        return self._key(event_id) in self.members
 
     def __len__(self) -> int:
         return len(self.ring)
 
     def add(self, event_id: str) -> bool:
         """Remember ``event_id``; False if it was already among the recent ones."""
-        key = id_hash(event_id)
+        key = self._key(event_id)
         if key in self.members:
             return False
         ring = self.ring
