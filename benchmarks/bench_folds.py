@@ -18,8 +18,9 @@ state work of the two pipelines without Kafka or Faust:
 
 Each repeat starts from empty state (and a fresh room sentiment model), folds the first
 ``--warmup`` share of the events untimed and times each call with ``perf_counter_ns`` over
-the rest. Prints µs per event (per event of the stage's pipeline) per stage, the median of
-the repeats, and one JSON document as the last line.
+the rest (the cyclic GC stays on; the input records are frozen out of it). Prints µs per
+event (per event of the stage's pipeline) per stage, the median (and
+the minimum) of the repeats, and one JSON document as the last line.
 """
 
 from __future__ import annotations
@@ -152,6 +153,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     n_live = sum(live for live, _ in records)
     print(f"generated {len(records)} events ({n_live} live) in "
           f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    gc.collect()
+    gc.freeze()  # the replayed input is not the worker's: keep it out of the cyclic GC's scans
     warmup = int(len(records) * args.warmup)
     per_repeat: dict[str, list[float]] = defaultdict(list)
     counts: dict[str, int] = {}
@@ -171,15 +174,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             / 1e3 / max(1, counts["user"]))
     result = {stage: round(statistics.median(values), 2)
               for stage, values in sorted(per_repeat.items())}
-    print(f"{'stage':32s} {'µs/event':>9s}  (median of {args.repeats}; "
-          f"{counts.get('room', 0)} room, {counts.get('user', 0)} user events timed)")
+    best = {stage: round(min(values), 2) for stage, values in sorted(per_repeat.items())}
+    print(f"{'stage':32s} {'median':>8s} {'min':>8s}  µs/event over {args.repeats} repeats "
+          f"({counts.get('room', 0)} room, {counts.get('user', 0)} user events timed)")
     for stage, value in result.items():
         count = counts.get(stage)
         extra = f"  ({count} events)" if count else ""
-        print(f"{stage:32s} {value:9.2f}{extra}")
+        print(f"{stage:32s} {value:8.2f} {best[stage]:8.2f}{extra}")
     document = {"benchmark": "bench_folds", "events": len(records), "live": n_live,
                 "rate": args.rate, "seed": args.seed, "repeats": args.repeats,
-                "warmup": warmup, "us_per_event": result}
+                "warmup": warmup, "us_per_event": result, "us_per_event_min": best}
     print(orjson.dumps(document).decode())
     return document
 

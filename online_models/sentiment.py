@@ -920,10 +920,15 @@ class NgramSentiment:
             # Slow, since it shifts every comment.
             for k in range(3):
                 self.bias[k] -= 0.1 * rate * gradient[k]
+        g0, g1, g2 = gradient
         for bucket, value in vector.items():
             row = 3 * bucket
-            for k in range(3):
-                weights[row + k] -= rate * (gradient[k] * value + l2 * weights[row + k])
+            w = weights[row]
+            weights[row] = w - rate * (g0 * value + l2 * w)
+            w = weights[row + 1]
+            weights[row + 1] = w - rate * (g1 * value + l2 * w)
+            w = weights[row + 2]
+            weights[row + 2] = w - rate * (g2 * value + l2 * w)
         self.n_learned += 1
         return True
 
