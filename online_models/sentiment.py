@@ -813,7 +813,7 @@ class NgramSentiment:
         if cached is None:
             raw, vector = self._analyse(text)
             analyses = self._analyses
-            if len(analyses) >= self.ANALYSES_CACHED:
+            if analyses and len(analyses) >= self.ANALYSES_CACHED:
                 del analyses[next(iter(analyses))]  # the oldest
             cached = analyses[text] = (raw, vector, self._prior_logits(raw))
         return cached

@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from agents.sketches import TopCounter
+from agents.recent_ids import RecentIds, id_hash
+from agents.sketches import BloomFilter, TopCounter
 
 
 class ScanningTopCounter:
@@ -75,3 +76,30 @@ def test_nan_scores_still_evict() -> None:
     top.add("a", float("nan"))
     top.add("b", 1.0)
     assert list(top.rows) == ["b"]
+
+
+def test_bloom_check_and_add_is_contains_then_add() -> None:
+    fast, slow = BloomFilter(size_bits=1 << 10), BloomFilter(size_bits=1 << 10)
+    rng = random.Random(3)
+    for _ in range(2_000):
+        value = f"u{rng.randrange(400)}"
+        before = value in slow
+        slow.add(value)
+        assert fast.check_and_add(value) == before
+    assert fast.bits == slow.bits
+
+
+def test_recent_ids_asked_and_added_in_any_order() -> None:
+    ids = RecentIds(capacity=8)
+    recent: list[str] = []
+    rng = random.Random(5)
+    for _ in range(500):
+        event_id = f"e{rng.randrange(20)}"
+        probe = f"e{rng.randrange(20)}"
+        assert (probe in ids) == (probe in recent)
+        assert (event_id in ids) == (event_id in recent)
+        assert ids.add(event_id) == (event_id not in recent)
+        if event_id not in recent:
+            recent = [*recent, event_id][-8:]
+    assert list(RecentIds.from_text(ids.to_text(), capacity=8).ring) == [
+        id_hash(e) for e in recent]
