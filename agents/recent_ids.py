@@ -34,7 +34,7 @@ def id_hash(event_id: str) -> int:
 class RecentIds:
     """The last ``capacity`` event ids added (as hashes); see the module docstring."""
 
-    __slots__ = ("capacity", "last_id", "last_key", "members", "next", "ring")
+    __slots__ = ("capacity", "last", "members", "next", "ring")
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         self.capacity = capacity
@@ -42,14 +42,13 @@ class RecentIds:
         self.next = 0                   # the slot overwritten next (the oldest) once full
         self.members: set[int] = set()
         # the last id hashed and its hash: a pipeline asks ``in`` and then adds the same id
-        self.last_id = ""
-        self.last_key = id_hash("")
+        self.last = ("", id_hash(""))
 
     def _key(self, event_id: str) -> int:
-        if event_id == self.last_id:
-            return self.last_key
-        key = self.last_key = id_hash(event_id)
-        self.last_id = event_id
+        last_id, key = self.last
+        if event_id != last_id:
+            key = id_hash(event_id)
+            self.last = (event_id, key)
         return key
 
     def __contains__(self, event_id: str) -> bool:
