@@ -972,7 +972,8 @@ class UserWatch:
         self.dirty.add(user_id)
         if ts > self.watermark:
             self.watermark = ts
-        track.last_ts = max(track.last_ts, ts)
+        if ts > track.last_ts:
+            track.last_ts = ts
         if kind in CLICK_KINDS:
             track.times.append(ts)
             if len(track.times) > 160:

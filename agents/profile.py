@@ -83,9 +83,10 @@ for ``ids`` and ``src``; ids up to the contract's 128 characters could make one 
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -154,25 +155,41 @@ _LIVE_SOURCES = ("live",)
 _CLICK_SOURCES = ("clicks", "click")
 
 
+_URL_SAFE = bytes.maketrans(b"+/", b"-_")
+# The last event id hashed and its key: the pipeline asks is_duplicate, then folds the event.
+_last_key = ("", "")
+
+
 def event_key(event_id: str) -> str:
     """A short, stable hash of an event id (48 bits, 8 URL-safe base64 characters).
 
     >>> event_key("e1"), len(event_key("x" * 128))
     ('_LMgnF0J', 8)
     """
-    digest = hashlib.blake2b(event_id.encode(), digest_size=6).digest()
-    return base64.urlsafe_b64encode(digest).decode()
+    global _last_key
+    last_id, key = _last_key
+    if event_id != last_id or not key:
+        digest = hashlib.blake2b(event_id.encode(), digest_size=6).digest()
+        key = binascii.b2a_base64(digest, newline=False).translate(_URL_SAFE).decode()
+        _last_key = (event_id, key)
+    return key
 
 
 def _score(value: float, thresholds: tuple[float, ...]) -> int:
-    return 1 + sum(value >= threshold for threshold in thresholds)
+    score = 1
+    for threshold in thresholds:
+        if value >= threshold:
+            score += 1
+    return score
+
+
+_DEAL_WORDS = re.compile("|".join(map(re.escape, DEAL_WORDS)))
 
 
 def _has_deal_words(text: str | None) -> bool:
     if not text:
         return False
-    lowered = text.lower()
-    return any(word in lowered for word in DEAL_WORDS)
+    return _DEAL_WORDS.search(text.lower()) is not None
 
 
 def _bump(scores: dict[str, float], key: str, amount: float, cap: int) -> None:
@@ -285,6 +302,10 @@ class UserProfile:
     def advance(self, source: str, offset: int) -> None:
         """Record that the event at ``offset`` of ``source`` is folded in."""
         sources = self.sources
+        if sources and next(reversed(sources)) == source:  # already the most recent one
+            if offset > sources[source]:
+                sources[source] = offset
+            return
         sources[source] = max(sources.pop(source, -1), offset)  # now the most recent one
         if len(sources) > MAX_SOURCES:
             del sources[next(iter(sources))]  # the least recently advanced one
@@ -522,7 +543,9 @@ class UserProfile:
 
     def sensitivity(self, now_ms: int) -> float:
         """Price sensitivity in [0, 1]: decayed deal share, shrunk toward the prior."""
-        factor = self._affinity_factor(now_ms)
+        return self._sensitivity(self._affinity_factor(now_ms))
+
+    def _sensitivity(self, factor: float) -> float:
         return (self.deal_weight * factor + SENSITIVITY_PRIOR * SENSITIVITY_PRIOR_WEIGHT) / (
             self.deal_evidence * factor + SENSITIVITY_PRIOR_WEIGHT)
 
@@ -559,6 +582,13 @@ class UserProfile:
         * ``gifter``: >= 3 gifts or gift value >= 100.
         * ``engaged_viewer``: >= 30 min watched or >= 10 comments.
         """
+        return self._tags(now_ms, self._affinity_factor(now_ms), self.frequency_30d(now_ms),
+                          self.watch_time_ms(now_ms))
+
+    def _tags(self, now_ms: int, affinity: float, frequency: float,
+              watch_ms: int) -> list[str]:
+        """:meth:`tags` given the affinity decay factor, frequency_30d and the watch time
+        at ``now_ms`` (computed once per :meth:`view`)."""
         out: list[str] = []
         if now_ms - self.first_seen < NEW_USER_MS:
             out.append("new")
@@ -566,10 +596,10 @@ class UserProfile:
                 self.session_carts > self.session_purchases
                 or self._item_intent() >= HIGH_INTENT_ITEM_INTERACTIONS):
             out.append("high_intent")
-        if (self.deal_evidence * self._affinity_factor(now_ms) >= BARGAIN_MIN_EVIDENCE
-                and self.sensitivity(now_ms) >= BARGAIN_MIN_SENSITIVITY):
+        if (self.deal_evidence * affinity >= BARGAIN_MIN_EVIDENCE
+                and self._sensitivity(affinity) >= BARGAIN_MIN_SENSITIVITY):
             out.append("bargain_hunter")
-        if self._is_loyal(now_ms):
+        if self.orders >= LOYAL_MIN_ORDERS and frequency >= LOYAL_MIN_FREQUENCY:
             out.append("loyal_buyer")
         if now_ms - self.updated_at >= DORMANT_MS:
             out.append("dormant")
@@ -577,7 +607,8 @@ class UserProfile:
             out.append("big_spender")
         if self.gifts >= GIFTER_MIN_GIFTS or self.gift_value >= GIFTER_MIN_VALUE:
             out.append("gifter")
-        if self._is_engaged_viewer(now_ms):
+        if (watch_ms >= ENGAGED_VIEWER_MIN_WATCH_S * 1000
+                or self.comments >= ENGAGED_VIEWER_MIN_COMMENTS):
             out.append("engaged_viewer")
         return out
 
@@ -600,6 +631,11 @@ class UserProfile:
            days, or the ``engaged_viewer`` rule.
         6. ``active``: otherwise.
         """
+        return self._lifecycle(now_ms, self._frequency_factor(now_ms),
+                               self.watch_time_ms(now_ms))
+
+    def _lifecycle(self, now_ms: int, frequency_factor: float, watch_ms: int) -> str:
+        """:meth:`lifecycle` given the 30-day decay factor and the watch time at ``now_ms``."""
         idle = now_ms - self.updated_at
         if idle >= DORMANT_MS:
             return "dormant"
@@ -608,24 +644,39 @@ class UserProfile:
             return "at_risk"
         if now_ms - self.first_seen < NEW_USER_MS:
             return "new"
-        if self._is_loyal(now_ms):
+        if (self.orders >= LOYAL_MIN_ORDERS
+                and self.order_freq * frequency_factor >= LOYAL_MIN_FREQUENCY):
             return "loyal"
-        if (self.session_freq * self._frequency_factor(now_ms) >= ENGAGED_MIN_SESSIONS
+        if (self.session_freq * frequency_factor >= ENGAGED_MIN_SESSIONS
                 or (self.orders and now_ms - self.last_order_ts < RECENT_ORDER_MS)
-                or self._is_engaged_viewer(now_ms)):
+                or watch_ms >= ENGAGED_VIEWER_MIN_WATCH_S * 1000
+                or self.comments >= ENGAGED_VIEWER_MIN_COMMENTS):
             return "engaged"
         return "active"
 
     def view(self, now_ms: int) -> dict[str, Any]:
         """The public JSON of the profile at ``now_ms`` (documented in the module)."""
+        # every decay factor and derived figure once (tags and lifecycle share them)
         affinity = self._affinity_factor(now_ms)
-        frequency = self.frequency_30d(now_ms)
-        recency_s = (max(0, now_ms - self.last_order_ts) / 1000.0) if self.orders else None
-        recency_days = recency_s / 86_400.0 if recency_s is not None else math.inf
-        avg_price = self.price_sum / self.price_weight if self.price_weight > 0 else None
-        band = None
-        if avg_price is not None:
-            band = next((name for limit, name in PRICE_BANDS if avg_price < limit), "luxury")
+        frequency_factor = self._frequency_factor(now_ms)
+        frequency = self.order_freq * frequency_factor
+        watch_ms = self.watch_time_ms(now_ms)
+        r_score = 1
+        recency_s = None
+        if self.orders:
+            recency_s = max(0, now_ms - self.last_order_ts) / 1000.0
+            recency_days = recency_s / 86_400.0
+            for days in R_SCORE_MAX_DAYS:
+                if recency_days <= days:
+                    r_score += 1
+        avg_price = band = None
+        if self.price_weight > 0:
+            avg_price = self.price_sum / self.price_weight
+            band = "luxury"
+            for limit, name in PRICE_BANDS:
+                if avg_price < limit:
+                    band = name
+                    break
         room = self.current_room(now_ms)
         return {
             "user_id": self.user_id,
@@ -637,7 +688,7 @@ class UserProfile:
                 "frequency_30d": round(frequency, 3),
                 "monetary": self.monetary,
                 "orders": self.orders,
-                "r_score": 1 + sum(recency_days <= d for d in R_SCORE_MAX_DAYS),
+                "r_score": r_score,
                 "f_score": _score(frequency, F_SCORE_MIN),
                 "m_score": _score(self.monetary, M_SCORE_MIN),
             },
@@ -648,7 +699,7 @@ class UserProfile:
             "price": {
                 "band": band,
                 "avg_price": round(avg_price, 2) if avg_price is not None else None,
-                "sensitivity": round(self.sensitivity(now_ms), 3),
+                "sensitivity": round(self._sensitivity(affinity), 3),
             },
             "session": {
                 "id": self.session_id,
@@ -664,15 +715,15 @@ class UserProfile:
             "live": {
                 "rooms_watched": self.rooms_count,
                 "recent_rooms": list(reversed(self.rooms)),
-                "watch_time_s": self.watch_time_ms(now_ms) / 1000.0,
+                "watch_time_s": watch_ms / 1000.0,
                 "comments": self.comments,
                 "likes": self.likes,
                 "gifts": self.gifts,
                 "gift_value": self.gift_value,
                 "current_room": room,
             },
-            "tags": self.tags(now_ms),
-            "lifecycle": self.lifecycle(now_ms),
+            "tags": self._tags(now_ms, affinity, frequency, watch_ms),
+            "lifecycle": self._lifecycle(now_ms, frequency_factor, watch_ms),
         }
 
     # ------------------------------------------------------------------ serialisation
@@ -801,8 +852,10 @@ class UserProfile:
 
 
 def _top(scores: Mapping[str, float], factor: float) -> list[dict[str, Any]]:
-    best = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_AFFINITIES]
-    return [{"name": name, "score": round(score * factor, 3)} for name, score in best]
+    if not scores:
+        return []
+    best = sorted([(-score, name) for name, score in scores.items()])[:TOP_AFFINITIES]
+    return [{"name": name, "score": round(-negated * factor, 3)} for negated, name in best]
 
 
 def fold_profile(profile: Mapping[str, Any] | None, user_id: str, source: str,

@@ -34,23 +34,32 @@ def id_hash(event_id: str) -> int:
 class RecentIds:
     """The last ``capacity`` event ids added (as hashes); see the module docstring."""
 
-    __slots__ = ("capacity", "members", "next", "ring")
+    __slots__ = ("capacity", "last", "members", "next", "ring")
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         self.capacity = capacity
         self.ring = array("Q")          # hashes in insertion order, circular once full
         self.next = 0                   # the slot overwritten next (the oldest) once full
         self.members: set[int] = set()
+        # the last id hashed and its hash: a pipeline asks ``in`` and then adds the same id
+        self.last = ("", id_hash(""))
+
+    def _key(self, event_id: str) -> int:
+        last_id, key = self.last
+        if event_id != last_id:
+            key = id_hash(event_id)
+            self.last = (event_id, key)
+        return key
 
     def __contains__(self, event_id: str) -> bool:
-        return id_hash(event_id) in self.members
+        return self._key(event_id) in self.members
 
     def __len__(self) -> int:
         return len(self.ring)
 
     def add(self, event_id: str) -> bool:
         """Remember ``event_id``; False if it was already among the recent ones."""
-        key = id_hash(event_id)
+        key = self._key(event_id)
         if key in self.members:
             return False
         ring = self.ring

@@ -52,6 +52,11 @@ ITEM_FIELDS = ("clicks", "carts", "purchases", "gmv")
 VIEWER_FIELDS = ("comments", "likes", "gifts")
 # Engagement weight of one action when ranking viewers (a gift also adds its value / 10).
 ENGAGEMENT_WEIGHTS = {"comment": 3.0, "like": 0.5, "share": 5.0, "gift": 5.0, "follow": 4.0}
+_VIEWER_FIELD = {kind: kind + "s" for kind in ENGAGEMENT_WEIGHTS if kind + "s" in VIEWER_FIELDS}
+# commerce event -> (items field, weight when ranking the room's items: carts and purchases
+# weigh more than clicks)
+_ITEM_FIELD = {"product_click": ("clicks", 1.0), "add_to_cart": ("carts", 3.0),
+               "purchase": ("purchases", 10.0)}
 TOP_N = 5
 # Event ids remembered per room (producer retries: the same event at a new offset). A retry
 # comes within seconds, i.e. within the room's last few hundred events.
@@ -152,20 +157,29 @@ class RoomState:
         if kind == "leave":
             self._leave(user, ts)
         elif kind != "product_pin":  # the host pinning is not a viewer
-            self._present(user, ts)
-        if kind in self.rates:
-            self.rates[kind].add(ts)
+            viewer = self.viewers.get(user)
+            if viewer is None:
+                self._arrive(user, ts)
+            else:
+                if ts < viewer[0]:
+                    viewer[0] = ts  # out of order: an earlier event moves the join
+                if ts > viewer[1]:
+                    viewer[1] = ts
+        rate = self.rates.get(kind)
+        if rate is not None:
+            rate.add(ts)
         late = self._to_pane(kind, ts, event.amount or 0.0)
         weight = ENGAGEMENT_WEIGHTS.get(kind)
         if weight is not None:
-            bonus = (event.amount or 0.0) / 10 if kind == "gift" else 0.0
-            field = kind + "s" if kind + "s" in VIEWER_FIELDS else None
-            self.top_viewers.add(user, weight + bonus, field)
+            if kind == "gift":
+                weight += (event.amount or 0.0) / 10
+            self.top_viewers.add(user, weight, _VIEWER_FIELD.get(kind))
         if kind == "gift":
             self.gift_value.add(ts, event.amount or 0.0)
         elif kind == "comment" and event.text:
-            self.mood.add(ts, _sentiment.predict_one(event.text), comment_keywords(event.text))
-            _sentiment.learn_weak(event.text)   # after predicting: prequential self-training
+            text = event.text
+            self.mood.add(ts, _sentiment.predict_one(text), _comment_words(text))
+            _sentiment.learn_weak(text)   # after predicting: prequential self-training
         elif kind == "product_pin" and event.item_id:
             if self.pinned is None or ts >= self.pinned["pinned_at"]:
                 self.pinned = {"item_id": event.item_id, "pinned_at": ts, "clicks": 0,
@@ -179,19 +193,24 @@ class RoomState:
         """A join, or any activity: the user is watching (duplicate joins are harmless)."""
         viewer = self.viewers.get(user)
         if viewer is None:
-            if len(self.viewers) >= MAX_TRACKED_VIEWERS:
-                self._end_session(min(self.viewers, key=lambda u: self.viewers[u][1]))
-            self.unique.add(user)
-            came_back = user in self.seen
-            if not came_back:
-                self.seen.add(user)
-            self.returning += came_back
-            self.viewers[user] = [ts, ts, int(came_back)]
-            if len(self.viewers) > self.peak_viewers:
-                self.peak_viewers = len(self.viewers)
+            self._arrive(user, ts)
         else:
-            viewer[0] = min(viewer[0], ts)  # out of order: an earlier event moves the join
-            viewer[1] = max(viewer[1], ts)
+            if ts < viewer[0]:
+                viewer[0] = ts  # out of order: an earlier event moves the join
+            if ts > viewer[1]:
+                viewer[1] = ts
+
+    def _arrive(self, user: str, ts: int) -> None:
+        """A viewer not present so far."""
+        viewers = self.viewers
+        if len(viewers) >= MAX_TRACKED_VIEWERS:
+            self._end_session(min(viewers, key=lambda u: viewers[u][1]))
+        self.unique.add(user)
+        came_back = self.seen.check_and_add(user)
+        self.returning += came_back
+        viewers[user] = [ts, ts, int(came_back)]
+        if len(viewers) > self.peak_viewers:
+            self.peak_viewers = len(viewers)
 
     def _leave(self, user: str, ts: int) -> None:
         viewer = self.viewers.get(user)
@@ -207,9 +226,7 @@ class RoomState:
     def _commerce(self, kind: str, event: LiveEvent) -> None:
         item = event.item_id or ""
         amount = event.amount or 0.0
-        field = {"product_click": "clicks", "add_to_cart": "carts", "purchase": "purchases"}[kind]
-        # carts and purchases weigh more than clicks when ranking the room's items
-        weight = {"clicks": 1.0, "carts": 3.0, "purchases": 10.0}[field]
+        field, weight = _ITEM_FIELD[kind]
         self.items.add(item, weight, field)
         if kind == "product_click":
             self.product_clicks += 1
@@ -277,7 +294,7 @@ class RoomState:
         if user in self.viewers:
             self._end_session(user)
             named = True
-        if self.top_viewers.rows.pop(user, None) is not None:
+        if self.top_viewers.discard(user):
             named = True
         if self.host_id == user:
             self.host_id = None
@@ -493,6 +510,20 @@ def comment_keywords(text: str) -> list[str]:
     ['love', 'mail', 'call']
     """
     return keywords(_PLACEHOLDERS.sub(" ", redact_text(text)))
+
+
+_WORDS_CACHED = 4096   # distinct comment texts whose keywords are kept (repeats are common)
+_words_cache: dict[str, tuple[str, ...]] = {}
+
+
+def _comment_words(text: str) -> tuple[str, ...]:
+    """:func:`comment_keywords`, remembered for the last :data:`_WORDS_CACHED` texts."""
+    words = _words_cache.get(text)
+    if words is None:
+        if len(_words_cache) >= _WORDS_CACHED:
+            del _words_cache[next(iter(_words_cache))]  # the oldest entry
+        words = _words_cache[text] = tuple(comment_keywords(text))
+    return words
 
 
 def mentions(saved: dict[str, Any], user: str) -> bool:

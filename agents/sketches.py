@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import math
 
 
@@ -121,6 +122,22 @@ class BloomFilter:
         for pos in self._positions(value):
             self.bits[pos >> 3] |= 1 << (pos & 7)
 
+    def check_and_add(self, value: str) -> bool:
+        """Add ``value``; whether it was (probably) in already: ``in`` then :meth:`add`,
+        hashing once.
+
+        >>> seen = BloomFilter()
+        >>> seen.check_and_add("u1"), seen.check_and_add("u1")
+        (False, True)
+        """
+        bits, was_in = self.bits, True
+        for pos in self._positions(value):
+            byte, mask = pos >> 3, 1 << (pos & 7)
+            if not bits[byte] & mask:
+                was_in = False
+                bits[byte] |= mask
+        return was_in
+
     def __contains__(self, value: str) -> bool:
         return all(self.bits[pos >> 3] & (1 << (pos & 7)) for pos in self._positions(value))
 
@@ -136,36 +153,99 @@ class TopCounter:
     """Heaviest keys by a weighted score in bounded memory (Space-Saving).
 
     Each key carries a score and a few named counts. When full, the lightest key is evicted
-    and the newcomer inherits its score, so a returning heavy hitter is never under-counted
-    (scores over-estimate by at most the evicted minimum).
+    (of equally light ones, the earliest inserted) and the newcomer inherits its score, so a
+    returning heavy hitter is never under-counted (scores over-estimate by at most the
+    evicted minimum).
+
+    The lightest key comes from a min-heap of ``(score, insertion number, key)`` with lazy
+    deletion: a score change pushes an entry, stale entries (an older score, a key gone or
+    inserted again since) are dropped when they reach the top, and the heap is rebuilt from
+    the rows once it holds about three entries per row. ``add`` is O(log capacity) amortised
+    and never scans the rows. Change ``rows`` only through :meth:`add` and :meth:`discard`
+    (a row popped from outside is harmless; one inserted from outside is only seen once the
+    heap is rebuilt).
 
     >>> top = TopCounter(("carts", "purchases"), capacity=2)
     >>> top.add("i1", 1.0, "carts"); top.add("i1", 3.0, "purchases"); top.add("i2", 1.0, "carts")
     >>> top.add("i3", 1.0, "carts")          # evicts i2, the lightest
     >>> [(row["key"], row["score"]) for row in top.top(2)]
     [('i1', 4.0), ('i3', 2.0)]
+    >>> top.discard("i1"), top.discard("i1"), list(top.to_dict())
+    (True, False, ['i3'])
     """
 
-    __slots__ = ("capacity", "fields", "rows")
+    __slots__ = ("capacity", "fields", "heap", "index", "order", "rows", "serial")
 
     def __init__(self, fields: tuple[str, ...], capacity: int = 64,
                  rows: dict[str, list[float]] | None = None) -> None:
         self.fields = fields
         self.capacity = capacity
+        self.index = {field: 1 + i for i, field in enumerate(fields)}
         self.rows: dict[str, list[float]] = rows if rows is not None else {}
+        # key -> insertion number: of equally light keys the earliest inserted goes, as
+        # ``min`` over the rows (in dict order) would pick
+        self.order: dict[str, int] = {}
+        self.heap: list[tuple[float, int, str]] = []  # (score, insertion number, key)
+        self.serial = 0
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        """The heap (and insertion numbers) from the rows, in their dict order."""
+        order, serial = self.order, self.serial
+        numbers = {}
+        for key in self.rows:
+            number = order.get(key)
+            if number is None:
+                number, serial = serial, serial + 1
+            numbers[key] = number
+        self.order, self.serial = numbers, serial
+        self.heap = [(row[0], numbers[key], key) for key, row in self.rows.items()]
+        heapq.heapify(self.heap)
+
+    def _pop_lightest(self) -> list[float]:
+        """Remove the lightest key; its row."""
+        rows = self.rows
+        for _ in range(2):
+            heap, order = self.heap, self.order
+            while heap:
+                score, number, key = heapq.heappop(heap)
+                row = rows.get(key)
+                if row is not None and row[0] == score and order.get(key) == number:
+                    del rows[key], order[key]
+                    return row
+            self._rebuild()  # rows added or changed from outside: start over from them
+        lightest = min(rows, key=lambda k: rows[k][0])  # NaN scores: no heap order
+        self.order.pop(lightest, None)
+        return rows.pop(lightest)
 
     def add(self, key: str, weight: float, field: str | None = None,
             amount: float = 1.0) -> None:
-        row = self.rows.get(key)
+        rows = self.rows
+        row = rows.get(key)
         if row is None:
-            base = 0.0
-            if len(self.rows) >= self.capacity:
-                lightest = min(self.rows, key=lambda k: self.rows[k][0])
-                base = self.rows.pop(lightest)[0]
-            row = self.rows[key] = [base] + [0.0] * len(self.fields)
-        row[0] += weight
+            base = self._pop_lightest()[0] if len(rows) >= self.capacity else 0.0
+            row = rows[key] = [base + weight] + [0.0] * len(self.fields)
+            number = self.order[key] = self.serial
+            self.serial = number + 1
+            heapq.heappush(self.heap, (row[0], number, key))
+        elif weight:
+            row[0] += weight
+            number = self.order.get(key)
+            if number is None:
+                self._rebuild()
+            else:
+                heapq.heappush(self.heap, (row[0], number, key))
         if field is not None:
-            row[1 + self.fields.index(field)] += amount
+            row[self.index[field]] += amount
+        if len(self.heap) > 3 * self.capacity + 32:
+            self._rebuild()
+
+    def discard(self, key: str) -> bool:
+        """Forget ``key``; True if it was counted."""
+        if self.rows.pop(key, None) is None:
+            return False
+        self.order.pop(key, None)
+        return True
 
     def get(self, key: str) -> dict[str, float] | None:
         row = self.rows.get(key)

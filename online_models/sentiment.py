@@ -769,6 +769,7 @@ class NgramSentiment:
     ALGORITHM_VERSION = 1
     PRIOR_SMOOTHING = 0.1
     CLASSES = ("positive", "negative", "neutral")
+    ANALYSES_CACHED = 1024   # distinct texts whose analysis is kept (live comments repeat)
 
     def __init__(self, n_buckets: int = 2**17, learning_rate: float = 0.5, l2: float = 1e-6,
                  warmup: int = 20, max_learned_weight: float = 1.0,
@@ -793,12 +794,33 @@ class NgramSentiment:
         self.n_weak = 0
         # Row b holds the positive, negative and neutral weights of bucket b.
         self.weights = array("f", bytes(4 * 3 * n_buckets))
-        self._last: tuple[str, float, dict[int, float]] | None = None
+        self._clear_caches()
 
     # ------------------------------------------------------------------ internals
+    def _clear_caches(self) -> None:
+        self._last: tuple[str, float, dict[int, float]] | None = None
+        # text -> (raw lexicon score, feature vector, prior logits): a function of the text
+        # alone, kept for the last ANALYSES_CACHED distinct texts
+        self._analyses: dict[str, tuple[float, dict[int, float], list[float]]] = {}
+        # (vector, n_learned, learned logits) of the last vector scored: the weights change
+        # only in a learning step, which counts in n_learned
+        self._logits: tuple[dict[int, float], int, list[float]] | None = None
+
+    def _analysis(self, text: str) -> tuple[float, dict[int, float], list[float]]:
+        """(raw lexicon score, {bucket: signed feature value}, prior logits), cached: the
+        room agent predicts and then learns from the same comment, and comments repeat."""
+        cached = self._analyses.get(text)
+        if cached is None:
+            raw, vector = self._analyse(text)
+            analyses = self._analyses
+            if analyses and len(analyses) >= self.ANALYSES_CACHED:
+                del analyses[next(iter(analyses))]  # the oldest
+            cached = analyses[text] = (raw, vector, self._prior_logits(raw))
+        return cached
+
     def _analyse(self, text: str) -> tuple[float, dict[int, float]]:
         """(raw lexicon score, {bucket: signed feature value}); the last comment's analysis is
-        cached because the room agent predicts and then learns from the same comment."""
+        cached."""
         last = self._last
         if last is not None and last[0] == text:
             return last[1], last[2]
@@ -821,6 +843,10 @@ class NgramSentiment:
         return [math.log(keep * q + spread) for q in (max(s, 0.0), max(-s, 0.0), 1.0 - abs(s))]
 
     def _learned_logits(self, vector: dict[int, float]) -> list[float]:
+        """Learned logits of ``vector`` (the list returned must not be changed)."""
+        cached, n = self._logits, self.n_learned
+        if cached is not None and cached[0] is vector and cached[1] == n:
+            return cached[2]
         weights = self.weights
         pos, neg, neu = self.bias
         for bucket, value in vector.items():
@@ -828,7 +854,9 @@ class NgramSentiment:
             pos += weights[row] * value
             neg += weights[row + 1] * value
             neu += weights[row + 2] * value
-        return [pos, neg, neu]
+        logits = [pos, neg, neu]
+        self._logits = (vector, n, logits)
+        return logits
 
     @staticmethod
     def _softmax(logits: list[float]) -> list[float]:
@@ -846,20 +874,22 @@ class NgramSentiment:
     # ------------------------------------------------------------------ API
     def predict_proba_one(self, text: str) -> dict[str, float]:
         """Probabilities of positive, negative and neutral."""
-        raw, vector = self._analyse(text)
-        prior, share = self._prior_logits(raw), self.learned_share
+        return dict(zip(self.CLASSES, self._proba(text), strict=True))
+
+    def _proba(self, text: str) -> list[float]:
+        _, vector, prior = self._analysis(text)
+        share = self.learned_share
         if share:
             learned = self._learned_logits(vector)
             prior = [p + share * z for p, z in zip(prior, learned, strict=True)]
-        return dict(zip(self.CLASSES, self._softmax(prior), strict=True))
+        return self._softmax(prior)
 
     def predict_one(self, text: str) -> float:
         """Sentiment of one comment in ``[-1, 1]``; 0 is neutral."""
-        raw, _ = self._analyse(text)
         if not self.n_learned:
-            return round(math.tanh(raw), 6)
-        proba = self.predict_proba_one(text)
-        score = (proba["positive"] - proba["negative"]) / (1.0 - self.PRIOR_SMOOTHING)
+            return round(math.tanh(self._analysis(text)[0]), 6)
+        positive, negative, _ = self._proba(text)
+        score = (positive - negative) / (1.0 - self.PRIOR_SMOOTHING)
         return round(max(-1.0, min(1.0, score)), 6)
 
     def predict_label(self, text: str, threshold: float = NEUTRAL_THRESHOLD) -> str:
@@ -877,8 +907,7 @@ class NgramSentiment:
         if math.isnan(target):
             raise ValueError("label must be a number in [-1, 1]")
         target = max(-1.0, min(1.0, target))
-        raw, vector = self._analyse(text)
-        prior = self._prior_logits(raw)
+        _, vector, prior = self._analysis(text)
         learned = self._learned_logits(vector)
         proba = self._softmax([p + z for p, z in zip(prior, learned, strict=True)])
         wanted = (max(target, 0.0), max(-target, 0.0), 1.0 - abs(target))
@@ -891,10 +920,15 @@ class NgramSentiment:
             # Slow, since it shifts every comment.
             for k in range(3):
                 self.bias[k] -= 0.1 * rate * gradient[k]
+        g0, g1, g2 = gradient
         for bucket, value in vector.items():
             row = 3 * bucket
-            for k in range(3):
-                weights[row + k] -= rate * (gradient[k] * value + l2 * weights[row + k])
+            w = weights[row]
+            weights[row] = w - rate * (g0 * value + l2 * w)
+            w = weights[row + 1]
+            weights[row + 1] = w - rate * (g1 * value + l2 * w)
+            w = weights[row + 2]
+            weights[row + 2] = w - rate * (g2 * value + l2 * w)
         self.n_learned += 1
         return True
 
@@ -904,7 +938,7 @@ class NgramSentiment:
         Returns the weak label learnt (1.0, -1.0, or 0.0 for a comment without any lexicon
         cue), or None when the lexicon is unsure and nothing was learnt.
         """
-        raw, vector = self._analyse(text)
+        raw, vector, _ = self._analysis(text)
         if not vector:
             return None
         s = math.tanh(raw)
@@ -938,8 +972,14 @@ class NgramSentiment:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_last"] = None   # a cache, not state
+        for cache in ("_analyses", "_logits"):  # caches, not state
+            state.pop(cache, None)
+        state["_last"] = None
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._clear_caches()
 
     def __repr__(self) -> str:
         return (f"NgramSentiment(n_buckets={self.n_buckets}, n_learned={self.n_learned}, "

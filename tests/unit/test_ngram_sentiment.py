@@ -228,3 +228,28 @@ def test_evaluation_prints_its_result_as_the_last_json_line(
     assert result["self_trained"]["accuracy"] >= result["lexicon"]["accuracy"]
     # The untrained model is the lexicon, so the prequential run starts from it as well.
     assert result["prequential"]["n"] == result["lexicon"]["n"]
+
+
+def test_cached_analyses_and_logits_give_the_uncached_model_exactly() -> None:
+    """The per-text analysis and learned-logit caches change nothing: a model whose caches
+    are emptied before every call predicts and learns the same floats."""
+    cached, uncached = NgramSentiment(n_buckets=2**12), NgramSentiment(n_buckets=2**12)
+    cached.ANALYSES_CACHED = 7  # small: evictions happen
+    texts = [text for text, _ in pool()] + ["brand new words", "太好看了"]
+    for round_ in range(4):
+        for index, text in enumerate(texts):
+            variant = text + EMOJI[(round_ + index) % len(EMOJI)] if index % 3 else text
+            uncached._clear_caches()
+            expected = (uncached.predict_one(variant), uncached.predict_proba_one(variant))
+            assert (cached.predict_one(variant), cached.predict_proba_one(variant)) == expected
+            uncached._clear_caches()
+            assert cached.learn_weak(variant) == uncached.learn_weak(variant)
+            if index % 5 == 0:
+                cached.learn_one(variant, 1.0)
+                uncached._clear_caches()
+                uncached.learn_one(variant, 1.0)
+    assert cached.weights == uncached.weights and cached.bias == uncached.bias
+    assert len(cached._analyses) <= 7
+    clone = pickle.loads(pickle.dumps(cached))
+    assert clone._analyses == {} and clone._logits is None
+    assert [clone.predict_one(t) for t in texts] == [cached.predict_one(t) for t in texts]

@@ -483,3 +483,30 @@ def test_sources_are_bounded_and_keep_the_most_recently_advanced() -> None:
     assert len(p.sources) == MAX_SOURCES
     assert list(p.sources)[-1] == "l3" and "l0" not in p.sources
     assert UserProfile.from_dict(p.to_dict()).sources == p.sources  # order kept
+
+
+def test_event_key_and_dedup_with_ids_interleaved() -> None:
+    """event_key remembers the last id it hashed; asking about other ids in between (and the
+    empty id) still gives each its own key."""
+    keys = {event_id: event_key(event_id) for event_id in ("a", "b", "", "a")}
+    assert len(set(keys.values())) == 3 and all(len(k) == EVENT_KEY_CHARS for k in keys.values())
+    assert event_key("b") == keys["b"] and event_key("") == keys[""] != ""
+    p = UserProfile("u1")
+    for i in range(40):
+        assert not p.is_duplicate(f"e{i}", "l0", i)
+        assert p.is_duplicate(f"e{i - 1}") == (i > 0)
+        p.apply(LiveEvent(f"e{i}", "like", 1_000 + i, "room-1", "u1"))
+        p.advance("l0", i)
+        assert p.is_duplicate(f"e{i}") and p.is_duplicate("other", "l0", i)
+    assert not p.is_duplicate(f"e{40 - RECENT_EVENT_IDS - 1}")  # forgotten by now
+
+
+def test_advance_keeps_the_most_recent_sources() -> None:
+    p = UserProfile("u1")
+    for source in ("a", "b", "a", "a"):
+        p.advance(source, 5)
+    p.advance("a", 3)  # an older offset of the newest source changes nothing
+    assert list(p.sources.items()) == [("b", 5), ("a", 5)]
+    for i in range(MAX_SOURCES + 1):
+        p.advance(f"s{i}", i)
+    assert len(p.sources) == MAX_SOURCES and "b" not in p.sources
