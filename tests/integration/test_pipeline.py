@@ -107,10 +107,15 @@ def poll_json(url: str, done: Any, timeout: float = 30.0) -> Any:
     deadline = time.monotonic() + timeout
     body = None
     while time.monotonic() < deadline:
-        with urllib.request.urlopen(url) as resp:
-            body = json.load(resp)
-        if done(body):
-            break
+        try:
+            with urllib.request.urlopen(url) as resp:
+                body = json.load(resp)
+        except urllib.error.HTTPError as error:
+            if error.code != 404:  # 404: not there yet (the hop is behind)
+                raise
+        else:
+            if done(body):
+                break
         time.sleep(0.2)
     return body
 
