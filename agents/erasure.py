@@ -92,7 +92,7 @@ class Eraser:
         promo_state = self.promo.state
         summary["trigger_state"] = int(promo_state.get(user) is not None)
         if summary["trigger_state"]:
-            del promo_state[user]
+            promo_state.delete(user, partition)
         summary.update(self.models.forget(user, sessions))
         if self.anomalies is not None:
             summary["anomaly_incidents"] = self.anomalies.forget_user(user)

@@ -433,7 +433,7 @@ class RoomHandler:
         self.pipeline.save(self.state.set, partitions)
         self.state.flush()
         self.pipeline.drop_partitions(partitions)
-        await self.engine.outputs.flush()
+        await self.engine.outputs.drain()
         await self.engine.app.producer.flush()
 
 

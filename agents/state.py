@@ -49,7 +49,7 @@ class WriteBehindTable:
         self.table = table
         self.name: str = table.name
         # with ``outputs``: changelog records join the output batches (one producer batch
-        # per partition; the commit awaits ``outputs.flush``), encoded with the table's
+        # per partition; the commit awaits ``outputs.drain``), encoded with the table's
         # own serializers so Faust's recovery reads them as its own
         self.outputs = outputs
         self._dirty: dict[Any, tuple[int, Any]] = {}

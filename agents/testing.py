@@ -174,7 +174,8 @@ class Harness:
         self.anomalies = AnomalyMonitor(system_id="harness")
         pipeline.observers.append(self.anomalies.note_live)
         self.promo = PromoTriggers(self.engine, CampaignBook.load(_campaigns(s)),
-                                   self.table("promo-state"), self.table("promo-budget"))
+                                   WriteBehindTable(self.table("promo-state")),
+                                   WriteBehindTable(self.table("promo-budget")))
         self.models = ModelHost(s, self.engine.metrics)
         self.profiles = ProfileStore(WriteBehindTable(self.table("user-profiles")))
         self.users = UserHandler(self.engine, self.profiles, self.catalog, self.headlines,
@@ -209,6 +210,7 @@ class Harness:
         batch = records(topic, partition, values, first, keys)
         await self.handler(topic).handle_batch(SimpleNamespace(topic=topic,
                                                                partition=partition), batch)
+        await self.engine.outputs.drain()
 
     async def forward_activity(self) -> int:
         """Feed the ``user-activity`` records sent so far (not fed yet) to the user
@@ -224,6 +226,8 @@ class Harness:
         """What the before-commit hooks do: changed rooms and profiles to the changelog."""
         self.rooms.save()
         self.profiles.flush()
+        self.promo.state.flush()
+        self.promo.budget.flush()
 
     def sent(self, topic: str, decode: bool = True) -> list[Any]:
         """The values sent to ``topic`` (decoded from JSON unless ``decode`` is false;

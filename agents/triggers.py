@@ -45,6 +45,7 @@ from agents.campaigns import (
     EventFacts,
 )
 from agents.profile import UserProfile
+from agents.state import WriteBehindTable
 from config.settings import Settings
 from streams.contracts import CONSENT_EVENT, SCHEMA_VERSION
 from streams.control import ControlTopicReader
@@ -76,14 +77,15 @@ def bootstrap_of(app: Any) -> str:
 class PromoTriggers:
     """The worker side of the promo triggers (one per engine)."""
 
-    def __init__(self, engine: Engine, book: CampaignBook, state: Any, budget: Any) -> None:
+    def __init__(self, engine: Engine, book: CampaignBook, state: WriteBehindTable,
+                 budget: WriteBehindTable) -> None:
         self.engine = engine
         self.names = engine.topics
         self.book = book
         self.decider = Decider(book, engine.settings.partitions)
         self.stats = CampaignStats()
-        self.state = state      # Faust table: user -> {"v", "r": [recent triggers]}
-        self.budget = budget    # Faust table: "campaign|partition" -> spent
+        self.state = state      # write-behind table: user -> {"v", "r": [recent triggers]}
+        self.budget = budget    # write-behind table: "campaign|partition" -> spent
         self.synced = False     # the campaigns topic was read to its end at least once
         self.consent_validator = Validator(
             CONSENT_EVENT, max_bytes=engine.settings.max_event_bytes,
@@ -131,11 +133,11 @@ class PromoTriggers:
             engine.add_output(self.names.attribution, user, orjson.dumps(out))
         if decision.state is not None:
             if decision.state["r"]:
-                self.state[user] = decision.state
+                self.state.set(user, decision.state, partition)
             elif self.state.get(user) is not None:
-                del self.state[user]
+                self.state.delete(user, partition)
         for cid, total in decision.spent.items():
-            self.budget[f"{cid}|{partition}"] = round(total, 6)
+            self.budget.set(f"{cid}|{partition}", round(total, 6), partition)
 
     async def on_consent(self, message: Any, profiles: ProfileStore) -> UserProfile | None:
         """Fold one consent record into the user's profile (the user pipeline owns it);
@@ -148,7 +150,8 @@ class PromoTriggers:
         profile.set_consent(record.consent, record.ts)
         profiles.set(user, profile, message.partition)
         if not profile.consent and self.state.get(user) is not None:
-            del self.state[user]  # opted out: no trigger history kept, no attribution
+            # opted out: no trigger history kept, no attribution
+            self.state.delete(user, message.partition)
         if self.engine.redis is not None and profile.events:
             self.engine.redis.add("user", user, profile.view(profile.updated_at))
         return profile
@@ -252,8 +255,12 @@ def describe(campaign: Campaign, source: str, at_ms: int,
 def register(engine: Engine) -> PromoTriggers:
     app, settings = engine.app, engine.settings
     book = CampaignBook.load(campaigns_path(settings))
-    state = app.Table("promo-state", default=None, partitions=settings.partitions)
-    budget = app.Table("promo-budget", default=None, partitions=settings.partitions)
+    # written behind: once per user (campaign) and commit, with the outputs' batches
+    state = WriteBehindTable(app.Table("promo-state", default=None,
+                                       partitions=settings.partitions), outputs=engine.outputs)
+    budget = WriteBehindTable(app.Table("promo-budget", default=None,
+                                        partitions=settings.partitions), outputs=engine.outputs)
+    engine.hooks.before_commit.extend((state.flush, budget.flush))
     promo = PromoTriggers(engine, book, state, budget)
     promo.load(bootstrap_of(app))
 

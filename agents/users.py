@@ -198,7 +198,7 @@ class UserHandler:
         """The next owner recovers from the changelog: it must be complete, and hold
         nothing older after what it writes."""
         self.profiles.flush()
-        await self.engine.outputs.flush()
+        await self.engine.outputs.drain()
         await self.engine.app.producer.flush()
 
 

@@ -95,7 +95,7 @@ def build_worker(settings: Settings, bootstrap: str | None = None) -> Worker:
     observability.register(engine, room_handler.pipeline)  # lag, table sizes, rebalances
     # last before each commit: what the hooks above wrote (changelogs) to the producer;
     # Faust then flushes the producer and commits the offsets fixed before the hooks ran
-    hooks.before_commit.append(engine.outputs.flush)
+    hooks.before_commit.append(engine.outputs.drain)
     freeze_heap_after_recovery(app)
     if settings.clickhouse_url.strip():
         from agents import clickhouse_sink

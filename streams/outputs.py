@@ -3,8 +3,9 @@ handled input batch, instead of one ``producer.send`` per record.
 
 A handler adds every record it produces while it works through an input batch
 (:meth:`OutputBatches.add`, no await, no I/O) and awaits :meth:`OutputBatches.flush` once at
-the end. ``flush`` hands each (topic, partition) group to the aiokafka producer as one
-``BatchBuilder`` (``create_batch`` / ``send_batch``): the producer's own batching and
+the end (which hands them over in the background, see there); a commit awaits
+:meth:`OutputBatches.drain`. Each (topic, partition) group goes to the aiokafka producer as
+one ``BatchBuilder`` (``create_batch`` / ``send_batch``): the producer's own batching and
 Faust's producer wrapper cost ~17 µs per record, a batch builder ~1-2 µs. The producer's
 ``flush()`` (which Faust awaits before it commits offsets) covers these batches too, so
 offsets are never committed before the outputs of the events they cover were delivered.
@@ -17,6 +18,7 @@ which owns the transactions.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -69,7 +71,7 @@ class OutputBatches:
     ...         f = asyncio.get_event_loop().create_future(); f.set_result(None); return f
     >>> out = OutputBatches(lambda: Producer(), partition_counts={"t": 4})
     >>> out.add("t", b"k", b"v1", partition=2); out.add("t", b"k", b"v2", partition=2)
-    >>> asyncio.run(out.flush())
+    >>> asyncio.run(out.drain())
     2
     >>> sent
     [('t', 2, [(b'k', b'v1'), (b'k', b'v2')])]
@@ -86,6 +88,7 @@ class OutputBatches:
         self._pending: dict[tuple[str, int | None], list[tuple[Any, Any, Any]]] = {}
         self._partitions: dict[str, int] = dict(partition_counts or {})
         self.held = 0
+        self._handing: asyncio.Future[None] | None = None
 
     def add(self, topic: str, key: bytes | None, value: bytes | None, *,
             partition: int | None = None, headers: Sequence[Header] | None = None) -> None:
@@ -97,11 +100,36 @@ class OutputBatches:
         self.held += 1
 
     async def flush(self) -> int:
-        """Hand every held record to the producer; return how many."""
+        """Hand every held record to the producer, in the background; return how many.
+
+        Waits only for the previous flush's hand-over: the producer takes one batch per
+        partition at a time (a second waits until the first is on its way to the broker,
+        about one round trip), so awaiting each hand-over would stall the caller for a
+        round trip per partition per batch. The next input batch is handled meanwhile;
+        order per partition holds (one hand-over at a time). :meth:`drain` waits for it.
+        """
+        await self.wait()
         if not self.held:
             return 0
         pending, self._pending = self._pending, {}
         total, self.held = self.held, 0
+        self._handing = asyncio.ensure_future(self._hand_over(pending))
+        return total
+
+    async def wait(self) -> None:
+        """Wait until the last flush's records are in the producer (raises its error)."""
+        handing, self._handing = self._handing, None
+        if handing is not None:
+            await handing
+
+    async def drain(self) -> int:
+        """Flush and wait until everything is in the producer (before a commit: Faust then
+        flushes the producer and commits offsets)."""
+        total = await self.flush()
+        await self.wait()
+        return total
+
+    async def _hand_over(self, pending: dict[tuple[str, int | None], list[Any]]) -> None:
         producer = self._producer()
         if self.transactional:
             for (topic, partition), records in pending.items():
@@ -110,21 +138,24 @@ class OutputBatches:
                                               list(headers) if headers else None)
                     fut.add_done_callback(self._delivered)
                 self._count(topic, len(records))
-            return total
+            return
+        groups: list[tuple[str, int, list[Any]]] = []
         for (topic, partition), records in pending.items():
             if partition is None:
                 count = await self._partition_count(producer, topic)
-                by_partition: dict[int, list[tuple[Any, bytes, Any]]] = {}
+                by_partition: dict[int, list[Any]] = {}
                 for record in records:
                     key = record[0]
                     part = partition_for(key, count) if key else 0
                     by_partition.setdefault(part, []).append(record)
-                for part, group in by_partition.items():
-                    await self._send(producer, topic, part, group)
+                groups.extend((topic, part, group) for part, group in by_partition.items())
             else:
-                await self._send(producer, topic, partition, records)
+                groups.append((topic, partition, records))
             self._count(topic, len(records))
-        return total
+        if len(groups) == 1:
+            await self._send(producer, *groups[0])
+        else:
+            await asyncio.gather(*(self._send(producer, *group) for group in groups))
 
     async def _send(self, producer: Any, topic: str, partition: int,
                     records: list[tuple[Any, bytes, Any]]) -> None:

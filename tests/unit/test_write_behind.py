@@ -34,7 +34,7 @@ def test_one_changelog_record_per_dirty_key_at_flush_with_the_tables_serializers
     state.set("u2", {"n": 9}, 1)
     assert outputs.held == 0  # nothing before the flush
     assert state.flush() == 2
-    asyncio.run(outputs.flush())
+    asyncio.run(outputs.drain())
     sent = {(s.partition, s.key, orjson.loads(s.value)["n"]) for s in producer.sent}
     assert sent == {(2, b'"u1"', 2), (1, b'"u2"', 9)}
     assert {s.topic for s in producer.sent} == {"t-changelog"}
@@ -49,7 +49,7 @@ def test_a_deleted_key_gets_a_tombstone_after_its_earlier_writes() -> None:
     assert state.delete("u1", 0)
     state.set("u2", {"n": 2}, 0)
     state.flush()
-    asyncio.run(outputs.flush())
+    asyncio.run(outputs.drain())
     assert [(s.key, s.value and orjson.loads(s.value)) for s in producer.sent] == [
         (b'"u1"', {"n": 1}), (b'"u1"', None), (b'"u2"', {"n": 2})]
 
@@ -61,6 +61,6 @@ def test_live_profile_objects_are_written_as_their_dict() -> None:
     profile = UserProfile("u1")
     state.set("u1", profile, 0)
     state.flush()
-    asyncio.run(outputs.flush())
+    asyncio.run(outputs.drain())
     restored = UserProfile.from_dict(orjson.loads(producer.sent[0].value))
     assert restored.to_dict() == profile.to_dict()
