@@ -95,7 +95,8 @@ class EngineMetrics:
             "forked child: the event loop waits only for the fork).",
             buckets=LATENCY_BUCKETS, registry=r)
         self.processing = Histogram(
-            "livepulse_agent_processing_seconds", "Time to process one input event.",
+            "livepulse_agent_processing_seconds", "Time to process one input event (batched "
+            "pipelines: each handled batch's time per event, observed once per batch).",
             ["agent"], buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
                                 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0), registry=r)
         self.gmv = Counter(
