@@ -208,11 +208,13 @@ def test_caps_are_respected_on_a_long_stream() -> None:
     assert stats["longest_postings"] <= 2 * 8
     assert stats["longest_covisit_row"] <= 6 + 3
     assert stats["mf_users"] <= 10 and stats["mf_items"] <= 80
-    assert len(model._session_by_number) == 50
-    # the inverted index only points at live sessions that hold the item
-    live = model._session_by_number
-    for item_id, item in model._items.items():
-        assert all(item_id in live[number].items for number in item.postings)
+    # the inverted index only points at live sessions (by row) that hold the item
+    live = {session.slot: session for session in model._sessions.values()}
+    assert len(live) == 50 and len(model._session_weight) <= 50
+    for slot in model._items.values():
+        for number in model._postings[slot] or ():
+            session = live[number]
+            assert slot in model._session_items[number, :session.length].tolist()
 
 
 def test_same_seed_same_rankings_and_pickle_round_trip_is_identical() -> None:
@@ -246,7 +248,7 @@ def test_reasons_are_known_codes_and_bounded() -> None:
     assert [r["score"] for r in ranking] == sorted((r["score"] for r in ranking), reverse=True)
     for r in ranking:
         assert 1 <= len(r["reasons"]) <= 3 and set(r["reasons"]) <= set(COMPONENTS)
-    assert model.model_version == "hybrid-1"
+    assert model.model_version == "hybrid-2"
 
 
 def test_unknown_weight_names_are_refused() -> None:
