@@ -116,6 +116,11 @@ MF_KINDS = frozenset(("add_to_cart", "purchase"))
 """Kinds the MF always learns from (other kinds are sampled with ``mf_click_rate``)."""
 
 MAX_REASONS = 3
+_BITS = 1 << np.arange(len(COMPONENTS))
+# the components (indices) in every bit mask of qualifying reasons
+_MASK_REASONS = [tuple(c for c in range(len(COMPONENTS)) if mask >> c & 1)
+                 for mask in range(1 << len(COMPONENTS))]
+_MASK_NAMES = [tuple(COMPONENTS[c] for c in reasons) for reasons in _MASK_REASONS]
 _LN2 = math.log(2.0)
 _RESCALE_EXPONENT = 50.0   # forward-decay landmarks move once boosts reach e**50
 
@@ -514,7 +519,7 @@ class HybridRecommender:
         self._popular = np.zeros(1)
         self._trending = np.zeros(1)
         self._covisit_total = np.zeros(1)
-        self._in_stock = np.ones(1, dtype=bool)
+        self._in_stock = np.zeros(1, dtype=bool)   # slot 0 (padding) is never allowed
         self._category = np.full(1, -1, dtype=np.int32)   # code, -1 = unknown
         self._brand = np.full(1, -1, dtype=np.int32)
         self._item_mark = np.zeros(1, dtype=np.intp)       # scratch for de-duplication
@@ -880,19 +885,29 @@ class HybridRecommender:
         else:
             prefix = []
         weights = self.weights
-        limit = self.candidates_per_component
-        # each component: (item slots, values); the candidate set is their union
-        parts: list[tuple[int, Any, Any]] = []
+        # every component adds (item slots, values) entries; one pass sums them per
+        # (item, component): the candidate set is every item that got an entry
+        slots: list[Any] = []
+        values: list[Any] = []
+        lengths: list[int] = []
+        components: list[int] = []
+
+        def add(component: int, part_slots: Any, part_values: Any) -> None:
+            slots.append(part_slots)
+            values.append(part_values)
+            lengths.append(len(part_slots))
+            components.append(component)
+
         if prefix and weights["session_knn"] > 0:
-            knn = self._knn_scores(prefix, session.slot)  # type: ignore[union-attr]
+            knn = self._knn_votes(prefix, session.slot)  # type: ignore[union-attr]
             if knn is not None:
-                parts.append((0, *knn))
+                add(0, *knn)
         if prefix and weights["covisit"] > 0:
-            covisit = self._covisit_scores(prefix, limit)
+            covisit = self._covisit_entries(prefix)
             if covisit is not None:
-                parts.append((1, *covisit))
+                add(1, *covisit)
         if prefix and weights["recent"] > 0:
-            parts.append((2, *self._recent_scores(prefix)))
+            add(2, *self._recent_scores(prefix))
         unknown_room: list[str] = []
         if weights["room"] > 0 and x.get("room_items"):
             room = []
@@ -903,75 +918,75 @@ class HybridRecommender:
                 else:
                     room.append(slot)
             if room:
-                parts.append((7, room, 1.0))
+                add(7, room, [1.0] * len(room))
         content = None
-        if weights["content"] > 0:
+        if weights["content"] > 0 and (self._codes["category"] or self._codes["brand"]):
             content = self._content_profile(prefix, x.get("affinity"))
             if content is not None:
                 extra = self._content_candidates(content[0])
                 if extra:
-                    parts.append((3, extra, 0.0))
-
-        found = 0
-        for part in parts:
-            found += len(part[1])
-        # popular items fill short lists (alone they serve cold start); they still score
-        # every candidate below
+                    add(3, extra, [0.0] * len(extra))
+        # the most trending and popular items are always candidates: they fill short lists
+        # (alone they serve cold start); popularity still scores every candidate below
         for top in (self._trending_top, self._popular_top):
-            if found < 2 * k:
-                filler = [slot for slot, _ in top.top(k)]
-                parts.append((-1, filler, 0.0))
-                found += len(filler)
+            filler = [slot for slot, _ in top.top(k)]
+            if filler:
+                add(5, filler, [0.0] * len(filler))
+        found = sum(lengths)
         banned = self._banned(session, user_id, x.get("exclude"))
         unknown_room = [item_id for item_id in unknown_room if item_id not in banned]
-        if not parts:
+        if not found:
             return self._unknown_only(unknown_room, k)
 
-        # candidates: the union of every part, de-duplicated with a scratch mark array
-        flat = np.concatenate([np.asarray(slots, dtype=np.intp) for _, slots, _ in parts])
+        flat = np.concatenate(slots, dtype=np.intp, casting="same_kind")
         n = len(flat)
         order = self._positions(n)
         mark = self._item_mark
         mark[flat] = order
-        first = mark[flat] == order
+        where = mark[flat]
+        first = np.flatnonzero(where == order)
         candidates = flat[first]
-        m = len(candidates)
-        mark[candidates] = order[:m]   # slot -> column
-        matrix = np.zeros((len(COMPONENTS), m))
-        start = 0
-        for component, slots, values in parts:
-            stop = start + len(slots)
-            if component >= 0 and not (isinstance(values, float) and values == 0.0):
-                matrix[component, mark[flat[start:stop]]] = values
-            start = stop
-        popularity = self._popular_top.best
-        trending = self._trending_top.best
-        if trending > 0:
-            matrix[4] = self._trending[candidates] / trending
-        if popularity > 0:
-            matrix[5] = self._popular[candidates] / popularity
-        allowed = self._in_stock[candidates] & (candidates > 0)
-        for item_id in banned:
-            slot = self._items.get(item_id)
-            if slot is not None and slot < len(mark):
-                column = mark[slot]
-                if column < m and candidates[column] == slot:
-                    allowed[column] = False
+        width = len(COMPONENTS)
+        cell = where * width + np.repeat(components, lengths)
+        matrix = np.bincount(cell, np.concatenate(values), minlength=n * width)
+        matrix = matrix.reshape(n, width)[first]
+        # session-kNN votes and co-visitation shares are divided by the best candidate's,
+        # popularity by the best item's: folded into this call's weights
+        weight = self._weight_vector.copy()
+        peak = matrix[:, :2].max(axis=0).tolist()
+        for column in (0, 1):
+            if peak[column] > 0:
+                weight[column] /= peak[column]
+        trending, popularity = self._trending_top.best, self._popular_top.best
+        matrix[:, 4] = self._trending[candidates]
+        matrix[:, 5] = self._popular[candidates]
+        weight[4] = weight[4] / trending if trending > 0 else 0.0
+        weight[5] = weight[5] / popularity if popularity > 0 else 0.0
+        allowed = self._in_stock[candidates]
+        if banned:
+            m = len(candidates)
+            mark[candidates] = order[:m]   # slot -> row
+            for item_id in banned:
+                slot = self._items.get(item_id)
+                if slot is not None:
+                    row = mark[slot]
+                    if row < m and candidates[row] == slot:
+                        allowed[row] = False
         if content is not None:
-            matrix[3] = self._content_scores(candidates, allowed, *content)
+            matrix[:, 3] = self._content_scores(candidates, allowed, *content)
         if user_id and weights["mf"] > 0 and str(user_id) in self._mf.u_latents:
-            matrix[6] = self._mf.scores(str(user_id), candidates)
-        contributions = matrix * self._weight_column
-        scores = contributions.sum(axis=0)
-        scores[~allowed] = -np.inf
-        n_allowed = int(allowed.sum())
+            matrix[:, 6] = self._mf.scores(str(user_id), candidates)
+        scores = np.where(allowed, matrix @ weight, -np.inf)
+        n_allowed = int(np.count_nonzero(allowed))
         if n_allowed == 0:
             return self._unknown_only(unknown_room, k)
-        best = np.argpartition(-scores, k - 1)[:k] if m > k else self._positions(m)
         # largest score first, ties by slot (first-seen order): the same order everywhere
-        best = best[np.lexsort((candidates[best], -scores[best]))]
-        best = best[: min(k, n_allowed)]
-        return self._results(candidates[best], scores[best], contributions[:, best],
+        if len(scores) > k:
+            best = np.argpartition(scores, -k)[-k:]
+            best = best[np.lexsort((candidates[best], -scores[best]))][: min(k, n_allowed)]
+        else:
+            best = np.lexsort((candidates, -scores))[: min(k, n_allowed)]
+        return self._results(candidates[best], scores[best], matrix[best] * weight,
                              unknown_room, k)
 
     def rank_many(self, queries: Iterable[Mapping[str, Any]], k: int = 20,
@@ -993,7 +1008,7 @@ class HybridRecommender:
     @weights.setter
     def weights(self, value: Mapping[str, float]) -> None:
         self._weights = {**DEFAULT_WEIGHTS, **value}
-        self._weight_column = np.array([self._weights[name] for name in COMPONENTS])[:, None]
+        self._weight_vector = np.array([self._weights[name] for name in COMPONENTS])
 
     def _positions(self, n: int) -> np.ndarray:
         if n > len(self._arange):
@@ -1002,17 +1017,28 @@ class HybridRecommender:
 
     def _results(self, slots: np.ndarray, scores: np.ndarray, contributions: np.ndarray,
                  unknown_room: list[str], k: int) -> list[dict[str, Any]]:
-        """Result dicts with reasons, built only for the returned items."""
-        names = COMPONENTS
+        """Result dicts with reasons, built only for the returned items.
+
+        A reason is a component whose contribution is positive and over a tenth of the
+        score (the three largest, largest first); which components qualify is one bit mask
+        per item, so only items with several reasons need a (tiny) sort.
+        """
+        # scores are sums of non-negative contributions: "> a tenth" also means "> 0"
+        masks = ((contributions > 0.1 * scores[:, None]) @ _BITS).tolist()
         ids = self._item_ids
-        top3 = np.argsort(-contributions, axis=0, kind="stable")[:MAX_REASONS].T.tolist()
-        values = contributions.T.tolist()
-        out = []
-        for slot, score, order, row in zip(slots.tolist(), scores.tolist(), top3, values,
-                                           strict=True):
-            floor = 0.1 * score
-            reasons = [names[c] for c in order if row[c] > 0 and row[c] >= floor]
-            out.append({"item_id": ids[slot], "score": round(score, 6), "reasons": reasons})
+        rounded = (np.rint(scores * 1e6) / 1e6).tolist()   # round(score, 6), vectorised
+        out = [{"item_id": ids[slot], "score": score, "reasons": _MASK_NAMES[mask]}
+               for slot, score, mask in zip(slots.tolist(), rounded, masks, strict=True)]
+        rows = None
+        for n, mask in enumerate(masks):
+            reasons = _MASK_REASONS[mask]
+            if len(reasons) > 1:   # largest contribution first, at most three
+                if rows is None:
+                    rows = contributions.tolist()
+                reasons = sorted(reasons, key=rows[n].__getitem__, reverse=True)[:MAX_REASONS]
+                out[n]["reasons"] = [COMPONENTS[c] for c in reasons]
+            else:
+                out[n]["reasons"] = list(out[n]["reasons"])
         if unknown_room:
             bonus = round(self.weights["room"], 6)
             out.extend({"item_id": item_id, "score": bonus, "reasons": ["room"]}
@@ -1035,8 +1061,8 @@ class HybridRecommender:
             banned.update(self._users.get(str(user_id), ()))
         return banned
 
-    def _knn_scores(self, prefix: list[int], own: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """Session-kNN votes: (item slots, score / best score) of the best candidates."""
+    def _knn_votes(self, prefix: list[int], own: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Session-kNN votes: (item slot, vote) of every neighbour's item in the window."""
         # weight of each current item: its most recent position wins
         current: dict[int, float] = {}
         decay = self.position_decay
@@ -1085,9 +1111,8 @@ class HybridRecommender:
         position = (rows == anchor[:, None]).argmax(axis=1)
         votes = (self._vote_table[position] * similarity[:, None]).ravel()
         voted = rows.ravel()
-        keep = np.flatnonzero((votes > 0) & (voted > 0))   # inside the window, not padding
-        slots, totals = self._sum_by_slot(voted[keep], votes[keep])
-        return self._top_normalised(slots, totals, self.candidates_per_component)
+        keep = votes > 0   # inside the window (padding votes for slot 0: never allowed)
+        return voted[keep], votes[keep]
 
     @staticmethod
     def _top_normalised(slots: np.ndarray, values: np.ndarray, limit: int,
@@ -1112,9 +1137,8 @@ class HybridRecommender:
             weight *= self.recent_decay
         return list(scores), list(scores.values())
 
-    def _covisit_scores(self, prefix: list[int], limit: int,
-                        ) -> tuple[np.ndarray, np.ndarray] | None:
-        """Co-visitation shares summed over the last items: (slots, score / best score)."""
+    def _covisit_entries(self, prefix: list[int]) -> tuple[np.ndarray, np.ndarray] | None:
+        """Co-visitation shares of the last items' rows: (next-item slots, share x weight)."""
         targets, weights, lengths, scales = [], [], [], []
         weight = 1.0
         rows, totals = self._covisit, self._covisit_total
@@ -1132,10 +1156,7 @@ class HybridRecommender:
             return None
         slots = np.frombuffer(b"".join(targets), dtype=np.int32)
         values = np.frombuffer(b"".join(weights), dtype=np.float64)
-        if len(lengths) > 1:
-            values = values * np.repeat(scales, lengths)
-            slots, values = self._sum_by_slot(slots, values)
-        return self._top_normalised(slots, values, limit)
+        return slots, values * np.repeat(scales, lengths)
 
     def _sum_by_slot(self, slots: np.ndarray, values: np.ndarray,
                      ) -> tuple[np.ndarray, np.ndarray]:
