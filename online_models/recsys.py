@@ -116,11 +116,10 @@ MF_KINDS = frozenset(("add_to_cart", "purchase"))
 """Kinds the MF always learns from (other kinds are sampled with ``mf_click_rate``)."""
 
 MAX_REASONS = 3
-_BITS = 1 << np.arange(len(COMPONENTS))
-# the components (indices) in every bit mask of qualifying reasons
-_MASK_REASONS = [tuple(c for c in range(len(COMPONENTS)) if mask >> c & 1)
-                 for mask in range(1 << len(COMPONENTS))]
-_MASK_NAMES = [tuple(COMPONENTS[c] for c in reasons) for reasons in _MASK_REASONS]
+_DIGITS = np.array([81, 9, 1])
+# the reason names of every code 81 a + 9 b + c (component indices a, b, c; 8 = none)
+_REASONS = [tuple(COMPONENTS[i] for i in (code // 81, code // 9 % 9, code % 9) if i < 8)
+            for code in range(9 ** 3)]
 _LN2 = math.log(2.0)
 _RESCALE_EXPONENT = 50.0   # forward-decay landmarks move once boosts reach e**50
 
@@ -1019,26 +1018,21 @@ class HybridRecommender:
                  unknown_room: list[str], k: int) -> list[dict[str, Any]]:
         """Result dicts with reasons, built only for the returned items.
 
-        A reason is a component whose contribution is positive and over a tenth of the
-        score (the three largest, largest first); which components qualify is one bit mask
-        per item, so only items with several reasons need a (tiny) sort.
+        A reason is one of the three largest contributions, largest first, if it is over a
+        tenth of the score.
         """
-        # scores are sums of non-negative contributions: "> a tenth" also means "> 0"
-        masks = ((contributions > 0.1 * scores[:, None]) @ _BITS).tolist()
+        # the three largest contributions; a reason if over a tenth of the score (scores are
+        # sums of non-negative contributions, so that also means positive); the ordered
+        # reasons of an item are coded as base-9 digits (8 = none) and looked up
+        n = len(slots)
+        order = np.argsort(-contributions, axis=1, kind="stable")[:, :MAX_REASONS]
+        rows = self._positions(n)[:, None]
+        order[contributions[rows, order] <= 0.1 * scores[:, None]] = len(COMPONENTS)
+        codes = (order @ _DIGITS).tolist()
         ids = self._item_ids
         rounded = (np.rint(scores * 1e6) / 1e6).tolist()   # round(score, 6), vectorised
-        out = [{"item_id": ids[slot], "score": score, "reasons": _MASK_NAMES[mask]}
-               for slot, score, mask in zip(slots.tolist(), rounded, masks, strict=True)]
-        rows = None
-        for n, mask in enumerate(masks):
-            reasons = _MASK_REASONS[mask]
-            if len(reasons) > 1:   # largest contribution first, at most three
-                if rows is None:
-                    rows = contributions.tolist()
-                reasons = sorted(reasons, key=rows[n].__getitem__, reverse=True)[:MAX_REASONS]
-                out[n]["reasons"] = [COMPONENTS[c] for c in reasons]
-            else:
-                out[n]["reasons"] = list(out[n]["reasons"])
+        out = [{"item_id": ids[slot], "score": score, "reasons": list(_REASONS[code])}
+               for slot, score, code in zip(slots.tolist(), rounded, codes, strict=True)]
         if unknown_room:
             bonus = round(self.weights["room"], 6)
             out.extend({"item_id": item_id, "score": bonus, "reasons": ["room"]}
