@@ -1,4 +1,4 @@
-"""Next-item recommendations for live commerce, learned click by click (River style, pure Python).
+"""Next-item recommendations for live commerce, learned click by click (River style, numpy).
 
 :class:`HybridRecommender` blends eight scorers over a bounded candidate set:
 
@@ -27,19 +27,21 @@
     (``popular_half_life_s``) half-life; carts and purchases count more than views. They score
     every candidate, and alone serve cold start (unknown session and user, new items).
 ``mf``
-    A River :class:`river.reco.BiasedMF` for the long-term taste of *known* users. To keep it
-    cheap it learns only from events with a ``user_id``: every ``add_to_cart``/``purchase``
+    A biased matrix factorisation (SGD, :class:`_MatrixFactorization`; item factors are rows
+    of one numpy matrix) for the long-term taste of *known* users. To keep it cheap it learns
+    only from events with a ``user_id``: every ``add_to_cart``/``purchase``
     and a seeded sample (``mf_click_rate``, default 10 %) of other clicks, each positive
     (y = 1) paired with one negative (y = 0) drawn from the popular items. At ranking time it
-    only re-scores the candidates the other scorers produced (never the whole catalog), as
-    the predicted lift over the average interaction.
+    only re-scores the candidates the other scorers produced (never the whole catalog, one
+    matrix-vector product), as the predicted lift over the average interaction.
 ``room``
     In a live room the caller passes the room's product list (``room_items``); those items
     become candidates (even if the model never saw them) and get this bonus.
 
-The kNN and co-visitation scores keep their ``candidates_per_component`` best items and are
-divided by their maximum; every scorer lies in ``[0, 1]``. The blend is the weighted sum with
-:data:`DEFAULT_WEIGHTS`::
+Every item that gets a kNN vote, a co-visitation share, a recent/room/content entry, or is
+among the ``k`` most trending or popular items is a candidate; the kNN and co-visitation
+scores are divided by their maximum over the candidates, so every scorer lies in ``[0, 1]``.
+The blend is the weighted sum with :data:`DEFAULT_WEIGHTS`::
 
     session_knn 1.0   recent 1.5   covisit 0.2   trending 0.01   popular 0.005
     content 0.2       mf 0.1       room 0.5
@@ -60,13 +62,24 @@ out-of-stock items (``set_item(..., in_stock=False)``) and the caller's ``exclud
 never returned. Items already viewed in the session may be returned (see ``recent``); pass
 them in ``exclude`` (or set the ``recent`` weight to 0) to suppress them.
 
+How it stays cheap (``hybrid-2``): items and sessions are integer *slots* internally (one
+dict look-up from the id string at the edge); per-item counts, catalog codes, session rows
+(``max_session_len`` item slots each) and MF item factors are numpy arrays indexed by slot,
+postings and co-visitation rows are compact ``array`` buffers read by numpy without copying.
+A ranking is a fixed number of vectorised steps: the neighbours' similarities are summed
+with one ``bincount``, the best ``k_neighbours`` picked by ``argpartition``, their votes read
+from a (position x position) vote table, and all components' entries summed per (item,
+component) by one more ``bincount``; only the returned ``k`` items get result dicts and
+reasons. Duplicates are merged with a scratch "mark" array rather than by sorting.
+
 Memory is bounded by caps with least-recently-used eviction: ``max_sessions``, ``max_items``
 (item state: counts, co-visitation row, inverted-index postings, catalog facts, MF factors),
 ``max_users`` (purchase filter and MF factors), ``max_session_len`` (items kept per session),
 ``max_postings_per_item``, ``max_covisit_per_item``. Decays use event time (``ts`` in ms),
 never the wall clock, so a model is deterministic given its ``seed`` and input order, ties are
-broken by item id, and every attribute is plain data or a River object, so the model pickles
-(no lambdas or closures).
+broken by item slot (first-seen order), and every attribute is plain data or numpy arrays, so
+the model pickles (no lambdas or closures). An evicted item's slot is reused; co-visitation
+rows of other items that still name it (old, decayed weights) then count for the newcomer.
 
 >>> model = HybridRecommender(seed=1)
 >>> for n in range(30):
@@ -410,8 +423,8 @@ class HybridRecommender:
     trending_half_life_s, popular_half_life_s
         Half-lives of the trending and popularity counts.
     candidates_per_component, top_list_size
-        Best items kept from the kNN and co-visitation scores; size of the popularity lists
-        (overall, trending, and half of it per category).
+        Content candidates (a fifth of it from each of the three preferred categories); size
+        of the popularity lists (overall, trending, and half of it per category).
     mf_factors, mf_click_rate, mf_learning_rate
         MF size, share of non-cart clicks it learns from, SGD step.
     max_sessions, max_items, max_users
@@ -864,8 +877,9 @@ class HybridRecommender:
     def rank(self, x: Mapping[str, Any], k: int = 20) -> list[dict[str, Any]]:
         """Top-``k`` items for a session/user context, best first.
 
-        ``x`` keys (all optional): ``session_id``, ``user_id``, ``ts`` (ms; default: the
-        latest event time seen), ``room_items`` (the live room's products), ``exclude``,
+        ``x`` keys (all optional): ``session_id``, ``user_id``, ``ts`` (accepted, unused: the
+        neighbour recency decay is stored forward-decayed, so it ranks the same at any
+        time), ``room_items`` (the live room's products), ``exclude``,
         ``affinity`` ({category: score}), ``personal`` (False: no user-level signal, not
         even the user a session was learned with). Each result is
         ``{"item_id", "score", "reasons"}`` with up to three reason codes from
