@@ -1122,19 +1122,6 @@ class HybridRecommender:
         keep = votes > 0   # inside the window (padding votes for slot 0: never allowed)
         return voted[keep], votes[keep]
 
-    @staticmethod
-    def _top_normalised(slots: np.ndarray, values: np.ndarray, limit: int,
-                        ) -> tuple[np.ndarray, np.ndarray] | None:
-        """The ``limit`` largest positive values (with their slots), divided by the largest."""
-        if len(values) > limit:
-            best = np.argpartition(values, -limit)[-limit:]
-            slots, values = slots[best], values[best]
-        positive = values > 0
-        if not positive.any():
-            return None
-        slots, values = slots[positive], values[positive]
-        return slots, values / values.max()
-
     def _recent_scores(self, prefix: list[int]) -> tuple[list[int], list[float]]:
         """The session's own items: 1 for the last one, ``recent_decay ** d`` d clicks back."""
         scores: dict[int, float] = {}
@@ -1165,16 +1152,6 @@ class HybridRecommender:
         slots = np.frombuffer(b"".join(targets), dtype=np.int32)
         values = np.frombuffer(b"".join(weights), dtype=np.float64)
         return slots, values * np.repeat(scales, lengths)
-
-    def _sum_by_slot(self, slots: np.ndarray, values: np.ndarray,
-                     ) -> tuple[np.ndarray, np.ndarray]:
-        """(distinct slots, summed values), without sorting (a scratch mark array)."""
-        order = self._positions(len(slots))
-        mark = self._item_mark
-        mark[slots] = order
-        where = mark[slots]
-        first = np.flatnonzero(where == order)
-        return slots[first], np.bincount(where, values, minlength=len(slots))[first]
 
     def _content_profile(self, prefix: list[int], affinity: Mapping[str, float] | None,
                          ) -> tuple[dict[int, float], dict[int, float]] | None:
@@ -1273,24 +1250,8 @@ class HybridRecommender:
         }
 
 
-def _share(values: dict[str, float]) -> None:
+def _share(values: dict[Any, float]) -> None:
     total = sum(values.values())
     if total > 0:
         for key in values:
             values[key] /= total
-
-
-def _normalised(values: dict[str, float]) -> dict[str, float]:
-    if not values:
-        return values
-    best = max(values.values())
-    if best <= 0:
-        return {}
-    return {key: value / best for key, value in values.items()}
-
-
-def _top_normalised(values: dict[str, float], limit: int) -> dict[str, float]:
-    """The ``limit`` largest values, divided by the largest."""
-    if len(values) > limit:
-        values = dict(_largest(values.items(), limit))
-    return _normalised(values)
