@@ -555,6 +555,15 @@ class HybridRecommender:
         self._last_ts = 0
         self.events_learned = 0
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_state_format": self.model_version}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        found = state.pop("_state_format", None)
+        if found != self.model_version:   # e.g. a hybrid-1 snapshot (string-keyed state)
+            raise ValueError(f"recommender state {found!r} is not {self.model_version!r}")
+        self.__dict__.update(state)
+
     # ------------------------------------------------------------------ catalog
 
     def set_item(self, item_id: str, category: str | None = None, brand: str | None = None,

@@ -239,6 +239,16 @@ def test_same_seed_same_rankings_and_pickle_round_trip_is_identical() -> None:
     assert restored.stats() == first.stats()
 
 
+def test_a_snapshot_of_another_state_format_is_refused() -> None:
+    model = HybridRecommender(seed=1)
+    model.learn_one(click("s", "a", 1))
+    state = model.__getstate__()
+    state["_state_format"] = "hybrid-1"
+    with pytest.raises(ValueError, match="hybrid-1"):
+        HybridRecommender.__new__(HybridRecommender).__setstate__(state)
+    assert pickle.loads(pickle.dumps(model)).stats() == model.stats()
+
+
 def test_reasons_are_known_codes_and_bounded() -> None:
     model = HybridRecommender(seed=2)
     for event in random_stream(seed=2, events=2_000):
