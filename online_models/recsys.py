@@ -184,7 +184,7 @@ class _TopList:
     out can come back when it overtakes the threshold.
     """
 
-    __slots__ = ("best", "cache", "entries", "size", "stale_after", "threshold")
+    __slots__ = ("best", "cache", "entries", "keys", "size", "stale_after", "threshold")
 
     def __init__(self, size: int, stale_after: int = 64) -> None:
         self.size = size
@@ -194,7 +194,8 @@ class _TopList:
         # (n, offers left before it is recomputed, the top-n): a ranking changes slowly, so
         # :meth:`top` re-sorts at most every ``stale_after`` offers
         self.stale_after = stale_after
-        self.cache: tuple[int, int, list[tuple[str, float]]] = (0, 0, [])
+        self.cache: tuple[int, int, list[tuple[Any, float]]] = (0, 0, [])
+        self.keys: list[Any] = []   # the keys of the cached top-n
 
     def offer(self, item: str, value: float) -> None:
         n, left, top = self.cache
@@ -220,20 +221,27 @@ class _TopList:
         self.best *= factor
         self.cache = (0, 0, [])
 
-    def top(self, n: int) -> list[tuple[str, float]]:
+    def top(self, n: int) -> list[tuple[Any, float]]:
         """The ``n`` largest entries (possibly up to ``stale_after`` offers old)."""
         cached_n, left, top = self.cache
         if cached_n != n or not left:
             top = _largest(self.entries.items(), n)
             self.cache = (n, self.stale_after, top)
+            self.keys = [key for key, _ in top]
         return top
 
+    def top_keys(self, n: int) -> list[Any]:
+        """The keys of :meth:`top` (the same list object while the cache lasts: read only)."""
+        self.top(n)
+        return self.keys
+
     def __getstate__(self) -> tuple[Any, ...]:
-        return self.size, self.entries, self.threshold, self.best, self.stale_after, self.cache
+        return (self.size, self.entries, self.threshold, self.best, self.stale_after,
+                self.cache, self.keys)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         (self.size, self.entries, self.threshold, self.best, self.stale_after,
-         self.cache) = state
+         self.cache, self.keys) = state
 
 
 _VALUE = operator.itemgetter(1)
@@ -951,7 +959,7 @@ class HybridRecommender:
         # the most trending and popular items are always candidates: they fill short lists
         # (alone they serve cold start); popularity still scores every candidate below
         for top in (self._trending_top, self._popular_top):
-            filler = [slot for slot, _ in top.top(k)]
+            filler = top.top_keys(k)
             if filler:
                 add(5, filler, [0.0] * len(filler))
         found = sum(lengths)
@@ -1170,10 +1178,9 @@ class HybridRecommender:
         if prefix:
             recent = prefix[-self.knn_prefix:]
             weight = 1.0
-            for slot, category, brand in zip(
-                    reversed(recent), self._category[recent][::-1].tolist(),
-                    self._brand[recent][::-1].tolist(), strict=True):
-                del slot
+            category_of, brand_of = self._category, self._brand
+            for slot in reversed(recent):
+                category, brand = int(category_of[slot]), int(brand_of[slot])
                 if category >= 0:
                     categories[category] = categories.get(category, 0.0) + weight
                 if brand >= 0:
@@ -1199,7 +1206,7 @@ class HybridRecommender:
         for category, _ in _largest(categories.items(), 3):
             top = self._category_top.get(category)
             if top is not None:
-                out.update(dict.fromkeys(slot for slot, _ in top.top(per_category)))
+                out.update(dict.fromkeys(top.top_keys(per_category)))
         return list(out)
 
     def _content_scores(self, candidates: np.ndarray, allowed: np.ndarray,
