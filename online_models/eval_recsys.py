@@ -43,9 +43,9 @@ Printed measures (the last stdout line is one JSON object)
     (``|S_i & S_j| / sqrt(|S_i| |S_j|)``): 0 for items always viewed together, 1 for items
     never viewed in the same session. Measured on up to ``--ild-lists`` lists spread evenly
     over the stream.
-``events_per_s`` / ``p99_ms``
-    Test events per second of model time (rank + learn), and the 99th percentile of one
-    ``rank`` call in milliseconds.
+``events_per_s`` / ``p99_ms`` / ``p50_ms`` / ``rank_us_mean``
+    Test events per second of model time (rank + learn); the 99th and 50th percentiles of one
+    ``rank`` call in milliseconds, and its mean in microseconds (wall clock).
 
 Baselines (``--model``): ``covisit`` is plain last-item co-occurrence (count of "b clicked right
 after a", no decay); ``sknn`` is a plain session-kNN (the last 10 session items weigh the same,
@@ -338,6 +338,7 @@ def evaluate(model: HybridRecommender, train: list[Event], test: list[Event], *,
         "events_per_s": round(len(test) / model_s) if model_s else 0,
         "p99_ms": round(percentile(rank_ms, 0.99), 3),
         "p50_ms": round(percentile(rank_ms, 0.50), 3),
+        "rank_us_mean": round(1000 * sum(rank_ms) / len(rank_ms), 1) if rank_ms else 0.0,
         "model": "",
         "model_version": model.model_version,
         "train_events": len(train),

@@ -1,4 +1,4 @@
-"""Next-item recommendations for live commerce, learned click by click (River style, pure Python).
+"""Next-item recommendations for live commerce, learned click by click (River style, numpy).
 
 :class:`HybridRecommender` blends eight scorers over a bounded candidate set:
 
@@ -27,19 +27,21 @@
     (``popular_half_life_s``) half-life; carts and purchases count more than views. They score
     every candidate, and alone serve cold start (unknown session and user, new items).
 ``mf``
-    A River :class:`river.reco.BiasedMF` for the long-term taste of *known* users. To keep it
-    cheap it learns only from events with a ``user_id``: every ``add_to_cart``/``purchase``
+    A biased matrix factorisation (SGD, :class:`_MatrixFactorization`; item factors are rows
+    of one numpy matrix) for the long-term taste of *known* users. To keep it cheap it learns
+    only from events with a ``user_id``: every ``add_to_cart``/``purchase``
     and a seeded sample (``mf_click_rate``, default 10 %) of other clicks, each positive
     (y = 1) paired with one negative (y = 0) drawn from the popular items. At ranking time it
-    only re-scores the candidates the other scorers produced (never the whole catalog), as
-    the predicted lift over the average interaction.
+    only re-scores the candidates the other scorers produced (never the whole catalog, one
+    matrix-vector product), as the predicted lift over the average interaction.
 ``room``
     In a live room the caller passes the room's product list (``room_items``); those items
     become candidates (even if the model never saw them) and get this bonus.
 
-The kNN and co-visitation scores keep their ``candidates_per_component`` best items and are
-divided by their maximum; every scorer lies in ``[0, 1]``. The blend is the weighted sum with
-:data:`DEFAULT_WEIGHTS`::
+Every item that gets a kNN vote, a co-visitation share, a recent/room/content entry, or is
+among the ``k`` most trending or popular items is a candidate; the kNN and co-visitation
+scores are divided by their maximum over the candidates, so every scorer lies in ``[0, 1]``.
+The blend is the weighted sum with :data:`DEFAULT_WEIGHTS`::
 
     session_knn 1.0   recent 1.5   covisit 0.2   trending 0.01   popular 0.005
     content 0.2       mf 0.1       room 0.5
@@ -60,13 +62,24 @@ out-of-stock items (``set_item(..., in_stock=False)``) and the caller's ``exclud
 never returned. Items already viewed in the session may be returned (see ``recent``); pass
 them in ``exclude`` (or set the ``recent`` weight to 0) to suppress them.
 
+How it stays cheap (``hybrid-2``): items and sessions are integer *slots* internally (one
+dict look-up from the id string at the edge); per-item counts, catalog codes, session rows
+(``max_session_len`` item slots each) and MF item factors are numpy arrays indexed by slot,
+postings and co-visitation rows are compact ``array`` buffers read by numpy without copying.
+A ranking is a fixed number of vectorised steps: the neighbours' similarities are summed
+with one ``bincount``, the best ``k_neighbours`` picked by ``argpartition``, their votes read
+from a (position x position) vote table, and all components' entries summed per (item,
+component) by one more ``bincount``; only the returned ``k`` items get result dicts and
+reasons. Duplicates are merged with a scratch "mark" array rather than by sorting.
+
 Memory is bounded by caps with least-recently-used eviction: ``max_sessions``, ``max_items``
 (item state: counts, co-visitation row, inverted-index postings, catalog facts, MF factors),
 ``max_users`` (purchase filter and MF factors), ``max_session_len`` (items kept per session),
 ``max_postings_per_item``, ``max_covisit_per_item``. Decays use event time (``ts`` in ms),
 never the wall clock, so a model is deterministic given its ``seed`` and input order, ties are
-broken by item id, and every attribute is plain data or a River object, so the model pickles
-(no lambdas or closures).
+broken by item slot (first-seen order), and every attribute is plain data or numpy arrays, so
+the model pickles (no lambdas or closures). An evicted item's slot is reused; co-visitation
+rows of other items that still name it (old, decayed weights) then count for the newcomer.
 
 >>> model = HybridRecommender(seed=1)
 >>> for n in range(30):
@@ -86,13 +99,12 @@ import contextlib
 import math
 import operator
 import random
-import sys
-from collections import OrderedDict, defaultdict
+from array import array
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
-from river import optim, reco
 
 COMPONENTS = ("session_knn", "covisit", "recent", "content", "trending", "popular", "mf",
               "room")
@@ -117,6 +129,10 @@ MF_KINDS = frozenset(("add_to_cart", "purchase"))
 """Kinds the MF always learns from (other kinds are sampled with ``mf_click_rate``)."""
 
 MAX_REASONS = 3
+_DIGITS = np.array([81, 9, 1])
+# the reason names of every code 81 a + 9 b + c (component indices a, b, c; 8 = none)
+_REASONS = [tuple(COMPONENTS[i] for i in (code // 81, code // 9 % 9, code % 9) if i < 8)
+            for code in range(9 ** 3)]
 _LN2 = math.log(2.0)
 _RESCALE_EXPONENT = 50.0   # forward-decay landmarks move once boosts reach e**50
 
@@ -168,7 +184,7 @@ class _TopList:
     out can come back when it overtakes the threshold.
     """
 
-    __slots__ = ("best", "cache", "entries", "size", "stale_after", "threshold")
+    __slots__ = ("best", "cache", "entries", "keys", "size", "stale_after", "threshold")
 
     def __init__(self, size: int, stale_after: int = 64) -> None:
         self.size = size
@@ -178,7 +194,8 @@ class _TopList:
         # (n, offers left before it is recomputed, the top-n): a ranking changes slowly, so
         # :meth:`top` re-sorts at most every ``stale_after`` offers
         self.stale_after = stale_after
-        self.cache: tuple[int, int, list[tuple[str, float]]] = (0, 0, [])
+        self.cache: tuple[int, int, list[tuple[Any, float]]] = (0, 0, [])
+        self.keys: list[Any] = []   # the keys of the cached top-n
 
     def offer(self, item: str, value: float) -> None:
         n, left, top = self.cache
@@ -204,25 +221,31 @@ class _TopList:
         self.best *= factor
         self.cache = (0, 0, [])
 
-    def top(self, n: int) -> list[tuple[str, float]]:
+    def top(self, n: int) -> list[tuple[Any, float]]:
         """The ``n`` largest entries (possibly up to ``stale_after`` offers old)."""
         cached_n, left, top = self.cache
         if cached_n != n or not left:
             top = _largest(self.entries.items(), n)
             self.cache = (n, self.stale_after, top)
+            self.keys = [key for key, _ in top]
         return top
 
+    def top_keys(self, n: int) -> list[Any]:
+        """The keys of :meth:`top` (the same list object while the cache lasts: read only)."""
+        self.top(n)
+        return self.keys
+
     def __getstate__(self) -> tuple[Any, ...]:
-        return self.size, self.entries, self.threshold, self.best, self.stale_after, self.cache
+        return (self.size, self.entries, self.threshold, self.best, self.stale_after,
+                self.cache, self.keys)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         (self.size, self.entries, self.threshold, self.best, self.stale_after,
-         self.cache) = state
+         self.cache, self.keys) = state
 
 
 _VALUE = operator.itemgetter(1)
-_FIRST = operator.itemgetter(0)
-_SCORE_THEN_ID = operator.itemgetter(1, 0)   # ties broken by item id: same order everywhere
+_SCORE = operator.itemgetter("score")
 
 
 def _largest(pairs: Iterable[tuple[Any, float]], n: int) -> list[tuple[Any, float]]:
@@ -230,49 +253,151 @@ def _largest(pairs: Iterable[tuple[Any, float]], n: int) -> list[tuple[Any, floa
     return sorted(pairs, key=_VALUE, reverse=True)[:n]
 
 
-class _Item:
-    """Everything kept per item (one LRU entry)."""
+class _CovisitRow:
+    """One co-visitation row: next-item slots and their weights in parallel arrays (read by
+    numpy without copying), with a dict from slot to position for updates.
 
-    __slots__ = ("brand", "category", "covisit", "covisit_total", "in_stock", "popular",
-                 "postings", "price", "trending")
+    >>> row = _CovisitRow()
+    >>> row.add(7, 1.0); row.add(9, 0.5); row.add(7, 1.0)
+    >>> row.trim(1); list(row.targets), list(row.weights)
+    ([7], [2.0])
+    """
+
+    __slots__ = ("index", "targets", "weights")
 
     def __init__(self) -> None:
-        self.popular = 0.0
-        self.trending = 0.0
-        self.covisit: dict[str, float] = {}   # next item -> forward-decayed weight
-        self.covisit_total = 0.0
-        self.postings: list[int] = []         # numbers of sessions holding it, oldest first
-        self.category: str | None = None
-        self.brand: str | None = None
-        self.price: float | None = None
-        self.in_stock = True
+        self.index: dict[int, int] = {}
+        self.targets = array("i")
+        self.weights = array("d")
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def add(self, slot: int, value: float) -> None:
+        position = self.index.get(slot)
+        if position is None:
+            self.index[slot] = len(self.targets)
+            self.targets.append(slot)
+            self.weights.append(value)
+        else:
+            self.weights[position] += value
+
+    def trim(self, size: int) -> None:
+        """Keep the ``size`` heaviest targets."""
+        weights = np.frombuffer(self.weights, dtype=np.float64)
+        kept = np.sort(np.argsort(-weights, kind="stable")[:size])
+        self.targets = array("i", np.frombuffer(self.targets, dtype=np.int32)[kept].tobytes())
+        self.weights = array("d", weights[kept].tobytes())
+        self.index = {slot: n for n, slot in enumerate(self.targets)}
+
+    def rescale(self, factor: float) -> None:
+        self.weights = array("d", (np.frombuffer(self.weights) * factor).tobytes())
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self.__slots__)
+        return self.targets, self.weights
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        for name, value in zip(self.__slots__, state, strict=True):
-            setattr(self, name, value)
+        self.targets, self.weights = state
+        self.index = {slot: n for n, slot in enumerate(self.targets)}
 
 
 class _Session:
-    """One session: its recent items (consecutive repeats collapsed) and purchases."""
+    """One session: its numpy row (``slot``), length, user and purchases (item ids)."""
 
-    __slots__ = ("items", "last_ts", "number", "purchased", "user_id")
+    __slots__ = ("length", "purchased", "slot", "user_id")
 
-    def __init__(self, number: int, user_id: str | None) -> None:
-        self.number = number
+    def __init__(self, slot: int, user_id: str | None) -> None:
+        self.slot = slot
+        self.length = 0
         self.user_id = user_id
-        self.items: list[str] = []
-        self.purchased: dict[str, None] = {}
-        self.last_ts = 0
+        self.purchased: tuple[str, ...] = ()
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self.__slots__)
+        return self.slot, self.length, self.user_id, self.purchased
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        for name, value in zip(self.__slots__, state, strict=True):
-            setattr(self, name, value)
+        self.slot, self.length, self.user_id, self.purchased = state
+
+
+class _MatrixFactorization:
+    """Biased MF trained by SGD (``y ~ mean + b_u + b_i + p_u . q_i``), items in numpy rows.
+
+    User factors are a dict (``u_latents``: user id -> vector, ``u_biases``); item factors are
+    rows of one matrix indexed by the recommender's item slot, so scoring a candidate set is
+    one gather and one matrix-vector product.
+
+    >>> mf = _MatrixFactorization(n_factors=4, learning_rate=0.1, seed=0)
+    >>> mf.ensure_items(8)
+    >>> for _ in range(200):
+    ...     mf.learn_one("u", 3, 1.0)
+    ...     mf.learn_one("u", 5, 0.0)
+    >>> bool(mf.scores("u", np.array([3, 5]))[0] > mf.scores("u", np.array([3, 5]))[1])
+    True
+    """
+
+    def __init__(self, n_factors: int, learning_rate: float, seed: int,
+                 l2: float = 0.001) -> None:
+        self.n_factors = n_factors
+        self.learning_rate = learning_rate
+        self.l2 = l2
+        self.u_latents: dict[str, np.ndarray] = {}
+        self.u_biases: dict[str, float] = {}
+        self.q = np.zeros((0, n_factors))
+        self.b = np.zeros(0)
+        self.known = np.zeros(0, dtype=bool)
+        self.n_items = 0
+        self.mean = 0.0
+        self.n = 0
+        self._rng = np.random.default_rng(seed)
+
+    def ensure_items(self, capacity: int) -> None:
+        if capacity > len(self.b):
+            grow = capacity - len(self.b)
+            self.q = np.vstack([self.q, np.zeros((grow, self.n_factors))])
+            self.b = np.concatenate([self.b, np.zeros(grow)])
+            self.known = np.concatenate([self.known, np.zeros(grow, dtype=bool)])
+
+    def forget_item(self, slot: int) -> None:
+        if self.known[slot]:
+            self.known[slot] = False
+            self.n_items -= 1
+            self.b[slot] = 0.0
+
+    def forget_user(self, user_id: str) -> None:
+        self.u_latents.pop(user_id, None)
+        self.u_biases.pop(user_id, None)
+
+    def learn_one(self, user_id: str, slot: int, y: float) -> None:
+        p = self.u_latents.get(user_id)
+        if p is None:
+            p = self.u_latents[user_id] = self._rng.normal(0.0, 0.1, self.n_factors)
+            self.u_biases[user_id] = 0.0
+        if not self.known[slot]:
+            self.known[slot] = True
+            self.n_items += 1
+            self.q[slot] = self._rng.normal(0.0, 0.1, self.n_factors)
+            self.b[slot] = 0.0
+        self.n += 1
+        self.mean += (y - self.mean) / self.n
+        q = self.q[slot]
+        bu = self.u_biases[user_id]
+        bi = float(self.b[slot])
+        err = y - (self.mean + bu + bi + float(p @ q))
+        lr, l2 = self.learning_rate, self.l2
+        self.u_biases[user_id] = bu + lr * (err - l2 * bu)
+        self.b[slot] = bi + lr * (err - l2 * bi)
+        p_old = p.copy()
+        p += lr * (err * q - l2 * p)
+        q += lr * (err * p_old - l2 * q)
+
+    def scores(self, user_id: str, slots: np.ndarray) -> np.ndarray:
+        """Predicted lift ``(y - mean) / (1 - mean)`` of each slot, clipped to [0, 1]
+        (0 for items the MF never learned)."""
+        p = self.u_latents[user_id]
+        scale = 1.0 / (1.0 - self.mean) if self.mean < 1.0 else 1.0
+        lift = (self.u_biases[user_id] + self.b[slots] + self.q[slots] @ p) * scale
+        lift *= self.known[slots]
+        return np.clip(lift, 0.0, 1.0)
 
 
 class HybridRecommender:
@@ -306,10 +431,10 @@ class HybridRecommender:
     trending_half_life_s, popular_half_life_s
         Half-lives of the trending and popularity counts.
     candidates_per_component, top_list_size
-        Best items kept from the kNN and co-visitation scores; size of the popularity lists
-        (overall, trending, and half of it per category).
+        Content candidates (a fifth of it from each of the three preferred categories); size
+        of the popularity lists (overall, trending, and half of it per category).
     mf_factors, mf_click_rate, mf_learning_rate
-        BiasedMF size, share of non-cart clicks it learns from, SGD step.
+        MF size, share of non-cart clicks it learns from, SGD step.
     max_sessions, max_items, max_users
         LRU caps: sessions (with their postings), items (all item state), users (purchase
         filter and MF factors).
@@ -320,15 +445,18 @@ class HybridRecommender:
     seed
         Seed of the MF initialisation and of click sampling / negative draws.
 
-    Ranking costs O(``k_neighbours`` x ``vote_window`` + candidates); learning an event
-    is O(``covisit_window``) plus an amortised trim. Forward-decayed counts are rescaled once
-    every 50 half-lives (an O(items) pass: every ~2 days of event time for trending).
+    Internally items and sessions are integer *slots* (a ``dict`` from the id string, once
+    per call); per-item numbers, session rows and MF item factors are numpy arrays indexed by
+    slot, so ranking is a fixed number of vectorised steps: O(``k_neighbours`` x
+    ``max_session_len`` + candidates) work in about 60 numpy calls. Learning an event is
+    O(``covisit_window``) plus an amortised trim. Forward-decayed counts are rescaled once
+    every 50 half-lives (an O(items) vector pass).
 
     >>> HybridRecommender(max_items=2).rank({"session_id": "new"})
     []
     """
 
-    model_version = "hybrid-1"
+    model_version = "hybrid-2"
 
     def __init__(
         self,
@@ -366,22 +494,16 @@ class HybridRecommender:
         unknown = set(weights or ()) - set(COMPONENTS)
         if unknown:
             raise ValueError(f"unknown weight(s) {sorted(unknown)}; known: {COMPONENTS}")
-        self.weights = {**DEFAULT_WEIGHTS, **(weights or {})}
+        self.weights = {**DEFAULT_WEIGHTS, **(weights or {})}   # (a property)
         self.k_neighbours = k_neighbours
         self.sample_per_item = sample_per_item
         self.knn_prefix = knn_prefix
         self.position_decay = position_decay
         self.recent_decay = recent_decay
-        self.neighbour_rate_per_ms = _LN2 / (neighbour_half_life_s * 1000.0)
         self.after_weight = after_weight
         self.before_weight = before_weight
         self.distance_decay = distance_decay
         self.vote_window = vote_window
-        # vote weights in a neighbour session: [the shared item, 1 after it, 2 after, ...] and
-        # [1 before it, 2 before, ...]
-        gaps = range(1, max_session_len + 1)
-        self._after_weights = [1.0] + [after_weight * distance_decay ** (g - 1) for g in gaps]
-        self._before_weights = [before_weight * distance_decay ** (g - 1) for g in gaps]
         self.covisit_window = covisit_window
         self.covisit_prefix = covisit_prefix
         self.candidates_per_component = candidates_per_component
@@ -394,30 +516,61 @@ class HybridRecommender:
         self.max_covisit_per_item = max_covisit_per_item
         self.max_purchases_per_user = max_purchases_per_user
         self.seed = seed
+        # vote of a neighbour's column c when it is aligned on position p: _vote_table[p, c]
+        length = max_session_len
+        gap = np.arange(length)[None, :] - np.arange(length)[:, None]
+        after = after_weight * distance_decay ** (np.abs(gap) - 1.0)
+        before = before_weight * distance_decay ** (np.abs(gap) - 1.0)
+        self._vote_table = np.where(
+            gap == 0, 1.0, np.where(np.abs(gap) > vote_window, 0.0,
+                                    np.where(gap > 0, after, before)))
 
         self._covisit_decay = _ForwardDecay(covisit_half_life_s)
         self._trending_decay = _ForwardDecay(trending_half_life_s)
         self._popular_decay = _ForwardDecay(popular_half_life_s)
-        self._items: OrderedDict[str, _Item] = OrderedDict()
+        self._neighbour_decay = _ForwardDecay(neighbour_half_life_s)
+        # items: id -> slot (also the LRU order); slot 0 is padding ("no item")
+        self._items: OrderedDict[str, int] = OrderedDict()
+        self._item_ids: list[str | None] = [None]
+        self._free_items: list[int] = []
+        self._covisit: list[_CovisitRow | None] = [None]   # slot -> next slots, weights
+        self._postings: list[array | None] = [None]   # slot -> session slots, oldest first
+        self._price: dict[int, float] = {}
+        self._popular = np.zeros(1)
+        self._trending = np.zeros(1)
+        self._covisit_total = np.zeros(1)
+        self._in_stock = np.zeros(1, dtype=bool)   # slot 0 (padding) is never allowed
+        self._category = np.full(1, -1, dtype=np.int32)   # code, -1 = unknown
+        self._brand = np.full(1, -1, dtype=np.int32)
+        self._item_mark = np.zeros(1, dtype=np.intp)       # scratch for de-duplication
+        self._codes: dict[str, dict[str, int]] = {"category": {}, "brand": {}}
+        self._names: dict[str, list[str]] = {"category": [], "brand": []}
+        # sessions: key -> _Session (LRU order); rows of item slots, newest last
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
-        self._session_by_number: dict[int, _Session] = {}
-        self._next_session_number = 0
+        self._free_sessions: list[int] = []
+        self._session_count = 0
+        self._session_items = np.zeros((0, max_session_len), dtype=np.int32)
+        self._session_weight = np.zeros(0)   # forward-decayed recency of its last event
+        self._session_mark = np.zeros(0, dtype=np.intp)
         self._users: OrderedDict[str, dict[str, None]] = OrderedDict()  # user -> purchases
         self._popular_top = _TopList(top_list_size)
         self._trending_top = _TopList(top_list_size)
-        self._category_top: dict[str, _TopList] = {}
+        self._category_top: dict[int, _TopList] = {}
         self._rng = random.Random(seed)
-        self._mf = reco.BiasedMF(
-            n_factors=mf_factors,
-            bias_optimizer=optim.SGD(mf_learning_rate),
-            latent_optimizer=optim.SGD(mf_learning_rate),
-            l2_bias=0.001,
-            l2_latent=0.001,
-            latent_initializer=optim.initializers.Normal(mu=0.0, sigma=0.1, seed=seed),
-            seed=seed,
-        )
+        self._mf = _MatrixFactorization(mf_factors, mf_learning_rate, seed)
+        self._arange = np.arange(1024)
+        self._mf.ensure_items(1)
         self._last_ts = 0
         self.events_learned = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_state_format": self.model_version}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        found = state.pop("_state_format", None)
+        if found != self.model_version:   # e.g. a hybrid-1 snapshot (string-keyed state)
+            raise ValueError(f"recommender state {found!r} is not {self.model_version!r}")
+        self.__dict__.update(state)
 
     # ------------------------------------------------------------------ catalog
 
@@ -430,16 +583,32 @@ class HybridRecommender:
         >>> model.stats()["items"]
         1
         """
-        item_id = sys.intern(str(item_id))
-        item = self._touch_item(item_id)
-        old_category = item.category
-        item.category, item.brand, item.price, item.in_stock = category, brand, price, in_stock
-        if old_category is not None and old_category != category:
+        slot = self._touch_item(str(item_id))
+        old_category = int(self._category[slot])
+        new_category = self._code("category", category)
+        self._category[slot] = new_category
+        self._brand[slot] = self._code("brand", brand)
+        self._in_stock[slot] = bool(in_stock)
+        if price is None:
+            self._price.pop(slot, None)
+        else:
+            self._price[slot] = float(price)
+        if old_category >= 0 and old_category != new_category:
             top = self._category_top.get(old_category)
             if top is not None:
-                top.discard(item_id)
-        if category is not None:
-            self._offer_category(item_id, item)
+                top.discard(slot)
+        if new_category >= 0:
+            self._offer_category(slot, new_category)
+
+    def _code(self, kind: str, name: str | None) -> int:
+        if name is None:
+            return -1
+        codes = self._codes[kind]
+        code = codes.get(name)
+        if code is None:
+            code = codes[name] = len(codes)
+            self._names[kind].append(name)
+        return code
 
     # ------------------------------------------------------------------ learning
 
@@ -449,7 +618,8 @@ class HybridRecommender:
         Events without an item id only refresh the session.
         """
         ts = int(x.get("ts") or self._last_ts)
-        self._last_ts = max(self._last_ts, ts)
+        if ts > self._last_ts:
+            self._last_ts = ts
         session_id = x.get("session_id")
         user_id = x.get("user_id")
         item_id = x.get("item_id")
@@ -457,17 +627,14 @@ class HybridRecommender:
         session = self._touch_session(str(session_id), user_id, ts) if session_id else None
         if not item_id:
             return
-        # one shared string per item id: the co-visitation rows and sessions hold millions of
-        # references, and identical objects compare and hash fastest
-        item_id = sys.intern(str(item_id))
+        item_id = str(item_id)
         self.events_learned += 1
-        item = self._touch_item(item_id)
-        weight = KIND_WEIGHTS.get(kind, 1.0)
-        self._count(item_id, item, weight, ts)
+        slot = self._touch_item(item_id)
+        self._count(slot, KIND_WEIGHTS.get(kind, 1.0), ts)
         if session is not None:
-            self._extend_session(session, item_id, item, ts)
-            if kind == "purchase":
-                session.purchased[item_id] = None
+            self._extend_session(session, slot, ts)
+            if kind == "purchase" and item_id not in session.purchased:
+                session.purchased += (item_id,)
         if user_id:
             user_id = str(user_id)
             purchases = self._touch_user(user_id)
@@ -476,137 +643,225 @@ class HybridRecommender:
                 if len(purchases) > self.max_purchases_per_user:
                     del purchases[next(iter(purchases))]
             if kind in MF_KINDS or self._rng.random() < self.mf_click_rate:
-                self._learn_mf(user_id, item_id)
+                self._learn_mf(user_id, slot)
 
-    def _count(self, item_id: str, item: _Item, weight: float, ts: int) -> None:
+    def learn_many(self, events: Iterable[Mapping[str, Any]]) -> int:
+        """:meth:`learn_one` for each event in order; returns how many were given."""
+        n = 0
+        learn = self.learn_one
+        for event in events:
+            learn(event)
+            n += 1
+        return n
+
+    def _count(self, slot: int, weight: float, ts: int) -> None:
         boost, rescale = self._popular_decay.boost(ts)
         if rescale:
             self._rescale_counts("popular", self._popular_decay.factor)
-        item.popular += weight * boost
-        self._popular_top.offer(item_id, item.popular)
-        if item.category is not None:
-            self._offer_category(item_id, item)
+        popular = self._popular[slot] = self._popular[slot] + weight * boost
+        popular = float(popular)
+        self._popular_top.offer(slot, popular)
+        category = self._category[slot]
+        if category >= 0:
+            self._offer_category(slot, int(category), popular)
         boost, rescale = self._trending_decay.boost(ts)
         if rescale:
             self._rescale_counts("trending", self._trending_decay.factor)
-        item.trending += weight * boost
-        self._trending_top.offer(item_id, item.trending)
+        trending = self._trending[slot] = self._trending[slot] + weight * boost
+        self._trending_top.offer(slot, float(trending))
 
-    def _offer_category(self, item_id: str, item: _Item) -> None:
-        top = self._category_top.get(item.category)  # type: ignore[arg-type]
+    def _offer_category(self, slot: int, category: int, value: float | None = None) -> None:
+        top = self._category_top.get(category)
         if top is None:
-            top = self._category_top[item.category] = _TopList(  # type: ignore[index]
-                self._popular_top.size // 2 or 1)
-        top.offer(item_id, item.popular)
+            top = self._category_top[category] = _TopList(self._popular_top.size // 2 or 1)
+        top.offer(slot, float(self._popular[slot]) if value is None else value)
 
     def _rescale_counts(self, field: str, factor: float) -> None:
-        for item in self._items.values():
-            setattr(item, field, getattr(item, field) * factor)
         if field == "popular":
+            self._popular *= factor
             self._popular_top.rescale(factor)
             for top in self._category_top.values():
                 top.rescale(factor)
         else:
+            self._trending *= factor
             self._trending_top.rescale(factor)
 
-    def _extend_session(self, session: _Session, item_id: str, item: _Item, ts: int) -> None:
-        items = session.items
-        if items and items[-1] == item_id:
+    def _extend_session(self, session: _Session, slot: int, ts: int) -> None:
+        row = self._session_items[session.slot]
+        length = session.length
+        items = row[:length].tolist()
+        if items and items[-1] == slot:
             return  # a repeat of the last click adds no transition
         boost, rescale = self._covisit_decay.boost(ts)
         if rescale:
             factor = self._covisit_decay.factor
-            for other in self._items.values():
-                other.covisit = {b: v * factor for b, v in other.covisit.items()}
-                other.covisit_total *= factor
+            for row_ in self._covisit:
+                if row_ is not None:
+                    row_.rescale(factor)
+            self._covisit_total *= factor
         cap = self.max_covisit_per_item
-        for distance in range(1, min(self.covisit_window, len(items)) + 1):
-            source = self._items.get(items[-distance])
-            if source is None or items[-distance] == item_id:
+        rows, totals = self._covisit, self._covisit_total
+        for distance in range(1, min(self.covisit_window, length) + 1):
+            source = items[-distance]
+            if source == slot or not source:   # 0: an evicted item's place
                 continue
             add = boost / distance
-            row = source.covisit
-            row[item_id] = row.get(item_id, 0.0) + add
-            source.covisit_total += add
-            if len(row) > cap + cap // 2:
-                source.covisit = dict(_largest(row.items(), cap))
-        if item_id not in items:
-            postings = item.postings
-            postings.append(session.number)
+            covisit = rows[source]
+            if covisit is None:
+                covisit = rows[source] = _CovisitRow()
+            covisit.add(slot, add)
+            totals[source] += add
+            if len(covisit) > cap + cap // 2:
+                covisit.trim(cap)
+        if slot not in items:
+            postings = self._postings[slot]
+            if postings is None:
+                postings = self._postings[slot] = array("i")
+            postings.append(session.slot)
             if len(postings) > 2 * self.max_postings_per_item:
                 del postings[: len(postings) - self.max_postings_per_item]
-        items.append(item_id)
-        if len(items) > self.max_session_len:
-            dropped = items.pop(0)
-            if dropped not in items:  # postings list exactly the sessions holding an item
-                old = self._items.get(dropped)
+        if length < self.max_session_len:
+            row[length] = slot
+            session.length = length + 1
+        else:
+            dropped = items[0]
+            row[:-1] = row[1:]
+            row[-1] = slot
+            if dropped not in items[1:] and dropped != slot:
+                # postings list exactly the sessions holding an item
+                old = self._postings[dropped]
                 if old is not None:
                     with contextlib.suppress(ValueError):
-                        old.postings.remove(session.number)
+                        old.remove(session.slot)
 
-    def _learn_mf(self, user_id: str, item_id: str) -> None:
+    def _learn_mf(self, user_id: str, slot: int) -> None:
         mf = self._mf
-        mf.learn_one(user_id, item_id, 1.0)
+        mf.learn_one(user_id, slot, 1.0)
         pool = self._popular_top.entries
         if pool:
             keys = list(pool)
             negative = keys[self._rng.randrange(len(keys))]
-            if negative != item_id:
+            if negative != slot:
                 mf.learn_one(user_id, negative, 0.0)
 
     # ------------------------------------------------------------------ state with caps
 
-    def _touch_item(self, item_id: str) -> _Item:
+    def _touch_item(self, item_id: str) -> int:
         items = self._items
-        item = items.get(item_id)
-        if item is None:
-            item = items[item_id] = _Item()
-            if len(items) > self.max_items:
-                self._evict_item()
-        else:
+        slot = items.get(item_id)
+        if slot is not None:
             items.move_to_end(item_id)
-        return item
+            return slot
+        if len(items) >= self.max_items:
+            self._evict_item()
+        if self._free_items:
+            slot = self._free_items.pop()
+            self._item_ids[slot] = item_id
+        else:
+            slot = len(self._item_ids)
+            self._item_ids.append(item_id)
+            self._covisit.append(None)
+            self._postings.append(None)
+            if slot >= len(self._popular):
+                self._grow_items(slot + 1)
+        items[item_id] = slot
+        return slot
+
+    def _grow_items(self, needed: int) -> None:
+        size = min(max(needed, 2 * len(self._popular)), self.max_items + 1)
+        size = max(size, needed)
+        grow = size - len(self._popular)
+        self._popular = np.concatenate([self._popular, np.zeros(grow)])
+        self._trending = np.concatenate([self._trending, np.zeros(grow)])
+        self._covisit_total = np.concatenate([self._covisit_total, np.zeros(grow)])
+        self._in_stock = np.concatenate([self._in_stock, np.ones(grow, dtype=bool)])
+        self._category = np.concatenate([self._category, np.full(grow, -1, dtype=np.int32)])
+        self._brand = np.concatenate([self._brand, np.full(grow, -1, dtype=np.int32)])
+        self._item_mark = np.zeros(size, dtype=np.intp)
+        self._mf.ensure_items(size)
 
     def _evict_item(self) -> None:
-        old_id, old = self._items.popitem(last=False)
-        self._popular_top.discard(old_id)
-        self._trending_top.discard(old_id)
-        if old.category is not None:
-            top = self._category_top.get(old.category)
+        _, slot = self._items.popitem(last=False)
+        self._popular_top.discard(slot)
+        self._trending_top.discard(slot)
+        category = int(self._category[slot])
+        if category >= 0:
+            top = self._category_top.get(category)
             if top is not None:
-                top.discard(old_id)
+                top.discard(slot)
                 if not top.entries:
-                    del self._category_top[old.category]
-        self._mf.i_latents.pop(old_id, None)
-        self._mf.i_biases.pop(old_id, None)
+                    del self._category_top[category]
+        # the slot is reused: nothing may keep pointing at it
+        self._clear_item_slot(slot)
+
+    def _clear_item_slot(self, slot: int) -> None:
+        self._item_ids[slot] = None
+        self._covisit[slot] = None
+        self._covisit_total[slot] = 0.0
+        self._popular[slot] = self._trending[slot] = 0.0
+        self._in_stock[slot] = True
+        self._category[slot] = self._brand[slot] = -1
+        self._price.pop(slot, None)
+        self._mf.forget_item(slot)
+        postings = self._postings[slot]
+        self._postings[slot] = None
+        if postings:
+            # sessions still holding the slot lose it (their rows would vote for a stranger)
+            rows = self._session_items
+            for number in set(postings):
+                row = rows[number]
+                row[row == slot] = 0
+        self._free_items.append(slot)
 
     def _touch_session(self, session_id: str, user_id: Any, ts: int) -> _Session:
         sessions = self._sessions
         session = sessions.get(session_id)
         if session is None:
-            session = _Session(self._next_session_number, str(user_id) if user_id else None)
-            self._next_session_number += 1
-            sessions[session_id] = session
-            self._session_by_number[session.number] = session
-            if len(sessions) > self.max_sessions:
+            if len(sessions) >= self.max_sessions:
                 self._evict_session()
+            if self._free_sessions:
+                number = self._free_sessions.pop()
+            else:
+                number = self._session_count
+                self._session_count += 1
+                if number >= len(self._session_weight):
+                    self._grow_sessions(number + 1)
+            session = _Session(number, str(user_id) if user_id else None)
+            sessions[session_id] = session
         else:
             sessions.move_to_end(session_id)
             if user_id and session.user_id is None:
                 session.user_id = str(user_id)
-        session.last_ts = max(session.last_ts, ts)
+        boost, rescale = self._neighbour_decay.boost(ts)
+        if rescale:
+            self._session_weight *= self._neighbour_decay.factor
+        if boost > self._session_weight[session.slot]:
+            self._session_weight[session.slot] = boost
         return session
+
+    def _grow_sessions(self, needed: int) -> None:
+        size = max(needed, min(max(1024, 2 * len(self._session_weight)), self.max_sessions))
+        grow = size - len(self._session_weight)
+        self._session_items = np.vstack(
+            [self._session_items, np.zeros((grow, self.max_session_len), dtype=np.int32)])
+        self._session_weight = np.concatenate([self._session_weight, np.zeros(grow)])
+        self._session_mark = np.zeros(size, dtype=np.intp)
 
     def _evict_session(self) -> None:
         _, old = self._sessions.popitem(last=False)
-        del self._session_by_number[old.number]
-        # drop its postings (an old session sits near the front of each list: a short search)
-        items = self._items
-        for item_id in dict.fromkeys(old.items):
-            item = items.get(item_id)
-            if item is not None:
+        self._release_session(old)
+
+    def _release_session(self, old: _Session) -> None:
+        row = self._session_items[old.slot]
+        postings = self._postings
+        for slot in set(row[:old.length].tolist()):
+            items = postings[slot]
+            if items is not None:
                 with contextlib.suppress(ValueError):
-                    item.postings.remove(old.number)
+                    items.remove(old.slot)
+        row[:] = 0
+        self._session_weight[old.slot] = 0.0
+        self._free_sessions.append(old.slot)
 
     def forget_user(self, user_id: str, session_ids: Iterable[str] = ()) -> int:
         """Erase one user: the sessions learned with ``user_id`` (and ``session_ids``),
@@ -617,20 +872,10 @@ class HybridRecommender:
         doomed = [key for key, session in self._sessions.items()
                   if session.user_id == user_id or key in named]
         for key in doomed:
-            self._drop_session(key)
+            self._release_session(self._sessions.pop(key))
         self._users.pop(user_id, None)
-        self._mf.u_latents.pop(user_id, None)
-        self._mf.u_biases.pop(user_id, None)
+        self._mf.forget_user(user_id)
         return len(doomed)
-
-    def _drop_session(self, key: str) -> None:
-        old = self._sessions.pop(key)
-        self._session_by_number.pop(old.number, None)
-        for item_id in dict.fromkeys(old.items):
-            item = self._items.get(item_id)
-            if item is not None:
-                with contextlib.suppress(ValueError):
-                    item.postings.remove(old.number)
 
     def _touch_user(self, user_id: str) -> dict[str, None]:
         users = self._users
@@ -639,8 +884,7 @@ class HybridRecommender:
             purchases = users[user_id] = {}
             if len(users) > self.max_users:
                 old_user, _ = users.popitem(last=False)
-                self._mf.u_latents.pop(old_user, None)
-                self._mf.u_biases.pop(old_user, None)
+                self._mf.forget_user(old_user)
         else:
             users.move_to_end(user_id)
         return purchases
@@ -650,98 +894,188 @@ class HybridRecommender:
     def rank(self, x: Mapping[str, Any], k: int = 20) -> list[dict[str, Any]]:
         """Top-``k`` items for a session/user context, best first.
 
-        ``x`` keys (all optional): ``session_id``, ``user_id``, ``ts`` (ms; default: the
-        latest event time seen), ``room_items`` (the live room's products), ``exclude``,
+        ``x`` keys (all optional): ``session_id``, ``user_id``, ``ts`` (accepted, unused: the
+        neighbour recency decay is stored forward-decayed, so it ranks the same at any
+        time), ``room_items`` (the live room's products), ``exclude``,
         ``affinity`` ({category: score}), ``personal`` (False: no user-level signal, not
         even the user a session was learned with). Each result is
         ``{"item_id", "score", "reasons"}`` with up to three reason codes from
         :data:`COMPONENTS`, largest contribution first.
         """
-        ts = int(x.get("ts") or self._last_ts)
         session_id = x.get("session_id")
         session = self._sessions.get(str(session_id)) if session_id else None
         if x.get("personal", True):
             user_id = x.get("user_id") or (session.user_id if session is not None else None)
         else:  # opted out: nothing tied to the user (MF factors, purchase history)
             user_id = None
-        prefix = session.items if session is not None else []
-        limit = self.candidates_per_component
+        if session is not None and session.length:
+            prefix = self._session_items[session.slot, :session.length].tolist()
+            if 0 in prefix:  # an evicted item's place
+                prefix = [slot for slot in prefix if slot]
+        else:
+            prefix = []
         weights = self.weights
-        items = self._items
+        # every component adds (item slots, values) entries; one pass sums them per
+        # (item, component): the candidate set is every item that got an entry
+        slots: list[Any] = []
+        values: list[Any] = []
+        lengths: list[int] = []
+        components: list[int] = []
 
-        scores: dict[str, dict[str, float]] = {}
+        def add(component: int, part_slots: Any, part_values: Any) -> None:
+            slots.append(part_slots)
+            values.append(part_values)
+            lengths.append(len(part_slots))
+            components.append(component)
+
         if prefix and weights["session_knn"] > 0:
-            scores["session_knn"] = _top_normalised(self._knn_scores(session, ts), limit)
+            knn = self._knn_votes(prefix, session.slot)  # type: ignore[union-attr]
+            if knn is not None:
+                add(0, *knn)
         if prefix and weights["covisit"] > 0:
-            scores["covisit"] = _top_normalised(self._covisit_scores(prefix), limit)
+            covisit = self._covisit_entries(prefix)
+            if covisit is not None:
+                add(1, *covisit)
         if prefix and weights["recent"] > 0:
-            scores["recent"] = self._recent_scores(prefix)
-        room_items = [str(i) for i in x.get("room_items") or ()]
-        if room_items and weights["room"] > 0:
-            scores["room"] = dict.fromkeys(room_items, 1.0)
-        content = self._content_profile(prefix, x.get("affinity"))
-        if content is not None and weights["content"] > 0:
-            scores["content"] = self._content_candidates(content[0])
-
-        candidates: dict[str, Any] = {}
-        for component_scores in scores.values():
-            candidates.update(component_scores)
-        # popular items fill short lists (alone they serve cold start); they still score
-        # every candidate below
-        trending_top, popular_top = self._trending_top, self._popular_top
-        for top in (trending_top, popular_top):
-            if len(candidates) < 2 * k:
-                candidates.update(top.top(k))
-
-        # filter, and start every allowed candidate at its (weighted) popularity
+            add(2, *self._recent_scores(prefix))
+        unknown_room: list[str] = []
+        if weights["room"] > 0 and x.get("room_items"):
+            room = []
+            for item_id in dict.fromkeys(str(i) for i in x["room_items"]):
+                slot = self._items.get(item_id)
+                if slot is None:
+                    unknown_room.append(item_id)
+                else:
+                    room.append(slot)
+            if room:
+                add(7, room, [1.0] * len(room))
+        content = None
+        if weights["content"] > 0 and (self._codes["category"] or self._codes["brand"]):
+            content = self._content_profile(prefix, x.get("affinity"))
+            if content is not None:
+                extra = self._content_candidates(content[0])
+                if extra:
+                    add(3, extra, [0.0] * len(extra))
+        # the most trending and popular items are always candidates: they fill short lists
+        # (alone they serve cold start); popularity still scores every candidate below
+        for top in (self._trending_top, self._popular_top):
+            filler = top.top_keys(k)
+            if filler:
+                add(5, filler, [0.0] * len(filler))
+        found = sum(lengths)
         banned = self._banned(session, user_id, x.get("exclude"))
-        room = scores.get("room", {})
-        trending_w = weights["trending"] / trending_top.best if trending_top.best > 0 else 0.0
-        popular_w = weights["popular"] / popular_top.best if popular_top.best > 0 else 0.0
-        blended: dict[str, float] = {}
-        allowed: dict[str, _Item] = {}
-        for item_id in candidates:
-            if item_id in banned:
-                continue
-            item = items.get(item_id)
-            if item is None:
-                if item_id in room:  # an unknown item is recommended only when a room lists it
-                    blended[item_id] = 0.0
-            elif item.in_stock:
-                allowed[item_id] = item
-                blended[item_id] = trending_w * item.trending + popular_w * item.popular
-        if not blended:
-            return []
+        unknown_room = [item_id for item_id in unknown_room if item_id not in banned]
+        if not found:
+            return self._unknown_only(unknown_room, k)
 
-        if content is not None and weights["content"] > 0:
-            scores["content"] = self._content_scores(allowed, *content)
+        flat = np.concatenate(slots, dtype=np.intp, casting="same_kind")
+        n = len(flat)
+        order = self._positions(n)
+        mark = self._item_mark
+        mark[flat] = order
+        where = mark[flat]
+        first = np.flatnonzero(where == order)
+        candidates = flat[first]
+        width = len(COMPONENTS)
+        cell = where * width + np.repeat(components, lengths)
+        matrix = np.bincount(cell, np.concatenate(values), minlength=n * width)
+        matrix = matrix.reshape(n, width)[first]
+        # session-kNN votes and co-visitation shares are divided by the best candidate's,
+        # popularity by the best item's: folded into this call's weights
+        weight = self._weight_vector.copy()
+        peak = matrix[:, :2].max(axis=0).tolist()
+        for column in (0, 1):
+            if peak[column] > 0:
+                weight[column] /= peak[column]
+        trending, popularity = self._trending_top.best, self._popular_top.best
+        matrix[:, 4] = self._trending[candidates]
+        matrix[:, 5] = self._popular[candidates]
+        weight[4] = weight[4] / trending if trending > 0 else 0.0
+        weight[5] = weight[5] / popularity if popularity > 0 else 0.0
+        allowed = self._in_stock[candidates]
+        if banned:
+            m = len(candidates)
+            mark[candidates] = order[:m]   # slot -> row
+            for item_id in banned:
+                slot = self._items.get(item_id)
+                if slot is not None:
+                    row = mark[slot]
+                    if row < m and candidates[row] == slot:
+                        allowed[row] = False
+        if content is not None:
+            matrix[:, 3] = self._content_scores(candidates, allowed, *content)
         if user_id and weights["mf"] > 0 and str(user_id) in self._mf.u_latents:
-            scores["mf"] = self._mf_scores(str(user_id), allowed)
-        for name, component_scores in scores.items():
-            weight = weights[name]
-            for item_id, value in component_scores.items():
-                if item_id in blended:
-                    blended[item_id] += weight * value
+            matrix[:, 6] = self._mf.scores(str(user_id), candidates)
+        scores = np.where(allowed, matrix @ weight, -np.inf)
+        n_allowed = int(np.count_nonzero(allowed))
+        if n_allowed == 0:
+            return self._unknown_only(unknown_room, k)
+        # largest score first, ties by slot (first-seen order): the same order everywhere
+        if len(scores) > k:
+            best = np.argpartition(scores, -k)[-k:]
+            best = best[np.lexsort((candidates[best], -scores[best]))][: min(k, n_allowed)]
+        else:
+            best = np.lexsort((candidates, -scores))[: min(k, n_allowed)]
+        return self._results(candidates[best], scores[best], matrix[best] * weight,
+                             unknown_room, k)
 
-        out = []
-        for item_id, score in sorted(blended.items(), key=_SCORE_THEN_ID, reverse=True)[:k]:
-            item = allowed.get(item_id)
-            contributions = [] if item is None else [
-                (trending_w * item.trending, "trending"), (popular_w * item.popular, "popular")]
-            for name, component_scores in scores.items():
-                value = component_scores.get(item_id)
-                if value:
-                    contributions.append((weights[name] * value, name))
-            contributions.sort(reverse=True)
-            reasons = [name for value, name in contributions[:MAX_REASONS]
-                       if value > 0 and value >= 0.1 * score]
-            out.append({"item_id": item_id, "score": round(score, 6), "reasons": reasons})
-        return out
+    def rank_many(self, queries: Iterable[Mapping[str, Any]], k: int = 20,
+                  ) -> list[list[dict[str, Any]]]:
+        """:meth:`rank` for each query, in order (one result list per query)."""
+        rank = self.rank
+        return [rank(query, k) for query in queries]
 
     def predict_one(self, x: Mapping[str, Any]) -> str | None:
         """The single best next item (``None`` when nothing can be recommended)."""
         top = self.rank(x, k=1)
         return top[0]["item_id"] if top else None
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Blend weights by component (assign a new dict to change them)."""
+        return self._weights
+
+    @weights.setter
+    def weights(self, value: Mapping[str, float]) -> None:
+        self._weights = {**DEFAULT_WEIGHTS, **value}
+        self._weight_vector = np.array([self._weights[name] for name in COMPONENTS])
+
+    def _positions(self, n: int) -> np.ndarray:
+        if n > len(self._arange):
+            self._arange = np.arange(max(n, 2 * len(self._arange)))
+        return self._arange[:n]
+
+    def _results(self, slots: np.ndarray, scores: np.ndarray, contributions: np.ndarray,
+                 unknown_room: list[str], k: int) -> list[dict[str, Any]]:
+        """Result dicts with reasons, built only for the returned items.
+
+        A reason is one of the three largest contributions, largest first, if it is over a
+        tenth of the score.
+        """
+        # the three largest contributions; a reason if over a tenth of the score (scores are
+        # sums of non-negative contributions, so that also means positive); the ordered
+        # reasons of an item are coded as base-9 digits (8 = none) and looked up
+        n = len(slots)
+        order = np.argsort(-contributions, axis=1, kind="stable")[:, :MAX_REASONS]
+        rows = self._positions(n)[:, None]
+        order[contributions[rows, order] <= 0.1 * scores[:, None]] = len(COMPONENTS)
+        codes = (order @ _DIGITS).tolist()
+        ids = self._item_ids
+        rounded = (np.rint(scores * 1e6) / 1e6).tolist()   # round(score, 6), vectorised
+        out = [{"item_id": ids[slot], "score": score, "reasons": list(_REASONS[code])}
+               for slot, score, code in zip(slots.tolist(), rounded, codes, strict=True)]
+        if unknown_room:
+            bonus = round(self.weights["room"], 6)
+            out.extend({"item_id": item_id, "score": bonus, "reasons": ["room"]}
+                       for item_id in unknown_room)
+            out.sort(key=_SCORE, reverse=True)
+            del out[k:]
+        return out
+
+    def _unknown_only(self, unknown_room: list[str], k: int) -> list[dict[str, Any]]:
+        bonus = round(self.weights["room"], 6)
+        return [{"item_id": item_id, "score": bonus, "reasons": ["room"]}
+                for item_id in unknown_room[:k]]
 
     def _banned(self, session: _Session | None, user_id: Any,
                 exclude: Iterable[str] | None) -> set[str]:
@@ -752,109 +1086,111 @@ class HybridRecommender:
             banned.update(self._users.get(str(user_id), ()))
         return banned
 
-    def _knn_scores(self, session: _Session, ts: int) -> dict[str, float]:
-        prefix = session.items[-self.knn_prefix:]
-        own = session.number
+    def _knn_votes(self, prefix: list[int], own: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Session-kNN votes: (item slot, vote) of every neighbour's item in the window."""
         # weight of each current item: its most recent position wins
-        current: dict[str, float] = {}
+        current: dict[int, float] = {}
         decay = self.position_decay
         weight = 1.0
-        for item_id in reversed(prefix):
-            if item_id not in current:
-                current[item_id] = weight
+        for slot in reversed(prefix[-self.knn_prefix:]):
+            if slot not in current:
+                current[slot] = weight
             weight *= decay
-        similarity: dict[int, float] = {}
-        # the shared item a neighbour is aligned on: the current session's most recent one,
-        # i.e. the first that reaches it (``current`` runs from the most recent item back)
-        anchors: dict[int, str] = {}
-        by_number = self._session_by_number
         sample = self.sample_per_item
-        items = self._items
-        for item_id, w in current.items():
-            item = items.get(item_id)
-            if item is None:
-                continue
-            # older items weigh less, so fewer of their sessions are read
-            for number in item.postings[-1: -max(8, int(sample * w)) - 1: -1]:
-                if number in similarity:
-                    similarity[number] += w
-                elif number != own and number in by_number:
-                    similarity[number] = w
-                    anchors[number] = item_id
-        if not similarity:
-            return {}
-        rate = self.neighbour_rate_per_ms
-        neighbours = []
-        pool = self.k_neighbours + self.k_neighbours // 2
-        ranked = (similarity.items() if len(similarity) <= pool
-                  else _largest(similarity.items(), pool))
-        for number, sim in ranked:
-            neighbour = by_number[number]
-            age = ts - neighbour.last_ts
-            if age > 0 and rate:
-                sim *= math.exp(-age * rate)
-            neighbours.append((sim, neighbour.items, anchors[number]))
-        if len(neighbours) > self.k_neighbours:
-            neighbours = sorted(neighbours, key=_FIRST, reverse=True)[: self.k_neighbours]
-        after, before = self._after_weights, self._before_weights
-        window = self.vote_window
-        scores: defaultdict[str, float] = defaultdict(float)
-        for sim, n_items, anchor_item in neighbours:
-            try:
-                anchor = n_items.index(anchor_item)
-            except ValueError:  # trimmed off the front of a long session
-                anchor = 0
-            # the weight lists are longer than any slice: zip stops at the slice's end
-            for item_id, weight in zip(n_items[anchor: anchor + window + 1], after,
-                                       strict=False):
-                scores[item_id] += sim * weight
-            if anchor:
-                earlier = reversed(n_items[max(0, anchor - window): anchor])
-                for item_id, weight in zip(earlier, before, strict=False):
-                    scores[item_id] += sim * weight
-        return scores
+        postings = self._postings
+        chunks, lengths, item_weights, anchors = [], [], [], []
+        # oldest current item first: the most recent one's entries are written last below,
+        # so a neighbour is aligned on the most recent item it shares
+        for slot, w in reversed(current.items()):
+            sessions = postings[slot]
+            if sessions:
+                # older items weigh less, so fewer of their sessions are read
+                chunk = sessions[-max(8, int(sample * w)):]
+                chunks.append(chunk.tobytes())
+                lengths.append(len(chunk))
+                item_weights.append(w)
+                anchors.append(slot)
+        if not chunks:
+            return None
+        found = np.frombuffer(b"".join(chunks), dtype=np.int32)
+        n = len(found)
+        order = self._positions(n)
+        mark = self._session_mark
+        mark[found] = order
+        where = mark[found]
+        similarity = np.bincount(where, np.repeat(item_weights, lengths), minlength=n)
+        first = np.flatnonzero(where == order)
+        neighbours = found[first]
+        recency = self._session_weight
+        own_weight = recency[own]
+        recency[own] = 0.0   # never its own neighbour
+        similarity = similarity[first] * recency[neighbours]
+        recency[own] = own_weight
+        anchor = np.repeat(anchors, lengths)[first]
+        kept = self.k_neighbours
+        if len(neighbours) > kept:
+            best = np.argpartition(similarity, -kept)[-kept:]
+            neighbours, similarity, anchor = neighbours[best], similarity[best], anchor[best]
+        rows = self._session_items[neighbours]
+        # the shared item's position in the neighbour (0 if trimmed off a long session)
+        position = (rows == anchor[:, None]).argmax(axis=1)
+        votes = (self._vote_table[position] * similarity[:, None]).ravel()
+        voted = rows.ravel()
+        keep = votes > 0   # inside the window (padding votes for slot 0: never allowed)
+        return voted[keep], votes[keep]
 
-    def _recent_scores(self, prefix: list[str]) -> dict[str, float]:
+    def _recent_scores(self, prefix: list[int]) -> tuple[list[int], list[float]]:
         """The session's own items: 1 for the last one, ``recent_decay ** d`` d clicks back."""
-        scores: dict[str, float] = {}
+        scores: dict[int, float] = {}
         weight = 1.0
-        for item_id in reversed(prefix):
-            if item_id not in scores:
-                scores[item_id] = weight
+        for slot in reversed(prefix):
+            if slot not in scores:
+                scores[slot] = weight
             weight *= self.recent_decay
-        return scores
+        return list(scores), list(scores.values())
 
-    def _covisit_scores(self, prefix: list[str]) -> dict[str, float]:
-        scores: dict[str, float] = {}
+    def _covisit_entries(self, prefix: list[int]) -> tuple[np.ndarray, np.ndarray] | None:
+        """Co-visitation shares of the last items' rows: (next-item slots, share x weight)."""
+        targets, weights, lengths, scales = [], [], [], []
         weight = 1.0
-        items = self._items
-        for item_id in prefix[-1: -self.covisit_prefix - 1: -1]:
-            item = items.get(item_id)
-            if item is not None and item.covisit_total > 0:
-                scale = weight / item.covisit_total
-                for other, value in item.covisit.items():
-                    scores[other] = scores.get(other, 0.0) + value * scale
+        rows, totals = self._covisit, self._covisit_total
+        for slot in prefix[-1: -self.covisit_prefix - 1: -1]:
+            row = rows[slot]
+            if row:
+                total = float(totals[slot])
+                if total > 0:
+                    targets.append(row.targets.tobytes())
+                    weights.append(row.weights.tobytes())
+                    lengths.append(len(row))
+                    scales.append(weight / total)
             weight *= self.position_decay
-        return scores
+        if not targets:
+            return None
+        slots = np.frombuffer(b"".join(targets), dtype=np.int32)
+        values = np.frombuffer(b"".join(weights), dtype=np.float64)
+        return slots, values * np.repeat(scales, lengths)
 
-    def _content_profile(self, prefix: list[str], affinity: Mapping[str, float] | None,
-                         ) -> tuple[dict[str, float], dict[str, float]] | None:
-        """(category -> share, brand -> share) from the session's items and ``affinity``."""
-        categories: dict[str, float] = {}
-        brands: dict[str, float] = {}
-        weight = 1.0
-        items = self._items
-        for item_id in reversed(prefix[-self.knn_prefix:]):
-            item = items.get(item_id)
-            if item is not None:
-                if item.category is not None:
-                    categories[item.category] = categories.get(item.category, 0.0) + weight
-                if item.brand is not None:
-                    brands[item.brand] = brands.get(item.brand, 0.0) + weight
-            weight *= self.position_decay
-        _share(categories)
+    def _content_profile(self, prefix: list[int], affinity: Mapping[str, float] | None,
+                         ) -> tuple[dict[int, float], dict[int, float]] | None:
+        """(category code -> share, brand code -> share) from the session and ``affinity``."""
+        categories: dict[int, float] = {}
+        brands: dict[int, float] = {}
+        if prefix:
+            recent = prefix[-self.knn_prefix:]
+            weight = 1.0
+            category_of, brand_of = self._category, self._brand
+            for slot in reversed(recent):
+                category, brand = int(category_of[slot]), int(brand_of[slot])
+                if category >= 0:
+                    categories[category] = categories.get(category, 0.0) + weight
+                if brand >= 0:
+                    brands[brand] = brands.get(brand, 0.0) + weight
+                weight *= self.position_decay
+            _share(categories)
         if affinity:
-            given = {str(c): float(v) for c, v in affinity.items() if float(v) > 0}
+            codes = self._codes["category"]
+            given = {codes[str(c)]: float(v) for c, v in affinity.items()
+                     if float(v) > 0 and str(c) in codes}
             _share(given)
             for category, share in given.items():
                 categories[category] = categories.get(category, 0.0) + share
@@ -864,44 +1200,30 @@ class HybridRecommender:
         _share(brands)
         return categories, brands
 
-    def _content_candidates(self, categories: dict[str, float]) -> dict[str, float]:
-        out: dict[str, float] = {}
+    def _content_candidates(self, categories: dict[int, float]) -> list[int]:
+        out: dict[int, None] = {}
         per_category = max(1, self.candidates_per_component // 5)
         for category, _ in _largest(categories.items(), 3):
             top = self._category_top.get(category)
             if top is not None:
-                out.update(dict.fromkeys((i for i, _ in top.top(per_category)), 0.0))
-        return out
+                out.update(dict.fromkeys(top.top_keys(per_category)))
+        return list(out)
 
-    def _content_scores(self, candidates: Mapping[str, _Item], categories: dict[str, float],
-                        brands: dict[str, float]) -> dict[str, float]:
-        """Category share plus half the brand share, divided by the best candidate's."""
-        raw: dict[str, float] = {}
-        category_share, brand_share = categories.get, brands.get
-        for item_id, item in candidates.items():
-            value = category_share(item.category, 0.0) + 0.5 * brand_share(item.brand, 0.0)
-            if value > 0:
-                raw[item_id] = value
-        return _normalised(raw)
-
-    def _mf_scores(self, user_id: str, candidates: Iterable[str]) -> dict[str, float]:
-        """Predicted lift over the average interaction, ``(y - mean) / (1 - mean)`` in [0, 1]."""
-        mf = self._mf
-        user_vector = mf.u_latents[user_id]
-        base = mf.u_biases.get(user_id, 0.0)
-        mean = mf.global_mean.get()
-        scale = 1.0 / (1.0 - mean) if mean < 1.0 else 1.0
-        i_latents, i_biases = mf.i_latents, mf.i_biases
-        known = [item_id for item_id in candidates if item_id in i_latents]
-        if not known:
-            return {}
-        lifts = np.array([i_latents[item_id] for item_id in known]) @ user_vector
-        out = {}
-        for item_id, dot in zip(known, lifts.tolist(), strict=True):
-            lift = (base + i_biases.get(item_id, 0.0) + dot) * scale
-            if lift > 0:
-                out[item_id] = min(1.0, lift)
-        return out
+    def _content_scores(self, candidates: np.ndarray, allowed: np.ndarray,
+                        categories: dict[int, float], brands: dict[int, float]) -> np.ndarray:
+        """Category share plus half the brand share, divided by the best allowed one's."""
+        raw = np.zeros(len(candidates))
+        if categories:
+            share = np.zeros(len(self._codes["category"]) + 1)   # the last one: unknown (-1)
+            share[list(categories)] = list(categories.values())
+            raw += share[self._category[candidates]]
+        if brands:
+            share = np.zeros(len(self._codes["brand"]) + 1)
+            share[list(brands)] = [0.5 * v for v in brands.values()]
+            raw += share[self._brand[candidates]]
+        raw *= allowed
+        best = raw.max() if len(raw) else 0.0
+        return raw / best if best > 0 else raw
 
     # ------------------------------------------------------------------ introspection
 
@@ -919,7 +1241,8 @@ class HybridRecommender:
         >>> s["sessions"], s["max_sessions"], s["events_learned"]
         (1, 1, 3)
         """
-        items = self._items.values()
+        postings = [len(p) for p in self._postings if p is not None]
+        rows = [len(r) for r in self._covisit if r is not None]
         return {
             "model_version": self.model_version,
             "events_learned": self.events_learned,
@@ -929,38 +1252,22 @@ class HybridRecommender:
             "max_items": self.max_items,
             "users": len(self._users),
             "max_users": self.max_users,
-            "postings": sum(len(i.postings) for i in items),
+            "postings": sum(postings),
             "max_postings_per_item": 2 * self.max_postings_per_item,
-            "longest_postings": max((len(i.postings) for i in items), default=0),
-            "covisit_pairs": sum(len(i.covisit) for i in items),
-            "longest_covisit_row": max((len(i.covisit) for i in items), default=0),
+            "longest_postings": max(postings, default=0),
+            "covisit_pairs": sum(rows),
+            "longest_covisit_row": max(rows, default=0),
             "max_covisit_per_item": self.max_covisit_per_item + self.max_covisit_per_item // 2,
-            "longest_session": max((len(s.items) for s in self._sessions.values()), default=0),
+            "longest_session": max((s.length for s in self._sessions.values()), default=0),
             "max_session_len": self.max_session_len,
             "mf_users": len(self._mf.u_latents),
-            "mf_items": len(self._mf.i_latents),
+            "mf_items": self._mf.n_items,
             "categories": len(self._category_top),
         }
 
 
-def _share(values: dict[str, float]) -> None:
+def _share(values: dict[Any, float]) -> None:
     total = sum(values.values())
     if total > 0:
         for key in values:
             values[key] /= total
-
-
-def _normalised(values: dict[str, float]) -> dict[str, float]:
-    if not values:
-        return values
-    best = max(values.values())
-    if best <= 0:
-        return {}
-    return {key: value / best for key, value in values.items()}
-
-
-def _top_normalised(values: dict[str, float], limit: int) -> dict[str, float]:
-    """The ``limit`` largest values, divided by the largest."""
-    if len(values) > limit:
-        values = dict(_largest(values.items(), limit))
-    return _normalised(values)

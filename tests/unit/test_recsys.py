@@ -208,11 +208,13 @@ def test_caps_are_respected_on_a_long_stream() -> None:
     assert stats["longest_postings"] <= 2 * 8
     assert stats["longest_covisit_row"] <= 6 + 3
     assert stats["mf_users"] <= 10 and stats["mf_items"] <= 80
-    assert len(model._session_by_number) == 50
-    # the inverted index only points at live sessions that hold the item
-    live = model._session_by_number
-    for item_id, item in model._items.items():
-        assert all(item_id in live[number].items for number in item.postings)
+    # the inverted index only points at live sessions (by row) that hold the item
+    live = {session.slot: session for session in model._sessions.values()}
+    assert len(live) == 50 and len(model._session_weight) <= 50
+    for slot in model._items.values():
+        for number in model._postings[slot] or ():
+            session = live[number]
+            assert slot in model._session_items[number, :session.length].tolist()
 
 
 def test_same_seed_same_rankings_and_pickle_round_trip_is_identical() -> None:
@@ -237,6 +239,16 @@ def test_same_seed_same_rankings_and_pickle_round_trip_is_identical() -> None:
     assert restored.stats() == first.stats()
 
 
+def test_a_snapshot_of_another_state_format_is_refused() -> None:
+    model = HybridRecommender(seed=1)
+    model.learn_one(click("s", "a", 1))
+    state = model.__getstate__()
+    state["_state_format"] = "hybrid-1"
+    with pytest.raises(ValueError, match="hybrid-1"):
+        HybridRecommender.__new__(HybridRecommender).__setstate__(state)
+    assert pickle.loads(pickle.dumps(model)).stats() == model.stats()
+
+
 def test_reasons_are_known_codes_and_bounded() -> None:
     model = HybridRecommender(seed=2)
     for event in random_stream(seed=2, events=2_000):
@@ -246,7 +258,85 @@ def test_reasons_are_known_codes_and_bounded() -> None:
     assert [r["score"] for r in ranking] == sorted((r["score"] for r in ranking), reverse=True)
     for r in ranking:
         assert 1 <= len(r["reasons"]) <= 3 and set(r["reasons"]) <= set(COMPONENTS)
-    assert model.model_version == "hybrid-1"
+    assert model.model_version == "hybrid-2"
+
+
+def reference_knn_votes(model: HybridRecommender, key: str) -> dict[int, float]:
+    """Session-kNN votes by plain loops over the model's state (every neighbour votes)."""
+    session = model._sessions[key]
+    prefix = [s for s in model._session_items[session.slot, :session.length].tolist() if s]
+    current: dict[int, float] = {}
+    weight = 1.0
+    for slot in reversed(prefix[-model.knn_prefix:]):
+        current.setdefault(slot, weight)
+        weight *= model.position_decay
+    similarity: dict[int, float] = {}
+    anchors: dict[int, int] = {}
+    for slot, w in current.items():   # the most recent item first: it is the anchor
+        postings = model._postings[slot] or []
+        for number in postings[-max(8, int(model.sample_per_item * w)):]:
+            if number != session.slot:
+                anchors.setdefault(number, slot)
+                similarity[number] = similarity.get(number, 0.0) + w
+    votes: dict[int, float] = {}
+    for number, sim in similarity.items():
+        sim *= float(model._session_weight[number])
+        row = model._session_items[number].tolist()
+        position = row.index(anchors[number])
+        for column, slot in enumerate(row):
+            vote = float(model._vote_table[position, column])
+            if slot and vote > 0:
+                votes[slot] = votes.get(slot, 0.0) + sim * vote
+    return votes
+
+
+def test_vectorised_session_knn_matches_plain_loops() -> None:
+    model = HybridRecommender(seed=4, k_neighbours=10_000, max_session_len=6)
+    for event in random_stream(seed=4, events=3_000, items=60):
+        model.learn_one(event)
+    checked = 0
+    for key, session in list(model._sessions.items())[-40:]:
+        prefix = model._session_items[session.slot, :session.length].tolist()
+        found = model._knn_votes(prefix, session.slot)
+        expected = reference_knn_votes(model, key)
+        if found is None:
+            assert not expected
+            continue
+        got: dict[int, float] = {}
+        for slot, vote in zip(*(part.tolist() for part in found), strict=True):
+            if slot:   # slot 0: padding of short neighbour rows (never a candidate)
+                got[slot] = got.get(slot, 0.0) + vote
+        assert got.keys() == expected.keys()
+        assert all(math.isclose(got[s], expected[s], rel_tol=1e-9) for s in got)
+        checked += 1
+    assert checked > 20
+
+
+def test_batch_forms_match_one_at_a_time() -> None:
+    stream = random_stream(seed=6, events=2_000)
+    one, many = HybridRecommender(seed=6), HybridRecommender(seed=6)
+    for event in stream:
+        one.learn_one(event)
+    assert many.learn_many(iter(stream)) == len(stream)
+    assert one.stats() == many.stats()
+    queries = [{"session_id": f"s{n}", "user_id": f"u{n % 40}"} for n in range(0, 300, 7)]
+    queries.append({"session_id": "nobody", "room_items": ["i1", "brand-new"]})
+    assert many.rank_many(queries, k=5) == [one.rank(q, k=5) for q in queries]
+
+
+def test_an_evicted_items_slot_is_reused_without_leaking_its_state() -> None:
+    model = HybridRecommender(max_items=3, weights={**ONLY, "session_knn": 1.0, "recent": 1.0})
+    model.set_item("old", category="shoes", in_stock=False)
+    for n, item in enumerate(["old", "a", "b"]):
+        model.learn_one(click("s1", item, n))
+    old_slot = model._items["old"]
+    model.learn_one(click("s2", "new", 10))   # evicts "old" (least recently used)
+    assert "old" not in model._items and model._items["new"] == old_slot
+    assert bool(model._in_stock[old_slot])           # not the evicted item's stock flag
+    assert model._category[old_slot] == -1            # nor its category
+    assert old_slot not in model._session_items[model._sessions["s1"].slot].tolist()
+    assert "new" in ids(model.rank({"session_id": "s2"}))
+    assert "old" not in ids(model.rank({"session_id": "s1"}))
 
 
 def test_unknown_weight_names_are_refused() -> None:
