@@ -345,6 +345,7 @@ class ModelHostHolder(Holder):
         params = inspect.signature(HybridRecommender).parameters
         raised = {k: RAISED for k in ("max_sessions", "max_users", "max_items") if k in params}
         self.host.recommender = HybridRecommender(seed=settings.model_seed, **raised)
+        _catalog_items(self, self.host.recommender)  # as the recommender row: not per user
         for attr, cls in (("propensity", PurchasePropensity), ("leave_risk", LeaveRisk)):
             if "max_pending" in _task_defaults(cls):
                 setattr(self.host, attr, cls(seed=settings.model_seed, max_pending=RAISED))
