@@ -22,6 +22,7 @@ def test_bench_pipeline_smoke(broker: Any, capsys: pytest.CaptureFixture[str]) -
             "latency", "memory", "profile", "agent_processing", "targets",
             "machine"} <= set(result)
     assert {"max_verified", "latency_5k_complete", "relay_p50_ms", "relay_p99_ms",
+            "relay_5k_complete",
             "cpu_us_per_event", "engine_count/quix"} <= set(result)
     assert result["mode"] == "smoke" and result["redis"] is False
     # the smoke plan has no 5k/s run and no baselines: no headline latency or ratio
