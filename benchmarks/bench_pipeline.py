@@ -14,7 +14,9 @@ only with ``--clickhouse``) on the embedded broker (or ``--bootstrap``), fed sim
    is sampled every second, counting an event once it reached its last pipeline (clicks;
    live events on the internal ``user-activity`` hop, which the room pipeline feeds faster
    than the user pipeline drains it): the estimate is the rate after the first 2 s of
-   processing until the backlog is gone (or the time cap). The estimate is then
+   processing until the backlog is gone (or the time cap); the worker's CPU (user + system,
+   ``/proc/PID/stat``) over the same window / events processed is ``cpu_us_per_event``.
+   The estimate is then
    verified by a paced run (the producer process of ``bench_triggers``) for ``--sustain`` s:
    sustained when the lag (``livepulse_consumer_lag_records`` of inputs and hop) ends
    below 2 s worth of events, grew by less than 1 s worth over the second half and the
@@ -24,21 +26,29 @@ only with ``--clickhouse``) on the embedded broker (or ``--bootstrap``), fed sim
    ``~<µs>``) to its first output consumed (recommendation ``request_id`` or promo trigger
    ``source.event_id``): at 1k/s, 5k/s and 80 % of the verified max, through the warm
    worker of step 1; then, with that worker stopped, the one-hop relay floor
-   (``benchmarks.relay_worker``) at the same rates.
+   (``benchmarks.relay_worker``) at the same rates (a quick run: 1 s warm-up + 5 s at
+   5,000/s, always run when 20 s of budget are left: ``relay_p99_ms``).
 3. **Memory.** Peak RSS (``VmHWM``) of the worker; state per 1k users = (RSS after the
    drain - RSS when the worker became ready) / (keys of the ``user-profiles`` table / 1000).
    This charges every state that grows with traffic (rooms, models, Python heap) to users,
    so it over-states pure profile size; the 1M-user figure is ready RSS + 1000 x that.
 4. **Profile.** py-spy (``--format raw``, 100 Hz, ~10 s) during the first verification
    run, each sample charged to the stage of its innermost recognised frame; plus the
-   engine's ``livepulse_agent_processing_seconds`` histograms.
+   engine's ``livepulse_agent_processing_seconds`` histograms. CPU per event by stage =
+   the stage's share of the non-idle samples x the worker's CPU per event in that run.
 5. **Scaling** (full run or ``--scaling``): 1 and 2 workers in one group; once every worker
    has partitions and no rebalance runs, N events are produced as fast as possible and the
    drain rate is measured from 2 s after the producer finished.
 6. **Baselines**: ``benchmarks.baselines.measure_baselines`` (other engines and clients on
-   the same broker) and the ratios of the engine to them.
+   the same broker; a quick run only Quix and the engine's count) and the ratios.
 
-``--quick`` stays under 5 minutes; every run prints one JSON object as its last stdout line.
+``--quick`` takes about 5 minutes; every run prints one JSON object as its last stdout line.
+Its headline keys: ``max_events_per_s``, ``max_verified``, ``p50_ms`` / ``p99_ms`` (input
+sent -> its recommendation or trigger consumed at 5,000 events/s; None without outputs),
+``latency_5k_complete``, ``relay_p50_ms`` / ``relay_p99_ms`` / ``relay_5k_complete`` (the
+relay floor at 5,000/s),
+``cpu_us_per_event``, ``engine_count/quix`` (the per-key count baselines of the same run),
+``rss_mb``; the stage details are beside them.
 The full run also writes ``benchmarks/results/pipeline-<date>.json`` and replaces the
 section "## Full pipeline (livepulse bench)" of ``--out``.
 """
@@ -77,6 +87,7 @@ from benchmarks.bench_triggers import (
     REPO,
     STAMP,
     Collector,
+    cpu_seconds,
     drive,
     run_relay,
     sent_us,
@@ -137,6 +148,9 @@ class Plan:
     max_verify_rate: float = 0.0  # 0: no cap (the smoke plan keeps its rates tiny)
     budget_s: float = 0.0  # 0: none; else stages shrink or skip to end within it
     reserve_s: float = 0.0  # budget kept for latency and baselines while verifying
+    relay_warmup_s: float = -1.0  # relay floor runs; < 0: as the latency runs
+    relay_duration_s: float = -1.0
+    baseline_names: tuple[str, ...] = ()  # (): every baseline
 
 
 PLANS = {
@@ -146,8 +160,11 @@ PLANS = {
                  profile_s=10),
     "quick": Plan(events=20_000, users=20_000, drain_cap_s=30, sustain_s=15, tries=3,
                   rates=("5000",), warmup_s=2, duration_s=8, drain_timeout_s=15, stall_s=4,
-                  scaling=False, baseline_events=30_000, profile_s=10, budget_s=280,
-                  reserve_s=140),
+                  scaling=False, baseline_events=30_000, profile_s=10, budget_s=320,
+                  reserve_s=150, relay_warmup_s=1, relay_duration_s=5,
+                  # only the pair of the headline ratio engine_count/quix: the others'
+                  # group joins (Faust's alone ~50 s) would starve it of the budget
+                  baseline_names=("quix", "engine")),
     "smoke": Plan(events=2_000, users=2_000, drain_cap_s=20, sustain_s=4, tries=1,
                   rates=("200",), warmup_s=1, duration_s=3, drain_timeout_s=20, stall_s=4,
                   scaling=False, baseline_events=0, profile_s=2, max_verify_rate=300),
@@ -334,16 +351,26 @@ def wait_drained(workers: list[Worker], names: TopicNames, below: float,
     return lag
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process from ``/proc/PID/stat`` (0: gone)."""
+    try:
+        return cpu_seconds(pid)
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 async def sample_series(workers: list[Worker], names: TopicNames, stop: asyncio.Event,
                         out: list[dict[str, Any]], period: float = 1.0) -> None:
-    """Append {t, us, processed, consumed, lag} (summed over workers) every period:
-    events through the whole pipeline, input records consumed, backlog incl. the hop."""
+    """Append {t, us, processed, consumed, lag, cpu} (summed over workers) every period:
+    events through the whole pipeline, input records consumed, backlog incl. the hop,
+    worker CPU seconds (``/proc/PID/stat``)."""
     done, inputs, lagging = done_topics(names), input_topics(names), lag_topics(names)
     while not stop.is_set():
         t, us = time.monotonic(), wall_us()
         snaps = await asyncio.gather(*(asyncio.to_thread(scrape, w.web_url) for w in workers))
         if all(s is not None for s in snaps):
             out.append({"t": t, "us": us,
+                        "cpu": sum(process_cpu_s(w.process.pid) for w in workers),
                         "processed": sum(total(s, "livepulse_events_in_total", done)
                                          for s in snaps),
                         "consumed": sum(total(s, "livepulse_events_in_total", inputs)
@@ -362,11 +389,14 @@ def drain_rate(samples: list[dict[str, Any]], target: float, skip_s: float = 2.0
     >>> s = [{"t": float(i), "processed": p} for i, p in enumerate([0, 10, 30, 50, 70, 90, 100])]
     >>> drain_rate(s, 100)["events_per_s"]
     20.0
+    >>> s = [dict(x, cpu=x["t"] * 0.5) for x in s]  # half a core busy
+    >>> drain_rate(s, 100)["cpu_us_per_event"]
+    25000.0
     """
     busy = [s for s in samples if s["processed"] > samples[0]["processed"]]
     if not busy:
-        return {"events_per_s": 0.0, "window_s": 0.0, "per_second_median": 0.0, "samples": 0,
-                "short": True}
+        return {"events_per_s": 0.0, "window_s": 0.0, "cpu_s": 0.0, "cpu_us_per_event": None,
+                "per_second_median": 0.0, "samples": 0, "short": True}
     start = (since if since is not None else busy[0]["t"] - 1.0) + skip_s
     window = [s for s in samples if s["t"] >= start and s["processed"] < target * 0.995]
     short = len(window) < 2
@@ -377,8 +407,12 @@ def drain_rate(samples: list[dict[str, Any]], target: float, skip_s: float = 2.0
     span = max(1e-6, last["t"] - first["t"])
     steps = [(b["processed"] - a["processed"]) / max(1e-6, b["t"] - a["t"])
              for a, b in itertools.pairwise(window)]
-    return {"events_per_s": round((last["processed"] - first["processed"]) / span, 1),
+    count = last["processed"] - first["processed"]
+    cpu = last.get("cpu", 0.0) - first.get("cpu", 0.0)  # worker CPU s over the same window
+    return {"events_per_s": round(count / span, 1),
             "window_s": round(span, 1),
+            "cpu_s": round(cpu, 2),
+            "cpu_us_per_event": round(cpu * 1e6 / count, 1) if count > 0 and cpu > 0 else None,
             "per_second_median": round(statistics.median(steps), 1) if steps else 0.0,
             "samples": len(window), "short": short}
 
@@ -621,13 +655,17 @@ def stage_latency(ctx: Context, worker: Worker, verified: float | None) -> dict[
 
 def add_relays(ctx: Context, latency: dict[str, Any]) -> None:
     """The relay floor at each latency rate, run after the pipeline worker stopped (so the
-    backlog it may still hold does not compete for the cores), and the ratios."""
-    for run in latency.values():
+    backlog it may still hold does not compete for the cores), and the ratios. The 5k/s
+    floor (the headline ``relay_p99_ms``) runs whenever 20 s of budget are left."""
+    plan = ctx.plan
+    warmup = plan.relay_warmup_s if plan.relay_warmup_s >= 0 else plan.warmup_s
+    duration = plan.relay_duration_s if plan.relay_duration_s >= 0 else plan.duration_s
+    for label, run in latency.items():
         try:
-            if ctx.left() < BASELINES_S + 25 + ctx.plan.warmup_s + ctx.plan.duration_s:
+            keep = 20 if label == "5000" else BASELINES_S + 25 + warmup + duration
+            if ctx.left() < keep:
                 raise TimeoutError("skipped: time budget")
-            relay = run_relay(relay_args(ctx, ctx.plan.warmup_s, ctx.plan.duration_s),
-                              ctx.bootstrap, run["rate"])
+            relay = run_relay(relay_args(ctx, warmup, duration), ctx.bootstrap, run["rate"])
             relay.pop("started_us", None)
             relay.pop("ended_us", None)
         except Exception as exc:  # the floor is a comparison, not the measurement
@@ -714,6 +752,25 @@ def fold_profile(path: Path) -> dict[str, Any]:
     return {"samples": n,
             "shares": {k: round(v / n, 3) for k, v in stages.most_common()} if n else {},
             "top_frames": [[k, round(v / n, 3)] for k, v in leaves.most_common(12)] if n else []}
+
+
+IDLE_STAGES = ("event loop waiting (select)",)
+
+
+def stage_cpu(profile: dict[str, Any], cpu_us_per_event: float | None) -> dict[str, float]:
+    """CPU µs per event of each stage: its share of the non-idle py-spy samples x the
+    worker's CPU per event measured over the profiled run (idle samples cost no CPU).
+
+    >>> stage_cpu({"shares": {"profiles": 0.3, "event loop waiting (select)": 0.4,
+    ...                       "recommender": 0.3}}, 100.0)
+    {'profiles': 50.0, 'recommender': 50.0}
+    """
+    shares = {k: v for k, v in (profile.get("shares") or {}).items() if k not in IDLE_STAGES}
+    busy = sum(shares.values())
+    if not cpu_us_per_event or busy <= 0:
+        return {}
+    return {k: round(v / busy * cpu_us_per_event, 1)
+            for k, v in sorted(shares.items(), key=lambda kv: -kv[1])}
 
 
 def stage_memory(result: dict[str, Any], worker: Worker, final: list[Any] | None
@@ -805,6 +862,8 @@ def stage_baselines(ctx: Context, engine_rate: float | None) -> tuple[dict[str, 
             # per baseline: most finish well inside it, so one slow one may use more
             extra["timeout_s"] = max(15.0, (ctx.left() - 5) / 2)
     try:
+        if ctx.plan.baseline_names:
+            extra["names"] = list(ctx.plan.baseline_names)
         baselines = measure_baselines(ctx.bootstrap, ctx.plan.baseline_events,
                                       partitions=PARTITIONS, **extra)
     except Exception as exc:  # report, do not lose the other stages
@@ -1000,6 +1059,20 @@ def render_markdown(results: dict[str, Any], command: str) -> str:
         lines += [f"Where the worker's time goes (py-spy 100 Hz, {prof['samples']} samples "
                   f"during the first paced verification run, each sample charged to its "
                   f"innermost recognised frame): {shares}.", ""]
+    drain_cpu = th["drain"].get("cpu_us_per_event")
+    if drain_cpu:
+        lines += [f"Worker CPU per event during the backlog drain (`/proc/PID/stat` user + "
+                  f"system over the drain-rate window): **{fmt(drain_cpu)} µs** "
+                  f"({fmt(th['drain'].get('cpu_s'), 2)} CPU s).", ""]
+    per_stage = prof.get("stage_cpu_us_per_event")
+    if per_stage:
+        lines += [f"CPU per event by stage (profiled run: {fmt(prof['cpu_us_per_event'])} µs "
+                  "of worker CPU per event processed; each stage's share of the non-idle "
+                  "py-spy samples x that):", "",
+                  "| stage | share of CPU | µs/event |", "|---|---|---|"]
+        busy = sum(per_stage.values())
+        lines += [f"| {k} | {v / busy * 100:.1f} % | {fmt(v)} |" for k, v in per_stage.items()]
+        lines += [f"| **total** | 100 % | **{fmt(round(busy, 1))}** |", ""]
     hist = results.get("agent_processing", {})
     if hist:
         lines += ["| agent (livepulse_agent_processing_seconds) | events | mean ms | p50 ms | "
@@ -1063,7 +1136,14 @@ def measure(ctx: Context, embedded: bool) -> dict[str, Any]:
     lap("relay")
     throughput.pop("memory", None)
     if profile_path is not None and profile_path.exists():
-        results["profile"] = fold_profile(profile_path)
+        results["profile"] = profile = fold_profile(profile_path)
+        first = throughput["verify"][0] if throughput["verify"] else {}
+        if first.get("processed_events_per_s") and first.get("worker_cpu"):
+            # CPU per event over the profiled (first) verification run
+            profile["cpu_us_per_event"] = round(
+                first["worker_cpu"] / first["processed_events_per_s"] * 1e6, 1)
+            profile["stage_cpu_us_per_event"] = stage_cpu(profile,
+                                                          profile["cpu_us_per_event"])
     else:
         results["profile"] = {"error": "py-spy not available" if not spy else "no samples"}
     if plan.scaling:
@@ -1074,9 +1154,22 @@ def measure(ctx: Context, embedded: bool) -> dict[str, Any]:
     lap("baselines")
     results["notes"] = ctx.notes
     results["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
-    lat5k = results["latency"].get("5000", {}).get("pipeline", {})
-    results.update({"p50_ms": lat5k.get("p50_ms"), "p99_ms": lat5k.get("p99_ms"),
-                    "rss_mb": results["memory"]["peak_rss_mb"]})
+    run5k = results["latency"].get("5000", {})
+    lat5k, relay5k = run5k.get("pipeline", {}), run5k.get("relay", {})
+    # no output at all is no latency figure (drive() reports 0.0 ms then)
+    measured, relay_measured = bool(lat5k.get("count")), bool(relay5k.get("count"))
+    results.update({
+        "p50_ms": lat5k.get("p50_ms") if measured else None,
+        "p99_ms": lat5k.get("p99_ms") if measured else None,
+        "latency_5k_complete": run5k.get("complete"),
+        "relay_p50_ms": relay5k.get("p50_ms") if relay_measured else None,
+        "relay_p99_ms": relay5k.get("p99_ms") if relay_measured else None,
+        # False: the relay did not keep up; its figures cover the outputs that arrived
+        "relay_5k_complete": relay5k.get("received_window", 0) >= relay5k.get(
+            "expected_window", 1) if relay_measured else None,
+        "cpu_us_per_event": throughput["drain"].get("cpu_us_per_event"),
+        "engine_count/quix": results["baseline_ratios"].get("engine_count/quix"),
+        "rss_mb": results["memory"]["peak_rss_mb"]})
     results["targets"] = targets(results)
     return results
 
@@ -1085,7 +1178,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse the options, run (or ``--render``), print the JSON line; return the results."""
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="under 5 minutes, no file output")
+    parser.add_argument("--quick", action="store_true", help="about 5 minutes, no file output")
     parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--scaling", action="store_true", help="1 vs 2 workers (full: always)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "RESULTS.md"),
