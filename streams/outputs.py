@@ -80,7 +80,8 @@ class OutputBatches:
     def __init__(self, producer: Callable[[], Any], *, transactional: bool = False,
                  on_sent: Callable[[str, int], None] | None = None,
                  on_error: Callable[[BaseException], None] | None = None,
-                 partition_counts: dict[str, int] | None = None) -> None:
+                 partition_counts: dict[str, int] | None = None,
+                 max_held: int = 50_000) -> None:
         self._producer = producer
         self.transactional = transactional
         self.on_sent = on_sent
@@ -88,7 +89,9 @@ class OutputBatches:
         self._pending: dict[tuple[str, int | None], list[tuple[Any, Any, Any]]] = {}
         self._partitions: dict[str, int] = dict(partition_counts or {})
         self.held = 0
-        self._handing: asyncio.Future[None] | None = None
+        self.max_held = max_held
+        self._pump: asyncio.Future[None] | None = None
+        self._failure: BaseException | None = None
 
     def add(self, topic: str, key: bytes | None, value: bytes | None, *,
             partition: int | None = None, headers: Sequence[Header] | None = None) -> None:
@@ -100,27 +103,34 @@ class OutputBatches:
         self.held += 1
 
     async def flush(self) -> int:
-        """Hand every held record to the producer, in the background; return how many.
+        """Start handing the held records to the producer, in the background; return how
+        many are held.
 
-        Waits only for the previous flush's hand-over: the producer takes one batch per
-        partition at a time (a second waits until the first is on its way to the broker,
-        about one round trip), so awaiting each hand-over would stall the caller for a
-        round trip per partition per batch. The next input batch is handled meanwhile;
-        order per partition holds (one hand-over at a time). :meth:`drain` waits for it.
+        The producer takes one batch per partition at a time (the next waits until the
+        first is on its way to the broker, about one round trip), so a caller awaiting
+        each hand-over would stall for a round trip per input batch. One pump task hands
+        over whatever is held, then what was added meanwhile (a bigger batch when the
+        broker is slow), in order. A caller waits only when more than ``max_held``
+        records are held (back-pressure). :meth:`drain` waits for the hand-over.
         """
-        await self.wait()
-        if not self.held:
-            return 0
-        pending, self._pending = self._pending, {}
-        total, self.held = self.held, 0
-        self._handing = asyncio.ensure_future(self._hand_over(pending))
-        return total
+        held = self.held
+        if held and (self._pump is None or self._pump.done()):
+            self._raise_failure()
+            self._pump = asyncio.ensure_future(self._pump_held())
+        if self.held > self.max_held:
+            await self.wait()
+        return held
 
     async def wait(self) -> None:
-        """Wait until the last flush's records are in the producer (raises its error)."""
-        handing, self._handing = self._handing, None
-        if handing is not None:
-            await handing
+        """Wait until everything held is in the producer (raises a hand-over's error)."""
+        while self._pump is not None:
+            pump = self._pump
+            await asyncio.shield(pump)
+            if self._pump is pump:
+                self._pump = None
+            self._raise_failure()
+            if self.held:
+                await self.flush()
 
     async def drain(self) -> int:
         """Flush and wait until everything is in the producer (before a commit: Faust then
@@ -128,6 +138,20 @@ class OutputBatches:
         total = await self.flush()
         await self.wait()
         return total
+
+    async def _pump_held(self) -> None:
+        try:
+            while self.held:
+                pending, self._pending = self._pending, {}
+                self.held = 0
+                await self._hand_over(pending)
+        except Exception as exc:  # kept for the next flush/drain to raise
+            self._failure = exc
+
+    def _raise_failure(self) -> None:
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
 
     async def _hand_over(self, pending: dict[tuple[str, int | None], list[Any]]) -> None:
         producer = self._producer()

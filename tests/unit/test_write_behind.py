@@ -64,3 +64,55 @@ def test_live_profile_objects_are_written_as_their_dict() -> None:
     asyncio.run(outputs.drain())
     restored = UserProfile.from_dict(orjson.loads(producer.sent[0].value))
     assert restored.to_dict() == profile.to_dict()
+
+
+class SlowProducer(RecordingProducer):
+    """Each batch waits for ``gate``: a broker round trip that has not come back yet."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.batches: list[list[bytes]] = []
+
+    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> Any:
+        await self.gate.wait()
+        self.batches.append([value for _, value, _ in batch.records])
+        return await super().send_batch(batch, topic, partition=partition)
+
+
+def test_flush_does_not_wait_for_a_slow_broker_and_keeps_order() -> None:
+    async def run() -> SlowProducer:
+        producer = SlowProducer()
+        outputs = OutputBatches(lambda: producer, partition_counts={"t": 1})
+        outputs.add("t", b"k", b"1", partition=0)
+        await asyncio.wait_for(outputs.flush(), 1)  # returns at once: the pump waits
+        outputs.add("t", b"k", b"2", partition=0)
+        outputs.add("t", b"k", b"3", partition=0)
+        await asyncio.wait_for(outputs.flush(), 1)
+        assert producer.sent == []
+        producer.gate.set()
+        await asyncio.wait_for(outputs.drain(), 1)
+        return producer
+
+    producer = asyncio.run(run())
+    assert producer.batches == [[b"1"], [b"2", b"3"]]  # what came meanwhile: one batch
+    assert [s.value for s in producer.sent] == [b"1", b"2", b"3"]
+
+
+def test_a_failed_hand_over_is_raised_by_the_next_drain() -> None:
+    class Broken(RecordingProducer):
+        async def send_batch(self, batch: Any, topic: str, *, partition: int) -> Any:
+            raise RuntimeError("broker gone")
+
+    async def run() -> None:
+        outputs = OutputBatches(lambda: Broken(), partition_counts={"t": 1})
+        outputs.add("t", b"k", b"1", partition=0)
+        await outputs.flush()
+        await outputs.drain()
+
+    try:
+        asyncio.run(run())
+    except RuntimeError as error:
+        assert "broker gone" in str(error)
+    else:
+        raise AssertionError("the failure was swallowed")
