@@ -65,6 +65,17 @@ UPLIFT_EXPORT_S = 5.0
 NEVER_TOO_OLD_MS = 1 << 62    # a consent decision applies however old it is
 
 
+def stored_state(saved: Any) -> dict[str, Any] | None:
+    """A user's ``promo-state`` value: held as JSON bytes (a dict once recovered).
+
+    >>> stored_state(b'{"v":1,"r":[]}'), stored_state({"v": 1, "r": []}), stored_state(None)
+    ({'v': 1, 'r': []}, {'v': 1, 'r': []}, None)
+    """
+    if isinstance(saved, bytes | bytearray | memoryview):
+        return orjson.loads(saved)
+    return saved
+
+
 def campaigns_path(settings: Settings) -> Path:
     return Path(settings.campaigns_file) if settings.campaigns_file else PACKAGED_CAMPAIGNS
 
@@ -113,7 +124,8 @@ class PromoTriggers:
             source="live" if live else "clicks", room_id=getattr(record, "room_id", None),
             item_id=record.item_id, value=value, partition=partition, previous_ts=previous_ts)
         decision = self.decider.on_event(
-            facts, view, room, view.get("scores"), load_state=lambda: self.state.get(user),
+            facts, view, room, view.get("scores"),
+            load_state=lambda: stored_state(self.state.get(user)),
             spent=lambda cid: self.budget.get(f"{cid}|{partition}") or 0.0, now_ms=now_ms())
         if decision is None:
             return
@@ -133,7 +145,8 @@ class PromoTriggers:
             engine.add_output(self.names.attribution, user, orjson.dumps(out))
         if decision.state is not None:
             if decision.state["r"]:
-                self.state.set(user, decision.state, partition)
+                # held as JSON (a user's few trigger entries as dicts took ~2.7 KB)
+                self.state.set(user, orjson.dumps(decision.state), partition)
             elif self.state.get(user) is not None:
                 self.state.delete(user, partition)
         for cid, total in decision.spent.items():

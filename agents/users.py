@@ -269,6 +269,12 @@ def register(engine: Engine, catalog: Any, headlines: Any, promo: PromoTriggers,
     async def flush_profiles(sender: Any, revoked: set[Any], **_: Any) -> None:
         await handler.on_revoke()
 
+    @app.on_rebalance_complete.connect
+    async def compact_profiles(sender: Any, **_: Any) -> None:
+        compacted = await profiles.compact_recovered()
+        if compacted:
+            log.info("%d recovered profiles held as JSON", compacted)
+
     @app.timer(EXPORT_INTERVAL_S, name="model-metrics")
     async def export_model_metrics() -> None:
         models.export()
