@@ -7,7 +7,7 @@ fetch and a pass through Faust's stream machinery per event. The room pipeline i
 groups the events of one handled ``live-events`` batch by the user's partition (the
 partition Kafka's default murmur2 partitioner gives the ``user_id`` key, so it is the one
 that owns the user's state) and sends each group as one record, a JSON array of live
-events, with the batch's other outputs (``agents.rooms.RoomHandler``). The user pipeline
+events, with the batch's other outputs (``agents.rooms.pipeline.RoomHandler``). The user pipeline
 splits a record back into events (:func:`unbatch`) and handles and guards each on its own.
 Faust flushes the producer before it commits offsets, so nothing forwarded is lost.
 

@@ -721,7 +721,7 @@ CONVERSION_DROP_SHARE = 0.25
 
 
 class RoomSource(Protocol):
-    """The parts of :class:`agents.room_state.RoomState` the room watch reads."""
+    """The parts of :class:`agents.rooms.state.RoomState` the room watch reads."""
 
     last_event_ts: int
     viewers: dict[str, list[int]]

@@ -25,7 +25,7 @@ import orjson
 
 from agents.anomalies import SCOPES, AnomalyMonitor
 from agents.engine import Engine
-from agents.rooms import RoomPipeline
+from agents.rooms.pipeline import RoomPipeline
 from agents.stats import EngineMetrics
 
 TICK_S = 1.0

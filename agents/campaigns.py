@@ -16,7 +16,7 @@ Conditions read a context of five namespaces (:func:`build_context`):
   ``profile.lifecycle``, ``profile.tags``, ``profile.live.rooms_watched``;
 * ``session``: ``profile.session`` plus ``open_carts`` (carts minus purchases in the session)
   and ``gap_s`` (seconds since the user's previous event; null on a first event);
-* ``room``: the room's headline (``agents.rooms.headline``) for the event's room;
+* ``room``: the room's headline (``agents.rooms.pipeline.headline``) for the event's room;
 * ``scores``: ``purchase_propensity`` and ``leave_risk`` when known.
 
 A missing (or null) field makes every comparison false except ``exists: false``.

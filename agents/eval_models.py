@@ -47,7 +47,7 @@ from typing import Any
 import orjson
 
 from agents.profile import UserProfile
-from agents.room_state import RoomState
+from agents.rooms.state import RoomState
 from online_models.propensity import LeaveRisk, PurchasePropensity, constant_baseline
 from streams.contracts import (
     CATALOG_ITEM,

@@ -124,7 +124,7 @@ class HistoryWorkload:
     def _insight_template(self, room: str) -> dict[str, Any]:
         found = self._insight_templates.get(room)
         if found is None:
-            from agents.room_state import RoomState
+            from agents.rooms.state import RoomState
             from streams.contracts import LiveEvent, as_dict
 
             state = RoomState(room, 10_000)

@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from agents.anomalies import AnomalyMonitor, DetectorFactory, default_detector
-from agents.room_state import RoomState
+from agents.rooms.state import RoomState
 from streams.contracts import CLICK_EVENT, LIVE_EVENT, validate
 from streams.simulator import Simulator
 

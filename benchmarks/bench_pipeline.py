@@ -104,7 +104,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("clickhouse sink", ("agents/clickhouse", "clickhouse_driver")),
     ("validation (streams/ingest)", ("streams/ingest", "streams/contracts")),
     ("sentiment", ("online_models/sentiment", "online_models/text")),
-    ("room pipeline", ("agents/rooms", "agents/room_state", "agents/sketches")),
+    ("room pipeline", ("agents/rooms/",)),
     ("profiles", ("agents/profile",)),
     ("recommender", ("online_models/recsys",)),
     ("propensity", ("online_models/propensity",)),

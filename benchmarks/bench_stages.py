@@ -2,13 +2,12 @@
 
     python -m benchmarks.bench_stages [--events 30000] [--batch 200] [--repeats 3]
 
-Simulator traffic (live events and clicks at the simulator's mix, 0.2 % bad records) goes
-through the real :class:`~agents.rooms.RoomHandler` and :class:`~agents.users.UserHandler`
-on the in-memory harness (:mod:`agents.testing`): live-event batches to the room pipeline,
-its ``user-activity`` records to the user pipeline, click batches to the user pipeline, as
-one worker's consumer would hand them over (records of one partition per call). What Kafka
-and Faust cost is not here (see ``livepulse bench``): this is the budget the engine's own
-Python spends per input event.
+Simulator traffic (live events and clicks at the simulator's mix, 0.2 % bad records) goes through
+the real :class:`~agents.rooms.pipeline.RoomHandler` and :class:`~agents.users.UserHandler` on the
+in-memory harness (:mod:`agents.testing`): live-event batches to the room pipeline, its
+``user-activity`` records to the user pipeline, click batches to the user pipeline, as one worker's
+consumer would hand them over (records of one partition per call). What Kafka and Faust cost is not
+here (see ``livepulse bench``): this is the budget the engine's own Python spends per input event.
 
 Prints the CPU µs per input event of the whole path (median of ``--repeats`` fresh runs,
 the first half of each run as warm-up), then a cProfile of one more run charged to stages
@@ -39,7 +38,8 @@ PARTITIONS = 4
 # stage -> (file suffix, function name) entry points; cumulative time, outermost first
 STAGES: dict[str, list[tuple[str, str]]] = {
     "validate (decode + contract)": [("streams/ingest.py", "decode")],
-    "room fold + anomaly notes": [("agents/rooms.py", "apply"), ("agents/rooms.py", "repeat")],
+    "room fold + anomaly notes": [("agents/rooms/pipeline.py", "apply"),
+                                  ("agents/rooms/pipeline.py", "repeat")],
     "forward to user-activity (encode)": [("agents/activity.py", "forwarded")],
     "user-activity decode": [("agents/activity.py", "unbatch"),
                              ("streams/contracts.py", "to_record")],

@@ -20,7 +20,7 @@ from agents.anomalies import (
     count_surprise,
     member_ids,
 )
-from agents.room_state import RoomState
+from agents.rooms.state import RoomState
 from benchmarks.bench_incidents import replay
 from streams.contracts import ANOMALY, ROOM_INSIGHT, LiveEvent, as_dict, check_contract, json_schema
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from agents.campaigns import CampaignBook, CampaignError
 from agents.clickhouse_schema import TABLES, HistoryTable
 from agents.profile import UserProfile
-from agents.room_state import RoomState
+from agents.rooms.state import RoomState
 from agents.triggers import describe
 from config.settings import Settings
 from streams.contracts import (

@@ -14,7 +14,7 @@ import pytest
 
 from agents.eval_models import main_propensity
 from agents.profile import UserProfile
-from agents.room_state import RoomState
+from agents.rooms.state import RoomState
 from online_models.propensity import (
     MAX_SCHEMAS,
     BinnedROCAUC,

@@ -15,7 +15,7 @@ committed offset that are at or below it are skipped (counted in
 event counts once. A skipped event is still forwarded to ``user-activity`` (its first copy
 may have been lost with the crash): the user pipeline skips its position (partition and
 offset, see ``agents.activity``) if it had it already. A producer retry -- an event whose
-``event_id`` is among the room's last 1,024 (:data:`agents.room_state.RECENT_EVENT_IDS`), at
+``event_id`` is among the room's last 1,024 (:data:`agents.rooms.state.RECENT_EVENT_IDS`), at
 a new offset -- is skipped and counted the same way but not forwarded: its first copy was
 (the room state and the forwards are committed together).
 
@@ -41,7 +41,7 @@ import orjson
 from agents.activity import forwarded
 from agents.engine import Engine
 from agents.recent_ids import id_hash
-from agents.room_state import RoomState, mentions
+from agents.rooms.state import RoomState, mentions
 from agents.state import WriteBehindTable, in_partition
 from agents.triggers import bootstrap_of
 from streams.app import subscribe
