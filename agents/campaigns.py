@@ -12,7 +12,7 @@ Conditions read a context of five namespaces (:func:`build_context`):
 
 * ``event``: ``type``, ``source`` (``live`` or ``clicks``), ``room_id``, ``item_id``,
   ``value`` (order value of a purchase), ``ts``;
-* ``profile``: the profile's public view after the event (``agents.profile``), e.g.
+* ``profile``: the profile's public view after the event (``agents.users.profile``), e.g.
   ``profile.lifecycle``, ``profile.tags``, ``profile.live.rooms_watched``;
 * ``session``: ``profile.session`` plus ``open_carts`` (carts minus purchases in the session)
   and ``gap_s`` (seconds since the user's previous event; null on a first event);

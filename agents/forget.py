@@ -1,4 +1,4 @@
-"""``livepulse forget USER_ID``: the requester's side of erasure (see :mod:`agents.erasure`).
+"""``livepulse forget USER_ID``: the requester's side of erasure (see :mod:`agents.users.erasure`).
 
 1. publish an erasure request on ``<prefix>.erasure`` (key user_id): the worker owning the
    user's partition forgets the user's profile, session, model, trigger and anomaly state

@@ -44,8 +44,8 @@ from agents.campaigns import (
     Decider,
     EventFacts,
 )
-from agents.profile import UserProfile
 from agents.state import WriteBehindTable
+from agents.users.profile import UserProfile
 from config.settings import Settings
 from streams.contracts import CONSENT_EVENT, SCHEMA_VERSION
 from streams.control import ControlTopicReader
@@ -54,7 +54,7 @@ from streams.security import kafka_client_options
 
 if TYPE_CHECKING:
     from agents.engine import Engine
-    from agents.profile_store import ProfileStore
+    from agents.users.store import ProfileStore
 
 log = logging.getLogger("livepulse.triggers")
 

@@ -19,15 +19,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from agents import anomalies_agent, catalog, observability, triggers, users, web
+from agents import anomalies_agent, catalog, observability, triggers, web
 from agents.anomalies import AnomalyMonitor
 from agents.engine import Engine
-from agents.erasure import Eraser
 from agents.models import ModelHost
 from agents.privacy_web import register as register_privacy_api
 from agents.redis_sink import RedisSink, RedisSinkMetrics
 from agents.rooms import pipeline as rooms
 from agents.stats import EngineMetrics
+from agents.users import pipeline as users
+from agents.users.erasure import Eraser
 from config.settings import Settings
 from streams.app import WorkerHooks, create_app
 from streams.topics import topic_names

@@ -105,7 +105,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("validation (streams/ingest)", ("streams/ingest", "streams/contracts")),
     ("sentiment", ("online_models/sentiment", "online_models/text")),
     ("room pipeline", ("agents/rooms/",)),
-    ("profiles", ("agents/profile",)),
+    ("profiles", ("agents/users/profile", "agents/users/store")),
     ("recommender", ("online_models/recsys",)),
     ("propensity", ("online_models/propensity",)),
     ("anomalies", ("agents/anomalies", "online_models/anomaly")),
@@ -688,7 +688,7 @@ def processing_histograms(samples: list[tuple[str, dict[str, str], float]] | Non
 def stage_of(stack: str) -> str:
     """The stage of one folded stack: its innermost frame matching :data:`STAGES`.
 
-    >>> stage_of("run (/x/faust/agent.py:1);handle (/r/agents/profile.py:9);get (<frozen>:1)")
+    >>> stage_of("run (/x/faust/agent.py:1);handle (/r/agents/users/profile.py:9);get (<frozen>:1)")
     'profiles'
     >>> stage_of("_run_once (/usr/lib/python3.11/asyncio/base_events.py:1)")
     'other'

@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 
 from agents.campaigns import CampaignBook, CampaignError
 from agents.clickhouse_schema import TABLES, HistoryTable
-from agents.profile import UserProfile
 from agents.rooms.state import RoomState
 from agents.triggers import describe
+from agents.users.profile import UserProfile
 from config.settings import Settings
 from streams.contracts import (
     CAMPAIGN,

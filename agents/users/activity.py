@@ -14,7 +14,7 @@ Faust flushes the producer before it commits offsets, so nothing forwarded is lo
 Each forwarded event carries its position in ``live-events`` (:data:`SOURCE_FIELD`: partition
 and offset, see :func:`forwarded`): a live event may be forwarded twice (the room pipeline
 replays its input after a crash or a rebalance), and the user pipeline skips a position it
-has folded in already (:meth:`agents.profile.UserProfile.is_duplicate`).
+has folded in already (:meth:`agents.users.profile.UserProfile.is_duplicate`).
 """
 
 from __future__ import annotations

@@ -41,8 +41,8 @@ if TYPE_CHECKING:
     from agents.anomalies import AnomalyMonitor
     from agents.engine import Engine
     from agents.models import ModelHost
-    from agents.profile_store import ProfileStore
     from agents.triggers import PromoTriggers
+    from agents.users.store import ProfileStore
 
 log = logging.getLogger("livepulse.erasure")
 
