@@ -191,8 +191,8 @@ def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_campaigns(args: argparse.Namespace, settings: Settings) -> int:
     """push [FILE] (default LIVEPULSE_CAMPAIGNS_FILE) | list | delete ID."""
-    from agents.campaigns import CampaignBook, CampaignError, parse_campaigns
-    from agents.triggers import (
+    from agents.promo.campaigns import CampaignBook, CampaignError, parse_campaigns
+    from agents.promo.triggers import (
         book_with_topic,
         campaigns_path,
         describe,

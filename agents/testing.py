@@ -32,13 +32,13 @@ from typing import Any
 import orjson
 
 from agents.anomalies import AnomalyMonitor
-from agents.campaigns import CampaignBook
 from agents.engine import Engine
 from agents.models import ModelHost
+from agents.promo.campaigns import CampaignBook
+from agents.promo.triggers import PromoTriggers
 from agents.rooms.pipeline import RoomHandler, RoomPipeline
 from agents.state import WriteBehindTable
 from agents.stats import EngineMetrics
-from agents.triggers import PromoTriggers
 from agents.users.pipeline import UserHandler
 from agents.users.store import ProfileStore
 from config.settings import Settings
@@ -249,6 +249,6 @@ class Harness:
 
 
 def _campaigns(settings: Settings) -> Any:
-    from agents.triggers import campaigns_path
+    from agents.promo.triggers import campaigns_path
 
     return campaigns_path(settings)

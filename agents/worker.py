@@ -19,11 +19,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from agents import anomalies_agent, catalog, observability, triggers, web
+from agents import anomalies_agent, catalog, observability, web
 from agents.anomalies import AnomalyMonitor
 from agents.engine import Engine
 from agents.models import ModelHost
 from agents.privacy_web import register as register_privacy_api
+from agents.promo import triggers as triggers
 from agents.redis_sink import RedisSink, RedisSinkMetrics
 from agents.rooms import pipeline as rooms
 from agents.stats import EngineMetrics

@@ -109,7 +109,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("recommender", ("online_models/recsys",)),
     ("propensity", ("online_models/propensity",)),
     ("anomalies", ("agents/anomalies", "online_models/anomaly")),
-    ("triggers/campaigns", ("agents/triggers", "agents/campaigns")),
+    ("triggers/campaigns", ("agents/promo/",)),
     ("metrics (prometheus)", ("prometheus_client", "agents/stats", "agents/observability")),
     ("Kafka client (aiokafka)", ("aiokafka/", "/kafka/")),
     ("Faust stream machinery", ("faust/", "/mode/")),

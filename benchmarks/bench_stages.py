@@ -52,7 +52,7 @@ STAGES: dict[str, list[tuple[str, str]]] = {
     "propensity + leave risk": [("agents/models.py", "_score_propensity")],
     "recommender learn": [("online_models/recsys.py", "learn_one")],
     "recommender rank": [("online_models/recsys.py", "rank")],
-    "promo decide": [("agents/triggers.py", "on_event")],
+    "promo decide": [("agents/promo/triggers.py", "on_event")],
     "outputs (encode + batch send)": [("agents/engine.py", "add_output"),
                                       ("streams/outputs.py", "flush")],
     "metrics": [("prometheus_client/metrics.py", "inc"),

@@ -39,10 +39,10 @@ from typing import Any
 import orjson
 
 from agents.engine import Engine
+from agents.promo.triggers import bootstrap_of
 from agents.recent_ids import id_hash
 from agents.rooms.state import RoomState, mentions
 from agents.state import WriteBehindTable, in_partition
-from agents.triggers import bootstrap_of
 from agents.users.activity import forwarded
 from streams.app import subscribe
 from streams.contracts import LIVE_EVENT, LiveEvent, as_dict

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from agents.anomalies import AnomalyMonitor
     from agents.engine import Engine
     from agents.models import ModelHost
-    from agents.triggers import PromoTriggers
+    from agents.promo.triggers import PromoTriggers
     from agents.users.store import ProfileStore
 
 log = logging.getLogger("livepulse.erasure")

@@ -32,7 +32,7 @@ from streams.ingest import Rejection, now_ms
 
 if TYPE_CHECKING:
     from agents.anomalies import AnomalyMonitor
-    from agents.triggers import PromoTriggers
+    from agents.promo.triggers import PromoTriggers
 
 log = logging.getLogger("livepulse.users")
 EXPORT_INTERVAL_S = 5.0

@@ -6,7 +6,7 @@ A campaign is a dict (YAML in ``config/campaigns.yaml``, or a record on the comp
 file's campaigns plus the topic's updates and indexes them by event type, so an event costs
 one dict lookup plus the campaigns listening to its type. :class:`Decider` makes the
 decisions of one event, :class:`CampaignStats` folds the attribution records into
-per-campaign experiment figures. The worker (``agents.triggers``) does the I/O.
+per-campaign experiment figures. The worker (``agents.promo.triggers``) does the I/O.
 
 Conditions read a context of five namespaces (:func:`build_context`):
 
