@@ -548,7 +548,7 @@ _MEMBERS = re.compile(r"^(?:Resolved after \d+ s\. )?\w+s (.+?)(?: and \d+ more)
 
 def member_ids(explanation: str) -> list[str]:
     """The members a coalesced incident's (English) explanation names, for sinks that
-    rewrite user ids (:mod:`agents.clickhouse_schema` pseudonymizes them); none for an
+    rewrite user ids (:mod:`agents.sinks.clickhouse_schema` pseudonymizes them); none for an
     incident of a single scope id (its ``scope_id`` is the one named).
 
     >>> member_ids("Resolved after 9 s. Users b1, b2, b3 and 2 more (5 in all): clicks ...")

@@ -280,7 +280,7 @@ EVALUATIONS = {
 def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
     """ClickHouse history (needs LIVEPULSE_CLICKHOUSE_URL): ``run`` the sink without a
     worker (until SIGINT/SIGTERM), ``migrate`` the schema, or apply ``retention`` now."""
-    from agents.clickhouse_sink import ClickHouseWriter, run_standalone
+    from agents.sinks.clickhouse import ClickHouseWriter, run_standalone
 
     if not settings.clickhouse_url.strip():
         print("livepulse: set LIVEPULSE_CLICKHOUSE_URL", file=sys.stderr)

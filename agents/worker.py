@@ -25,8 +25,8 @@ from agents.engine import Engine
 from agents.models import ModelHost
 from agents.privacy_web import register as register_privacy_api
 from agents.promo import triggers as triggers
-from agents.redis_sink import RedisSink, RedisSinkMetrics
 from agents.rooms import pipeline as rooms
+from agents.sinks.redis import RedisSink, RedisSinkMetrics
 from agents.stats import EngineMetrics
 from agents.users import pipeline as users
 from agents.users.erasure import Eraser
@@ -101,7 +101,7 @@ def build_worker(settings: Settings, bootstrap: str | None = None) -> Worker:
     hooks.before_commit.append(engine.outputs.drain)
     freeze_heap_after_recovery(app)
     if settings.clickhouse_url.strip():
-        from agents import clickhouse_sink
+        from agents.sinks import clickhouse as clickhouse_sink
 
         # history: its own consumer group, see the module
         worker.clickhouse = clickhouse_sink.register(engine)

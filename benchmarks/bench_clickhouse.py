@@ -36,9 +36,9 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from agents.clickhouse_schema import TABLES
-from agents.clickhouse_sink import ClickHouseSink, ClickHouseWriter, RecordDecoder
-from agents.embedded_clickhouse import ClickHouseServer
+from agents.sinks.clickhouse import ClickHouseSink, ClickHouseWriter, RecordDecoder
+from agents.sinks.clickhouse_schema import TABLES
+from agents.sinks.embedded_clickhouse import ClickHouseServer
 from config.settings import Settings
 from streams.admin import ensure_topics
 from streams.broker import EmbeddedBroker

@@ -100,8 +100,8 @@ BASELINES_S = 75.0  # budget kept for the baselines in a quick run
 STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("event loop waiting (select)", ("EpollSelector.select",)),
     ("orjson/serialization", ("orjson", "streams/codecs")),
-    ("redis sink", ("agents/redis_sink", "/redis/")),
-    ("clickhouse sink", ("agents/clickhouse", "clickhouse_driver")),
+    ("redis sink", ("agents/sinks/redis", "/redis/")),
+    ("clickhouse sink", ("agents/sinks/clickhouse", "clickhouse_driver")),
     ("validation (streams/ingest)", ("streams/ingest", "streams/contracts")),
     ("sentiment", ("online_models/sentiment", "online_models/text")),
     ("room pipeline", ("agents/rooms/",)),

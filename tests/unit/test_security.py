@@ -130,7 +130,7 @@ def test_secrets_never_show_in_repr_or_dumps() -> None:
 
 
 def test_clickhouse_url_carries_credentials_and_tls() -> None:
-    from agents.clickhouse_sink import client_for
+    from agents.sinks.clickhouse import client_for
 
     client, database = client_for("clickhouse://lp:pw@ch:9440/hist?secure=True"
                                   "&ca_certs=/etc/ssl/ca.pem")
