@@ -315,8 +315,8 @@ def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_host_token(args: argparse.Namespace, settings: Settings) -> int:
     """Print the host token of a room: it opens ``/rooms/ROOM?token=...`` and that room's
-    API, nothing else (HMAC of the room id, see ``agents.web_auth``)."""
-    from agents.web_auth import host_token
+    API, nothing else (HMAC of the room id, see ``agents.web.auth``)."""
+    from agents.web.auth import host_token
 
     key = settings.host_token_key or settings.api_token
     if not key:

@@ -19,17 +19,18 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from agents import anomalies_agent, catalog, observability, web
+from agents import anomalies_agent, catalog, observability
 from agents.anomalies import AnomalyMonitor
 from agents.engine import Engine
 from agents.models import ModelHost
-from agents.privacy_web import register as register_privacy_api
 from agents.promo import triggers as triggers
 from agents.rooms import pipeline as rooms
 from agents.sinks.redis import RedisSink, RedisSinkMetrics
 from agents.stats import EngineMetrics
 from agents.users import pipeline as users
 from agents.users.erasure import Eraser
+from agents.web import routes as web
+from agents.web.privacy import register as register_privacy_api
 from config.settings import Settings
 from streams.app import WorkerHooks, create_app
 from streams.topics import topic_names

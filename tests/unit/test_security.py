@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-from agents.web_auth import access_middleware, host_token
+from agents.web.auth import access_middleware, host_token
 from config.settings import Settings, SettingsError, redact_url
 from streams.app import create_app
 from streams.security import faust_credentials, kafka_client_options
