@@ -3,7 +3,7 @@
     python -m benchmarks.bench_incidents [--seeds 7,8,9] [--normal-s 1800] [--rate 300]
 
 The simulator's records go through the same pure parts the worker runs (``RoomState``,
-:class:`agents.anomalies.AnomalyMonitor`), one sample per second. Two figures:
+:class:`agents.anomalies.watches.AnomalyMonitor`), one sample per second. Two figures:
 
 * **false alarms**: incidents opened on normal traffic (pin bursts included), per scope and
   per simulated hour, over ``--normal-s`` seconds for each seed;
@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from agents.anomalies import AnomalyMonitor, DetectorFactory, default_detector
+from agents.anomalies.watches import AnomalyMonitor, DetectorFactory, default_detector
 from agents.rooms.state import RoomState
 from streams.contracts import CLICK_EVENT, LIVE_EVENT, validate
 from streams.simulator import Simulator

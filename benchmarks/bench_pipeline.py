@@ -108,7 +108,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("profiles", ("agents/users/profile", "agents/users/store")),
     ("recommender", ("online_models/recsys",)),
     ("propensity", ("online_models/propensity",)),
-    ("anomalies", ("agents/anomalies", "online_models/anomaly")),
+    ("anomalies", ("agents/anomalies/", "online_models/anomaly")),
     ("triggers/campaigns", ("agents/promo/",)),
     ("metrics (prometheus)", ("prometheus_client", "agents/stats", "agents/observability")),
     ("Kafka client (aiokafka)", ("aiokafka/", "/kafka/")),

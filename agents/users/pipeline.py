@@ -31,7 +31,7 @@ from streams.contracts import CLICK_EVENT, LIVE_EVENT, as_dict, to_record
 from streams.ingest import Rejection, now_ms
 
 if TYPE_CHECKING:
-    from agents.anomalies import AnomalyMonitor
+    from agents.anomalies.watches import AnomalyMonitor
     from agents.promo.triggers import PromoTriggers
 
 log = logging.getLogger("livepulse.users")
@@ -156,7 +156,7 @@ class UserHandler:
             self.promo.on_event(live, partition, record, view,
                                 self.headlines.get(room_id) if room_id else None, None)
             return
-        if self.watch_user is not None:  # agents.anomalies_agent: click floods, bots
+        if self.watch_user is not None:  # agents.anomalies.agent: click floods, bots
             self.watch_user(record, live=live)
         previous_ts = profile.updated_at if profile.events else None
         viewer = viewer_context(profile, room_id) if room_id else None

@@ -10,7 +10,7 @@ import jsonschema
 import orjson
 import pytest
 
-from agents.anomalies import (
+from agents.anomalies.watches import (
     AnomalyMonitor,
     IncidentTracker,
     RoomWatch,

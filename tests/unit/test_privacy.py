@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.anomalies import AnomalyMonitor, IncidentTracker, Signal
+from agents.anomalies.watches import AnomalyMonitor, IncidentTracker, Signal
 from agents.models import ModelHost
 from agents.privacy import pseudonymize
 from agents.redaction import redact_text

@@ -1,6 +1,6 @@
 """Anomaly incidents: watchers sample metrics, a detector scores them, a tracker deduplicates.
 
-Pure Python (no Faust): :mod:`agents.anomalies_agent` wires it into the worker.
+Pure Python (no Faust): :mod:`agents.anomalies.agent` wires it into the worker.
 
 * :class:`RoomWatch` samples every owned room once per **event-time** second (viewers,
   join / leave rate, comments, likes, gifts, carts, GMV per second, cart → order conversion)
