@@ -43,7 +43,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from agents.anomalies.watches import SCOPES, SEVERITIES
+from agents.anomalies.incidents import SCOPES, SEVERITIES
 from agents.engine import Engine
 from agents.rooms.pipeline import RoomPipeline
 

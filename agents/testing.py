@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from agents.anomalies.watches import AnomalyMonitor
+from agents.anomalies.monitor import AnomalyMonitor
 from agents.engine import Engine
 from agents.models import ModelHost
 from agents.promo.campaigns import CampaignBook

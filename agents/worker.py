@@ -21,7 +21,7 @@ from typing import Any
 
 from agents import catalog, observability
 from agents.anomalies.agent import register as register_anomalies
-from agents.anomalies.watches import AnomalyMonitor
+from agents.anomalies.monitor import AnomalyMonitor
 from agents.engine import Engine
 from agents.models import ModelHost
 from agents.promo.triggers import PromoTriggers

@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from agents.anomalies.watches import AnomalyMonitor
+from agents.anomalies.monitor import AnomalyMonitor
 from agents.rooms import state as room_state_module
 from agents.rooms.state import RoomState
 from agents.users.profile import UserProfile

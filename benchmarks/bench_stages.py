@@ -48,7 +48,7 @@ STAGES: dict[str, list[tuple[str, str]]] = {
                                           ("agents/users/profile.py", "is_duplicate"),
                                           ("agents/users/profile.py", "advance")],
     "profile view": [("agents/users/profile.py", "view")],
-    "user anomaly notes": [("agents/anomalies/watches.py", "note_user")],
+    "user anomaly notes": [("agents/anomalies/monitor.py", "note_user")],
     "propensity + leave risk": [("agents/models.py", "_score_propensity")],
     "recommender learn": [("online_models/recsys.py", "learn_one")],
     "recommender rank": [("online_models/recsys.py", "rank")],

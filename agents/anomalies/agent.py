@@ -1,11 +1,11 @@
 """Anomaly incidents in the worker: ``livepulse.anomalies`` (key ``scope_id``).
 
-Wiring of the pure :class:`agents.anomalies.watches.AnomalyMonitor` into one worker:
+Wiring of the pure :class:`agents.anomalies.monitor.AnomalyMonitor` into one worker:
 
-* the room pipeline calls :meth:`~agents.anomalies.watches.AnomalyMonitor.note_live` for every
+* the room pipeline calls :meth:`~agents.anomalies.monitor.AnomalyMonitor.note_live` for every
   validated live event (joins and leaves per second, input lag) and asks
-  :meth:`~agents.anomalies.watches.AnomalyMonitor.room_alerts` for each insight's ``alerts``;
-* the user pipeline calls :meth:`~agents.anomalies.watches.AnomalyMonitor.note_user` for every
+  :meth:`~agents.anomalies.monitor.AnomalyMonitor.room_alerts` for each insight's ``alerts``;
+* the user pipeline calls :meth:`~agents.anomalies.monitor.AnomalyMonitor.note_user` for every
   click and live event it folds;
 * a 1 s timer samples this worker's live rooms, its active users and its own numbers
   (input lag, dead letters, output latency), produces the incident records and keeps
@@ -23,7 +23,8 @@ from typing import Any
 
 import orjson
 
-from agents.anomalies.watches import SCOPES, AnomalyMonitor
+from agents.anomalies.incidents import SCOPES
+from agents.anomalies.monitor import AnomalyMonitor
 from agents.engine import Engine
 from agents.rooms.pipeline import RoomPipeline
 from agents.stats import EngineMetrics

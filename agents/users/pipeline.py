@@ -31,7 +31,7 @@ from streams.contracts import CLICK_EVENT, LIVE_EVENT, as_dict, to_record
 from streams.ingest import Rejection, now_ms
 
 if TYPE_CHECKING:
-    from agents.anomalies.watches import AnomalyMonitor
+    from agents.anomalies.monitor import AnomalyMonitor
     from agents.promo.triggers import PromoTriggers
 
 log = logging.getLogger("livepulse.users")

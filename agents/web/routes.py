@@ -23,7 +23,7 @@ from aiohttp import web as aiohttp_web
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
-from agents.anomalies.watches import SCOPES
+from agents.anomalies.incidents import SCOPES
 from agents.web import auth as web_auth
 from agents.web import errors as web_errors
 from dashboards import HOST_PAGE_DIR

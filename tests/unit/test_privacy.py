@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.anomalies.watches import AnomalyMonitor, IncidentTracker, Signal
+from agents.anomalies.incidents import IncidentTracker, Signal
+from agents.anomalies.monitor import AnomalyMonitor
 from agents.models import ModelHost
 from agents.privacy import pseudonymize
 from agents.redaction import redact_text
