@@ -191,8 +191,8 @@ def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_campaigns(args: argparse.Namespace, settings: Settings) -> int:
     """push [FILE] (default LIVEPULSE_CAMPAIGNS_FILE) | list | delete ID."""
-    from agents.campaigns import CampaignBook, CampaignError, parse_campaigns
-    from agents.triggers import (
+    from agents.promo.campaigns import CampaignBook, CampaignError, parse_campaigns
+    from agents.promo.triggers import (
         book_with_topic,
         campaigns_path,
         describe,
@@ -280,7 +280,7 @@ EVALUATIONS = {
 def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
     """ClickHouse history (needs LIVEPULSE_CLICKHOUSE_URL): ``run`` the sink without a
     worker (until SIGINT/SIGTERM), ``migrate`` the schema, or apply ``retention`` now."""
-    from agents.clickhouse_sink import ClickHouseWriter, run_standalone
+    from agents.sinks.clickhouse import ClickHouseWriter, run_standalone
 
     if not settings.clickhouse_url.strip():
         print("livepulse: set LIVEPULSE_CLICKHOUSE_URL", file=sys.stderr)
@@ -315,8 +315,8 @@ def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_host_token(args: argparse.Namespace, settings: Settings) -> int:
     """Print the host token of a room: it opens ``/rooms/ROOM?token=...`` and that room's
-    API, nothing else (HMAC of the room id, see ``agents.web_auth``)."""
-    from agents.web_auth import host_token
+    API, nothing else (HMAC of the room id, see ``agents.web.auth``)."""
+    from agents.web.auth import host_token
 
     key = settings.host_token_key or settings.api_token
     if not key:

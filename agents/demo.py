@@ -28,9 +28,9 @@ from typing import Any
 import aiohttp
 from aiokafka.structs import ConsumerRecord
 
-from agents.embedded_clickhouse import ClickHouseServer, clickhouse_server_available
-from agents.embedded_redis import RedisServer, ping, redis_server_available
-from agents.redis_sink import RedisSink
+from agents.sinks.embedded_clickhouse import ClickHouseServer, clickhouse_server_available
+from agents.sinks.embedded_redis import RedisServer, ping, redis_server_available
+from agents.sinks.redis import RedisSink
 from config.settings import Settings, redact_url
 from streams.admin import ensure_topics
 from streams.broker import EmbeddedBroker, _die_with_parent
@@ -311,7 +311,7 @@ async def check_history(settings: Settings, stats: list[dict[str, Any]],
     stored (waits up to 15 s for the sinks' last batches)."""
     if not settings.clickhouse_url.strip():
         return {}
-    from agents.clickhouse_sink import history_counts
+    from agents.sinks.clickhouse import history_counts
 
     admitted = sum(n for s in stats for t, n in s.get("events_in", {}).items()
                    if t in (names.live_events, names.clicks))

@@ -14,7 +14,7 @@ from typing import Any
 
 import faust
 
-from agents.redis_sink import RedisSink
+from agents.sinks.redis import RedisSink
 from agents.stats import EngineMetrics
 from config.settings import Settings
 from streams.app import WorkerHooks

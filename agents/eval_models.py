@@ -46,8 +46,8 @@ from typing import Any
 
 import orjson
 
-from agents.profile import UserProfile
-from agents.room_state import RoomState
+from agents.rooms.state import RoomState
+from agents.users.profile import UserProfile
 from online_models.propensity import LeaveRisk, PurchasePropensity, constant_baseline
 from streams.contracts import (
     CATALOG_ITEM,

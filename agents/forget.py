@@ -1,4 +1,4 @@
-"""``livepulse forget USER_ID``: the requester's side of erasure (see :mod:`agents.erasure`).
+"""``livepulse forget USER_ID``: the requester's side of erasure (see :mod:`agents.users.erasure`).
 
 1. publish an erasure request on ``<prefix>.erasure`` (key user_id): the worker owning the
    user's partition forgets the user's profile, session, model, trigger and anomaly state
@@ -118,8 +118,8 @@ async def history_ends(bootstrap: str, topics: list[str],
 def erase_history(settings: Settings, pid: str, ends: dict[tuple[str, int], int],
                   timeout_s: float) -> dict[str, Any]:
     """Wait (bounded) for the sink to store up to ``ends``, then delete the user's rows."""
-    from agents.clickhouse_schema import PROGRESS_TABLE
-    from agents.clickhouse_sink import ClickHouseWriter
+    from agents.sinks.clickhouse import ClickHouseWriter
+    from agents.sinks.clickhouse_schema import PROGRESS_TABLE
 
     names = topic_names(settings)
     writer = ClickHouseWriter(settings.clickhouse_url, group=f"{settings.app_id}-clickhouse",
@@ -167,7 +167,7 @@ async def forget(settings: Settings, bootstrap: str, user_id: str, *, web_url: s
         except Exception as exc:  # the worker deleted its copy; this is the second pass
             summary["redis_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
     if settings.clickhouse_url.strip():
-        from agents.clickhouse_schema import TABLES
+        from agents.sinks.clickhouse_schema import TABLES
 
         try:
             ends = await history_ends(bootstrap, [t.topic(names) for t in TABLES], client)

@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from agents import room_state
+from agents.rooms import state as room_state
 from agents.stats import EngineMetrics
 from config.settings import Settings
 from online_models.propensity import PURCHASE_EVENT_KINDS, LeaveRisk, PurchasePropensity

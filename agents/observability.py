@@ -43,9 +43,9 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from agents.anomalies import SCOPES, SEVERITIES
+from agents.anomalies.incidents import SCOPES, SEVERITIES
 from agents.engine import Engine
-from agents.rooms import RoomPipeline
+from agents.rooms.pipeline import RoomPipeline
 
 REBALANCE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                      10.0, 30.0, 60.0, 120.0)

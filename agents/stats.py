@@ -103,7 +103,7 @@ class EngineMetrics:
             "livepulse_gmv_total", "Gross merchandise value of valid purchase events (live: "
             "the order amount; storefront: price x quantity), by input topic.", ["topic"],
             registry=r)
-        # campaign ids are bounded by the campaign book (agents.campaigns.MAX_CAMPAIGNS)
+        # campaign ids are bounded by the campaign book (agents.promo.campaigns.MAX_CAMPAIGNS)
         self.triggers = Counter(
             "livepulse_triggers_total", "Promo trigger decisions of this worker by campaign "
             "and outcome (sent, holdout, capped, budget, quiet_hours, expired, not_started, "

@@ -1,12 +1,12 @@
 """An in-memory harness for the pipelines' batch handlers: no broker, no Faust worker.
 
-The handlers of a worker (:class:`agents.rooms.RoomHandler`, :class:`agents.users.UserHandler`)
-are built exactly as ``agents.worker`` builds them, around an :class:`~agents.engine.Engine`
-whose Faust app is a stand-in: tables are dicts (:class:`DictTable`, with the changelog
-records they would send), the producer records every output batch
-(:class:`RecordingProducer`), and input records are made from plain values
-(:func:`records`). A test feeds a record list to a handler, as the consumer would hand over
-one fetched partition, and reads what came out.
+The handlers of a worker (:class:`agents.rooms.pipeline.RoomHandler`,
+:class:`agents.users.pipeline.UserHandler`) are built exactly as ``agents.worker`` builds them,
+around an :class:`~agents.engine.Engine` whose Faust app is a stand-in: tables are dicts
+(:class:`DictTable`, with the changelog records they would send), the producer records every
+output batch (:class:`RecordingProducer`), and input records are made from plain values
+(:func:`records`). A test feeds a record list to a handler, as the consumer would hand over one
+fetched partition, and reads what came out.
 
 >>> import asyncio, orjson
 >>> h = Harness()
@@ -31,16 +31,16 @@ from typing import Any
 
 import orjson
 
-from agents.anomalies import AnomalyMonitor
-from agents.campaigns import CampaignBook
+from agents.anomalies.monitor import AnomalyMonitor
 from agents.engine import Engine
 from agents.models import ModelHost
-from agents.profile_store import ProfileStore
-from agents.rooms import RoomHandler, RoomPipeline
+from agents.promo.campaigns import CampaignBook
+from agents.promo.triggers import PromoTriggers
+from agents.rooms.pipeline import RoomHandler, RoomPipeline
 from agents.state import WriteBehindTable
 from agents.stats import EngineMetrics
-from agents.triggers import PromoTriggers
-from agents.users import UserHandler
+from agents.users.pipeline import UserHandler
+from agents.users.store import ProfileStore
 from config.settings import Settings
 from streams.app import WorkerHooks
 from streams.ingest import now_ms
@@ -249,6 +249,6 @@ class Harness:
 
 
 def _campaigns(settings: Settings) -> Any:
-    from agents.triggers import campaigns_path
+    from agents.promo.triggers import campaigns_path
 
     return campaigns_path(settings)

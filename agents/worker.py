@@ -19,14 +19,22 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from agents import anomalies_agent, catalog, observability, rooms, triggers, users, web
-from agents.anomalies import AnomalyMonitor
+from agents import catalog, observability
+from agents.anomalies.agent import register as register_anomalies
+from agents.anomalies.monitor import AnomalyMonitor
 from agents.engine import Engine
-from agents.erasure import Eraser
 from agents.models import ModelHost
-from agents.privacy_web import register as register_privacy_api
-from agents.redis_sink import RedisSink, RedisSinkMetrics
+from agents.promo.triggers import PromoTriggers
+from agents.promo.triggers import register as register_promo
+from agents.rooms.pipeline import RoomHandler
+from agents.rooms.pipeline import register as register_rooms
+from agents.sinks.redis import RedisSink, RedisSinkMetrics
 from agents.stats import EngineMetrics
+from agents.users.erasure import Eraser
+from agents.users.pipeline import UserHandler
+from agents.users.pipeline import register as register_users
+from agents.web.privacy import register as register_privacy_api
+from agents.web.routes import register as register_web
 from config.settings import Settings
 from streams.app import WorkerHooks, create_app
 from streams.topics import topic_names
@@ -40,11 +48,11 @@ class Worker:
 
     engine: Engine
     catalog: Any
-    rooms: rooms.RoomHandler
+    rooms: RoomHandler
     headlines: Any
-    users: users.UserHandler
+    users: UserHandler
     models: ModelHost
-    promo: triggers.PromoTriggers
+    promo: PromoTriggers
     anomalies: AnomalyMonitor
     eraser: Eraser
     clickhouse: Any = None
@@ -83,14 +91,14 @@ def build_worker(settings: Settings, bootstrap: str | None = None) -> Worker:
             await sink.run()  # flushes once more when Faust cancels it at shutdown
 
     items = catalog.register(engine)
-    room_handler, headlines = rooms.register(engine)
-    anomalies = anomalies_agent.register(engine, room_handler.pipeline)
-    promo = triggers.register(engine)
-    user_handler, models, eraser = users.register(engine, items, headlines, promo, anomalies)
+    room_handler, headlines = register_rooms(engine)
+    anomalies = register_anomalies(engine, room_handler.pipeline)
+    promo = register_promo(engine)
+    user_handler, models, eraser = register_users(engine, items, headlines, promo, anomalies)
     worker = Worker(engine=engine, catalog=items, rooms=room_handler, headlines=headlines,
                     users=user_handler, models=models, promo=promo, anomalies=anomalies,
                     eraser=eraser)
-    web.register(worker)
+    register_web(worker)
     register_privacy_api(worker)  # consent API (erasure: DELETE /api/users/{id} in web)
     observability.register(engine, room_handler.pipeline)  # lag, table sizes, rebalances
     # last before each commit: what the hooks above wrote (changelogs) to the producer;
@@ -98,7 +106,7 @@ def build_worker(settings: Settings, bootstrap: str | None = None) -> Worker:
     hooks.before_commit.append(engine.outputs.drain)
     freeze_heap_after_recovery(app)
     if settings.clickhouse_url.strip():
-        from agents import clickhouse_sink
+        from agents.sinks import clickhouse as clickhouse_sink
 
         # history: its own consumer group, see the module
         worker.clickhouse = clickhouse_sink.register(engine)

@@ -36,9 +36,9 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from agents.clickhouse_schema import TABLES
-from agents.clickhouse_sink import ClickHouseSink, ClickHouseWriter, RecordDecoder
-from agents.embedded_clickhouse import ClickHouseServer
+from agents.sinks.clickhouse import ClickHouseSink, ClickHouseWriter, RecordDecoder
+from agents.sinks.clickhouse_schema import TABLES
+from agents.sinks.embedded_clickhouse import ClickHouseServer
 from config.settings import Settings
 from streams.admin import ensure_topics
 from streams.broker import EmbeddedBroker
@@ -124,7 +124,7 @@ class HistoryWorkload:
     def _insight_template(self, room: str) -> dict[str, Any]:
         found = self._insight_templates.get(room)
         if found is None:
-            from agents.room_state import RoomState
+            from agents.rooms.state import RoomState
             from streams.contracts import LiveEvent, as_dict
 
             state = RoomState(room, 10_000)

@@ -35,10 +35,10 @@ from typing import Any
 
 import orjson
 
-from agents import room_state as room_state_module
-from agents.anomalies import AnomalyMonitor
-from agents.profile import UserProfile
-from agents.room_state import RoomState
+from agents.anomalies.monitor import AnomalyMonitor
+from agents.rooms import state as room_state_module
+from agents.rooms.state import RoomState
+from agents.users.profile import UserProfile
 from online_models.sentiment import NgramSentiment
 from streams.contracts import CLICK_EVENT, LIVE_EVENT, to_record
 from streams.simulator import Simulator

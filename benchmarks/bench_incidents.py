@@ -3,7 +3,7 @@
     python -m benchmarks.bench_incidents [--seeds 7,8,9] [--normal-s 1800] [--rate 300]
 
 The simulator's records go through the same pure parts the worker runs (``RoomState``,
-:class:`agents.anomalies.AnomalyMonitor`), one sample per second. Two figures:
+:class:`agents.anomalies.monitor.AnomalyMonitor`), one sample per second. Two figures:
 
 * **false alarms**: incidents opened on normal traffic (pin bursts included), per scope and
   per simulated hour, over ``--normal-s`` seconds for each seed;
@@ -24,8 +24,9 @@ from typing import Any
 
 import orjson
 
-from agents.anomalies import AnomalyMonitor, DetectorFactory, default_detector
-from agents.room_state import RoomState
+from agents.anomalies.monitor import AnomalyMonitor
+from agents.anomalies.watches import DetectorFactory, default_detector
+from agents.rooms.state import RoomState
 from streams.contracts import CLICK_EVENT, LIVE_EVENT, validate
 from streams.simulator import Simulator
 

@@ -111,16 +111,16 @@ BASELINES_S = 75.0  # budget kept for the baselines in a quick run
 STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("event loop waiting (select)", ("EpollSelector.select",)),
     ("orjson/serialization", ("orjson", "streams/codecs")),
-    ("redis sink", ("agents/redis_sink", "/redis/")),
-    ("clickhouse sink", ("agents/clickhouse", "clickhouse_driver")),
+    ("redis sink", ("agents/sinks/redis", "/redis/")),
+    ("clickhouse sink", ("agents/sinks/clickhouse", "clickhouse_driver")),
     ("validation (streams/ingest)", ("streams/ingest", "streams/contracts")),
     ("sentiment", ("online_models/sentiment", "online_models/text")),
-    ("room pipeline", ("agents/rooms", "agents/room_state", "agents/sketches")),
-    ("profiles", ("agents/profile",)),
+    ("room pipeline", ("agents/rooms/",)),
+    ("profiles", ("agents/users/profile", "agents/users/store")),
     ("recommender", ("online_models/recsys",)),
     ("propensity", ("online_models/propensity",)),
-    ("anomalies", ("agents/anomalies", "online_models/anomaly")),
-    ("triggers/campaigns", ("agents/triggers", "agents/campaigns")),
+    ("anomalies", ("agents/anomalies/", "online_models/anomaly")),
+    ("triggers/campaigns", ("agents/promo/",)),
     ("metrics (prometheus)", ("prometheus_client", "agents/stats", "agents/observability")),
     ("Kafka client (aiokafka)", ("aiokafka/", "/kafka/")),
     ("Faust stream machinery", ("faust/", "/mode/")),
@@ -726,7 +726,7 @@ def processing_histograms(samples: list[tuple[str, dict[str, str], float]] | Non
 def stage_of(stack: str) -> str:
     """The stage of one folded stack: its innermost frame matching :data:`STAGES`.
 
-    >>> stage_of("run (/x/faust/agent.py:1);handle (/r/agents/profile.py:9);get (<frozen>:1)")
+    >>> stage_of("run (/x/faust/agent.py:1);handle (/r/agents/users/profile.py:9);get (<frozen>:1)")
     'profiles'
     >>> stage_of("_run_once (/usr/lib/python3.11/asyncio/base_events.py:1)")
     'other'

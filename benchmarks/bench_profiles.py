@@ -12,7 +12,7 @@ over 90 days; blocks of 2,000 users are interleaved in event time. Generation ti
 reported apart from the fold and runs with the cyclic GC paused.
 
 Each store runs in its own subprocess so RSS figures are independent. Events go through
-the agent's path: ``store.get(user)`` -> :func:`agents.profile.fold_profile` ->
+the agent's path: ``store.get(user)`` -> :func:`agents.users.profile.fold_profile` ->
 ``store[user] = profile``, on the real Faust store classes (``faust.stores.memory.Store``
 holds the dicts as they are; ``faust.stores.rocksdb.Store`` with the rocksdict driver
 serialises them with the app's orjson codec), obtained from a minimal ``faust.App`` table
@@ -51,7 +51,7 @@ from typing import Any
 
 import orjson
 
-from agents.profile import UserProfile, fold_profile
+from agents.users.profile import UserProfile, fold_profile
 from streams.contracts import ClickEvent, LiveEvent
 from streams.simulator import COMMENTS, GIFT_AMOUNTS, GIFT_WEIGHTS, Simulator
 

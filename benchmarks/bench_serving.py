@@ -24,9 +24,9 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from agents.embedded_redis import RedisServer
-from agents.profile import UserProfile
-from agents.redis_sink import RedisSink
+from agents.sinks.embedded_redis import RedisServer
+from agents.sinks.redis import RedisSink
+from agents.users.profile import UserProfile
 from streams.contracts import ClickEvent, LiveEvent
 from streams.simulator import Simulator
 

@@ -3,12 +3,12 @@
     python -m benchmarks.bench_stages [--events 30000] [--batch 200] [--repeats 3]
 
 Simulator traffic (live events and clicks at the simulator's mix, 0.2 % bad records) goes
-through the real :class:`~agents.rooms.RoomHandler` and :class:`~agents.users.UserHandler`
-on the in-memory harness (:mod:`agents.testing`): live-event batches to the room pipeline,
-its ``user-activity`` records to the user pipeline, click batches to the user pipeline, as
-one worker's consumer would hand them over (records of one partition per call). What Kafka
-and Faust cost is not here (see ``livepulse bench``): this is the budget the engine's own
-Python spends per input event.
+through the real :class:`~agents.rooms.pipeline.RoomHandler` and
+:class:`~agents.users.pipeline.UserHandler` on the in-memory harness (:mod:`agents.testing`):
+live-event batches to the room pipeline, its ``user-activity`` records to the user pipeline,
+click batches to the user pipeline, as one worker's consumer would hand them over (records of
+one partition per call). What Kafka and Faust cost is not here (see ``livepulse bench``): this
+is the budget the engine's own Python spends per input event.
 
 Prints the CPU µs per input event of the whole path (median of ``--repeats`` fresh runs,
 the first half of each run as warm-up), then a cProfile of one more run charged to stages
@@ -39,19 +39,20 @@ PARTITIONS = 4
 # stage -> (file suffix, function name) entry points; cumulative time, outermost first
 STAGES: dict[str, list[tuple[str, str]]] = {
     "validate (decode + contract)": [("streams/ingest.py", "decode")],
-    "room fold + anomaly notes": [("agents/rooms.py", "apply"), ("agents/rooms.py", "repeat")],
-    "forward to user-activity (encode)": [("agents/activity.py", "forwarded")],
-    "user-activity decode": [("agents/activity.py", "unbatch"),
+    "room fold + anomaly notes": [("agents/rooms/pipeline.py", "apply"),
+                                  ("agents/rooms/pipeline.py", "repeat")],
+    "forward to user-activity (encode)": [("agents/users/activity.py", "forwarded")],
+    "user-activity decode": [("agents/users/activity.py", "unbatch"),
                              ("streams/contracts.py", "to_record")],
-    "profile (dedup + apply + advance)": [("agents/profile.py", "apply"),
-                                          ("agents/profile.py", "is_duplicate"),
-                                          ("agents/profile.py", "advance")],
-    "profile view": [("agents/profile.py", "view")],
-    "user anomaly notes": [("agents/anomalies.py", "note_user")],
+    "profile (dedup + apply + advance)": [("agents/users/profile.py", "apply"),
+                                          ("agents/users/profile.py", "is_duplicate"),
+                                          ("agents/users/profile.py", "advance")],
+    "profile view": [("agents/users/profile.py", "view")],
+    "user anomaly notes": [("agents/anomalies/monitor.py", "note_user")],
     "propensity + leave risk": [("agents/models.py", "_score_propensity")],
     "recommender learn": [("online_models/recsys.py", "learn_one")],
     "recommender rank": [("online_models/recsys.py", "rank")],
-    "promo decide": [("agents/triggers.py", "on_event")],
+    "promo decide": [("agents/promo/triggers.py", "on_event")],
     "outputs (encode + batch send)": [("agents/engine.py", "add_output"),
                                       ("streams/outputs.py", "flush")],
     "metrics": [("prometheus_client/metrics.py", "inc"),

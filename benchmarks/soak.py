@@ -163,7 +163,7 @@ def private_redis(url: str | None, workdir: Path) -> Iterator[str]:
     if url is not None:
         yield url
         return
-    from agents.embedded_redis import RedisServer, redis_server_available
+    from agents.sinks.embedded_redis import RedisServer, redis_server_available
 
     if not redis_server_available():
         yield ""

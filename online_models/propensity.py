@@ -651,7 +651,7 @@ def purchase_features(context: Mapping[str, Any]) -> dict[str, float]:
 
     ``context`` keys (each optional; missing parts read as zero):
 
-    * ``profile``: :meth:`agents.profile.UserProfile.view` at the event time. Used:
+    * ``profile``: :meth:`agents.users.profile.UserProfile.view` at the event time. Used:
       ``rfm.{orders, monetary, frequency_30d, recency_s, r_score, f_score, m_score}``,
       ``price.{sensitivity, avg_price, band}``,
       ``session.{events, dwell_s, carts, purchases, recent_items, in_room}``,

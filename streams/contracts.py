@@ -32,7 +32,7 @@ NUMBER_MAP = "number_map"  # an object whose values are all numbers (e.g. model 
 # Numbers beyond +-2**53 are refused: not exactly representable in a double (RFC 8259
 # interoperability), and sums of such values overflow to inf, which JSON cannot carry.
 MAX_NUMBER = 2**53 - 1
-# Counts and versions stored as UInt32 in the ClickHouse history (agents/clickhouse_schema):
+# Counts and versions stored as UInt32 in the ClickHouse history (agents/sinks/clickhouse_schema):
 # a larger one made every insert of its batch fail, and the sink retry it for ever.
 MAX_UINT32 = 2**32 - 1
 

@@ -1,7 +1,7 @@
 """The layout of the ClickHouse history tables: one per topic the history sink stores.
 
 Names, source topics, contracts, columns, keys (``ORDER BY``) and time columns, and nothing
-that needs the engine: the history sink (:mod:`agents.clickhouse_schema`) adds each table's
+that needs the engine: the history sink (:mod:`agents.sinks.clickhouse_schema`) adds each table's
 record-to-row mapper (pseudonyms, redaction), the dashboards (:mod:`dashboards`) read the
 names and keys here. Column types may be :data:`ENUM`, which the sink creates as
 ``LowCardinality(String)`` where the server supports it.

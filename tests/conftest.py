@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from agents.embedded_clickhouse import (
+from agents.sinks.embedded_clickhouse import (
     CLICKHOUSE_SERVER_BIN,
     ClickHouseServer,
     clickhouse_server_available,
 )
-from agents.embedded_redis import REDIS_SERVER_BIN, RedisServer, redis_server_available
+from agents.sinks.embedded_redis import REDIS_SERVER_BIN, RedisServer, redis_server_available
 from config.settings import Settings
 from streams.admin import ensure_topics
 from streams.broker import EmbeddedBroker, _die_with_parent, free_port

@@ -160,7 +160,7 @@ def raw_junk() -> st.SearchStrategy[bytes]:
     )
 
 
-# A campaign every CampaignBook accepts (agents/campaigns.py rules beyond the contract).
+# A campaign every CampaignBook accepts (agents/promo/campaigns.py rules beyond the contract).
 GOOD_CAMPAIGN: dict[str, Any] = {
     "id": "fz-camp", "version": 1, "name": "fuzz", "on": ["purchase", "like"],
     "when": [{"field": "event.source", "op": "==", "value": "live", "reason": "live"},

@@ -19,7 +19,7 @@ import jsonschema
 import orjson
 import pytest
 
-from agents.anomalies import member_ids
+from agents.anomalies.incidents import member_ids
 from streams.contracts import ANOMALY, check_contract, json_schema
 from streams.simulator import Simulator, run_simulation
 from streams.topics import topic_names

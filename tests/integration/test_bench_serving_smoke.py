@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agents.embedded_redis import REDIS_SERVER_BIN, redis_server_available
+from agents.sinks.embedded_redis import REDIS_SERVER_BIN, redis_server_available
 from benchmarks import bench_serving
 from tests.conftest import require
 

@@ -31,10 +31,10 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from agents.clickhouse_schema import MIGRATIONS, TABLE_BY_NAME, TABLES
-from agents.clickhouse_sink import ClickHouseSink, ClickHouseWriter
-from agents.embedded_clickhouse import ClickHouseServer, clickhouse_server_available
 from agents.privacy import pseudonymize
+from agents.sinks.clickhouse import ClickHouseSink, ClickHouseWriter
+from agents.sinks.clickhouse_schema import MIGRATIONS, TABLE_BY_NAME, TABLES
+from agents.sinks.embedded_clickhouse import ClickHouseServer, clickhouse_server_available
 from benchmarks.bench_clickhouse import HistoryWorkload, produce, table_of
 from config.settings import Settings
 from dashboards.clickhouse_sql import QUERIES, duplicates_sql, render

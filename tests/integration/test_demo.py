@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.embedded_redis import redis_server_available
+from agents.sinks.embedded_redis import redis_server_available
 from streams.broker import free_port
 from tests.conftest import REPO, require
 

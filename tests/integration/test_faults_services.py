@@ -33,9 +33,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from agents.embedded_clickhouse import ClickHouseServer, clickhouse_server_available
-from agents.embedded_redis import REDIS_SERVER_BIN, RedisServer, redis_server_available
-from agents.redis_sink import RedisSink
+from agents.sinks.embedded_clickhouse import ClickHouseServer, clickhouse_server_available
+from agents.sinks.embedded_redis import REDIS_SERVER_BIN, RedisServer, redis_server_available
+from agents.sinks.redis import RedisSink
 from streams.broker import EmbeddedBroker, _die_with_parent, free_port
 from streams.ingest import now_ms
 from streams.topics import topic_names

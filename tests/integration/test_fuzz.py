@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaProducer
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from agents.campaigns import CampaignBook, CampaignError
+from agents.promo.campaigns import CampaignBook, CampaignError
 from streams.contracts import (
     CATALOG_ITEM,
     CLICK_EVENT,
@@ -99,7 +99,7 @@ class Corpus:
         self.window = (now - 86_400_000, now + 60_000)  # well inside the ingest bounds
 
     def validator(self, contract: Contract) -> Validator:
-        if contract is CONSENT_EVENT:  # agents.triggers: a consent decision never expires
+        if contract is CONSENT_EVENT:  # agents.promo.triggers: a consent decision never expires
             return Validator(CONSENT_EVENT, max_bytes=self.settings.max_event_bytes,
                              max_future_skew_ms=int(self.settings.max_future_skew_s * 1000),
                              max_age_ms=1 << 62)

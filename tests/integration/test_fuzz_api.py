@@ -1,7 +1,7 @@
-"""HTTP API fuzz against a real worker (issue 8, bad input): every route of agents/web.py
+"""HTTP API fuzz against a real worker (issue 8, bad input): every route of agents/web/routes.py
 (read from its source, so new routes are fuzzed too) and unknown ones, with random, unicode,
-huge and percent-encoded ids, random query strings, methods, bodies and headers. No answer
-is ever a 5xx, and every 4xx is JSON with an ``error`` key."""
+huge and percent-encoded ids, random query strings, methods, bodies and headers. No answer is
+ever a 5xx, and every 4xx is JSON with an ``error`` key."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from tests.integration.test_pipeline import good_live_events, produce
 
 pytestmark = pytest.mark.integration
 
-ROUTES = re.findall(r'@app\.page\("([^"]+)"\)', (REPO / "agents" / "web.py").read_text())
+ROUTES = re.findall(r'@app\.page\("([^"]+)"\)',
+                    (REPO / "agents" / "web" / "routes.py").read_text())
 API_EXAMPLES = 600
 KNOWN = {"room_id": "room-0", "user_id": "user-1", "campaign_id": "cart_rescue",
          "name": "room.js"}

@@ -35,7 +35,9 @@ import pytest
 import redis
 from clickhouse_driver.errors import ServerException
 
-from agents.clickhouse_schema import (
+from agents.privacy import pseudonymize
+from agents.sinks.clickhouse import ClickHouseWriter
+from agents.sinks.clickhouse_schema import (
     MIGRATIONS_TABLE,
     TABLE_BY_NAME,
     TABLES,
@@ -43,8 +45,6 @@ from agents.clickhouse_schema import (
     parse_version,
     system_tables_sql,
 )
-from agents.clickhouse_sink import ClickHouseWriter
-from agents.privacy import pseudonymize
 from config.settings import Settings
 from streams.ingest import now_ms
 from streams.topics import topic_names

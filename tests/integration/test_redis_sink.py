@@ -17,8 +17,8 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
-from agents.embedded_redis import REDIS_SERVER_BIN, RedisServer, redis_server_available
-from agents.redis_sink import RedisSink, RedisSinkMetrics
+from agents.sinks.embedded_redis import REDIS_SERVER_BIN, RedisServer, redis_server_available
+from agents.sinks.redis import RedisSink, RedisSinkMetrics
 from tests.conftest import require
 
 pytestmark = pytest.mark.integration
@@ -204,7 +204,7 @@ async def test_full_buffer_drops_the_oldest_update(make_sink: SinkFactory,
         sink.add("user", name, {"v": 1})
     sink.add("user", "k1", {"v": 2})  # updating a pending key drops nothing, makes it newest
     assert sample(sink.metrics, "livepulse_redis_dropped_keys_total") == 0
-    with caplog.at_level(logging.WARNING, logger="agents.redis_sink"):
+    with caplog.at_level(logging.WARNING, logger="agents.sinks.redis"):
         sink.add("user", "k4", {"v": 1})  # k2 is now the least recently updated
         sink.add("user", "k5", {"v": 1})  # then k3
     assert sink.pending == 3
@@ -233,7 +233,7 @@ async def test_index_entries_expire_with_the_ttl(make_sink: SinkFactory, raw: ai
 async def test_outage_keeps_pending_then_catches_up(
         private_redis: RedisServer, make_sink: SinkFactory,
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="agents.redis_sink")
+    caplog.set_level(logging.INFO, logger="agents.sinks.redis")
     sink = make_sink(private_redis.url, flush_interval_s=0.05, timeout_s=0.5,
                      max_backoff_s=0.5)
     await sink.start()

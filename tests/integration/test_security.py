@@ -33,10 +33,10 @@ import pytest
 import redis
 from aiokafka.errors import KafkaConnectionError
 
-from agents.clickhouse_sink import history_counts
-from agents.embedded_clickhouse import ClickHouseServer, clickhouse_server_available
-from agents.embedded_redis import RedisServer, redis_server_available
-from agents.web_auth import host_token
+from agents.sinks.clickhouse import history_counts
+from agents.sinks.embedded_clickhouse import ClickHouseServer, clickhouse_server_available
+from agents.sinks.embedded_redis import RedisServer, redis_server_available
+from agents.web.auth import host_token
 from config.settings import Settings
 from streams.admin import list_topics
 from streams.broker import _die_with_parent, free_port, locate_binary

@@ -19,8 +19,8 @@ from typing import Any
 import orjson
 import pytest
 
-from agents.embedded_redis import REDIS_SERVER_BIN, RedisServer, redis_server_available
-from agents.redis_sink import RedisSink
+from agents.sinks.embedded_redis import REDIS_SERVER_BIN, RedisServer, redis_server_available
+from agents.sinks.redis import RedisSink
 from streams.broker import free_port
 from streams.topics import topic_names
 from tests.conftest import require, unique_settings

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 import pytest
 
-from agents.campaigns import CampaignBook
+from agents.promo.campaigns import CampaignBook
 from streams.broker import free_port
 from streams.contracts import ATTRIBUTION, PROMO_TRIGGER, check_contract
 from streams.ingest import now_ms

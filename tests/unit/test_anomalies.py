@@ -10,17 +10,10 @@ import jsonschema
 import orjson
 import pytest
 
-from agents.anomalies import (
-    AnomalyMonitor,
-    IncidentTracker,
-    RoomWatch,
-    Signal,
-    SystemWatch,
-    UserWatch,
-    count_surprise,
-    member_ids,
-)
-from agents.room_state import RoomState
+from agents.anomalies.incidents import IncidentTracker, Signal, member_ids
+from agents.anomalies.monitor import AnomalyMonitor
+from agents.anomalies.watches import RoomWatch, SystemWatch, UserWatch, count_surprise
+from agents.rooms.state import RoomState
 from benchmarks.bench_incidents import replay
 from streams.contracts import ANOMALY, ROOM_INSIGHT, LiveEvent, as_dict, check_contract, json_schema
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from scipy.stats import binomtest
 
-from agents.campaigns import (
+from agents.promo.campaigns import (
     MAX_ENTRIES_PER_USER,
     Campaign,
     CampaignBook,
@@ -24,7 +24,7 @@ from agents.campaigns import (
     parse_campaigns,
     wilson_interval,
 )
-from agents.triggers import PACKAGED_CAMPAIGNS
+from agents.promo.triggers import PACKAGED_CAMPAIGNS
 from streams.contracts import ATTRIBUTION, CAMPAIGN, PROMO_TRIGGER, check_contract
 
 T0 = 1_900_000_000_000          # 2030-03-17T17:46:40Z

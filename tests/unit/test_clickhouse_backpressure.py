@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from agents import clickhouse_sink
-from agents.clickhouse_sink import ClickHouseSink
+from agents.sinks import clickhouse as clickhouse_sink
+from agents.sinks.clickhouse import ClickHouseSink
 from config.settings import Settings
 
 

@@ -12,7 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
-from agents.clickhouse_schema import (
+from agents.privacy import pseudonym_key, pseudonymize
+from agents.sinks.clickhouse import ClickHouseSink, RecordDecoder, SinkBuffer, client_for
+from agents.sinks.clickhouse_schema import (
     MIGRATIONS,
     TABLE_BY_NAME,
     TABLES,
@@ -21,8 +23,6 @@ from agents.clickhouse_schema import (
     migration_statements,
     retention_cutoff,
 )
-from agents.clickhouse_sink import ClickHouseSink, RecordDecoder, SinkBuffer, client_for
-from agents.privacy import pseudonym_key, pseudonymize
 from benchmarks.bench_clickhouse import HistoryWorkload, table_of
 from config.settings import Settings, SettingsError
 from dashboards.clickhouse_sql import QUERIES, duplicates_sql, render
@@ -194,7 +194,7 @@ def chdb_session(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 def _version(session: Any) -> tuple[int, ...]:
-    from agents.clickhouse_schema import parse_version
+    from agents.sinks.clickhouse_schema import parse_version
 
     return parse_version(str(session.query("SELECT version()", "CSV")).strip().strip('"'))
 

@@ -19,11 +19,11 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from agents.campaigns import CampaignBook, CampaignError
-from agents.clickhouse_schema import TABLES, HistoryTable
-from agents.profile import UserProfile
-from agents.room_state import RoomState
-from agents.triggers import describe
+from agents.promo.campaigns import CampaignBook, CampaignError
+from agents.promo.triggers import describe
+from agents.rooms.state import RoomState
+from agents.sinks.clickhouse_schema import TABLES, HistoryTable
+from agents.users.profile import UserProfile
 from config.settings import Settings
 from streams.contracts import (
     CAMPAIGN,

@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agents import room_state
+from agents.rooms import state as room_state
 from online_models import eval_sentiment
 from online_models.eval_sentiment import LABEL_VALUES, load_labelled
 from online_models.sentiment import (

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from agents.anomalies import AnomalyMonitor, IncidentTracker, Signal
-from agents.clickhouse_schema import TABLE_BY_NAME, TABLES, erase_user_sql
+from agents.anomalies.incidents import IncidentTracker, Signal
+from agents.anomalies.monitor import AnomalyMonitor
 from agents.models import ModelHost
 from agents.privacy import pseudonymize
-from agents.privacy_web import BadRequest, consent_record
 from agents.redaction import redact_text
+from agents.sinks.clickhouse_schema import TABLE_BY_NAME, TABLES, erase_user_sql
+from agents.web.privacy import BadRequest, consent_record
 from config.settings import Settings
 from online_models.propensity import DelayedLabels
 from online_models.recsys import HybridRecommender

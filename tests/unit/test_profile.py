@@ -1,4 +1,5 @@
-"""Online user profile (agents.profile): RFM, decay, caps, tags, lifecycle, watch time, size."""
+"""Online user profile (agents.users.profile): RFM, decay, caps, tags, lifecycle, watch time,
+size."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Any
 import orjson
 import pytest
 
-from agents import profile as profile_module
-from agents.profile import (
+from agents.users import profile as profile_module
+from agents.users.profile import (
     AFFINITY_HALF_LIFE_MS,
     DAY_MS,
     EVENT_KEY_CHARS,

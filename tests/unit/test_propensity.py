@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from agents.eval_models import main_propensity
-from agents.profile import UserProfile
-from agents.room_state import RoomState
+from agents.rooms.state import RoomState
+from agents.users.profile import UserProfile
 from online_models.propensity import (
     MAX_SCHEMAS,
     BinnedROCAUC,

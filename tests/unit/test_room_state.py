@@ -9,7 +9,7 @@ import jsonschema
 import orjson
 import pytest
 
-from agents.room_state import PANES_KEPT, RoomState
+from agents.rooms.state import PANES_KEPT, RoomState
 from streams.contracts import ROOM_INSIGHT, LiveEvent, as_dict, check_contract, json_schema
 
 T0 = 1_700_000_040_000 - 1_700_000_040_000 % 60_000  # a minute boundary
@@ -165,7 +165,7 @@ def test_snapshot_round_trip_gives_the_same_insight() -> None:
 def test_redelivered_offsets_are_skipped_after_a_restart_from_the_saved_state() -> None:
     """A crash replays input from the committed offset over a state saved later: the events
     at or below the saved room's last offset are redeliveries, the rest are new."""
-    from agents.rooms import RoomPipeline
+    from agents.rooms.pipeline import RoomPipeline
 
     events = [ev("like", n) for n in range(10)]
     live = RoomPipeline(100, 1000, 300.0, 600.0)
@@ -193,7 +193,7 @@ def test_redelivered_offsets_are_skipped_after_a_restart_from_the_saved_state() 
 
 
 def test_save_can_be_limited_to_revoked_partitions() -> None:
-    from agents.rooms import RoomPipeline
+    from agents.rooms.pipeline import RoomPipeline
 
     rooms = RoomPipeline(100, 1000, 300.0, 600.0)
     rooms.apply(LiveEvent("a", "like", T0, "r1", "u1"), partition=0, offset=0)
@@ -208,7 +208,7 @@ def test_save_can_be_limited_to_revoked_partitions() -> None:
 def test_producer_retries_are_skipped_by_event_id_and_not_forwarded_again() -> None:
     """The same event sent twice (same id, new offset) counts once; a redelivered offset
     is told apart (that one is forwarded again, a retry is not)."""
-    from agents.rooms import REDELIVERED, RETRY, RoomPipeline
+    from agents.rooms.pipeline import REDELIVERED, RETRY, RoomPipeline
 
     rooms = RoomPipeline(100, 1000, 300.0, 600.0)
     events = [ev("like", 0), ev("comment", 1, text="nice"), ev("add_to_cart", 2, item_id="i1"),
@@ -228,7 +228,7 @@ def test_producer_retries_are_skipped_by_event_id_and_not_forwarded_again() -> N
 
 
 def test_recent_ids_are_bounded_and_survive_a_snapshot() -> None:
-    from agents.room_state import RECENT_EVENT_IDS
+    from agents.rooms.state import RECENT_EVENT_IDS
 
     room = RoomState("r1")
     events = [ev("like", n / 100) for n in range(RECENT_EVENT_IDS + 10)]
@@ -270,7 +270,7 @@ def test_forget_user_removes_viewer_top_viewer_and_host() -> None:
 def test_erasure_reaches_rooms_in_memory_saved_and_loaded_later() -> None:
     """In memory: removed at once; saved only: loaded, removed and saved; saved before the
     erasure and loaded after it: removed on load; a user back after the erasure stays."""
-    from agents.rooms import RoomPipeline
+    from agents.rooms.pipeline import RoomPipeline
 
     def event(room: str, user: str, at_s: float) -> LiveEvent:
         return LiveEvent(f"e{next(_ids)}", "comment", T0 + int(at_s * 1000), room, user,
@@ -324,7 +324,7 @@ def test_comment_keywords_leave_out_contact_details() -> None:
 def test_sweep_cleans_saved_rooms_behind_the_erasures_read() -> None:
     """After a rebalance: saved rooms that erasures read since apply to are cleaned, the
     others stay in the table only."""
-    from agents.rooms import RoomPipeline
+    from agents.rooms.pipeline import RoomPipeline
 
     first = RoomPipeline(100, 1000, 300.0, 600.0)
     for room_id, user in (("r-a", "gone"), ("r-b", "stays")):

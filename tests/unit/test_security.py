@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-from agents.web_auth import access_middleware, host_token
+from agents.web.auth import access_middleware, host_token
 from config.settings import Settings, SettingsError, redact_url
 from streams.app import create_app
 from streams.security import faust_credentials, kafka_client_options
@@ -130,7 +130,7 @@ def test_secrets_never_show_in_repr_or_dumps() -> None:
 
 
 def test_clickhouse_url_carries_credentials_and_tls() -> None:
-    from agents.clickhouse_sink import client_for
+    from agents.sinks.clickhouse import client_for
 
     client, database = client_for("clickhouse://lp:pw@ch:9440/hist?secure=True"
                                   "&ca_certs=/etc/ssl/ca.pem")

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from agents.recent_ids import RecentIds, id_hash
-from agents.sketches import BloomFilter, TopCounter
+from agents.rooms.sketches import BloomFilter, TopCounter
 
 
 class ScanningTopCounter:

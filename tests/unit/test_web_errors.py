@@ -1,4 +1,4 @@
-"""agents.web_errors: every error of the web app is JSON; a handler bug is a counted 500."""
+"""agents.web.errors: every error of the web app is JSON; a handler bug is a counted 500."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry, Counter
 
-from agents.web_errors import install
+from agents.web.errors import install
 
 
 async def _requests(calls: list[tuple[str, str]]) -> tuple[list[tuple[int, str, Any]], float]:

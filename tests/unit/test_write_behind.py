@@ -11,9 +11,9 @@ from typing import Any
 import faust
 import orjson
 
-from agents.profile import UserProfile
 from agents.state import WriteBehindTable
 from agents.testing import RecordingProducer
+from agents.users.profile import UserProfile
 from streams.outputs import OutputBatches
 
 

@@ -1,7 +1,7 @@
 """ClickHouse history sink: the engine's inputs and outputs, stored in batches, nothing lost.
 
 The sink is a Kafka consumer of its own (group ``<LIVEPULSE_APP_ID>-clickhouse``, manual
-commits) that reads the topics of :data:`agents.clickhouse_schema.TABLES` -- the raw
+commits) that reads the topics of :data:`agents.sinks.clickhouse_schema.TABLES` -- the raw
 ``live-events`` and ``clicks`` and the output topics -- and writes one history table per
 topic. It runs inside every worker when ``LIVEPULSE_CLICKHOUSE_URL`` is set (workers split
 its partitions like the engine's), or alone as ``livepulse history run``.
@@ -57,7 +57,8 @@ from aiokafka.structs import OffsetAndMetadata
 from clickhouse_driver import Client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from agents.clickhouse_schema import (
+from agents.privacy import pseudonym_key, pseudonymize
+from agents.sinks.clickhouse_schema import (
     MIGRATIONS,
     MIGRATIONS_TABLE,
     PROGRESS_TABLE,
@@ -73,7 +74,6 @@ from agents.clickhouse_schema import (
     retention_cutoff,
     user_rows_sql,
 )
-from agents.privacy import pseudonym_key, pseudonymize
 from config.settings import Settings, redact_url
 from streams.contracts import ContractError, as_dict, check_contract
 from streams.control import Backoff

@@ -31,7 +31,7 @@ from typing import Any
 
 from agents.recent_ids import RecentIds
 from agents.redaction import EMAIL, MENTION, PHONE, URL, redact_text
-from agents.sketches import BloomFilter, HyperLogLog, SecondBuckets, TopCounter
+from agents.rooms.sketches import BloomFilter, HyperLogLog, SecondBuckets, TopCounter
 from online_models.sentiment import MoodWindow, NgramSentiment
 from online_models.text import keywords
 from streams.contracts import LiveEvent, RoomInsight

@@ -1,11 +1,11 @@
 """Anomaly incidents in the worker: ``livepulse.anomalies`` (key ``scope_id``).
 
-Wiring of the pure :class:`agents.anomalies.AnomalyMonitor` into one worker:
+Wiring of the pure :class:`agents.anomalies.monitor.AnomalyMonitor` into one worker:
 
-* the room pipeline calls :meth:`~agents.anomalies.AnomalyMonitor.note_live` for every
+* the room pipeline calls :meth:`~agents.anomalies.monitor.AnomalyMonitor.note_live` for every
   validated live event (joins and leaves per second, input lag) and asks
-  :meth:`~agents.anomalies.AnomalyMonitor.room_alerts` for each insight's ``alerts``;
-* the user pipeline calls :meth:`~agents.anomalies.AnomalyMonitor.note_user` for every
+  :meth:`~agents.anomalies.monitor.AnomalyMonitor.room_alerts` for each insight's ``alerts``;
+* the user pipeline calls :meth:`~agents.anomalies.monitor.AnomalyMonitor.note_user` for every
   click and live event it folds;
 * a 1 s timer samples this worker's live rooms, its active users and its own numbers
   (input lag, dead letters, output latency), produces the incident records and keeps
@@ -23,9 +23,10 @@ from typing import Any
 
 import orjson
 
-from agents.anomalies import SCOPES, AnomalyMonitor
+from agents.anomalies.incidents import SCOPES
+from agents.anomalies.monitor import AnomalyMonitor
 from agents.engine import Engine
-from agents.rooms import RoomPipeline
+from agents.rooms.pipeline import RoomPipeline
 from agents.stats import EngineMetrics
 
 TICK_S = 1.0

@@ -23,8 +23,9 @@ from aiohttp import web as aiohttp_web
 from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
-from agents import web_auth, web_errors
-from agents.anomalies import SCOPES
+from agents.anomalies.incidents import SCOPES
+from agents.web import auth as web_auth
+from agents.web import errors as web_errors
 from dashboards import HOST_PAGE_DIR
 from streams.contracts import ALL_CONTRACTS, json_schema
 from streams.ingest import now_ms
@@ -210,8 +211,8 @@ def register(worker: Worker) -> None:
                                                                           user_id)
 
         async def delete(self, request: Request, user_id: str) -> Response:
-            """Erasure request (agents.privacy_web); 202 once the broker has it."""
-            from agents.privacy_web import erasure_response
+            """Erasure request (agents.web.privacy); 202 once the broker has it."""
+            from agents.web.privacy import erasure_response
 
             return await erasure_response(self, engine, user_id)
 

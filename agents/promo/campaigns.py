@@ -6,17 +6,17 @@ A campaign is a dict (YAML in ``config/campaigns.yaml``, or a record on the comp
 file's campaigns plus the topic's updates and indexes them by event type, so an event costs
 one dict lookup plus the campaigns listening to its type. :class:`Decider` makes the
 decisions of one event, :class:`CampaignStats` folds the attribution records into
-per-campaign experiment figures. The worker (``agents.triggers``) does the I/O.
+per-campaign experiment figures. The worker (``agents.promo.triggers``) does the I/O.
 
 Conditions read a context of five namespaces (:func:`build_context`):
 
 * ``event``: ``type``, ``source`` (``live`` or ``clicks``), ``room_id``, ``item_id``,
   ``value`` (order value of a purchase), ``ts``;
-* ``profile``: the profile's public view after the event (``agents.profile``), e.g.
+* ``profile``: the profile's public view after the event (``agents.users.profile``), e.g.
   ``profile.lifecycle``, ``profile.tags``, ``profile.live.rooms_watched``;
 * ``session``: ``profile.session`` plus ``open_carts`` (carts minus purchases in the session)
   and ``gap_s`` (seconds since the user's previous event; null on a first event);
-* ``room``: the room's headline (``agents.rooms.headline``) for the event's room;
+* ``room``: the room's headline (``agents.rooms.pipeline.headline``) for the event's room;
 * ``scores``: ``purchase_propensity`` and ``leave_risk`` when known.
 
 A missing (or null) field makes every comparison false except ``exists: false``.

@@ -7,14 +7,14 @@ fetch and a pass through Faust's stream machinery per event. The room pipeline i
 groups the events of one handled ``live-events`` batch by the user's partition (the
 partition Kafka's default murmur2 partitioner gives the ``user_id`` key, so it is the one
 that owns the user's state) and sends each group as one record, a JSON array of live
-events, with the batch's other outputs (``agents.rooms.RoomHandler``). The user pipeline
+events, with the batch's other outputs (``agents.rooms.pipeline.RoomHandler``). The user pipeline
 splits a record back into events (:func:`unbatch`) and handles and guards each on its own.
 Faust flushes the producer before it commits offsets, so nothing forwarded is lost.
 
 Each forwarded event carries its position in ``live-events`` (:data:`SOURCE_FIELD`: partition
 and offset, see :func:`forwarded`): a live event may be forwarded twice (the room pipeline
 replays its input after a crash or a rebalance), and the user pipeline skips a position it
-has folded in already (:meth:`agents.profile.UserProfile.is_duplicate`).
+has folded in already (:meth:`agents.users.profile.UserProfile.is_duplicate`).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ pipeline (:meth:`Eraser.on_request`):
 * trigger history: ``promo-state`` entry deleted (a tombstone too);
 * online models (:meth:`agents.models.ModelHost.forget`): latest scores, the user's
   recommender sessions, purchase filter and MF factors, pending delayed labels;
-* anomaly watch (:meth:`agents.anomalies.AnomalyMonitor.forget_user`): per-user click
+* anomaly watch (:meth:`agents.anomalies.monitor.AnomalyMonitor.forget_user`): per-user click
   statistics and the user's incidents;
 * Redis: ``{ns}:user:{id}`` deleted and the id removed from ``{ns}:users:index``.
 
@@ -38,11 +38,11 @@ from streams.contracts import ERASURE_REQUEST
 from streams.ingest import Validator
 
 if TYPE_CHECKING:
-    from agents.anomalies import AnomalyMonitor
+    from agents.anomalies.monitor import AnomalyMonitor
     from agents.engine import Engine
     from agents.models import ModelHost
-    from agents.profile_store import ProfileStore
-    from agents.triggers import PromoTriggers
+    from agents.promo.triggers import PromoTriggers
+    from agents.users.store import ProfileStore
 
 log = logging.getLogger("livepulse.erasure")
 

@@ -45,7 +45,7 @@ from typing import Any
 
 import orjson
 
-from agents.anomalies import member_ids
+from agents.anomalies.incidents import member_ids
 from agents.redaction import redact_text
 from streams.history_schema import ENUM, LAYOUTS, TableLayout
 

@@ -1,4 +1,4 @@
-"""The ``user-profiles`` table holding live :class:`~agents.profile.UserProfile` objects.
+"""The ``user-profiles`` table holding live :class:`~agents.users.profile.UserProfile` objects.
 
 A profile is folded on every event of its user; turning it into a dict and back on each
 event cost more than the fold itself. The table's memory store therefore holds the live
@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 from faust.stores.memory import Store as MemoryStore
 
-from agents.profile import UserProfile
 from agents.state import WriteBehindTable
+from agents.users.profile import UserProfile
 
 HOT_PROFILES = 50_000   # live objects kept; the others are held as their compact JSON
 

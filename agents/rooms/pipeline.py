@@ -14,8 +14,8 @@ committed offset that are at or below it are skipped (counted in
 ``livepulse_duplicate_events_total{pipeline="room"}``), the others are folded in: every
 event counts once. A skipped event is still forwarded to ``user-activity`` (its first copy
 may have been lost with the crash): the user pipeline skips its position (partition and
-offset, see ``agents.activity``) if it had it already. A producer retry -- an event whose
-``event_id`` is among the room's last 1,024 (:data:`agents.room_state.RECENT_EVENT_IDS`), at
+offset, see ``agents.users.activity``) if it had it already. A producer retry -- an event whose
+``event_id`` is among the room's last 1,024 (:data:`agents.rooms.state.RECENT_EVENT_IDS`), at
 a new offset -- is skipped and counted the same way but not forwarded: its first copy was
 (the room state and the forwards are committed together).
 
@@ -38,12 +38,12 @@ from typing import Any
 
 import orjson
 
-from agents.activity import forwarded
 from agents.engine import Engine
+from agents.promo.triggers import bootstrap_of
 from agents.recent_ids import id_hash
-from agents.room_state import RoomState, mentions
+from agents.rooms.state import RoomState, mentions
 from agents.state import WriteBehindTable, in_partition
-from agents.triggers import bootstrap_of
+from agents.users.activity import forwarded
 from streams.app import subscribe
 from streams.contracts import LIVE_EVENT, LiveEvent, as_dict
 from streams.ingest import Rejection, now_ms
@@ -292,7 +292,7 @@ def headline(room: LiveRoom) -> dict[str, Any]:
 
 def erased_user(key: bytes | None, value: bytes | None) -> str | None:
     """The user id of an erasure request (None: a tombstone, or not a request keyed by its
-    user: :mod:`agents.erasure` refuses those).
+    user: :mod:`agents.users.erasure` refuses those).
 
     >>> erased_user(b"u1", b'{"user_id": "u1"}'), erased_user(b"u2", b'{"user_id": "u1"}')
     ('u1', None)
@@ -330,7 +330,7 @@ class RoomHandler:
     Per batch (one input partition's records, in offset order): decode and validate each
     record (bad ones dead-lettered), skip redeliveries and producer retries, fold the rest
     into their rooms, and forward every viewer event re-keyed by user to ``user-activity``
-    as one record per user partition and batch (a JSON array, see :mod:`agents.activity`).
+    as one record per user partition and batch (a JSON array, see :mod:`agents.users.activity`).
     Counters are incremented once per batch. Room state is written at commit
     (:meth:`save`): each changed room once, with the input offsets it covers.
     """

@@ -1,5 +1,5 @@
 """Promo triggers in the worker: decisions on the user pipeline, consent, runtime campaign
-updates and attribution figures. The decisions themselves are :mod:`agents.campaigns`.
+updates and attribution figures. The decisions themselves are :mod:`agents.promo.campaigns`.
 
 * The user pipeline calls :meth:`PromoTriggers.on_event` after the profile and model update
   of every event: the decider runs (no I/O), triggers go to ``promo-triggers`` (key
@@ -36,7 +36,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 import config
-from agents.campaigns import (
+from agents.promo.campaigns import (
     Campaign,
     CampaignBook,
     CampaignError,
@@ -44,8 +44,8 @@ from agents.campaigns import (
     Decider,
     EventFacts,
 )
-from agents.profile import UserProfile
 from agents.state import WriteBehindTable
+from agents.users.profile import UserProfile
 from config.settings import Settings
 from streams.contracts import CONSENT_EVENT, SCHEMA_VERSION
 from streams.control import ControlTopicReader
@@ -54,7 +54,7 @@ from streams.security import kafka_client_options
 
 if TYPE_CHECKING:
     from agents.engine import Engine
-    from agents.profile_store import ProfileStore
+    from agents.users.store import ProfileStore
 
 log = logging.getLogger("livepulse.triggers")
 

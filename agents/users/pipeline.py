@@ -1,11 +1,11 @@
 """User pipeline: clicks (keyed by user) and re-keyed live activity -> online user profiles.
 
 The ``user-profiles`` table (keyed by user id) is owned by this agent alone: one update per
-event, folded by :meth:`agents.profile.UserProfile.apply` with catalog facts (category, brand,
-price) from the ``catalog`` global table. Then the online models (:class:`ModelHost`) score,
-learn and rank: every item event yields a top-K on ``recommendations``, and propensity and
-leave-risk scores join the profile's public view, which is queued for Redis (``lp:user:{id}``;
-the sink writes each key at most once per flush interval).
+event, folded by :meth:`agents.users.profile.UserProfile.apply` with catalog facts (category,
+brand, price) from the ``catalog`` global table. Then the online models (:class:`ModelHost`)
+score, learn and rank: every item event yields a top-K on ``recommendations``, and propensity
+and leave-risk scores join the profile's public view, which is queued for Redis
+(``lp:user:{id}``; the sink writes each key at most once per flush interval).
 """
 
 from __future__ import annotations
@@ -18,21 +18,21 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from agents.activity import source_of, unbatch
 from agents.engine import RAW, Engine
-from agents.erasure import Eraser
 from agents.models import ModelHost
-from agents.profile import UserProfile
-from agents.profile_store import ProfileStore
 from agents.state import StateMetrics, WriteBehindTable, in_partition
+from agents.users.activity import source_of, unbatch
+from agents.users.erasure import Eraser
+from agents.users.profile import UserProfile
+from agents.users.store import ProfileStore
 from online_models.snapshot import SnapshotError
 from streams.app import subscribe
 from streams.contracts import CLICK_EVENT, LIVE_EVENT, as_dict, to_record
 from streams.ingest import Rejection, now_ms
 
 if TYPE_CHECKING:
-    from agents.anomalies import AnomalyMonitor
-    from agents.triggers import PromoTriggers
+    from agents.anomalies.monitor import AnomalyMonitor
+    from agents.promo.triggers import PromoTriggers
 
 log = logging.getLogger("livepulse.users")
 EXPORT_INTERVAL_S = 5.0
@@ -156,7 +156,7 @@ class UserHandler:
             self.promo.on_event(live, partition, record, view,
                                 self.headlines.get(room_id) if room_id else None, None)
             return
-        if self.watch_user is not None:  # agents.anomalies_agent: click floods, bots
+        if self.watch_user is not None:  # agents.anomalies.agent: click floods, bots
             self.watch_user(record, live=live)
         previous_ts = profile.updated_at if profile.events else None
         viewer = viewer_context(profile, room_id) if room_id else None
