@@ -2,8 +2,8 @@
 
 :func:`main_propensity` drives :class:`streams.simulator.Simulator` in simulated event time,
 validates every record with the topic contracts (malformed ones are skipped and counted),
-folds live and click events into one :class:`agents.profile.UserProfile` per user and one
-:class:`agents.room_state.RoomState` per room, and runs the two delayed-label tasks of
+folds live and click events into one :class:`agents.users.profile.UserProfile` per user and one
+:class:`agents.rooms.state.RoomState` per room, and runs the two delayed-label tasks of
 :mod:`online_models.propensity`:
 
 * purchase propensity, scored on every product event (storefront view/click/add_to_cart,

@@ -17,7 +17,7 @@ item statistics excluded). Structures (:data:`STRUCTURES`):
 * ``profile_object``: ``{user: UserProfile}`` live objects (``apply`` + ``advance``).
 * ``profile_dict``: ``{user: profile.to_dict()}``, what the ``user-profiles`` memory table
   holds today (``from_dict`` -> ``apply`` -> ``advance`` -> ``to_dict`` per event).
-* ``promo_state``: ``{user: state}`` of :class:`agents.campaigns.Decider` (the
+* ``promo_state``: ``{user: state}`` of :class:`agents.promo.campaigns.Decider` (the
   ``promo-state`` table: recent triggers) with the bench campaigns of ``bench_triggers``.
 * ``recommender``: :class:`online_models.recsys.HybridRecommender` after ``set_item`` for
   the catalog (before the baseline) and ``learn_one`` for every item event, with
@@ -148,7 +148,7 @@ def fold(profile: Any, record: Any, catalog: Callable[[str], Any], position: tup
 class ProfileObjects(Holder):
     def __init__(self, *a: Any) -> None:
         super().__init__(*a)
-        from agents.profile import UserProfile
+        from agents.users.profile import UserProfile
 
         self.cls, self.table = UserProfile, {}
 
@@ -177,7 +177,7 @@ class PromoState(Holder):
 
     def __init__(self, *a: Any) -> None:
         super().__init__(*a)
-        from agents.campaigns import CampaignBook, Decider, EventFacts
+        from agents.promo.campaigns import CampaignBook, Decider, EventFacts
 
         if self.args.campaigns:
             book = CampaignBook.load(self.args.campaigns)
@@ -413,8 +413,8 @@ HOLDERS: dict[str, type[Holder]] = {
 # ---------------------------------------------------------------------- one structure
 def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Fill structure ``name`` with ``args.users`` users' traffic in this process."""
-    from agents.profile import UserProfile
-    from agents.users import viewer_context
+    from agents.users.pipeline import viewer_context
+    from agents.users.profile import UserProfile
     from benchmarks.bench_profiles import TrafficGenerator
 
     generator = TrafficGenerator(args.seed, args.items, args.rooms)
