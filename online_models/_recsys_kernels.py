@@ -17,8 +17,8 @@ the kernels report that the free tail is shorter than ``headroom`` (one call's w
 >>> pool = np.zeros(64, dtype=np.int32)
 >>> for session in (5, 6, 7, 8, 9):
 ...     posting_append(pool, index, meta, 1, session, 100)
->>> pool[index[1, 0]:index[1, 0] + index[1, 1]].tolist(), index[1, 2], meta.tolist()
-([5, 6, 7, 8, 9], 8, [12, 4])
+>>> pool[index[1, 0]:index[1, 0] + index[1, 1]].tolist(), index[1].tolist(), meta.tolist()
+([5, 6, 7, 8, 9], [4, 5, 8], [12, 4])
 """
 
 from __future__ import annotations
