@@ -64,13 +64,15 @@ them in ``exclude`` (or set the ``recent`` weight to 0) to suppress them.
 
 How it stays cheap (``hybrid-2``): items and sessions are integer *slots* internally (one
 dict look-up from the id string at the edge); per-item counts, catalog codes, session rows
-(``max_session_len`` item slots each) and MF item factors are numpy arrays indexed by slot,
-postings and co-visitation rows are compact ``array`` buffers read by numpy without copying.
-A ranking is a fixed number of vectorised steps: the neighbours' similarities are summed
-with one ``bincount``, the best ``k_neighbours`` picked by ``argpartition``, their votes read
-from a (position x position) vote table, and all components' entries summed per (item,
-component) by one more ``bincount``; only the returned ``k`` items get result dicts and
-reasons. Duplicates are merged with a scratch "mark" array rather than by sorting.
+(``max_session_len`` item slots each) and MF item factors are numpy arrays indexed by slot;
+the inverted index and the co-visitation rows are per-item blocks of pooled numpy arrays
+(arenas). Ranking is one compiled numba call over those arrays (two with catalog facts:
+the content profile first), see :mod:`online_models._recsys_kernels`: the neighbour search
+and votes, every component's entries summed per (candidate, component), the blend, the top
+``k`` and their reason codes; only the ``k`` result dicts are built in Python. Extending a
+session (co-visitation, postings, the row) is one compiled call as well. The kernels give
+the same rankings as the earlier vectorised numpy version of ``hybrid-2`` (up to the order
+of float sums) at about a sixth of the CPU time.
 
 Memory is bounded by caps with least-recently-used eviction: ``max_sessions``, ``max_items``
 (item state: counts, co-visitation row, inverted-index postings, catalog facts, MF factors),
@@ -95,7 +97,6 @@ rows of other items that still name it (old, decayed weights) then count for the
 
 from __future__ import annotations
 
-import contextlib
 import math
 import operator
 import random
@@ -105,6 +106,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
+
+from online_models import _recsys_kernels as kernels
 
 COMPONENTS = ("session_knn", "covisit", "recent", "content", "trending", "popular", "mf",
               "room")
@@ -129,7 +132,6 @@ MF_KINDS = frozenset(("add_to_cart", "purchase"))
 """Kinds the MF always learns from (other kinds are sampled with ``mf_click_rate``)."""
 
 MAX_REASONS = 3
-_DIGITS = np.array([81, 9, 1])
 # the reason names of every code 81 a + 9 b + c (component indices a, b, c; 8 = none)
 _REASONS = [tuple(COMPONENTS[i] for i in (code // 81, code // 9 % 9, code % 9) if i < 8)
             for code in range(9 ** 3)]
@@ -184,7 +186,7 @@ class _TopList:
     out can come back when it overtakes the threshold.
     """
 
-    __slots__ = ("best", "cache", "entries", "keys", "size", "stale_after", "threshold")
+    __slots__ = ("array", "best", "cache", "entries", "keys", "size", "stale_after", "threshold")
 
     def __init__(self, size: int, stale_after: int = 64) -> None:
         self.size = size
@@ -196,6 +198,7 @@ class _TopList:
         self.stale_after = stale_after
         self.cache: tuple[int, int, list[tuple[Any, float]]] = (0, 0, [])
         self.keys: list[Any] = []   # the keys of the cached top-n
+        self.array = _EMPTY_SLOTS   # the same as an int64 array
 
     def offer(self, item: str, value: float) -> None:
         n, left, top = self.cache
@@ -228,12 +231,18 @@ class _TopList:
             top = _largest(self.entries.items(), n)
             self.cache = (n, self.stale_after, top)
             self.keys = [key for key, _ in top]
+            self.array = np.array(self.keys, dtype=np.int64)
         return top
 
     def top_keys(self, n: int) -> list[Any]:
         """The keys of :meth:`top` (the same list object while the cache lasts: read only)."""
         self.top(n)
         return self.keys
+
+    def top_array(self, n: int) -> np.ndarray:
+        """:meth:`top_keys` as an int64 array (item slots; read only)."""
+        self.top(n)
+        return self.array
 
     def __getstate__(self) -> tuple[Any, ...]:
         return (self.size, self.entries, self.threshold, self.best, self.stale_after,
@@ -242,8 +251,11 @@ class _TopList:
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         (self.size, self.entries, self.threshold, self.best, self.stale_after,
          self.cache, self.keys) = state
+        self.array = np.array(self.keys, dtype=np.int64)
 
 
+_EMPTY_SLOTS = np.empty(0, dtype=np.int64)
+_EMPTY_VALUES = np.empty(0)
 _VALUE = operator.itemgetter(1)
 _SCORE = operator.itemgetter("score")
 
@@ -254,8 +266,8 @@ def _largest(pairs: Iterable[tuple[Any, float]], n: int) -> list[tuple[Any, floa
 
 
 class _CovisitRow:
-    """One co-visitation row: next-item slots and their weights in parallel arrays (read by
-    numpy without copying), with a dict from slot to position for updates.
+    """One co-visitation row of the first ``hybrid-2`` layout (kept to read its snapshots,
+    see :meth:`HybridRecommender.__setstate__`): next-item slots and weights, a slot index.
 
     >>> row = _CovisitRow()
     >>> row.add(7, 1.0); row.add(9, 0.5); row.add(7, 1.0)
@@ -447,10 +459,10 @@ class HybridRecommender:
 
     Internally items and sessions are integer *slots* (a ``dict`` from the id string, once
     per call); per-item numbers, session rows and MF item factors are numpy arrays indexed by
-    slot, so ranking is a fixed number of vectorised steps: O(``k_neighbours`` x
-    ``max_session_len`` + candidates) work in about 60 numpy calls. Learning an event is
-    O(``covisit_window``) plus an amortised trim. Forward-decayed counts are rescaled once
-    every 50 half-lives (an O(items) vector pass).
+    slot, so ranking is one compiled call: O(``sample_per_item`` x ``knn_prefix`` +
+    ``k_neighbours`` x ``max_session_len`` + candidates x ``k``) work. Learning an event is
+    O(``covisit_window`` x ``max_covisit_per_item``) plus an amortised trim. Forward-decayed
+    counts are rescaled once every 50 half-lives (an O(items) vector pass).
 
     >>> HybridRecommender(max_items=2).rank({"session_id": "new"})
     []
@@ -533,8 +545,18 @@ class HybridRecommender:
         self._items: OrderedDict[str, int] = OrderedDict()
         self._item_ids: list[str | None] = [None]
         self._free_items: list[int] = []
-        self._covisit: list[_CovisitRow | None] = [None]   # slot -> next slots, weights
-        self._postings: list[array | None] = [None]   # slot -> session slots, oldest first
+        # arenas (see online_models._recsys_kernels): slot -> sessions holding it, oldest
+        # first (the inverted index); slot -> co-visited next slots and their weights
+        self._post_pool = np.zeros(1024, dtype=np.int32)
+        self._post_index = np.zeros((1, 3), dtype=np.int64)   # (start, length, capacity)
+        self._post_meta = np.zeros(2, dtype=np.int64)   # (end, abandoned capacity)
+        self._post_headroom = 2 * max_postings_per_item
+        self._cov_targets = np.zeros(1024, dtype=np.int32)
+        self._cov_weights = np.zeros(1024)
+        self._cov_index = np.zeros((1, 3), dtype=np.int64)
+        self._cov_meta = np.zeros(2, dtype=np.int64)
+        self._cov_headroom = covisit_window * (max_covisit_per_item + max_covisit_per_item // 2
+                                               + 1)
         self._price: dict[int, float] = {}
         self._popular = np.zeros(1)
         self._trending = np.zeros(1)
@@ -558,19 +580,80 @@ class HybridRecommender:
         self._category_top: dict[int, _TopList] = {}
         self._rng = random.Random(seed)
         self._mf = _MatrixFactorization(mf_factors, mf_learning_rate, seed)
-        self._arange = np.arange(1024)
         self._mf.ensure_items(1)
         self._last_ts = 0
         self.events_learned = 0
+        self._new_scratch()
+        self._compact_arenas()
+
+    def _new_scratch(self) -> None:
+        # candidate rows of a ranking (the kernel allocates bigger ones when needed)
+        self._scratch_cand = np.zeros(2048, dtype=np.int64)
+        self._scratch_matrix = np.zeros((2048, len(COMPONENTS)))
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_state_format": self.model_version}
+        state = {**self.__dict__, "_state_format": self.model_version}
+        del state["_scratch_cand"], state["_scratch_matrix"]
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         found = state.pop("_state_format", None)
         if found != self.model_version:   # e.g. a hybrid-1 snapshot (string-keyed state)
             raise ValueError(f"recommender state {found!r} is not {self.model_version!r}")
         self.__dict__.update(state)
+        if "_postings" in state:   # the first hybrid-2 layout: lists of per-item arrays
+            self._arenas_from_lists(state)
+        self._new_scratch()
+
+    def _arenas_from_lists(self, state: dict[str, Any]) -> None:
+        postings, covisit = self.__dict__.pop("_postings"), self.__dict__.pop("_covisit")
+        self.__dict__.pop("_arange", None)
+        n = len(self._popular)
+        self._post_headroom = 2 * self.max_postings_per_item
+        cap = self.max_covisit_per_item
+        self._cov_headroom = self.covisit_window * (cap + cap // 2 + 1)
+        lengths = [len(p or ()) for p in postings] + [0] * (n - len(postings))
+        rows = [r if r is not None else _CovisitRow() for r in covisit]
+        widths = [len(r) for r in rows] + [0] * (n - len(rows))
+        self._post_index = _packed_index(lengths)
+        self._cov_index = _packed_index(widths)
+        self._post_pool = np.zeros(max(1024, int(self._post_index[:, 2].sum())), dtype=np.int32)
+        self._cov_targets = np.zeros(max(1024, int(self._cov_index[:, 2].sum())),
+                                     dtype=np.int32)
+        self._cov_weights = np.zeros(len(self._cov_targets))
+        for slot, (items, row) in enumerate(zip(postings, rows, strict=True)):
+            start = int(self._post_index[slot, 0])
+            self._post_pool[start:start + lengths[slot]] = items or ()
+            start = int(self._cov_index[slot, 0])
+            self._cov_targets[start:start + widths[slot]] = row.targets
+            self._cov_weights[start:start + widths[slot]] = row.weights
+        self._post_meta = np.array([int(self._post_index[:, 2].sum()), 0], dtype=np.int64)
+        self._cov_meta = np.array([int(self._cov_index[:, 2].sum()), 0], dtype=np.int64)
+        self._compact_arenas()
+
+    def _compact_arenas(self) -> None:
+        """Compact (and grow if half full) an arena whose free tail is below its headroom."""
+        index, meta = self._post_index, self._post_meta
+        if meta[0] + self._post_headroom > len(self._post_pool):
+            size = max(1024, 2 * (int(index[:, 2].sum()) + self._post_headroom))
+            pool = self._post_pool
+            self._post_pool, _ = kernels.arena_compact(index, meta, size, pool, pool[:0])
+        index, meta = self._cov_index, self._cov_meta
+        if meta[0] + self._cov_headroom > len(self._cov_targets):
+            size = max(1024, 2 * (int(index[:, 2].sum()) + self._cov_headroom))
+            self._cov_targets, self._cov_weights = kernels.arena_compact(
+                index, meta, size, self._cov_targets, self._cov_weights)
+
+    def _postings_of(self, slot: int) -> list[int]:
+        """The session rows in ``slot``'s postings, oldest first (for tests and tools)."""
+        start, length, _ = self._post_index[slot].tolist()
+        return self._post_pool[start:start + length].tolist()
+
+    def _covisit_of(self, slot: int) -> dict[int, float]:
+        """``slot``'s co-visitation row: next-item slot -> weight (for tests and tools)."""
+        start, length, _ = self._cov_index[slot].tolist()
+        return dict(zip(self._cov_targets[start:start + length].tolist(),
+                        self._cov_weights[start:start + length].tolist(), strict=True))
 
     # ------------------------------------------------------------------ catalog
 
@@ -687,52 +770,22 @@ class HybridRecommender:
             self._trending_top.rescale(factor)
 
     def _extend_session(self, session: _Session, slot: int, ts: int) -> None:
-        row = self._session_items[session.slot]
-        length = session.length
-        items = row[:length].tolist()
-        if items and items[-1] == slot:
+        number, length = session.slot, session.length
+        if length and self._session_items[number, length - 1] == slot:
             return  # a repeat of the last click adds no transition
         boost, rescale = self._covisit_decay.boost(ts)
         if rescale:
             factor = self._covisit_decay.factor
-            for row_ in self._covisit:
-                if row_ is not None:
-                    row_.rescale(factor)
+            self._cov_weights *= factor
             self._covisit_total *= factor
-        cap = self.max_covisit_per_item
-        rows, totals = self._covisit, self._covisit_total
-        for distance in range(1, min(self.covisit_window, length) + 1):
-            source = items[-distance]
-            if source == slot or not source:   # 0: an evicted item's place
-                continue
-            add = boost / distance
-            covisit = rows[source]
-            if covisit is None:
-                covisit = rows[source] = _CovisitRow()
-            covisit.add(slot, add)
-            totals[source] += add
-            if len(covisit) > cap + cap // 2:
-                covisit.trim(cap)
-        if slot not in items:
-            postings = self._postings[slot]
-            if postings is None:
-                postings = self._postings[slot] = array("i")
-            postings.append(session.slot)
-            if len(postings) > 2 * self.max_postings_per_item:
-                del postings[: len(postings) - self.max_postings_per_item]
-        if length < self.max_session_len:
-            row[length] = slot
-            session.length = length + 1
-        else:
-            dropped = items[0]
-            row[:-1] = row[1:]
-            row[-1] = slot
-            if dropped not in items[1:] and dropped != slot:
-                # postings list exactly the sessions holding an item
-                old = self._postings[dropped]
-                if old is not None:
-                    with contextlib.suppress(ValueError):
-                        old.remove(session.slot)
+        session.length, low = kernels.extend_session(
+            self._session_items, number, length, slot, boost, self.covisit_window,
+            self.max_covisit_per_item, self._post_pool, self._post_index, self._post_meta,
+            self.max_postings_per_item, self._post_headroom, self._cov_targets,
+            self._cov_weights, self._cov_index, self._cov_meta, self._covisit_total,
+            self._cov_headroom)
+        if low:
+            self._compact_arenas()
 
     def _learn_mf(self, user_id: str, slot: int) -> None:
         mf = self._mf
@@ -760,8 +813,6 @@ class HybridRecommender:
         else:
             slot = len(self._item_ids)
             self._item_ids.append(item_id)
-            self._covisit.append(None)
-            self._postings.append(None)
             if slot >= len(self._popular):
                 self._grow_items(slot + 1)
         items[item_id] = slot
@@ -778,6 +829,8 @@ class HybridRecommender:
         self._category = np.concatenate([self._category, np.full(grow, -1, dtype=np.int32)])
         self._brand = np.concatenate([self._brand, np.full(grow, -1, dtype=np.int32)])
         self._item_mark = np.zeros(size, dtype=np.intp)
+        self._post_index = np.vstack([self._post_index, np.zeros((grow, 3), dtype=np.int64)])
+        self._cov_index = np.vstack([self._cov_index, np.zeros((grow, 3), dtype=np.int64)])
         self._mf.ensure_items(size)
 
     def _evict_item(self) -> None:
@@ -796,21 +849,23 @@ class HybridRecommender:
 
     def _clear_item_slot(self, slot: int) -> None:
         self._item_ids[slot] = None
-        self._covisit[slot] = None
         self._covisit_total[slot] = 0.0
         self._popular[slot] = self._trending[slot] = 0.0
         self._in_stock[slot] = True
         self._category[slot] = self._brand[slot] = -1
         self._price.pop(slot, None)
         self._mf.forget_item(slot)
-        postings = self._postings[slot]
-        self._postings[slot] = None
+        postings = self._postings_of(slot)
         if postings:
             # sessions still holding the slot lose it (their rows would vote for a stranger)
-            rows = self._session_items
-            for number in set(postings):
-                row = rows[number]
-                row[row == slot] = 0
+            numbers = np.unique(postings)
+            rows = self._session_items[numbers]
+            rows[rows == slot] = 0
+            self._session_items[numbers] = rows
+        for index, meta in ((self._post_index, self._post_meta),
+                            (self._cov_index, self._cov_meta)):
+            meta[1] += index[slot, 2]   # its blocks are abandoned
+            index[slot] = 0
         self._free_items.append(slot)
 
     def _touch_session(self, session_id: str, user_id: Any, ts: int) -> _Session:
@@ -852,14 +907,8 @@ class HybridRecommender:
         self._release_session(old)
 
     def _release_session(self, old: _Session) -> None:
-        row = self._session_items[old.slot]
-        postings = self._postings
-        for slot in set(row[:old.length].tolist()):
-            items = postings[slot]
-            if items is not None:
-                with contextlib.suppress(ValueError):
-                    items.remove(old.slot)
-        row[:] = 0
+        kernels.release_session(self._session_items, old.slot, old.length, self._post_pool,
+                                self._post_index)
         self._session_weight[old.slot] = 0.0
         self._free_sessions.append(old.slot)
 
@@ -902,122 +951,62 @@ class HybridRecommender:
         ``{"item_id", "score", "reasons"}`` with up to three reason codes from
         :data:`COMPONENTS`, largest contribution first.
         """
+        if k <= 0:
+            return []
         session_id = x.get("session_id")
         session = self._sessions.get(str(session_id)) if session_id else None
         if x.get("personal", True):
             user_id = x.get("user_id") or (session.user_id if session is not None else None)
         else:  # opted out: nothing tied to the user (MF factors, purchase history)
             user_id = None
-        if session is not None and session.length:
-            prefix = self._session_items[session.slot, :session.length].tolist()
-            if 0 in prefix:  # an evicted item's place
-                prefix = [slot for slot in prefix if slot]
-        else:
-            prefix = []
+        number, length = (session.slot, session.length) if session is not None else (-1, 0)
         weights = self.weights
-        # every component adds (item slots, values) entries; one pass sums them per
-        # (item, component): the candidate set is every item that got an entry
-        slots: list[Any] = []
-        values: list[Any] = []
-        lengths: list[int] = []
-        components: list[int] = []
-
-        def add(component: int, part_slots: Any, part_values: Any) -> None:
-            slots.append(part_slots)
-            values.append(part_values)
-            lengths.append(len(part_slots))
-            components.append(component)
-
-        if prefix and weights["session_knn"] > 0:
-            knn = self._knn_votes(prefix, session.slot)  # type: ignore[union-attr]
-            if knn is not None:
-                add(0, *knn)
-        if prefix and weights["covisit"] > 0:
-            covisit = self._covisit_entries(prefix)
-            if covisit is not None:
-                add(1, *covisit)
-        if prefix and weights["recent"] > 0:
-            add(2, *self._recent_scores(prefix))
         unknown_room: list[str] = []
+        room = _EMPTY_SLOTS
         if weights["room"] > 0 and x.get("room_items"):
-            room = []
+            known = []
             for item_id in dict.fromkeys(str(i) for i in x["room_items"]):
                 slot = self._items.get(item_id)
                 if slot is None:
                     unknown_room.append(item_id)
                 else:
-                    room.append(slot)
-            if room:
-                add(7, room, [1.0] * len(room))
-        content = None
+                    known.append(slot)
+            if known:
+                room = np.array(known, dtype=np.int64)
+        category_share = brand_share = _EMPTY_VALUES
+        extra = _EMPTY_SLOTS
         if weights["content"] > 0 and (self._codes["category"] or self._codes["brand"]):
-            content = self._content_profile(prefix, x.get("affinity"))
-            if content is not None:
-                extra = self._content_candidates(content[0])
-                if extra:
-                    add(3, extra, [0.0] * len(extra))
-        # the most trending and popular items are always candidates: they fill short lists
-        # (alone they serve cold start); popularity still scores every candidate below
-        for top in (self._trending_top, self._popular_top):
-            filler = top.top_keys(k)
-            if filler:
-                add(5, filler, [0.0] * len(filler))
-        found = sum(lengths)
+            category_share, brand_share, top = self._content_profile(
+                number, length, x.get("affinity"))
+            if len(top):
+                extra = self._content_candidates(top.tolist())
         banned = self._banned(session, user_id, x.get("exclude"))
-        unknown_room = [item_id for item_id in unknown_room if item_id not in banned]
-        if not found:
-            return self._unknown_only(unknown_room, k)
-
-        flat = np.concatenate(slots, dtype=np.intp, casting="same_kind")
-        n = len(flat)
-        order = self._positions(n)
-        mark = self._item_mark
-        mark[flat] = order
-        where = mark[flat]
-        first = np.flatnonzero(where == order)
-        candidates = flat[first]
-        width = len(COMPONENTS)
-        cell = where * width + np.repeat(components, lengths)
-        matrix = np.bincount(cell, np.concatenate(values), minlength=n * width)
-        matrix = matrix.reshape(n, width)[first]
-        # session-kNN votes and co-visitation shares are divided by the best candidate's,
-        # popularity by the best item's: folded into this call's weights
-        weight = self._weight_vector.copy()
-        peak = matrix[:, :2].max(axis=0).tolist()
-        for column in (0, 1):
-            if peak[column] > 0:
-                weight[column] /= peak[column]
-        trending, popularity = self._trending_top.best, self._popular_top.best
-        matrix[:, 4] = self._trending[candidates]
-        matrix[:, 5] = self._popular[candidates]
-        weight[4] = weight[4] / trending if trending > 0 else 0.0
-        weight[5] = weight[5] / popularity if popularity > 0 else 0.0
-        allowed = self._in_stock[candidates]
+        banned_slots = _EMPTY_SLOTS
         if banned:
-            m = len(candidates)
-            mark[candidates] = order[:m]   # slot -> row
-            for item_id in banned:
-                slot = self._items.get(item_id)
-                if slot is not None:
-                    row = mark[slot]
-                    if row < m and candidates[row] == slot:
-                        allowed[row] = False
-        if content is not None:
-            matrix[:, 3] = self._content_scores(candidates, allowed, *content)
-        if user_id and weights["mf"] > 0 and str(user_id) in self._mf.u_latents:
-            matrix[:, 6] = self._mf.scores(str(user_id), candidates)
-        scores = np.where(allowed, matrix @ weight, -np.inf)
-        n_allowed = int(np.count_nonzero(allowed))
-        if n_allowed == 0:
+            unknown_room = [item_id for item_id in unknown_room if item_id not in banned]
+            items = self._items
+            banned_slots = np.array([items[i] for i in banned if i in items], dtype=np.int64)
+        mf = self._mf
+        p, bias = _EMPTY_VALUES, 0.0
+        if user_id and weights["mf"] > 0:
+            p = mf.u_latents.get(str(user_id), _EMPTY_VALUES)
+            if len(p):
+                bias = float(mf.u_biases[str(user_id)])
+        slots, scores, codes = kernels.rank(
+            self._session_items, number, length, self._weight_vector, k,
+            self.knn_prefix, self.position_decay, self.sample_per_item, self.k_neighbours,
+            self._vote_table, self._post_pool, self._post_index, self._session_weight,
+            self._session_mark, self.covisit_prefix, self._cov_targets, self._cov_weights,
+            self._cov_index, self._covisit_total, self.recent_decay, room, extra,
+            self._trending_top.top_array(k), self._popular_top.top_array(k), banned_slots,
+            self._item_mark, self._scratch_cand, self._scratch_matrix, self._trending,
+            self._popular, float(self._trending_top.best), float(self._popular_top.best),
+            self._in_stock, self._category, self._brand, category_share, brand_share,
+            p, bias, mf.b, mf.q, mf.known, float(mf.mean))
+        if not len(slots):
             return self._unknown_only(unknown_room, k)
-        # largest score first, ties by slot (first-seen order): the same order everywhere
-        if len(scores) > k:
-            best = np.argpartition(scores, -k)[-k:]
-            best = best[np.lexsort((candidates[best], -scores[best]))][: min(k, n_allowed)]
-        else:
-            best = np.lexsort((candidates, -scores))[: min(k, n_allowed)]
-        return self._results(candidates[best], scores[best], matrix[best] * weight,
-                             unknown_room, k)
+        return self._results(slots, scores, codes, unknown_room, k)
+
 
     def rank_many(self, queries: Iterable[Mapping[str, Any]], k: int = 20,
                   ) -> list[list[dict[str, Any]]]:
@@ -1040,30 +1029,14 @@ class HybridRecommender:
         self._weights = {**DEFAULT_WEIGHTS, **value}
         self._weight_vector = np.array([self._weights[name] for name in COMPONENTS])
 
-    def _positions(self, n: int) -> np.ndarray:
-        if n > len(self._arange):
-            self._arange = np.arange(max(n, 2 * len(self._arange)))
-        return self._arange[:n]
-
-    def _results(self, slots: np.ndarray, scores: np.ndarray, contributions: np.ndarray,
+    def _results(self, slots: np.ndarray, scores: np.ndarray, codes: np.ndarray,
                  unknown_room: list[str], k: int) -> list[dict[str, Any]]:
-        """Result dicts with reasons, built only for the returned items.
-
-        A reason is one of the three largest contributions, largest first, if it is over a
-        tenth of the score.
-        """
-        # the three largest contributions; a reason if over a tenth of the score (scores are
-        # sums of non-negative contributions, so that also means positive); the ordered
-        # reasons of an item are coded as base-9 digits (8 = none) and looked up
-        n = len(slots)
-        order = np.argsort(-contributions, axis=1, kind="stable")[:, :MAX_REASONS]
-        rows = self._positions(n)[:, None]
-        order[contributions[rows, order] <= 0.1 * scores[:, None]] = len(COMPONENTS)
-        codes = (order @ _DIGITS).tolist()
+        """Result dicts with reasons (coded ``81 a + 9 b + c``), built only for the returned
+        items; room items the model never saw are merged in with the room bonus."""
         ids = self._item_ids
-        rounded = (np.rint(scores * 1e6) / 1e6).tolist()   # round(score, 6), vectorised
         out = [{"item_id": ids[slot], "score": score, "reasons": list(_REASONS[code])}
-               for slot, score, code in zip(slots.tolist(), rounded, codes, strict=True)]
+               for slot, score, code in zip(slots.tolist(), scores.tolist(), codes.tolist(),
+                                            strict=True)]
         if unknown_room:
             bonus = round(self.weights["room"], 6)
             out.extend({"item_id": item_id, "score": bonus, "reasons": ["room"]}
@@ -1071,6 +1044,7 @@ class HybridRecommender:
             out.sort(key=_SCORE, reverse=True)
             del out[k:]
         return out
+
 
     def _unknown_only(self, unknown_room: list[str], k: int) -> list[dict[str, Any]]:
         bonus = round(self.weights["room"], 6)
@@ -1086,144 +1060,34 @@ class HybridRecommender:
             banned.update(self._users.get(str(user_id), ()))
         return banned
 
-    def _knn_votes(self, prefix: list[int], own: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """Session-kNN votes: (item slot, vote) of every neighbour's item in the window."""
-        # weight of each current item: its most recent position wins
-        current: dict[int, float] = {}
-        decay = self.position_decay
-        weight = 1.0
-        for slot in reversed(prefix[-self.knn_prefix:]):
-            if slot not in current:
-                current[slot] = weight
-            weight *= decay
-        sample = self.sample_per_item
-        postings = self._postings
-        chunks, lengths, item_weights, anchors = [], [], [], []
-        # oldest current item first: the most recent one's entries are written last below,
-        # so a neighbour is aligned on the most recent item it shares
-        for slot, w in reversed(current.items()):
-            sessions = postings[slot]
-            if sessions:
-                # older items weigh less, so fewer of their sessions are read
-                chunk = sessions[-max(8, int(sample * w)):]
-                chunks.append(chunk.tobytes())
-                lengths.append(len(chunk))
-                item_weights.append(w)
-                anchors.append(slot)
-        if not chunks:
-            return None
-        found = np.frombuffer(b"".join(chunks), dtype=np.int32)
-        n = len(found)
-        order = self._positions(n)
-        mark = self._session_mark
-        mark[found] = order
-        where = mark[found]
-        similarity = np.bincount(where, np.repeat(item_weights, lengths), minlength=n)
-        first = np.flatnonzero(where == order)
-        neighbours = found[first]
-        recency = self._session_weight
-        own_weight = recency[own]
-        recency[own] = 0.0   # never its own neighbour
-        similarity = similarity[first] * recency[neighbours]
-        recency[own] = own_weight
-        anchor = np.repeat(anchors, lengths)[first]
-        kept = self.k_neighbours
-        if len(neighbours) > kept:
-            best = np.argpartition(similarity, -kept)[-kept:]
-            neighbours, similarity, anchor = neighbours[best], similarity[best], anchor[best]
-        rows = self._session_items[neighbours]
-        # the shared item's position in the neighbour (0 if trimmed off a long session)
-        position = (rows == anchor[:, None]).argmax(axis=1)
-        votes = (self._vote_table[position] * similarity[:, None]).ravel()
-        voted = rows.ravel()
-        keep = votes > 0   # inside the window (padding votes for slot 0: never allowed)
-        return voted[keep], votes[keep]
-
-    def _recent_scores(self, prefix: list[int]) -> tuple[list[int], list[float]]:
-        """The session's own items: 1 for the last one, ``recent_decay ** d`` d clicks back."""
-        scores: dict[int, float] = {}
-        weight = 1.0
-        for slot in reversed(prefix):
-            if slot not in scores:
-                scores[slot] = weight
-            weight *= self.recent_decay
-        return list(scores), list(scores.values())
-
-    def _covisit_entries(self, prefix: list[int]) -> tuple[np.ndarray, np.ndarray] | None:
-        """Co-visitation shares of the last items' rows: (next-item slots, share x weight)."""
-        targets, weights, lengths, scales = [], [], [], []
-        weight = 1.0
-        rows, totals = self._covisit, self._covisit_total
-        for slot in prefix[-1: -self.covisit_prefix - 1: -1]:
-            row = rows[slot]
-            if row:
-                total = float(totals[slot])
-                if total > 0:
-                    targets.append(row.targets.tobytes())
-                    weights.append(row.weights.tobytes())
-                    lengths.append(len(row))
-                    scales.append(weight / total)
-            weight *= self.position_decay
-        if not targets:
-            return None
-        slots = np.frombuffer(b"".join(targets), dtype=np.int32)
-        values = np.frombuffer(b"".join(weights), dtype=np.float64)
-        return slots, values * np.repeat(scales, lengths)
-
-    def _content_profile(self, prefix: list[int], affinity: Mapping[str, float] | None,
-                         ) -> tuple[dict[int, float], dict[int, float]] | None:
-        """(category code -> share, brand code -> share) from the session and ``affinity``."""
-        categories: dict[int, float] = {}
-        brands: dict[int, float] = {}
-        if prefix:
-            recent = prefix[-self.knn_prefix:]
-            weight = 1.0
-            category_of, brand_of = self._category, self._brand
-            for slot in reversed(recent):
-                category, brand = int(category_of[slot]), int(brand_of[slot])
-                if category >= 0:
-                    categories[category] = categories.get(category, 0.0) + weight
-                if brand >= 0:
-                    brands[brand] = brands.get(brand, 0.0) + weight
-                weight *= self.position_decay
-            _share(categories)
+    def _content_profile(self, number: int, length: int,
+                         affinity: Mapping[str, float] | None,
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(category code -> share, brand code -> share, the three preferred categories)
+        from the session and ``affinity``; empty arrays when there is no profile."""
+        given_codes, given_shares = _EMPTY_SLOTS, _EMPTY_VALUES
         if affinity:
             codes = self._codes["category"]
             given = {codes[str(c)]: float(v) for c, v in affinity.items()
                      if float(v) > 0 and str(c) in codes}
             _share(given)
-            for category, share in given.items():
-                categories[category] = categories.get(category, 0.0) + share
-        if not categories and not brands:
-            return None
-        _share(categories)
-        _share(brands)
-        return categories, brands
+            if given:
+                given_codes = np.array(list(given), dtype=np.int64)
+                given_shares = np.array(list(given.values()))
+        return kernels.content_profile(
+            self._session_items, number, length, self.knn_prefix, self.position_decay,
+            self._category, self._brand, len(self._codes["category"]),
+            len(self._codes["brand"]), given_codes, given_shares)
 
-    def _content_candidates(self, categories: dict[int, float]) -> list[int]:
-        out: dict[int, None] = {}
+    def _content_candidates(self, categories: list[int]) -> np.ndarray:
+        """The most popular items of the preferred categories."""
         per_category = max(1, self.candidates_per_component // 5)
-        for category, _ in _largest(categories.items(), 3):
-            top = self._category_top.get(category)
-            if top is not None:
-                out.update(dict.fromkeys(top.top_keys(per_category)))
-        return list(out)
+        tops = [top.top_array(per_category) for category in categories
+                if (top := self._category_top.get(category)) is not None]
+        if not tops:
+            return _EMPTY_SLOTS
+        return tops[0] if len(tops) == 1 else np.concatenate(tops)
 
-    def _content_scores(self, candidates: np.ndarray, allowed: np.ndarray,
-                        categories: dict[int, float], brands: dict[int, float]) -> np.ndarray:
-        """Category share plus half the brand share, divided by the best allowed one's."""
-        raw = np.zeros(len(candidates))
-        if categories:
-            share = np.zeros(len(self._codes["category"]) + 1)   # the last one: unknown (-1)
-            share[list(categories)] = list(categories.values())
-            raw += share[self._category[candidates]]
-        if brands:
-            share = np.zeros(len(self._codes["brand"]) + 1)
-            share[list(brands)] = [0.5 * v for v in brands.values()]
-            raw += share[self._brand[candidates]]
-        raw *= allowed
-        best = raw.max() if len(raw) else 0.0
-        return raw / best if best > 0 else raw
 
     # ------------------------------------------------------------------ introspection
 
@@ -1241,8 +1105,8 @@ class HybridRecommender:
         >>> s["sessions"], s["max_sessions"], s["events_learned"]
         (1, 1, 3)
         """
-        postings = [len(p) for p in self._postings if p is not None]
-        rows = [len(r) for r in self._covisit if r is not None]
+        postings = self._post_index[:, 1]
+        rows = self._cov_index[:, 1]
         return {
             "model_version": self.model_version,
             "events_learned": self.events_learned,
@@ -1252,11 +1116,11 @@ class HybridRecommender:
             "max_items": self.max_items,
             "users": len(self._users),
             "max_users": self.max_users,
-            "postings": sum(postings),
+            "postings": int(postings.sum()),
             "max_postings_per_item": 2 * self.max_postings_per_item,
-            "longest_postings": max(postings, default=0),
-            "covisit_pairs": sum(rows),
-            "longest_covisit_row": max(rows, default=0),
+            "longest_postings": int(postings.max(initial=0)),
+            "covisit_pairs": int(rows.sum()),
+            "longest_covisit_row": int(rows.max(initial=0)),
             "max_covisit_per_item": self.max_covisit_per_item + self.max_covisit_per_item // 2,
             "longest_session": max((s.length for s in self._sessions.values()), default=0),
             "max_session_len": self.max_session_len,
@@ -1264,6 +1128,15 @@ class HybridRecommender:
             "mf_items": self._mf.n_items,
             "categories": len(self._category_top),
         }
+
+
+def _packed_index(lengths: list[int]) -> np.ndarray:
+    """Arena index rows (start, length, capacity) of blocks laid end to end."""
+    index = np.zeros((len(lengths), 3), dtype=np.int64)
+    index[:, 1] = lengths
+    index[:, 2] = np.where(index[:, 1] > 0, np.maximum(index[:, 1], 4), 0)
+    index[1:, 0] = np.cumsum(index[:-1, 2])
+    return index
 
 
 def _share(values: dict[Any, float]) -> None:
