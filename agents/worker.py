@@ -36,6 +36,7 @@ from agents.users.pipeline import register as register_users
 from agents.web.privacy import register as register_privacy_api
 from agents.web.routes import register as register_web
 from config.settings import Settings
+from online_models import recsys
 from streams.app import WorkerHooks, create_app
 from streams.topics import topic_names
 
@@ -78,6 +79,8 @@ def build_redis_sink(settings: Settings, metrics: EngineMetrics) -> RedisSink | 
 
 def build_worker(settings: Settings, bootstrap: str | None = None) -> Worker:
     """Build the Faust app and every pipeline of one worker."""
+    took = recsys.warm_up()  # compiled kernels ready before the first event
+    log.info("recommender kernels ready in %.1f s", took)
     hooks = WorkerHooks()
     app = create_app(settings, bootstrap, hooks)
     metrics = EngineMetrics()

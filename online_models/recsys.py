@@ -1144,3 +1144,13 @@ def _share(values: dict[Any, float]) -> None:
     if total > 0:
         for key in values:
             values[key] /= total
+
+
+def warm_up() -> float:
+    """Load (or, on a fresh install, compile: ~15 s) the recommender's numba kernels now,
+    not on the first ranked event; return the seconds it took."""
+    import time
+
+    started = time.perf_counter()
+    kernels.warm_up()
+    return time.perf_counter() - started
