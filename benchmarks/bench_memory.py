@@ -71,7 +71,8 @@ STRUCTURES: dict[str, str] = {
     "driver": "traffic, block-local profiles and their views only (baseline of view rows)",
     "driver_plain": "traffic only (baseline of the rows without views)",
     "profile_object": "UserProfile live objects",
-    "profile_dict": "UserProfile.to_dict() values (memory table form)",
+    "profile_dict": "UserProfile.to_dict() values (memory table form before issue 15)",
+    "profile_store": "the engine's ProfileStore: recently used profiles live, others as JSON",
     "promo_state": "promo-state values (Decider: recent triggers)",
     "recommender": "HybridRecommender sessions, purchase filter, MF factors",
     "propensity_pending": "PurchasePropensity pending delayed labels",
@@ -80,7 +81,7 @@ STRUCTURES: dict[str, str] = {
     "all": "profile_dict + promo_state + model_host in one worker-like process",
 }
 DEFAULT_STRUCTURES = tuple(n for n in STRUCTURES if not n.startswith("driver"))
-PARTS = ("profile_dict", "promo_state", "model_host")  # what "all" holds
+PARTS = ("profile_store", "promo_state", "model_host")  # what "all" holds
 
 
 def rss_bytes() -> int:
@@ -172,12 +173,53 @@ class ProfileDicts(ProfileObjects):
         self.table[user] = profile.to_dict()
 
 
+class _NoChangelog(dict):  # type: ignore[type-arg]
+    """A memory table stand-in whose changelog goes nowhere."""
+
+    name = "user-profiles"
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self
+
+    def send_changelog(self, *_: Any, **__: Any) -> None:
+        pass
+
+
+class ProfileStoreHeld(ProfileObjects):
+    """The user pipeline's own store: live objects for the most recent users, JSON else."""
+
+    def __init__(self, *a: Any) -> None:
+        super().__init__(*a)
+        from agents.state import WriteBehindTable
+        from agents.users.store import ProfileStore
+
+        self.store = ProfileStore(WriteBehindTable(_NoChangelog()))
+        self.table = self.store.table
+        self.fed = 0
+
+    def feed(self, source: str, record: Any, ctx: Context) -> None:
+        user = record.user_id
+        profile = self.store.get(user) or self.cls(user)
+        fold(profile, record, self.catalog.get, ctx.position)
+        self.store.set(user, profile, 0)
+        self.fed += 1
+        if self.fed % 5_000 == 0:
+            self.store.flush()  # as a commit does: the dirty set is emptied
+
+    def info(self) -> dict[str, Any]:
+        return {"keys": len(self.table), "live_objects": len(self.store._live),
+                "hot_cap": self.store.hot}
+
+
 class PromoState(Holder):
     views = True
 
     def __init__(self, *a: Any) -> None:
         super().__init__(*a)
         from agents.promo.campaigns import CampaignBook, Decider, EventFacts
+        from agents.promo.triggers import stored_state
+        self.stored_state = stored_state
 
         if self.args.campaigns:
             book = CampaignBook.load(self.args.campaigns)
@@ -203,7 +245,7 @@ class PromoState(Holder):
             previous_ts=ctx.previous_ts)
         decision = self.decider.on_event(
             facts, ctx.view, None, ctx.view.get("scores"),
-            load_state=lambda: self.table.get(user),
+            load_state=lambda: self.stored_state(self.table.get(user)),
             spent=lambda cid: self.spent.get(cid, 0.0), now_ms=record.ts)
         if decision is None:
             return
@@ -212,7 +254,7 @@ class PromoState(Holder):
             self.spent[cid] = spent
         if decision.state is not None:
             if decision.state.get("r"):
-                self.table[user] = decision.state
+                self.table[user] = orjson.dumps(decision.state)  # as agents.triggers holds it
             else:
                 self.table.pop(user, None)
 
@@ -388,7 +430,7 @@ class Everything(Holder):
 
     def __init__(self, *a: Any) -> None:
         super().__init__(*a)
-        self.profiles = ProfileDicts(*a)
+        self.profiles = ProfileStoreHeld(*a)
         self.host = ModelHostHolder(*a)
         self.promo = PromoState(*a)
 
@@ -398,13 +440,13 @@ class Everything(Holder):
         self.promo.feed(source, record, ctx)
 
     def info(self) -> dict[str, Any]:
-        return {"profile_dict": self.profiles.info(), "model_host": self.host.info(),
+        return {"profile_store": self.profiles.info(), "model_host": self.host.info(),
                 "promo_state": self.promo.info()}
 
 
 HOLDERS: dict[str, type[Holder]] = {
     "driver": ViewDriver, "driver_plain": Holder, "profile_object": ProfileObjects,
-    "profile_dict": ProfileDicts,
+    "profile_dict": ProfileDicts, "profile_store": ProfileStoreHeld,
     "promo_state": PromoState, "recommender": Recommender, "propensity_pending": Pending,
     "leave_risk_pending": LeavePending, "model_host": ModelHostHolder, "all": Everything,
 }

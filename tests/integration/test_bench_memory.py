@@ -12,7 +12,7 @@ from benchmarks import bench_memory
 
 pytestmark = pytest.mark.integration
 
-STRUCTURES = ("profile_object", "profile_dict", "promo_state", "recommender",
+STRUCTURES = ("profile_object", "profile_dict", "profile_store", "promo_state", "recommender",
               "propensity_pending", "leave_risk_pending", "model_host", "all")
 
 
@@ -34,6 +34,7 @@ def test_bench_memory_smoke(capsys: pytest.CaptureFixture[str]) -> None:
         assert runs[name]["growth_bytes"] > 0, name
     assert result["total_bytes_per_user"] == result["bytes_per_user"]["all"] > 0
     assert runs["profile_dict"]["info"]["keys"] == 1500
+    assert runs["profile_store"]["info"]["keys"] == 1500
     assert runs["propensity_pending"]["info"]["pending"] > 0
     assert runs["recommender"]["info"]["default_caps"]["max_sessions"] > 0
 
