@@ -254,7 +254,7 @@ class PromoState(Holder):
             self.spent[cid] = spent
         if decision.state is not None:
             if decision.state.get("r"):
-                self.table[user] = orjson.dumps(decision.state)  # as agents.triggers holds it
+                self.table[user] = orjson.dumps(decision.state)  # as agents.promo.triggers holds it
             else:
                 self.table.pop(user, None)
 
