@@ -198,6 +198,28 @@ def _profile_block(profile: Mapping[str, Any]) -> list[float]:
     return block
 
 
+_LAST_PROFILE: list[Any] = [None, None, None]  # view dict, its fingerprint, its block
+
+
+def _profile_cached(profile: Mapping[str, Any]) -> list[float]:
+    """:func:`_profile_block` of a profile view, reused for the same view dict.
+
+    Purchase propensity and leave risk score one event with one view: the second reads the
+    first one's block. Only views that carry ``updated_at`` (those of
+    :meth:`agents.profile.UserProfile.view`) are reused, and only while the dict, its
+    ``updated_at`` and ``events`` are the same. The caller must not mutate the list."""
+    stamp = profile.get("updated_at") if profile else None
+    if stamp is None:
+        return _profile_block(profile)
+    last = _LAST_PROFILE
+    fingerprint = (stamp, profile.get("events"))
+    if last[0] is profile and last[1] == fingerprint:
+        return last[2]
+    block = _profile_block(profile)
+    last[0], last[1], last[2] = profile, fingerprint, block
+    return block
+
+
 class _RoomParts:
     """What the features read from one room insight, computed once per insight dict."""
 
@@ -263,7 +285,7 @@ def purchase_vector(context: Mapping[str, Any]) -> list[float]:
     profile = _sec(context, "profile")
     event = _sec(context, "event")
     room = _sec(context, "room")
-    out = _profile_block(profile)
+    out = _profile_cached(profile).copy()
     kinds = [0.0, 0.0, 0.0, 0.0, 0.0]
     kind = event.get("type")
     if kind.__class__ is str and kind in _PURCHASE_EV_AT:
@@ -330,7 +352,7 @@ def leave_vector(context: Mapping[str, Any]) -> list[float]:
     kind = event.get("type")
     if kind.__class__ is str and kind in _LIVE_EV_AT:
         out[8 + _LIVE_EV_AT[kind]] = 1.0
-    out += _profile_block(_sec(context, "profile"))
+    out += _profile_cached(_sec(context, "profile"))
     if not room:
         out += (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
                 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)

@@ -606,3 +606,19 @@ def test_vectors_are_the_named_features_in_order() -> None:
     after = purchase_vector({**purchase, "room": room})
     assert after[PURCHASE_FEATURES.index("room_viewers")] > \
         before[PURCHASE_FEATURES.index("room_viewers")]
+
+
+def test_profile_block_is_reused_only_for_the_same_unchanged_view() -> None:
+    purchase, leave = real_contexts()
+    view = purchase["profile"]
+    assert view.get("updated_at") is not None
+    first = purchase_vector(purchase)
+    assert leave_vector({**leave, "profile": view})[8 + 9:8 + 9 + 41] == first[:41]
+    edited = dict(view, events=view["events"] + 1,
+                  session=dict(view["session"], carts=view["session"]["carts"] + 5))
+    assert purchase_vector({**purchase, "profile": edited})[
+        PURCHASE_FEATURES.index("sess_carts")] > first[PURCHASE_FEATURES.index("sess_carts")]
+    view["session"]["carts"] += 5  # edited in place, events too: recomputed
+    view["events"] += 1
+    assert purchase_vector(purchase)[PURCHASE_FEATURES.index("sess_carts")] > \
+        first[PURCHASE_FEATURES.index("sess_carts")]
