@@ -699,6 +699,8 @@ class _DelayedTask:
 
     name = "task"
     feature_names: tuple[str, ...] = ()
+    extends = False   # whether scoring extends the key's open deadlines (sessions)
+    delay_ms = 0      # deadline = scoring time + delay_ms
 
     def __init__(self, *, model: str, seed: int, optimizer: str, learning_rate: float,
                  l2: float, max_pending: int, max_per_key: int, min_interval_s: float,
@@ -747,22 +749,19 @@ class _DelayedTask:
         """The features of ``context`` by name (reports, tests)."""
         return dict(zip(self.feature_names, self.vector(context), strict=True))
 
-    def _deadline(self, ts: int) -> int:
-        raise NotImplementedError
-
-    def _activity(self, key: str, ts: int) -> None:
-        """What a scored event means for the key's open examples (before its own opens)."""
 
     # ------------------------------------------------------------------ scoring
     def score(self, key: str, context: Mapping[str, Any], ts: int) -> float:
         """Predict for ``key`` at ``ts`` and keep the example until its label is known."""
-        self._activity(key, ts)
-        packed = self.labels.pack(self.vector(context))
+        labels = self.labels
+        if self.extends:  # a scored event is activity that moves the key's deadlines
+            labels.extend(key, ts, ts + self.delay_ms)
+        packed = labels.pack(self.vector(context))
         p = self.classifier.predict_packed(packed)
         self.scored += 1
         if ts > self.clock:
             self.clock = ts
-        self.labels.open(key, packed, p, ts, self._deadline(ts))
+        labels.open(key, packed, p, ts, ts + self.delay_ms)
         return p
 
     def score_many(self, events: Iterable[tuple[str, Mapping[str, Any], int]]) -> np.ndarray:
@@ -775,8 +774,9 @@ class _DelayedTask:
         rows = [self.vector(context) for _, context, _ in events]
         probabilities = self.classifier.predict_many(np.array(rows, dtype=np.float64))
         for (key, _, ts), row, p in zip(events, rows, probabilities.tolist(), strict=True):
-            self._activity(key, ts)
-            self.labels.open(key, row, p, ts, self._deadline(ts))
+            if self.extends:
+                self.labels.extend(key, ts, ts + self.delay_ms)
+            self.labels.open(key, row, p, ts, ts + self.delay_ms)
             if ts > self.clock:
                 self.clock = ts
         self.scored += len(events)
@@ -877,16 +877,11 @@ class PurchasePropensity(_DelayedTask):
                          max_pending=max_pending, max_per_key=max_per_key,
                          min_interval_s=min_interval_s, release=release, warmup=warmup,
                          batch_size=batch_size)
-        self.session_gap_ms = int(session_gap_s * 1000)
+        self.session_gap_ms = self.delay_ms = int(session_gap_s * 1000)
+        self.extends = True  # scoring is activity too: the session goes on
 
     def vector(self, context: Mapping[str, Any]) -> list[float]:
         return purchase_vector(context)
-
-    def _deadline(self, ts: int) -> int:
-        return ts + self.session_gap_ms
-
-    def _activity(self, key: str, ts: int) -> None:
-        self.labels.extend(key, ts, ts + self.session_gap_ms)  # scoring is activity too
 
     def observe(self, key: str, outcome_kind: str, ts: int) -> int:
         """Fold an event of ``key``; returns how many examples were released (labelled)."""
@@ -922,13 +917,10 @@ class LeaveRisk(_DelayedTask):
                          max_pending=max_pending, max_per_key=max_per_key,
                          min_interval_s=min_interval_s, release=release, warmup=warmup,
                          batch_size=batch_size)
-        self.horizon_ms = int(horizon_s * 1000)
+        self.horizon_ms = self.delay_ms = int(horizon_s * 1000)
 
     def vector(self, context: Mapping[str, Any]) -> list[float]:
         return leave_vector(context)
-
-    def _deadline(self, ts: int) -> int:
-        return ts + self.horizon_ms
 
     def observe(self, key: str, outcome_kind: str, ts: int) -> int:
         """Fold an event of ``key``; returns how many examples were released (labelled)."""
