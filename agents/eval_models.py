@@ -92,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
              "LogisticRegression reference (one example at a time); hoeffding, auto: River")
     add("--batch-size", type=int, default=256,
         help="released examples that trigger a mini-batch inside tick/observe")
+    add("--step-rows", type=int, default=16,
+        help="examples per vectorised gradient step of the numpy logistic (1: River's "
+             "one-at-a-time updates)")
     add("--learn-every-s", type=float, default=1.0,
         help="event-time period of learn_pending() (the worker calls it at commit time); "
              "0: only when --batch-size examples wait")
@@ -122,7 +125,8 @@ class _Evaluation:
                              max_click_sessions=args.max_sessions)
         common = {"model": args.model, "seed": args.seed, "release": args.release,
                   "optimizer": args.optimizer, "learning_rate": args.learning_rate,
-                  "max_pending": args.max_pending, "batch_size": args.batch_size}
+                  "max_pending": args.max_pending, "batch_size": args.batch_size,
+                  "step_rows": args.step_rows}
         self.purchase = PurchasePropensity(session_gap_s=args.session_gap_s, **common)
         self.leave = LeaveRisk(horizon_s=args.horizon_s, **common)
         self.catalog: dict[str, dict[str, Any]] = {
@@ -328,7 +332,7 @@ def evaluate_propensity(args: argparse.Namespace) -> dict[str, Any]:
             "drain_minutes": round(drain_ms / 60_000, 2), "events": dict(run.events),
             "profiles": len(run.profiles), "model": args.model, "optimizer": args.optimizer,
             "learning_rate": args.learning_rate, "batch_size": args.batch_size,
-            "learn_every_s": args.learn_every_s,
+            "step_rows": args.step_rows, "learn_every_s": args.learn_every_s,
             "session_gap_s": args.session_gap_s, "horizon_s": args.horizon_s,
             "leave_sample": args.leave_sample, "release": args.release,
         },

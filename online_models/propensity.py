@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 from river import compose, linear_model, optim, preprocessing, tree
 
-from online_models.batch_logistic import BatchLogistic
+from online_models.batch_logistic import STEP_ROWS, BatchLogistic
 from online_models.delayed_rows import DelayedRows
 from online_models.propensity_features import (
     IN_ROOM_BUCKETS_MIN,
@@ -704,7 +704,7 @@ class _DelayedTask:
 
     def __init__(self, *, model: str, seed: int, optimizer: str, learning_rate: float,
                  l2: float, max_pending: int, max_per_key: int, min_interval_s: float,
-                 release: str, warmup: int, batch_size: int) -> None:
+                 release: str, warmup: int, batch_size: int, step_rows: int) -> None:
         if model not in TASK_MODELS:
             raise ValueError(f"unknown model {model!r}; expected one of {TASK_MODELS}")
         if batch_size < 1:
@@ -714,7 +714,8 @@ class _DelayedTask:
         if model == "logistic":
             self.classifier = BatchLogistic(len(self.feature_names), optimizer=optimizer,
                                             learning_rate=learning_rate, l2=l2,
-                                            name=self.name, version=FORMAT_VERSION)
+                                            step_rows=step_rows, name=self.name,
+                                            version=FORMAT_VERSION)
         else:
             self.classifier = RiverClassifier(model, self.feature_names, seed=seed,
                                               optimizer=optimizer,
@@ -871,12 +872,13 @@ class PurchasePropensity(_DelayedTask):
                  seed: int = 0, optimizer: str = "adagrad", learning_rate: float = 0.01,
                  l2: float = 1e-4, max_pending: int = 200_000, max_per_key: int = 8,
                  min_interval_s: float = 0.0, release: str = "deadline",
-                 warmup: int = 1000, batch_size: int = BATCH_SIZE) -> None:
+                 warmup: int = 1000, batch_size: int = BATCH_SIZE,
+                 step_rows: int = STEP_ROWS) -> None:
         super().__init__(model=model, seed=seed, optimizer=optimizer,
                          learning_rate=learning_rate, l2=l2,
                          max_pending=max_pending, max_per_key=max_per_key,
                          min_interval_s=min_interval_s, release=release, warmup=warmup,
-                         batch_size=batch_size)
+                         batch_size=batch_size, step_rows=step_rows)
         self.session_gap_ms = self.delay_ms = int(session_gap_s * 1000)
         self.extends = True  # scoring is activity too: the session goes on
 
@@ -911,12 +913,13 @@ class LeaveRisk(_DelayedTask):
                  optimizer: str = "adagrad", learning_rate: float = 0.01, l2: float = 1e-4,
                  max_pending: int = 200_000, max_per_key: int = 8,
                  min_interval_s: float = 0.0, release: str = "deadline",
-                 warmup: int = 1000, batch_size: int = BATCH_SIZE) -> None:
+                 warmup: int = 1000, batch_size: int = BATCH_SIZE,
+                 step_rows: int = STEP_ROWS) -> None:
         super().__init__(model=model, seed=seed, optimizer=optimizer,
                          learning_rate=learning_rate, l2=l2,
                          max_pending=max_pending, max_per_key=max_per_key,
                          min_interval_s=min_interval_s, release=release, warmup=warmup,
-                         batch_size=batch_size)
+                         batch_size=batch_size, step_rows=step_rows)
         self.horizon_ms = self.delay_ms = int(horizon_s * 1000)
 
     def vector(self, context: Mapping[str, Any]) -> list[float]:
