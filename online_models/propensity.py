@@ -1,10 +1,8 @@
 """Purchase propensity and leave risk: online classifiers learned from delayed stream labels.
 
-Two tasks share one shape: a feature builder over plain dicts (the user profile view, the
-event being scored, the room's insight headline numbers), an :class:`OnlineClassifier` (a
-River pipeline: standard scaling then logistic regression, or an adaptive Hoeffding tree, or
-both with the better one serving) and :class:`DelayedLabels`, which keeps every prediction
-with its features until the stream tells the outcome:
+Two tasks share one shape: a dense feature row built straight from plain dicts (the user
+profile view, the event being scored, the room's insight headline numbers; see
+:mod:`online_models.propensity_features`), a classifier and a delayed-label queue:
 
 * :class:`PurchasePropensity`: P(the user buys in this session, after this moment). Scored
   on product events; labelled positive by the user's next ``purchase``, negative when the
@@ -12,13 +10,26 @@ with its features until the stream tells the outcome:
 * :class:`LeaveRisk`: P(the viewer leaves the room within ``horizon_s`` = 60 s). Scored on
   the viewer's live events; positive by a ``leave`` in time, negative when the horizon passes.
 
+The per-event path is cheap: :meth:`~_DelayedTask.score` builds the row as a list, packs it
+as float32 bytes, scores it with one dot product and keeps it in
+:class:`~online_models.delayed_rows.DelayedRows` (rows in one ``bytearray``, no dict per
+example). Learning is per mini-batch: :meth:`~_DelayedTask.tick` and ``observe`` only
+release labelled examples; :meth:`~_DelayedTask.learn_pending` (the worker's commit, or
+automatically every ``batch_size`` released examples) learns them with
+:class:`~online_models.batch_logistic.BatchLogistic` (numpy; River's
+``StandardScaler | LogisticRegression(AdaGrad)`` in vectorised steps). :meth:`score_many`
+and :meth:`predict_many` score a list of events with one matrix product. River stays as the
+reference (``model="river"``, ``"hoeffding"``, ``"auto"``), one example at a time.
+
 Evaluation is prequential: the probability kept for the metrics is the one served when the
 example was scored, before its label existed. By default the model learns an example at its
 deadline whatever its label (positives are held until then, see :class:`DelayedLabels` for
 why). Everything runs on event time (``ts`` of the events, never the wall clock), so a
 replay gives the same model and the same figures. Memory is bounded: pending examples are
-capped globally (oldest evicted and counted) and per key (new ones skipped and counted).
-Tasks and classifiers pickle (no lambdas inside), so a snapshot restores them exactly.
+capped globally (oldest evicted and counted) and per key (new ones skipped and counted),
+each ~300 bytes (a float32 row plus a few words). Tasks pickle (no lambdas inside), so a
+snapshot restores them exactly; a snapshot of another ``FORMAT_VERSION`` is refused (the
+model starts cold).
 
 >>> task = PurchasePropensity(session_gap_s=60)
 >>> context = {"profile": {"session": {"events": 3, "carts": 1}}, "event": {"type": "click"}}
