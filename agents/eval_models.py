@@ -17,8 +17,9 @@ event time (as a worker runs it at commit time) and inside ``tick``/``observe`` 
 ``--batch-size`` examples wait. Scoring stops after ``--minutes``; the simulation then runs
 on, without scoring, for the session gap or horizon plus 10 s, so that almost every scored
 example gets its label instead of being censored at the end (examples of sessions still
-going on stay pending and are counted in ``labels.pending``). The room context of a score is the room's insight as
-the engine would emit it: recomputed at most once a second of event time.
+going on stay pending and are counted in ``labels.pending``). The room context of a score
+is the room's insight as the engine would emit it: recomputed at most once a second of event
+time.
 
 The last stdout line is one JSON object: per model the prequential ROC AUC, log loss,
 Brier score, ECE and calibration table of the served scores (all, and ``after_warmup``: the
