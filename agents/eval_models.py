@@ -95,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
              "LogisticRegression reference (one example at a time); hoeffding, auto: River")
     add("--batch-size", type=int, default=256,
         help="released examples that trigger a mini-batch inside tick/observe")
-    add("--step-rows", type=int, default=16,
+    add("--step-rows", type=int, default=4,
         help="examples per vectorised gradient step of the numpy logistic (1: River's "
              "one-at-a-time updates)")
     add("--learn-every-s", type=float, default=1.0,
