@@ -12,11 +12,14 @@ folds live and click events into one :class:`agents.users.profile.UserProfile` p
 * leave risk, scored on every live event of a (sampled) viewer, labelled by a ``leave``
   within ``--horizon-s`` or, negative, when the horizon passes.
 
-Scoring stops after ``--minutes``; the simulation then runs on, without scoring, for the
-session gap or horizon plus 10 s, so that almost every scored example gets its label
-instead of being censored at the end (examples of sessions still going on stay pending and
-are counted in ``labels.pending``). The room context of a score is the room's insight as
-the engine would emit it: recomputed at most once a second of event time.
+The models learn in mini-batches: :meth:`learn_pending` runs every ``--learn-every-s`` of
+event time (as a worker runs it at commit time) and inside ``tick``/``observe`` once
+``--batch-size`` examples wait. Scoring stops after ``--minutes``; the simulation then runs
+on, without scoring, for the session gap or horizon plus 10 s, so that almost every scored
+example gets its label instead of being censored at the end (examples of sessions still
+going on stay pending and are counted in ``labels.pending``). The room context of a score
+is the room's insight as the engine would emit it: recomputed at most once a second of event
+time.
 
 The last stdout line is one JSON object: per model the prequential ROC AUC, log loss,
 Brier score, ECE and calibration table of the served scores (all, and ``after_warmup``: the
@@ -87,7 +90,17 @@ def _parser() -> argparse.ArgumentParser:
     add("--max-sessions", type=int, default=500,
         help="simulator cap of concurrent storefront sessions")
     add("--bad-rate", type=float, default=0.002, help="share of malformed records (skipped)")
-    add("--model", choices=("logistic", "hoeffding", "auto"), default="logistic")
+    add("--model", choices=("logistic", "river", "hoeffding", "auto"), default="logistic",
+        help="logistic: numpy, mini-batch (the default); river: the River StandardScaler | "
+             "LogisticRegression reference (one example at a time); hoeffding, auto: River")
+    add("--batch-size", type=int, default=256,
+        help="released examples that trigger a mini-batch inside tick/observe")
+    add("--step-rows", type=int, default=4,
+        help="examples per vectorised gradient step of the numpy logistic (1: River's "
+             "one-at-a-time updates)")
+    add("--learn-every-s", type=float, default=1.0,
+        help="event-time period of learn_pending() (the worker calls it at commit time); "
+             "0: only when --batch-size examples wait")
     add("--optimizer", choices=("adagrad", "sgd"), default="adagrad")
     add("--learning-rate", type=float, default=0.01)
     add("--session-gap-s", type=float, default=300.0,
@@ -115,7 +128,8 @@ class _Evaluation:
                              max_click_sessions=args.max_sessions)
         common = {"model": args.model, "seed": args.seed, "release": args.release,
                   "optimizer": args.optimizer, "learning_rate": args.learning_rate,
-                  "max_pending": args.max_pending}
+                  "max_pending": args.max_pending, "batch_size": args.batch_size,
+                  "step_rows": args.step_rows}
         self.purchase = PurchasePropensity(session_gap_s=args.session_gap_s, **common)
         self.leave = LeaveRisk(horizon_s=args.horizon_s, **common)
         self.catalog: dict[str, dict[str, Any]] = {
@@ -127,6 +141,8 @@ class _Evaluation:
         self.viewers: dict[str, list[int]] = {}
         self.seen_viewers: set[str] = set()
         self.leave_threshold = int(min(max(args.leave_sample, 0.0), 1.0) * 10_000)
+        self.learn_every_ms = int(args.learn_every_s * 1000)
+        self.next_learn = START_MS + self.learn_every_ms
         self.scoring = True
         self.watermark = START_MS
         self.events = {"live": 0, "clicks": 0, "catalog": 0, "skipped_bad": 0}
@@ -233,6 +249,14 @@ class _Evaluation:
         self.leave.tick(self.watermark)
         self.model_seconds["purchase_propensity"] += middle - started
         self.model_seconds["leave_risk"] += time.perf_counter() - middle
+        if self.learn_every_ms and self.watermark >= self.next_learn:
+            self.next_learn = self.watermark + self.learn_every_ms
+            started = time.perf_counter()
+            self.purchase.learn_pending()
+            middle = time.perf_counter()
+            self.leave.learn_pending()
+            self.model_seconds["purchase_propensity"] += middle - started
+            self.model_seconds["leave_risk"] += time.perf_counter() - middle
         cutoff = self.watermark - VIEWER_TIMEOUT_MS  # viewers who never said goodbye
         if len(self.viewers) > 4 * self.args.max_viewers * self.args.rooms:
             for key in [k for k, v in self.viewers.items() if v[1] < cutoff]:
@@ -287,6 +311,8 @@ def _report(task: PurchasePropensity | LeaveRisk, seconds: float) -> dict[str, A
     out["baseline"] = constant_baseline(out["positives"], out["examples"])
     operations = task.scored + out["examples"]
     out["model_ops_per_s"] = round(operations / seconds, 1) if seconds > 0 else 0.0
+    out["model_us_per_scored_event"] = round(seconds * 1e6 / task.scored, 2) if task.scored \
+        else None  # all the model's time (learning too) over the scored events
     return out
 
 
@@ -308,7 +334,8 @@ def evaluate_propensity(args: argparse.Namespace) -> dict[str, Any]:
             "rate": args.rate, "scored_minutes": args.minutes,
             "drain_minutes": round(drain_ms / 60_000, 2), "events": dict(run.events),
             "profiles": len(run.profiles), "model": args.model, "optimizer": args.optimizer,
-            "learning_rate": args.learning_rate,
+            "learning_rate": args.learning_rate, "batch_size": args.batch_size,
+            "step_rows": args.step_rows, "learn_every_s": args.learn_every_s,
             "session_gap_s": args.session_gap_s, "horizon_s": args.horizon_s,
             "leave_sample": args.leave_sample, "release": args.release,
         },

@@ -178,8 +178,6 @@ class ModelHost:
     def holds(self, user: str) -> dict[str, int]:
         """What this replica holds about ``user`` (tests and the erasure check)."""
         prefix, suffix = f"{user}@", f"|{user}"
-        labels = self.propensity.labels._pending.values()
-        watch = self.leave_risk.labels._pending.values()
         return {
             "scores": int(user in self.scores),
             "sessions": sum(1 for key, s in self.recommender._sessions.items()
@@ -187,8 +185,8 @@ class ModelHost:
             "recent_recs": sum(1 for key in self.recent_recs if key.startswith(prefix)),
             "mf_factors": int(user in self.recommender._mf.u_latents),
             "purchase_filter": int(user in self.recommender._users),
-            "propensity_pending": sum(1 for e in labels if e.key == user),
-            "leave_risk_pending": sum(1 for e in watch if e.key.endswith(suffix)),
+            "propensity_pending": self.propensity.holds(lambda key: key == user),
+            "leave_risk_pending": self.leave_risk.holds(lambda key: key.endswith(suffix)),
         }
 
     def recommend(self, user: str, profile_view: dict[str, Any] | None,

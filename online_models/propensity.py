@@ -1,10 +1,8 @@
 """Purchase propensity and leave risk: online classifiers learned from delayed stream labels.
 
-Two tasks share one shape: a feature builder over plain dicts (the user profile view, the
-event being scored, the room's insight headline numbers), an :class:`OnlineClassifier` (a
-River pipeline: standard scaling then logistic regression, or an adaptive Hoeffding tree, or
-both with the better one serving) and :class:`DelayedLabels`, which keeps every prediction
-with its features until the stream tells the outcome:
+Two tasks share one shape: a dense feature row built straight from plain dicts (the user
+profile view, the event being scored, the room's insight headline numbers; see
+:mod:`online_models.propensity_features`), a classifier and a delayed-label queue:
 
 * :class:`PurchasePropensity`: P(the user buys in this session, after this moment). Scored
   on product events; labelled positive by the user's next ``purchase``, negative when the
@@ -12,13 +10,26 @@ with its features until the stream tells the outcome:
 * :class:`LeaveRisk`: P(the viewer leaves the room within ``horizon_s`` = 60 s). Scored on
   the viewer's live events; positive by a ``leave`` in time, negative when the horizon passes.
 
+The per-event path is cheap: :meth:`~_DelayedTask.score` builds the row as a list, packs it
+as float32 bytes, scores it with one dot product and keeps it in
+:class:`~online_models.delayed_rows.DelayedRows` (rows in one ``bytearray``, no dict per
+example). Learning is per mini-batch: :meth:`~_DelayedTask.tick` and ``observe`` only
+release labelled examples; :meth:`~_DelayedTask.learn_pending` (the worker's commit, or
+automatically every ``batch_size`` released examples) learns them with
+:class:`~online_models.batch_logistic.BatchLogistic` (numpy; River's
+``StandardScaler | LogisticRegression(AdaGrad)`` in vectorised steps). :meth:`score_many`
+and :meth:`predict_many` score a list of events with one matrix product. River stays as the
+reference (``model="river"``, ``"hoeffding"``, ``"auto"``), one example at a time.
+
 Evaluation is prequential: the probability kept for the metrics is the one served when the
 example was scored, before its label existed. By default the model learns an example at its
 deadline whatever its label (positives are held until then, see :class:`DelayedLabels` for
 why). Everything runs on event time (``ts`` of the events, never the wall clock), so a
 replay gives the same model and the same figures. Memory is bounded: pending examples are
-capped globally (oldest evicted and counted) and per key (new ones skipped and counted).
-Tasks and classifiers pickle (no lambdas inside), so a snapshot restores them exactly.
+capped globally (oldest evicted and counted) and per key (new ones skipped and counted),
+each ~300 bytes (a float32 row plus a few words). Tasks pickle (no lambdas inside), so a
+snapshot restores them exactly; a snapshot of another ``FORMAT_VERSION`` is refused (the
+model starts cold).
 
 >>> task = PurchasePropensity(session_gap_s=60)
 >>> context = {"profile": {"session": {"events": 3, "carts": 1}}, "event": {"type": "click"}}
@@ -38,36 +49,64 @@ import heapq
 import math
 from array import array
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from river import compose, linear_model, metrics, optim, preprocessing, tree
+import numpy as np
+from river import compose, linear_model, optim, preprocessing, tree
 
-FORMAT_VERSION = 1
+from online_models.batch_logistic import STEP_ROWS, BatchLogistic
+from online_models.delayed_rows import DelayedRows
+from online_models.propensity_features import (
+    IN_ROOM_BUCKETS_MIN,
+    LEAVE_FEATURES,
+    LIFECYCLES,
+    LIVE_EVENT_KINDS,
+    PRICE_BANDS,
+    PROFILE_TAGS,
+    PURCHASE_EVENT_KINDS,
+    PURCHASE_FEATURES,
+    leave_features,
+    leave_vector,
+    purchase_features,
+    purchase_vector,
+)
+
+__all__ = [
+    "IN_ROOM_BUCKETS_MIN", "LEAVE_FEATURES", "LIFECYCLES", "LIVE_EVENT_KINDS", "PRICE_BANDS",
+    "PROFILE_TAGS", "PURCHASE_EVENT_KINDS", "PURCHASE_FEATURES", "BinnedROCAUC",
+    "CalibrationTable", "DelayedLabels", "DelayedRows", "LeaveRisk", "OnlineClassifier",
+    "PrequentialMetrics", "PurchasePropensity", "RiverClassifier", "constant_baseline",
+    "leave_features", "leave_vector", "purchase_features", "purchase_vector",
+]
+
+FORMAT_VERSION = 2         # 2: numpy rows pending, mini-batch numpy logistic by default
 CALIBRATION_BINS = 10
 AUC_BINS = 2400            # logit bins of 0.01 over [-12, 12]: ties only within a bin
 AUC_LOGIT_RANGE = 12.0
+LOSS_EPS = 1e-15           # probabilities clipped in the log loss
 SELECTION_WARMUP = 500     # labelled examples before "auto" may switch away from logistic
 SELECTION_ALPHA = 0.002    # weight of one example in the exponentially weighted log loss
 PROBA_FLOOR = 1e-4         # served probabilities stay within [floor, 1 - floor]
 MAX_SCHEMAS = 256          # distinct feature-name sets stored compactly by DelayedLabels
+BATCH_SIZE = 256           # released examples learned together (see learn_pending)
 
-MODEL_KINDS = ("logistic", "hoeffding", "auto")
+MODEL_KINDS = ("logistic", "hoeffding", "auto")   # of the River OnlineClassifier
+TASK_MODELS = ("logistic", "river", "hoeffding", "auto")
 OPTIMIZERS = ("adagrad", "sgd")
-LIFECYCLES = ("new", "active", "engaged", "loyal", "at_risk", "dormant")
-PROFILE_TAGS = ("new", "high_intent", "bargain_hunter", "loyal_buyer", "dormant",
-                "big_spender", "gifter", "engaged_viewer")
-PRICE_BANDS = ("budget", "mid", "premium", "luxury")
-PURCHASE_EVENT_KINDS = ("view", "click", "search", "product_click", "add_to_cart")
-IN_ROOM_BUCKETS_MIN = ((0.0, 1.0), (1.0, 3.0), (3.0, 10.0), (10.0, math.inf))
-LIVE_EVENT_KINDS = ("join", "comment", "like", "gift", "share", "follow", "product_click",
-                    "add_to_cart", "purchase")
 
 
 # ---------------------------------------------------------------------- metrics
 def _logit(p: float) -> float:
     p = min(max(p, 1e-12), 1.0 - 1e-12)
     return math.log(p / (1.0 - p))
+
+
+def _auc_bins(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1.0 - 1e-12)
+    z = np.clip(np.log(p / (1.0 - p)), -AUC_LOGIT_RANGE, AUC_LOGIT_RANGE)
+    bins = ((z + AUC_LOGIT_RANGE) / (2 * AUC_LOGIT_RANGE) * AUC_BINS).astype(np.int64)
+    return np.minimum(bins, AUC_BINS - 1)
 
 
 class BinnedROCAUC:
@@ -78,20 +117,24 @@ class BinnedROCAUC:
     0.5. Here positives and negatives are counted in :data:`AUC_BINS` bins of the logit, and
     the AUC is the Mann-Whitney statistic over the bins (pairs in one bin count one half), so
     it equals the exact AUC whenever no positive and negative share a 0.01-logit bin.
-    O(1) per update, O(bins) per read.
+    O(1) per update (:meth:`update_many` for a batch), O(bins) per read.
 
     >>> auc = BinnedROCAUC()
     >>> for y, p in [(False, 0.1), (False, 0.4), (True, 0.35), (True, 0.8)]:
     ...     auc.update(y, p)
     >>> auc.get()
     0.75
+    >>> batch = BinnedROCAUC()
+    >>> batch.update_many(np.array([False, False, True, True]), np.array([0.1, 0.4, 0.35, 0.8]))
+    >>> batch.get()
+    0.75
     """
 
     __slots__ = ("neg", "pos")
 
     def __init__(self) -> None:
-        self.pos = array("q", bytes(8 * AUC_BINS))
-        self.neg = array("q", bytes(8 * AUC_BINS))
+        self.pos = np.zeros(AUC_BINS, dtype=np.int64)
+        self.neg = np.zeros(AUC_BINS, dtype=np.int64)
 
     @staticmethod
     def _bin(p: float) -> int:
@@ -101,16 +144,20 @@ class BinnedROCAUC:
     def update(self, y: bool, p: float) -> None:
         (self.pos if y else self.neg)[self._bin(p)] += 1
 
+    def update_many(self, y: np.ndarray, p: np.ndarray) -> None:
+        """Count a batch: ``y`` booleans, ``p`` probabilities."""
+        bins = _auc_bins(p)
+        y = np.asarray(y, dtype=bool)
+        self.pos += np.bincount(bins[y], minlength=AUC_BINS)
+        self.neg += np.bincount(bins[~y], minlength=AUC_BINS)
+
     def get(self) -> float:
         """AUC so far; 0.5 until both classes were seen."""
-        positives, negatives = sum(self.pos), sum(self.neg)
+        positives, negatives = int(self.pos.sum()), int(self.neg.sum())
         if not positives or not negatives:
             return 0.5
-        below = 0
-        wins = 0.0
-        for pos, neg in zip(self.pos, self.neg, strict=True):
-            wins += pos * (below + 0.5 * neg)
-            below += neg
+        below = np.cumsum(self.neg) - self.neg  # negatives in lower bins
+        wins = float(self.pos @ (below + 0.5 * self.neg))
         return wins / (positives * negatives)
 
 
@@ -139,6 +186,19 @@ class CalibrationTable:
         self.positives[index] += bool(y)
         self.sum_p[index] += p
 
+    def update_many(self, y: np.ndarray, p: np.ndarray) -> None:
+        """Count a batch: ``y`` booleans, ``p`` probabilities."""
+        p = np.asarray(p, dtype=np.float64)
+        index = np.clip((p * CALIBRATION_BINS).astype(np.int64), 0, CALIBRATION_BINS - 1)
+        count = np.bincount(index, minlength=CALIBRATION_BINS)
+        positives = np.bincount(index, weights=np.asarray(y, dtype=np.float64),
+                                minlength=CALIBRATION_BINS)
+        sum_p = np.bincount(index, weights=p, minlength=CALIBRATION_BINS)
+        for i in np.flatnonzero(count).tolist():
+            self.count[i] += int(count[i])
+            self.positives[i] += int(positives[i])
+            self.sum_p[i] += float(sum_p[i])
+
     def rows(self) -> list[dict[str, float]]:
         """Non-empty bins: range, count, mean predicted p and observed positive rate."""
         out = []
@@ -160,8 +220,8 @@ class CalibrationTable:
 
 
 class PrequentialMetrics:
-    """ROC AUC, log loss (``river.metrics.LogLoss``), Brier score and calibration of
-    (label, probability served before the label was known) pairs.
+    """ROC AUC, log loss, Brier score and calibration of (label, probability served before
+    the label was known) pairs, one at a time or a batch at a time.
 
     >>> m = PrequentialMetrics()
     >>> m.to_dict()["roc_auc"] is None
@@ -170,16 +230,20 @@ class PrequentialMetrics:
     >>> d = m.to_dict()
     >>> d["examples"], d["positives"], d["roc_auc"], d["log_loss"]
     (2, 1, 1.0, 0.1643)
+    >>> b = PrequentialMetrics()
+    >>> b.update_many(np.array([True, False]), np.array([0.9, 0.2]))
+    >>> b.to_dict() == d
+    True
     """
 
     __slots__ = ("auc", "brier", "calibration", "examples", "log_loss", "positives")
 
     def __init__(self) -> None:
         self.auc = BinnedROCAUC()
-        self.log_loss = metrics.LogLoss()
         self.calibration = CalibrationTable()
         self.examples = 0
         self.positives = 0
+        self.log_loss = 0.0  # sum of -log p(label)
         self.brier = 0.0
 
     def update(self, y: bool, p: float) -> None:
@@ -187,9 +251,24 @@ class PrequentialMetrics:
         self.examples += 1
         self.positives += y
         self.auc.update(y, p)
-        self.log_loss.update(y, p)
+        clipped = min(max(p, LOSS_EPS), 1.0 - LOSS_EPS)
+        self.log_loss -= math.log(clipped if y else 1.0 - clipped)
         self.calibration.update(y, p)
         self.brier += (p - y) ** 2
+
+    def update_many(self, y: np.ndarray, p: np.ndarray) -> None:
+        """:meth:`update` over a batch (``y`` booleans, ``p`` probabilities)."""
+        y = np.asarray(y, dtype=bool)
+        p = np.asarray(p, dtype=np.float64)
+        if not len(y):
+            return
+        self.examples += len(y)
+        self.positives += int(y.sum())
+        self.auc.update_many(y, p)
+        clipped = np.clip(p, LOSS_EPS, 1.0 - LOSS_EPS)
+        self.log_loss -= float(np.log(np.where(y, clipped, 1.0 - clipped)).sum())
+        self.calibration.update_many(y, p)
+        self.brier += float(((p - y) ** 2).sum())
 
     def to_dict(self) -> dict[str, Any]:
         """The figures; scores are None before the first example (nothing to export)."""
@@ -199,7 +278,7 @@ class PrequentialMetrics:
             "positives": self.positives,
             "positive_rate": round(self.positives / n, 4) if n else None,
             "roc_auc": round(self.auc.get(), 4) if n else None,
-            "log_loss": round(self.log_loss.get(), 4) if n else None,
+            "log_loss": round(self.log_loss / n, 4) if n else None,
             "brier": round(self.brier / n, 4) if n else None,
             "ece": round(self.calibration.ece(), 4) if n else None,
             "calibration": self.calibration.rows(),
@@ -572,248 +651,210 @@ class DelayedLabels:
                 "evicted": self.evicted, "skipped": self.skipped}
 
 
-# ---------------------------------------------------------------------- features
-def _num(value: Any) -> float:
-    """A finite float, or 0.0 for None, NaN, infinities and anything not a number."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return 0.0
-    return number if number - number == 0.0 else 0.0  # NaN and infinities fail this
+# ---------------------------------------------------------------------- River reference
+class RiverClassifier:
+    """:class:`OnlineClassifier` (River) behind the row interface of
+    :class:`~online_models.batch_logistic.BatchLogistic`: rows are zipped with the feature
+    names into dicts and learned one at a time. The reference model (``model="river"``, the
+    former default, or ``"hoeffding"`` / ``"auto"``): same figures, ~100x the cost."""
 
+    def __init__(self, kind: str, names: Sequence[str], *, seed: int, optimizer: str,
+                 learning_rate: float, l2: float, name: str) -> None:
+        self.kind = kind
+        self.names = tuple(names)
+        self.inner = OnlineClassifier("logistic" if kind == "river" else kind, seed=seed,
+                                      optimizer=optimizer, learning_rate=learning_rate,
+                                      l2=l2, name=name)
 
-def _log1p(value: Any) -> float:
-    return math.log1p(max(0.0, _num(value)))
+    @property
+    def learned(self) -> int:
+        return self.inner.learned
 
+    @property
+    def model_version(self) -> str:
+        return f"{self.inner.name}-v{FORMAT_VERSION}-{self.kind}"
 
-def _section(context: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    value = context.get(name)
-    return value if isinstance(value, Mapping) else {}
+    def predict_one(self, row: Sequence[float]) -> float:
+        return self.inner.predict_proba_one(dict(zip(self.names, row, strict=True)))
 
+    def predict_packed(self, packed: bytes) -> float:
+        return self.predict_one(np.frombuffer(packed, np.float32).tolist())
 
-def _profile_features(profile: Mapping[str, Any], out: dict[str, float]) -> None:
-    rfm = _section(profile, "rfm")
-    price = _section(profile, "price")
-    session = _section(profile, "session")
-    live = _section(profile, "live")
-    orders = _num(rfm.get("orders"))
-    out["rfm_orders"] = _log1p(orders)
-    out["rfm_monetary"] = _log1p(rfm.get("monetary"))
-    out["rfm_frequency_30d"] = _log1p(rfm.get("frequency_30d"))
-    recency_s = rfm.get("recency_s")
-    out["rfm_recency_days"] = _log1p(_num(recency_s) / 86_400.0) if recency_s is not None \
-        else 0.0
-    out["rfm_has_order"] = float(orders > 0)
-    for score in ("r_score", "f_score", "m_score"):
-        out[f"rfm_{score}"] = (min(max(_num(rfm.get(score)) or 1.0, 1.0), 5.0) - 1.0) / 4.0
-    out["price_sensitivity"] = min(max(_num(price.get("sensitivity")), 0.0), 1.0)
-    out["price_avg"] = _log1p(price.get("avg_price"))
-    band = price.get("band")
-    for name in PRICE_BANDS:
-        out[f"price_band_{name}"] = float(band == name)
-    carts, purchases = _num(session.get("carts")), _num(session.get("purchases"))
-    out["sess_events"] = _log1p(session.get("events"))
-    out["sess_dwell_min"] = _log1p(_num(session.get("dwell_s")) / 60.0)
-    out["sess_carts"] = _log1p(carts)
-    out["sess_purchases"] = _log1p(purchases)
-    out["sess_open_cart"] = float(carts > purchases)
-    out["sess_items"] = _log1p(len(session.get("recent_items") or ()))
-    out["sess_in_room"] = float(bool(session.get("in_room")))
-    out["live_watch_min"] = _log1p(_num(live.get("watch_time_s")) / 60.0)
-    out["live_rooms"] = _log1p(live.get("rooms_watched"))
-    out["live_comments"] = _log1p(live.get("comments"))
-    out["live_likes"] = _log1p(live.get("likes"))
-    out["live_gifts"] = _log1p(live.get("gifts"))
-    out["live_gift_value"] = _log1p(live.get("gift_value"))
-    tags = set(profile.get("tags") or ())
-    for tag in PROFILE_TAGS:
-        out[f"tag_{tag}"] = float(tag in tags)
-    lifecycle = profile.get("lifecycle")
-    for stage in LIFECYCLES:
-        out[f"life_{stage}"] = float(lifecycle == stage)
+    def predict_many(self, rows: Any) -> np.ndarray:
+        return np.array([self.predict_one(row) for row in np.asarray(rows).tolist()],
+                        dtype=np.float64)
 
+    def learn_many(self, rows: Any, y: Any, p: Any = None) -> None:
+        served = [None] * len(y) if p is None else np.asarray(p).tolist()
+        for row, label, prob in zip(np.asarray(rows).tolist(), np.asarray(y).tolist(),
+                                    served, strict=True):
+            self.inner.learn_one(dict(zip(self.names, row, strict=True)), label, prob)
 
-def _room_features(room: Mapping[str, Any], out: dict[str, float]) -> None:
-    funnel = _section(_section(room, "commerce"), "funnel")
-    out["room_present"] = float(bool(room))
-    out["room_viewers"] = _log1p(room.get("viewers"))
-    out["room_comments_pm"] = _log1p(room.get("comments_per_min"))
-    out["room_likes_pm"] = _log1p(room.get("likes_per_min"))
-    out["room_orders_pm"] = _log1p(room.get("orders_per_min"))
-    out["room_gmv_pm"] = _log1p(room.get("gmv_per_min"))
-    out["room_click_to_cart"] = min(max(_num(funnel.get("click_to_cart")), 0.0), 1.0)
-    out["room_cart_to_purchase"] = min(max(_num(funnel.get("cart_to_purchase")), 0.0), 1.0)
-    out["room_sentiment"] = min(max(_num(_section(room, "mood").get("sentiment")), -1.0), 1.0)
-
-
-def purchase_features(context: Mapping[str, Any]) -> dict[str, float]:
-    """Features of :class:`PurchasePropensity`; every value numeric and bounded.
-
-    ``context`` keys (each optional; missing parts read as zero):
-
-    * ``profile``: :meth:`agents.users.profile.UserProfile.view` at the event time. Used:
-      ``rfm.{orders, monetary, frequency_30d, recency_s, r_score, f_score, m_score}``,
-      ``price.{sensitivity, avg_price, band}``,
-      ``session.{events, dwell_s, carts, purchases, recent_items, in_room}``,
-      ``live.{watch_time_s, rooms_watched, comments, likes, gifts, gift_value}``,
-      ``affinities.categories`` (names and scores), ``tags``, ``lifecycle``.
-    * ``event``: the event being scored, ``{type, item_id, category, price, source}``
-      (``type`` in :data:`PURCHASE_EVENT_KINDS`, ``source`` ``"live"`` or ``"clicks"``;
-      ``category`` and ``price`` from the event or the catalog).
-    * ``room``: the room's latest insight (the ``room-insights`` JSON) when the event comes
-      from a live room. Used: ``viewers``, ``comments_per_min``, ``likes_per_min``,
-      ``orders_per_min``, ``gmv_per_min``, ``commerce.funnel.{click_to_cart,
-      cart_to_purchase}``, ``commerce.pinned.item_id``, ``mood.sentiment``.
-
-    Counts enter as ``log1p``, scores in [0, 1] as they are, categories one-hot.
-
-    >>> f = purchase_features({"event": {"type": "add_to_cart", "price": 99.0}})
-    >>> f["ev_add_to_cart"], f["ev_view"], round(f["item_price"], 3), f["room_present"]
-    (1.0, 0.0, 4.605, 0.0)
-    """
-    profile = _section(context, "profile")
-    event = _section(context, "event")
-    room = _section(context, "room")
-    out: dict[str, float] = {}
-    _profile_features(profile, out)
-    kind = event.get("type")
-    for name in PURCHASE_EVENT_KINDS:
-        out[f"ev_{name}"] = float(kind == name)
-    out["ev_live"] = float(event.get("source") == "live")
-    item_price = _num(event.get("price"))
-    avg_price = _num(_section(profile, "price").get("avg_price"))
-    out["item_price"] = _log1p(item_price)
-    out["item_price_vs_usual"] = (min(max(math.log(item_price / avg_price), -3.0), 3.0)
-                                  if item_price > 0 and avg_price > 0 else 0.0)
-    categories = _section(profile, "affinities").get("categories") or ()
-    category = event.get("category")
-    score = next((_num(row.get("score")) for row in categories
-                  if isinstance(row, Mapping) and row.get("name") == category), 0.0)
-    out["item_category_affinity"] = _log1p(score)
-    out["item_top_category"] = float(bool(categories) and isinstance(categories[0], Mapping)
-                                     and categories[0].get("name") == category)
-    _room_features(room, out)
-    pinned = _section(_section(room, "commerce"), "pinned")
-    out["item_is_pinned"] = float(bool(event.get("item_id"))
-                                  and pinned.get("item_id") == event.get("item_id"))
-    return out
-
-
-def leave_features(context: Mapping[str, Any]) -> dict[str, float]:
-    """Features of :class:`LeaveRisk`; every value numeric and bounded.
-
-    ``context`` keys (each optional):
-
-    * ``viewer``: this viewer in this room, ``{joined_at, last_active_at, events,
-      returning}`` (ms event times of the join and of the activity before this event, live
-      events so far in the room, whether they had watched this room before). Time in the
-      room enters as ``log1p`` minutes and as one-hot buckets :data:`IN_ROOM_BUCKETS_MIN`.
-    * ``event``: ``{type, ts}`` of the live event being scored (``type`` in
-      :data:`LIVE_EVENT_KINDS`).
-    * ``profile``: as for :func:`purchase_features`, except ``affinities``.
-    * ``room``: the room's latest insight. Used: the fields of :func:`purchase_features`
-      plus ``peak_viewers``, ``audience.{avg_watch_s, retention.1m, retention.5m}``,
-      ``windows.tumbling_1m.{joins, leaves}``, ``commerce.pinned.pinned_at``.
-
-    >>> f = leave_features({"viewer": {"joined_at": 0, "last_active_at": 50_000, "events": 3},
-    ...                     "event": {"type": "comment", "ts": 60_000}})
-    >>> round(f["v_in_room_min"], 3), round(f["v_idle_s"], 3), f["ev_comment"]
-    (0.693, 2.398, 1.0)
-    """
-    viewer = _section(context, "viewer")
-    event = _section(context, "event")
-    room = _section(context, "room")
-    profile = _section(context, "profile")
-    out: dict[str, float] = {}
-    ts = _num(event.get("ts"))
-    joined = viewer.get("joined_at")
-    last = viewer.get("last_active_at")
-    in_room_min = max(0.0, (ts - _num(joined)) / 60_000.0) if joined is not None else 0.0
-    out["v_in_room_min"] = math.log1p(in_room_min)
-    # leaving is not monotone in time watched (few leave at once, most after minutes)
-    for index, (low, high) in enumerate(IN_ROOM_BUCKETS_MIN):
-        out[f"v_in_room_{index}"] = float(joined is not None and low <= in_room_min < high)
-    out["v_idle_s"] = _log1p((ts - _num(last)) / 1000.0) if last is not None else 0.0
-    out["v_events"] = _log1p(viewer.get("events"))
-    out["v_returning"] = float(bool(viewer.get("returning")))
-    kind = event.get("type")
-    for name in LIVE_EVENT_KINDS:
-        out[f"ev_{name}"] = float(kind == name)
-    _profile_features(profile, out)
-    _room_features(room, out)
-    audience = _section(room, "audience")
-    retention = _section(audience, "retention")
-    last_minute = _section(_section(room, "windows"), "tumbling_1m")
-    viewers = _num(room.get("viewers"))
-    peak = _num(room.get("peak_viewers"))
-    out["room_viewers_vs_peak"] = min(viewers / peak, 1.0) if peak > 0 else 0.0
-    out["room_avg_watch_min"] = _log1p(_num(audience.get("avg_watch_s")) / 60.0)
-    out["room_retention_1m"] = min(max(_num(retention.get("1m")), 0.0), 1.0)
-    out["room_retention_5m"] = min(max(_num(retention.get("5m")), 0.0), 1.0)
-    out["room_leaves_1m"] = min(_num(last_minute.get("leaves")) / max(viewers, 1.0), 5.0)
-    out["room_joins_1m"] = min(_num(last_minute.get("joins")) / max(viewers, 1.0), 5.0)
-    pinned_at = _section(_section(room, "commerce"), "pinned").get("pinned_at")
-    out["room_pin_age_min"] = _log1p((ts - _num(pinned_at)) / 60_000.0) \
-        if pinned_at is not None and ts else 0.0
-    return out
+    def info(self) -> dict[str, Any]:
+        report = self.inner.metrics()
+        out: dict[str, Any] = {"active_model": report["active_model"]}
+        if "candidates_at_label_time" in report:
+            out["candidates_at_label_time"] = report["candidates_at_label_time"]
+        return out
 
 
 # ---------------------------------------------------------------------- tasks
 class _DelayedTask:
-    """Feature builder + :class:`OnlineClassifier` + :class:`DelayedLabels`."""
+    """Feature vector + classifier + :class:`~online_models.delayed_rows.DelayedRows`.
+
+    Scoring is per event (:meth:`score`, a few µs) or per batch (:meth:`score_many`,
+    :meth:`predict_many`); learning is per mini-batch: released examples (labelled, or past
+    their deadline) wait in ``labels`` and are learned together, by :meth:`learn_pending`
+    or automatically once ``batch_size`` of them are waiting.
+    """
 
     name = "task"
+    feature_names: tuple[str, ...] = ()
+    extends = False   # whether scoring extends the key's open deadlines (sessions)
+    delay_ms = 0      # deadline = scoring time + delay_ms
 
     def __init__(self, *, model: str, seed: int, optimizer: str, learning_rate: float,
                  l2: float, max_pending: int, max_per_key: int, min_interval_s: float,
-                 release: str, warmup: int) -> None:
-        self.classifier = OnlineClassifier(model, seed=seed, optimizer=optimizer,
-                                           learning_rate=learning_rate, l2=l2, name=self.name)
-        self.labels = DelayedLabels(max_pending, max_per_key, int(min_interval_s * 1000),
-                                    release)
+                 release: str, warmup: int, batch_size: int, step_rows: int) -> None:
+        if model not in TASK_MODELS:
+            raise ValueError(f"unknown model {model!r}; expected one of {TASK_MODELS}")
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.format_version = FORMAT_VERSION
+        self.classifier: BatchLogistic | RiverClassifier
+        if model == "logistic":
+            self.classifier = BatchLogistic(len(self.feature_names), optimizer=optimizer,
+                                            learning_rate=learning_rate, l2=l2,
+                                            step_rows=step_rows, name=self.name,
+                                            version=FORMAT_VERSION)
+        else:
+            self.classifier = RiverClassifier(model, self.feature_names, seed=seed,
+                                              optimizer=optimizer,
+                                              learning_rate=learning_rate, l2=l2,
+                                              name=self.name)
+        self.labels = DelayedRows(len(self.feature_names), max_pending, max_per_key,
+                                  int(min_interval_s * 1000), release)
+        self.batch_size = batch_size
         self.scored = 0
+        self.clock = 0                      # latest event time seen
         self.warmup = warmup
         self.warm_since: int | None = None  # event time the model had learned `warmup`
-        self.warm = PrequentialMetrics()    # examples scored from then on
+        self.served = PrequentialMetrics()  # every learned example, at its served p
+        self.warm = PrequentialMetrics()    # examples scored from warm_since on
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if state.get("format_version") != FORMAT_VERSION:
+            # a snapshot of another layout: refused, the worker starts this model cold
+            raise ValueError(f"{self.name} snapshot of format {state.get('format_version')!r}"
+                             f", this build reads {FORMAT_VERSION}")
+        self.__dict__.update(state)
 
     @property
     def model_version(self) -> str:
         return self.classifier.model_version
 
+    def vector(self, context: Mapping[str, Any]) -> list[float]:
+        """The feature row of ``context`` (order: ``feature_names``)."""
+        raise NotImplementedError
+
     def features(self, context: Mapping[str, Any]) -> dict[str, float]:
-        raise NotImplementedError
+        """The features of ``context`` by name (reports, tests)."""
+        return dict(zip(self.feature_names, self.vector(context), strict=True))
 
-    def _deadline(self, ts: int) -> int:
-        raise NotImplementedError
 
+    # ------------------------------------------------------------------ scoring
     def score(self, key: str, context: Mapping[str, Any], ts: int) -> float:
         """Predict for ``key`` at ``ts`` and keep the example until its label is known."""
-        x = self.features(context)
-        p = self.classifier.predict_proba_one(x)
+        labels = self.labels
+        if self.extends:  # a scored event is activity that moves the key's deadlines
+            labels.extend(key, ts, ts + self.delay_ms)
+        packed = labels.pack(self.vector(context))
+        p = self.classifier.predict_packed(packed)
         self.scored += 1
-        self.labels.open(key, x, p, ts, self._deadline(ts))
+        if ts > self.clock:
+            self.clock = ts
+        labels.open(key, packed, p, ts, ts + self.delay_ms)
         return p
 
-    def _learn(self, examples: list[TimedExample], now_ts: int) -> int:
-        for x, p, y, scored_at in examples:
-            if self.warm_since is not None and scored_at >= self.warm_since:
-                self.warm.update(y, p)
-            self.classifier.learn_one(x, y, p)
+    def score_many(self, events: Iterable[tuple[str, Mapping[str, Any], int]]) -> np.ndarray:
+        """:meth:`score` over ``(key, context, ts)`` events in order, with one matrix product
+        for the batch; returns the probabilities (float64). Same probabilities as
+        :meth:`score` one by one (nothing is learned in between), up to float rounding."""
+        events = list(events)
+        if not events:
+            return np.zeros(0)
+        rows = [self.vector(context) for _, context, _ in events]
+        probabilities = self.classifier.predict_many(np.array(rows, dtype=np.float64))
+        for (key, _, ts), row, p in zip(events, rows, probabilities.tolist(), strict=True):
+            if self.extends:
+                self.labels.extend(key, ts, ts + self.delay_ms)
+            self.labels.open(key, row, p, ts, ts + self.delay_ms)
+            if ts > self.clock:
+                self.clock = ts
+        self.scored += len(events)
+        return probabilities
+
+    def predict_many(self, contexts: Iterable[Mapping[str, Any]]) -> np.ndarray:
+        """Probabilities of ``contexts`` (float64 array); nothing is kept or learned."""
+        rows = [self.vector(context) for context in contexts]
+        if not rows:
+            return np.zeros(0)
+        return self.classifier.predict_many(np.array(rows, dtype=np.float64))
+
+    # ------------------------------------------------------------------ learning
+    def _released(self, count: int) -> int:
+        if self.labels.ready >= self.batch_size:
+            self.learn_pending()
+        return count
+
+    def learn_pending(self) -> int:
+        """Learn every released example now (one mini-batch); returns how many.
+
+        Called automatically once ``batch_size`` examples wait; a worker also calls it when
+        it commits, so what it learned is in the state it commits.
+        """
+        rows, y, p, scored_at = self.labels.take_ready()
+        n = len(y)
+        if not n:
+            return 0
+        self.served.update_many(y, p)
+        if self.warm_since is not None:
+            warm = scored_at >= self.warm_since
+            self.warm.update_many(y[warm], p[warm])
+        if isinstance(self.classifier, RiverClassifier):
+            self.classifier.learn_many(rows, y, p)
+        else:
+            self.classifier.learn_many(rows, y)
         if self.warm_since is None and self.classifier.learned >= self.warmup:
-            self.warm_since = now_ts
-        return len(examples)
+            self.warm_since = self.clock
+        return n
 
     def forget(self, matches: Callable[[str], bool]) -> int:
-        """Drop the pending (delayed-label) examples of the keys that ``matches``."""
+        """Drop the held examples (pending or released, not yet learned) of the keys that
+        ``matches``; returns how many."""
         return self.labels.forget(matches)
 
+    def holds(self, matches: Callable[[str], bool]) -> int:
+        """Examples held (not yet learned) of the keys that ``matches``."""
+        return self.labels.count(matches)
+
     def tick(self, now_ts: int) -> int:
-        """Learn the examples whose deadline passed before ``now_ts``; returns how many."""
-        return self._learn(self.labels.expire_timed(now_ts), now_ts)
+        """Release the examples whose deadline passed before ``now_ts``; returns how many
+        (learned with the next mini-batch)."""
+        if now_ts > self.clock:
+            self.clock = now_ts
+        released = self.labels.expire(now_ts)
+        return self._released(released) if released else 0
 
     def metrics(self) -> dict[str, Any]:
-        """Prequential figures of the served scores (all, and after warm-up), label counts."""
-        out = self.classifier.metrics()
+        """Prequential figures of the served scores (all, and after warm-up), label counts.
+
+        Learns the released examples first (:meth:`learn_pending`), so the figures cover
+        every labelled example."""
+        self.learn_pending()
+        out = self.served.to_dict()
+        out["model_version"] = self.model_version
+        out.update(self.classifier.info())
         out["scored"] = self.scored
         out["labels"] = self.labels.stats()
         out["after_warmup"] = {"warmup_examples": self.warmup, "since_ts": self.warm_since,
@@ -831,37 +872,38 @@ class PurchasePropensity(_DelayedTask):
     session_gap_s``. :meth:`tick` releases the examples of sessions idle for
     ``session_gap_s`` to the learner (negatives, and positives held until then, see
     :class:`DelayedLabels`). ``warmup``: examples learned before ``after_warmup`` metrics
-    start.
+    start. ``model``: ``"logistic"`` (numpy, mini-batch; default) or the River references
+    ``"river"``, ``"hoeffding"``, ``"auto"``.
     """
 
     name = "purchase_propensity"
+    feature_names = PURCHASE_FEATURES
 
     def __init__(self, *, session_gap_s: float = 1800.0, model: str = "logistic",
                  seed: int = 0, optimizer: str = "adagrad", learning_rate: float = 0.01,
                  l2: float = 1e-4, max_pending: int = 200_000, max_per_key: int = 8,
                  min_interval_s: float = 0.0, release: str = "deadline",
-                 warmup: int = 1000) -> None:
+                 warmup: int = 1000, batch_size: int = BATCH_SIZE,
+                 step_rows: int = STEP_ROWS) -> None:
         super().__init__(model=model, seed=seed, optimizer=optimizer,
                          learning_rate=learning_rate, l2=l2,
                          max_pending=max_pending, max_per_key=max_per_key,
-                         min_interval_s=min_interval_s, release=release, warmup=warmup)
-        self.session_gap_ms = int(session_gap_s * 1000)
+                         min_interval_s=min_interval_s, release=release, warmup=warmup,
+                         batch_size=batch_size, step_rows=step_rows)
+        self.session_gap_ms = self.delay_ms = int(session_gap_s * 1000)
+        self.extends = True  # scoring is activity too: the session goes on
 
-    def features(self, context: Mapping[str, Any]) -> dict[str, float]:
-        return purchase_features(context)
-
-    def _deadline(self, ts: int) -> int:
-        return ts + self.session_gap_ms
-
-    def score(self, key: str, context: Mapping[str, Any], ts: int) -> float:
-        self.labels.extend(key, ts, self._deadline(ts))  # scoring is activity too
-        return super().score(key, context, ts)
+    def vector(self, context: Mapping[str, Any]) -> list[float]:
+        return purchase_vector(context)
 
     def observe(self, key: str, outcome_kind: str, ts: int) -> int:
-        """Fold an event of ``key``; returns how many examples were learned now."""
-        self.labels.extend(key, ts, self._deadline(ts))
+        """Fold an event of ``key``; returns how many examples were released (labelled)."""
+        if ts > self.clock:
+            self.clock = ts
+        self.labels.extend(key, ts, ts + self.session_gap_ms)
         if outcome_kind == "purchase":
-            return self._learn(self.labels.resolve_timed(key, True, ts), ts)
+            released = self.labels.resolve(key, True, ts)
+            return self._released(released) if released else 0
         return 0
 
 
@@ -876,26 +918,29 @@ class LeaveRisk(_DelayedTask):
     """
 
     name = "leave_risk"
+    feature_names = LEAVE_FEATURES
 
     def __init__(self, *, horizon_s: float = 60.0, model: str = "logistic", seed: int = 0,
                  optimizer: str = "adagrad", learning_rate: float = 0.01, l2: float = 1e-4,
                  max_pending: int = 200_000, max_per_key: int = 8,
                  min_interval_s: float = 0.0, release: str = "deadline",
-                 warmup: int = 1000) -> None:
+                 warmup: int = 1000, batch_size: int = BATCH_SIZE,
+                 step_rows: int = STEP_ROWS) -> None:
         super().__init__(model=model, seed=seed, optimizer=optimizer,
                          learning_rate=learning_rate, l2=l2,
                          max_pending=max_pending, max_per_key=max_per_key,
-                         min_interval_s=min_interval_s, release=release, warmup=warmup)
-        self.horizon_ms = int(horizon_s * 1000)
+                         min_interval_s=min_interval_s, release=release, warmup=warmup,
+                         batch_size=batch_size, step_rows=step_rows)
+        self.horizon_ms = self.delay_ms = int(horizon_s * 1000)
 
-    def features(self, context: Mapping[str, Any]) -> dict[str, float]:
-        return leave_features(context)
-
-    def _deadline(self, ts: int) -> int:
-        return ts + self.horizon_ms
+    def vector(self, context: Mapping[str, Any]) -> list[float]:
+        return leave_vector(context)
 
     def observe(self, key: str, outcome_kind: str, ts: int) -> int:
-        """Fold an event of ``key``; returns how many examples were learned now."""
+        """Fold an event of ``key``; returns how many examples were released (labelled)."""
+        if ts > self.clock:
+            self.clock = ts
         if outcome_kind == "leave":
-            return self._learn(self.labels.resolve_timed(key, True, ts), ts)
+            released = self.labels.resolve(key, True, ts)
+            return self._released(released) if released else 0
         return 0

@@ -9,30 +9,38 @@ import random
 from contextlib import redirect_stdout
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 
 from agents.eval_models import main_propensity
 from agents.rooms.state import RoomState
 from agents.users.profile import UserProfile
+from online_models.batch_logistic import BatchLogistic
 from online_models.propensity import (
+    LEAVE_FEATURES,
     MAX_SCHEMAS,
+    PURCHASE_FEATURES,
     BinnedROCAUC,
     CalibrationTable,
     DelayedLabels,
+    DelayedRows,
     LeaveRisk,
     OnlineClassifier,
     PrequentialMetrics,
     PurchasePropensity,
     constant_baseline,
     leave_features,
+    leave_vector,
     purchase_features,
+    purchase_vector,
 )
 from streams.contracts import ClickEvent, LiveEvent, as_dict
 
 T0 = 1_700_000_000_000
 SECOND = 1_000
 MINUTE = 60_000
+HOUR = 60 * MINUTE
 
 
 def exact_auc(labels: list[bool], scores: list[float]) -> float:
@@ -267,7 +275,7 @@ def test_purchase_propensity_learns_from_delayed_session_labels() -> None:
     assert report["after_warmup"]["roc_auc"] > 0.8
     assert report["after_warmup"]["log_loss"] < constant_baseline(
         report["positives"], report["examples"])["log_loss"]
-    assert report["model_version"] == "purchase_propensity-v1-logistic"
+    assert report["model_version"] == "purchase_propensity-v2-logistic"
 
 
 def test_purchase_labels_follow_the_session() -> None:
@@ -297,9 +305,10 @@ def test_leave_risk_labels_within_the_horizon() -> None:
     assert (report["examples"], report["positives"]) == (3, 1)
 
 
-def test_determinism_and_pickle_round_trip() -> None:
-    first = PurchasePropensity(session_gap_s=300, model="auto", seed=3)
-    second = PurchasePropensity(session_gap_s=300, model="auto", seed=3)
+@pytest.mark.parametrize("model", ["logistic", "auto"])
+def test_determinism_and_pickle_round_trip(model: str) -> None:
+    first = PurchasePropensity(session_gap_s=300, model=model, seed=3, batch_size=64)
+    second = PurchasePropensity(session_gap_s=300, model=model, seed=3, batch_size=64)
     assert drive_purchase(first, 400, seed=9) == drive_purchase(second, 400, seed=9)
     assert first.metrics() == second.metrics()
 
@@ -308,8 +317,7 @@ def test_determinism_and_pickle_round_trip() -> None:
     restored = pickle.loads(pickle.dumps(first))
     probes = [purchase_context(c, v, k) for c in (0, 1) for v in (1, 5)
               for k in ("view", "add_to_cart")] + [{}]
-    assert [restored.classifier.predict_proba_one(restored.features(c)) for c in probes] == \
-        [first.classifier.predict_proba_one(first.features(c)) for c in probes]
+    assert restored.predict_many(probes).tolist() == first.predict_many(probes).tolist()
     assert drive_purchase(restored, 100, seed=10) == drive_purchase(first, 100, seed=10)
     assert restored.metrics() == first.metrics()
 
@@ -404,3 +412,213 @@ def test_main_propensity_smoke() -> None:
         assert model["baseline"]["roc_auc"] == 0.5
         assert model["baseline"]["positive_rate"] == model["positive_rate"]
     assert report["events_per_s"] > 0
+
+
+# ---------------------------------------------------------------------- fast path
+def synthetic_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The synthetic problem as rows: carts, views, noise_a, noise_b."""
+    rng = random.Random(seed)
+    rows, labels = [], []
+    for _ in range(n):
+        x, y = synthetic_example(rng)
+        rows.append([x["carts"], x["views"], x["noise_a"], x["noise_b"]])
+        labels.append(y)
+    return np.array(rows), np.array(labels)
+
+
+def test_batch_logistic_learns_the_synthetic_signal_in_mini_batches() -> None:
+    X, y = synthetic_rows(6000, seed=1)
+    model = BatchLogistic(4, learning_rate=0.05)
+    served = PrequentialMetrics()
+    for start in range(0, 5000, 250):
+        batch = slice(start, start + 250)
+        served.update_many(y[batch], model.predict_many(X[batch]))  # before learning it
+        model.learn_many(X[batch], y[batch])
+    assert model.learned == 5000 and served.to_dict()["roc_auc"] > 0.8
+    held_out = model.predict_many(X[5000:])
+    assert exact_auc(y[5000:].tolist(), held_out.tolist()) > 0.8
+    fresh = CalibrationTable()
+    fresh.update_many(y[5000:], held_out)
+    assert fresh.ece() < 0.05
+    one = [model.predict_one(row) for row in X[5000:5050].tolist()]
+    packed = [model.predict_packed(row.astype(np.float32).tobytes()) for row in X[5000:5050]]
+    assert np.allclose(held_out[:50], one) and np.allclose(one, packed, atol=1e-5)
+
+
+def test_batch_logistic_in_single_steps_matches_river() -> None:
+    """Steps of one example are River's StandardScaler | LogisticRegression(AdaGrad)."""
+    X, y = synthetic_rows(600, seed=2)
+    names = ("carts", "views", "noise_a", "noise_b")
+    river = OnlineClassifier(learning_rate=0.05)
+    model = BatchLogistic(4, learning_rate=0.05, step_rows=1)
+    for start in range(0, 600, 20):
+        for row, label in zip(X[start:start + 20].tolist(), y[start:start + 20].tolist(),
+                              strict=True):
+            river.learn_one(dict(zip(names, row, strict=True)), label)
+        model.learn_many(X[start:start + 20], y[start:start + 20])
+    probes = X[:30].tolist()
+    assert np.allclose([river.predict_proba_one(dict(zip(names, r, strict=True)))
+                        for r in probes], [model.predict_one(r) for r in probes], atol=1e-9)
+
+
+def test_fast_task_matches_the_river_reference_when_learning_every_example() -> None:
+    fast = PurchasePropensity(session_gap_s=300, learning_rate=0.05, batch_size=1)
+    fast.classifier.step_rows = 1  # a tick releases a session's 3 examples at once
+    river = PurchasePropensity(session_gap_s=300, learning_rate=0.05, batch_size=1,
+                               model="river")
+    fast_scores = drive_purchase(fast, 300, seed=4)
+    river_scores = drive_purchase(river, 300, seed=4)
+    assert np.allclose(fast_scores, river_scores, atol=1e-4)  # float32 rows aside
+    assert fast.metrics()["roc_auc"] == pytest.approx(river.metrics()["roc_auc"], abs=0.01)
+    assert river.model_version == "purchase_propensity-v2-river"
+
+
+def test_learning_waits_for_a_mini_batch_or_learn_pending() -> None:
+    task = PurchasePropensity(session_gap_s=60, batch_size=50)
+    for i in range(49):
+        task.score(f"u{i}", purchase_context(i % 2, 1), T0 + i)
+    assert task.tick(T0 + 2 * MINUTE) == 49          # released, not learned yet
+    assert task.classifier.learned == 0 and task.labels.ready == 49
+    task.score("u49", purchase_context(1, 1), T0 + 2 * MINUTE)
+    task.observe("u49", "purchase", T0 + 2 * MINUTE + 1)
+    assert task.tick(T0 + 4 * MINUTE) == 1           # the 50th: the batch is learned
+    assert task.classifier.learned == 50 and task.labels.ready == 0
+    task.score("u50", purchase_context(0, 1), T0 + 4 * MINUTE)
+    task.tick(T0 + 6 * MINUTE)
+    assert task.learn_pending() == 1 and task.learn_pending() == 0
+    report = task.metrics()
+    assert (report["examples"], report["positives"]) == (51, 1)
+
+
+def test_score_many_and_predict_many_match_score() -> None:
+    one = PurchasePropensity(session_gap_s=300, batch_size=32)
+    many = PurchasePropensity(session_gap_s=300, batch_size=32)
+    drive_purchase(one, 200, seed=5)
+    drive_purchase(many, 200, seed=5)
+    ts = T0 + 100 * 60 * MINUTE
+    events = [(f"u{i % 7}", purchase_context(i % 2, i % 5, ("view", "add_to_cart")[i % 2]),
+               ts + i) for i in range(40)]
+    probabilities = many.predict_many([context for _, context, _ in events])
+    assert len(many.labels) == 0  # predict_many keeps nothing
+    batch = many.score_many(events)
+    single = [one.score(key, context, at) for key, context, at in events]
+    assert isinstance(batch, np.ndarray) and batch.shape == (40,)
+    assert np.allclose(batch, single, atol=1e-5) and np.allclose(batch, probabilities)
+    assert many.labels.stats() == one.labels.stats() and many.scored == one.scored
+    assert many.score_many([]).shape == (0,)
+    leave = LeaveRisk()
+    context = {"event": {"type": "like", "ts": T0}, "viewer": {"joined_at": T0 - MINUTE}}
+    assert leave.score_many([("r|u1", context, T0)]).tolist() == [0.5]  # nothing learned
+
+
+def test_delayed_rows_semantics() -> None:
+    q = DelayedRows(1, release="outcome")
+    q.open("u1", [1.0], 0.2, ts=T0, deadline_ts=T0 + MINUTE)
+    q.open("u1", [2.0], 0.3, ts=T0 + 30 * SECOND, deadline_ts=T0 + 90 * SECOND)
+    q.open("u1", [3.0], 0.4, ts=T0 + 80 * SECOND, deadline_ts=T0 + 140 * SECOND)
+    assert q.resolve("u1", True, T0 + 70 * SECOND) == 2  # late negative, then in time
+    rows, y, p, ts = q.take_ready()
+    assert rows[:, 0].tolist() == [1.0, 2.0] and y.tolist() == [False, True]
+    assert p.tolist() == [0.2, 0.3] and ts.tolist() == [T0, T0 + 30 * SECOND]
+    assert q.pending_for("u1") == 1 and len(q) == 1
+    held = DelayedRows(1)  # release="deadline"
+    held.open("u1", [1.0], 0.2, ts=T0, deadline_ts=T0 + MINUTE)
+    held.open("u2", [0.0], 0.1, ts=T0, deadline_ts=T0 + MINUTE)
+    assert held.extend("u2", T0 + 50 * SECOND, T0 + 110 * SECOND) == 1
+    assert held.resolve("u1", True, T0 + 5 * SECOND) == 0 and held.pending_for("u1") == 0
+    assert held.expire(T0 + MINUTE) == 0 and held.expire(T0 + MINUTE + 1) == 1
+    assert held.take_ready()[1].tolist() == [True]
+    assert held.extend("u2", T0 + 111 * SECOND, T0 + 200 * SECOND) == 0  # too late
+    assert held.expire(T0 + 110 * SECOND + 1) == 1 and held.take_ready()[1].tolist() == [False]
+    with pytest.raises(ValueError, match="release"):
+        DelayedRows(2, release="never")
+
+
+def test_delayed_rows_are_bounded_and_compact() -> None:
+    q = DelayedRows(61, max_pending=100, max_per_key=3)
+    row = [0.5] * 61
+    for i in range(250):
+        q.open(f"u{i}", row, 0.5, ts=T0 + i, deadline_ts=T0 + MINUTE + i)
+    assert len(q) == 100 and q.evicted == 150 and q.capacity <= 256
+    assert q.expire(T0 + 10 * MINUTE) == 100
+    assert q.take_ready()[3].tolist() == [T0 + i for i in range(150, 250)]  # the newest
+    for i in range(5):
+        q.open("busy", row, 0.5, ts=T0 + i, deadline_ts=T0 + MINUTE)
+    assert q.pending_for("busy") == 3 and q.skipped == 2
+    assert q.nbytes() / q.capacity < 300  # 244 bytes of float32 row + a few words
+    big = DelayedRows(61, max_pending=10_000)
+    for i in range(20_000):  # slots are reused once released: capacity stays ~pending
+        big.open(f"u{i % 5000}", row, 0.5, ts=T0 + i, deadline_ts=T0 + i + 1000)
+        if i % 500 == 0:
+            big.expire(T0 + i)
+            big.take_ready()
+    assert len(big) <= 10_000 and big.capacity <= 16_384 and len(big._heap) < 50_000
+
+
+def test_forget_drops_pending_held_and_released_examples() -> None:
+    task = LeaveRisk(horizon_s=60, batch_size=1000)
+    context = {"event": {"type": "like", "ts": T0}, "viewer": {"joined_at": T0}}
+    for key in ("room-1|u1", "room-2|u1", "room-1|u2"):
+        task.score(key, context, T0)
+    task.observe("room-1|u1", "leave", T0 + SECOND)             # held positive
+    task.score("room-3|u1", context, T0 + 2 * SECOND)
+    task.tick(T0 + MINUTE + 1)                                  # released, not learned
+    task.score("room-4|u1", context, T0 + MINUTE + 2)           # pending
+    assert task.holds(lambda key: key.endswith("|u1")) == 4
+    assert task.forget(lambda key: key.endswith("|u1")) == 4
+    assert task.holds(lambda key: key.endswith("|u1")) == 0
+    assert task.learn_pending() == 1                            # only u2's example is left
+    assert task.metrics()["labels"]["pending"] == 0
+
+
+def test_snapshot_round_trip_with_released_examples_and_old_format_refused() -> None:
+    task = LeaveRisk(horizon_s=60, batch_size=64)
+    context = {"event": {"type": "comment", "ts": T0}, "viewer": {"joined_at": T0 - MINUTE}}
+    for i in range(300):
+        task.score(f"room-1|u{i}", context, T0 + i * SECOND)
+        if i % 4 == 0:
+            task.observe(f"room-1|u{i}", "leave", T0 + i * SECOND + 500)
+        task.tick(T0 + i * SECOND)
+    assert task.labels.ready and len(task.labels)  # both waiting: snapshot mid-stream
+    copy = pickle.loads(pickle.dumps(task))
+    for t in (task, copy):
+        t.tick(T0 + 400 * SECOND)
+    assert copy.metrics() == task.metrics()
+    later = {"event": {"type": "like", "ts": T0 + HOUR}, "viewer": {"joined_at": T0}}
+    assert copy.score("room-9|x", later, T0 + HOUR) == task.score("room-9|x", later, T0 + HOUR)
+    state = task.__dict__.copy()
+    state["format_version"] = 1
+    old = LeaveRisk.__new__(LeaveRisk)
+    with pytest.raises(ValueError, match="format"):
+        old.__setstate__(state)
+
+
+def test_vectors_are_the_named_features_in_order() -> None:
+    purchase, leave = real_contexts()
+    assert purchase_vector(purchase) == list(purchase_features(purchase).values())
+    assert list(purchase_features(purchase)) == list(PURCHASE_FEATURES)
+    assert leave_vector(leave) == list(leave_features(leave).values())
+    assert len(leave_vector({})) == len(LEAVE_FEATURES)
+    # a room insight edited in place is not served from the per-insight cache
+    room = dict(purchase["room"])
+    before = purchase_vector({**purchase, "room": room})
+    room["viewers"] = 10_000
+    after = purchase_vector({**purchase, "room": room})
+    assert after[PURCHASE_FEATURES.index("room_viewers")] > \
+        before[PURCHASE_FEATURES.index("room_viewers")]
+
+
+def test_profile_block_is_reused_only_for_the_same_unchanged_view() -> None:
+    purchase, leave = real_contexts()
+    view = purchase["profile"]
+    assert view.get("updated_at") is not None
+    first = purchase_vector(purchase)
+    assert leave_vector({**leave, "profile": view})[8 + 9:8 + 9 + 41] == first[:41]
+    edited = dict(view, events=view["events"] + 1,
+                  session=dict(view["session"], carts=view["session"]["carts"] + 5))
+    assert purchase_vector({**purchase, "profile": edited})[
+        PURCHASE_FEATURES.index("sess_carts")] > first[PURCHASE_FEATURES.index("sess_carts")]
+    view["session"]["carts"] += 5  # edited in place, events too: recomputed
+    view["events"] += 1
+    assert purchase_vector(purchase)[PURCHASE_FEATURES.index("sess_carts")] > \
+        first[PURCHASE_FEATURES.index("sess_carts")]
