@@ -62,6 +62,8 @@ from typing import Any
 
 import orjson
 
+from streams.codecs import dumps_kept
+
 TARGET_BYTES_PER_USER = 2_048
 BLOCK_USERS = 2_000
 PARTITIONS = 4
@@ -254,7 +256,7 @@ class PromoState(Holder):
             self.spent[cid] = spent
         if decision.state is not None:
             if decision.state.get("r"):
-                self.table[user] = orjson.dumps(decision.state)  # as agents.promo.triggers holds it
+                self.table[user] = dumps_kept(decision.state)  # as agents.promo.triggers does
             else:
                 self.table.pop(user, None)
 

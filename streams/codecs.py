@@ -31,6 +31,19 @@ class OrjsonCodec(codecs.Codec):
         return orjson.loads(s)
 
 
+def dumps_kept(obj: Any) -> bytes:
+    """``orjson.dumps(obj)`` for a value that is *kept* in memory (state held as JSON).
+
+    orjson's result keeps the ~8 KiB buffer it was written into (``sys.getsizeof`` does
+    not show it; tracemalloc and RSS do): 200k profiles held as orjson output took
+    ~8 KB each instead of ~200 B. A copy of the bytes is exactly sized.
+
+    >>> dumps_kept({"a": 1})
+    b'{"a":1}'
+    """
+    return bytes(memoryview(orjson.dumps(obj)))
+
+
 def _plain(obj: Any) -> Any:
     to_dict = getattr(obj, "to_dict", None)
     if to_dict is None:

@@ -47,6 +47,7 @@ from agents.promo.campaigns import (
 from agents.state import WriteBehindTable
 from agents.users.profile import UserProfile
 from config.settings import Settings
+from streams.codecs import dumps_kept
 from streams.contracts import CONSENT_EVENT, SCHEMA_VERSION
 from streams.control import ControlTopicReader
 from streams.ingest import Validator, now_ms
@@ -146,7 +147,7 @@ class PromoTriggers:
         if decision.state is not None:
             if decision.state["r"]:
                 # held as JSON (a user's few trigger entries as dicts took ~2.7 KB)
-                self.state.set(user, orjson.dumps(decision.state), partition)
+                self.state.set(user, dumps_kept(decision.state), partition)
             elif self.state.get(user) is not None:
                 self.state.delete(user, partition)
         for cid, total in decision.spent.items():

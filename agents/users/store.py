@@ -20,6 +20,7 @@ from faust.stores.memory import Store as MemoryStore
 
 from agents.state import WriteBehindTable
 from agents.users.profile import UserProfile
+from streams.codecs import dumps_kept
 
 HOT_PROFILES = 50_000   # live objects kept; the others are held as their compact JSON
 
@@ -100,7 +101,7 @@ class ProfileStore:
             cold, _ = live.popitem(last=False)
             profile = self._data.get(cold)
             if isinstance(profile, UserProfile):
-                self._data[cold] = orjson.dumps(profile.to_dict())
+                self._data[cold] = dumps_kept(profile.to_dict())
 
     async def compact_recovered(self, per_yield: int = 2_000) -> int:
         """Profiles recovered from the changelog arrive as dicts: hold them as JSON."""
@@ -110,7 +111,7 @@ class ProfileStore:
         for user in [k for k, v in self._data.items() if isinstance(v, dict)]:
             value = self._data.get(user)
             if isinstance(value, dict):
-                self._data[user] = orjson.dumps(value)
+                self._data[user] = dumps_kept(value)
                 compacted += 1
                 if compacted % per_yield == 0:
                     await asyncio.sleep(0)
