@@ -65,8 +65,13 @@ def test_recommendations_flow_and_restart_resumes_from_snapshot(broker: Any, wor
     assert "recommender" in restored["restored"], again.log()[-3000:]
     assert restored["recommender"]["learned"] == len(clicks)  # not cold: nothing new arrived
     assert restored["restored"]["recommender"]["offsets"]
-    status, warm = get_json(f"{again.web_url}/api/users/user-3/recommendations")
-    assert status == 200 and warm["items"]
+    def warm_recommendations() -> dict[str, Any] | None:
+        # 503 while the restarted worker still recovers the user's partition: wait
+        status, body = get_json(f"{again.web_url}/api/users/user-3/recommendations")
+        return body if status == 200 else None
+
+    warm = wait_for(warm_recommendations, what="recommendations served after the restart")
+    assert warm["items"]
     assert again.stop() == 0
 
     for path in snapshot_dir(settings).rglob("*"):
