@@ -141,6 +141,12 @@ class EngineMetrics:
             found = self._children[key] = metric.labels(*labels)
         return found
 
+    def count_in(self, topic: str, counts: dict[str, int]) -> None:
+        """Add a handled batch's valid events, by type, to ``livepulse_events_in_total``."""
+        events_in = self.events_in
+        for kind, n in counts.items():
+            self.child(events_in, topic, kind).inc(n)
+
     def count_purchase(self, topic: str, record: Any) -> None:
         """Add a valid purchase's value to ``livepulse_gmv_total``."""
         amount = getattr(record, "amount", None)

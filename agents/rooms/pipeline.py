@@ -349,7 +349,6 @@ class RoomHandler:
         metrics = engine.metrics
         self.duplicates = metrics.duplicates.labels("room")
         self.processing = metrics.processing.labels(self.name)
-        self._in_counters: dict[tuple[str, str], Any] = {}
 
     async def handle_batch(self, tp: Any, records: list[Any]) -> None:
         started = time.perf_counter()
@@ -368,7 +367,7 @@ class RoomHandler:
         for user_partition, bodies in forwards.items():
             engine.add_output(self.activity_topic, None, b"[" + b",".join(bodies) + b"]",
                               partition=user_partition)
-        self._count(topic, counts)
+        engine.metrics.count_in(topic, counts)
         if late:
             engine.metrics.late_events.inc(late)
         await engine.outputs.flush()
@@ -412,14 +411,6 @@ class RoomHandler:
             forwards[user_partition] = [body]
         else:
             bodies.append(body)
-
-    def _count(self, topic: str, counts: dict[str, int]) -> None:
-        for kind, n in counts.items():
-            counter = self._in_counters.get((topic, kind))
-            if counter is None:
-                counter = self._in_counters[(topic, kind)] = \
-                    self.engine.metrics.events_in.labels(topic, kind)
-            counter.inc(n)
 
     def save(self) -> None:
         """Before each commit (no await: see ``streams.app``): the changed rooms' state."""

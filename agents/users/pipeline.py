@@ -77,7 +77,6 @@ class UserHandler:
         metrics = engine.metrics
         self.duplicates = metrics.duplicates.labels("user")
         self.processing = metrics.processing.labels(self.name)
-        self._in_counters: dict[tuple[str, str], Any] = {}
 
     async def handle_batch(self, tp: Any, records: list[Any]) -> None:
         started = time.perf_counter()
@@ -106,7 +105,7 @@ class UserHandler:
                 except Exception as exc:
                     engine.failed(self.name, topic, partition, rec.offset, rec.key, rec.value,
                                   exc)
-        self._count(topic, counts)
+        engine.metrics.count_in(topic, counts)
         await engine.outputs.flush()
         if handled:
             self.processing.observe((time.perf_counter() - started) / handled)
@@ -186,13 +185,6 @@ class UserHandler:
                                            max(0, now_ms() - record.ts))
         self.promo.on_event(live, partition, record, view, room, previous_ts)
 
-    def _count(self, topic: str, counts: dict[str, int]) -> None:
-        for kind, n in counts.items():
-            counter = self._in_counters.get((topic, kind))
-            if counter is None:
-                counter = self._in_counters[(topic, kind)] = \
-                    self.engine.metrics.events_in.labels(topic, kind)
-            counter.inc(n)
 
     async def on_revoke(self) -> None:
         """The next owner recovers from the changelog: it must be complete, and hold
