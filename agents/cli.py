@@ -266,13 +266,13 @@ def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
 
 
 EVALUATIONS = {
-    "recsys": ("online_models.eval_recsys", "main",
+    "recsys": ("online_models.evaluation.recsys", "main",
                "next-item HR@20/MRR@20 on a SessionId/ItemId/Time file (--train F --test F)"),
     "propensity": ("agents.eval_models", "main_propensity",
                    "purchase propensity and leave risk, prequential, on simulator traffic"),
-    "sentiment": ("online_models.eval_sentiment", "main",
+    "sentiment": ("online_models.evaluation.sentiment", "main",
                   "comment sentiment accuracy on the shipped labelled sample"),
-    "nab": ("online_models.eval_nab", "main",
+    "nab": ("online_models.evaluation.nab", "main",
             "anomaly detector on the Numenta Anomaly Benchmark (--data DIR [--scores-out D])"),
 }
 

@@ -8,7 +8,7 @@ and is timed with ``time.perf_counter`` around that loop only (the input dicts a
 beforehand). ``points_per_s`` is the median over ``--runs`` runs; ``cpu_points_per_s`` the
 same work per second of this thread's CPU time (``time.thread_time``), which the OS's other
 processes do not inflate. The first run's scores are scored the NAB way
-(:mod:`online_models.eval_nab`, threshold optimised per profile), so speed and quality sit
+(:mod:`online_models.evaluation.nab`, threshold optimised per profile), so speed and quality sit
 side by side:
 
 - ``livepulse``: :class:`online_models.anomaly.AnomalyDetector`, warm-up = NAB probation;
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from online_models.anomaly import AnomalyDetector
-from online_models.eval_nab import (
+from online_models.evaluation.nab import (
     Series,
     epoch,
     load_corpus,

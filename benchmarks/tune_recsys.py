@@ -25,7 +25,13 @@ from typing import Any
 
 import orjson
 
-from online_models.eval_recsys import Event, build_model, evaluate, read_events, split_last_sessions
+from online_models.evaluation.recsys import (
+    Event,
+    build_model,
+    evaluate,
+    read_events,
+    split_last_sessions,
+)
 from online_models.recsys import DEFAULT_WEIGHTS, HybridRecommender
 
 GRID: dict[str, list[Any]] = {

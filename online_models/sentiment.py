@@ -9,7 +9,7 @@ of e-commerce words (Chinese and English), emoji, negation, intensifiers, contra
 corrected by a three-class linear model over hashed character n-grams (CJK 1-3 grams; English
 words, word bigrams and character 3-grams) in a fixed-size array. It improves from explicit
 labels and, self-training, from the lexicon's confident verdicts; its accuracy on a labelled
-sample is measured by :mod:`online_models.eval_sentiment`.
+sample is measured by :mod:`online_models.evaluation.sentiment`.
 
 :class:`MoodWindow` keeps one room's comment mood over the last ``window_s`` seconds of event
 time in fixed-size buckets, as JSON-ready state.

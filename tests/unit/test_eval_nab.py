@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from agents import cli
-from online_models import eval_nab
-from online_models.eval_nab import (
+from online_models.evaluation import nab as eval_nab
+from online_models.evaluation.nab import (
     load_corpus,
     load_profiles,
     probation_length,

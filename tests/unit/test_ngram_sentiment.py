@@ -14,8 +14,8 @@ import orjson
 import pytest
 
 from agents.rooms import state as room_state
-from online_models import eval_sentiment
-from online_models.eval_sentiment import LABEL_VALUES, load_labelled
+from online_models.evaluation import sentiment as eval_sentiment
+from online_models.evaluation.sentiment import LABEL_VALUES, load_labelled
 from online_models.sentiment import (
     LexiconSentiment,
     NgramSentiment,

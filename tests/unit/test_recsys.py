@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from benchmarks import bench_recsys
-from online_models import eval_recsys
+from online_models.evaluation import recsys as eval_recsys
 from online_models.recsys import COMPONENTS, HybridRecommender
 
 ONLY = dict.fromkeys(COMPONENTS, 0.0)

@@ -1,6 +1,6 @@
 """Prequential evaluation of the next-item recommenders on session click logs.
 
-    python -m online_models.eval_recsys --train TRAIN [--test TEST] [--k 20]
+    python -m online_models.evaluation.recsys --train TRAIN [--test TEST] [--k 20]
         [--model hybrid|sknn|covisit] [--format auto|tsv|diginetica]
         [--valid-fraction F] [--split-days N] [--min-item-count N] [--weights JSON]
 

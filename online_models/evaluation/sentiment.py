@@ -19,7 +19,7 @@ Four measurements, all deterministic for a seed (accuracy and macro-F1 over the 
 (d) ``cross_validated``: each of 5 folds scored by a fresh NgramSentiment that learnt the
     labels of the other 4 folds once.
 
-Figures (``python -m online_models.eval_sentiment``: seed 7, 20 000 simulator comments, 5
+Figures (``python -m online_models.evaluation.sentiment``: seed 7, 20 000 simulator comments, 5
 orders; 319 labelled comments: 125 positive, 110 negative, 84 neutral)::
 
                            accuracy  macro-F1
@@ -167,7 +167,7 @@ def cross_validated(make: Callable[[], Any], rows: Sequence[tuple[str, str]], fo
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run (a), (b) and (c); print a summary and, as the last line, one JSON object."""
-    parser = argparse.ArgumentParser(prog="python -m online_models.eval_sentiment",
+    parser = argparse.ArgumentParser(prog="python -m online_models.evaluation.sentiment",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--stream", type=int, default=20_000,
