@@ -35,7 +35,7 @@ ID_LABELS = {"user_id", "user", "room_id", "room", "event_id", "session_id", "it
              "request_id", "anomaly_id", "user_pid", "host_id"}
 MAX_SERIES_PER_FAMILY = 500
 MAX_BUCKET_RATIO = 4.0  # neighbouring bounds between 1 ms and 5 s at most this far apart
-BURST = 8000  # live events produced at once: enough for the worker to lag behind a while
+BURST = 30_000  # live events produced at once: enough for the (batched) worker to lag a while
 
 # What the dashboards and the alert rules read, with the type each must have.
 EXPECTED = {
