@@ -371,8 +371,10 @@ def _task_bounds(model: Any) -> dict[str, tuple[int, int]]:
 
 
 def _task_predict(model: Any, context: dict[str, Any]) -> float:
-    """The task's probability for a context, without opening a pending example."""
-    return model.classifier.predict_proba_one(model.features(context))
+    """The task's probability for a context, without opening a pending example, after
+    learning the labelled examples waiting for their mini-batch (as a worker's commit does)."""
+    model.learn_pending()
+    return float(model.predict_many([context])[0])
 
 
 register(ModelSpec(
