@@ -187,9 +187,10 @@ class _LowLatencyConsumer(faust_aiokafka.Consumer):
 
         Per fetched partition, in the order fetched: a hot topic's records (those past the
         read offset) go to its handler in one call, awaited before the next partition (per
-        key order holds); then the read offset and the committable offset move to the last
-        record. The rest of a fetch is dropped when the consumer generation changed (a
-        rebalance: the new owner re-reads it) or flow stopped. The stream-inbound time is
+        key order holds); then the committable offset moves past the last record (and the
+        read offset to the next one to read, as a seek leaves it). The rest of a fetch is
+        dropped when the consumer generation changed (a rebalance: the new owner re-reads
+        it) or flow stopped. The stream-inbound time is
         stamped per batch (Faust's "stream stopped processing" check reads it). Other
         topics go through Faust's per-message callback, as in Faust's own loop.
         """
