@@ -112,7 +112,8 @@ async def fetch_json(session: aiohttp.ClientSession, url: str) -> dict[str, Any]
 
 
 async def wait_workers_ready(workers: list[WorkerProcess], timeout: float) -> None:
-    """Until every worker's consumer has joined the group and holds partitions."""
+    """Until every worker holds partitions and has recovered their tables (so the first
+    events are not measured waiting for a rebalance)."""
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
@@ -121,7 +122,7 @@ async def wait_workers_ready(workers: list[WorkerProcess], timeout: float) -> No
                     raise RuntimeError(f"worker {worker.index} exited with code "
                                        f"{worker.process.returncode}; see {worker.log_path}")
             states = [await fetch_json(session, f"{w.web_url}/healthz") for w in workers]
-            if all(s and s.get("assigned_partitions", 0) > 0 for s in states):
+            if all(s and s.get("ready") for s in states):
                 return
             await asyncio.sleep(0.25)
     raise RuntimeError(f"workers not ready within {timeout:.0f} s")

@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 
 from agents.anomalies.monitor import AnomalyMonitor
+from agents.catalog import CatalogHandler
 from agents.engine import Engine
 from agents.models import ModelHost
 from agents.promo.campaigns import CampaignBook
@@ -150,7 +151,8 @@ class Harness:
     """A worker's room and user pipelines over dict tables and a recording producer.
 
     ``feed(topic, partition, values)`` hands one record batch to the handler of ``topic``
-    (``"live-events"``, ``"clicks"`` or ``"user-activity"``, or a full topic name), with
+    (``"live-events"``, ``"clicks"``, ``"user-activity"`` or ``"catalog"``, or a full topic
+    name), with
     offsets continuing per partition; ``sent(topic)`` lists what went out.
     """
 
@@ -165,6 +167,7 @@ class Harness:
         self.engine = Engine(app=app, settings=self.settings, topics=self.names,  # type: ignore[arg-type]
                              metrics=EngineMetrics(), hooks=WorkerHooks())
         self.catalog = self.table("catalog")
+        self.items = CatalogHandler(self.engine, self.catalog)
         self.headlines = self.table("room-headlines")
         s = self.settings
         pipeline = RoomPipeline(s.insights_min_interval_ms, s.insights_max_interval_ms,
@@ -194,10 +197,12 @@ class Harness:
 
     def topic(self, name: str) -> str:
         short = {"live-events": self.names.live_events, "clicks": self.names.clicks,
-                 "user-activity": self.names.user_activity}
+                 "user-activity": self.names.user_activity, "catalog": self.names.catalog}
         return short.get(name, name)
 
-    def handler(self, topic: str) -> RoomHandler | UserHandler:
+    def handler(self, topic: str) -> RoomHandler | UserHandler | CatalogHandler:
+        if topic == self.names.catalog:
+            return self.items
         return self.rooms if topic == self.names.live_events else self.users
 
     async def feed(self, topic: str, partition: int, values: Iterable[bytes | None],

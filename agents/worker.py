@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from agents import catalog, observability
+from agents import catalog, loop_watch, observability
 from agents.anomalies.agent import register as register_anomalies
 from agents.anomalies.monitor import AnomalyMonitor
 from agents.engine import Engine
@@ -104,6 +104,7 @@ def build_worker(settings: Settings, bootstrap: str | None = None) -> Worker:
     register_web(worker)
     register_privacy_api(worker)  # consent API (erasure: DELETE /api/users/{id} in web)
     observability.register(engine, room_handler.pipeline)  # lag, table sizes, rebalances
+    loop_watch.register(app, metrics.registry, settings.loop_stall_ms)
     # last before each commit: what the hooks above wrote (changelogs) to the producer;
     # Faust then flushes the producer and commits the offsets fixed before the hooks ran
     hooks.before_commit.append(engine.outputs.drain)

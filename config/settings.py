@@ -109,6 +109,10 @@ class Settings:
         False, "Serve `/metrics` without a token even when the API requires one."
     )
     log_level: str = _setting("info", "Log level of workers (debug, info, warn, error, crit).")
+    loop_stall_ms: float = _setting(
+        250.0, "Log the worker's stack when its event loop does not run for this long "
+        "(`livepulse_event_loop_stalls_total`); 0: off."
+    )
     table_count_interval_s: float = _setting(
         60.0, "How often the keys of RocksDB tables are recounted for `livepulse_table_keys` "
         "(memory tables: counted at every scrape)."

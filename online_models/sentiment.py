@@ -26,6 +26,8 @@ from array import array
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 from online_models.text import BANG, BREAK, CJK, EMOJI, WORD, segments
 
 NEUTRAL_THRESHOLD = 0.15
@@ -964,8 +966,8 @@ class NgramSentiment:
         """Size figures: feature rows (fixed: the memory cap), rows trained so far, weight
         bytes, learning steps (explicit and weak)."""
         weights = self.weights
-        trained = sum(1 for row in range(0, len(weights), 3)
-                      if weights[row] or weights[row + 1] or weights[row + 2])
+        rows = np.frombuffer(weights, dtype=np.float32).reshape(-1, 3)
+        trained = int(np.count_nonzero(rows.any(axis=1)))  # a Python loop took ~60 ms
         return {"buckets": len(weights) // 3, "trained_buckets": trained,
                 "bytes": weights.itemsize * len(weights),
                 "n_learned": self.n_learned, "n_weak": self.n_weak}

@@ -90,8 +90,11 @@ def register(worker: Worker) -> None:
     class Health(View):
         async def get(self, request: Request) -> Response:
             redis_up = None if engine.redis is None else engine.redis.up
-            return self.json({"status": "ok", "assigned_partitions": assigned_partitions(),
-                              "redis_up": redis_up})
+            assigned = assigned_partitions()
+            # ready: holds partitions and their tables are recovered (events flow now)
+            ready = bool(assigned) and not app.rebalancing and not app.in_recovery
+            return self.json({"status": "ok", "assigned_partitions": assigned,
+                              "ready": ready, "redis_up": redis_up})
 
     @app.page("/metrics")
     class Metrics(View):

@@ -59,6 +59,7 @@ EXPECTED = {
     "livepulse_redis_batch_keys": "histogram", "livepulse_redis_errors": "counter",
     "livepulse_redis_pending_keys": "gauge", "livepulse_redis_up": "gauge",
     "livepulse_redis_dropped_keys": "counter",
+    "livepulse_event_loop_lag_seconds": "histogram", "livepulse_event_loop_stalls": "counter",
 }
 
 

@@ -130,3 +130,18 @@ def test_outputs_of_a_batch_go_out_as_one_producer_batch_per_partition(h: Harnes
     for sent in recs:
         by_partition[sent.partition] = by_partition.get(sent.partition, 0) + 1
     assert len(by_partition) > 1  # keyed by user: Kafka's partitioner spreads them
+
+
+def item(item_id: str, **extra: Any) -> bytes:
+    return orjson.dumps({"item_id": item_id, "ts": Harness.now_ms(), "category": "c1",
+                         "price": 9.5, "in_stock": True, **extra})
+
+
+def test_catalog_batch_fills_the_table_and_dead_letters_bad_items(h: Harness) -> None:
+    run(h.feed("catalog", 1, [item("i1"), item("i2", price=-1), b"{", item("i3"),
+                              item("i1", in_stock=False)]))
+    assert sorted(h.catalog) == ["i1", "i3"]
+    assert h.catalog["i1"]["in_stock"] is False  # the later record of a key wins
+    assert [d["error_class"] for d in h.sent(h.names.dead_letter)] == [
+        "out_of_range", "malformed_json"]
+    assert counted(h, "livepulse_events_in_total", topic=h.names.catalog, type="upsert") == 3
