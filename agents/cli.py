@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -41,16 +42,23 @@ from streams.security import kafka_client_options
 
 @contextlib.contextmanager
 def broker_for(settings: Settings) -> Iterator[str]:
-    """Yield a bootstrap address: the configured cluster, or a fresh embedded broker."""
+    """Yield a bootstrap address: the configured cluster, or a fresh local broker."""
     if not settings.embedded_broker:
         yield settings.bootstrap_servers
         return
-    from streams.broker import EmbeddedBroker
-
-    with EmbeddedBroker(storage=settings.embedded_broker_storage,
-                        binary=settings.broker_bin) as broker:
-        print(f"livepulse: embedded broker at {broker.bootstrap}", file=sys.stderr, flush=True)
+    with start_local_broker(settings) as broker:
+        print(f"livepulse: local broker ({broker.name}) at {broker.bootstrap}",
+              file=sys.stderr, flush=True)
         yield broker.bootstrap
+
+
+def start_local_broker(settings: Settings, port: int | None = None,
+                       log_path: Path | None = None) -> Any:
+    """The local broker of ``LIVEPULSE_BROKER_ENGINE`` (not started yet)."""
+    from streams.broker import local_broker
+
+    return local_broker(settings.broker_engine, storage=settings.embedded_broker_storage,
+                        binary=settings.broker_bin, port=port, log_path=log_path)
 
 
 def _print_json(obj: Any) -> None:
@@ -169,10 +177,10 @@ def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
     from streams.admin import ensure_topics
-    from streams.broker import EmbeddedBroker
 
-    broker = EmbeddedBroker(port=args.port, storage=settings.embedded_broker_storage,
-                            binary=settings.broker_bin)
+    if args.engine:
+        settings = dataclasses.replace(settings, broker_engine=args.engine)
+    broker = start_local_broker(settings, port=args.port)
     stop = False
 
     def on_signal(*_: Any) -> None:
@@ -422,8 +430,11 @@ def build_parser() -> argparse.ArgumentParser:
     schemas.add_argument("--check", action="store_true", help="fail if files are stale")
     schemas.set_defaults(func=cmd_schemas)
 
-    broker = sub.add_parser("broker", help="run the embedded broker in the foreground")
+    broker = sub.add_parser("broker", help="run a local broker in the foreground and print "
+                            "its address (tansu: embedded; kafka: Apache Kafka KRaft)")
     broker.add_argument("--port", type=int, default=None)
+    broker.add_argument("--engine", choices=["tansu", "kafka"], default=None,
+                        help="default: LIVEPULSE_BROKER_ENGINE (tansu)")
     broker.set_defaults(func=cmd_broker)
 
     campaigns = sub.add_parser(

@@ -33,7 +33,7 @@ from agents.sinks.embedded_redis import RedisServer, ping, redis_server_availabl
 from agents.sinks.redis import RedisSink
 from config.settings import Settings, redact_url
 from streams.admin import ensure_topics
-from streams.broker import EmbeddedBroker, _die_with_parent
+from streams.broker import BrokerProcess, _die_with_parent, local_broker
 from streams.control import ControlTopicReader
 from streams.security import kafka_client_options
 from streams.simulator import Simulator, run_simulation
@@ -448,7 +448,7 @@ def run_demo(settings: Settings, duration: float | None) -> dict[str, Any]:
     names = topic_names(settings)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    broker: EmbeddedBroker | None = None
+    broker: BrokerProcess | None = None
     redis: RedisServer | None = None
     clickhouse: ClickHouseServer | None = None
     workers: list[WorkerProcess] = []
@@ -463,9 +463,10 @@ def run_demo(settings: Settings, duration: float | None) -> dict[str, Any]:
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         if settings.embedded_broker:
-            broker = EmbeddedBroker(storage=settings.embedded_broker_storage,
-                                    binary=settings.broker_bin,
-                                    log_path=Path(settings.data_dir) / "logs" / "broker.log")
+            broker = local_broker(settings.broker_engine,
+                                  storage=settings.embedded_broker_storage,
+                                  binary=settings.broker_bin,
+                                  log_path=Path(settings.data_dir) / "logs" / "broker.log")
             (Path(settings.data_dir) / "logs").mkdir(parents=True, exist_ok=True)
             bootstrap = broker.start()
         else:
@@ -496,7 +497,7 @@ def run_demo(settings: Settings, duration: float | None) -> dict[str, Any]:
     produced = summary.get("produced", {})
     return {
         "duration_s": round(time.monotonic() - started, 1),
-        "broker": "embedded-tansu" if broker else bootstrap,
+        "broker": f"local-{settings.broker_engine}" if broker else bootstrap,
         "workers": settings.demo_workers,
         "events_in": summary.get("events_in", {}),
         "events_out": summary.get("observed_out", {}),

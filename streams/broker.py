@@ -94,37 +94,38 @@ async def wait_until_ready(bootstrap: str, timeout: float) -> None:
                       f"{last_error!r}")
 
 
-class EmbeddedBroker:
-    """A local broker process; use it as a context manager::
+class BrokerProcess:
+    """A local broker child process on loopback: ``prepare``, run ``command()``, wait until
+    it answers, stop it (and ``cleanup``) on exit. Subclasses say what to run."""
 
-        with EmbeddedBroker() as broker:
-            print(broker.bootstrap)   # 127.0.0.1:40123
-    """
+    name = "broker"
 
     def __init__(self, *, host: str = "127.0.0.1", port: int | None = None,
-                 storage: str = "memory://tansu/", binary: str = "",
                  log_path: str | Path | None = None,
                  env: Mapping[str, str] | None = None) -> None:
         self.host = host
         self.port = port or free_port(host)
-        self.storage = storage
-        self.binary = binary
         self.log_path = Path(log_path) if log_path else None
-        self.env = dict(env or {})  # e.g. the AWS_* settings of an s3:// storage
+        self.env = dict(env or {})
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def command(self) -> list[str]:
-        url = f"tcp://{self.bootstrap}"
-        return [locate_binary(self.binary), "broker", "--listener-url", url,
-                "--advertised-listener-url", url, "--storage-engine", self.storage]
+    def prepare(self) -> None:
+        """Whatever must exist before the process starts."""
 
-    def start(self, timeout: float = 20.0) -> str:
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def cleanup(self) -> None:
+        """Remove what :meth:`prepare` made, after the process stopped."""
+
+    def start(self, timeout: float = 60.0) -> str:
         if self.process is not None:
             return self.bootstrap
+        self.prepare()
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn"), **self.env}
         self.process = subprocess.Popen(
@@ -139,25 +140,73 @@ class EmbeddedBroker:
             self.stop()
             raise
         if self.process.poll() is not None:
-            raise BrokerError(f"broker exited at start with code {self.process.returncode}")
-        log.info("embedded broker (Tansu) ready at %s", self.bootstrap)
+            code = self.process.returncode
+            self.stop()
+            raise BrokerError(f"{self.name} exited at start with code {code}")
+        log.info("local broker (%s) ready at %s", self.name, self.bootstrap)
         return self.bootstrap
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 20.0) -> None:
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+        self.cleanup()
 
-    def __enter__(self) -> EmbeddedBroker:
+    def __enter__(self) -> BrokerProcess:
         self.start()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+class EmbeddedBroker(BrokerProcess):
+    """The embedded Tansu broker; use it as a context manager::
+
+        with EmbeddedBroker() as broker:
+            print(broker.bootstrap)   # 127.0.0.1:40123
+    """
+
+    name = "Tansu"
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int | None = None,
+                 storage: str = "memory://tansu/", binary: str = "",
+                 log_path: str | Path | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
+        super().__init__(host=host, port=port, log_path=log_path, env=env)
+        self.storage = storage  # with s3://, ``env`` holds the AWS_* settings
+        self.binary = binary
+
+    def command(self) -> list[str]:
+        url = f"tcp://{self.bootstrap}"
+        return [locate_binary(self.binary), "broker", "--listener-url", url,
+                "--advertised-listener-url", url, "--storage-engine", self.storage]
+
+    def start(self, timeout: float = 20.0) -> str:
+        return super().start(timeout)
+
+    def __enter__(self) -> EmbeddedBroker:
+        self.start()
+        return self
+
+
+BROKER_ENGINES = ("tansu", "kafka")
+
+
+def local_broker(engine: str = "tansu", *, storage: str = "memory://tansu/", binary: str = "",
+                 log_path: str | Path | None = None, port: int | None = None) -> BrokerProcess:
+    """The local broker for ``engine``: ``tansu`` (embedded, zero set-up) or ``kafka``
+    (Apache Kafka KRaft, see :mod:`streams.kafka_broker`)."""
+    if engine == "kafka":
+        from streams.kafka_broker import KafkaBroker
+
+        return KafkaBroker(port=port, log_path=log_path)
+    if engine != "tansu":
+        raise BrokerError(f"unknown broker engine {engine!r} (one of {BROKER_ENGINES})")
+    return EmbeddedBroker(port=port, storage=storage, binary=binary, log_path=log_path)

@@ -1,4 +1,5 @@
-"""The embedded broker: starts, answers, creates topics, and never outlives its owner."""
+"""The local brokers (embedded Tansu, Apache Kafka KRaft): start, answer, create topics,
+and never outlive their owner."""
 
 from __future__ import annotations
 
@@ -14,16 +15,18 @@ import pytest
 
 from config.settings import Settings
 from streams.admin import ensure_topics, list_topics
-from streams.broker import EmbeddedBroker
+from streams.broker import BROKER_ENGINES, EmbeddedBroker, local_broker
 from streams.topics import topic_names
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.integration
 
 
-def test_start_create_topics_stop(tmp_path: Path) -> None:
-    broker = EmbeddedBroker(log_path=tmp_path / "b.log")
+@pytest.mark.parametrize("engine", BROKER_ENGINES)
+def test_start_create_topics_stop(tmp_path: Path, engine: str) -> None:
+    broker = local_broker(engine, log_path=tmp_path / "b.log")
     bootstrap = broker.start()
+    workdir = getattr(broker, "workdir", None)
     pid = broker.process.pid if broker.process else -1
     try:
         settings = Settings(kafka_url=bootstrap, topic_prefix="bt")
@@ -35,11 +38,14 @@ def test_start_create_topics_stop(tmp_path: Path) -> None:
         broker.stop()
     assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(
         f"/proc/{pid}/status").read_text().lower()
+    assert workdir is None or not workdir.exists()  # Kafka's log dir is removed
 
 
-def test_broker_dies_with_its_parent_even_on_kill9(tmp_path: Path) -> None:
-    """`livepulse broker` killed with SIGKILL leaves no Tansu process behind."""
-    proc = subprocess.Popen([sys.executable, "-m", "agents.cli", "broker"], cwd=REPO,
+@pytest.mark.parametrize("engine", BROKER_ENGINES)
+def test_broker_dies_with_its_parent_even_on_kill9(tmp_path: Path, engine: str) -> None:
+    """`livepulse broker` killed with SIGKILL leaves no broker process behind."""
+    proc = subprocess.Popen([sys.executable, "-m", "agents.cli", "broker", "--engine", engine],
+                            cwd=REPO,
                             env={**os.environ, "LIVEPULSE_KAFKA_URL": ""},
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None
