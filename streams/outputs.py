@@ -50,6 +50,11 @@ def partition_for(key: bytes, partitions: int) -> int:
     return hashed % partitions
 
 
+class OutputsLost(RuntimeError):
+    """Records added before a drain can no longer be delivered: offsets must not be
+    committed past them (the worker restarts and re-reads the events)."""
+
+
 class OutputBatches:
     """Records to produce, grouped by (topic, partition) until :meth:`flush`.
 
@@ -92,6 +97,11 @@ class OutputBatches:
         self.max_held = max_held
         self._pump: asyncio.Future[None] | None = None
         self._failure: BaseException | None = None
+        # records added / handed over so far: a drain waits for those added before it
+        # began, not for what handlers add meanwhile (under load that never ends)
+        self._added = 0
+        self._handed = 0
+        self._progress: asyncio.Event | None = None
 
     def add(self, topic: str, key: bytes | None, value: bytes | None, *,
             partition: int | None = None, headers: Sequence[Header] | None = None) -> None:
@@ -101,6 +111,7 @@ class OutputBatches:
             group = self._pending[(topic, partition)] = []
         group.append((key, value, headers))
         self.held += 1
+        self._added += 1
 
     async def flush(self) -> int:
         """Start handing the held records to the producer, in the background; return how
@@ -122,19 +133,25 @@ class OutputBatches:
         return held
 
     async def wait(self) -> None:
-        """Wait until everything held is in the producer (raises a hand-over's error)."""
-        while self._pump is not None:
-            pump = self._pump
-            await asyncio.shield(pump)
-            if self._pump is pump:
-                self._pump = None
+        """Wait until every record added so far is in the producer (raises a hand-over's
+        error); records added meanwhile are not waited for."""
+        target = self._added
+        while self._handed < target:
             self._raise_failure()
-            if self.held:
-                await self.flush()
+            if self._pump is None or self._pump.done():
+                if not self.held:  # records were taken by a hand-over that failed
+                    self._raise_failure()
+                    raise OutputsLost(f"{target - self._handed} output records were not "
+                                      "handed to the producer (an earlier send failed)")
+                self._pump = asyncio.ensure_future(self._pump_held())
+            if self._progress is None:
+                self._progress = asyncio.Event()
+            await self._progress.wait()
+        self._raise_failure()
 
     async def drain(self) -> int:
-        """Flush and wait until everything is in the producer (before a commit: Faust then
-        flushes the producer and commits offsets)."""
+        """Flush and wait until everything added so far is in the producer (before a
+        commit: Faust then flushes the producer and commits offsets)."""
         total = await self.flush()
         await self.wait()
         return total
@@ -143,10 +160,19 @@ class OutputBatches:
         try:
             while self.held:
                 pending, self._pending = self._pending, {}
-                self.held = 0
+                taken, self.held = self.held, 0
                 await self._hand_over(pending)
+                self._handed += taken
+                self._wake()
         except Exception as exc:  # kept for the next flush/drain to raise
             self._failure = exc
+        finally:
+            self._wake()
+
+    def _wake(self) -> None:
+        progress, self._progress = self._progress, None
+        if progress is not None:
+            progress.set()
 
     def _raise_failure(self) -> None:
         failure, self._failure = self._failure, None
