@@ -6,6 +6,9 @@ single slow step delays every event behind it. Two parts:
 * a task sleeps ``TICK_S`` and observes how much later than asked it woke up, into
   ``livepulse_event_loop_lag_seconds`` (a histogram: its p99 is the latency floor the loop
   adds to every event);
+* ``livepulse_gc_pause_seconds{generation}``: each garbage collection's pause (a full
+  collection walks every tracked object: with hundreds of thousands of profiles and
+  sessions that is a loop stall of its own);
 * a daemon thread watches the task's heartbeat; when the loop has not ticked for
   ``stall_ms`` it logs the main thread's stack once for that stall (what was running), and
   counts it in ``livepulse_event_loop_stalls_total``.
@@ -18,6 +21,7 @@ True
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 import threading
@@ -50,12 +54,28 @@ class LoopWatch:
                                   "Times the event loop did not run for longer than "
                                   "LIVEPULSE_LOOP_STALL_MS (each logged with its stack).",
                                   registry=registry)
+            self.gc_pause = Histogram("livepulse_gc_pause_seconds",
+                                      "Pause of each garbage collection, by generation.",
+                                      ["generation"], buckets=LAG_BUCKETS, registry=registry)
+            self._gc_children = [self.gc_pause.labels(str(g)) for g in range(3)]
         self._main = threading.main_thread().ident
         self._stop = threading.Event()
+        self._gc_started = 0.0
+
+    def on_gc(self, phase: str, info: dict[str, int]) -> None:
+        """``gc.callbacks`` hook: time each collection."""
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        elif self._gc_started:
+            self._gc_children[info["generation"]].observe(time.perf_counter() -
+                                                          self._gc_started)
+            self._gc_started = 0.0
 
     async def run(self) -> None:
         """The ticking task: runs until cancelled."""
         self.beat = time.monotonic()
+        if self.lag is not None:
+            gc.callbacks.append(self.on_gc)
         if self.stall_s is not None:
             threading.Thread(target=self._watch, name="loop-watch", daemon=True).start()
         try:
@@ -67,6 +87,8 @@ class LoopWatch:
                     self.lag.observe(max(0.0, now - asked - TICK_S))
         finally:
             self._stop.set()
+            if self.on_gc in gc.callbacks:
+                gc.callbacks.remove(self.on_gc)
 
     def _watch(self) -> None:
         assert self.stall_s is not None

@@ -1205,6 +1205,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="RESULTS.md to update (full run only)")
     parser.add_argument("--bootstrap", default="", help="an existing broker (default: a local "
                         "one, see --broker)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a worker setting for every benchmark worker, e.g. "
+                        "fetch_min_bytes=65536 (repeatable)")
     parser.add_argument("--broker", choices=BROKER_ENGINES, default="tansu",
                         help="the local broker to start: tansu (embedded) or kafka (Apache "
                         "Kafka KRaft)")
@@ -1230,13 +1233,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.scaling:
         changes["scaling"] = True
     plan = dataclasses.replace(plan, **changes)
+    overrides = dict(item.split("=", 1) for item in args.set)
     redis = Settings().redis_url if args.redis is None else args.redis
     redis = redis if redis_reachable(redis) else ""
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         def run(bootstrap: str, broker: BrokerProcess | None) -> dict[str, Any]:
             ctx = Context(bootstrap=bootstrap, plan=plan, workdir=Path(tmp), redis=redis,
-                          clickhouse=args.clickhouse,
+                          clickhouse=args.clickhouse, worker_overrides=overrides,
                           broker_pid=broker.process.pid if broker and broker.process else None)
             return measure(ctx, broker)
 

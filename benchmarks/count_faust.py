@@ -12,20 +12,21 @@ import time
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaProducer
 
 from benchmarks.baselines import worker_args, write_result
 from streams.broker import free_port
 
 
 async def topic_partitions(bootstrap: str, topic: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
+    # the producer waits for the topic's metadata (a consumer's topics() refresh does not
+    # update what partitions_for_topic reads on Apache Kafka: it answered 0)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
     try:
-        await consumer.topics()  # refreshes the metadata partitions_for_topic reads
-        return len(consumer.partitions_for_topic(topic) or ())
+        return len(await producer.partitions_for(topic))
     finally:
-        await consumer.stop()
+        await producer.stop()
 
 
 def main() -> None:
