@@ -72,11 +72,23 @@ class Backoff:
         self.current = self.first
 
 
-def partitions_of(consumer: Any, topic: str, default: int) -> list[TopicPartition]:
-    """Every partition of ``topic`` the consumer's metadata lists (none listed:
-    ``range(default)``), in order."""
-    found = consumer.partitions_for_topic(topic)
-    return [TopicPartition(topic, p) for p in sorted(found or range(default))]
+async def partitions_of(consumer: Any, topics: Iterable[str],
+                        default: int) -> list[TopicPartition]:
+    """Every partition of each topic in fresh metadata from the brokers (a topic not
+    listed: ``range(default)``), in order.
+
+    A consumer without a subscription holds no topic metadata on Apache Kafka (its
+    bootstrap request asks for none; Tansu answers with every topic), so
+    ``partitions_for_topic`` alone answered None there and a reader took the default.
+    """
+    fetch = getattr(getattr(consumer, "_client", None), "fetch_all_metadata", None)
+    cluster = await fetch() if fetch is not None else None
+    out = []
+    for topic in topics:
+        found = (cluster.partitions_for_topic(topic) if cluster is not None else None) \
+            or consumer.partitions_for_topic(topic)
+        out.extend(TopicPartition(topic, p) for p in sorted(found or range(default)))
+    return out
 
 
 async def read_up_to_highwater(consumer: Any, tps: Iterable[TopicPartition]) -> bool:
@@ -150,8 +162,7 @@ class ControlTopicReader:
             fetch_max_wait_ms=self.fetch_wait_ms, **self.client_options)
         try:
             await consumer.start()
-            tps = [tp for topic in self.topics
-                   for tp in partitions_of(consumer, topic, self.default_partitions)]
+            tps = await partitions_of(consumer, self.topics, self.default_partitions)
             consumer.assign(tps)
             for tp in tps:
                 if tp in self.positions:
@@ -252,8 +263,7 @@ class ControlTopicReader:
                                     enable_auto_commit=False, **self.client_options)
         await consumer.start()
         try:
-            await consumer.topics()  # fresh metadata of every topic
-            tps = [tp for topic in self.topics for tp in partitions_of(consumer, topic, 0)]
+            tps = await partitions_of(consumer, self.topics, 0)
             reported = await consumer.end_offsets(tps) if tps else {}
         finally:
             await consumer.stop()
