@@ -127,7 +127,7 @@ class KafkaBroker(BrokerProcess):
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         formatted = subprocess.run(
             [self.java, "-cp", self.classpath, "kafka.tools.StorageTool", "format",
-             "-t", cluster_id, "-c", str(config)],
+             f"--cluster-id={cluster_id}", "-c", str(config)],  # "=": an id may start with "-"
             capture_output=True, text=True, timeout=120)
         if formatted.returncode != 0:
             raise BrokerError(f"formatting the KRaft log dir failed: {formatted.stderr[-1000:]}")
