@@ -373,6 +373,9 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     argv += ["--bootstrap", bootstrap] if bootstrap else []
     argv += ["--clickhouse", args.clickhouse] if args.clickhouse else []
     argv += [flag for flag, on in (("--quick", args.quick), ("--scaling", args.scaling)) if on]
+    argv += ["--broker", args.broker or settings.broker_engine]
+    for item in args.set:
+        argv += ["--set", item]
     path = os.pathsep.join(p for p in (str(checkout), os.environ.get("PYTHONPATH", "")) if p)
     process = subprocess.Popen([sys.executable, "-m", BENCH_MODULE, *argv], cwd=checkout,
                                env={**os.environ, "PYTHONPATH": path})
@@ -476,6 +479,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--bootstrap", default=None,
                        help="HOST:PORT of a broker (default: LIVEPULSE_KAFKA_URL, else embedded)")
     bench.add_argument("--clickhouse", default=None, help="ClickHouse URL: history sink on")
+    bench.add_argument("--broker", choices=["tansu", "kafka"], default=None,
+                       help="local broker without --bootstrap (default: "
+                       "LIVEPULSE_BROKER_ENGINE, tansu)")
+    bench.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                       help="a setting of every benchmark worker (repeatable), e.g. "
+                       "fetch_min_bytes=65536")
     bench.set_defaults(func=cmd_bench)
 
     token = sub.add_parser("host-token", help="print the token of one room's host page")
