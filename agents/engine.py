@@ -87,37 +87,19 @@ class Engine:
                 name, partitions=self.settings.partitions, **RAW)
         return found
 
-    async def send(self, topic: str, key: str | bytes | None, value: bytes,
-                   headers: dict[str, bytes] | None = None,
-                   partition: int | None = None) -> None:
-        """Produce one output record (partitioned by key, as Kafka's default) and count it.
-
-        Straight to the app's producer: the record is already bytes, and Faust's topic
-        layer (codecs, sensors, message futures) costs more than the send itself.
-        """
-        raw_key = key.encode() if isinstance(key, str) else key
-        delivery = await self.app.producer.send(
-            topic, raw_key, value, partition, None, list(headers.items()) if headers else None)
-        delivery.add_done_callback(self._delivered)
-        self._out_counter(topic).inc()
-
     def _out_counter(self, topic: str) -> Any:
         counter = self._out_counters.get(topic)
         if counter is None:
             counter = self._out_counters[topic] = self.metrics.events_out.labels(topic)
         return counter
 
-    def _delivered(self, delivery: Any) -> None:
-        if not delivery.cancelled() and delivery.exception() is not None:
-            self.metrics.agent_errors.labels("producer").inc()
-            log.warning("output record not delivered: %s", delivery.exception())
-
     async def reject(self, message: Any, rejection: Rejection, received_at: int) -> None:
         body, headers = dead_letter(
             message.value, rejection, topic=message.topic, partition=message.partition,
             offset=message.offset, received_at=received_at)
         key = message.key if isinstance(message.key, bytes) else b""
-        await self.send(self.topics.dead_letter, key, body, headers)
+        self.add_output(self.topics.dead_letter, key, body, headers=headers)
+        await self.outputs.flush()  # with the batch outputs: delivered before the commit
         self.metrics.dead_letters.labels(message.topic, rejection.error_class).inc()
 
     def validator(self, contract: Contract) -> Validator:
