@@ -95,6 +95,11 @@ class Settings:
         "`FETCH_MAX_WAIT_MS` (bigger: fewer, fuller batches per fetch; Tansu re-scans "
         "its log while it holds a fetch, so keep 1 there)."
     )
+    fetch_linger_ms: float = _setting(
+        5.0, "After handling a fetch round of fewer than 256 records, wait this long before "
+        "taking the next: fewer, fuller fetches and handler calls at moderate rates (a fetch "
+        "per event or two otherwise); adds at most this much latency. 0: off."
+    )
     producer_linger_ms: int = _setting(1, "Producer linger: batching window for output records.")
     commit_interval_s: float = _setting(1.0, "How often consumed offsets are committed.")
     session_timeout_s: float = _setting(10.0, "Consumer group session timeout.")

@@ -210,6 +210,8 @@ class _LowLatencyConsumer(faust_aiokafka.Consumer):
         inbound = monitor.stream_inbound_time if monitor is not None else None
         consumer_stopped, fetcher_stopped = self._stopped.is_set, fetcher._stopped.is_set
         monotonic = time.monotonic
+        settings = hooks.settings
+        linger = settings.fetch_linger_ms / 1000 if settings else 0.0
         try:
             while not (consumer_stopped() or fetcher_stopped()):
                 records, active = await self._wait_next_records(1.0)
@@ -250,6 +252,12 @@ class _LowLatencyConsumer(faust_aiokafka.Consumer):
                         read_offset[tp] = offset + 1
                         for on_batch in after_batch:
                             on_batch(tp, offset)
+                if linger and sum(map(len, records.values())) < MAX_BATCH:
+                    # A partition is fetched again as soon as its records were taken: taking
+                    # a trickle at once costs a fetch request, a thread hand-off and handler
+                    # calls per event or two. Waiting a little lets what arrives meanwhile
+                    # come in one fetch (a full round goes on at once).
+                    await asyncio.sleep(linger)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
                 return

@@ -75,11 +75,11 @@ class Handler:
 
 
 def fake_consumer(fetches: list[dict[TP, list[Rec]]], handlers: dict[str, Any],
-                  app: FakeApp) -> Any:
+                  app: FakeApp, settings: Any = None) -> Any:
     """Just what the drain loop touches of Faust's consumer."""
     fake = SimpleNamespace()
     fake.app = app
-    attach_hooks(app, WorkerHooks(batch_handlers=handlers))
+    attach_hooks(app, WorkerHooks(batch_handlers=handlers, settings=settings))
     fake._stopped = Flag()
     fake.flow_active = True
     fake.should_stop = False
@@ -149,3 +149,25 @@ def test_a_rebalance_drops_the_rest_of_the_fetch_and_its_offsets() -> None:
     drain(fake)
     assert handler.calls == [(tp0, [0])]  # tp1 belongs to the next owner now
     assert fake._batch_done() == {}  # nothing committable from the revoked generation
+
+
+def test_a_small_round_lingers_before_the_next_fetch_a_full_one_does_not(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    app = FakeApp()
+    handler = Handler(app)
+    tp = TP("live", 0)
+    small = {tp: [Rec(0), Rec(1)]}
+    full = {tp: [Rec(i) for i in range(2, 2 + MAX_BATCH)]}
+    fake = fake_consumer([small, full], {"live": handler}, app,
+                         settings=SimpleNamespace(fetch_linger_ms=5.0))
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recording_sleep(delay: float) -> None:
+        slept.append(delay)
+        await real_sleep(0)
+
+    monkeypatch.setattr(asyncio, "sleep", recording_sleep)
+    drain(fake)
+    assert [d for d in slept if d] == [0.005]  # after the 2-record round only
+    assert [len(offsets) for _, offsets in handler.calls] == [2, MAX_BATCH]
