@@ -13,7 +13,7 @@ from agents.engine import Engine
 from agents.state import in_partition
 from streams.app import subscribe
 from streams.contracts import CATALOG_ITEM, as_dict
-from streams.ingest import Rejection, now_ms
+from streams.ingest import now_ms
 
 
 class CatalogHandler:
@@ -34,10 +34,9 @@ class CatalogHandler:
         with in_partition(partition, topic):  # the table's changelog partition
             for rec in records:
                 try:
-                    item = self.validator.decode(rec.value, received_at)
-                    if isinstance(item, Rejection):
-                        engine.reject_record(topic, partition, rec.offset, rec.key, rec.value,
-                                             item, received_at)
+                    item = engine.decode_record(self.validator, topic, partition, rec,
+                                                received_at)
+                    if item is None:
                         continue
                     self.table[item.item_id] = as_dict(item)
                     valid += 1

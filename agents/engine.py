@@ -66,6 +66,17 @@ class Engine:
                         body, headers=headers)
         self.metrics.dead_letters.labels(topic, rejection.error_class).inc()
 
+    def decode_record(self, validator: Validator, topic: str, partition: int, rec: Any,
+                      received_at: int) -> Any:
+        """The typed record of one input record of a batch, or None after dead-lettering
+        it (held with the batch's outputs)."""
+        record = validator.decode(rec.value, received_at)
+        if isinstance(record, Rejection):
+            self.reject_record(topic, partition, rec.offset, rec.key, rec.value, record,
+                               received_at)
+            return None
+        return record
+
     def failed(self, agent: str, topic: str, partition: int, offset: int, key: Any,
                value: bytes | None, exc: BaseException) -> None:
         """A bug while handling one record of a batch: logged, counted, dead-lettered."""

@@ -46,7 +46,7 @@ from agents.state import WriteBehindTable, in_partition
 from agents.users.activity import forwarded
 from streams.app import subscribe
 from streams.contracts import LIVE_EVENT, LiveEvent, as_dict
-from streams.ingest import Rejection, now_ms
+from streams.ingest import now_ms
 from streams.outputs import partition_for
 from streams.security import kafka_client_options
 
@@ -376,10 +376,8 @@ class RoomHandler:
     def _handle(self, rec: Any, topic: str, partition: int, received_at: int,
                 counts: dict[str, int], forwards: dict[int, list[bytes]]) -> int:
         """One record of a batch; return 1 if it was late beyond the window grace."""
-        record = self.validator.decode(rec.value, received_at)
-        if isinstance(record, Rejection):
-            self.engine.reject_record(topic, partition, rec.offset, rec.key, rec.value,
-                                      record, received_at)
+        record = self.engine.decode_record(self.validator, topic, partition, rec, received_at)
+        if record is None:
             return 0
         kind = record.type
         counts[kind] = counts.get(kind, 0) + 1

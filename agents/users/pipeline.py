@@ -92,10 +92,9 @@ class UserHandler:
                     continue
                 handled += 1
                 try:
-                    record = self.validator.decode(rec.value, received_at)
-                    if isinstance(record, Rejection):
-                        engine.reject_record(topic, partition, rec.offset, rec.key, rec.value,
-                                             record, received_at)
+                    record = engine.decode_record(self.validator, topic, partition, rec,
+                                                  received_at)
+                    if record is None:
                         continue
                     counts[record.type] = counts.get(record.type, 0) + 1
                     if record.type == "purchase":
