@@ -976,7 +976,8 @@ async def run_simulation(bootstrap: str, topics: TopicNames, sim: Simulator, *, 
 
     Scenarios are ``(at_seconds, name, room_id, duration_s)``. Pacing follows the monotonic
     clock from the start (``rate * elapsed`` records due), so slow ticks catch up instead of
-    drifting; one tick sends at most 0.1 s worth.
+    drifting; one tick sends at most 0.1 s worth, each record stamped with the time it was
+    due (a backlog is not a burst in event time).
     """
     if rate <= 0:
         raise ValueError("rate must be > 0")
