@@ -16,8 +16,8 @@ Per rate, two runs on the same broker (the embedded Tansu broker unless ``--boot
   Live events go through two pipelines (room -> ``user-activity`` -> user), clicks through
   one, so both are reported apart too.
 * ``relay``: the broker round-trip floor at the same rate: the same producer traffic through
-  ``benchmarks.relay_worker`` (a one-agent Faust relay with livepulse's transport settings),
-  every relayed record measured the same way.
+  ``benchmarks.relay_worker`` (the engine's batched path with no work in it: records
+  re-sent as they come), every relayed record measured the same way.
 
 Only events sent after the warm-up count. At the producer's end the benchmark records the
 worker's input lag (``livepulse_consumer_lag_records`` summed) and how many expected
@@ -427,14 +427,18 @@ def run_triggers(args: argparse.Namespace, bootstrap: str, rate: float,
         stop_process(worker)
 
 
-def run_relay(args: argparse.Namespace, bootstrap: str, rate: float) -> dict[str, Any]:
+def run_relay(args: argparse.Namespace, bootstrap: str, rate: float,
+              variant: str = "batched") -> dict[str, Any]:
+    """The one-hop floor at ``rate``: a relay worker (``benchmarks.relay_worker``
+    ``variant``; ``batched``, the engine's batched path with no work) between the same
+    producer and collector as the measured worker."""
     tag = f"br{os.getpid()}x{time.monotonic_ns() % 10**9}"
     in_topic, out_topic = f"{tag}-in", f"{tag}-out"
     specs = [TopicSpec(in_topic, "-", "input", ""), TopicSpec(out_topic, "-", "output", "")]
     asyncio.run(create_topics(bootstrap, specs, partitions=PARTITIONS, replication_factor=1,
                               retention_ms=3_600_000))
     worker = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.relay_worker", "livepulse", bootstrap, in_topic,
+        [sys.executable, "-m", "benchmarks.relay_worker", variant, bootstrap, in_topic,
          out_topic, str(free_port())], cwd=REPO, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
     try:

@@ -36,3 +36,23 @@ def test_installed_once_on_every_noisy_aiokafka_logger() -> None:
     for name in KAFKA_CLIENT_LOGGERS:
         filters = [f for f in logging.getLogger(name).filters if isinstance(f, RepeatedLogFilter)]
         assert len(filters) == 1, name
+
+
+def test_the_worker_keeps_the_root_level_asked_for() -> None:
+    """Faust's own worker sets the root logger to DEBUG at WARN and above (for its terminal
+    spinner): every library's debug call would then build a record."""
+    from config.settings import Settings
+    from streams.app import QuietWorker, create_app
+
+    app = create_app(Settings.from_env({"LIVEPULSE_KAFKA_URL": "kafka-1:9092"}))
+    assert app.conf.Worker is QuietWorker
+    worker = QuietWorker(app, loglevel="warn")
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        worker.on_setup_root_logger(root, logging.WARNING)
+        assert root.level == level and root.handlers == handlers
+        assert worker.spinner is None
+    finally:
+        root.setLevel(level)
+        root.handlers[:] = handlers
