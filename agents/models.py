@@ -145,8 +145,6 @@ class ModelHost:
         self._remember(self.recent_recs, session, [r["item_id"] for r in ranked], RECENT_RECS)
         if not ranked:
             return None
-        for item in ranked:  # fresh dicts from rank(): rounded in place, not copied
-            item["score"] = round(float(item["score"]), 6)
         return Recommendation(
             user_id=user, ts=int(time.time() * 1000), request_id=record.event_id,
             model_version=self.recommender.model_version, items=ranked,

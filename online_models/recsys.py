@@ -1034,9 +1034,10 @@ class HybridRecommender:
         """Result dicts with reasons (coded ``81 a + 9 b + c``), built only for the returned
         items; room items the model never saw are merged in with the room bonus."""
         ids = self._item_ids
+        # scores to 6 decimals at once (what goes on the wire; the order is the kernel's)
         out = [{"item_id": ids[slot], "score": score, "reasons": list(_REASONS[code])}
-               for slot, score, code in zip(slots.tolist(), scores.tolist(), codes.tolist(),
-                                            strict=True)]
+               for slot, score, code in zip(slots.tolist(), np.round(scores, 6).tolist(),
+                                            codes.tolist(), strict=True)]
         if unknown_room:
             bonus = round(self.weights["room"], 6)
             out.extend({"item_id": item_id, "score": bonus, "reasons": ["room"]}

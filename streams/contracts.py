@@ -864,6 +864,7 @@ def check_contract(contract: Contract, obj: Any) -> dict[str, Any]:
 
 
 _RECORD_FIELDS: dict[type, tuple[str, ...]] = {}
+_RECORD_NAMES: dict[type, frozenset[str]] = {}
 
 
 def _record_fields(record: type) -> tuple[str, ...]:
@@ -876,8 +877,11 @@ def _record_fields(record: type) -> tuple[str, ...]:
 
 def to_record(contract: Contract, obj: Mapping[str, Any]) -> Any:
     """Build the typed record from an already checked dict (unknown keys are ignored)."""
-    values = {name: obj[name] for name in _record_fields(contract.record) if obj.get(name)
-              is not None}
+    names = _RECORD_NAMES.get(contract.record)
+    if names is None:
+        names = _RECORD_NAMES[contract.record] = frozenset(_record_fields(contract.record))
+    values = {name: value for name, value in obj.items()
+              if value is not None and name in names}
     values["schema_version"] = contract.version
     return contract.record(**values)
 

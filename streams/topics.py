@@ -7,9 +7,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from config.settings import Settings
+
+
+_SUFFIXES = {
+    "live_events": "live-events",
+    "clicks": "clicks",
+    "catalog": "catalog",
+    "campaigns": "campaigns",
+    "consent": "consent",
+    "erasure": "erasure",
+    "room_insights": "room-insights",
+    "recommendations": "recommendations",
+    "promo_triggers": "promo-triggers",
+    "attribution": "attribution",
+    "anomalies": "anomalies",
+    "dead_letter": "dead-letter",
+    "user_activity": "user-activity",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,65 +51,32 @@ class TopicSpec:
 
 @dataclass(frozen=True, slots=True)
 class TopicNames:
+    """The prefixed name of every topic (plain attributes: read per event)."""
+
     prefix: str
+    # inputs
+    live_events: str = field(init=False)
+    clicks: str = field(init=False)
+    catalog: str = field(init=False)
+    campaigns: str = field(init=False)
+    consent: str = field(init=False)
+    erasure: str = field(init=False)
+    # outputs
+    room_insights: str = field(init=False)
+    recommendations: str = field(init=False)
+    promo_triggers: str = field(init=False)
+    attribution: str = field(init=False)
+    anomalies: str = field(init=False)
+    dead_letter: str = field(init=False)
+    # internal: validated live events re-keyed by user for the user pipeline
+    user_activity: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        for attr, suffix in _SUFFIXES.items():
+            object.__setattr__(self, attr, self._name(suffix))
 
     def _name(self, suffix: str) -> str:
         return f"{self.prefix}.{suffix}" if self.prefix else suffix
-
-    # inputs
-    @property
-    def live_events(self) -> str:
-        return self._name("live-events")
-
-    @property
-    def clicks(self) -> str:
-        return self._name("clicks")
-
-    @property
-    def catalog(self) -> str:
-        return self._name("catalog")
-
-    @property
-    def campaigns(self) -> str:
-        return self._name("campaigns")
-
-    @property
-    def consent(self) -> str:
-        return self._name("consent")
-
-    @property
-    def erasure(self) -> str:
-        return self._name("erasure")
-
-    # outputs
-    @property
-    def room_insights(self) -> str:
-        return self._name("room-insights")
-
-    @property
-    def recommendations(self) -> str:
-        return self._name("recommendations")
-
-    @property
-    def promo_triggers(self) -> str:
-        return self._name("promo-triggers")
-
-    @property
-    def attribution(self) -> str:
-        return self._name("attribution")
-
-    @property
-    def anomalies(self) -> str:
-        return self._name("anomalies")
-
-    @property
-    def dead_letter(self) -> str:
-        return self._name("dead-letter")
-
-    # internal: validated live events re-keyed by user for the user pipeline
-    @property
-    def user_activity(self) -> str:
-        return self._name("user-activity")
 
     def specs(self) -> list[TopicSpec]:
         return [
