@@ -12,6 +12,7 @@ pays before the engine's own Python runs.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -36,7 +37,10 @@ class Relay:
 
 
 def batched(bootstrap: str, in_topic: str, out_topic: str, web_port: int) -> faust.App:
-    settings = Settings(kafka_url=bootstrap, app_id="relay-batched", web_port=web_port)
+    # the worker's LIVEPULSE_* settings (fetch sizes, linger) apply, as in a worker
+    settings = Settings.from_env({**os.environ, "LIVEPULSE_KAFKA_URL": bootstrap,
+                                  "LIVEPULSE_APP_ID": "relay-batched",
+                                  "LIVEPULSE_WEB_PORT": str(web_port)})
     hooks = WorkerHooks()
     app = create_app(settings, hooks=hooks, key_serializer="raw", value_serializer="raw")
     outputs = OutputBatches(app.producer._ensure_producer)

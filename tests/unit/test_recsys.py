@@ -318,8 +318,9 @@ def test_compiled_session_knn_matches_plain_loops() -> None:
 def golden_rankings(model_class: type[HybridRecommender] = HybridRecommender,
                     ) -> list[list[str]]:
     """Top-20 ids of 300 varied queries (catalog facts, users, rooms, exclusions, affinity)
-    interleaved with a seeded stream of 6 000 events."""
-    model = model_class(seed=11)
+    interleaved with a seeded stream of 6 000 events (at the ``sample_per_item`` the numpy
+    version was recorded with)."""
+    model = model_class(seed=11, sample_per_item=100)
     for n in range(300):
         if n % 3:
             model.set_item(f"i{n}", category=f"c{n % 12}", brand=f"b{n % 7}",
