@@ -1247,6 +1247,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.bootstrap:
             results = run(args.bootstrap, None)
         else:
+            overrides.setdefault("broker_engine", args.broker)  # the worker's fetch defaults
             with local_broker(args.broker, log_path=Path(tmp) / "broker.log") as broker:
                 results = run(broker.bootstrap, broker)
     results["mode"] = kind

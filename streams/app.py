@@ -141,7 +141,7 @@ class _LowLatencyConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         wait_ms = settings.fetch_max_wait_ms if settings else DEFAULT_FETCH_MAX_WAIT_MS
         # Read by aiokafka when it builds its Fetcher in start(), which happens later.
         consumer._fetch_max_wait_ms = wait_ms
-        consumer._fetch_min_bytes = settings.fetch_min_bytes if settings else 1
+        consumer._fetch_min_bytes = settings.consumer_fetch_min_bytes if settings else 1
         return consumer
 
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 from config.settings import Settings
 
-
 _SUFFIXES = {
     "live_events": "live-events",
     "clicks": "clicks",
