@@ -26,7 +26,8 @@ only with ``--clickhouse``) on the embedded broker (or ``--bootstrap``), fed sim
    ``~<µs>``) to its first output consumed (recommendation ``request_id`` or promo trigger
    ``source.event_id``): at 1k/s, 5k/s and 80 % of the verified max, through the warm
    worker of step 1; then, with that worker stopped, the one-hop relay floor
-   (``benchmarks.relay_worker``) at the same rates (a quick run: 1 s warm-up + 5 s at
+   (``benchmarks.relay_worker batched``: the engine's batched path with no work in it) at
+   the same rates (a quick run: 1 s warm-up + 5 s at
    5,000/s, always run when 20 s of budget are left: ``relay_p99_ms``).
 3. **Memory.** Peak RSS (``VmHWM``) of the worker; state per 1k users = (RSS after the
    drain - RSS when the worker became ready) / (keys of the ``user-profiles`` table / 1000).
@@ -1004,7 +1005,8 @@ def render_markdown(results: dict[str, Any], command: str) -> str:
         "second half and >= 90 % of the rate processed (else 15 % lower, or 95 % of what "
         "it processed if lower; 3 tries). Latency: "
         "input event sent (stamp in `event_id`) -> first recommendation or promo trigger "
-        "consumed; the relay floor is one Faust hop with the same traffic, run after the "
+        "consumed; the relay floor is one hop through the engine's batched path with no work "
+        "in it (`benchmarks.relay_worker batched`), same traffic, run after the "
         "pipeline worker stopped. Targets are "
         "checked against these figures as printed.", "",
         "| measure | figure | target | |", "|---|---|---|---|"]
