@@ -206,6 +206,28 @@ class DelayedRows:
         self.opened += 1
         return True
 
+    def skipped_p(self, key: str, ts: int, max_age_ms: int) -> float | None:
+        """When :meth:`open` would skip an example of ``key`` at ``ts`` (key full or too
+        soon), the probability served for the key's newest open example, if that one was
+        scored at most ``max_age_ms`` before ``ts`` (the skip is counted); else None.
+
+        >>> q = DelayedRows(1, max_per_key=1)
+        >>> q.open("u", [1.0], 0.25, ts=1_000, deadline_ts=9_000)
+        True
+        >>> q.skipped_p("u", 1_500, max_age_ms=1_000), q.skipped_p("u", 3_000, max_age_ms=1_000)
+        (0.25, None)
+        """
+        slots = self._by_key.get(key)
+        if not slots:
+            return None
+        newest = slots[-1]
+        age = ts - self._ts[newest]
+        if 0 <= age <= max_age_ms and (len(slots) >= self.max_per_key
+                                       or age < self.min_interval_ms):
+            self.skipped += 1
+            return self._p[newest]
+        return None
+
     def pack(self, row: Sequence[float]) -> bytes:
         """``row`` as the float32 bytes :meth:`open` stores (read them with
         ``np.frombuffer(packed, np.float32)``)."""

@@ -712,6 +712,12 @@ class _DelayedTask:
     feature_names: tuple[str, ...] = ()
     extends = False   # whether scoring extends the key's open deadlines (sessions)
     delay_ms = 0      # deadline = scoring time + delay_ms
+    # A score that could not be kept as an example (the key is full or scored too recently)
+    # serves the key's newest example's probability when that is at most this old, without
+    # computing features: what the model learns is the same, and a chatty viewer or a long
+    # browsing session stops paying for features nothing keeps. 0: always computed.
+    reuse_ms = 10_000
+    reused = 0        # scores served from the key's newest example (class default: old snapshots)
 
     def __init__(self, *, model: str, seed: int, optimizer: str, learning_rate: float,
                  l2: float, max_pending: int, max_per_key: int, min_interval_s: float,
@@ -764,10 +770,19 @@ class _DelayedTask:
 
     # ------------------------------------------------------------------ scoring
     def score(self, key: str, context: Mapping[str, Any], ts: int) -> float:
-        """Predict for ``key`` at ``ts`` and keep the example until its label is known."""
+        """Predict for ``key`` at ``ts`` and keep the example until its label is known (when
+        the key cannot keep another one, see ``reuse_ms``)."""
         labels = self.labels
         if self.extends:  # a scored event is activity that moves the key's deadlines
             labels.extend(key, ts, ts + self.delay_ms)
+        if self.reuse_ms:
+            kept = labels.skipped_p(key, ts, self.reuse_ms)
+            if kept is not None:
+                self.scored += 1
+                self.reused += 1
+                if ts > self.clock:
+                    self.clock = ts
+                return kept
         packed = labels.pack(self.vector(context))
         p = self.classifier.predict_packed(packed)
         self.scored += 1
@@ -779,7 +794,8 @@ class _DelayedTask:
     def score_many(self, events: Iterable[tuple[str, Mapping[str, Any], int]]) -> np.ndarray:
         """:meth:`score` over ``(key, context, ts)`` events in order, with one matrix product
         for the batch; returns the probabilities (float64). Same probabilities as
-        :meth:`score` one by one (nothing is learned in between), up to float rounding."""
+        :meth:`score` one by one with ``reuse_ms = 0`` (nothing is learned in between), up
+        to float rounding."""
         events = list(events)
         if not events:
             return np.zeros(0)
@@ -856,6 +872,7 @@ class _DelayedTask:
         out["model_version"] = self.model_version
         out.update(self.classifier.info())
         out["scored"] = self.scored
+        out["reused"] = self.reused
         out["labels"] = self.labels.stats()
         out["after_warmup"] = {"warmup_examples": self.warmup, "since_ts": self.warm_since,
                                **self.warm.to_dict()}

@@ -622,3 +622,34 @@ def test_profile_block_is_reused_only_for_the_same_unchanged_view() -> None:
     view["events"] += 1
     assert purchase_vector(purchase)[PURCHASE_FEATURES.index("sess_carts")] > \
         first[PURCHASE_FEATURES.index("sess_carts")]
+
+
+def test_a_score_the_key_cannot_keep_reuses_its_newest_example_and_learning_is_unchanged(
+        ) -> None:
+    """A chatty viewer fills its key (8 open examples): further scores within ``reuse_ms``
+    serve the newest example's probability without features; the model learns exactly
+    what it learns when every score is computed."""
+    reusing, computing = LeaveRisk(batch_size=16), LeaveRisk(batch_size=16)
+    computing.reuse_ms = 0
+    rng = random.Random(3)
+    served: dict[str, list[float]] = {"reusing": [], "computing": []}
+    for n in range(3_000):
+        ts = T0 + n * 400
+        key = f"r|u{rng.randrange(4)}"
+        kind = "leave" if rng.random() < 0.02 else rng.choice(("like", "comment", "gift"))
+        context = {"event": {"type": kind, "ts": ts},
+                   "viewer": {"joined_at": T0 - rng.randrange(600) * 1000,
+                              "events": rng.randrange(50)},
+                   "room": {"viewers": rng.randrange(1, 500)}}
+        for name, task in (("reusing", reusing), ("computing", computing)):
+            task.tick(ts)
+            if kind == "leave":
+                task.observe(key, kind, ts)
+            else:
+                served[name].append(task.score(key, context, ts))
+    assert reusing.reused > 300 and computing.reused == 0
+    assert reusing.labels.stats() == computing.labels.stats()
+    assert np.array_equal(reusing.classifier.weights, computing.classifier.weights)
+    assert reusing.metrics()["roc_auc"] == computing.metrics()["roc_auc"]
+    changed = sum(a != b for a, b in zip(served["reusing"], served["computing"], strict=True))
+    assert 0 < changed <= reusing.reused
