@@ -18,7 +18,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -64,14 +64,22 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-async def wait_until_ready(bootstrap: str, timeout: float) -> None:
-    """Return once the broker answers a metadata request; raise BrokerError on timeout."""
+async def wait_until_ready(bootstrap: str, timeout: float,
+                           alive: Callable[[], bool] | None = None) -> None:
+    """Return once the broker answers a metadata request; raise BrokerError on timeout, or
+    as soon as ``alive()`` says the broker's process is gone."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     host, _, port = bootstrap.split(",")[0].rpartition(":")
+
+    def check_alive() -> None:
+        if alive is not None and not alive():
+            raise BrokerError(f"the broker process exited before {bootstrap} answered")
+
     while time.monotonic() < deadline:  # cheap TCP probe first: keeps aiokafka's log quiet
+        check_alive()
         try:
             with socket.create_connection((host, int(port)), timeout=0.5):
                 break
@@ -79,6 +87,7 @@ async def wait_until_ready(bootstrap: str, timeout: float) -> None:
             last_error = exc
             await asyncio.sleep(0.05)
     while time.monotonic() < deadline:
+        check_alive()
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
         try:
             await admin.start()
@@ -125,26 +134,45 @@ class BrokerProcess:
     def start(self, timeout: float = 60.0) -> str:
         if self.process is not None:
             return self.bootstrap
-        self.prepare()
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn"), **self.env}
-        self.process = subprocess.Popen(
-            self.command(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, start_new_session=True, preexec_fn=_die_with_parent,
-        )
-        if out is not subprocess.DEVNULL:
-            out.close()
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
-            asyncio.run(wait_until_ready(self.bootstrap, timeout))
+            self.prepare()
+            self.process = subprocess.Popen(
+                self.command(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env, start_new_session=True, preexec_fn=_die_with_parent,
+            )
+        except BaseException:
+            self.cleanup()  # what prepare made (a KRaft log dir) goes too
+            raise
+        finally:
+            if out is not subprocess.DEVNULL:
+                out.close()
+        process = self.process
+        try:
+            asyncio.run(wait_until_ready(self.bootstrap, timeout,
+                                         alive=lambda: process.poll() is None))
+            if process.poll() is not None:
+                raise BrokerError("exited")
+        except BrokerError as exc:
+            code = process.poll()
+            self.stop()
+            if code is None:
+                raise
+            raise BrokerError(f"{self.name} exited at start with code {code}"
+                              f"{self._log_tail()}") from exc
         except BaseException:
             self.stop()
             raise
-        if self.process.poll() is not None:
-            code = self.process.returncode
-            self.stop()
-            raise BrokerError(f"{self.name} exited at start with code {code}")
         log.info("local broker (%s) ready at %s", self.name, self.bootstrap)
         return self.bootstrap
+
+    def _log_tail(self, lines: int = 5) -> str:
+        """The last lines of the broker's log, for an error message ("" without a log)."""
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        tail = self.log_path.read_bytes()[-4096:].decode("utf-8", "replace").splitlines()
+        return "; its log (" + str(self.log_path) + ") ends:\n" + "\n".join(tail[-lines:])
 
     def stop(self, timeout: float = 20.0) -> None:
         proc, self.process = self.process, None
