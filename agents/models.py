@@ -221,17 +221,21 @@ class ModelHost:
             watcher = f"{record.room_id}|{user}"
             self.leave_risk.observe(watcher, kind, ts)
             if kind != "leave":
-                scores["leave_risk"] = self.leave_risk.score(watcher, {
+                # contexts are built only when the task computes features (not when it
+                # serves the key's newest score: see _DelayedTask.reuse_ms)
+                scores["leave_risk"] = self.leave_risk.score(watcher, lambda: {
                     "viewer": viewer or {}, "event": {"type": kind, "ts": ts},
                     "profile": view, "room": room or {}}, ts)
         if kind in PURCHASE_EVENT_KINDS:
-            facts = item or {}
-            scores["purchase_propensity"] = self.propensity.score(user, {
-                "profile": view, "room": room or {},
-                "event": {"type": kind, "item_id": record.item_id,
-                          "category": getattr(record, "category", None) or facts.get("category"),
-                          "price": getattr(record, "price", None) or facts.get("price"),
-                          "source": "live" if live else "clicks"}}, ts)
+            def purchase_context() -> dict[str, Any]:
+                facts = item or {}
+                return {"profile": view, "room": room or {},
+                        "event": {"type": kind, "item_id": record.item_id,
+                                  "category": getattr(record, "category", None)
+                                  or facts.get("category"),
+                                  "price": getattr(record, "price", None) or facts.get("price"),
+                                  "source": "live" if live else "clicks"}}
+            scores["purchase_propensity"] = self.propensity.score(user, purchase_context, ts)
         if personal and scores:
             kept = dict(self.scores.get(user, {}))
             kept.update({name: round(value, 4) for name, value in scores.items()})

@@ -65,12 +65,15 @@ class DelayedClassifier(Protocol):
     """A probability for a keyed situation whose label arrives later (a purchase within
     the session, a viewer leaving within a minute): ``score`` predicts and opens the
     pending example, ``observe`` resolves labels, ``tick`` expires them on event time,
-    ``learn_pending`` learns what was resolved (in one mini-batch)."""
+    ``learn_pending`` learns what was resolved (in one mini-batch). ``score``'s context may
+    be a function returning it, called only when features are computed."""
 
     @property
     def model_version(self) -> str: ...
 
-    def score(self, key: str, context: Mapping[str, Any], ts: int) -> float: ...
+    def score(self, key: str,
+              context: Mapping[str, Any] | Callable[[], Mapping[str, Any]],
+              ts: int) -> float: ...
 
     def score_many(self, events: Iterable[tuple[str, Mapping[str, Any], int]]) -> Any: ...
 

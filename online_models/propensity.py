@@ -769,9 +769,11 @@ class _DelayedTask:
 
 
     # ------------------------------------------------------------------ scoring
-    def score(self, key: str, context: Mapping[str, Any], ts: int) -> float:
+    def score(self, key: str, context: Mapping[str, Any] | Callable[[], Mapping[str, Any]],
+              ts: int) -> float:
         """Predict for ``key`` at ``ts`` and keep the example until its label is known (when
-        the key cannot keep another one, see ``reuse_ms``)."""
+        the key cannot keep another one, see ``reuse_ms``). ``context`` may be a function
+        returning it: called only when the features are computed."""
         labels = self.labels
         if self.extends:  # a scored event is activity that moves the key's deadlines
             labels.extend(key, ts, ts + self.delay_ms)
@@ -783,6 +785,8 @@ class _DelayedTask:
                 if ts > self.clock:
                     self.clock = ts
                 return kept
+        if callable(context):
+            context = context()
         packed = labels.pack(self.vector(context))
         p = self.classifier.predict_packed(packed)
         self.scored += 1
