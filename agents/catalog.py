@@ -45,7 +45,7 @@ class CatalogHandler:
                                   exc)
         if valid:
             engine.metrics.count_in(topic, {"upsert": valid})
-        await engine.outputs.flush()
+        await engine.flush()
 
 
 def register(engine: Engine) -> Any:

@@ -98,6 +98,12 @@ class Engine:
                 name, partitions=self.settings.partitions, **RAW)
         return found
 
+    async def flush(self) -> None:
+        """End of a handled batch (or a timer's round): its per-event metrics applied once,
+        its outputs handed to the producer in the background."""
+        self.metrics.flush_batch()
+        await self.outputs.flush()
+
     def _out_counter(self, topic: str) -> Any:
         counter = self._out_counters.get(topic)
         if counter is None:

@@ -79,6 +79,6 @@ def register(engine: Engine, pipeline: RoomPipeline) -> AnomalyMonitor:
                 room.dirty = True  # its insight shows the alert change at the next emission
         for scope in SCOPES:
             metrics.anomalies_open.labels(scope).set(monitor.tracker.n_open(scope))
-        await engine.outputs.flush()
+        await engine.flush()
 
     return monitor

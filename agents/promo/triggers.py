@@ -132,9 +132,9 @@ class PromoTriggers:
             return
         metrics, engine = self.engine.metrics, self.engine
         for cid, outcome in decision.outcomes:
-            metrics.child(metrics.triggers, cid, outcome).inc()
+            metrics.count(metrics.triggers, cid, outcome)
         for cid, group in decision.conversions:
-            metrics.child(metrics.trigger_conversions, cid, group).inc()
+            metrics.count(metrics.trigger_conversions, cid, group)
         if decision.triggers:
             latency = max(0, now_ms() - record.ts)
             for trigger in decision.triggers:

@@ -370,7 +370,7 @@ class RoomHandler:
         engine.metrics.count_in(topic, counts)
         if late:
             engine.metrics.late_events.inc(late)
-        await engine.outputs.flush()
+        await engine.flush()
         self.processing.observe((time.perf_counter() - started) / len(records))
 
     def _handle(self, rec: Any, topic: str, partition: int, received_at: int,
@@ -496,7 +496,7 @@ def register(engine: Engine) -> tuple[RoomHandler, Any]:
                 engine.redis.add("room", room.state.room_id, room.last_insight)
             for latency in latencies:
                 metrics.observe_latency(names.room_insights, latency)
-        await engine.outputs.flush()
+        await engine.flush()
 
     @app.on_partitions_revoked.connect
     async def forget_revoked_rooms(sender: Any, revoked: set[Any], **_: Any) -> None:

@@ -105,7 +105,7 @@ class UserHandler:
                     engine.failed(self.name, topic, partition, rec.offset, rec.key, rec.value,
                                   exc)
         engine.metrics.count_in(topic, counts)
-        await engine.outputs.flush()
+        await engine.flush()
         if handled:
             self.processing.observe((time.perf_counter() - started) / handled)
 
