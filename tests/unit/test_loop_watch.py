@@ -12,8 +12,15 @@ from prometheus_client import CollectorRegistry
 from agents.loop_watch import LoopWatch
 
 
-def blocking_step() -> None:
-    time.sleep(0.3)  # the stall under test: holds the loop as slow handler code would
+def blocking_step(registry: CollectorRegistry) -> None:
+    """The stall under test: holds the loop as slow handler code would, until the watch
+    has reported it (a loaded machine may schedule the watch thread late), then 150 ms
+    more (so the next tick is well over 100 ms late)."""
+    deadline = time.monotonic() + 20
+    while not registry.get_sample_value("livepulse_event_loop_stalls_total") \
+            and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.15)
 
 
 def test_a_blocked_loop_is_counted_and_logged_with_its_stack(
@@ -25,7 +32,7 @@ def test_a_blocked_loop_is_counted_and_logged_with_its_stack(
         task = asyncio.create_task(watch.run())
         while registry.get_sample_value("livepulse_event_loop_lag_seconds_count") in (None, 0):
             await asyncio.sleep(0.005)  # until the first tick was observed
-        blocking_step()
+        blocking_step(registry)
         deadline = time.monotonic() + 10
         while registry.get_sample_value("livepulse_event_loop_lag_seconds_bucket",
                                         {"le": "0.1"}) == registry.get_sample_value(
