@@ -273,6 +273,55 @@ def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if summary["ok"] else 1
 
 
+def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
+    """``list`` dead letters (counts by reason and source, then the chosen ones) or
+    ``redrive`` the chosen ones to their source topics (see streams.dead_letters)."""
+    from streams.admin import ensure_topics
+    from streams.dead_letters import (
+        Selection,
+        plan_redrive,
+        read_ledger,
+        read_letters,
+        redrive,
+        tally,
+    )
+    from streams.topics import topic_names
+
+    names = topic_names(settings)
+    selection = Selection(reasons=frozenset(args.reason), sources=frozenset(args.source),
+                          ids=frozenset(args.id), since_ms=args.since_ms,
+                          until_ms=args.until_ms)
+    if args.action == "redrive" and selection.empty and not args.all:
+        print("livepulse: dead-letters redrive needs a choice (--reason, --source, --id, "
+              "--since-ms, --until-ms) or --all", file=sys.stderr)
+        return 2
+    with broker_for(settings) as bootstrap:
+        asyncio.run(ensure_topics(settings, bootstrap))
+        client = kafka_client_options(settings)
+        letters = asyncio.run(read_letters(bootstrap, names.dead_letter, client_options=client,
+                                           timeout_s=args.timeout))
+        done = asyncio.run(read_ledger(bootstrap, names.dead_letter_redrives,
+                                       client_options=client, timeout_s=args.timeout))
+        chosen = [x for x in letters if selection.matches(x)]
+        if args.action == "list":
+            _print_json({"topic": names.dead_letter, "total": len(letters), **tally(letters),
+                         "selected": len(chosen),
+                         "letters": [x.summary() | {"redriven": x.id in done}
+                                     for x in chosen[-args.limit:]]})
+            return 0
+        plan = plan_redrive(letters, selection, done, frozenset(names.inputs()))
+        sent = 0 if args.dry_run else asyncio.run(redrive(
+            bootstrap, plan.send, dead_letter_topic=names.dead_letter,
+            ledger_topic=names.dead_letter_redrives, client_options=client))
+        _print_json({"topic": names.dead_letter, "selected": len(chosen),
+                     "dry_run": args.dry_run, "redriven": sent,
+                     "would_redrive": len(plan.send) if args.dry_run else None,
+                     "already_redriven": len(plan.already),
+                     "refused": [{"id": x.id, "why": why} for x, why in plan.refused],
+                     "to": tally(plan.send)["by_source"]})
+    return 0
+
+
 EVALUATIONS = {
     "recsys": ("online_models.evaluation.recsys", "main",
                "next-item HR@20/MRR@20 on a SessionId/ItemId/Time file (--train F --test F)"),
@@ -470,6 +519,29 @@ def build_parser() -> argparse.ArgumentParser:
     forget.add_argument("--no-wait", action="store_true",
                         help="do not wait for the worker's acknowledgement")
     forget.set_defaults(func=cmd_forget)
+
+    letters = sub.add_parser(
+        "dead-letters", help="list dead letters by reason and source, or redrive chosen "
+        "ones to their source topics after a fix (idempotent)")
+    letters.add_argument("action", choices=("list", "redrive"))
+    letters.add_argument("--reason", action="append", default=[], metavar="CLASS",
+                         help="error class, e.g. internal or wrong_type (repeatable)")
+    letters.add_argument("--source", action="append", default=[], metavar="TOPIC",
+                         help="source topic, full name or suffix, e.g. clicks (repeatable)")
+    letters.add_argument("--id", action="append", default=[], metavar="PARTITION:OFFSET",
+                         help="one dead letter, as `list` shows it (repeatable)")
+    letters.add_argument("--since-ms", type=int, default=None,
+                         help="rejected at or after this epoch ms")
+    letters.add_argument("--until-ms", type=int, default=None,
+                         help="rejected at or before this epoch ms")
+    letters.add_argument("--limit", type=int, default=50,
+                         help="list: show the newest N selected letters (default: 50)")
+    letters.add_argument("--all", action="store_true", help="redrive: every letter")
+    letters.add_argument("--dry-run", action="store_true",
+                         help="redrive: say what would be sent, send nothing")
+    letters.add_argument("--timeout", type=float, default=30.0,
+                         help="seconds to read the topics to their end (default: 30)")
+    letters.set_defaults(func=cmd_dead_letters)
 
     bench = sub.add_parser("bench", help="full-pipeline benchmark (a source checkout)")
     bench.add_argument("--quick", action="store_true", help="under 5 minutes, prints JSON only")

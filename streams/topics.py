@@ -25,6 +25,7 @@ _SUFFIXES = {
     "anomalies": "anomalies",
     "dead_letter": "dead-letter",
     "user_activity": "user-activity",
+    "dead_letter_redrives": "dead-letter-redrives",
 }
 
 
@@ -69,6 +70,8 @@ class TopicNames:
     dead_letter: str = field(init=False)
     # internal: validated live events re-keyed by user for the user pipeline
     user_activity: str = field(init=False)
+    # internal: the dead letters already redriven (``livepulse dead-letters redrive``)
+    dead_letter_redrives: str = field(init=False)
 
     def __post_init__(self) -> None:
         for attr, suffix in _SUFFIXES.items():
@@ -107,6 +110,9 @@ class TopicNames:
                       "Rejected input with its reason in headers and body."),
             TopicSpec(self.user_activity, "user_id", "internal",
                       "Validated live events re-keyed by user (room pipeline -> user pipeline)."),
+            TopicSpec(self.dead_letter_redrives, "dead letter partition:offset", "internal",
+                      "Dead letters already redriven to their source topic (the ledger that "
+                      "makes `livepulse dead-letters redrive` idempotent).", compacted=True),
         ]
 
     def inputs(self) -> list[str]:
