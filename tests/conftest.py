@@ -22,7 +22,7 @@ from agents.sinks.embedded_clickhouse import (
 from agents.sinks.embedded_redis import REDIS_SERVER_BIN, RedisServer, redis_server_available
 from config.settings import Settings
 from streams.admin import ensure_topics
-from streams.broker import EmbeddedBroker, _die_with_parent, free_port
+from streams.broker import BrokerProcess, _die_with_parent, free_port, local_broker
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 REPO = Path(__file__).resolve().parent.parent
@@ -74,11 +74,38 @@ def clickhouse_url() -> Iterator[str]:
         yield server.url
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test module that sets ``BROKERS = ("tansu", "kafka")`` runs its tests that take
+    the ``broker`` fixture once per broker (ids ``[tansu]`` / ``[kafka]``); the others run
+    on the embedded Tansu broker only."""
+    if "broker" in metafunc.fixturenames:
+        kinds = getattr(metafunc.module, "BROKERS", ("tansu",))
+        metafunc.parametrize("broker", kinds, indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    log_path = tmp_path_factory.mktemp("broker") / "broker.log"
-    with EmbeddedBroker(log_path=log_path) as running:
+def broker(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    """One broker of each kind for the whole session: embedded Tansu, or Apache Kafka
+    (KRaft, jars from Maven Central: Java 17 and Maven required; in CI a failure)."""
+    kind = getattr(request, "param", "tansu")
+    log_path = tmp_path_factory.mktemp(f"broker-{kind}") / "broker.log"
+    if kind == "kafka":
+        import shutil
+
+        require(bool(shutil.which("java")), "java (Apache Kafka broker)")
+    running = local_broker(kind, log_path=log_path)
+    running.engine = kind  # type: ignore[attr-defined]
+    running.start(timeout=180.0 if kind == "kafka" else 20.0)
+    try:
         yield running
+    finally:
+        running.stop()
+
+
+def broker_engine(broker: BrokerProcess) -> str:
+    """``tansu`` or ``kafka``: the kind of a ``broker`` fixture (workers tune fetches by it)."""
+    return getattr(broker, "engine", "tansu")
 
 
 @dataclass
@@ -102,7 +129,7 @@ class WorkerHandle:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def unique_settings(tmp_path: Path, broker: EmbeddedBroker, **overrides: object) -> Settings:
+def unique_settings(tmp_path: Path, broker: BrokerProcess, **overrides: object) -> Settings:
     """Settings with their own topic prefix, group and Redis namespace, so tests never share
     state."""
     tag = f"t{os.getpid()}x{time.monotonic_ns() % 10**9}"
@@ -111,6 +138,7 @@ def unique_settings(tmp_path: Path, broker: EmbeddedBroker, **overrides: object)
         "data_dir": str(tmp_path / "data"), "web_port": free_port(), "partitions": 2,
         "insights_min_interval_ms": 100, "log_level": "info",
         "redis_url": service_redis_url(), "redis_namespace": tag,
+        "broker_engine": broker_engine(broker),
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

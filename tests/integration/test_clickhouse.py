@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from agents.privacy import pseudonymize
 from agents.sinks.clickhouse import ClickHouseSink, ClickHouseWriter
@@ -40,12 +40,14 @@ from config.settings import Settings
 from dashboards.clickhouse_sql import QUERIES, duplicates_sql, render
 from streams.admin import ensure_topics
 from streams.broker import _die_with_parent, free_port
+from streams.control import partitions_of
 from streams.simulator import Simulator, run_simulation
 from streams.topics import TopicNames, topic_names
-from tests.conftest import REPO, require, unique_settings
+from tests.conftest import REPO, broker_engine, require, unique_settings
 from tests.integration.test_serving import get_json, metric
 
 pytestmark = pytest.mark.integration
+BROKERS = ("tansu", "kafka")  # correctness suites run on both brokers (see tests/conftest.py)
 
 KEY = "history-test-key"
 
@@ -62,7 +64,8 @@ def sink_settings(tmp_path: Path, broker: Any, clickhouse: str, **overrides: Any
         "kafka_url": broker.bootstrap, "topic_prefix": tag, "app_id": tag, "partitions": 2,
         "data_dir": str(tmp_path / "data"), "clickhouse_url": database_url(clickhouse, tag),
         "pseudonym_key": KEY, "clickhouse_batch_interval_ms": 200,
-        "session_timeout_s": 6.0, "heartbeat_interval_s": 0.5, "rebalance_timeout_s": 4.0}
+        "session_timeout_s": 6.0, "heartbeat_interval_s": 0.5, "rebalance_timeout_s": 4.0,
+        "broker_engine": broker_engine(broker)}
     values.update(overrides)
     return Settings(**values)
 
@@ -111,9 +114,8 @@ async def committed_total(settings: Settings, group: str) -> int:
     try:
         total = 0
         for table in TABLES:
-            topic = table.topic(topic_names(settings))
-            for partition in consumer.partitions_for_topic(topic) or ():
-                total += await consumer.committed(TopicPartition(topic, partition)) or 0
+            for tp in await partitions_of(consumer, [table.topic(topic_names(settings))], 0):
+                total += await consumer.committed(tp) or 0
         return total
     finally:
         await consumer.stop()

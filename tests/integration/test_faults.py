@@ -39,6 +39,7 @@ from tests.conftest import unique_settings
 from tests.integration.test_serving import wait_for
 
 pytestmark = pytest.mark.integration
+BROKERS = ("tansu", "kafka")  # correctness suites run on both brokers (see tests/conftest.py)
 
 RATE = 150.0  # input events per second, live and clicks together
 ROOMS = [f"room-{i}" for i in range(6)]

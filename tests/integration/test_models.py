@@ -19,6 +19,7 @@ from tests.integration.test_pipeline import produce, read_topic
 from tests.integration.test_serving import get_json, metric, wait_for
 
 pytestmark = pytest.mark.integration
+BROKERS = ("tansu", "kafka")  # correctness suites run on both brokers (see tests/conftest.py)
 
 
 def session_clicks(sessions: int, length: int) -> list[dict[str, Any]]:

@@ -13,14 +13,16 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams.contracts import DEAD_LETTER, ROOM_INSIGHT, check_contract
+from streams.control import partitions_of
 from streams.ingest import now_ms
 from streams.topics import topic_names
 from tests.conftest import unique_settings
 
 pytestmark = pytest.mark.integration
+BROKERS = ("tansu", "kafka")  # correctness suites run on both brokers (see tests/conftest.py)
 
 
 def live(i: int, kind: str, room: str, user: str, **extra: Any) -> dict[str, Any]:
@@ -89,7 +91,7 @@ async def read_topic(bootstrap: str, topic: str, *, until: Any, timeout: float) 
     await consumer.start()
     records: list[Any] = []
     try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        partitions = await partitions_of(consumer, [topic], 0)  # fresh metadata: Kafka too
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         deadline = time.monotonic() + timeout

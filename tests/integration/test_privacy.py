@@ -54,6 +54,7 @@ from tests.integration.test_pipeline import produce, read_topic
 from tests.integration.test_serving import get_json, redis_doc, wait_for
 
 pytestmark = pytest.mark.integration
+BROKERS = ("tansu", "kafka")  # correctness suites run on both brokers (see tests/conftest.py)
 
 KEY = "privacy-test-key"
 CART_CAMPAIGN = """

@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from streams.broker import EmbeddedBroker
+from streams.control import partitions_of
 from tests.conftest import REPO, SHARED, require
 
 pytestmark = pytest.mark.integration
@@ -23,7 +24,7 @@ async def count_records(bootstrap: str, topic: str) -> int:
     await consumer.start()
     try:
         total = 0
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        partitions = await partitions_of(consumer, [topic], 0)  # fresh metadata: Kafka too
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         idle = 0

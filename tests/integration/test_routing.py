@@ -34,6 +34,7 @@ from tests.integration.test_pipeline import produce
 from tests.integration.test_serving import wait_for
 
 pytestmark = pytest.mark.integration
+BROKERS = ("tansu", "kafka")  # correctness suites run on both brokers (see tests/conftest.py)
 
 USERS = [f"ru{i}" for i in range(24)]
 
@@ -119,10 +120,6 @@ class Poller:
             time.sleep(0.05)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "intermittent (1 of 2 clean-clone CI runs, 2026-11-24): after the kill the survivor "
-    "answered 404 for 14 of 24 committed profiles for 90 s, i.e. its table lacked them after "
-    "the takeover; open bug, see the issue 8 closing note"))
 def test_every_profile_served_by_both_workers_after_a_killed_worker_rejoins(
         broker: Any, worker_factory: Any, tmp_path: Path) -> None:
     settings = unique_settings(tmp_path, broker, **FAULT_SETTINGS, partitions=4)

@@ -18,6 +18,7 @@ from tests.conftest import start_worker, unique_settings, wait_ready
 from tests.integration.test_pipeline import produce
 from tests.integration.test_serving import get_json, metric, wait_for
 
+BROKERS = ("tansu", "kafka")  # correctness suites run on both brokers (see tests/conftest.py)
 USERS = 40
 
 

@@ -171,3 +171,36 @@ def test_a_small_round_lingers_before_the_next_fetch_a_full_one_does_not(
     drain(fake)
     assert [d for d in slept if d] == [0.005]  # after the 2-record round only
     assert [len(offsets) for _, offsets in handler.calls] == [2, MAX_BATCH]
+
+
+class FakeKafkaConsumer:
+    """aiokafka's seek_to_committed as it behaves: only offsets above 0 are sought."""
+
+    def __init__(self, committed: dict[Any, int | None]) -> None:
+        self.committed = committed
+        self.sought: dict[Any, int] = {}
+
+    async def seek_to_committed(self) -> dict[Any, int | None]:
+        self.sought.update({tp: o for tp, o in self.committed.items() if o and o > 0})
+        return dict(self.committed)
+
+    def seek(self, tp: Any, offset: int) -> None:
+        self.sought[tp] = offset
+
+
+def test_seek_to_committed_also_moves_partitions_with_no_or_zero_commit() -> None:
+    """A partition with nothing committed must go back to its start after a rebalance:
+    aiokafka leaves its fetch position, and records fetched and dropped meanwhile were lost
+    (the first events of a partition, on Apache Kafka). Changelogs are left to Faust."""
+    from streams.app import _LowLatencyConsumerThread
+
+    new, started, moved, log = (TP("in", 0), TP("in", 1), TP("in", 2),
+                                TP("app-room-state-changelog", 0))
+    fake = FakeKafkaConsumer({new: None, started: 0, moved: 17, log: None})
+    thread = SimpleNamespace(
+        _ensure_consumer=lambda: fake,
+        app=SimpleNamespace(tables=SimpleNamespace(changelog_topics={log.topic})))
+    seek = MethodType(_LowLatencyConsumerThread._seek_every_partition_to_committed, thread)
+    committed = asyncio.run(seek())
+    assert committed == {new: None, started: 0, moved: 17, log: None}
+    assert fake.sought == {new: 0, started: 0, moved: 17}
