@@ -14,10 +14,12 @@ is rejected again becomes a new dead letter with new coordinates; it is redriven
 chosen again. Letters whose payload was truncated (over 4 KiB) cannot be restored and are
 refused, as are letters of a topic that is not one of the engine's inputs.
 
->>> letter = Letter(0, 7, b"u1", "lp.clicks", 1, 42, "internal", "boom", 1_000,
-...                 b'{"event_id":"e"}', 16)
->>> letter.id, letter.redrivable(frozenset({"lp.clicks"}))
-('0:7', None)
+>>> from streams.ingest import Rejection, dead_letter
+>>> body, _ = dead_letter(b'{"event_id":"e"}', Rejection("internal", "boom"),
+...                       topic="lp.clicks", partition=1, offset=42, received_at=1_000)
+>>> letter = parse_letter(0, 7, b"u1", body)
+>>> letter.id, letter.payload, letter.redrivable(frozenset({"lp.clicks"}))
+('0:7', b'{"event_id":"e"}', None)
 >>> Selection(reasons=frozenset({"ts_past"})).matches(letter)
 False
 """
@@ -33,6 +35,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from streams.contracts import DEAD_LETTER, ContractError, DeadLetter, validate
 from streams.control import ControlTopicReader
 from streams.ingest import now_ms
 
@@ -41,41 +44,49 @@ REDRIVE_HEADER = "lp-redriven-from"
 
 @dataclass(frozen=True, slots=True)
 class Letter:
-    """One dead letter: where it sits on the dead-letter topic and what it says."""
+    """One dead letter: where it sits on the dead-letter topic, its record (the
+    ``dead-letter`` contract) and the original payload bytes."""
 
     partition: int  # on the dead-letter topic
     offset: int
     key: bytes | None  # the source record's key
-    source_topic: str
-    source_partition: int
-    source_offset: int
-    error_class: str
-    reason: str
-    received_at: int
-    payload: bytes | None  # the original bytes; None when truncated or undecodable
-    payload_bytes: int
+    record: DeadLetter
+    payload: bytes | None  # the original bytes; None when truncated
 
     @property
     def id(self) -> str:
         """``<partition>:<offset>`` on the dead-letter topic (the ledger's key)."""
         return f"{self.partition}:{self.offset}"
 
+    @property
+    def source_topic(self) -> str:
+        return self.record.source_topic
+
+    @property
+    def error_class(self) -> str:
+        return self.record.error_class
+
+    @property
+    def received_at(self) -> int:
+        return self.record.received_at
+
     def redrivable(self, inputs: frozenset[str]) -> str | None:
         """None when the letter can be redriven, else why not."""
         if self.source_topic not in inputs:
             return f"source {self.source_topic} is not an input topic of this prefix"
         if self.payload is None:
-            return (f"payload of {self.payload_bytes} bytes was truncated to 4 KiB in the "
-                    "dead letter: the original cannot be restored")
+            return (f"payload of {self.record.payload_bytes} bytes was truncated to 4 KiB in "
+                    "the dead letter: the original cannot be restored")
         return None
 
     def summary(self, preview: int = 120) -> dict[str, Any]:
+        r = self.record
         text = (self.payload or b"").decode("utf-8", "replace")
-        return {"id": self.id, "received_at": self.received_at,
-                "source": f"{self.source_topic}[{self.source_partition}]@{self.source_offset}",
-                "error_class": self.error_class, "reason": self.reason,
+        return {"id": self.id, "received_at": r.received_at,
+                "source": f"{r.source_topic}[{r.source_partition}]@{r.source_offset}",
+                "error_class": r.error_class, "reason": r.reason,
                 "key": (self.key or b"").decode("utf-8", "replace"),
-                "payload_bytes": self.payload_bytes,
+                "payload_bytes": r.payload_bytes,
                 "payload": text[:preview] + ("…" if len(text) > preview else "")}
 
 
@@ -85,28 +96,23 @@ def parse_letter(partition: int, offset: int, key: bytes | None,
 
     >>> body = orjson.dumps({"source_topic": "t", "source_partition": 0, "source_offset": 3,
     ...     "error_class": "wrong_type", "reason": "r", "received_at": 5, "payload": "e30=",
-    ...     "payload_encoding": "base64", "payload_bytes": 2})
+    ...     "payload_encoding": "base64", "payload_bytes": 2, "schema_version": 1})
     >>> parse_letter(0, 1, None, body).payload
     b'{}'
     >>> parse_letter(0, 2, None, b"nonsense") is None
     True
     """
     try:
-        body = orjson.loads(value or b"")
-        text, size = body["payload"], int(body["payload_bytes"])
-        if body.get("payload_encoding") == "base64":
-            payload: bytes | None = base64.b64decode(text, validate=True)
+        record = validate(DEAD_LETTER, orjson.loads(value or b""))
+        if record.payload_encoding == "base64":
+            payload: bytes | None = base64.b64decode(record.payload, validate=True)
         else:
-            payload = text.encode("utf-8")
-        if payload is not None and len(payload) != size:
-            payload = None  # truncated: only a prefix was kept
-        return Letter(partition, offset, key, str(body["source_topic"]),
-                      int(body["source_partition"]), int(body["source_offset"]),
-                      str(body["error_class"]), str(body["reason"]),
-                      int(body["received_at"]), payload, size)
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, binascii.Error,
-            AttributeError):
+            payload = record.payload.encode("utf-8")
+    except (orjson.JSONDecodeError, ContractError, TypeError, ValueError, binascii.Error):
         return None
+    if payload is not None and len(payload) != record.payload_bytes:
+        payload = None  # truncated: only a prefix was kept
+    return Letter(partition, offset, key, record, payload)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +160,9 @@ def plan_redrive(letters: Iterable[Letter], selection: Selection, done: Iterable
                  inputs: frozenset[str]) -> RedrivePlan:
     """Split the selected letters into to send, already redriven and refused (why).
 
-    >>> a = Letter(0, 1, b"k", "p.clicks", 0, 9, "internal", "x", 5, b"{}", 2)
-    >>> b = Letter(0, 2, b"k", "p.clicks", 0, 10, "oversize", "x", 6, None, 99999)
+    >>> record = DeadLetter("p.clicks", 0, 9, "internal", "x", 5, "{}", "utf-8", 2)
+    >>> a = Letter(0, 1, b"k", record, b"{}")
+    >>> b = Letter(0, 2, b"k", record, None)
     >>> plan = plan_redrive([a, b], Selection(), {"0:1"}, frozenset({"p.clicks"}))
     >>> [x.id for x in plan.send], [x.id for x in plan.already], len(plan.refused)
     ([], ['0:1'], 1)

@@ -28,7 +28,7 @@ def test_the_engine_s_own_dead_letters_round_trip_to_the_original_bytes() -> Non
 
 def test_a_truncated_payload_cannot_be_redriven() -> None:
     big = letter_of(b"x" * 5000, "oversize")
-    assert big.payload is None and big.payload_bytes == 5000
+    assert big.payload is None and big.record.payload_bytes == 5000
     assert "truncated" in (big.redrivable(INPUTS) or "")
 
 
