@@ -15,6 +15,7 @@ from typing import Any
 import faust
 
 from agents.sinks.redis import RedisSink
+from agents.state import current_partition
 from agents.stats import EngineMetrics
 from config.settings import Settings
 from streams.app import WorkerHooks
@@ -45,9 +46,30 @@ class Engine:
         producer = self.app.producer
         self.outputs = OutputBatches(
             (lambda: producer) if transactional else producer._ensure_producer,
-            transactional=transactional,
+            transactional=transactional, transaction_of=self.transaction_of,
             on_sent=lambda topic, n: self._out_counter(topic).inc(n),
             on_error=lambda exc: self.metrics.agent_errors.labels("producer").inc())
+
+    def transaction_of(self, topic: str, partition: int | None) -> str | None:
+        """Under ``exactly_once``: the Kafka transaction an output record joins, that of the
+        input partition being handled (Faust keeps one transactional producer per active
+        partition, ``<app id>-<group>-<partition>``). Outside a handler (a commit hook
+        writing changelogs, which names the partition) the table's partition is the input
+        partition of the same number (co-partitioned). None: no such transaction here
+        (timers' outputs), the record is sent outside transactions."""
+        producers = getattr(self.app.producer, "_transaction_producers", None) or {}
+        current = current_partition()
+        if current is not None:
+            topic, partition = current
+        elif partition is None:
+            return None
+        prefix = f"{self.app.conf.id}-"
+        try:
+            wanted = f"{prefix}{self.app.assignor.group_for_topic(topic)}-{partition}"
+        except KeyError:  # a changelog: the one active partition of that number
+            ends = [t for t in producers if t.startswith(prefix) and t.endswith(f"-{partition}")]
+            return ends[0] if len(ends) == 1 else None
+        return wanted if wanted in producers else None
 
     def add_output(self, topic: str, key: str | bytes | None, value: bytes, *,
                    partition: int | None = None,

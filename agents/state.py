@@ -114,6 +114,16 @@ class WriteBehindTable:
                 partition=partition)
 
 
+def current_partition() -> tuple[str, int] | None:
+    """(topic, partition) of the event being handled (Faust's stream iteration or
+    :func:`in_partition`), or None outside one (timers, commit hooks) or without a topic."""
+    ref = faust_streams._current_event.get(None)
+    event = ref() if ref is not None else None
+    message = getattr(event, "message", None)
+    topic = getattr(message, "topic", "")
+    return (topic, message.partition) if topic else None
+
+
 @contextmanager
 def in_partition(partition: int, topic: str = "") -> Iterator[None]:
     """Make Faust's tables and stores see an event of ``topic`` / ``partition`` as the

@@ -99,7 +99,9 @@ class WorkerHooks:
     offset commit, after the offsets are fixed (sync or async; write-behind state).
     ``after_batch``: called with the partition and last offset of each handled batch
     (read positions for the lag metric). ``bootstrap``: the brokers, for the true
-    log-end probe (:func:`log_ends`).
+    log-end probe (:func:`log_ends`). ``commit_gate``: under ``exactly_once``, held by a
+    commit from fixing its offsets until its transactions are committed, and by each
+    batch handler call (see :meth:`_LowLatencyConsumer.commit`).
     """
 
     settings: Settings | None = None
@@ -107,6 +109,7 @@ class WorkerHooks:
     batch_handlers: dict[str, BatchHandler] = field(default_factory=dict)
     before_commit: list[BeforeCommit] = field(default_factory=list)
     after_batch: list[Callable[[Any, int], None]] = field(default_factory=list)
+    commit_gate: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 _HOOKS: weakref.WeakKeyDictionary[Any, WorkerHooks] = weakref.WeakKeyDictionary()
@@ -236,6 +239,7 @@ class _LowLatencyConsumer(faust_aiokafka.Consumer):
         monotonic = time.monotonic
         settings = hooks.settings
         linger = settings.fetch_linger_ms / 1000 if settings else 0.0
+        transactional, gate = bool(self.app.in_transaction), hooks.commit_gate
         try:
             while not (consumer_stopped() or fetcher_stopped()):
                 records, active = await self._wait_next_records(1.0)
@@ -269,7 +273,11 @@ class _LowLatencyConsumer(faust_aiokafka.Consumer):
                         chunk = recs[start:start + MAX_BATCH]
                         if inbound is not None:
                             inbound[tp] = monotonic()
-                        await handler.handle_batch(tp, chunk)
+                        if transactional:
+                            async with gate:  # not while a commit is under way
+                                await handler.handle_batch(tp, chunk)
+                        else:
+                            await handler.handle_batch(tp, chunk)
                         if self.app.consumer_generation_id != generation:
                             break  # revoked meanwhile: offsets belong to the next owner
                         done[tp] = offset = chunk[-1].offset
@@ -323,9 +331,22 @@ class _LowLatencyConsumer(faust_aiokafka.Consumer):
         replay of an event already in the state is detected and skipped. Faust flushes the
         producer (outputs and changelogs) before it commits the offsets.
         """
-        hooks = hooks_of(self.app).before_commit
+        worker_hooks = hooks_of(self.app)
+        hooks = worker_hooks.before_commit
         if not hooks or self.app.client_only:
             return await super().commit(topics, start_new_transaction)
+        if self.app.in_transaction:
+            # Exactly-once: a handler's output records join the transaction of its input
+            # partition as they are sent; were handlers to run between the offsets being
+            # fixed and the transaction's commit, the outputs of events past those offsets
+            # would be committed too, and sent again when the events are re-read after a
+            # crash. So no handler runs until the transactions are committed.
+            async with worker_hooks.commit_gate:
+                return await self._commit_with_hooks(hooks, topics, start_new_transaction)
+        return await self._commit_with_hooks(hooks, topics, start_new_transaction)
+
+    async def _commit_with_hooks(self, hooks: list[Any], topics: Any,
+                                 start_new_transaction: bool) -> bool:
         if await self.maybe_wait_for_commit_to_finish():
             return False  # another commit ran meanwhile (Faust's own rule)
         self._commit_fut = asyncio.Future()

@@ -13,7 +13,10 @@ offsets are never committed before the outputs of the events they cover were del
 Keyed records go to the partition Kafka's default partitioner picks (murmur2 of the key, as
 the Java client), over the topic's partition count as the producer's metadata reports it.
 Under ``exactly_once`` (Kafka transactions) records go one by one through Faust's producer,
-which owns the transactions.
+which owns the transactions: each record joins the transaction of the input partition whose
+handling added it (``transaction_of``, asked when the record is added), so it becomes
+visible to ``read_committed`` consumers only with that partition's committed offsets.
+Records added outside a handler (timers) have none and are sent outside transactions.
 """
 
 from __future__ import annotations
@@ -86,9 +89,12 @@ class OutputBatches:
                  on_sent: Callable[[str, int], None] | None = None,
                  on_error: Callable[[BaseException], None] | None = None,
                  partition_counts: dict[str, int] | None = None,
-                 max_held: int = 50_000) -> None:
+                 max_held: int = 50_000,
+                 transaction_of: Callable[[str, int | None], str | None] | None = None
+                 ) -> None:
         self._producer = producer
         self.transactional = transactional
+        self.transaction_of = transaction_of if transactional else None
         self.on_sent = on_sent
         self.on_error = on_error
         self._pending: dict[tuple[str, int | None], list[tuple[Any, Any, Any]]] = {}
@@ -109,7 +115,10 @@ class OutputBatches:
         group = self._pending.get((topic, partition))
         if group is None:
             group = self._pending[(topic, partition)] = []
-        group.append((key, value, headers))
+        if self.transaction_of is not None:  # the transaction the record belongs to
+            group.append((key, value, headers, self.transaction_of(topic, partition)))
+        else:
+            group.append((key, value, headers))
         self.held += 1
         self._added += 1
 
@@ -183,9 +192,10 @@ class OutputBatches:
         producer = self._producer()
         if self.transactional:
             for (topic, partition), records in pending.items():
-                for key, value, headers in records:
-                    fut = await producer.send(topic, key, value, partition, None,
-                                              list(headers) if headers else None)
+                for key, value, headers, *transaction in records:
+                    fut = await producer.send(
+                        topic, key, value, partition, None, list(headers) if headers else None,
+                        transactional_id=transaction[0] if transaction else None)
                     fut.add_done_callback(self._delivered)
                 self._count(topic, len(records))
             return
@@ -210,7 +220,7 @@ class OutputBatches:
     async def _send(self, producer: Any, topic: str, partition: int,
                     records: list[tuple[Any, bytes, Any]]) -> None:
         batch = producer.create_batch()
-        for key, value, headers in records:
+        for key, value, headers, *_ in records:
             if batch.append(key=key, value=value, timestamp=None,
                             headers=headers or []) is None:  # full: send, start another
                 await self._submit(producer, batch, topic, partition)

@@ -54,6 +54,7 @@ class Flag:
 
 class FakeApp:
     client_only = False
+    in_transaction = False
 
     def __init__(self) -> None:
         self.consumer_generation_id = 1
@@ -204,3 +205,45 @@ def test_seek_to_committed_also_moves_partitions_with_no_or_zero_commit() -> Non
     committed = asyncio.run(seek())
     assert committed == {new: None, started: 0, moved: 17, log: None}
     assert fake.sought == {new: 0, started: 0, moved: 17}
+
+
+def test_under_exactly_once_no_handler_runs_while_a_commit_holds_the_gate() -> None:
+    """A commit fixes its offsets, then commits the transactions the outputs joined: a
+    handler running in between would put outputs of later events into them."""
+    from streams.app import hooks_of
+
+    app = FakeApp()
+    app.in_transaction = True  # type: ignore[misc]
+    tp = TP("live", 0)
+    order: list[str] = []
+
+    class Recording(Handler):
+        async def handle_batch(self, tp: TP, records: list[Rec]) -> None:
+            order.append(f"handled {records[0].offset}")
+            await super().handle_batch(tp, records)
+
+    fake = fake_consumer([{tp: [Rec(0)]}, {tp: [Rec(1)]}], {"live": Recording(app)}, app)
+    gate = hooks_of(app).commit_gate
+
+    async def run() -> None:
+        async def commit() -> None:
+            async with gate:  # as _LowLatencyConsumer.commit does under exactly_once
+                order.append("commit starts")
+                await asyncio.sleep(0.05)
+                order.append("commit ends")
+
+        await gate.acquire()  # a commit began before the first fetch was handed over
+        loop = asyncio.create_task(_LowLatencyConsumer._drain_messages(
+            fake, SimpleNamespace(_stopped=Flag())))
+        await asyncio.sleep(0.02)
+        order.append("gate released")
+        gate.release()
+        await asyncio.sleep(0)
+        await commit()
+        await loop
+
+    asyncio.run(run())
+    assert order[0] == "gate released"  # nothing was handled while the first commit ran
+    start, end = order.index("commit starts"), order.index("commit ends")
+    assert not [x for x in order[start:end] if x.startswith("handled")], order
+    assert {"handled 0", "handled 1"} <= set(order)

@@ -1,0 +1,94 @@
+"""Exactly-once on Apache Kafka: a worker with ``LIVEPULSE_PROCESSING_GUARANTEE=exactly_once``
+killed with SIGKILL mid-stream and restarted; a ``read_committed`` consumer sees each
+recommendation exactly once, and room and profile state are exact."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from streams.broker import free_port
+from streams.control import partitions_of
+from streams.topics import topic_names
+from tests.conftest import unique_settings
+from tests.integration.test_faults import (
+    FAULT_SETTINGS,
+    RATE,
+    ROOMS,
+    PacedStream,
+    room_counts,
+    settle_and_compare,
+    snapshot_counts,
+)
+from tests.integration.test_serving import wait_for
+
+pytestmark = pytest.mark.integration
+BROKERS = ("kafka",)  # transactions: Apache Kafka only (Tansu refuses exactly_once)
+
+ITEM_LIVE_KINDS = {"product_click", "add_to_cart", "purchase"}
+
+
+async def committed_values(bootstrap: str, topic: str, idle_s: float = 3.0) -> list[Any]:
+    """Every record of ``topic`` a ``read_committed`` consumer sees, until idle."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                isolation_level="read_committed", fetch_max_wait_ms=100)
+    await consumer.start()
+    values: list[Any] = []
+    try:
+        partitions = await partitions_of(consumer, [topic], 0)
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < idle_s:
+            batch = await consumer.getmany(timeout_ms=300)
+            for records in batch.values():
+                values.extend(orjson.loads(r.value) for r in records)
+                quiet_since = time.monotonic()
+    finally:
+        await consumer.stop()
+    return values
+
+
+def test_kill9_under_exactly_once_leaves_each_output_once_and_state_exact(
+        broker: Any, worker_factory: Any, tmp_path: Path) -> None:
+    settings = unique_settings(tmp_path, broker, **FAULT_SETTINGS,
+                               processing_guarantee="exactly_once")
+    names = topic_names(settings)
+    first = worker_factory(settings, "first")
+    stream = PacedStream(broker.bootstrap, names, "eo").start()
+    try:
+        stream.wait_produced(int(RATE * 6))
+        rooms_before, _ = snapshot_counts([first], ROOMS, [])
+        first.process.kill()  # SIGKILL: open transactions are aborted by the next producer
+        first.process.wait(10)
+        second = worker_factory(settings.with_overrides(
+            web_port=free_port(), data_dir=str(tmp_path / "data-2")), "second")
+        wait_for(lambda: all(
+            (c := room_counts([second], r)) and c[0]["events_total"] >= rooms_before[r][
+                "events_total"] for r in ROOMS), timeout=90, what="room counts back")
+        stream.wait_produced(stream.produced() + int(RATE * 4))
+    finally:
+        stream.stop()
+    events_in, accounted, problems = settle_and_compare([second], names, stream)
+    assert not problems, "\n".join(problems[:20]) + second.log()[-3000:]
+    assert accounted == events_in
+
+    expected = {body["event_id"] for topic, body in stream.sent
+                if topic == names.clicks or body["type"] in ITEM_LIVE_KINDS}
+    seen = Counter(r["request_id"] for r in asyncio.run(
+        committed_values(broker.bootstrap, names.recommendations)))
+    twice = [k for k, n in seen.items() if n > 1]
+    print(f"\nEOS events_in={events_in} recommendations={sum(seen.values())} "
+          f"distinct={len(seen)} expected={len(expected)} duplicates={len(twice)}")
+    assert not twice, f"{len(twice)} recommendations seen more than once: {twice[:10]}"
+    assert set(seen) == expected, (sorted(expected - set(seen))[:10],
+                                   sorted(set(seen) - expected)[:10])
+    assert "Traceback" not in second.log(), second.log()[-3000:]
+    assert second.stop() == 0, second.log()[-3000:]
