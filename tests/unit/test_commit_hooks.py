@@ -12,12 +12,15 @@ from streams.app import WorkerHooks, _LowLatencyConsumer, attach_hooks
 
 class FakeApp:
     client_only = False
+    in_transaction = False
     sensors = SimpleNamespace(on_commit_initiated=lambda c: None,
                               on_commit_completed=lambda c, s: None)
 
 
 class FakeConsumer:
     """Just what ``_LowLatencyConsumer.commit`` touches of Faust's consumer."""
+
+    _commit_with_hooks = _LowLatencyConsumer._commit_with_hooks
 
     def __init__(self, hooks: list[Any]) -> None:
         self.acked = [0, 1, 2]  # offsets of handled events on one partition
