@@ -95,7 +95,6 @@ def broker(request: pytest.FixtureRequest,
 
         require(bool(shutil.which("java")), "java (Apache Kafka broker)")
     running = local_broker(kind, log_path=log_path)
-    running.engine = kind  # type: ignore[attr-defined]
     running.start(timeout=180.0 if kind == "kafka" else 20.0)
     try:
         yield running
@@ -105,7 +104,9 @@ def broker(request: pytest.FixtureRequest,
 
 def broker_engine(broker: BrokerProcess) -> str:
     """``tansu`` or ``kafka``: the kind of a ``broker`` fixture (workers tune fetches by it)."""
-    return getattr(broker, "engine", "tansu")
+    from streams.kafka_broker import KafkaBroker
+
+    return "kafka" if isinstance(broker, KafkaBroker) else "tansu"
 
 
 @dataclass
