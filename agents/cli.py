@@ -144,9 +144,28 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         asyncio.run(ensure_topics(settings, bootstrap))
         counts = asyncio.run(replay(bootstrap, topic, events, speedup=args.speedup,
                                     max_rate=args.max_rate, key_field=key_field,
+                                    keep_time=args.keep_time,
                                     client_options=kafka_client_options(settings)))
     _print_json(counts)
     return 0
+
+
+def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
+    """Exit 0 when every replayed record was consumed (dead letters included)."""
+    from agents.backfill import run_backfill
+    from streams.replay import detect_format, read_jsonl, read_sessions_tsv
+
+    path = Path(args.file)
+    fmt = args.format or detect_format(path)
+    events = read_jsonl(path) if fmt == "jsonl" else read_sessions_tsv(path)
+    if settings.embedded_broker:
+        print("livepulse: no LIVEPULSE_KAFKA_URL: the backfill runs on a local broker and "
+              "its outputs end with it", file=sys.stderr, flush=True)
+    with broker_for(settings) as bootstrap:
+        summary = run_backfill(settings, bootstrap, args.name, events, topic=args.topic,
+                               max_rate=args.max_rate, speedup=args.speedup)
+    _print_json(summary)
+    return 0 if summary["complete"] and not summary["failed"] else 1
 
 
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
@@ -471,7 +490,24 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--topic", choices=["clicks", "live"], default="clicks")
     rep.add_argument("--speedup", type=float, default=60.0, help="time compression factor")
     rep.add_argument("--max-rate", type=float, default=None, help="cap in events/s")
+    rep.add_argument("--keep-time", action="store_true",
+                     help="keep each event's recorded ts (a worker with a lifted "
+                          "LIVEPULSE_MAX_EVENT_AGE_S must read it; see `backfill`)")
     rep.set_defaults(func=cmd_replay)
+
+    back = sub.add_parser("backfill", help="re-process a recorded file with its original "
+                          "event times into topics, group and state of their own")
+    back.add_argument("file")
+    back.add_argument("--name", required=True,
+                      help="the backfill's name: topics <prefix>-backfill-NAME.*, app id "
+                           "<app id>-backfill-NAME")
+    back.add_argument("--format", choices=["jsonl", "sessions-tsv"], default=None)
+    back.add_argument("--topic", choices=["clicks", "live"], default="clicks")
+    back.add_argument("--max-rate", type=float, default=None,
+                      help="cap in events/s (default: none)")
+    back.add_argument("--speedup", type=float, default=float("inf"),
+                      help="pace by the recorded gaps divided by this (default: no pacing)")
+    back.set_defaults(func=cmd_backfill)
 
     topics = sub.add_parser("topics", help="create or list topics")
     topics.add_argument("action", choices=["create", "list"], nargs="?", default="list")

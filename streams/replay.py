@@ -9,11 +9,15 @@ Two input formats:
   epoch seconds. Rows become ``click`` events.
 
 Replay keeps the recorded gaps divided by ``speedup`` and stamps each event with the wall
-clock at send time, so ingest's time bounds accept years-old data.
+clock at send time, so ingest's time bounds accept years-old data. With ``keep_time`` the
+events keep their recorded ``ts`` (a backfill: :mod:`agents.backfill` runs the worker that
+accepts them).
 
 >>> events = [{"ts": 1_000, "user_id": "a"}, {"ts": 61_000, "user_id": "b"}]
 >>> [(due, e["ts"]) for due, e in retime(events, speedup=60.0, start_ms=5_000)]
 [(0.0, 5000), (1.0, 6000)]
+>>> [(due, e["ts"]) for due, e in retime(events, speedup=60.0, start_ms=5_000, keep_time=True)]
+[(0.0, 1000), (1.0, 61000)]
 """
 
 from __future__ import annotations
@@ -145,12 +149,13 @@ def read_events(path: str | Path) -> Iterator[Event]:
     return read_sessions_tsv(path)
 
 
-def retime(events: Iterable[Event], *, speedup: float,
-           start_ms: int) -> Iterator[tuple[float, Event]]:
+def retime(events: Iterable[Event], *, speedup: float, start_ms: int,
+           keep_time: bool = False) -> Iterator[tuple[float, Event]]:
     """Compress time: yield ``(due_offset_s, event)`` with gaps divided by ``speedup``.
 
     The first timed event is due at 0 and gets ``ts = start_ms``; later ones keep their
-    distance to it divided by ``speedup`` (``inf``: all at once). Dicts are copied, never
+    distance to it divided by ``speedup`` (``inf``: all at once). ``keep_time``: every
+    event keeps its own ``ts`` (only the pacing is compressed). Dicts are copied, never
     changed in place. Events without an integer ``ts`` (raw bytes, broken dicts) and events
     older than their predecessor are due with the previous one: offsets never go back.
     """
@@ -166,7 +171,8 @@ def retime(events: Iterable[Event], *, speedup: float,
         if first_ts is None:
             first_ts = ts
         offset_ms = max(offset_ms, (ts - first_ts) / speedup)
-        yield offset_ms / 1000.0, {**event, "ts": start_ms + int(offset_ms)}
+        yield offset_ms / 1000.0, (dict(event) if keep_time
+                                   else {**event, "ts": start_ms + int(offset_ms)})
 
 
 def _key(event: dict[str, Any], key_field: str) -> bytes | None:
@@ -176,13 +182,13 @@ def _key(event: dict[str, Any], key_field: str) -> bytes | None:
 
 async def replay(bootstrap: str, topic: str, events: Iterable[Event], *,
                  speedup: float = 60.0, max_rate: float | None = None,
-                 key_field: str = "user_id",
+                 key_field: str = "user_id", keep_time: bool = False,
                  client_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Produce ``events`` to ``topic`` at the recorded pace divided by ``speedup``.
 
-    Each dict's ``ts`` is set to the wall clock when it is sent; raw ``bytes`` go out
-    unchanged and without a key. ``max_rate`` (events/s) caps bursts. Returns counts:
-    ``sent``, ``raw``, ``failed``, ``elapsed_s`` and ``rate``.
+    Each dict's ``ts`` is set to the wall clock when it is sent (``keep_time``: left as
+    recorded); raw ``bytes`` go out unchanged and without a key. ``max_rate`` (events/s)
+    caps bursts. Returns counts: ``sent``, ``raw``, ``failed``, ``elapsed_s`` and ``rate``.
     """
     if max_rate is not None and max_rate <= 0:
         raise ValueError("max_rate must be > 0")
@@ -200,7 +206,8 @@ async def replay(bootstrap: str, topic: str, events: Iterable[Event], *,
     start = clock()
     try:
         next_free_s = 0.0
-        for due_s, event in retime(events, speedup=speedup, start_ms=wall_clock_ms()):
+        for due_s, event in retime(events, speedup=speedup, start_ms=wall_clock_ms(),
+                                   keep_time=keep_time):
             send_at = max(due_s, next_free_s)
             next_free_s = send_at + min_gap_s
             wait = start + send_at - clock()
@@ -212,7 +219,8 @@ async def replay(bootstrap: str, topic: str, events: Iterable[Event], *,
                 value, key = event, None
                 counts["raw"] += 1
             else:
-                event["ts"] = wall_clock_ms()
+                if not keep_time:
+                    event["ts"] = wall_clock_ms()
                 value, key = orjson.dumps(event), _key(event, key_field)
             future = await producer.send(topic, value, key=key)
             future.add_done_callback(on_delivery)
