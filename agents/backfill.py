@@ -81,17 +81,25 @@ def consumed(stats: dict[str, Any], inputs: set[str]) -> int:
             + sum(n for t, n in stats.get("dead_letters_by_topic", {}).items() if t in inputs))
 
 
-def hop_caught_up(stats: dict[str, Any], hop: str) -> bool:
-    """Whether the user pipeline has taken every record the room pipeline forwarded to it.
+def hop_caught_up(stats: dict[str, Any], live: str, hop: str) -> bool:
+    """Whether the user pipeline has handled every live event the room pipeline forwarded
+    to it: all but the hosts' product pins, which change the room only. (A producer retry
+    the room pipeline skipped is not forwarded either: then this waits for the stall.)
 
-    >>> hop_caught_up({"events_in": {"ua": 3}, "events_out": {"ua": 4}}, "ua")
+    >>> stats = {"events_in": {"live": 5, "ua": 3},
+    ...          "events_in_by_type": {"live": {"like": 4, "product_pin": 1}}}
+    >>> hop_caught_up(stats, "live", "ua")
     False
+    >>> hop_caught_up({**stats, "events_in": {"live": 5, "ua": 4}}, "live", "ua")
+    True
     """
-    return stats.get("events_in", {}).get(hop, 0) >= stats.get("events_out", {}).get(hop, 0)
+    events_in = stats.get("events_in", {})
+    pins = stats.get("events_in_by_type", {}).get(live, {}).get("product_pin", 0)
+    return events_in.get(hop, 0) >= events_in.get(live, 0) - pins
 
 
-async def wait_processed(worker: WorkerProcess, sent: int, inputs: set[str], hop: str,
-                         stall_s: float = STALL_S) -> tuple[dict[str, Any], bool]:
+async def wait_processed(worker: WorkerProcess, sent: int, inputs: set[str], live: str,
+                         hop: str, stall_s: float = STALL_S) -> tuple[dict[str, Any], bool]:
     """Poll the worker's stats until it has consumed ``sent`` input records and the hop
     has caught up; (last stats, complete). Gives up after ``stall_s`` without progress."""
     stats: dict[str, Any] = {}
@@ -103,7 +111,7 @@ async def wait_processed(worker: WorkerProcess, sent: int, inputs: set[str], hop
                                    f"{worker.process.returncode}; see {worker.log_path}")
             stats = await fetch_json(session, f"{worker.web_url}/api/stats") or stats
             seen = consumed(stats, inputs) + stats.get("events_in", {}).get(hop, 0)
-            if consumed(stats, inputs) >= sent and hop_caught_up(stats, hop):
+            if consumed(stats, inputs) >= sent and hop_caught_up(stats, live, hop):
                 return stats, True
             if seen > progress:
                 progress, progress_at = seen, time.monotonic()
@@ -132,7 +140,7 @@ def run_backfill(settings: Settings, bootstrap: str, name: str, events: Iterable
             client_options=kafka_client_options(own)))
         stats, complete = asyncio.run(wait_processed(
             worker, counts["sent"] - counts["failed"], set(names.inputs()),
-            names.user_activity))
+            names.live_events, names.user_activity))
         elapsed = time.monotonic() - started
     finally:
         stop_workers([worker])

@@ -370,16 +370,17 @@ def process_cpu_s(pid: int) -> float:
 async def sample_series(workers: list[Worker], names: TopicNames, stop: asyncio.Event,
                         out: list[dict[str, Any]], period: float = 1.0,
                         broker_pid: int | None = None) -> None:
-    """Append {t, us, processed, consumed, lag, cpu[, broker_cpu]} (summed over workers)
-    every period: events through the whole pipeline, input records consumed, backlog incl.
-    the hop, worker (and local broker) CPU seconds (``/proc/PID/stat``)."""
+    """Append {t, us, processed, consumed, lag, cpu, cpu_each[, broker_cpu]} (summed over
+    workers) every period: events through the whole pipeline, input records consumed,
+    backlog incl. the hop, worker CPU seconds (all, and each worker's) and the local
+    broker's (``/proc/PID/stat``)."""
     done, inputs, lagging = done_topics(names), input_topics(names), lag_topics(names)
     while not stop.is_set():
         t, us = time.monotonic(), wall_us()
         snaps = await asyncio.gather(*(asyncio.to_thread(scrape, w.web_url) for w in workers))
         if all(s is not None for s in snaps):
-            out.append({"t": t, "us": us,
-                        "cpu": sum(process_cpu_s(w.process.pid) for w in workers),
+            cpu_each = [process_cpu_s(w.process.pid) for w in workers]
+            out.append({"t": t, "us": us, "cpu": sum(cpu_each), "cpu_each": cpu_each,
                         "processed": sum(total(s, "livepulse_events_in_total", done)
                                          for s in snaps),
                         "consumed": sum(total(s, "livepulse_events_in_total", inputs)
@@ -421,8 +422,10 @@ def drain_rate(samples: list[dict[str, Any]], target: float, skip_s: float = 2.0
     count = last["processed"] - first["processed"]
     cpu = last.get("cpu", 0.0) - first.get("cpu", 0.0)  # worker CPU s over the same window
     broker = last.get("broker_cpu", 0.0) - first.get("broker_cpu", 0.0)
+    each = zip(first.get("cpu_each", []), last.get("cpu_each", []), strict=False)
     return {"events_per_s": round(count / span, 1),
             "broker_cores": round(broker / span, 2) if "broker_cpu" in last else None,
+            "worker_cores": [round((b - a) / span, 2) for a, b in each],
             "window_s": round(span, 1),
             "cpu_s": round(cpu, 2),
             "cpu_us_per_event": round(cpu * 1e6 / count, 1) if count > 0 and cpu > 0 else None,
@@ -983,6 +986,17 @@ def verdict(met: bool | None) -> str:
     return {True: "met", False: "**not met**", None: "not measured"}[met]
 
 
+def cores(run: dict[str, Any]) -> str:
+    """The CPU cores of each worker and of the broker over a drain window, for a table.
+
+    >>> cores({"drain": {"worker_cores": [0.9, 0.81], "broker_cores": 0.4}})
+    'workers 0.90 + 0.81, broker 0.40'
+    """
+    drain = run.get("drain", {})
+    each = " + ".join(fmt(c, 2) for c in drain.get("worker_cores") or []) or "n/a"
+    return f"workers {each}, broker {fmt(drain.get('broker_cores'), 2)}"
+
+
 def render_markdown(results: dict[str, Any], command: str) -> str:
     """The RESULTS.md section of one run."""
     m, th, mem = results["machine"], results["throughput"], results["memory"]
@@ -1045,8 +1059,9 @@ def render_markdown(results: dict[str, Any], command: str) -> str:
     sc = results.get("scaling")
     if sc:
         lines.append(
-            f"| scaling | 1 worker {fmt(sc['one']['events_per_s'])}/s, 2 workers "
-            f"{fmt(sc['two']['events_per_s'])}/s: x{fmt(sc['ratio'], 2)} | >= 1.8x | "
+            f"| scaling | 1 worker {fmt(sc['one']['events_per_s'])}/s (cores "
+            f"{cores(sc['one'])}), 2 workers {fmt(sc['two']['events_per_s'])}/s (cores "
+            f"{cores(sc['two'])}): x{fmt(sc['ratio'], 2)} | >= 1.8x | "
             f"{verdict(tg['scaling_2_workers']['met'])} |")
     else:
         lines.append("| scaling | not run | >= 1.8x | not measured |")

@@ -152,6 +152,7 @@ async def produce(opts: dict[str, Any]) -> dict[str, Any]:
             failed += 1
 
     total = Counter[str]()
+    kinds = Counter[str]()
     window = Counter[str]()
     expected_total = expected_window = 0
     first_us = last_us = 0
@@ -189,6 +190,7 @@ async def produce(opts: dict[str, Any]) -> dict[str, Any]:
                     expected = (rec.stream != "catalog") if relay else (
                         fires(rec.stream, kind) or (pipeline and recommends(rec.stream, kind)))
                     total[rec.stream] += 1
+                    kinds[f"{rec.stream}:{kind}"] += 1
                     expected_total += expected
                     if in_window:
                         window[f"{rec.stream}:{kind}"] += 1
@@ -205,7 +207,9 @@ async def produce(opts: dict[str, Any]) -> dict[str, Any]:
     in_window = sum(window.values())
     span_s = max(1e-6, (last_us - first_us) / 1e6)
     return {"started_us": started_us, "window_from_us": first_us, "window_to_us": last_us,
-            "sent_total": sum(total.values()), "sent_window": in_window,
+            "sent_total": sum(total.values()), "sent_by_stream": dict(total),
+            "sent_by_kind": dict(kinds),
+            "sent_window": in_window,
             "rate_window": round(in_window / span_s, 1), "expected_total": expected_total,
             "expected_window": expected_window, "failed": failed,
             "mix_window": dict(window.most_common())}

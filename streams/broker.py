@@ -228,13 +228,15 @@ BROKER_ENGINES = ("tansu", "kafka")
 
 
 def local_broker(engine: str = "tansu", *, storage: str = "memory://tansu/", binary: str = "",
-                 log_path: str | Path | None = None, port: int | None = None) -> BrokerProcess:
+                 log_path: str | Path | None = None, port: int | None = None,
+                 kafka_properties: Mapping[str, str] | None = None) -> BrokerProcess:
     """The local broker for ``engine``: ``tansu`` (embedded, zero set-up) or ``kafka``
-    (Apache Kafka KRaft, see :mod:`streams.kafka_broker`)."""
+    (Apache Kafka KRaft, see :mod:`streams.kafka_broker`; ``kafka_properties``: extra
+    ``server.properties``)."""
     if engine == "kafka":
         from streams.kafka_broker import KafkaBroker
 
-        return KafkaBroker(port=port, log_path=log_path)
+        return KafkaBroker(port=port, log_path=log_path, properties=kafka_properties)
     if engine != "tansu":
         raise BrokerError(f"unknown broker engine {engine!r} (one of {BROKER_ENGINES})")
     return EmbeddedBroker(port=port, storage=storage, binary=binary, log_path=log_path)

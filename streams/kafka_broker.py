@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 from streams.broker import BrokerError, BrokerProcess, free_port
@@ -86,14 +87,19 @@ class KafkaBroker(BrokerProcess):
 
         with KafkaBroker() as broker:
             print(broker.bootstrap)   # 127.0.0.1:40123
+
+    ``properties``: extra ``server.properties`` lines, e.g. ``{"log.roll.ms": "60000"}`` so
+    that a soak's retention (which deletes closed segments only) takes effect in minutes.
     """
 
     name = "Apache Kafka"
 
     def __init__(self, *, host: str = "127.0.0.1", port: int | None = None,
                  log_path: str | Path | None = None, version: str = KAFKA_VERSION,
-                 java: str = "", partitions: int = 1) -> None:
+                 java: str = "", partitions: int = 1,
+                 properties: Mapping[str, str] | None = None) -> None:
         super().__init__(host=host, port=port, log_path=log_path)
+        self.extra_properties = dict(properties or {})
         self.controller_port = free_port(host)
         self.version = version
         self.java = java or shutil.which("java") or "java"
@@ -115,6 +121,7 @@ class KafkaBroker(BrokerProcess):
             "transaction.state.log.num.partitions=4",
             "group.initial.rebalance.delay.ms=0",  # a lone consumer joins at once
             "auto.create.topics.enable=true", "log.retention.check.interval.ms=30000",
+            *(f"{name}={value}" for name, value in self.extra_properties.items()),
         ]) + "\n"
 
     def prepare(self) -> None:

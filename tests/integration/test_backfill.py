@@ -59,3 +59,30 @@ def test_month_old_recording_is_backfilled_with_its_own_times(broker: Any,
     # production's topics were not even created
     created = asyncio.run(list_topics(broker.bootstrap))
     assert not [t for t in created if t.startswith(f"{settings.topic_prefix}.")]
+
+
+def test_live_recording_backfill_waits_for_the_user_hop(broker: Any, tmp_path: Path) -> None:
+    settings = unique_settings(tmp_path, broker)
+    recorded_at = now_ms() - 10 * DAY_MS
+    kinds = ["join", "like", "comment", "product_pin", "like"]
+    events = [{"event_id": f"bl-{i}", "type": kinds[i % 5], "ts": recorded_at + i * 500,
+               "room_id": f"bl-r{i % 2}", "user_id": f"bl-u{i % 4}", "text": "多少钱?",
+               "item_id": "i1"} for i in range(20)]
+    recording = tmp_path / "live.jsonl"
+    recording.write_bytes(b"\n".join(orjson.dumps(e) for e in events))
+
+    out = subprocess.run([sys.executable, "-m", "agents.cli", "backfill", str(recording),
+                          "--name", "live", "--topic", "live"], cwd=REPO,
+                         env={**os.environ, **settings.to_env()}, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (summary["sent"], summary["consumed"], summary["complete"]) == (20, 20, True)
+    assert summary["dead_letters_by_reason"] == {}
+    own = topic_names(backfill_settings(settings, "live"))
+    # every event but the 4 product pins reached the user pipeline, with its recorded time
+    forwarded = asyncio.run(read_topic(broker.bootstrap, own.user_activity,
+                                       until=lambda r: sum(len(orjson.loads(x.value))
+                                                           for x in r) >= 16, timeout=60))
+    times = sorted(e["ts"] for r in forwarded for e in orjson.loads(r.value))
+    assert times == sorted(e["ts"] for e in events if e["type"] != "product_pin")
