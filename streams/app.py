@@ -101,7 +101,11 @@ class WorkerHooks:
     (read positions for the lag metric). ``bootstrap``: the brokers, for the true
     log-end probe (:func:`log_ends`). ``commit_gate``: under ``exactly_once``, held by a
     commit from fixing its offsets until its transactions are committed, and by each
-    batch handler call (see :meth:`_LowLatencyConsumer.commit`).
+    batch handler call (see :meth:`_LowLatencyConsumer.commit`). ``routed_sources``: the
+    input topics whose partition p feeds partition p of the tables served through
+    ``table_route``; until a new owner has read a handed-over partition of them up to the
+    log end it found, a key missing from its table is "recovering", not unknown
+    (:class:`streams.routing.OwnerRouter`).
     """
 
     settings: Settings | None = None
@@ -110,6 +114,7 @@ class WorkerHooks:
     before_commit: list[BeforeCommit] = field(default_factory=list)
     after_batch: list[Callable[[Any, int], None]] = field(default_factory=list)
     commit_gate: asyncio.Lock = field(default_factory=asyncio.Lock)
+    routed_sources: tuple[str, ...] = ()
 
 
 _HOOKS: weakref.WeakKeyDictionary[Any, WorkerHooks] = weakref.WeakKeyDictionary()

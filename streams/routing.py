@@ -16,6 +16,11 @@ It also answers a truthful ``503`` instead of a false ``404`` while no live owne
   rebalance is under way);
 * ``recovering``: this worker owns the partition but its tables are still being recovered
   from the changelogs (or a rebalance is in progress) and the key is not there yet;
+* ``catching_up``: the partition was handed over to this worker and it has not yet re-read
+  its sources (``routed_sources`` of :class:`streams.app.WorkerHooks`) up to the log end it
+  found there, and the key is not there yet: a previous owner killed before its offset
+  commit had served users from records whose state the changelog does not hold until this
+  worker has processed them again (the transient 404s of a takeover, issue 16);
 * ``owner_unreachable``: the owner named by the assignment does not answer (killed, and the
   group has not noticed yet).
 
@@ -32,9 +37,13 @@ from typing import Any
 import aiohttp
 from faust.app.router import Router
 from faust.exceptions import SameNode
+from faust.types import TP
 from faust.types.core import K
 from faust.types.web import Request, Response, Web
 from yarl import URL
+
+from streams.app import hooks_of
+from streams.outputs import partition_for
 
 log = logging.getLogger("livepulse.routing")
 HOP_TIMEOUT_S = 10.0  # one routed request; an owner slower than this is reported unreachable
@@ -57,6 +66,9 @@ class OwnerRouter(Router):
     """``app.router`` (Faust's ``Router`` setting) routing by the raw key's partition."""
 
     _last_unreachable_log = 0.0
+    _generation: int | None = None
+    _handover_ends: dict[TP, int]
+    _caught_up: set[int]
 
     def key_store(self, table_name: str, key: K) -> URL:
         """The URL of the worker owning ``key``'s partition (KeyError: none known)."""
@@ -79,8 +91,12 @@ class OwnerRouter(Router):
             return await asyncio.wait_for(self._route_req(dest_url, web, request),
                                           HOP_TIMEOUT_S)
         except SameNode:
-            if self._still_loading(table_name, key):
+            if key in self._get_table(table_name):
+                raise
+            if self._still_loading():
                 return unavailable(web, "recovering", key)
+            if self._catching_up(key):
+                return unavailable(web, "catching_up", key)
             raise
         except (TimeoutError, aiohttp.ClientError, OSError) as error:
             now = time.monotonic()
@@ -105,10 +121,46 @@ class OwnerRouter(Router):
     def _is_self(self, url: URL) -> bool:
         return self._urlident(url) == self._urlident(self.app.conf.canonical_url)
 
-    def _still_loading(self, table_name: str, key: K) -> bool:
+    def _still_loading(self) -> bool:
         app: Any = self.app
-        loading = bool(getattr(app, "in_recovery", False) or getattr(app, "rebalancing", False))
-        return loading and key not in self._get_table(table_name)
+        return bool(getattr(app, "in_recovery", False) or getattr(app, "rebalancing", False))
+
+    def _catching_up(self, key: K) -> bool:
+        """Whether the partition of ``key`` (owned here) is not yet read up to the handover
+        end in every routed source: the first log end seen after the assignment, which
+        covers whatever the previous owner had read. Once reached, the partition stays
+        caught up until the next rebalance (later lag is new traffic: unknown keys in it
+        are truly unknown)."""
+        app: Any = self.app
+        hooks = hooks_of(app)
+        if not hooks.routed_sources:
+            return False
+        generation = app.consumer_generation_id
+        if generation != self._generation:
+            self._generation, self._handover_ends, self._caught_up = generation, {}, set()
+        partitions = hooks.settings.partitions if hooks.settings else app.conf.topic_partitions
+        partition = partition_for(raw_key(key), partitions)
+        if partition in self._caught_up:
+            return False
+        try:
+            consumer = app.consumer
+            assignment = consumer.assignment()
+            for topic in hooks.routed_sources:
+                tp = TP(topic, partition)
+                if tp not in assignment:
+                    continue
+                end = self._handover_ends.get(tp)
+                if end is None:
+                    end = consumer.highwater(tp)
+                    if end is None:  # no fetch answered yet
+                        return True
+                    self._handover_ends[tp] = end
+                if (consumer._read_offset.get(tp) or 0) < end:
+                    return True
+        except Exception:  # the consumer is stopping or restarting: nothing to tell
+            return False
+        self._caught_up.add(partition)
+        return False
 
 
 def unavailable(web: Web, error: str, key: K, **extra: Any) -> Response:

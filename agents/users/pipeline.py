@@ -215,6 +215,7 @@ def register(engine: Engine, catalog: Any, headlines: Any, promo: PromoTriggers,
                           anomalies.note_user if anomalies is not None else None)
     for name in (names.clicks, names.user_activity):
         engine.hooks.batch_handlers[name] = handler
+    engine.hooks.routed_sources = (names.clicks, names.user_activity)  # profile routes
     subscribe(app, app.topic(names.clicks, names.user_activity,
                              partitions=settings.partitions, **RAW), handler.name)
     control = app.topic(names.consent, names.erasure, partitions=settings.partitions, **RAW)

@@ -6,8 +6,8 @@ rejoin, every user's profile must be served (``200`` with the right event count)
 workers: ``table_route`` sends each request to the worker that owns the user's partition
 (:mod:`streams.routing`), and nothing else (no Redis copy) can answer for it. From the kill
 to the end a poller asks both workers for every user all the time: while no live owner is
-known the answer is ``503`` (``owner_unreachable``, ``not_owner_yet``, ``recovering``),
-never a false ``404``.
+known the answer is ``503`` (``owner_unreachable``, ``not_owner_yet``, ``recovering``,
+``catching_up``), never a false ``404``.
 """
 
 from __future__ import annotations
