@@ -519,6 +519,8 @@ def paced(ctx: Context, worker: Worker, rate: float, warmup: float, duration: fl
     async def run() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         collector = OutputCollector(ctx.bootstrap, [names.recommendations, names.promo_triggers],
                                     wall_us())
+        if worker.settings.processing_guarantee == "exactly_once":
+            collector.isolation_level = "read_committed"
         opts = {"bootstrap": ctx.bootstrap, "rate": rate, "warmup": warmup,
                 "duration": duration, "seed": ctx.seed, "rooms": ctx.rooms,
                 "users": ctx.plan.users, "items": ctx.items, "linger_ms": 5,

@@ -220,6 +220,9 @@ class Collector:
     """Consumes the measured topic(s) on manual assignment and keeps (sent, received) pairs."""
 
     from_end = False  # True: skip what the topics held before (earlier runs)
+    # "read_committed" when the worker runs exactly_once: an output counts once its
+    # transaction commits, as a transactional consumer downstream sees it
+    isolation_level = "read_uncommitted"
 
     def __init__(self, bootstrap: str, topic: str | list[str], partitions: int) -> None:
         self.bootstrap, self.partitions = bootstrap, partitions
@@ -229,7 +232,8 @@ class Collector:
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, fetch_max_wait_ms=10,
-                                    enable_auto_commit=False, group_id=None)
+                                    enable_auto_commit=False, group_id=None,
+                                    isolation_level=self.isolation_level)
         await consumer.start()
         try:
             tps = [TopicPartition(t, p) for t in self.topics for p in range(self.partitions)]
