@@ -65,9 +65,13 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 async def wait_until_ready(bootstrap: str, timeout: float,
-                           alive: Callable[[], bool] | None = None) -> None:
-    """Return once the broker answers a metadata request; raise BrokerError on timeout, or
-    as soon as ``alive()`` says the broker's process is gone."""
+                           alive: Callable[[], bool] | None = None,
+                           coordinator: bool = False) -> None:
+    """Return once the broker answers a metadata request (and, with ``coordinator``, names
+    a group coordinator: a fresh Apache Kafka creates its offsets topic on the first such
+    request and answers "not available" until then, which a worker's consumer would log
+    as an ERROR); raise BrokerError on timeout, or as soon as ``alive()`` says the
+    broker's process is gone."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     deadline = time.monotonic() + timeout
@@ -92,6 +96,8 @@ async def wait_until_ready(bootstrap: str, timeout: float,
         try:
             await admin.start()
             await admin.list_topics()
+            if coordinator:
+                await admin.find_coordinator("livepulse-ready")
             return
         except Exception as exc:
             last_error = exc
@@ -108,6 +114,7 @@ class BrokerProcess:
     it answers, stop it (and ``cleanup``) on exit. Subclasses say what to run."""
 
     name = "broker"
+    wait_for_coordinator = False  # ready only once a group coordinator is named
 
     def __init__(self, *, host: str = "127.0.0.1", port: int | None = None,
                  log_path: str | Path | None = None,
@@ -151,7 +158,8 @@ class BrokerProcess:
         process = self.process
         try:
             asyncio.run(wait_until_ready(self.bootstrap, timeout,
-                                         alive=lambda: process.poll() is None))
+                                         alive=lambda: process.poll() is None,
+                                         coordinator=self.wait_for_coordinator))
             if process.poll() is not None:
                 raise BrokerError("exited")
         except BrokerError as exc:

@@ -93,6 +93,7 @@ class KafkaBroker(BrokerProcess):
     """
 
     name = "Apache Kafka"
+    wait_for_coordinator = True  # its offsets topic is created on the first FindCoordinator
 
     def __init__(self, *, host: str = "127.0.0.1", port: int | None = None,
                  log_path: str | Path | None = None, version: str = KAFKA_VERSION,
