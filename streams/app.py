@@ -44,6 +44,7 @@ DEFAULT_FETCH_MAX_WAIT_MS = 10
 # records per handle_batch call: bounds how long one call holds the event loop (~150 µs
 # per event: ~40 ms), so other partitions, timers and the web wait no longer than that
 MAX_BATCH = 256
+MAX_RESEEKS = 5  # re-seeks of a partition whose first batch after a seek starts past it
 
 
 async def log_ends(bootstrap: str, reported: Mapping[Any, int],
@@ -211,6 +212,20 @@ class _LowLatencyConsumer(faust_aiokafka.Consumer):
             return done + 1
         return super()._new_offset(tp)
 
+    async def perform_seek(self) -> None:
+        """Faust's seek to the committed offsets (after a rebalance's recovery, and when flow
+        stopped); the first batch of each partition after it is checked to start there.
+
+        A takeover on Apache Kafka lost room events (issue 16): after this seek, the first
+        batch of a partition could start far past the committed offset (records fetched from
+        the position before the rebalance), past records fetched and dropped when flow
+        stopped; handled, it moved the read offset past them and the re-read skipped them.
+        Such a batch is not handled: the partition is sought to the committed offset again
+        (up to :data:`MAX_RESEEKS` times; then, e.g. when retention deleted those records,
+        the batch is taken as it is)."""
+        await super().perform_seek()
+        self.__dict__["_lp_sought"] = dict.fromkeys(self.assignment(), 0)
+
     async def on_partitions_revoked(self, revoked: Any) -> None:
         done = self._batch_done()
         for tp in revoked:
@@ -272,6 +287,16 @@ class _LowLatencyConsumer(faust_aiokafka.Consumer):
                     if handler is None:
                         await self._per_message(tp, recs, callback, to_message)
                         continue
+                    sought = self.__dict__.get("_lp_sought")
+                    if sought and tp in sought and not transactional:
+                        if last is not None and recs[0].offset > last \
+                                and sought[tp] < MAX_RESEEKS:
+                            # the first batch after a seek starts past the offset sought:
+                            # records fetched before it; re-read from there, skip nothing
+                            sought[tp] += 1
+                            await self.seek(tp, last)
+                            continue
+                        del sought[tp]
                     if monitor is not None:
                         monitor.track_tp_end_offset(tp, self.highwater(tp))
                     for start in range(0, len(recs), MAX_BATCH):

@@ -247,3 +247,25 @@ def test_under_exactly_once_no_handler_runs_while_a_commit_holds_the_gate() -> N
     start, end = order.index("commit starts"), order.index("commit ends")
     assert not [x for x in order[start:end] if x.startswith("handled")], order
     assert {"handled 0", "handled 1"} <= set(order)
+
+
+def test_a_first_batch_past_the_sought_offset_is_not_handled_but_read_again() -> None:
+    """After a seek to the committed offset (157), a batch starting at 298 holds records
+    fetched before it: handled, the re-read would skip 157..297 (issue 16)."""
+    app = FakeApp()
+    handler = Handler(app)
+    tp = TP("t.live-events", 0)
+    fake = fake_consumer([{tp: [Rec(298), Rec(299)]}, {tp: [Rec(157), Rec(158)]},
+                          {tp: [Rec(159)]}], {"t.live-events": handler}, app)
+    fake._read_offset[tp] = 157
+    fake.__dict__["_lp_sought"] = {tp: 0}
+    sought: list[tuple[TP, int]] = []
+
+    async def seek(partition: TP, offset: int) -> None:
+        sought.append((partition, offset))
+        fake._read_offset[partition] = offset
+
+    fake.seek = seek
+    drain(fake)
+    assert sought == [(tp, 157)]
+    assert handler.calls == [(tp, [157, 158]), (tp, [159])]
