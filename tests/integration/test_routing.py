@@ -28,7 +28,7 @@ import pytest
 from streams.broker import free_port
 from streams.ingest import now_ms
 from streams.topics import topic_names
-from tests.conftest import broker_engine, unique_settings
+from tests.conftest import unique_settings
 from tests.integration.test_faults import FAULT_SETTINGS, assigned
 from tests.integration.test_pipeline import produce
 from tests.integration.test_serving import wait_for
@@ -121,14 +121,7 @@ class Poller:
 
 
 def test_every_profile_served_by_both_workers_after_a_killed_worker_rejoins(
-        broker: Any, worker_factory: Any, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    # After the seek fix in streams/app.py (which removed a loss of first events behind it):
-    # 10 of 10 runs passed on Kafka and 9 of 10 on Tansu next to a CPU load, but it failed
-    # once more on each broker in clean-clone CI runs (2026-12-07); cause open (issue 16)
-    request.applymarker(pytest.mark.xfail(strict=False, reason=(
-        f"intermittent on {broker_engine(broker)}: failed in 1 of 11 (Kafka) and 2 of 11 "
-        "(Tansu) runs on 2026-12-07 after the seek fix; cause open")))
+        broker: Any, worker_factory: Any, tmp_path: Path) -> None:
     settings = unique_settings(tmp_path, broker, **FAULT_SETTINGS, partitions=4)
     topic = topic_names(settings).clicks
     survivor = worker_factory(settings, "survivor")
