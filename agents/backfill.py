@@ -42,6 +42,7 @@ import aiohttp
 from agents.demo import (
     WORKER_READY_TIMEOUT_S,
     WorkerProcess,
+    consumed,
     fetch_json,
     start_worker,
     stop_workers,
@@ -69,16 +70,6 @@ def backfill_settings(settings: Settings, name: str) -> Settings:
         max_event_age_s=ANY_AGE_S, data_dir=str(Path(settings.data_dir) / tag),
         redis_namespace=f"{settings.redis_namespace}-{tag}", clickhouse_url="",
         web_port=free_port(settings.web_host))
-
-
-def consumed(stats: dict[str, Any], inputs: set[str]) -> int:
-    """Input records a worker has consumed: handled or dead-lettered.
-
-    >>> consumed({"events_in": {"a": 5, "hop": 9}, "dead_letters_by_topic": {"a": 1}}, {"a"})
-    6
-    """
-    return (sum(n for t, n in stats.get("events_in", {}).items() if t in inputs)
-            + sum(n for t, n in stats.get("dead_letters_by_topic", {}).items() if t in inputs))
 
 
 def hop_caught_up(stats: dict[str, Any], live: str, hop: str) -> bool:

@@ -427,6 +427,26 @@ def source_checkout() -> Path | None:
     return root if (root / "benchmarks" / "bench_pipeline.py").is_file() else None
 
 
+def bench_argv(args: argparse.Namespace, settings: Settings) -> list[str]:
+    """The ``benchmarks.bench_pipeline`` arguments of a ``livepulse bench`` command line.
+
+    >>> args = build_parser().parse_args(["bench", "--quick", "--events", "100000"])
+    >>> bench_argv(args, Settings.from_env({}))
+    ['--quick', '--broker', 'tansu', '--events', '100000']
+    """
+    argv = ["--out", str(Path(args.out).resolve())] if args.out else []
+    bootstrap = args.bootstrap or ("" if settings.embedded_broker else settings.bootstrap_servers)
+    argv += ["--bootstrap", bootstrap] if bootstrap else []
+    argv += ["--clickhouse", args.clickhouse] if args.clickhouse else []
+    argv += [flag for flag, on in (("--quick", args.quick), ("--scaling", args.scaling)) if on]
+    argv += ["--broker", args.broker or settings.broker_engine]
+    for flag, value in (("--events", args.events), ("--sustain", args.sustain)):
+        argv += [flag, str(value)] if value is not None else []
+    for item in args.set:
+        argv += ["--set", item]
+    return argv
+
+
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     """Run ``python -m benchmarks.bench_pipeline`` of the source checkout in a child process;
     it prints its result as one JSON object on the last line."""
@@ -436,14 +456,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
               f"{Path(__file__).resolve().parent}); run it from a clone of the repository",
               file=sys.stderr)
         return 2
-    argv = ["--out", str(Path(args.out).resolve())] if args.out else []
-    bootstrap = args.bootstrap or ("" if settings.embedded_broker else settings.bootstrap_servers)
-    argv += ["--bootstrap", bootstrap] if bootstrap else []
-    argv += ["--clickhouse", args.clickhouse] if args.clickhouse else []
-    argv += [flag for flag, on in (("--quick", args.quick), ("--scaling", args.scaling)) if on]
-    argv += ["--broker", args.broker or settings.broker_engine]
-    for item in args.set:
-        argv += ["--set", item]
+    argv = bench_argv(args, settings)
     path = os.pathsep.join(p for p in (str(checkout), os.environ.get("PYTHONPATH", "")) if p)
     process = subprocess.Popen([sys.executable, "-m", BENCH_MODULE, *argv], cwd=checkout,
                                env={**os.environ, "PYTHONPATH": path})
@@ -590,6 +603,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--broker", choices=["tansu", "kafka"], default=None,
                        help="local broker without --bootstrap (default: "
                        "LIVEPULSE_BROKER_ENGINE, tansu)")
+    bench.add_argument("--events", type=int, default=None,
+                       help="backlog size of the drain phase (default: the benchmark's plan)")
+    bench.add_argument("--sustain", type=float, default=None,
+                       help="seconds of the paced verification phase (default: the plan's)")
     bench.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                        help="a setting of every benchmark worker (repeatable), e.g. "
                        "fetch_min_bytes=65536")

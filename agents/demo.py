@@ -419,6 +419,16 @@ async def _collect(workers: list[WorkerProcess]) -> list[dict[str, Any]]:
     return [s for s in found if s]
 
 
+def consumed(stats: dict[str, Any], inputs: set[str]) -> int:
+    """Input records a worker has consumed: handled or dead-lettered.
+
+    >>> consumed({"events_in": {"a": 5, "hop": 9}, "dead_letters_by_topic": {"a": 1}}, {"a"})
+    6
+    """
+    return (sum(n for t, n in stats.get("events_in", {}).items() if t in inputs)
+            + sum(n for t, n in stats.get("dead_letters_by_topic", {}).items() if t in inputs))
+
+
 async def _drain(workers: list[WorkerProcess], produced_total: int,
                  names: TopicNames) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Wait until the workers have consumed every produced record (good or bad); return
@@ -431,9 +441,7 @@ async def _drain(workers: list[WorkerProcess], produced_total: int,
     seen = 0
     while time.monotonic() < deadline:
         stats = await _collect(workers)
-        seen = sum(n for s in stats for t, n in s.get("events_in", {}).items() if t in inputs)
-        seen += sum(n for s in stats for t, n in s.get("dead_letters_by_topic", {}).items()
-                    if t in inputs)
+        seen = sum(consumed(s, inputs) for s in stats)
         if seen >= produced_total:
             break
         await asyncio.sleep(0.25)

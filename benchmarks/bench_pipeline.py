@@ -243,6 +243,20 @@ def scrape(web_url: str) -> list[tuple[str, dict[str, str], float]] | None:
             for s in family.samples]
 
 
+def by_label(samples: list[tuple[str, dict[str, str], float]] | None, name: str,
+             label: str) -> dict[str, int]:
+    """The samples of counter ``name`` summed by the value of ``label``.
+
+    >>> by_label([("a", {"topic": "x"}, 2.0), ("a", {"topic": "x"}, 3.0)], "a", "topic")
+    {'x': 5}
+    """
+    out: dict[str, int] = {}
+    for n, labels, value in samples or ():
+        if n == name:
+            out[labels.get(label, "")] = out.get(labels.get(label, ""), 0) + int(value)
+    return out
+
+
 def total(samples: list[tuple[str, dict[str, str], float]] | None, name: str,
           topics: set[str] | None = None) -> float:
     """Sum of one series (optionally only the children whose ``topic`` is in ``topics``).

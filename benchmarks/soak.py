@@ -53,6 +53,7 @@ from benchmarks.bench_pipeline import (
     PLANS,
     Context,
     Worker,
+    by_label,
     done_topics,
     input_topics,
     lag_topics,
@@ -170,16 +171,6 @@ def broker_figures(samples: list[dict[str, Any]], opts: Options) -> dict[str, An
     return {"rss_first_mb": warm[0]["broker_rss_mb"], "rss_last_mb": warm[-1]["broker_rss_mb"],
             "cpu_cores_mean": cores(with_broker[0], with_broker[-1]),
             "cpu_cores_last_fifth": cores(tail[0], tail[-1])}
-
-
-def by_label(snap: list[tuple[str, dict[str, str], float]] | None, name: str,
-             label: str) -> dict[str, int]:
-    """The samples of counter ``name`` summed by ``label``."""
-    out: dict[str, int] = {}
-    for n, labels, value in snap or []:
-        if n == name:
-            out[labels.get(label, "")] = out.get(labels.get(label, ""), 0) + int(value)
-    return out
 
 
 def account_outputs(bootstrap: str, worker: Worker, attempts: int = 15) -> dict[str, Any]:
