@@ -440,7 +440,8 @@ def bench_argv(args: argparse.Namespace, settings: Settings) -> list[str]:
     argv += ["--clickhouse", args.clickhouse] if args.clickhouse else []
     argv += [flag for flag, on in (("--quick", args.quick), ("--scaling", args.scaling)) if on]
     argv += ["--broker", args.broker or settings.broker_engine]
-    for flag, value in (("--events", args.events), ("--sustain", args.sustain)):
+    for flag, value in (("--events", args.events), ("--sustain", args.sustain),
+                        ("--rates", args.rates)):
         argv += [flag, str(value)] if value is not None else []
     for item in args.set:
         argv += ["--set", item]
@@ -607,6 +608,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="backlog size of the drain phase (default: the benchmark's plan)")
     bench.add_argument("--sustain", type=float, default=None,
                        help="seconds of the paced verification phase (default: the plan's)")
+    bench.add_argument("--rates", default=None,
+                       help='latency rates, comma-separated events/s or "max80" '
+                       "(default: the plan's)")
     bench.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                        help="a setting of every benchmark worker (repeatable), e.g. "
                        "fetch_min_bytes=65536")

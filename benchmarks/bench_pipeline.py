@@ -2,6 +2,8 @@
 
     python -m benchmarks.bench_pipeline [--quick] [--scaling] [--out benchmarks/RESULTS.md]
         [--bootstrap HOST:PORT] [--redis URL | --redis ""] [--clickhouse URL]
+        [--broker tansu|kafka] [--events N] [--sustain S] [--rates 1000,5000,max80]
+        [--set NAME=VALUE ...]
     livepulse bench [--quick] [--out ...] [--bootstrap HOST:PORT]
 
 One real ``livepulse worker`` runs the complete pipeline (validation, room insights,
@@ -1249,6 +1251,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--clickhouse", default="", help="ClickHouse URL of the history sink")
     parser.add_argument("--events", type=int, default=None, help="backlog size")
     parser.add_argument("--sustain", type=float, default=None, help="verification seconds")
+    parser.add_argument("--rates", default="",
+                        help='latency rates, comma-separated events/s or "max80" (default: '
+                        "the plan's), e.g. 1000 to compare settings at a rate both sustain")
     parser.add_argument("--render", default="", help="only rewrite --out from this results JSON")
     args = parser.parse_args(argv)
     if args.render:
@@ -1265,6 +1270,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         changes["sustain_s"] = args.sustain
     if args.scaling:
         changes["scaling"] = True
+    if args.rates:
+        changes["rates"] = tuple(r.strip() for r in args.rates.split(",") if r.strip())
     plan = dataclasses.replace(plan, **changes)
     overrides = dict(item.split("=", 1) for item in args.set)
     redis = Settings().redis_url if args.redis is None else args.redis
