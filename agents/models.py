@@ -96,6 +96,8 @@ class ModelHost:
         self.propensity = PurchasePropensity(seed=settings.model_seed)
         self.leave_risk = LeaveRisk(seed=settings.model_seed)
         self.recent_recs: OrderedDict[str, list[str]] = OrderedDict()
+        # never more sessions' last recommendations than sessions the recommender remembers
+        self.recent_recs_cap = min(RECENT_RECS, settings.recs_max_sessions)
         self.scores: OrderedDict[str, dict[str, float]] = OrderedDict()
         self.hits = _Window(HR_WINDOW)
         self.ranks = _Window(HR_WINDOW)
@@ -142,7 +144,8 @@ class ModelHost:
         self.learned += 1
         ranked = self.recommender.rank(self._rank_query(
             session, user, ts, profile_view, room_context, personal), k=self.k)
-        self._remember(self.recent_recs, session, [r["item_id"] for r in ranked], RECENT_RECS)
+        self._remember(self.recent_recs, session, [r["item_id"] for r in ranked],
+                       self.recent_recs_cap)
         if not ranked:
             return None
         return Recommendation(
@@ -270,10 +273,28 @@ class ModelHost:
             "restored": self.restored,
         }
 
+    def state_fill(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """Entries and cap of each bounded per-session or per-example store, by (model,
+        store): how far memory is from its ceiling (the soak and ops dashboards read it)."""
+        rec = self.recommender.stats()
+        return {
+            ("recommender", "sessions"): (rec["sessions"], rec["max_sessions"]),
+            ("recommender", "items"): (rec["items"], rec["max_items"]),
+            ("recommender", "users"): (rec["users"], rec["max_users"]),
+            ("recommender", "recent_recs"): (len(self.recent_recs), self.recent_recs_cap),
+            ("propensity", "pending"): (len(self.propensity.labels),
+                                        self.propensity.labels.max_pending),
+            ("leave_risk", "pending"): (len(self.leave_risk.labels),
+                                        self.leave_risk.labels.max_pending),
+        }
+
     def export(self) -> None:
-        """Copy the prequential figures into the Prometheus gauges."""
+        """Copy the prequential figures and the state fill into the Prometheus gauges."""
         if self.metrics is None:
             return
+        for (model, store), (entries, cap) in self.state_fill().items():
+            self.metrics.model_state_entries.labels(model, store).set(entries)
+            self.metrics.model_state_capacity.labels(model, store).set(cap)
         report = self.prequential()
         rec = report["recommender"]
         quality = self.metrics.model_quality

@@ -99,6 +99,13 @@ class EngineMetrics:
         self.model_examples = Gauge(
             "livepulse_model_examples", "Examples an online model has learned from.",
             ["model"], registry=r)
+        self.model_state_entries = Gauge(
+            "livepulse_model_state_entries", "Entries held in a bounded store of an online "
+            "model (e.g. recommender sessions, pending delayed labels).", ["model", "store"],
+            registry=r)
+        self.model_state_capacity = Gauge(
+            "livepulse_model_state_capacity", "The cap of that store: memory stops growing "
+            "when entries reach it (the oldest are evicted).", ["model", "store"], registry=r)
         self.model_info = Gauge(
             "livepulse_model_info", "Version of each online model (value 1).",
             ["model", "version"], registry=r)

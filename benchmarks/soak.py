@@ -93,6 +93,7 @@ class Options:
     rooms: int = 6
     items: int = 2_000
     seed: int = 7
+    settings: tuple[tuple[str, str], ...] = ()  # worker settings (--set NAME=VALUE)
 
 
 def error_lines(log: Path) -> list[str]:
@@ -121,9 +122,25 @@ def take_sample(worker: Worker, started: float, broker_pid: int | None = None
                                       lag_topics(names))),
             "processed": int(total(snap, "livepulse_events_in_total", done_topics(names))),
             "profiles": int(profiles), "errors": len(error_lines(worker.log)),
+            "state": state_fill(snap),
             "load_1m": round(os.getloadavg()[0], 2),
             **({"broker_rss_mb": proc_status_mb(broker_pid, "VmRSS"),
                 "broker_cpu_s": round(cpu_seconds(broker_pid), 1)} if broker_pid else {})}
+
+
+def state_fill(snap: list[tuple[str, dict[str, str], float]]) -> dict[str, list[int]]:
+    """``model/store`` -> [entries, cap] of the models' bounded stores in one scrape.
+
+    >>> state_fill([("livepulse_model_state_entries", {"model": "r", "store": "s"}, 5.0),
+    ...             ("livepulse_model_state_capacity", {"model": "r", "store": "s"}, 9.0)])
+    {'r/s': [5, 9]}
+    """
+    out: dict[str, list[int]] = {}
+    for n, labels, value in snap:
+        if n in ("livepulse_model_state_entries", "livepulse_model_state_capacity"):
+            pair = out.setdefault(f"{labels.get('model')}/{labels.get('store')}", [0, 0])
+            pair[n.endswith("capacity")] = int(value)
+    return out
 
 
 def summarize(samples: list[dict[str, Any]], opts: Options) -> dict[str, Any]:
@@ -150,7 +167,9 @@ def summarize(samples: list[dict[str, Any]], opts: Options) -> dict[str, Any]:
         "rss_growth_pct_last": growth_last, "rss_growth_pct_max": growth_max,
         "lag_max": max(s["lag_inputs"] for s in warm), "lag_last": last["lag_inputs"],
         "lag_bound": lag_bound, "lag_bounded": last["lag_inputs"] < lag_bound,
-        "errors": samples[-1]["errors"] if samples else 0}
+        "errors": samples[-1]["errors"] if samples else 0,
+        # stores still filling towards their caps after the warm-up grow RSS by design
+        "state_first": first.get("state", {}), "state_last": last.get("state", {})}
     result["passed"] = (growth_last < MAX_RSS_GROWTH_PCT and result["lag_bounded"]
                         and result["errors"] == 0)
     return result
@@ -219,6 +238,7 @@ def soak(bootstrap: str, redis: str, opts: Options, workdir: Path,
     plan = dataclasses.replace(PLANS["smoke"], users=opts.users)
     overrides: dict[str, Any] = {"producer_linger_ms": opts.worker_linger_ms,
                                  "broker_engine": opts.broker}
+    overrides.update(dict(opts.settings))
     if opts.broker == "kafka":
         overrides["topic_retention_ms"] = int(opts.retention_minutes * 60_000)
     ctx = Context(bootstrap=bootstrap, plan=plan, workdir=workdir, redis=redis,
@@ -293,6 +313,7 @@ def soak(bootstrap: str, redis: str, opts: Options, workdir: Path,
         "minutes": opts.minutes, "rate": opts.rate, "warmup_minutes": opts.warmup_minutes,
         "interval_s": opts.interval_s, "users": opts.users, "redis": bool(redis),
         "linger_ms": opts.linger_ms, "worker_linger_ms": opts.worker_linger_ms,
+        "worker_settings": dict(opts.settings),
         "ready_s": ready_s, "offered_events_per_s": produced["rate_window"],
         "sent": produced["sent_total"], "producer_failed": produced["failed"],
         "sent_by_stream": produced.get("sent_by_stream", {}),
@@ -312,6 +333,18 @@ def soak(bootstrap: str, redis: str, opts: Options, workdir: Path,
     result["passed"] = (result["passed"] and result["errors"] == 0 and result["lost"] == 0
                         and produced["failed"] == 0 and outputs["accounted"])
     return result
+
+
+def fill_line(first: dict[str, list[int]], last: dict[str, list[int]]) -> str:
+    """The stores whose entries changed after the warm-up, as ``store a -> b (cap)``.
+
+    >>> fill_line({"r/s": [5, 9], "r/i": [3, 9]}, {"r/s": [8, 9], "r/i": [3, 9]})
+    'r/s 5 -> 8 (9)'
+    """
+    moved = [f"{name} {first.get(name, [0, 0])[0]:,} -> {entries:,} ({cap:,})"
+             for name, (entries, cap) in sorted(last.items())
+             if first.get(name, [0, 0])[0] != entries]
+    return ", ".join(moved) or "none moved"
 
 
 def render_markdown(result: dict[str, Any], command: str) -> str:
@@ -347,6 +380,8 @@ def render_markdown(result: dict[str, Any], command: str) -> str:
         f"{r['rss_last_mb']} / {r['rss_max_mb']} |",
         f"| RSS growth after warm-up: last / max | {r['rss_growth_pct_last']} % / "
         f"{r['rss_growth_pct_max']} % (bar < {MAX_RSS_GROWTH_PCT:g} %) |",
+        f"| models' bounded stores after warm-up, first -> last (cap) | "
+        f"{fill_line(r.get('state_first', {}), r.get('state_last', {}))} |",
         f"| peak RSS (VmHWM) | {r['peak_rss_mb']} MB |",
         f"| user profiles at first / last sample | {r['profiles_first']:,} / "
         f"{r['profiles_last']:,} |",
@@ -388,13 +423,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "local one, see --broker)")
     parser.add_argument("--redis", default=None,
                         help='Redis sink URL ("" = off; default: a private redis-server)')
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a worker setting (repeatable), e.g. recs_max_sessions=20000 to "
+                        "fill the recommender's session memory within the warm-up")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "RESULTS.md"),
                         help='RESULTS.md to update (runs of 5 min or more; "" = none)')
     args = parser.parse_args(argv)
     opts = Options(minutes=args.minutes, rate=args.rate, warmup_minutes=args.warmup_minutes,
                    interval_s=args.interval, users=args.users, linger_ms=args.linger_ms,
                    worker_linger_ms=args.worker_linger_ms, broker=args.broker,
-                   retention_minutes=args.retention_minutes)
+                   retention_minutes=args.retention_minutes,
+                   settings=tuple(tuple(item.split("=", 1)) for item in args.set))
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         workdir = Path(tmp)
         with private_redis(args.redis, workdir) as redis:
