@@ -327,7 +327,14 @@ def models_rows() -> list[tuple[str, list[Panel]]]:
                 f"sum by (model) ({m('livepulse_model_examples')})", "{{model}}")], width=8),
             Panel("Model versions", "table", [Q(
                 f"max by (instance, model, version) ({m('livepulse_model_info')})")],
-                width=24, height=6),
+                width=12, height=6),
+            Panel("Model state fill (entries / cap)", "timeseries", [Q(
+                f"max by (instance, model, store) ({m('livepulse_model_state_entries')}) / "
+                f"max by (instance, model, store) ({m('livepulse_model_state_capacity')})",
+                "{{instance}} {{model}} {{store}}")], "percentunit",
+                "How full each bounded store of the online models is: worker memory grows "
+                "until a store reaches its cap, then the oldest entries are evicted.",
+                width=12, height=6),
         ]),
         ("Anomalies", [
             Panel("Incidents opened by severity", "timeseries", [Q(
