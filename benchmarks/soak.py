@@ -335,6 +335,19 @@ def soak(bootstrap: str, redis: str, opts: Options, workdir: Path,
     return result
 
 
+def section_heading(engine: str, settings: dict[str, str]) -> str:
+    """The RESULTS.md heading of a soak: its own section when worker settings were changed,
+    so a soak with the defaults keeps its figures.
+
+    >>> section_heading("kafka", {"recs_max_sessions": "20000"})
+    '## Soak with recs_max_sessions=20000 on Apache Kafka'
+    """
+    if not settings:
+        return SECTIONS[engine]
+    changed = ", ".join(f"{k}={v}" for k, v in sorted(settings.items()))
+    return SECTIONS[engine].replace("## Soak on", f"## Soak with {changed} on", 1)
+
+
 def fill_line(first: dict[str, list[int]], last: dict[str, list[int]]) -> str:
     """The stores whose entries changed after the warm-up, as ``store a -> b (cap)``.
 
@@ -361,7 +374,7 @@ def render_markdown(result: dict[str, Any], command: str) -> str:
     retention = (f"topic retention {r['retention_minutes']:g} min with 1-min segments"
                  if r.get("retention_minutes") else "no retention (the broker has none)")
     lines = [
-        f"{SECTIONS[engine]} ({day})", "",
+        f"{section_heading(engine, r.get('worker_settings') or {})} ({day})", "",
         f"`{command}` -- one worker with the whole pipeline (bench campaigns, Redis sink: "
         f"{'on' if r['redis'] else 'off'}, no ClickHouse) on {BROKER_NAMES[engine]}, "
         f"{retention}; {r['minutes']:g} min of simulator traffic at {r['rate']:g} events/s "
@@ -454,7 +467,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["json_path"] = str(out_json.relative_to(REPO))
         out_json.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
         replace_section(Path(args.out), render_markdown(result, command),
-                        SECTIONS[args.broker])
+                        section_heading(args.broker, dict(opts.settings)))
     print(orjson.dumps({k: v for k, v in result.items() if k != "samples"}).decode(),
           flush=True)
     return result
