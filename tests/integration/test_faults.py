@@ -35,7 +35,7 @@ from aiokafka import AIOKafkaProducer
 from streams.broker import free_port
 from streams.ingest import now_ms
 from streams.topics import TopicNames, topic_names
-from tests.conftest import broker_engine, unique_settings
+from tests.conftest import unique_settings
 from tests.integration.test_serving import wait_for
 
 pytestmark = pytest.mark.integration
@@ -311,16 +311,12 @@ def test_kill9_mid_stream_loses_nothing_and_models_resume(broker: Any, worker_fa
 
 
 def test_two_workers_one_killed_survivor_takes_over_then_rebalances_back(
-        broker: Any, worker_factory: Any, tmp_path: Path, request: pytest.FixtureRequest
+        broker: Any, worker_factory: Any, tmp_path: Path
 ) -> None:
-    if broker_engine(broker) == "kafka":
-        # A clean-clone CI run (2026-12-07) lost 5 room events here (4 rooms short, every
-        # profile complete): after a takeover's seek the first batch of a partition could
-        # start past the committed offset. Fixed in streams/app.py (perform_seek); the mark
-        # stays until repeated runs confirm it (issue 16).
-        request.applymarker(pytest.mark.xfail(strict=False, reason=(
-            "intermittent on kafka before the re-seek fix of 2026-12-07 (room events lost "
-            "after a takeover); kept until repeated runs confirm the fix")))
+    # A clean-clone CI run (2026-12-07) lost 5 room events here on Kafka (4 rooms short,
+    # every profile complete): after a takeover's seek the first batch of a partition could
+    # start past the committed offset. Fixed in streams/app.py (perform_seek); 10 of 10
+    # loaded runs passed on both brokers (issue 16).
     settings = unique_settings(tmp_path, broker, **FAULT_SETTINGS, partitions=4)
     names = topic_names(settings)
     survivor = worker_factory(settings, "survivor")

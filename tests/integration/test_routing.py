@@ -121,15 +121,11 @@ class Poller:
 
 
 def test_every_profile_served_by_both_workers_after_a_killed_worker_rejoins(
-        broker: Any, worker_factory: Any, tmp_path: Path, request: pytest.FixtureRequest
+        broker: Any, worker_factory: Any, tmp_path: Path
 ) -> None:
     # It failed intermittently on both brokers (transient 404s during a takeover: 1 of 11
-    # runs on Kafka, 2 of 11 on Tansu); survivors now answer 503 catching_up there
-    # (streams/routing.py) and 2 of 2 loaded runs passed on both. The mark stays until
-    # repeated runs confirm it (issue 16).
-    request.applymarker(pytest.mark.xfail(strict=False, reason=(
-        "intermittent before the catching_up fix of 2026-12-07 (transient 404s during a "
-        "takeover); kept until repeated runs confirm the fix")))
+    # runs on Kafka, 2 of 11 on Tansu): survivors now answer 503 catching_up there
+    # (streams/routing.py); 10 of 10 loaded runs passed on both brokers (issue 16).
     settings = unique_settings(tmp_path, broker, **FAULT_SETTINGS, partitions=4)
     topic = topic_names(settings).clicks
     survivor = worker_factory(settings, "survivor")
