@@ -121,12 +121,13 @@ class Settings:
     web_host: str = _setting("127.0.0.1", "Web server bind host (API, host page, /metrics).")
     web_port: int = _setting(6066, "Web server port.")
     api_token: str = _setting(
-        "", "Bearer token of the HTTP API (admin: every room). Required when `WEB_HOST` is not "
-        "loopback; empty on loopback: the API is open (demo). Secret: never logged."
+        "", "Bearer token of the HTTP API (admin: every room). Required (32+ characters, not a "
+        "known default) when `WEB_HOST` is not loopback; empty on loopback: the API is open "
+        "(demo). Secret: never logged."
     )
     host_token_key: str = _setting(
-        "", "HMAC key of the per-room host tokens (`livepulse host-token ROOM`); empty: the "
-        "API token is the key. Secret: never logged."
+        "", "HMAC key of the per-room host tokens (`livepulse host-token ROOM`; 32+ "
+        "characters); empty: the API token is the key. Secret: never logged."
     )
     metrics_public: bool = _setting(
         False, "Serve `/metrics` without a token even when the API requires one."
@@ -181,8 +182,9 @@ class Settings:
         90, "History partitions (one per day) older than this are dropped (0: keep all)."
     )
     pseudonym_key: str = _setting(
-        "", "HMAC-SHA256 key that pseudonymizes user ids in the history. Empty: a random key "
-        "kept in `<LIVEPULSE_DATA_DIR>/.pseudonym-key` (single host; workers writing one "
+        "", "HMAC-SHA256 key that pseudonymizes user ids in the history (32+ characters). "
+        "Empty: a random key kept in `<LIVEPULSE_DATA_DIR>/.pseudonym-key`, allowed only when "
+        "ClickHouse and the web server are both on loopback (one host; workers writing one "
         "history must share the key)."
     )
     # --- validation limits
