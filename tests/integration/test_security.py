@@ -220,13 +220,17 @@ def stop(worker: WorkerHandle) -> None:
 
 
 # ------------------------------------------------------------------ tests
-def test_worker_refuses_a_public_bind_without_token(tmp_path: Path) -> None:
-    env = {**os.environ, "LIVEPULSE_WEB_HOST": "0.0.0.0", "LIVEPULSE_API_TOKEN": "",
+@pytest.mark.parametrize("token, message", [
+    ("", "0.0.0.0"), ("change-me", "a known default"), (" ", "whitespace only"),
+    ("x", "shorter than 32 characters")])
+def test_worker_refuses_a_public_bind_without_a_strong_token(tmp_path: Path, token: str,
+                                                             message: str) -> None:
+    env = {**os.environ, "LIVEPULSE_WEB_HOST": "0.0.0.0", "LIVEPULSE_API_TOKEN": token,
            "LIVEPULSE_DATA_DIR": str(tmp_path)}
     done = subprocess.run([sys.executable, "-m", "agents.cli", "worker"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
-    assert "LIVEPULSE_API_TOKEN" in done.stderr and "0.0.0.0" in done.stderr
+    assert "LIVEPULSE_API_TOKEN" in done.stderr and message in done.stderr
 
 
 def test_secured_worker_end_to_end(tmp_path: Path, tls_kafka: SimpleNamespace,
