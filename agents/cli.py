@@ -13,6 +13,7 @@
 ``livepulse forget ID``  erase a user: worker state, Redis keys, ClickHouse rows (idempotent)
 ``livepulse bench``      full-pipeline benchmark (throughput, latency, memory, scaling, baselines)
 ``livepulse host-token`` print the token that opens one room's host page and room API
+``livepulse secrets``    ``init``: write strong random tokens and keys to an env file (0600)
 
 Without ``LIVEPULSE_KAFKA_URL`` every command that needs a broker starts the embedded one.
 """
@@ -407,6 +408,56 @@ def cmd_host_token(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+SECRET_VARIABLES = ("LIVEPULSE_API_TOKEN", "LIVEPULSE_HOST_TOKEN_KEY",
+                    "LIVEPULSE_PSEUDONYM_KEY", "LIVEPULSE_SNAPSHOT_KEY")
+
+
+def write_secrets_file(path: Path, force: bool = False) -> list[str]:
+    """Write strong random secrets as ``NAME=value`` lines to a new file of mode 0600 (or
+    replace it with ``force``); return the variable names. Values are never printed.
+
+    >>> import stat, tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "livepulse.env"
+    >>> write_secrets_file(target)[0], oct(stat.S_IMODE(target.stat().st_mode))
+    ('LIVEPULSE_API_TOKEN', '0o600')
+    """
+    import secrets
+
+    lines = ["# livepulse secrets (`livepulse secrets init`): keep private, mode 0600.",
+             "# Changing LIVEPULSE_PSEUDONYM_KEY unlinks new history from old; changing",
+             "# LIVEPULSE_SNAPSHOT_KEY makes the models start cold once."]
+    lines += [f"{name}={secrets.token_urlsafe(48)}" for name in SECRET_VARIABLES]
+    data = ("\n".join(lines) + "\n").encode()
+    target = path.with_name(f".{path.name}.{os.getpid()}.tmp") if force else path
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        if force:
+            os.replace(target, path)
+    except BaseException:
+        if force:
+            target.unlink(missing_ok=True)
+        raise
+    return list(SECRET_VARIABLES)
+
+
+def cmd_secrets(args: argparse.Namespace, settings: Settings | None) -> int:
+    """``livepulse secrets init``: the file of strong secrets (runs without valid settings)."""
+    path = Path(args.file)
+    try:
+        names = write_secrets_file(path, args.force)
+    except FileExistsError:
+        print(f"livepulse: {path} exists; keep it, or pass --force to replace it (a new "
+              "pseudonym key unlinks new history from old)", file=sys.stderr)
+        return 1
+    sourced = str(path) if "/" in str(path) else f"./{path}"
+    print(f"wrote {path} (mode 0600): {', '.join(names)}")
+    print(f"use it: docker compose --env-file {path} up --build   "
+          f"(or: set -a; . {sourced}; set +a)")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     """Run one evaluation; it prints its result as one JSON object on the last line."""
     import importlib
@@ -621,6 +672,13 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--url", default=None,
                        help="web base URL (e.g. https://live.example.com): print the page link")
     token.set_defaults(func=cmd_host_token)
+
+    secrets_cmd = sub.add_parser("secrets", help="write strong random secrets to an env file")
+    secrets_cmd.add_argument("action", choices=["init"])
+    secrets_cmd.add_argument("--file", default="livepulse.env",
+                             help="env file to create, mode 0600 (default: livepulse.env)")
+    secrets_cmd.add_argument("--force", action="store_true", help="replace an existing file")
+    secrets_cmd.set_defaults(func=cmd_secrets, settings_free=True)
     return parser
 
 
@@ -629,6 +687,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("LIVEPULSE_LOG_LEVEL", "info").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    if getattr(args, "settings_free", False):  # e.g. `secrets init`: fixes bad settings
+        return int(args.func(args, None) or 0)
     try:
         settings = Settings.from_env()
     except SettingsError as exc:

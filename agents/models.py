@@ -21,19 +21,21 @@ import logging
 import os
 import secrets
 import time
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import orjson
+from prometheus_client import Counter
 
 from agents.rooms import state as room_state
 from agents.stats import EngineMetrics
 from config.settings import Settings
 from online_models.propensity import PURCHASE_EVENT_KINDS, LeaveRisk, PurchasePropensity
 from online_models.recsys import HybridRecommender
-from online_models.snapshot import SnapshotError, SnapshotStore, load_snapshot, save_snapshot
+from online_models.snapshot import SnapshotError, SnapshotStore, load_newest, save_snapshot
 from streams.contracts import ClickEvent, LiveEvent, Recommendation
 
 log = logging.getLogger("livepulse.models")
@@ -46,20 +48,72 @@ MODEL_NAMES = ("recommender", "propensity", "leave_risk", "sentiment")
 
 
 def snapshot_dir(settings: Settings) -> Path:
-    return Path(settings.snapshot_dir or Path(settings.data_dir) / "snapshots")
+    return Path(settings.snapshot_path)
+
+
+LEGACY_KEY_FILE = ".key"  # before 0.x: the key sat beside the snapshots it signs
 
 
 def snapshot_key(settings: Settings) -> bytes:
-    """The configured key, else a random one kept beside the snapshots (mode 0600)."""
+    """``LIVEPULSE_SNAPSHOT_KEY``, else the key file (``settings.snapshot_key_path``, outside
+    the snapshot directory: settings refuse it inside), created random with mode 0600.
+
+    A key an older version kept in ``<snapshot dir>/.key`` is moved to the key file once
+    (WARNING), so existing snapshots still verify; with a key file already there it is deleted.
+    """
     if settings.snapshot_key:
         return settings.snapshot_key.encode()
-    path = snapshot_dir(settings) / ".key"
+    path = Path(settings.snapshot_key_path)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    legacy = snapshot_dir(settings) / LEGACY_KEY_FILE
+    if legacy.is_file():
+        if path.exists():
+            log.warning("deleting the old snapshot key %s: the key is %s", legacy, path)
+        else:
+            log.warning("moving the snapshot key out of the snapshot directory: %s -> %s "
+                        "(if others could read or write %s, delete %s to start with a new "
+                        "key: models then start cold)", legacy, path, legacy.parent, path)
+            with contextlib.suppress(FileNotFoundError):  # moved by another worker meanwhile
+                _create_key_file(path, legacy.read_bytes().strip())
+        legacy.unlink(missing_ok=True)
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_hex(32))
-    return path.read_text().strip().encode()
+        _create_key_file(path, secrets.token_urlsafe(48).encode())
+    key = path.read_bytes().strip()
+    if len(key) < 32:
+        raise SnapshotError(f"snapshot key file {path} holds under 32 bytes: replace it "
+                            "(`livepulse secrets init`, LIVEPULSE_SNAPSHOT_KEY)")
+    return key
+
+
+def _create_key_file(path: Path, key: bytes) -> None:
+    """Write ``key`` to ``path`` (mode 0600) unless it exists: whole or not at all."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(key)
+            out.flush()
+            os.fsync(out.fileno())
+        os.link(tmp, path)  # atomic; another worker on this data directory may win: theirs
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+_REFUSED: weakref.WeakKeyDictionary[Any, Counter] = weakref.WeakKeyDictionary()
+
+
+def _refused_counter(metrics: EngineMetrics) -> Counter:
+    """``livepulse_snapshot_refused_total{model,reason}`` of ``metrics``' registry (one per
+    registry, made on first use)."""
+    counter = _REFUSED.get(metrics.registry)
+    if counter is None:
+        counter = _REFUSED[metrics.registry] = Counter(
+            "livepulse_snapshot_refused_total", "Model snapshot files refused at restore "
+            "(the next older one is tried), by model and reason.", ["model", "reason"],
+            registry=metrics.registry)
+    return counter
 
 
 def _read_all(fd: int) -> bytes:
@@ -386,23 +440,33 @@ class ModelHost:
         return self.snapshot()
 
     def restore(self) -> dict[str, Any]:
-        """Load the latest snapshot of every model; a bad one is refused and logged."""
+        """Load the newest snapshot of every model that verifies; each refused one (corrupt,
+        forged, of another key) is logged and counted, and the next older one is tried."""
         for name in MODEL_NAMES:
-            blob = self.store.latest(name)
-            if blob is None:
+            refusals: list[str] = []
+
+            def refused(path: Path, error: SnapshotError, name: str = name,
+                        refusals: list[str] = refusals) -> None:
+                log.warning("refusing %s snapshot %s: %s", name, path.name, error)
+                refusals.append(f"{path.name}: {error}")
+                if self.metrics is not None:
+                    _refused_counter(self.metrics).labels(name, error.reason).inc()
+
+            found = load_newest(self.store, name, key=self.key, refused=refused)
+            if found is None:
+                if refusals:
+                    log.error("no %s snapshot verifies (%d refused): starting cold", name,
+                              len(refusals))
+                    self.restored[name] = {"refused": refusals[0], "refused_files": refusals}
                 continue
-            try:
-                model, meta = load_snapshot(blob, key=self.key, expected_model=name)
-            except SnapshotError as error:
-                log.error("refusing %s snapshot: %s (starting cold)", name, error)
-                self.restored[name] = {"refused": str(error)}
-                continue
+            model, meta, path = found
             if name == "sentiment":
                 room_state._sentiment = model
             else:
                 setattr(self, name, model)
             self.restored[name] = {"created_at": meta.get("created_at"),
-                                   "offsets": meta.get("offsets", {})}
+                                   "offsets": meta.get("offsets", {}), "file": path.name,
+                                   "skipped_files": refusals}
         if "recommender" in self.restored and "refused" not in self.restored["recommender"]:
             self.learned = int(self.recommender.stats().get("events_learned", 0))
         return self.restored

@@ -35,7 +35,8 @@ def pseudonymize(user_id: str, key: bytes) -> str:
 def pseudonym_key(settings: Settings) -> bytes:
     """The key of :func:`pseudonymize`: ``LIVEPULSE_PSEUDONYM_KEY``, or else a random key
     kept in ``<LIVEPULSE_DATA_DIR>/.pseudonym-key`` (created on first use, mode 0600), which
-    suits one host only: workers that write the same history must share the setting."""
+    suits one host only: workers that write the same history must share the setting (settings
+    refuse an empty key with ClickHouse or the web server beyond loopback)."""
     if settings.pseudonym_key:
         return settings.pseudonym_key.encode()
     path = Path(settings.data_dir) / KEY_FILE

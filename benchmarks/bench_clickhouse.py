@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     tag = f"bench{os.getpid()}"
     overrides: dict[str, Any] = {"topic_prefix": tag, "app_id": tag,
                                  "partitions": args.partitions, "clickhouse_url": url,
-                                 "pseudonym_key": "bench-key",
+                                 "pseudonym_key": "bench-key-7Kp2vQ9mZ4rT8wY1nB6cF3hJ5gD0sLa",
                                  "clickhouse_max_buffered_rows": max(
                                      100_000, args.batch_rows or 0)}
     if args.batch_rows:

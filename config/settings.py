@@ -14,6 +14,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "LIVEPULSE_"
@@ -120,12 +121,13 @@ class Settings:
     web_host: str = _setting("127.0.0.1", "Web server bind host (API, host page, /metrics).")
     web_port: int = _setting(6066, "Web server port.")
     api_token: str = _setting(
-        "", "Bearer token of the HTTP API (admin: every room). Required when `WEB_HOST` is not "
-        "loopback; empty on loopback: the API is open (demo). Secret: never logged."
+        "", "Bearer token of the HTTP API (admin: every room). Required (32+ characters, not a "
+        "known default) when `WEB_HOST` is not loopback; empty on loopback: the API is open "
+        "(demo). Secret: never logged."
     )
     host_token_key: str = _setting(
-        "", "HMAC key of the per-room host tokens (`livepulse host-token ROOM`); empty: the "
-        "API token is the key. Secret: never logged."
+        "", "HMAC key of the per-room host tokens (`livepulse host-token ROOM`; 32+ "
+        "characters); empty: the API token is the key. Secret: never logged."
     )
     metrics_public: bool = _setting(
         False, "Serve `/metrics` without a token even when the API requires one."
@@ -180,8 +182,9 @@ class Settings:
         90, "History partitions (one per day) older than this are dropped (0: keep all)."
     )
     pseudonym_key: str = _setting(
-        "", "HMAC-SHA256 key that pseudonymizes user ids in the history. Empty: a random key "
-        "kept in `<LIVEPULSE_DATA_DIR>/.pseudonym-key` (single host; workers writing one "
+        "", "HMAC-SHA256 key that pseudonymizes user ids in the history (32+ characters). "
+        "Empty: a random key kept in `<LIVEPULSE_DATA_DIR>/.pseudonym-key`, allowed only when "
+        "ClickHouse and the web server are both on loopback (one host; workers writing one "
         "history must share the key)."
     )
     # --- validation limits
@@ -225,8 +228,13 @@ class Settings:
         "", "Directory of model snapshots (empty: `<LIVEPULSE_DATA_DIR>/snapshots`)."
     )
     snapshot_key: str = _setting(
-        "", "HMAC key that signs model snapshots; a snapshot signed with another key is "
-        "refused. Empty: a random key kept in `<snapshot dir>/.key` (single-host use)."
+        "", "HMAC key that signs model snapshots (32+ characters); a snapshot signed with "
+        "another key is refused. Empty: the key in `SNAPSHOT_KEY_FILE`."
+    )
+    snapshot_key_file: str = _setting(
+        "", "File holding the snapshot key when `SNAPSHOT_KEY` is empty, created (random, mode "
+        "0600) if missing; refused inside the snapshot directory. Empty: "
+        "`<LIVEPULSE_DATA_DIR>/keys/snapshot.key`."
     )
     # --- promo triggers
     campaigns_file: str = _setting(
@@ -362,6 +370,59 @@ class Settings:
                 f"LIVEPULSE_WEB_HOST={self.web_host!r} is reachable beyond this machine: set "
                 "LIVEPULSE_API_TOKEN (clients send `Authorization: Bearer <token>`), or bind "
                 "to 127.0.0.1")
+        self.check_secrets()
+
+    def check_secrets(self) -> None:
+        """Refuse weak or misplaced secrets (README "Security", refused configurations).
+
+        >>> strong = "x7Kp2vQ9mZ4rT8wY1nB6cF3hJ5gD0sLa"
+        >>> Settings(web_host="0.0.0.0", api_token=strong).check_secrets()
+        >>> public = Settings(web_host="0.0.0.0", api_token="change-me")
+        >>> public.check_secrets()  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        config.settings.SettingsError: LIVEPULSE_API_TOKEN is a known default ...
+        """
+        hint = "generate strong ones with `livepulse secrets init`"
+        public = not is_loopback(self.web_host)
+        for name in ("api_token", "host_token_key", "pseudonym_key", "snapshot_key"):
+            value = getattr(self, name)
+            if not value or (name == "api_token" and not public):
+                continue  # unset; an API token on loopback may be anything (demo, tests)
+            weakness = secret_weakness(value)
+            if weakness:
+                why = " with a web server reachable beyond this machine" if public \
+                    and name in ("api_token", "host_token_key") else ""
+                raise SettingsError(f"{env_name(name)} is {weakness}{why}: {hint}")
+        if self.clickhouse_url.strip() and not self.pseudonym_key and not (
+                not public and is_loopback(_url_host(self.clickhouse_url))):
+            raise SettingsError(
+                "LIVEPULSE_CLICKHOUSE_URL is set and LIVEPULSE_PSEUDONYM_KEY is empty: every "
+                "worker and `livepulse forget` must pseudonymize user ids with one shared key "
+                "(a per-data-directory key is kept only when the web server and ClickHouse are "
+                f"both on loopback): set LIVEPULSE_PSEUDONYM_KEY; {hint}")
+        if not self.snapshot_key:
+            key_file = os.path.realpath(self.snapshot_key_path)
+            if Path(key_file).is_relative_to(os.path.realpath(self.snapshot_path)):
+                raise SettingsError(
+                    f"the snapshot key file {key_file!r} is inside the snapshot directory "
+                    f"{self.snapshot_path!r}: whoever can write snapshots could sign their own. "
+                    "Set LIVEPULSE_SNAPSHOT_KEY_FILE to a path outside it (or "
+                    f"LIVEPULSE_SNAPSHOT_KEY); {hint}")
+
+    @property
+    def snapshot_path(self) -> str:
+        """Directory of the model snapshots (``SNAPSHOT_DIR`` or ``<data dir>/snapshots``)."""
+        return self.snapshot_dir or os.path.join(self.data_dir, "snapshots")
+
+    @property
+    def snapshot_key_path(self) -> str:
+        """File of the snapshot key when ``SNAPSHOT_KEY`` is empty.
+
+        >>> Settings(data_dir="/var/lp").snapshot_key_path
+        '/var/lp/keys/snapshot.key'
+        """
+        return self.snapshot_key_file or os.path.join(self.data_dir, "keys", "snapshot.key")
 
     def __repr__(self) -> str:
         """Like the dataclass repr, with secrets masked (settings end up in logs)."""
@@ -410,6 +471,45 @@ def redact_setting(name: str, value: Any) -> Any:
     if name in URL_SETTINGS and isinstance(value, str):
         return ",".join(redact_url(part) for part in value.split(","))
     return value
+
+
+# Secrets: at least this long, and never one of these (lower-cased) shipped or example values.
+MIN_SECRET_CHARS = 32
+MIN_SECRET_DISTINCT = 8
+KNOWN_DEFAULT_SECRETS = frozenset({
+    "change-me", "changeme", "change_me", "changeit", "secret", "password", "passwd",
+    "token", "admin", "default", "test", "livepulse", "example", "xxx", "12345678",
+})
+
+
+def secret_weakness(value: str) -> str | None:
+    """Why ``value`` is too weak for a token or key, or None when it is acceptable.
+
+    >>> secret_weakness("change-me"), secret_weakness("   "), secret_weakness("short")
+    ('a known default', 'whitespace only', 'shorter than 32 characters')
+    >>> secret_weakness("x" * 40), secret_weakness("x7Kp2vQ9mZ4rT8wY1nB6cF3hJ5gD0sLa")
+    ('made of fewer than 8 distinct characters', None)
+    """
+    stripped = value.strip()
+    if value and not stripped:
+        return "whitespace only"
+    if stripped.lower() in KNOWN_DEFAULT_SECRETS:
+        return "a known default"
+    if len(stripped) < MIN_SECRET_CHARS:
+        return f"shorter than {MIN_SECRET_CHARS} characters"
+    if len(set(stripped)) < MIN_SECRET_DISTINCT:
+        return f"made of fewer than {MIN_SECRET_DISTINCT} distinct characters"
+    return None
+
+
+def _url_host(url: str) -> str:
+    """The host of a URL (``clickhouse://u:p@h:9000/db`` -> ``h``), empty if none."""
+    import urllib.parse
+
+    try:
+        return urllib.parse.urlsplit(url.strip()).hostname or ""
+    except ValueError:
+        return ""
 
 
 def is_loopback(host: str) -> bool:

@@ -41,7 +41,7 @@ import os
 import pickle
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,18 @@ _NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
 
 
 class SnapshotError(ValueError):
-    """A snapshot that cannot be trusted or read; it was not unpickled."""
+    """A snapshot that cannot be trusted or read; it was not unpickled.
+
+    ``reason`` is one of :data:`REFUSAL_REASONS` (a bounded metric label).
+    """
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+REFUSAL_REASONS = ("unreadable", "truncated", "signature", "format", "model", "payload",
+                   "unpickle", "invalid")
 
 
 def _check_key(key: bytes) -> None:
@@ -145,7 +156,8 @@ def _read(blob_or_path: bytes | bytearray | memoryview | str | os.PathLike[str])
     try:
         return Path(blob_or_path).read_bytes()
     except OSError as error:
-        raise SnapshotError(f"cannot read snapshot {os.fspath(blob_or_path)!r}: {error}") from None
+        raise SnapshotError(f"cannot read snapshot {os.fspath(blob_or_path)!r}: {error}",
+                            "unreadable") from None
 
 
 def load_snapshot(blob_or_path: bytes | bytearray | memoryview | str | os.PathLike[str], *,
@@ -159,37 +171,70 @@ def load_snapshot(blob_or_path: bytes | bytearray | memoryview | str | os.PathLi
     _check_key(key)
     blob = _read(blob_or_path)
     if len(blob) < LENGTH_BYTES + TAG_BYTES:
-        raise SnapshotError(f"snapshot truncated or not a snapshot ({len(blob)} bytes)")
+        raise SnapshotError(f"snapshot truncated or not a snapshot ({len(blob)} bytes)",
+                            "truncated")
     header_length = int.from_bytes(blob[:LENGTH_BYTES], "big")
     if header_length > MAX_HEADER_BYTES or LENGTH_BYTES + header_length + TAG_BYTES > len(blob):
-        raise SnapshotError("snapshot truncated or not a snapshot (bad header length)")
+        raise SnapshotError("snapshot truncated or not a snapshot (bad header length)",
+                            "truncated")
     signed, tag = blob[:-TAG_BYTES], blob[-TAG_BYTES:]
     if not hmac.compare_digest(_tag(bytes(key), signed), tag):
         raise SnapshotError("snapshot signature mismatch: it was modified, truncated or signed "
-                            "with another key")
+                            "with another key", "signature")
     # Signed by a key holder from here on; the checks below catch foreign or newer snapshots.
     try:
         header = json.loads(signed[LENGTH_BYTES:LENGTH_BYTES + header_length])
     except ValueError as error:
-        raise SnapshotError(f"snapshot header is not JSON: {error}") from None
+        raise SnapshotError(f"snapshot header is not JSON: {error}", "format") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT_ID:
-        raise SnapshotError("not a livepulse snapshot (format id missing)")
+        raise SnapshotError("not a livepulse snapshot (format id missing)", "format")
     if header.get("format_version") != FORMAT_VERSION:
         raise SnapshotError(f"snapshot format version {header.get('format_version')!r} is not "
-                            f"supported (this build reads {FORMAT_VERSION})")
+                            f"supported (this build reads {FORMAT_VERSION})", "format")
     if header.get("model") != expected_model:
         raise SnapshotError(f"snapshot is of model {header.get('model')!r}, "
-                            f"expected {expected_model!r}")
+                            f"expected {expected_model!r}", "model")
     payload = signed[LENGTH_BYTES + header_length:]
     if len(payload) != header.get("payload_bytes") or \
             hashlib.sha256(payload).hexdigest() != header.get("payload_sha256"):
-        raise SnapshotError("snapshot payload does not match its header (length or sha256)")
+        raise SnapshotError("snapshot payload does not match its header (length or sha256)",
+                            "payload")
     try:
         model = pickle.loads(payload)
     except Exception as error:   # e.g. a class renamed since the snapshot was taken
         raise SnapshotError(f"cannot restore the {expected_model!r} payload: "
-                            f"{type(error).__name__}: {error}") from None
+                            f"{type(error).__name__}: {error}", "unpickle") from None
     return model, header
+
+
+def load_newest(store: SnapshotStore, name: str, *, key: bytes,
+                refused: Callable[[Path, SnapshotError], None] | None = None,
+                ) -> tuple[Any, dict[str, Any], Path] | None:
+    """The newest snapshot of ``name`` in ``store`` that verifies: ``(model, header, path)``.
+
+    Older snapshots are tried in turn when newer ones are refused (corrupt, truncated, forged
+    or of another key), so one bad file does not make the model start cold; ``refused`` is
+    called with each refused file and its error. None: no snapshot verifies (or none exists).
+
+    >>> import tempfile
+    >>> store, key = SnapshotStore(tempfile.mkdtemp()), b"k" * 32
+    >>> _ = store.save("m", save_snapshot([1], None, key=key, model_name="m", version="1"))
+    >>> _ = store.save("m", b"garbage")
+    >>> model, header, path = load_newest(store, "m", key=key,
+    ...                                   refused=lambda p, e: print(p.name, e.reason))
+    m.0000000002.lpsnap truncated
+    >>> model, path.name
+    ([1], 'm.0000000001.lpsnap')
+    """
+    for path in store.history(name):
+        try:
+            model, header = load_snapshot(path, key=key, expected_model=name)
+        except SnapshotError as error:
+            if refused is not None:
+                refused(path, error)
+            continue
+        return model, header, path
+    return None
 
 
 class SnapshotStore:

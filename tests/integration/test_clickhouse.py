@@ -49,7 +49,7 @@ from tests.integration.test_serving import get_json, metric
 pytestmark = pytest.mark.integration
 BROKERS = ("tansu", "kafka")  # correctness suites run on both brokers (see tests/conftest.py)
 
-KEY = "history-test-key"
+KEY = "history-test-key-7Kp2vQ9mZ4rT8wY1nB6cF3hJ5gD0sLa"
 
 
 def database_url(base: str, name: str) -> str:

@@ -154,7 +154,7 @@ def test_every_prometheus_panel_answers_under_load(
     tag = f"g{os.getpid()}x{time.monotonic_ns() % 10**9}"
     settings = unique_settings(
         tmp_path, broker, clickhouse_url=database_url(clickhouse_url, tag),
-        pseudonym_key="dashboards-test", clickhouse_batch_interval_ms=200,
+        pseudonym_key="dashboards-0123456789abcdefghijkl", clickhouse_batch_interval_ms=200,
         campaigns_file=str(campaigns))
     worker = worker_factory(settings)
     prometheus, base = start_prometheus(tmp_path, f"{settings.web_host}:{settings.web_port}")

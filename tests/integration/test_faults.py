@@ -268,7 +268,8 @@ def test_kill9_mid_stream_loses_nothing_and_models_resume(broker: Any, worker_fa
                                                           tmp_path: Path) -> None:
     settings = unique_settings(tmp_path, broker, **FAULT_SETTINGS,
                                snapshot_dir=str(tmp_path / "snapshots"),
-                               snapshot_interval_s=1.0)
+                               snapshot_key_file=str(tmp_path / "keys" / "snapshot.key"),
+                               snapshot_interval_s=1.0)  # both workers: one folder, one key
     names = topic_names(settings)
     first = worker_factory(settings, "first")
     stream = PacedStream(broker.bootstrap, names, "k9", retry_every=40).start()

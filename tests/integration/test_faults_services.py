@@ -304,7 +304,8 @@ def test_redis_down_30s_and_clickhouse_down_60s_outputs_go_on_sinks_catch_up(
         tag = f"f{os.getpid()}x{time.monotonic_ns() % 10**9}"
         settings = unique_settings(
             tmp_path, broker, redis_url=redis.url, redis_flush_interval_ms=100,
-            clickhouse_url=database_url(clickhouse.url, tag), pseudonym_key="fault-test",
+            clickhouse_url=database_url(clickhouse.url, tag),
+            pseudonym_key="fault-test-0123456789abcdefghijk",
             clickhouse_batch_rows=100, clickhouse_batch_interval_ms=200,
             clickhouse_max_buffered_rows=300)
         names = topic_names(settings)

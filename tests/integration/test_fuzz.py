@@ -233,7 +233,7 @@ def metrics_text(web_url: str) -> str:
 
 def test_fuzzed_corpus_on_a_real_worker(broker, clickhouse_url: str, worker_factory,
                                         tmp_path: Path):
-    settings_ = unique_settings(tmp_path, broker, pseudonym_key="fuzz-key",
+    settings_ = unique_settings(tmp_path, broker, pseudonym_key="fuzz-key-0123456789abcdefghijklm",
                                 clickhouse_batch_interval_ms=200)
     settings_ = dataclasses.replace(settings_, clickhouse_url=database_url(
         clickhouse_url, settings_.topic_prefix))  # a database of its own

@@ -56,7 +56,7 @@ from tests.integration.test_serving import get_json, redis_doc, wait_for
 pytestmark = pytest.mark.integration
 BROKERS = ("tansu", "kafka")  # correctness suites run on both brokers (see tests/conftest.py)
 
-KEY = "privacy-test-key"
+KEY = "privacy-test-key-7Kp2vQ9mZ4rT8wY1nB6cF3hJ5gD0sLa"
 CART_CAMPAIGN = """
 campaigns:
   - id: cart-offer

@@ -47,8 +47,8 @@ from tests.chromium import Chromium, find_chromium
 from tests.conftest import REPO, WorkerHandle, require, start_worker, unique_settings, wait_ready
 from tests.integration.test_serving import wait_for
 
-API_TOKEN = "api-token-for-tests"
-HOST_KEY = "host-key-for-tests"
+API_TOKEN = "api-token-for-tests-7Kp2vQ9mZ4rT8wY1nB6cF3hJ5gD0sLa"
+HOST_KEY = "host-key-for-tests-7Kp2vQ9mZ4rT8wY1nB6cF3hJ5gD0sLa"
 REDIS_PASSWORD = "redis-pass-for-tests"
 CLICKHOUSE_USER, CLICKHOUSE_PASSWORD = "lp", "clickhouse-pass-for-tests"
 SECRETS = (API_TOKEN, HOST_KEY, REDIS_PASSWORD, CLICKHOUSE_PASSWORD)
@@ -220,13 +220,17 @@ def stop(worker: WorkerHandle) -> None:
 
 
 # ------------------------------------------------------------------ tests
-def test_worker_refuses_a_public_bind_without_token(tmp_path: Path) -> None:
-    env = {**os.environ, "LIVEPULSE_WEB_HOST": "0.0.0.0", "LIVEPULSE_API_TOKEN": "",
+@pytest.mark.parametrize("token, message", [
+    ("", "0.0.0.0"), ("change-me", "a known default"), (" ", "whitespace only"),
+    ("x", "shorter than 32 characters")])
+def test_worker_refuses_a_public_bind_without_a_strong_token(tmp_path: Path, token: str,
+                                                             message: str) -> None:
+    env = {**os.environ, "LIVEPULSE_WEB_HOST": "0.0.0.0", "LIVEPULSE_API_TOKEN": token,
            "LIVEPULSE_DATA_DIR": str(tmp_path)}
     done = subprocess.run([sys.executable, "-m", "agents.cli", "worker"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
-    assert "LIVEPULSE_API_TOKEN" in done.stderr and "0.0.0.0" in done.stderr
+    assert "LIVEPULSE_API_TOKEN" in done.stderr and message in done.stderr
 
 
 def test_secured_worker_end_to_end(tmp_path: Path, tls_kafka: SimpleNamespace,
@@ -237,7 +241,7 @@ def test_secured_worker_end_to_end(tmp_path: Path, tls_kafka: SimpleNamespace,
         tmp_path, tls_kafka, kafka_security_protocol="SSL", kafka_ssl_cafile=tls_kafka.cafile,
         redis_url=secured_redis.url, redis_tls_ca_file=tls_kafka.cafile,
         clickhouse_url=clickhouse_url(secured_clickhouse, CLICKHOUSE_PASSWORD, tag, tls=True),
-        clickhouse_batch_interval_ms=200, pseudonym_key="pseudonym-key-for-tests",
+        clickhouse_batch_interval_ms=200, pseudonym_key="pseudonym-key-for-tests-01234567",
         web_host="0.0.0.0", api_token=API_TOKEN, host_token_key=HOST_KEY)
     settings.check()
     handshakes_before = tls_kafka.proxy.handshakes
@@ -332,7 +336,7 @@ def test_wrong_passwords_are_reported_not_fatal(tmp_path: Path, broker: Any,
     settings = unique_settings(
         tmp_path, broker, redis_url=password_redis.url.replace(REDIS_PASSWORD, "wrong-redis"),
         clickhouse_url=clickhouse_url(secured_clickhouse, "wrong-clickhouse", tag),
-        pseudonym_key="pseudonym-key-for-tests")
+        pseudonym_key="pseudonym-key-for-tests-01234567")
     worker = start_worker(settings, tmp_path / "worker.log")
     try:
         wait_ready(worker)

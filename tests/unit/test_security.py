@@ -19,6 +19,7 @@ from streams.app import create_app
 from streams.security import faust_credentials, kafka_client_options
 
 CLUSTER = {"LIVEPULSE_KAFKA_URL": "kafka-1:9093"}
+STRONG = "-7Kp2vQ9mZ4rT8wY1nB6cF3hJ5gD0sLa"  # makes a test secret long and varied enough
 SASL = {**CLUSTER, "LIVEPULSE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
         "LIVEPULSE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
         "LIVEPULSE_KAFKA_SASL_USERNAME": "livepulse",
@@ -103,20 +104,20 @@ def test_bad_security_settings_are_refused(env: dict[str, str], message: str) ->
 def test_accepted_security_settings() -> None:
     on_kafka = Settings.from_env({**CLUSTER, "LIVEPULSE_PROCESSING_GUARANTEE": "exactly_once"})
     assert create_app(on_kafka).conf.processing_guarantee.value == "exactly_once"
-    public = Settings.from_env({"LIVEPULSE_WEB_HOST": "0.0.0.0", "LIVEPULSE_API_TOKEN": "t"})
-    assert public.api_token == "t"
+    public = Settings.from_env({"LIVEPULSE_WEB_HOST": "0.0.0.0", "LIVEPULSE_API_TOKEN": STRONG})
+    assert public.api_token == STRONG
     for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
         assert Settings.from_env({"LIVEPULSE_WEB_HOST": host}).web_host == host
 
 
 def test_secrets_never_show_in_repr_or_dumps() -> None:
-    secrets = ["kafka-secret", "api-secret", "host-key-secret", "redis-secret", "ch-secret",
-               "pseudo-secret", "snap-secret"]
+    secrets = ["kafka-secret", "api-secret" + STRONG, "host-key-secret" + STRONG,
+               "redis-secret", "ch-secret", "pseudo-secret" + STRONG, "snap-secret" + STRONG]
     settings = Settings.from_env({
-        **SASL, "LIVEPULSE_API_TOKEN": "api-secret", "LIVEPULSE_HOST_TOKEN_KEY": "host-key-secret",
+        **SASL, "LIVEPULSE_API_TOKEN": secrets[1], "LIVEPULSE_HOST_TOKEN_KEY": secrets[2],
         "LIVEPULSE_REDIS_URL": "rediss://lp:redis-secret@cache:6380/0",
         "LIVEPULSE_CLICKHOUSE_URL": "clickhouse://lp:ch-secret@ch:9440/hist?secure=True",
-        "LIVEPULSE_PSEUDONYM_KEY": "pseudo-secret", "LIVEPULSE_SNAPSHOT_KEY": "snap-secret"})
+        "LIVEPULSE_PSEUDONYM_KEY": secrets[5], "LIVEPULSE_SNAPSHOT_KEY": secrets[6]})
     shown = repr(settings) + str(settings) + repr(settings.redacted())
     for secret in secrets:
         assert secret not in shown
@@ -147,12 +148,13 @@ def test_host_token_cli(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.delenv("LIVEPULSE_HOST_TOKEN_KEY", raising=False)
     assert main(["host-token", "room 1"]) == 2
     assert "LIVEPULSE_HOST_TOKEN_KEY" in capsys.readouterr().err
-    monkeypatch.setenv("LIVEPULSE_HOST_TOKEN_KEY", "host-key")
+    key = "host-key" + STRONG
+    monkeypatch.setenv("LIVEPULSE_HOST_TOKEN_KEY", key)
     assert main(["host-token", "room 1"]) == 0
-    assert capsys.readouterr().out.strip() == host_token("host-key", "room 1")
+    assert capsys.readouterr().out.strip() == host_token(key, "room 1")
     assert main(["host-token", "room 1", "--url", "https://live.example.com/"]) == 0
     assert capsys.readouterr().out.strip() == \
-        f"https://live.example.com/rooms/room%201?token={host_token('host-key', 'room 1')}"
+        f"https://live.example.com/rooms/room%201?token={host_token(key, 'room 1')}"
 
 
 def test_host_tokens_are_per_room_and_per_key() -> None:
@@ -214,3 +216,80 @@ def test_metrics_public_and_api_token_as_host_key() -> None:
     results = asyncio.run(_statuses(settings, [
         ("/metrics", {}), ("/api/rooms/r1", {"Authorization": f"Bearer {room}"})]))
     assert [status for status, _ in results] == [200, 200]
+
+
+# ------------------------------------------------------------- weak secrets are refused
+
+PUBLIC = {"LIVEPULSE_WEB_HOST": "0.0.0.0"}
+
+
+@pytest.mark.parametrize("env, message", [
+    ({**PUBLIC, "LIVEPULSE_API_TOKEN": "x"}, "API_TOKEN is shorter than 32 characters"),
+    ({**PUBLIC, "LIVEPULSE_API_TOKEN": " "}, "API_TOKEN is whitespace only"),
+    ({**PUBLIC, "LIVEPULSE_API_TOKEN": " " * 40}, "API_TOKEN is whitespace only"),
+    ({**PUBLIC, "LIVEPULSE_API_TOKEN": "change-me"}, "API_TOKEN is a known default"),
+    ({**PUBLIC, "LIVEPULSE_API_TOKEN": "ChangeMe"}, "API_TOKEN is a known default"),
+    ({"LIVEPULSE_WEB_HOST": "10.1.2.3", "LIVEPULSE_API_TOKEN": "password"}, "known default"),
+    ({"LIVEPULSE_WEB_HOST": "", "LIVEPULSE_API_TOKEN": "token"}, "known default"),
+    ({**PUBLIC, "LIVEPULSE_API_TOKEN": "ab" * 20}, "fewer than 8 distinct characters"),
+    ({**PUBLIC, "LIVEPULSE_API_TOKEN": "short-but-random-Zq81"}, "shorter than 32"),
+    ({"LIVEPULSE_HOST_TOKEN_KEY": "host-key"}, "HOST_TOKEN_KEY is shorter than 32"),
+    ({**PUBLIC, "LIVEPULSE_API_TOKEN": STRONG, "LIVEPULSE_HOST_TOKEN_KEY": "Default"},
+     "HOST_TOKEN_KEY is a known default with a web server reachable"),
+    ({"LIVEPULSE_PSEUDONYM_KEY": "change-me"}, "PSEUDONYM_KEY is a known default"),
+    ({"LIVEPULSE_PSEUDONYM_KEY": "pseudonym-key-16"}, "PSEUDONYM_KEY is shorter than 32"),
+    ({"LIVEPULSE_PSEUDONYM_KEY": "   "}, "PSEUDONYM_KEY is whitespace only"),
+    ({"LIVEPULSE_SNAPSHOT_KEY": "k"}, "SNAPSHOT_KEY is shorter than 32"),
+    ({"LIVEPULSE_SNAPSHOT_KEY": "k" * 64}, "SNAPSHOT_KEY is made of fewer than 8"),
+])
+def test_weak_or_default_secrets_are_refused(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message) as refused:
+        Settings.from_env(env)
+    assert "livepulse secrets init" in str(refused.value)  # says what to do
+    for value in env.values():  # and never echoes the secret
+        if len(value.strip()) > 3 and value not in ("0.0.0.0", "10.1.2.3"):
+            assert value not in str(refused.value)
+
+
+def test_secrets_that_are_accepted() -> None:
+    # loopback: any API token (the demo, tests); unset keys fall back to their defaults
+    assert Settings.from_env({"LIVEPULSE_API_TOKEN": "t"}).api_token == "t"
+    strong = {**PUBLIC, "LIVEPULSE_API_TOKEN": "api" + STRONG,
+              "LIVEPULSE_HOST_TOKEN_KEY": "host" + STRONG,
+              "LIVEPULSE_PSEUDONYM_KEY": "pseudonym" + STRONG,
+              "LIVEPULSE_SNAPSHOT_KEY": "snapshot" + STRONG}
+    assert Settings.from_env(strong).pseudonym_key == "pseudonym" + STRONG
+
+
+# ------------------------------------------------------------------- livepulse secrets init
+
+
+def test_secrets_init_writes_a_private_file_of_strong_secrets(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from agents.cli import SECRET_VARIABLES, main
+
+    # runs even when the current settings are refused (it is how they get fixed)
+    monkeypatch.setenv("LIVEPULSE_WEB_HOST", "0.0.0.0")
+    monkeypatch.setenv("LIVEPULSE_API_TOKEN", "change-me")
+    target = tmp_path / "livepulse.env"
+    assert main(["secrets", "init", "--file", str(target)]) == 0
+    assert (target.stat().st_mode & 0o777) == 0o600
+    values = dict(line.split("=", 1) for line in target.read_text().splitlines()
+                  if line and not line.startswith("#"))
+    assert set(values) == set(SECRET_VARIABLES) == {
+        "LIVEPULSE_API_TOKEN", "LIVEPULSE_HOST_TOKEN_KEY", "LIVEPULSE_PSEUDONYM_KEY",
+        "LIVEPULSE_SNAPSHOT_KEY"}
+    assert len(set(values.values())) == 4 and all(len(v) >= 64 for v in values.values())
+    out = capsys.readouterr().out
+    assert str(target) in out and "LIVEPULSE_PSEUDONYM_KEY" in out
+    assert not any(value in out for value in values.values())  # names only, never values
+    assert Settings.from_env({**PUBLIC, **values,
+                              "LIVEPULSE_CLICKHOUSE_URL": "clickhouse://ch:9000/lp"})
+
+    before = target.read_bytes()
+    assert main(["secrets", "init", "--file", str(target)]) == 1  # never overwritten...
+    assert target.read_bytes() == before and "--force" in capsys.readouterr().err
+    assert main(["secrets", "init", "--file", str(target), "--force"]) == 0  # ...unless asked
+    assert target.read_bytes() != before and (target.stat().st_mode & 0o777) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["livepulse.env"]  # no temporaries

@@ -290,3 +290,123 @@ def test_snapshot_files_are_written_with_default_permissions_only(tmp_path: Path
     """mkstemp creates 0600 files; the snapshot keeps them private to the worker's user."""
     path = SnapshotStore(tmp_path).save("m", good_blob())
     assert os.stat(path).st_mode & 0o077 == 0
+
+
+# ------------------------------------------------- restore falls back; the key sits apart
+
+
+def two_snapshots(store: SnapshotStore) -> list[Path]:
+    """An older and a newer valid snapshot of ``sentiment`` (different payloads)."""
+    for version in ("old", "new"):
+        store.save("sentiment", save_snapshot({"v": version}, None, key=KEY,
+                                              model_name="sentiment", version=version))
+    return store.history("sentiment")
+
+
+def test_restore_falls_back_to_the_newest_snapshot_that_verifies(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path)
+    newest, older = two_snapshots(store)
+    newest.write_bytes(flip(newest.read_bytes(), 60))  # corrupt the newest
+    refused: list[tuple[str, str]] = []
+    model, header, path = snapshot_module.load_newest(
+        store, "sentiment", key=KEY, refused=lambda p, e: refused.append((p.name, e.reason)))
+    assert (model, header["model_version"], path) == ({"v": "old"}, "old", older)
+    assert refused == [(newest.name, "signature")]
+
+
+def test_a_forged_newest_snapshot_is_refused_and_never_unpickled(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = SnapshotStore(tmp_path)
+    two_snapshots(store)
+
+    class Boom:
+        def __reduce__(self) -> tuple[Any, tuple[str]]:
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    forged = store.save("sentiment", save_snapshot(Boom(), None, key=b"attacker-key" * 3,
+                                                   model_name="sentiment", version="9"))
+    reasons: list[str] = []
+    model, _, path = snapshot_module.load_newest(store, "sentiment", key=KEY,
+                                                 refused=lambda p, e: reasons.append(e.reason))
+    assert model == {"v": "new"} and path != forged and reasons == ["signature"]
+    assert not (tmp_path / "pwned").exists()
+    for path in store.history("sentiment"):  # nothing verifies: None, each refusal reported
+        path.write_bytes(b"not a snapshot")
+    assert snapshot_module.load_newest(store, "sentiment", key=KEY) is None
+
+
+def test_model_host_restores_the_older_snapshot_logs_and_counts_the_refusal(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from agents import models as models_module
+    from agents.models import ModelHost
+    from agents.stats import EngineMetrics
+    from config.settings import Settings
+
+    settings = Settings(data_dir=str(tmp_path), snapshot_key=KEY.decode())
+    first = ModelHost(settings)
+    first.snapshot()
+    first.recommender.learn_one({"session_id": "s", "item_id": "i1", "ts": 1})
+    first.snapshot()  # the newest recommender snapshot knows item i1
+    newest = first.store.history("recommender")[0]
+    newest.write_bytes(newest.read_bytes()[:-1])  # truncated tag
+    metrics = EngineMetrics()
+    again = ModelHost(settings, metrics)
+    with caplog.at_level("WARNING", logger="livepulse.models"):
+        restored = again.restore()
+    assert restored["recommender"]["file"] != newest.name
+    assert restored["recommender"]["skipped_files"][0].startswith(newest.name)
+    assert "refused" not in restored["sentiment"]
+    assert f"refusing recommender snapshot {newest.name}" in caplog.text
+    assert KEY.decode() not in caplog.text
+    value = metrics.registry.get_sample_value(
+        "livepulse_snapshot_refused_total", {"model": "recommender", "reason": "signature"})
+    assert value == 1.0
+    assert models_module._refused_counter(metrics) is models_module._refused_counter(metrics)
+
+
+def test_snapshot_key_file_is_outside_the_snapshots_and_private(tmp_path: Path) -> None:
+    from agents.models import snapshot_dir, snapshot_key
+    from config.settings import Settings
+
+    settings = Settings(data_dir=str(tmp_path))
+    key = snapshot_key(settings)
+    path = tmp_path / "keys" / "snapshot.key"
+    assert len(key) >= 32 and path.read_bytes() == key and snapshot_key(settings) == key
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert not list(snapshot_dir(settings).glob(".key"))
+    custom = Settings(data_dir=str(tmp_path), snapshot_key_file=str(tmp_path / "k" / "s.key"))
+    assert snapshot_key(custom) != key and (tmp_path / "k" / "s.key").exists()
+
+
+def test_an_old_key_beside_the_snapshots_is_moved_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from agents.models import ModelHost, snapshot_key
+    from config.settings import Settings
+
+    settings = Settings(data_dir=str(tmp_path))
+    snapshots = tmp_path / "snapshots"
+    snapshots.mkdir()
+    old_key = b"an-old-random-key-0123456789abcdefABCDEF"
+    (snapshots / ".key").write_bytes(old_key)
+    SnapshotStore(snapshots).save("sentiment", save_snapshot(
+        {"v": "before the upgrade"}, None, key=old_key, model_name="sentiment", version="1"))
+    with caplog.at_level("WARNING", logger="livepulse.models"):
+        host = ModelHost(settings)
+    assert host.key == old_key and "moving the snapshot key" in caplog.text
+    assert not (snapshots / ".key").exists()
+    assert (tmp_path / "keys" / "snapshot.key").read_bytes() == old_key
+    found = snapshot_module.load_newest(host.store, "sentiment", key=host.key)
+    assert found is not None and found[0] == {"v": "before the upgrade"}
+    (snapshots / ".key").write_bytes(b"planted-later-by-someone-else-0123456789")
+    assert snapshot_key(settings) == old_key  # the key file wins; the planted one is removed
+    assert not (snapshots / ".key").exists()
+
+
+def test_a_short_key_file_is_refused(tmp_path: Path) -> None:
+    from agents.models import snapshot_key
+    from config.settings import Settings
+
+    short = tmp_path / "short.key"
+    short.write_text("abc")
+    with pytest.raises(SnapshotError, match="under 32 bytes"):
+        snapshot_key(Settings(data_dir=str(tmp_path), snapshot_key_file=str(short)))
