@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Histogram
 
+from agents.models import MODEL_NAMES
 from agents.privacy import pseudonym_key, pseudonymize
 from streams.contracts import ERASURE_REQUEST
 from streams.ingest import Rejection, Validator, now_ms
@@ -333,11 +334,14 @@ class Eraser:
         rewrite the model snapshots now (no event is handled yet) and mark those erasures
         durable; return how many were re-applied."""
         applied = self.replay(records)
-        if applied:
+        if not applied:
+            return 0
+        store = self.models.store
+        if any(store.history(name) for name in MODEL_NAMES):  # else nothing to rewrite
             self.models.rewrite_snapshots_now()
-            self.log.durable(self.log.seq)
-            log.info("%d live erasure request(s) re-applied to the restored models; "
-                     "snapshots rewritten", applied)
+        self.log.durable(self.log.seq)
+        log.info("%d live erasure request(s) re-applied to the restored models; snapshots "
+                 "rewritten", applied)
         return applied
 
     async def follow(self, bootstrap: str) -> None:

@@ -270,3 +270,12 @@ def test_a_restart_reapplies_live_erasures_to_models_restored_from_older_snapsho
     again, _ = erasure_harness(tmp_path)  # and a second restart restores no trace of it
     assert not any(again.models.holds("gone").values())
     assert again.models.holds("u1")["mf_factors"] == 1
+
+
+def test_a_worker_that_cannot_read_the_erasure_topic_at_start_refuses_to_run(
+        tmp_path: Path) -> None:
+    from streams.broker import free_port
+
+    _, eraser = erasure_harness(tmp_path)
+    with pytest.raises(RuntimeError, match="cannot read the erasure topic"):
+        eraser.load(f"127.0.0.1:{free_port()}", timeout_s=1.0)  # nothing listens there
