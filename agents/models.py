@@ -11,6 +11,8 @@ Each worker holds one model replica trained on the users of the partitions it ow
 statistics converge with traffic; a shared model-update topic is future work). Models are
 snapshotted every ``LIVEPULSE_SNAPSHOT_INTERVAL_S`` and at shutdown to an HMAC-signed file
 (:mod:`online_models.snapshot`) with the input offsets it covers, and restored at start.
+An erasure rewrites them at once (:meth:`ModelHost.rewrite_snapshots`: every model saved
+again, every older file deleted) before it is acknowledged (:mod:`agents.users.erasure`).
 """
 
 from __future__ import annotations

@@ -361,8 +361,9 @@ class Eraser:
             if record.value is None:
                 return
             request = self.validator.decode(record.value, now_ms())
-            if isinstance(request, Rejection) or record.key != request.user_id.encode():
-                return
+            if isinstance(request, Rejection) or (
+                    record.key is not None and record.key != request.user_id.encode()):
+                return  # as the user pipeline's admit: a key must be the user id
             held = self.models.forget(request.user_id)
             if any(held.values()):
                 self.log.applied(request.user_id, request.request_id)
