@@ -576,8 +576,11 @@ def test_forget_then_sigkill_and_restart_keeps_the_user_forgotten(
     assert forget.returncode == 0 and summary["ok"] and summary["worker_ack"], summary
     assert summary["clickhouse"]["rows_left"] == 0, summary
 
-    # the restarted worker: nothing held, nothing personal ranked, no profile
-    footprint = get_json(user_url(second, gone, "footprint"))[1]
+    # the restarted worker: nothing held, nothing personal ranked, no profile (its answer
+    # for the user's partition is 503 "recovering" until it has read that partition's input
+    # up to the log end it found)
+    footprint = wait_for(lambda: (a := get_json(user_url(second, gone, "footprint")))[0] == 200
+                         and a[1], timeout=60, what="the restarted worker serving the user")
     assert footprint["held"] == 0, footprint
     assert get_json(user_url(second, gone, "profile"))[0] == 404
     recs = get_json(user_url(second, gone, "recommendations"))[1]
