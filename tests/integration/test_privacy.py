@@ -14,6 +14,11 @@
   record for the key is a tombstone), session, model, trigger and anomaly state, Redis keys
   and ClickHouse rows of one user and keeps the others'; forgetting again, or an unknown
   user, succeeds; later events start a fresh profile; ``DELETE /api/users/{id}`` works too.
+* Erasure survives a crash: the worker is killed with SIGKILL right after its erasure
+  acknowledgement and restarted from the same data and snapshot folders; no snapshot file
+  holds the user, the restarted worker holds nothing (footprint 0, profile 404, no ``mf``
+  reason) and Redis and ClickHouse stay without the user while traffic goes on (printed:
+  ``FORGET-KILL ack_durable_s=…``).
 """
 
 from __future__ import annotations
