@@ -3,8 +3,10 @@
 1. publish an erasure request on ``<prefix>.erasure`` (key user_id): the worker owning the
    user's partition forgets the user's profile, session, model, trigger and anomaly state
    and Redis copy;
-2. wait for its acknowledgement: ``GET /api/users/{id}/footprint`` answering ``held: 0``
-   and ``GET /api/users/{id}/profile`` 404 (Redis copy gone too);
+2. wait for its acknowledgement: ``GET /api/users/{id}/footprint`` answering ``held: 0``,
+   ``GET /api/users/{id}/profile`` 404 (Redis copy gone too), then
+   ``GET /api/users/{id}/erasure`` answering ``done`` for this request: the erasure is
+   durable (offsets committed, model snapshots rewritten; a crash no longer undoes it);
 3. delete the Redis keys itself (``{ns}:user:{id}`` and the index entry), belt and braces;
 4. with ``LIVEPULSE_CLICKHOUSE_URL`` set: wait until the history sink has stored what the
    history topics held (rows produced before the erasure would otherwise land after the
@@ -78,12 +80,25 @@ def gone(web_url: str, user_id: str, token: str = "") -> bool:
     return user_api(web_url, user_id, "profile", token)[0] == 404
 
 
-async def wait_gone(web_url: str, user_id: str, timeout_s: float,
-                    token: str = "") -> tuple[bool, float]:
-    """Poll the worker API until the user is gone; (acknowledged, seconds waited)."""
+def acknowledged(web_url: str, user_id: str, request_id: str, token: str = "") -> bool:
+    """The worker's acknowledgement of request ``request_id``: the user is :func:`gone`
+    and then the erasure API answers ``done`` for that request (durable: offsets
+    committed, model snapshots rewritten). Checked in this order: the worker marks an
+    erasure pending in the same step that applies it, so a state seen gone and then done
+    cannot come from an earlier round."""
+    if not gone(web_url, user_id, token):
+        return False
+    status, body = user_api(web_url, user_id, "erasure", token)
+    return status == 200 and isinstance(body, dict) and body.get("state") == "done" \
+        and body.get("request_id") == request_id
+
+
+async def wait_acknowledged(web_url: str, user_id: str, request_id: str, timeout_s: float,
+                            token: str = "") -> tuple[bool, float]:
+    """Poll the worker API until it acknowledges; (acknowledged, seconds waited)."""
     started = time.monotonic()
     while True:
-        if await asyncio.to_thread(gone, web_url, user_id, token):
+        if await asyncio.to_thread(acknowledged, web_url, user_id, request_id, token):
             return True, time.monotonic() - started
         if time.monotonic() - started > timeout_s:
             return False, time.monotonic() - started
@@ -158,7 +173,8 @@ async def forget(settings: Settings, bootstrap: str, user_id: str, *, web_url: s
         "request_id": record["request_id"], "topic": names.erasure}
     acknowledged = True
     if web_url:
-        acknowledged, waited = await wait_gone(web_url, user_id, timeout_s, settings.api_token)
+        acknowledged, waited = await wait_acknowledged(
+            web_url, user_id, record["request_id"], timeout_s, settings.api_token)
         summary["worker_ack"] = acknowledged
         summary["worker_ack_s"] = round(waited, 3)
     if settings.redis_url.strip():

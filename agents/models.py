@@ -11,6 +11,8 @@ Each worker holds one model replica trained on the users of the partitions it ow
 statistics converge with traffic; a shared model-update topic is future work). Models are
 snapshotted every ``LIVEPULSE_SNAPSHOT_INTERVAL_S`` and at shutdown to an HMAC-signed file
 (:mod:`online_models.snapshot`) with the input offsets it covers, and restored at start.
+An erasure rewrites them at once (:meth:`ModelHost.rewrite_snapshots`: every model saved
+again, every older file deleted) before it is acknowledged (:mod:`agents.users.erasure`).
 """
 
 from __future__ import annotations
@@ -162,6 +164,9 @@ class ModelHost:
         self.key = snapshot_key(settings)
         self.last_snapshot = time.monotonic()
         self._snapshot_child: int | None = None  # pid of a forked snapshot in flight
+        # one snapshot writer at a time: the periodic one and an erasure's rewrite would race
+        # for the same file sequence, and a pruned file could be written again after it
+        self._snapshot_lock = asyncio.Lock()
         self.fork_seconds = 0.0
 
     # ------------------------------------------------------------------ events
@@ -390,6 +395,33 @@ class ModelHost:
         return written
 
     async def snapshot_forked(self) -> dict[str, int]:
+        """:meth:`snapshot` in a forked child, while this process goes on handling events
+        (one at a time: see :meth:`rewrite_snapshots`)."""
+        async with self._snapshot_lock:
+            return await self._snapshot_forked()
+
+    async def rewrite_snapshots(self) -> dict[str, int]:
+        """Erasure: snapshot every model now (forked, as :meth:`snapshot_forked`) and then
+        delete every older snapshot file of those models, so that no file restorable at the
+        next start predates the erasures applied before this call. Raises
+        :class:`SnapshotError` when the snapshot failed (older files are then kept)."""
+        async with self._snapshot_lock:
+            written = await self._snapshot_forked()
+            await asyncio.to_thread(self._prune_older)  # unlinks: off the event loop too
+        return written
+
+    def rewrite_snapshots_now(self) -> dict[str, int]:
+        """:meth:`rewrite_snapshots` in this process (at start, before any event)."""
+        written = self.snapshot()
+        self._prune_older()
+        return written
+
+    def _prune_older(self) -> None:
+        for name in MODEL_NAMES:
+            for path in self.store.prune(name, keep=1):
+                log.info("snapshot %s deleted (older than an erasure)", path.name)
+
+    async def _snapshot_forked(self) -> dict[str, int]:
         """:meth:`snapshot` in a forked child, while this process goes on handling events.
 
         Pickling the recommender takes hundreds of milliseconds once it holds much state;

@@ -292,6 +292,36 @@ class SnapshotStore:
                 old.unlink()
         return path
 
+    def prune(self, name: str, keep: int = 1) -> list[Path]:
+        """Delete all but the newest ``keep`` snapshots of ``name``, and the temporary files
+        of its unfinished writes (a writer killed mid-write); return the paths deleted.
+
+        Erasure uses it: once a snapshot without the user is written, no older file of the
+        model may stay restorable. Call it with no writer of ``name`` in flight.
+
+        >>> import tempfile
+        >>> store = SnapshotStore(tempfile.mkdtemp(), keep=3)
+        >>> for blob in (b"one", b"two"):
+        ...     path = store.save("recommender", blob)
+        >>> _ = (store.directory / ".recommender.0000000003.lpsnap.x1.tmp").write_bytes(b"t")
+        >>> [p.name for p in store.prune("recommender")]
+        ['recommender.0000000001.lpsnap', '.recommender.0000000003.lpsnap.x1.tmp']
+        >>> [p.name for p in store.history("recommender")], store.latest("recommender")
+        (['recommender.0000000002.lpsnap'], b'two')
+        """
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        doomed = [path for _, path in self._sequenced(name)[keep:]]
+        if self.directory.is_dir():
+            partial = re.compile(rf"\.{re.escape(name)}\.\d{{10,}}{re.escape(SUFFIX)}\..*\.tmp")
+            doomed += sorted(p for p in self.directory.iterdir() if partial.fullmatch(p.name))
+        deleted = []
+        for path in doomed:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                deleted.append(path)
+        return deleted
+
     def latest(self, name: str) -> bytes | None:
         """Bytes of the newest snapshot of ``name``, or None if there is none."""
         for path in self.history(name):

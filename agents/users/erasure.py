@@ -14,10 +14,25 @@ pipeline (:meth:`Eraser.on_request`):
   statistics and the user's incidents;
 * Redis: ``{ns}:user:{id}`` deleted and the id removed from ``{ns}:users:index``.
 
-Then ``GET /api/users/{id}/profile`` answers 404: the CLI's acknowledgement. The CLI also
-deletes the user's ClickHouse rows and Redis keys itself (belt and braces) and finally sends
-a tombstone for the key on the erasure topic, which the worker skips: compaction then drops
-the request (and with it the raw user id) from the topic.
+The acknowledgement means durable. After applying requests in memory the worker makes them
+durable in one round for all of them (:meth:`Eraser.make_durable`, a task off the event
+path): it commits the input offsets (the profile and trigger tombstones reach their
+changelogs, and no event of the user read before the erasure is read again after a crash),
+then rewrites the model snapshots (every model saved again in a forked child, then every
+older snapshot file deleted). Only then does ``GET /api/users/{id}/erasure`` answer
+``{"state": "done", "request_id": ...}``; the CLI waits for that and for the footprint to
+be 0 and the profile to answer 404 (Redis copy gone too). Then it deletes the user's
+ClickHouse rows and Redis keys itself (belt and braces) and finally sends a tombstone for
+the key on the erasure topic: compaction then drops the request (and with it the raw user
+id) from the topic.
+
+A crash before that round ends loses nothing: the request stays on the topic until the CLI
+tombstones it, and at start, after the models are restored from their snapshots and before
+the worker handles any event (:meth:`Eraser.load`, while the worker is built), the worker
+reads the whole erasure topic and applies every live request (latest record of its key not
+a tombstone) to the restored models, then rewrites their snapshots. Every worker also follows
+the topic (:meth:`Eraser.follow`) and forgets the user in its model replica, which may hold
+users of partitions it owned before a rebalance.
 
 Events of the user that arrive later start a fresh profile (defaults: consent true, no
 history): erasure is not a block list. A user who also wants no personalization sends a
@@ -28,16 +43,26 @@ model weights) are not per-user data and stay.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
+from agents.models import MODEL_NAMES
 from agents.privacy import pseudonym_key, pseudonymize
 from streams.contracts import ERASURE_REQUEST
-from streams.ingest import Validator
+from streams.ingest import Rejection, Validator, now_ms
+from streams.security import kafka_client_options
 
 if TYPE_CHECKING:
+    from aiokafka import TopicPartition
+
     from agents.anomalies.monitor import AnomalyMonitor
     from agents.engine import Engine
     from agents.models import ModelHost
@@ -47,10 +72,102 @@ if TYPE_CHECKING:
 log = logging.getLogger("livepulse.erasure")
 
 NEVER_TOO_OLD_MS = 1 << 62  # an erasure request applies however old it is
+LOAD_TIMEOUT_S = 30.0       # longest the start-up read of the erasure topic may take
+CONTROL_FETCH_WAIT_MS = 100
+STATUS_KEPT = 10_000        # erasure states kept for the acknowledgement API
+STATUS_TTL_MS = 3_600_000   # a durable erasure's state is answered for an hour
+LINGER_S = 0.05             # requests arriving together share one durability round
+RETRY_S = (0.5, 5.0)        # first and longest wait before a failed round is tried again
+
+
+@dataclass
+class _Status:
+    request_id: str | None
+    seq: int                # the log's sequence number when it was applied
+    applied_at: int
+    durable_at: int | None = None
+
+
+class ErasureLog:
+    """Per user (by pseudonym: no raw id kept), the latest erasure applied by this worker
+    and whether it is durable yet; the acknowledgement API reads it.
+
+    >>> log = ErasureLog(b"k" * 32)
+    >>> log.status("u1")["state"]
+    'none'
+    >>> log.applied("u1", "r1"); (log.status("u1")["state"], log.pending())
+    ('pending', 1)
+    >>> upto = log.seq; log.applied("u2", "r2"); log.durable(upto)
+    1
+    >>> log.status("u1")["state"], log.status("u1")["request_id"], log.status("u2")["state"]
+    ('done', 'r1', 'pending')
+    """
+
+    def __init__(self, key: bytes, kept: int = STATUS_KEPT,
+                 ttl_ms: int = STATUS_TTL_MS) -> None:
+        self.key = key
+        self.kept = kept
+        self.ttl_ms = ttl_ms
+        self.seq = 0
+        self._entries: OrderedDict[str, _Status] = OrderedDict()
+
+    def applied(self, user: str, request_id: str | None) -> None:
+        """``user`` was just forgotten in memory for ``request_id`` (pending until a
+        durability round that starts after this call ends)."""
+        self.seq += 1
+        pid = pseudonymize(user, self.key)
+        self._entries[pid] = _Status(request_id, self.seq, now_ms())
+        self._entries.move_to_end(pid)
+        while len(self._entries) > self.kept:
+            self._entries.popitem(last=False)
+
+    def pending(self) -> int:
+        return sum(1 for entry in self._entries.values() if entry.durable_at is None)
+
+    def durable(self, upto: int) -> int:
+        """Mark durable every erasure applied up to sequence number ``upto``; return how
+        many were pending."""
+        when, count = now_ms(), 0
+        for entry in self._entries.values():
+            if entry.durable_at is None and entry.seq <= upto:
+                entry.durable_at, count = when, count + 1
+        expired = [pid for pid, entry in self._entries.items()
+                   if entry.durable_at is not None and when - entry.durable_at > self.ttl_ms]
+        for pid in expired:
+            del self._entries[pid]
+        return count
+
+    def status(self, user: str) -> dict[str, Any]:
+        """``{"state": "none" | "pending" | "done", "request_id", "applied_at",
+        "durable_at"}`` (times in epoch ms)."""
+        entry = self._entries.get(pseudonymize(user, self.key))
+        if entry is None:
+            return {"state": "none"}
+        return {"state": "pending" if entry.durable_at is None else "done",
+                "request_id": entry.request_id, "applied_at": entry.applied_at,
+                "durable_at": entry.durable_at}
+
+
+def live_requests(records: Iterable[Any]) -> list[Any]:
+    """The requests still live in erasure-topic ``records`` (read in order): per key, the
+    latest record, unless it is a tombstone (the request was completed).
+
+    >>> from types import SimpleNamespace as R
+    >>> rs = [R(key=b"a", value=b"1"), R(key=b"b", value=b"2"), R(key=b"a", value=None),
+    ...       R(key=b"c", value=b"3"), R(key=b"c", value=b"4")]
+    >>> [r.value for r in live_requests(rs)]
+    [b'2', b'4']
+    """
+    latest: dict[Any, Any] = {}
+    for record in records:
+        latest.pop(record.key, None)
+        latest[record.key] = record
+    return [record for record in latest.values() if record.value is not None]
 
 
 class Eraser:
-    """Applies erasure requests on the user pipeline of the worker owning the user."""
+    """Applies erasure requests on the user pipeline of the worker owning the user, and
+    makes them durable before acknowledging them (see the module doc)."""
 
     def __init__(self, engine: Engine, profiles: ProfileStore, models: ModelHost,
                  promo: PromoTriggers, anomalies: AnomalyMonitor | None = None) -> None:
@@ -65,10 +182,21 @@ class Eraser:
             ERASURE_REQUEST, max_bytes=settings.max_event_bytes,
             max_future_skew_ms=int(settings.max_future_skew_s * 1000),
             max_age_ms=NEVER_TOO_OLD_MS)
+        self.log = ErasureLog(self.key)
+        self.positions: dict[TopicPartition, int] = {}  # erasure topic, read by load/follow
+        self._wake = asyncio.Event()
+        registry = engine.metrics.registry
         self.erased = Counter(
             "livepulse_erasures_total", "Erasure requests applied (users forgotten), by "
-            "whether the worker held a profile for the user.", ["found"],
-            registry=engine.metrics.registry)
+            "whether the worker held a profile for the user.", ["found"], registry=registry)
+        self.rounds = Counter(
+            "livepulse_erasure_durability_rounds_total", "Rounds making applied erasures "
+            "durable (offsets committed, model snapshots rewritten), by outcome.",
+            ["outcome"], registry=registry)
+        self.round_seconds = Histogram(
+            "livepulse_erasure_durability_seconds", "Duration of one successful durability "
+            "round (commit and snapshot rewrite).", registry=registry,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
 
     async def on_request(self, message: Any) -> None:
         """Forget the user of one erasure record; a tombstone (request done) is skipped."""
@@ -80,6 +208,8 @@ class Eraser:
             return
         user = record.user_id
         summary = self.forget(user, message.partition)
+        self.log.applied(user, record.request_id)
+        self._wake.set()
         self.erased.labels(str(summary["profile"] > 0).lower()).inc()
         log.info("erased user %s (pseudonym): %s", pseudonymize(user, self.key), summary)
 
@@ -99,3 +229,144 @@ class Eraser:
         if engine.redis is not None:
             engine.redis.add("user", user, {})  # empty document: DEL + index ZREM
         return summary
+
+    # ------------------------------------------------------------------ durability
+    def status(self, user: str) -> dict[str, Any]:
+        """The acknowledgement: ``state`` ``done`` once this worker's erasure of ``user``
+        is durable (:class:`ErasureLog`)."""
+        return {"user_id": user, **self.log.status(user)}
+
+    async def commit(self) -> None:
+        """Commit the input offsets now (a commit that pins them after this call), and
+        flush the producer: the changelog tombstones written by the before-commit hooks
+        are on the brokers. Without a Faust consumer (the in-memory harness): nothing."""
+        app = self.engine.app
+        consumer = getattr(app, "consumer", None)
+        if consumer is None:
+            return
+        await consumer.maybe_wait_for_commit_to_finish()  # it may have pinned them earlier
+        await consumer.commit()
+        await app.producer.flush()
+
+    async def make_durable(self) -> int:
+        """One durability round for every erasure applied before it started: commit, then
+        rewrite the model snapshots; return how many became durable (0: none pending)."""
+        upto = self.log.seq
+        if not self.log.pending():
+            return 0
+        started = time.perf_counter()
+        await self.commit()
+        await self.models.rewrite_snapshots()
+        done = self.log.durable(upto)
+        took = time.perf_counter() - started
+        self.round_seconds.observe(took)
+        self.rounds.labels("ok").inc()
+        log.info("%d erasure(s) durable in %.0f ms (offsets committed, snapshots rewritten)",
+                 done, took * 1000)
+        return done
+
+    async def run(self) -> None:
+        """The durability task: a round whenever erasures were applied; a failed round is
+        logged, counted and tried again (backing off) -- meanwhile nothing is acknowledged."""
+        delay = RETRY_S[0]
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(LINGER_S)
+            self._wake.clear()
+            try:
+                await self.make_durable()
+                delay = RETRY_S[0]
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.rounds.labels("failed").inc()
+                log.error("erasures not made durable yet (%s: %s); retrying in %.1f s",
+                          type(exc).__name__, str(exc)[:200], delay)
+                await asyncio.sleep(delay)
+                delay = min(RETRY_S[1], delay * 2)
+                self._wake.set()
+
+    # ------------------------------------------------------------------ restart
+    def replay(self, records: Iterable[Any]) -> int:
+        """Apply the live requests among erasure-topic ``records`` to the models (restored
+        from snapshots that may predate them); return how many users were forgotten. The
+        tables are not touched: they are recovered later, from changelogs that hold the
+        tombstones of every acknowledged erasure (an unacknowledged one is read again by
+        :meth:`on_request`, its offset not being committed)."""
+        applied = 0
+        for record in live_requests(records):
+            request = self.validator.decode(record.value, now_ms())
+            key = record.key.decode("utf-8", "replace") if isinstance(record.key, bytes) \
+                else record.key
+            if isinstance(request, Rejection) or (key is not None and key != request.user_id):
+                continue  # never applied: the user pipeline dead-letters it
+            self.models.forget(request.user_id)
+            if self.anomalies is not None:
+                self.anomalies.forget_user(request.user_id)
+            self.log.applied(request.user_id, request.request_id)
+            applied += 1
+        return applied
+
+    def load(self, bootstrap: str, timeout_s: float = LOAD_TIMEOUT_S) -> int:
+        """At start, before any event: read the whole erasure topic (blocking, in a thread
+        of its own), :meth:`replay` it and, if any request is live, rewrite the model
+        snapshots; return how many requests were re-applied. Raises when the topic cannot
+        be read: a worker that cannot tell whom to forget does not start."""
+        from streams.control import ControlTopicReader
+
+        reader = ControlTopicReader(
+            bootstrap, self.engine.topics.erasure,
+            client_options=kafka_client_options(self.engine.settings),
+            fetch_wait_ms=CONTROL_FETCH_WAIT_MS, default_partitions=0, poll_ms=200,
+            max_records=None, name="erasure (start)")
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            future = pool.submit(asyncio.run, reader.read_to_end(timeout_s))
+            try:
+                records = future.result(timeout_s + 5)
+            except Exception as exc:
+                raise RuntimeError(f"cannot read the erasure topic at start ({exc}): "
+                                   "refusing to run models that may hold erased users") from exc
+        self.positions.update(reader.positions)
+        return self.restart(records)
+
+    def restart(self, records: Iterable[Any]) -> int:
+        """:meth:`replay` the erasure-topic ``records`` and, if any request was live,
+        rewrite the model snapshots now (no event is handled yet) and mark those erasures
+        durable; return how many were re-applied."""
+        applied = self.replay(records)
+        if not applied:
+            return 0
+        store = self.models.store
+        if any(store.history(name) for name in MODEL_NAMES):  # else nothing to rewrite
+            self.models.rewrite_snapshots_now()
+        self.log.durable(self.log.seq)
+        log.info("%d live erasure request(s) re-applied to the restored models; snapshots "
+                 "rewritten", applied)
+        return applied
+
+    async def follow(self, bootstrap: str) -> None:
+        """Every worker: follow the erasure topic from where :meth:`load` stopped and forget
+        each requested user in this worker's model replica (it may hold users of partitions
+        it no longer owns); a replica that held something gets a durability round."""
+        from streams.control import ControlTopicReader
+
+        reader = ControlTopicReader(
+            bootstrap, self.engine.topics.erasure,
+            client_options=kafka_client_options(self.engine.settings),
+            fetch_wait_ms=CONTROL_FETCH_WAIT_MS,
+            default_partitions=self.engine.settings.partitions, name="erasure (models)")
+        reader.positions = self.positions
+
+        def apply(record: Any) -> None:
+            if record.value is None:
+                return
+            request = self.validator.decode(record.value, now_ms())
+            if isinstance(request, Rejection) or (
+                    record.key is not None and record.key != request.user_id.encode()):
+                return  # as the user pipeline's admit: a key must be the user id
+            held = self.models.forget(request.user_id)
+            if any(held.values()):
+                self.log.applied(request.user_id, request.request_id)
+                self._wake.set()
+
+        await reader.follow(apply)

@@ -20,6 +20,7 @@ import orjson
 
 from agents.engine import RAW, Engine
 from agents.models import ModelHost
+from agents.promo.triggers import bootstrap_of
 from agents.state import StateMetrics, WriteBehindTable, in_partition
 from agents.users.activity import source_of, unbatch
 from agents.users.erasure import Eraser
@@ -211,6 +212,8 @@ def register(engine: Engine, catalog: Any, headlines: Any, promo: PromoTriggers,
     if restored:
         log.info("online models restored from snapshots: %s", sorted(restored))
     eraser = Eraser(engine, profiles, models, promo, anomalies)  # livepulse forget
+    # erasures since the snapshots were taken: applied before the first event is handled
+    eraser.load(bootstrap_of(app))
     handler = UserHandler(engine, profiles, catalog, headlines, models, promo,
                           anomalies.note_user if anomalies is not None else None)
     for name in (names.clicks, names.user_activity):
@@ -234,6 +237,16 @@ def register(engine: Engine, catalog: Any, headlines: Any, promo: PromoTriggers,
         async for event in stream.events():
             await engine.guard("user-pipeline", event.message, handle_control,
                                event.message)
+
+    @app.task
+    async def make_erasures_durable() -> None:
+        """The erasure acknowledgement waits for this: offsets committed, snapshots
+        rewritten (agents.users.erasure)."""
+        await eraser.run()
+
+    @app.task
+    async def forget_erased_users_in_models() -> None:
+        await eraser.follow(bootstrap_of(app))
 
     @app.task
     async def snapshot_models() -> None:

@@ -7,6 +7,9 @@ user, so that the worker owning the user's partition applies them (any worker ac
   does not take the record: ``503``.
 * ``GET /api/users/{user_id}/footprint`` -> counts of what the owning worker holds about
   the user (profile, trigger state, model state, anomaly state): 0 after erasure.
+* ``GET /api/users/{user_id}/erasure`` -> ``{"state": "none" | "pending" | "done",
+  "request_id", ...}``: ``done`` once the owning worker's erasure is durable (the
+  acknowledgement ``livepulse forget`` waits for).
 * ``DELETE /api/users/{user_id}`` -> an ``erasure-request.v1`` record on
   ``<prefix>.erasure``; ``202``. (``livepulse forget`` also deletes ClickHouse rows and
   waits for the worker; see :mod:`agents.forget`.)
@@ -151,7 +154,18 @@ def register(worker: Worker) -> None:
         async def get(self, request: Request, user_id: str) -> Response:
             return self.json(footprint(worker, user_id))
 
-    del Consent, Footprint  # registered on the app
+    @app.page("/api/users/{user_id}/erasure")
+    class Erasure(View):
+        """The erasure acknowledgement of the owning worker: ``state`` ``done`` (with the
+        ``request_id``) once its erasure of the user is durable -- offsets committed and
+        model snapshots rewritten -- ``pending`` before, ``none`` if it applied none
+        (agents.users.erasure)."""
+
+        @app.table_route(table=profiles, match_info="user_id")
+        async def get(self, request: Request, user_id: str) -> Response:
+            return self.json(worker.eraser.status(user_id))
+
+    del Consent, Footprint, Erasure  # registered on the app
 
 
 def footprint(worker: Worker, user_id: str) -> dict[str, Any]:

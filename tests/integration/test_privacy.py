@@ -14,6 +14,11 @@
   record for the key is a tombstone), session, model, trigger and anomaly state, Redis keys
   and ClickHouse rows of one user and keeps the others'; forgetting again, or an unknown
   user, succeeds; later events start a fresh profile; ``DELETE /api/users/{id}`` works too.
+* Erasure survives a crash: the worker is killed with SIGKILL right after its erasure
+  acknowledgement and restarted from the same data and snapshot folders; no snapshot file
+  holds the user, the restarted worker holds nothing (footprint 0, profile 404, no ``mf``
+  reason) and Redis and ClickHouse stay without the user while traffic goes on (printed:
+  ``FORGET-KILL ack_durable_s=…``).
 """
 
 from __future__ import annotations
@@ -479,3 +484,138 @@ def test_forget_while_the_worker_is_down_cleans_its_saved_rooms(
     assert names_in_room(stays, second) == (True, True, True)
     assert second.stop() == 0
     assert gone not in second.log()
+
+
+def snapshots_holding(settings: Settings, user: str) -> tuple[list[str], int]:
+    """The snapshot files (any model, any age) a worker could restore ``user`` from, and
+    how many snapshot files there are in all."""
+    from agents.models import MODEL_NAMES, ModelHost
+    from online_models.snapshot import SnapshotError, load_snapshot
+
+    store = ModelHost(settings).store
+    holding, total = [], 0
+    for name in MODEL_NAMES:
+        for path in store.history(name):
+            total += 1
+            host = ModelHost(settings)
+            try:
+                model, _ = load_snapshot(path, key=host.key, expected_model=name)
+            except SnapshotError:  # pruned or being replaced meanwhile
+                continue
+            if name != "sentiment":
+                setattr(host, name, model)
+            if any(host.holds(user).values()):
+                holding.append(path.name)
+    return holding, total
+
+
+def test_forget_then_sigkill_and_restart_keeps_the_user_forgotten(
+        broker: Any, clickhouse_url: str, worker_factory: Any, tmp_path: Path) -> None:
+    """Issue 17: ``livepulse forget`` answered ok, the worker was killed with SIGKILL and
+    restarted from a model snapshot taken before the erasure: the user was back in the
+    models. Now the acknowledgement comes only once no snapshot holds the user, and a
+    restart re-applies live requests before the first event; killed right after the
+    acknowledgement, the restarted worker holds nothing, ranks nothing personal for the
+    user, and neither Redis nor ClickHouse get the user back."""
+    import random
+    import signal
+
+    settings = settings_for(tmp_path, broker, clickhouse_url, snapshot_interval_s=2.0,
+                            snapshot_dir=str(tmp_path / "snapshots"),
+                            snapshot_key="erasure-test-snapshot-key-0123456789abcdef",
+                            commit_interval_s=0.5, session_timeout_s=6.0,
+                            rebalance_timeout_s=6.0, heartbeat_interval_s=1.0)
+    first = worker_factory(settings, "first")
+    gone, others = "erase-me-1", ["keeps-1", "keeps-2", "keeps-3"]
+    rnd = random.Random(17)
+    base = now_ms()
+    send(settings, [click(f"{user}-{i}", kind, user, f"s-{user}", base + i * 1000,
+                          item_id=f"item-{rnd.randrange(12)}")
+                    for user in (gone, *others)
+                    for i, kind in enumerate(["view", "click"] * 20)])
+    pid = pseudonymize(gone, KEY.encode())
+    r = redis.Redis.from_url(settings.redis_url)
+    ns = settings.redis_namespace
+
+    def held_everywhere() -> bool:
+        footprint = get_json(user_url(first, gone, "footprint"))[1] or {}
+        parts = footprint.get("parts", {})
+        writer = clickhouse(settings)
+        try:
+            rows = writer.execute(f"SELECT count() FROM {writer.database}.click_events "
+                                  "WHERE user_pid = %(p)s", {"p": pid})[0][0]
+        except ServerException:
+            return False  # the sink has not created the database yet
+        finally:
+            writer.close()
+        return (parts.get("mf_factors") == 1 and parts.get("profile") == 1 and rows >= 40
+                and r.exists(f"{ns}:user:{gone}") == 1)
+
+    wait_for(held_everywhere, timeout=90, what="the user in the models, Redis and ClickHouse")
+    # a periodic snapshot taken now holds the user (what a restart restored before)
+    wait_for(lambda: snapshots_holding(settings, gone)[0], timeout=30,
+             what="a model snapshot holding the user")
+
+    forget = subprocess.Popen(
+        [sys.executable, "-m", "agents.cli", "forget", gone, "--web", first.web_url,
+         "--timeout", "120"], cwd=REPO, env={**os.environ, **settings.to_env()},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        acked = wait_for(lambda: (s := get_json(user_url(first, gone, "erasure"))[1]) and
+                         s.get("state") == "done" and s, timeout=60,
+                         what="the worker's erasure acknowledgement")
+        first.process.send_signal(signal.SIGKILL)  # right after the acknowledgement
+        first.process.wait(10)
+        ack_s = (acked["durable_at"] - acked["applied_at"]) / 1000
+        # nothing restorable holds the user: the older snapshot files are gone
+        holding, files = snapshots_holding(settings, gone)
+        assert holding == [] and files >= 4, (holding, files)
+        second = worker_factory(settings, "second")  # same data and snapshot folders, port
+        out, err = forget.communicate(timeout=240)
+    finally:
+        if forget.poll() is None:
+            forget.kill()
+            forget.wait(10)
+    summary = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"stderr": err[-3000:]}
+    print(f"\nFORGET-KILL ack_durable_s={ack_s:.3f} summary={summary}")
+    assert forget.returncode == 0 and summary["ok"] and summary["worker_ack"], summary
+    assert summary["clickhouse"]["rows_left"] == 0, summary
+
+    # the restarted worker: nothing held, nothing personal ranked, no profile (its answer
+    # for the user's partition is 503 "recovering" until it has read that partition's input
+    # up to the log end it found)
+    footprint = wait_for(lambda: (a := get_json(user_url(second, gone, "footprint")))[0] == 200
+                         and a[1], timeout=60, what="the restarted worker serving the user")
+    assert footprint["held"] == 0, footprint
+    assert get_json(user_url(second, gone, "profile"))[0] == 404
+    recs = get_json(user_url(second, gone, "recommendations"))[1]
+    assert recs["items"] and recs["scores"] == {}, recs
+    assert all("mf" not in item["reasons"] for item in recs["items"]), recs
+    # the others' model state survived the rewrite
+    assert get_json(user_url(second, others[0], "footprint"))[1]["parts"]["mf_factors"] == 1
+
+    # traffic goes on; the sink and the Redis writer run past the erasure: no resurrection
+    later = [click(f"{user}-after", "view", user, f"s-{user}", now_ms()) for user in others]
+    send(settings, later)
+
+    def stored_later() -> bool:
+        writer = clickhouse(settings)
+        try:
+            return writer.execute(f"SELECT count() FROM {writer.database}.click_events "
+                                  "WHERE endsWith(event_id, '-after')")[0][0] == len(later)
+        finally:
+            writer.close()
+
+    wait_for(stored_later, timeout=60, what="later events in ClickHouse")
+    wait_for(lambda: r.exists(f"{ns}:user:{others[0]}") == 1, timeout=30,
+             what="the other users' Redis copies written again")
+    assert rows_naming(settings, pid) == {} and rows_naming(settings, gone) == {}
+    assert r.exists(f"{ns}:user:{gone}") == 0 and r.zscore(f"{ns}:users:index", gone) is None
+    names = topic_names(settings)
+    mine = [orjson.loads(x.value) for x in read_values(
+        settings, names.recommendations, lambda rs: False, timeout=2.0)]
+    assert not [rec for rec in mine if rec["user_id"] == gone
+                and rec["ts"] >= acked["applied_at"]]
+    assert get_json(user_url(second, gone, "footprint"))[1]["held"] == 0
+    assert second.stop() == 0, second.log()[-3000:]
+    assert gone not in second.log() and gone not in first.log()

@@ -3,13 +3,17 @@ remove from the models and the anomaly watch."""
 
 from __future__ import annotations
 
+import asyncio
+import random
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
 from agents.anomalies.incidents import IncidentTracker, Signal
 from agents.anomalies.monitor import AnomalyMonitor
-from agents.models import ModelHost
+from agents.models import MODEL_NAMES, ModelHost
 from agents.privacy import pseudonymize
 from agents.redaction import redact_text
 from agents.sinks.clickhouse_schema import TABLE_BY_NAME, TABLES, erase_user_sql
@@ -153,3 +157,125 @@ def test_consent_request_bodies_are_checked_against_the_contract() -> None:
         with pytest.raises(BadRequest) as caught:
             consent_record(user, body)
         assert caught.value.error == error, (user[:8], body)
+
+
+# ------------------------------------------------------------------ erasure survives restarts
+SNAPSHOT_KEY = "unit-snapshot-key-0123456789abcdef"
+
+
+def erasure_harness(data_dir: Path) -> tuple[Any, Any]:
+    """A worker's pipelines in memory (agents.testing.Harness) with its eraser; a second
+    harness on the same ``data_dir`` is the same worker restarted (models restored from
+    the snapshots there)."""
+    from agents.testing import Harness
+    from agents.users.erasure import Eraser
+
+    settings = Settings(kafka_url="memory", data_dir=str(data_dir), partitions=2, redis_url="",
+                        clickhouse_url="", snapshot_key=SNAPSHOT_KEY,
+                        pseudonym_key="unit-pseudonym-key-0123456789abcdef")
+    h = Harness(settings)
+    h.models.restore()  # as agents.users.pipeline.register does at start
+    return h, Eraser(h.engine, h.profiles, h.models, h.promo, h.anomalies)
+
+
+def feed_users(h: Any, users: list[str]) -> None:
+    rnd = random.Random(7)
+    base = h.now_ms()
+    for user in users:
+        events = [orjson.dumps({"event_id": f"{user}-{i}", "type": kind, "ts": base + i * 1000,
+                                "user_id": user, "session_id": f"s-{user}",
+                                "item_id": f"item-{rnd.randrange(12)}"})
+                  for i, kind in enumerate(["view", "click"] * 20)]
+        asyncio.run(h.feed("clicks", 0, events, keys=[user.encode()] * len(events)))
+
+
+def erasure_records(h: Any, entries: list[tuple[str, bytes | None]]) -> list[Any]:
+    """Erasure-topic records (key, value; None: the CLI's tombstone) at offsets 0, 1, ..."""
+    from agents.testing import records
+
+    return records(h.names.erasure, 0, [value for _, value in entries],
+                   keys=[key.encode() for key, _ in entries])
+
+
+def request(user: str) -> bytes:
+    from agents.forget import erasure_record
+
+    return orjson.dumps(erasure_record(user, source="test", request_id=f"req-{user}"))
+
+
+def personal_reasons(h: Any, user: str) -> set[str]:
+    """Reasons of the top-K the API would rank now for ``user`` (no profile: erased)."""
+    return {r for item in h.models.recommend(user, None) for r in item["reasons"]} & {"mf"}
+
+
+def snapshot_files(h: Any) -> dict[str, int]:
+    return {name: len(h.models.store.history(name)) for name in MODEL_NAMES}
+
+
+def test_an_erasure_is_acknowledged_only_once_no_snapshot_holds_the_user(
+        tmp_path: Path) -> None:
+    h, eraser = erasure_harness(tmp_path)
+    feed_users(h, ["gone", "u1", "u2", "u3"])
+    h.models.snapshot()
+    h.models.snapshot()  # two older snapshots of each model, both holding the user
+    assert personal_reasons(h, "gone") == {"mf"}
+    (message,) = erasure_records(h, [("gone", request("gone"))])
+
+    async def erase_then_make_durable() -> tuple[dict[str, Any], int]:
+        await eraser.on_request(message)
+        pending = eraser.status("gone")
+        return pending, await eraser.make_durable()
+
+    pending, durable = asyncio.run(erase_then_make_durable())
+    assert pending["state"] == "pending"  # applied in memory: not acknowledged yet
+    assert durable == 1
+    status = eraser.status("gone")
+    assert status["state"] == "done" and status["request_id"] == "req-gone"
+    assert status["durable_at"] >= status["applied_at"]
+    assert eraser.status("never-seen") == {"user_id": "never-seen", "state": "none"}
+    assert snapshot_files(h) == dict.fromkeys(MODEL_NAMES, 1)  # older files deleted
+    # what a restart would restore: nothing of the user, the others kept
+    restarted, _ = erasure_harness(tmp_path)
+    assert not any(restarted.models.holds("gone").values())
+    assert restarted.models.holds("u1")["mf_factors"] == 1
+    assert personal_reasons(restarted, "gone") == set()
+    assert asyncio.run(eraser.make_durable()) == 0  # nothing pending: no round
+
+
+def test_a_restart_reapplies_live_erasures_to_models_restored_from_older_snapshots(
+        tmp_path: Path) -> None:
+    h, eraser = erasure_harness(tmp_path)
+    feed_users(h, ["gone", "done-before", "u1", "u2"])
+    h.models.snapshot()  # taken before the erasures
+    asyncio.run(eraser.on_request(erasure_records(h, [("gone", request("gone"))])[0]))
+    assert not any(h.models.holds("gone").values())
+    # killed here: the erasure was applied in memory only, the snapshots still hold the user
+
+    restarted, reeraser = erasure_harness(tmp_path)
+    assert restarted.models.holds("gone")["mf_factors"] == 1  # what issue 17 found
+    assert personal_reasons(restarted, "gone") == {"mf"}
+    topic = erasure_records(restarted, [
+        ("gone", request("gone")),
+        ("done-before", request("done-before")), ("done-before", None),  # completed
+        ("u2", request("u1")),       # key is not the user: never applied
+        ("u1", b"{not json"),
+    ])
+    assert reeraser.restart(topic) == 1
+    assert not any(restarted.models.holds("gone").values())
+    assert personal_reasons(restarted, "gone") == set()
+    for kept in ("done-before", "u1", "u2"):
+        assert restarted.models.holds(kept)["mf_factors"] == 1, kept
+    assert reeraser.status("gone")["state"] == "done"
+    assert snapshot_files(restarted) == dict.fromkeys(MODEL_NAMES, 1)
+    again, _ = erasure_harness(tmp_path)  # and a second restart restores no trace of it
+    assert not any(again.models.holds("gone").values())
+    assert again.models.holds("u1")["mf_factors"] == 1
+
+
+def test_a_worker_that_cannot_read_the_erasure_topic_at_start_refuses_to_run(
+        tmp_path: Path) -> None:
+    from streams.broker import free_port
+
+    _, eraser = erasure_harness(tmp_path)
+    with pytest.raises(RuntimeError, match="cannot read the erasure topic"):
+        eraser.load(f"127.0.0.1:{free_port()}", timeout_s=1.0)  # nothing listens there
