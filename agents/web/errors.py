@@ -26,6 +26,7 @@ log = logging.getLogger("livepulse.web")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PATH_ECHO_CHARS = 200  # the path is echoed for debugging; a huge one is clipped
 KEPT_HEADERS = frozenset({"allow", "retry-after"})  # of an error's headers, into its JSON
+REQUEST_ID = web.RequestKey("request_id", str)  # set by agents.web.limits.request_ids
 
 
 def error_name(status: int) -> str:
@@ -66,7 +67,7 @@ def json_errors(errors: Any = None) -> Any:
             raise
         except Exception as exc:
             log.exception("web handler failed on %s %s request_id=%s", request.method,
-                          request.path[:PATH_ECHO_CHARS], request.get("request_id", "-"))
+                          request.path[:PATH_ECHO_CHARS], request.get(REQUEST_ID, "-"))
             if errors is not None:
                 errors.inc()
             return json_error(500, request, detail=type(exc).__name__)

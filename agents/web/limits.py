@@ -42,14 +42,13 @@ from typing import Any
 from aiohttp import web
 
 from agents.web.auth import request_token
-from agents.web.errors import PATH_ECHO_CHARS, json_error
+from agents.web.errors import PATH_ECHO_CHARS, REQUEST_ID, json_error
 
 log = logging.getLogger("livepulse.web.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 REQUEST_ID_HEADER = "X-Request-Id"
-REQUEST_ID_KEY = "request_id"  # where the id is kept on the request (``request[...]``)
 _SANE_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
 
@@ -65,7 +64,7 @@ def request_ids() -> Any:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        rid = request[REQUEST_ID_KEY] = request_id_of(request.headers.get(REQUEST_ID_HEADER))
+        rid = request[REQUEST_ID] = request_id_of(request.headers.get(REQUEST_ID_HEADER))
         started = time.perf_counter()
         status = 500
         try:
@@ -88,7 +87,7 @@ def request_ids() -> Any:
 
 
 async def _echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    rid = request.get(REQUEST_ID_KEY)
+    rid = request.get(REQUEST_ID)
     if rid is not None:
         response.headers[REQUEST_ID_HEADER] = rid
 
