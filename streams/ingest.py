@@ -134,7 +134,7 @@ def duplicate_key(raw: bytes, obj: dict[str, Any]) -> str | None:
         loads_unique(raw)
     except DuplicateKey as dup:
         return dup.key
-    except ValueError:  # orjson took it but json does not (e.g. big numbers): no verdict
+    except (ValueError, RecursionError):  # orjson took it, json does not: no verdict
         return None
     return None
 
@@ -209,20 +209,20 @@ class Validator:
             check_contract(self.contract, obj)
         except ContractError as exc:
             return Rejection(exc.error_class, exc.reason)
+        if self.timed:
+            ts = obj["ts"]
+            if ts > now_ms + self.max_future_skew_ms:
+                return Rejection("ts_future", f"ts {ts} is {(ts - now_ms) / 1000:.1f} s in "
+                                 f"the future (limit {self.max_future_skew_ms / 1000:g} s)")
+            if ts < now_ms - self.max_age_ms:
+                return Rejection("ts_past", f"ts {ts} is {(now_ms - ts) / 1000:.1f} s old "
+                                 f"(limit {self.max_age_ms / 1000:g} s)")
+        # last: a record broken in itself is reported for that, whatever its key
         if key and self.key_field is not None:
             entity = obj[self.key_field]
             if (entity.encode() if type(key) is bytes else entity) != key:
                 return Rejection("key_mismatch", f"message key is not the record's "
                                  f"{self.key_field}")
-        if not self.timed:
-            return to_record(self.contract, obj)
-        ts = obj["ts"]
-        if ts > now_ms + self.max_future_skew_ms:
-            return Rejection("ts_future", f"ts {ts} is {(ts - now_ms) / 1000:.1f} s in the "
-                             f"future (limit {self.max_future_skew_ms / 1000:g} s)")
-        if ts < now_ms - self.max_age_ms:
-            return Rejection("ts_past", f"ts {ts} is {(now_ms - ts) / 1000:.1f} s old "
-                             f"(limit {self.max_age_ms / 1000:g} s)")
         return to_record(self.contract, obj)
 
 

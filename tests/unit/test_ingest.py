@@ -112,6 +112,7 @@ def test_key_must_be_the_entity_id(validator: Validator) -> None:
     assert "room_id" in mismatch.reason
     # a broken record is reported for what is broken, not for its key
     assert validator.decode(event(room_id=None), NOW, b"r").error_class == "missing_field"
+    assert validator.decode(event(ts=NOW - 30 * 86_400_000), NOW, b"x").error_class == "ts_past"
 
 
 def test_topics_dead_letter_and_count_duplicates_and_mismatched_keys() -> None:
@@ -141,3 +142,9 @@ def test_topics_dead_letter_and_count_duplicates_and_mismatched_keys() -> None:
                                                                      "key_mismatch": 2}
     assert set(h.rooms.pipeline.rooms["r1"].state.viewers.keys()) == {"u1"}
     assert "r2" not in h.rooms.pipeline.rooms
+
+
+def test_deep_nesting_beyond_the_exact_parser_never_raises(validator: Validator) -> None:
+    deep = b'{"k": ' * 1000 + b"1" + b"}" * 1000  # orjson parses it, json.loads cannot
+    raw = event()[:-1] + b', "extra": ' + deep + b"}"
+    assert isinstance(validator.decode(raw, NOW), LiveEvent)  # an ignored field: no verdict
