@@ -16,7 +16,9 @@
 * **Request ids**: :func:`request_ids` takes a sane ``X-Request-Id`` from the client or makes
   one, echoes it on every response (also streamed ones) and writes it into the access log
   line (``livepulse.web.access``: DEBUG for answers below 400, INFO for 4xx, WARNING for
-  5xx) and into the error log line of a failed handler (``agents.web.errors``).
+  5xx; the route template, not the path: no user id in the logs) and into the error log
+  line of a failed handler (``agents.web.errors``). Faust forwards a request to the worker
+  owning its key with its headers: both workers log the same id.
 
 Every refusal is JSON like the other errors (``agents.web.errors``).
 
@@ -59,6 +61,14 @@ def request_id_of(given: str | None) -> str:
     return uuid.uuid4().hex
 
 
+def route_of(request: web.Request) -> str:
+    """What an access line names: the matched route's template (``/api/users/{user_id}``:
+    no user id in the logs), else the path; never the query string (it may hold a token)."""
+    resource = getattr(request.match_info.route, "resource", None)
+    canonical = getattr(resource, "canonical", None)
+    return canonical if canonical else request.path[:PATH_ECHO_CHARS]
+
+
 def request_ids() -> Any:
     """The middleware giving each request its id (outermost: it sees every answer)."""
 
@@ -78,10 +88,9 @@ def request_ids() -> Any:
             level = (logging.DEBUG if status < 400 else logging.INFO if status < 500
                      else logging.WARNING)
             if log.isEnabledFor(level):
-                # no query string: it may carry a token
                 log.log(level, "%s %s %d %.1f ms request_id=%s", request.method,
-                        request.path[:PATH_ECHO_CHARS], status,
-                        (time.perf_counter() - started) * 1000, rid)
+                        route_of(request), status, (time.perf_counter() - started) * 1000,
+                        rid)
 
     return middleware
 

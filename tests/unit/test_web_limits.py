@@ -207,12 +207,14 @@ def test_request_ids_are_echoed_and_logged(caplog: pytest.LogCaptureFixture) -> 
         web_app.router.add_get("/ok", ok)
         web_app.router.add_get("/boom", boom)
         web_app.router.add_get("/sse", sse)
+        web_app.router.add_get("/users/{user_id}", ok)
 
     async def run() -> list[tuple[int, str]]:
         out = []
         async with serve(settings(), routes) as (host, port), ClientSession() as s:
             for path, given in (("/ok", "abc-123"), ("/ok", "bad id\t<script>"),
-                                ("/boom", "boom-1"), ("/nowhere", None), ("/sse", "s-1")):
+                                ("/boom", "boom-1"), ("/nowhere", None), ("/sse", "s-1"),
+                                ("/users/alice?token=secret", "u-1")):
                 headers = {"X-Request-Id": given} if given else {}
                 async with s.get(f"http://{host}:{port}{path}", headers=headers) as resp:
                     await resp.read()
@@ -234,6 +236,9 @@ def test_request_ids_are_echoed_and_logged(caplog: pytest.LogCaptureFixture) -> 
     failed = [r for r in caplog.records if r.name == "livepulse.web"]
     assert failed and failed[0].getMessage().endswith("request_id=boom-1")
     assert not any("<script>" in m for m in lines)
+    # the route, not the path: neither the user id nor the query reaches the log
+    assert any(m.startswith("GET /users/{user_id} 200 ") for m in lines)
+    assert not any("alice" in m or "secret" in m for m in lines)
 
 
 @pytest.mark.parametrize(("body", "error"), [
