@@ -121,12 +121,18 @@ def read_bodies(timeout_s: float) -> Any:
 
 
 class StreamSlots:
-    """Open streams per holder (a token, or a client address), at most ``limit`` each
-    (0: no limit)."""
+    """Open streams per holder, at most ``limit`` each (0: no limit). The holder is the
+    request's bearer token when the API requires tokens (only valid ones reach a handler),
+    else the client's address (an open API's ``?token=`` means nothing: no way around)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, by_token: bool = True) -> None:
         self.limit = limit
+        self.by_token = by_token
         self._open: dict[str, int] = {}
+
+    def holder(self, request: web.Request) -> str:
+        token = request_token(request) if self.by_token else ""
+        return f"token:{token}" if token else f"addr:{request.remote}"
 
     def acquire(self, holder: str) -> bool:
         held = self._open.get(holder, 0)
@@ -144,12 +150,6 @@ class StreamSlots:
 
     def open(self, holder: str) -> int:
         return self._open.get(holder, 0)
-
-
-def stream_holder(request: web.Request) -> str:
-    """Whom a stream counts against: its bearer token, else the client's address."""
-    token = request_token(request)
-    return f"token:{token}" if token else f"addr:{request.remote}"
 
 
 def too_many_streams(request: web.Request, limit: int) -> web.Response:

@@ -52,7 +52,7 @@ async def room_stream(request: Any, room_id: str, streams: web_limits.StreamSlot
                       stopping: Callable[[], bool]) -> aiohttp_web.StreamResponse:
     """The room's SSE stream (``404`` for an unknown room, ``429`` beyond the holder's
     concurrent streams). ``request`` is aiohttp's (Faust's aiohttp driver passes it)."""
-    holder = web_limits.stream_holder(request)
+    holder = streams.holder(request)
     if not streams.acquire(holder):
         return web_limits.too_many_streams(request, streams.limit)
     try:
@@ -96,7 +96,8 @@ def register(worker: Worker) -> None:
     web_auth.install(app, engine.settings)  # bearer tokens when LIVEPULSE_API_TOKEN is set
     # request ids, body-read timeout; the header timeout is set where Faust makes the app
     web_limits.install(app.web.web_app, engine.settings)
-    streams = web_limits.StreamSlots(engine.settings.sse_max_streams_per_token)
+    streams = web_limits.StreamSlots(engine.settings.sse_max_streams_per_token,
+                                     by_token=bool(engine.settings.api_token))
 
     def assigned_partitions() -> int:
         try:

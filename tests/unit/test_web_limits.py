@@ -138,7 +138,7 @@ def test_a_slow_body_is_a_408_and_a_large_one_a_413() -> None:
 
 def test_room_streams_are_capped_per_token() -> None:
     conf = settings(LIVEPULSE_API_TOKEN=TOKEN, LIVEPULSE_SSE_MAX_STREAMS_PER_TOKEN="2")
-    slots = web_limits.StreamSlots(conf.sse_max_streams_per_token)
+    slots = web_limits.StreamSlots(conf.sse_max_streams_per_token, by_token=True)
     stopping = asyncio.Event()
 
     async def insight(room_id: str) -> dict[str, Any] | None:
@@ -270,3 +270,27 @@ def test_json_bodies_naming_a_key_twice_are_refused(body: bytes, error: str | No
         assert (status, answer) == (200, {"consent": False, "source": "consent"})
     else:
         assert status == 400 and answer["error"] == error and "twice" in answer["reason"]
+
+
+def test_without_tokens_streams_count_per_client_address() -> None:
+    """An open API (loopback demo): a made-up ``?token=`` does not buy more streams."""
+    slots = web_limits.StreamSlots(1, by_token=False)
+
+    async def insight(room_id: str) -> dict[str, Any] | None:
+        return {"room_id": room_id, "ts": 1}
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        return await room_stream(request, "r1", slots, insight, lambda: False)
+
+    async def run() -> list[int]:
+        def routes(web_app: web.Application) -> None:
+            web_app.router.add_get("/s", stream)
+
+        async with serve(settings(), routes) as (host, port), ClientSession() as s:
+            first = await s.get(f"http://{host}:{port}/s?token=a")
+            async with s.get(f"http://{host}:{port}/s?token=b") as second:
+                statuses = [first.status, second.status]
+            first.close()
+            return statuses
+
+    assert asyncio.run(run()) == [200, 429]
