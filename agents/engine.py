@@ -91,8 +91,9 @@ class Engine:
     def decode_record(self, validator: Validator, topic: str, partition: int, rec: Any,
                       received_at: int) -> Any:
         """The typed record of one input record of a batch, or None after dead-lettering
-        it (held with the batch's outputs)."""
-        record = validator.decode(rec.value, received_at)
+        it (held with the batch's outputs). The record key must be its entity id
+        (``key_mismatch``, see ``streams.ingest.KEY_FIELDS``)."""
+        record = validator.decode(rec.value, received_at, rec.key)
         if isinstance(record, Rejection):
             self.reject_record(topic, partition, rec.offset, rec.key, rec.value, record,
                                received_at)
@@ -147,16 +148,12 @@ class Engine:
     async def admit(self, validator: Validator, message: Any, key_is_user: bool = False) -> Any:
         """The typed record of a consumed message, or None after dead-lettering it.
 
-        ``key_is_user``: the message key must be the record's ``user_id`` (a record keyed
-        otherwise lands on a partition whose worker does not hold the user's state).
+        The message key must be the record's entity id (``key_mismatch``: a record keyed
+        otherwise lands on a partition whose worker does not hold that entity's state); the
+        validator checks it for every input contract, ``key_is_user`` is kept for callers.
         """
         received_at = now_ms()
-        result = validator.decode(message.value, received_at)
-        if not isinstance(result, Rejection) and key_is_user:
-            key = message.key.decode("utf-8", "replace") if isinstance(message.key, bytes) \
-                else message.key
-            if key is not None and key != result.user_id:
-                result = Rejection("out_of_range", "message key is not the user_id")
+        result = validator.decode(message.value, received_at, message.key)
         if isinstance(result, Rejection):
             await self.reject(message, result, received_at)
             return None

@@ -3,7 +3,8 @@
     python -m benchmarks.bench_ingest [--events 200000] [--repeats 5]
 
 Prints one JSON line: events/s (median of repeats) for the baseline and for
-``Validator.decode`` on simulated traffic, and their ratio.
+``Validator.decode`` on simulated traffic (with its message key: the duplicate-key and
+key-mismatch checks included), and their ratio.
 """
 
 from __future__ import annotations
@@ -31,15 +32,15 @@ def main() -> None:
     settings = Settings()
     validators = {"live": Validator.from_settings(LIVE_EVENT, settings),
                   "clicks": Validator.from_settings(CLICK_EVENT, settings)}
-    pairs = [(validators[r.stream], r.value) for r in records]
+    pairs = [(validators[r.stream], r.value, r.key.encode()) for r in records]
 
     def baseline() -> None:
-        for _, raw in pairs:
+        for _, raw, _ in pairs:
             orjson.loads(raw)
 
     def validate() -> None:
-        for validator, raw in pairs:
-            validator.decode(raw, now)
+        for validator, raw, key in pairs:
+            validator.decode(raw, now, key)
 
     results = {}
     for name, fn in (("orjson_parse_only", baseline), ("validate", validate)):

@@ -132,6 +132,17 @@ class Settings:
     metrics_public: bool = _setting(
         False, "Serve `/metrics` without a token even when the API requires one."
     )
+    http_header_timeout_s: float = _setting(
+        10.0, "A connection must send a request's complete headers within this long of "
+        "connecting (or of its previous response), else it is closed; also the idle keep-alive."
+    )
+    http_body_timeout_s: float = _setting(
+        10.0, "A request body (at most 64 KiB) must arrive within this long: `408` otherwise."
+    )
+    sse_max_streams_per_token: int = _setting(
+        16, "Concurrent room streams (SSE) per token (per client address without tokens): "
+        "`429` beyond. 0: no limit."
+    )
     log_level: str = _setting("info", "Log level of workers (debug, info, warn, error, crit).")
     loop_stall_ms: float = _setting(
         250.0, "Log the worker's stack when its event loop does not run for this long "

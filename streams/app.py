@@ -431,6 +431,24 @@ def broker_url(bootstrap: str) -> str:
     return ";".join(f"{TRANSPORT_SCHEME}://{server}" for server in servers)
 
 
+WEB_MAX_BODY_BYTES = 64 * 1024  # aiohttp's client_max_size: a larger request body is a 413
+
+
+def web_application_options(settings: Settings) -> dict[str, Any]:
+    """Options of the web server's aiohttp application (Faust's ``web_application_options``):
+    the body cap, and the header-read timeout as the protocol's keep-alive timeout (aiohttp
+    closes a connection whose request head is incomplete when it fires, however slowly
+    bytes trickle in). A body a handler left unread is drained for at most the body timeout
+    before the connection closes. The rest of the limits: ``agents.web.limits``.
+
+    >>> web_application_options(Settings())["handler_args"]["keepalive_timeout"]
+    10.0
+    """
+    return {"client_max_size": WEB_MAX_BODY_BYTES,
+            "handler_args": {"keepalive_timeout": max(0.1, settings.http_header_timeout_s),
+                             "lingering_time": max(0.1, settings.http_body_timeout_s)}}
+
+
 def create_app(settings: Settings, bootstrap: str | None = None,
                hooks: WorkerHooks | None = None, **overrides: Any) -> faust.App:
     """A configured Faust app for ``hooks`` (the worker's handlers and commit hooks; see
@@ -451,6 +469,8 @@ def create_app(settings: Settings, bootstrap: str | None = None,
         "web_host": settings.web_host,
         "web_port": settings.web_port,
         "web_bind": settings.web_host,
+        # header-read timeout (aiohttp's keep-alive timer) and body cap: agents.web.limits
+        "web_application_options": web_application_options(settings),
         "consumer_auto_offset_reset": "earliest",
         "producer_linger": settings.producer_linger_ms / 1000.0,
         "broker_commit_interval": settings.commit_interval_s,

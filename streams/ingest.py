@@ -10,11 +10,22 @@ LiveEvent(event_id='e', type='like', ts=5000, room_id='r', user_id='u', host_id=
 item_id=None, amount=None, quantity=None, text=None, session_id=None, schema_version=1)
 >>> v.decode(b'{"event_id":', now_ms=6000).error_class
 'malformed_json'
+
+A key that occurs twice in the JSON object (``duplicate_key``) and a record whose message
+key is not its entity id (``key_mismatch``: live events are keyed by ``room_id``) are
+rejected too:
+
+>>> v.decode(b'{"room_id":"a","room_id":"b"}', now_ms=6000).error_class
+'duplicate_key'
+>>> v.decode(b'{"event_id":"e","type":"like","ts":5000,"room_id":"r","user_id":"u"}',
+...          now_ms=6000, key=b"other-room").error_class
+'key_mismatch'
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +48,95 @@ DEAD_LETTER_PAYLOAD_LIMIT = 4096
 ERROR_CLASSES = (
     "oversize", "encoding", "malformed_json", "not_an_object", "missing_field", "wrong_type",
     "unknown_type", "out_of_range", "unsupported_version", "ts_future", "ts_past", "internal",
+    "duplicate_key", "key_mismatch",
 )
+
+# The field each input topic is keyed by (contract name -> field): a record whose message
+# key differs is refused (``key_mismatch``), it sits on a partition whose worker does not
+# hold that entity's state. Campaigns are applied by their key (``agents.promo``).
+KEY_FIELDS = {"live-event": "room_id", "click-event": "user_id", "catalog-item": "item_id",
+              "consent-event": "user_id", "erasure-request": "user_id"}
+
+_dumps = orjson.dumps
+_QUOTED: dict[str, bytes] = {}  # '"name"' spellings of the keys seen (bounded below)
+_QUOTED_MAX = 1024
+
+
+class DuplicateKey(ValueError):
+    """A JSON object names one key twice (JSON parsers keep the last silently)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"key {key[:60]!r} occurs twice in one object")
+        self.key = key
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return found
+
+
+def loads_unique(raw: bytes | str) -> Any:
+    """Parse JSON like :func:`json.loads`; :class:`DuplicateKey` if any object, at any
+    depth, names a key twice (the slow, exact check: ~10 µs for a 150-byte event).
+
+    >>> loads_unique(b'{"a": {"b": 1, "b": 2}}')
+    Traceback (most recent call last):
+    ...
+    streams.ingest.DuplicateKey: key 'b' occurs twice in one object
+    """
+    return json.loads(raw, object_pairs_hook=_unique_pairs)
+
+
+def duplicate_key(raw: bytes, obj: dict[str, Any]) -> str | None:
+    r"""The key named twice in ``raw`` (a JSON object whose ``orjson.loads`` is ``obj``), or
+    None. Exact at any depth, and cheap for the usual input:
+
+    1. ``raw`` is byte-equal to ``orjson.dumps(obj)`` (what orjson producers such as the
+       simulator, replay and backfill write): a dict has no duplicates, done (~0.25 µs);
+    2. a flat object (one ``{``) without ``\u``/``\/`` escapes, so that each key has a
+       single spelling: each key's quoted spelling occurs once in ``raw``, done (~2 µs);
+    3. else the exact parse :func:`loads_unique` (~10 µs).
+
+    >>> duplicate_key(b'{"a":1,"b":2}', {"a": 1, "b": 2}) is None
+    True
+    >>> duplicate_key(b'{"a": 1, "b": "a"}', {"a": 1, "b": "a"}) is None  # step 3
+    True
+    >>> duplicate_key(b'{"a": 1, "a": 2}', {"a": 2})
+    'a'
+    >>> duplicate_key(b'{"\\u0061":1,"a":2}', {"a": 2})  # spelled differently, same key
+    'a'
+    >>> duplicate_key(b'{"o":{"b":1,"b":2}}', {"o": {"b": 2}})  # nested
+    'b'
+    """
+    try:
+        if orjson.dumps(obj) == raw:
+            return None
+    except orjson.JSONEncodeError:
+        pass  # e.g. an integer beyond 64 bits: the exact parse below decides
+    if raw.count(b"{") == 1 and b"\\u" not in raw and b"\\/" not in raw:
+        for key in obj:
+            quoted = _QUOTED.get(key)
+            if quoted is None:
+                quoted = orjson.dumps(key)
+                if len(_QUOTED) < _QUOTED_MAX:
+                    _QUOTED[key] = quoted
+            if raw.count(quoted) > 1:
+                break
+        else:
+            return None
+    try:
+        loads_unique(raw)
+    except DuplicateKey as dup:
+        return dup.key
+    except (ValueError, RecursionError):  # orjson took it, json does not: no verdict
+        return None
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +152,13 @@ def now_ms() -> int:
 class Validator:
     """Bytes -> typed record, or a :class:`Rejection` naming why not. Never raises."""
 
-    __slots__ = ("contract", "max_age_ms", "max_bytes", "max_future_skew_ms", "timed")
+    __slots__ = ("contract", "key_field", "max_age_ms", "max_bytes", "max_future_skew_ms",
+                 "timed")
 
     def __init__(self, contract: Contract, *, max_bytes: int, max_future_skew_ms: int,
                  max_age_ms: int) -> None:
         self.contract = contract
+        self.key_field = KEY_FIELDS.get(contract.name)
         self.max_bytes = max_bytes
         self.max_future_skew_ms = max_future_skew_ms
         self.max_age_ms = max_age_ms
@@ -73,7 +174,11 @@ class Validator:
             max_age_ms=int(settings.max_event_age_s * 1000),
         )
 
-    def decode(self, raw: bytes | None, now_ms: int) -> Any:
+    def decode(self, raw: bytes | None, now_ms: int, key: bytes | str | None = None) -> Any:
+        """The typed record of ``raw`` or a :class:`Rejection`. ``key``: the message key,
+        checked against the contract's key field (:data:`KEY_FIELDS`); None or empty (an
+        unkeyed record, or one redriven from a dead letter of an unkeyed record) is not
+        checked."""
         if raw is None:
             return Rejection("malformed_json", "empty record (null value)")
         if len(raw) > self.max_bytes:
@@ -88,22 +193,36 @@ class Validator:
                 return Rejection("encoding", f"payload is not valid UTF-8: {uexc.reason} at "
                                  f"byte {uexc.start}")
             return Rejection("malformed_json", f"invalid JSON: {exc}")
-        return self.check(obj, now_ms)
+        if type(obj) is dict:
+            try:
+                same = _dumps(obj) == raw  # step 1 of duplicate_key, inline: the usual case
+            except orjson.JSONEncodeError:
+                same = False
+            dup = None if same else duplicate_key(raw, obj)
+            if dup is not None:
+                return Rejection("duplicate_key", f"key {dup[:60]!r} occurs twice in one "
+                                 "object")
+        return self.check(obj, now_ms, key)
 
-    def check(self, obj: Any, now_ms: int) -> Any:
+    def check(self, obj: Any, now_ms: int, key: bytes | str | None = None) -> Any:
         try:
             check_contract(self.contract, obj)
         except ContractError as exc:
             return Rejection(exc.error_class, exc.reason)
-        if not self.timed:
-            return to_record(self.contract, obj)
-        ts = obj["ts"]
-        if ts > now_ms + self.max_future_skew_ms:
-            return Rejection("ts_future", f"ts {ts} is {(ts - now_ms) / 1000:.1f} s in the "
-                             f"future (limit {self.max_future_skew_ms / 1000:g} s)")
-        if ts < now_ms - self.max_age_ms:
-            return Rejection("ts_past", f"ts {ts} is {(now_ms - ts) / 1000:.1f} s old "
-                             f"(limit {self.max_age_ms / 1000:g} s)")
+        if self.timed:
+            ts = obj["ts"]
+            if ts > now_ms + self.max_future_skew_ms:
+                return Rejection("ts_future", f"ts {ts} is {(ts - now_ms) / 1000:.1f} s in "
+                                 f"the future (limit {self.max_future_skew_ms / 1000:g} s)")
+            if ts < now_ms - self.max_age_ms:
+                return Rejection("ts_past", f"ts {ts} is {(now_ms - ts) / 1000:.1f} s old "
+                                 f"(limit {self.max_age_ms / 1000:g} s)")
+        # last: a record broken in itself is reported for that, whatever its key
+        if key and self.key_field is not None:
+            entity = obj[self.key_field]
+            if (entity.encode() if type(key) is bytes else entity) != key:
+                return Rejection("key_mismatch", f"message key is not the record's "
+                                 f"{self.key_field}")
         return to_record(self.contract, obj)
 
 

@@ -441,10 +441,12 @@ class RecordDecoder:
         self.pseudonymize: Callable[[str], str] = functools.lru_cache(cache_size)(
             functools.partial(pseudonymize, key=key))
 
-    def row(self, table: HistoryTable, value: bytes | None) -> Row | str:
-        """The row, or the reason (an error class) why the record is not stored."""
+    def row(self, table: HistoryTable, value: bytes | None,
+            key: bytes | None = None) -> Row | str:
+        """The row, or the reason (an error class) why the record is not stored (an input
+        record keyed otherwise than by its entity id too: the workers refused it)."""
         if table.raw_input:
-            record = self.validators[table.name].decode(value, now_ms())
+            record = self.validators[table.name].decode(value, now_ms(), key)
             if isinstance(record, Rejection):
                 return record.error_class
             try:  # an error's text could quote the record: it must not reach a log
@@ -613,7 +615,7 @@ class ClickHouseSink:
             table = self.tables[tp.topic]
             key = (tp.topic, tp.partition)
             for record in batch:
-                row = self.decoder.row(table, record.value)
+                row = self.decoder.row(table, record.value, record.key)
                 if isinstance(row, str):
                     self.metrics.skipped.labels(tp.topic, row).inc()
                     self.buffer.add(key, record.offset, None, now)

@@ -25,6 +25,8 @@ log = logging.getLogger("livepulse.web")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PATH_ECHO_CHARS = 200  # the path is echoed for debugging; a huge one is clipped
+KEPT_HEADERS = frozenset({"allow", "retry-after"})  # of an error's headers, into its JSON
+REQUEST_ID = web.RequestKey("request_id", str)  # set by agents.web.limits.request_ids
 
 
 def error_name(status: int) -> str:
@@ -41,7 +43,7 @@ def json_error(status: int, request: web.Request, headers: Any = None,
                **extra: Any) -> web.Response:
     body = {"error": error_name(status), "status": status,
             "path": request.path[:PATH_ECHO_CHARS], **extra}
-    kept = {k: v for k, v in (headers or {}).items() if k.lower() == "allow"}
+    kept = {k: v for k, v in (headers or {}).items() if k.lower() in KEPT_HEADERS}
     return web.Response(body=orjson.dumps(body), status=status,
                         content_type="application/json", headers=kept)
 
@@ -64,8 +66,8 @@ def json_errors(errors: Any = None) -> Any:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.exception("web handler failed on %s %s", request.method,
-                          request.path[:PATH_ECHO_CHARS])
+            log.exception("web handler failed on %s %s request_id=%s", request.method,
+                          request.path[:PATH_ECHO_CHARS], request.get(REQUEST_ID, "-"))
             if errors is not None:
                 errors.inc()
             return json_error(500, request, detail=type(exc).__name__)

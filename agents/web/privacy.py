@@ -3,7 +3,8 @@ user, so that the worker owning the user's partition applies them (any worker ac
 
 * ``POST /api/users/{user_id}/consent`` with ``{"consent": false}`` (optional ``source``)
   -> a ``consent-event.v1`` record on ``<prefix>.consent``; ``202 {"accepted": true, ...}``
-  once the broker has it. Bad bodies: ``400 {"error": ..., "reason": ...}``; a broker that
+  once the broker has it. Bad bodies: ``400 {"error": ..., "reason": ...}`` (a key named
+  twice, such as ``{"consent": false, "consent": true}``: ``duplicate_key``); a broker that
   does not take the record: ``503``.
 * ``GET /api/users/{user_id}/footprint`` -> counts of what the owning worker holds about
   the user (profile, trigger state, model state, anomaly state): 0 after erasure.
@@ -24,7 +25,7 @@ import orjson
 from faust.web import Request, Response, View
 
 from streams.contracts import CONSENT_EVENT, ERASURE_REQUEST, ContractError, check_contract
-from streams.ingest import now_ms
+from streams.ingest import duplicate_key, now_ms
 
 if TYPE_CHECKING:
     from agents.engine import Engine
@@ -46,7 +47,7 @@ async def read_json_object(request: Request) -> dict[str, Any]:
     declared = request.content_length  # aiohttp's request (Faust passes it through)
     if declared is not None and declared > MAX_BODY_BYTES:
         raise BadRequest("too_large", f"body over {MAX_BODY_BYTES} bytes")
-    body = await request.read()  # bounded by aiohttp's client_max_size (1 MiB)
+    body = await request.read()  # bounded in size and time (agents.web.limits)
     if len(body) > MAX_BODY_BYTES:
         raise BadRequest("too_large", f"body over {MAX_BODY_BYTES} bytes")
     try:
@@ -55,6 +56,9 @@ async def read_json_object(request: Request) -> dict[str, Any]:
         raise BadRequest("malformed_json", str(exc)[:200]) from None
     if not isinstance(doc, dict):
         raise BadRequest("not_an_object", "the body must be a JSON object")
+    dup = duplicate_key(body, doc)
+    if dup is not None:  # JSON parsers keep the last silently: ambiguous, refused
+        raise BadRequest("duplicate_key", f"key {dup[:60]!r} occurs twice in the body")
     return doc
 
 

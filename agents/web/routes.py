@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -26,6 +27,7 @@ from prometheus_client import generate_latest
 from agents.anomalies.incidents import SCOPES
 from agents.web import auth as web_auth
 from agents.web import errors as web_errors
+from agents.web import limits as web_limits
 from dashboards import HOST_PAGE_DIR
 from streams.contracts import ALL_CONTRACTS, json_schema
 from streams.ingest import now_ms
@@ -45,6 +47,44 @@ def _not_found(view: View, kind: str, key: str) -> Response:
     return view.json({"error": "not_found", kind: key}, status=404)
 
 
+async def room_stream(request: Any, room_id: str, streams: web_limits.StreamSlots,
+                      insight: Callable[[str], Awaitable[dict[str, Any] | None]],
+                      stopping: Callable[[], bool]) -> aiohttp_web.StreamResponse:
+    """The room's SSE stream (``404`` for an unknown room, ``429`` beyond the holder's
+    concurrent streams). ``request`` is aiohttp's (Faust's aiohttp driver passes it)."""
+    holder = streams.holder(request)
+    if not streams.acquire(holder):
+        return web_limits.too_many_streams(request, streams.limit)
+    try:
+        first = await insight(room_id)
+        if first is None:
+            return aiohttp_web.json_response({"error": "not_found", "room_id": room_id},
+                                             status=404)
+        response = aiohttp_web.StreamResponse(headers={
+            "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no"})
+        await response.prepare(request)
+        last_ts, last_write = -1, time.monotonic()
+        current: dict[str, Any] | None = first
+        try:
+            while not stopping():  # open streams end when the worker stops
+                if current is not None and current["ts"] != last_ts:
+                    last_ts = current["ts"]
+                    await response.write(b"event: insight\ndata: " + orjson.dumps(current)
+                                         + b"\n\n")
+                    last_write = time.monotonic()
+                elif time.monotonic() - last_write >= SSE_KEEPALIVE_S:
+                    await response.write(b":keepalive\n\n")
+                    last_write = time.monotonic()
+                await asyncio.sleep(SSE_POLL_S)
+                current = await insight(room_id)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        return response
+    finally:
+        streams.release(holder)
+
+
 def register(worker: Worker) -> None:
     engine = worker.engine
     app, metrics = engine.app, engine.metrics
@@ -54,6 +94,10 @@ def register(worker: Worker) -> None:
     rooms = worker.rooms.pipeline
     profiles = worker.users.profiles
     web_auth.install(app, engine.settings)  # bearer tokens when LIVEPULSE_API_TOKEN is set
+    # request ids, body-read timeout; the header timeout is set where Faust makes the app
+    web_limits.install(app.web.web_app, engine.settings)
+    streams = web_limits.StreamSlots(engine.settings.sse_max_streams_per_token,
+                                     by_token=bool(engine.settings.api_token))
 
     def assigned_partitions() -> int:
         try:
@@ -140,30 +184,8 @@ def register(worker: Worker) -> None:
         """Server-Sent Events: ``event: insight`` whenever a newer insight exists."""
 
         async def get(self, request: Request, room_id: str) -> Any:
-            first = await room_insight(room_id)
-            if first is None:
-                return _not_found(self, "room_id", room_id)
-            response = aiohttp_web.StreamResponse(headers={
-                "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no"})
-            await response.prepare(request)  # Faust's aiohttp driver passes aiohttp's request
-            last_ts, last_write = -1, time.monotonic()
-            current: dict[str, Any] | None = first
-            try:
-                while not app.should_stop:  # open streams end when the worker stops
-                    if current is not None and current["ts"] != last_ts:
-                        last_ts = current["ts"]
-                        await response.write(b"event: insight\ndata: " + orjson.dumps(current)
-                                             + b"\n\n")
-                        last_write = time.monotonic()
-                    elif time.monotonic() - last_write >= SSE_KEEPALIVE_S:
-                        await response.write(b":keepalive\n\n")
-                        last_write = time.monotonic()
-                    await asyncio.sleep(SSE_POLL_S)
-                    current = await room_insight(room_id)
-            except (ConnectionResetError, asyncio.CancelledError):
-                pass
-            return response
+            return await room_stream(request, room_id, streams, room_insight,
+                                     lambda: bool(app.should_stop))
 
     async def local_profile(user_id: str) -> dict[str, Any] | None:
         saved = profiles.get(user_id)

@@ -160,7 +160,7 @@ class Corpus:
         for i in range(KEY_MISMATCHES):
             doc = {"user_id": USERS[i % len(USERS)], "consent": False, "ts": self.now}
             self.msgs.append(Msg(self.names.consent, b"someone-else", dumps(doc), "bad",
-                                 "out_of_range"))
+                                 "key_mismatch"))
 
     def add_campaigns(self) -> list[str]:
         good = []

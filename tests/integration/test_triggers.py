@@ -187,7 +187,7 @@ def test_triggers_caps_holdout_consent_and_attribution(broker: Any, worker_facto
     letters = values(asyncio.run(read_topic(broker.bootstrap, names.dead_letter,
                                             until=lambda r: len(r) >= 1, timeout=15)))
     assert [(d["source_topic"], d["error_class"]) for d in letters] == [
-        (names.consent, "out_of_range")]
+        (names.consent, "key_mismatch")]
     assert worker.stop() == 0, worker.log()[-3000:]
     assert "Traceback" not in worker.log()
 

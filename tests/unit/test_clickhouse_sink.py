@@ -26,6 +26,7 @@ from agents.sinks.clickhouse_schema import (
 from benchmarks.bench_clickhouse import HistoryWorkload, table_of
 from config.settings import Settings, SettingsError
 from dashboards.clickhouse_sql import QUERIES, duplicates_sql, render
+from streams.ingest import now_ms
 
 KEY = b"test-key"
 SETTINGS = Settings(pseudonym_key=KEY.decode())
@@ -134,6 +135,15 @@ def test_user_anomalies_are_pseudonymized_in_id_and_explanation() -> None:
 def test_records_breaking_their_contract_are_skipped_with_a_reason(
         table: str, value: bytes | None, reason: str) -> None:
     assert RecordDecoder(SETTINGS, KEY).row(TABLE_BY_NAME[table], value) == reason
+
+
+def test_inputs_the_workers_refuse_are_not_history() -> None:
+    decoder, table = RecordDecoder(SETTINGS, KEY), TABLE_BY_NAME["live_events"]
+    good = {"event_id": "e", "type": "like", "ts": now_ms(), "room_id": "r", "user_id": "u"}
+    assert not isinstance(decoder.row(table, orjson.dumps(good), b"r"), str)
+    assert decoder.row(table, orjson.dumps(good), b"other-room") == "key_mismatch"
+    twice = orjson.dumps(good)[:-1] + b',"user_id":"v"}'
+    assert decoder.row(table, twice, b"r") == "duplicate_key"
 
 
 def test_pseudonyms_are_stable_keyed_and_the_key_file_is_shared(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import orjson
@@ -74,3 +75,76 @@ def test_dead_letter_keeps_payload_and_source() -> None:
                          offset=0, received_at=NOW)
     assert orjson.loads(big)["payload_bytes"] == 10_000
     assert len(orjson.loads(big)["payload"]) == 4096
+
+
+# --- duplicate keys and keys that are not the record's entity id (issue 17)
+
+@pytest.mark.parametrize("raw", [
+    b'{"event_id":"e","type":"like","ts":1,"room_id":"a","room_id":"b","user_id":"u"}',
+    b'{"event_id": "e", "type": "like", "ts": 1, "room_id": "a", "user_id": "u", '
+    b'"room_id": "a"}',  # same value twice, spaced (not orjson's spelling)
+    b'{"event_id":"e","type":"like","ts":1,"room_id":"a","\\u0072oom_id":"b","user_id":"u"}',
+    b'{"event_id":"e","type":"like","ts":1,"room_id":"a","user_id":"u","x":{"k":1,"k":2}}',
+])
+def test_duplicate_keys_are_rejected_at_any_depth(validator: Validator, raw: bytes) -> None:
+    result = validator.decode(raw, NOW)
+    assert isinstance(result, Rejection) and result.error_class == "duplicate_key"
+    assert result.error_class in ERROR_CLASSES and "occurs twice" in result.reason
+
+
+@pytest.mark.parametrize("raw", [
+    event(),                                           # orjson's own spelling: step 1
+    event(text="a comment").replace(b'":', b'": '),    # spaced, flat: step 2
+    event(text='says "room_id": here'),                # a key's name inside a value: step 3
+    event(text="caf\u00e9").replace("é".encode(), b"\\u00e9"),  # an escape: step 3
+])
+def test_unique_keys_pass_whatever_the_spelling(validator: Validator, raw: bytes) -> None:
+    assert isinstance(validator.decode(raw, NOW), LiveEvent)
+
+
+def test_key_must_be_the_entity_id(validator: Validator) -> None:
+    assert isinstance(validator.decode(event(), NOW, b"r"), LiveEvent)
+    assert isinstance(validator.decode(event(), NOW, "r"), LiveEvent)  # str keys too
+    for key in (None, b""):  # unkeyed (and redriven unkeyed) records: not checked
+        assert isinstance(validator.decode(event(), NOW, key), LiveEvent)
+    mismatch = validator.decode(event(), NOW, b"other-room")
+    assert isinstance(mismatch, Rejection) and mismatch.error_class == "key_mismatch"
+    assert "room_id" in mismatch.reason
+    # a broken record is reported for what is broken, not for its key
+    assert validator.decode(event(room_id=None), NOW, b"r").error_class == "missing_field"
+    assert validator.decode(event(ts=NOW - 30 * 86_400_000), NOW, b"x").error_class == "ts_past"
+
+
+def test_topics_dead_letter_and_count_duplicates_and_mismatched_keys() -> None:
+    """Through the real room and user handlers (in-memory engine): the rejected records are
+    dead letters with their reason, counted by reason; the good ones are handled."""
+    from agents.testing import Harness
+
+    h = Harness()
+    now = h.now_ms()
+    live = {"event_id": "e1", "type": "join", "room_id": "r1", "user_id": "u1", "ts": now}
+    two_rooms = (b'{"event_id":"e2","type":"join","room_id":"r1","user_id":"u2","ts":%d,'
+                 b'"room_id":"r2"}' % now)
+    asyncio.run(h.feed("live-events", 0, [orjson.dumps(live), two_rooms,
+                                          orjson.dumps({**live, "event_id": "e3"})],
+                       keys=[b"r1", b"r1", b"r9"]))
+    click = {"event_id": "c1", "type": "view", "user_id": "u1", "session_id": "s1",
+             "item_id": "i1", "ts": now}
+    asyncio.run(h.feed("clicks", 0, [orjson.dumps(click),
+                                     orjson.dumps({**click, "event_id": "c2"})],
+                       keys=[b"u1", b"u2"]))
+    letters = h.sent(h.names.dead_letter)
+    assert [(d["source_topic"], d["source_offset"], d["error_class"]) for d in letters] == [
+        (h.names.live_events, 1, "duplicate_key"), (h.names.live_events, 2, "key_mismatch"),
+        (h.names.clicks, 1, "key_mismatch")]
+    # counted like every other reason
+    assert h.engine.metrics.snapshot()["dead_letters_by_reason"] == {"duplicate_key": 1,
+                                                                     "key_mismatch": 2}
+    assert set(h.rooms.pipeline.rooms["r1"].state.viewers.keys()) == {"u1"}
+    assert "r2" not in h.rooms.pipeline.rooms
+
+
+def test_deep_nesting_beyond_the_exact_parser_never_raises(validator: Validator) -> None:
+    deep = b'{"k": ' * 1000 + b"1" + b"}" * 1000  # orjson parses it, json.loads cannot
+    raw = event()[:-1] + b', "extra": ' + deep + b"}"
+    assert isinstance(validator.decode(raw, NOW), LiveEvent)  # an ignored field: no verdict

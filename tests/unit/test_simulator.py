@@ -95,10 +95,13 @@ def test_every_good_record_validates_and_bad_ones_get_their_labelled_class() -> 
         "catalog": Validator.from_settings(CATALOG_ITEM, settings),
     }
     sim = make_sim(bad_rate=0.05)
+    for scenario in SCENARIOS:  # their records too
+        sim.inject(scenario, None, 30, T0 + 10_000)
     pairs = drive(sim, T0, 120, rate=400)
     bad_seen: Counter[str] = Counter()
     for now, record in pairs:
-        result = validators[record.stream].decode(record.value, now)
+        # with its key: every record is keyed by its entity id (else key_mismatch)
+        result = validators[record.stream].decode(record.value, now, record.key.encode())
         if record.bad is None:
             assert not isinstance(result, Rejection), (record, result)
         else:
