@@ -196,7 +196,8 @@ class Eraser:
         self.round_seconds = Histogram(
             "livepulse_erasure_durability_seconds", "Duration of one successful durability "
             "round (commit and snapshot rewrite).", registry=registry,
-            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                     10.0, 30.0))
 
     async def on_request(self, message: Any) -> None:
         """Forget the user of one erasure record; a tombstone (request done) is skipped."""
