@@ -22,6 +22,7 @@ from streams.app import WorkerHooks
 from streams.contracts import Contract
 from streams.ingest import Rejection, Validator, dead_letter, now_ms
 from streams.outputs import OutputBatches
+from streams.quarantine import KeyRateLimiter
 from streams.topics import TopicNames
 
 log = logging.getLogger("livepulse.engine")
@@ -40,6 +41,10 @@ class Engine:
     redis: RedisSink | None = None  # serving copy of profiles and room insights
     _out_counters: dict[str, Any] = field(default_factory=dict)
     outputs: OutputBatches = field(init=False)
+    # hot-key quarantine: one bucket per user over every input this worker reads, and who
+    # hears of each refused event (the anomaly monitor opens a user incident)
+    hot_keys: KeyRateLimiter = field(init=False)
+    on_rate_limited: list[Callable[[str, int], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         transactional = self.settings.processing_guarantee == "exactly_once"
@@ -49,6 +54,10 @@ class Engine:
             transactional=transactional, transaction_of=self.transaction_of,
             on_sent=lambda topic, n: self._out_counter(topic).inc(n),
             on_error=lambda exc: self.metrics.agent_errors.labels("producer").inc())
+        self.hot_keys = KeyRateLimiter(self.settings.hot_key_rate, self.settings.hot_key_burst)
+        self._rate_limited = Rejection(
+            "rate_limited", f"user over {self.settings.hot_key_rate:g} events/s (burst "
+            f"{self.settings.hot_key_burst}): quarantined (LIVEPULSE_HOT_KEY_RATE)")
 
     def transaction_of(self, topic: str, partition: int | None) -> str | None:
         """Under ``exactly_once``: the Kafka transaction an output record joins, that of the
@@ -99,6 +108,19 @@ class Engine:
                                received_at)
             return None
         return record
+
+    def quarantined(self, record: Any, topic: str, partition: int, rec: Any,
+                    received_at: int) -> bool:
+        """Hot-key quarantine (:mod:`streams.quarantine`): True after dead-lettering
+        ``record`` (``rate_limited``) when its user is over the rate, else False."""
+        user, ts = record.user_id, record.ts
+        if self.hot_keys.admit(user, ts):
+            return False
+        self.reject_record(topic, partition, rec.offset, rec.key, rec.value,
+                           self._rate_limited, received_at)
+        for observe in self.on_rate_limited:
+            observe(user, ts)
+        return True
 
     def failed(self, agent: str, topic: str, partition: int, offset: int, key: Any,
                value: bytes | None, exc: BaseException) -> None:

@@ -176,6 +176,7 @@ class Harness:
                                  self.headlines)
         self.anomalies = AnomalyMonitor(system_id="harness")
         pipeline.observers.append(self.anomalies.note_live)
+        self.engine.on_rate_limited.append(self.anomalies.note_rate_limited)
         self.promo = PromoTriggers(self.engine, CampaignBook.load(_campaigns(s)),
                                    WriteBehindTable(self.table("promo-state")),
                                    WriteBehindTable(self.table("promo-budget")))

@@ -206,6 +206,12 @@ class Settings:
     max_event_age_s: float = _setting(
         7 * 24 * 3600.0, "Events with `ts` older than this are dead-lettered."
     )
+    hot_key_rate: float = _setting(
+        50.0, "Hot-key quarantine: events per second (of event time) one user may send; "
+        "beyond `HOT_KEY_BURST` at once, the excess is dead-lettered (`rate_limited`) and a "
+        "user incident opened, so the rest of its partition keeps its latency. 0: off."
+    )
+    hot_key_burst: int = _setting(200, "Hot-key quarantine: events one user may send at once.")
     # --- room insights
     insights_min_interval_ms: int = _setting(
         100, "A changed room emits insights at most this often."
@@ -328,6 +334,9 @@ class Settings:
             raise SettingsError("LIVEPULSE_LOG_LEVEL must be debug, info, warn, error or crit")
         if not 0.0 <= self.sim_bad_rate <= 1.0:
             raise SettingsError("LIVEPULSE_SIM_BAD_RATE must be within [0, 1]")
+        if self.hot_key_rate < 0 or self.hot_key_burst < 1:
+            raise SettingsError("LIVEPULSE_HOT_KEY_RATE must be >= 0 and "
+                                "LIVEPULSE_HOT_KEY_BURST >= 1")
         if not 1 <= self.clickhouse_batch_rows <= self.clickhouse_max_buffered_rows:
             raise SettingsError("LIVEPULSE_CLICKHOUSE_BATCH_ROWS must be within "
                                 "[1, LIVEPULSE_CLICKHOUSE_MAX_BUFFERED_ROWS]")

@@ -48,7 +48,7 @@ DEAD_LETTER_PAYLOAD_LIMIT = 4096
 ERROR_CLASSES = (
     "oversize", "encoding", "malformed_json", "not_an_object", "missing_field", "wrong_type",
     "unknown_type", "out_of_range", "unsupported_version", "ts_future", "ts_past", "internal",
-    "duplicate_key", "key_mismatch",
+    "duplicate_key", "key_mismatch", "rate_limited",
 )
 
 # The field each input topic is keyed by (contract name -> field): a record whose message

@@ -60,6 +60,7 @@ def register(engine: Engine, pipeline: RoomPipeline) -> AnomalyMonitor:
     monitor = AnomalyMonitor(
         system_id=f"{settings.app_id}@{socket.gethostname()}:{settings.web_port}")
     pipeline.observers.append(monitor.note_live)
+    engine.on_rate_limited.append(monitor.note_rate_limited)
     pipeline.alerts = monitor.room_alerts
     inputs = names.inputs()
 

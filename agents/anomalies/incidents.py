@@ -52,6 +52,8 @@ METRICS: dict[str, tuple[str, str, str, str, str]] = {
     "impossible_sequences": ("impossible sequences in 60 s", "60 秒内不可能的操作序列", "", "",
                              "int"),
     "input_lag_ms": ("input lag", "输入延迟", " ms", " 毫秒", "int"),
+    "rate_limited": ("events over the rate limit (quarantined)", "超出速率限制的事件（已隔离）",
+                     "/s", "/秒", "rate"),
     "dead_letter_rate": ("dead letters", "死信", "/s", "/秒", "rate"),
     "output_latency_ms": ("output latency", "输出延迟", " ms", " 毫秒", "int"),
 }

@@ -58,6 +58,10 @@ class AnomalyMonitor:
         if not live:
             self.system.note_lag(self.clock() - record.ts)
 
+    def note_rate_limited(self, user_id: str, ts: int) -> None:
+        """An event of ``user_id`` refused by the hot-key quarantine: a user incident."""
+        self.users.note_limited(user_id, ts)
+
     def forget_user(self, user_id: str) -> int:
         """Erase a user (``livepulse forget``): per-user click statistics and incidents."""
         self.users.users.pop(user_id, None)

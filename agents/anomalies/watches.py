@@ -379,6 +379,7 @@ MIN_INTERVALS = 10          # intervals before the regularity can matter
 REGULAR_MIN_RATE = 1.0      # ... and at least this many clicks/s
 IMPOSSIBLE_MIN = 8          # impossible sequences in 60 s before they matter
 USER_ACTIVE_S = 5           # a user silent this long scores 0 (the flood stopped)
+LIMITED_SECONDS = 16        # seconds of rate-limited counts kept per user
 
 
 def _append_capped(values: list[int], value: int, cap: int) -> None:
@@ -388,7 +389,8 @@ def _append_capped(values: list[int], value: int, cap: int) -> None:
 
 
 class _UserTrack:
-    __slots__ = ("impossible", "items", "last_ts", "next_second", "room", "room_ts", "times")
+    __slots__ = ("impossible", "items", "last_ts", "limited", "next_second", "room", "room_ts",
+                 "times")
 
     def __init__(self) -> None:
         # plain lists and dict, trimmed by hand: most users have a handful of events, and
@@ -400,6 +402,7 @@ class _UserTrack:
         self.room_ts = 0
         self.last_ts = 0
         self.next_second: int | None = None              # first second not yet sampled
+        self.limited: dict[int, int] | None = None       # second -> events over the rate
 
 
 class UserWatch:
@@ -456,6 +459,27 @@ class UserWatch:
                 _append_capped(track.impossible, ts, 32)
             track.room, track.room_ts = room_id, ts
 
+    def note_limited(self, user_id: str, ts: int) -> None:
+        """An event of ``user_id`` at ``ts`` refused by the hot-key quarantine
+        (:mod:`streams.quarantine`): a ``rate_limited`` signal for its second."""
+        track = self.users.get(user_id)
+        if track is None:
+            track = self.users[user_id] = _UserTrack()
+            if len(self.users) > self.max_users:
+                self.users.popitem(last=False)
+        self.dirty.add(user_id)
+        if ts > self.watermark:
+            self.watermark = ts
+        if ts > track.last_ts:
+            track.last_ts = ts
+        second = ts // 1000
+        limited = track.limited
+        if limited is None:
+            limited = track.limited = {}
+        limited[second] = limited.get(second, 0) + 1
+        if len(limited) > LIMITED_SECONDS:
+            del limited[min(limited)]
+
     def sample(self, also: Iterable[str] = ()) -> list[tuple[str, int, list[Signal]]]:
         """(user, time, signals) per event-time second completed since the last call, for
         the users with events in it and those in ``also`` (a streak or an open incident).
@@ -481,12 +505,15 @@ class UserWatch:
             if first is None:
                 first = min(track.times[0] if track.times else track.last_ts,
                             track.last_ts) // 1000
+                if track.limited:
+                    first = min(first, min(track.limited))
             first = max(first, done - self.window_ms // 1000)  # bounded catch-up
             if track.last_ts // 1000 >= done:
                 self.dirty.add(user_id)          # events within the lag: sample them later
             track.next_second = max(first, done)
             watched = user_id in hot or (len(track.times) > MIN_INTERVALS
-                                         or len(track.impossible) >= IMPOSSIBLE_MIN)
+                                         or len(track.impossible) >= IMPOSSIBLE_MIN
+                                         or bool(track.limited))
             for second in range(first, done):
                 at = second * 1000 + 999
                 if not watched:
@@ -526,6 +553,11 @@ class UserWatch:
                 # humans click in bursts (exponential gaps: CV about 1); scripts tick
                 signals.append(Signal("click_interval_cv", cv, 0.5, 1.5,
                                       max(0.0, 1.0 - cv)))
+        if track.limited:
+            over = track.limited.get(now // 1000, 0)
+            if over:
+                # refused by the quarantine: certain, no detector needed
+                signals.insert(0, Signal("rate_limited", float(over), 0.0, 0.0, 1.0))  # tops ties
         impossible = sum(1 for t in track.impossible if now - 60_000 < t <= now)
         if impossible >= IMPOSSIBLE_MIN:
             signals.append(Signal("impossible_sequences", float(impossible), 0.0, 1.0,

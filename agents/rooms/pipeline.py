@@ -379,6 +379,8 @@ class RoomHandler:
         record = self.engine.decode_record(self.validator, topic, partition, rec, received_at)
         if record is None:
             return 0
+        if self.engine.quarantined(record, topic, partition, rec, received_at):
+            return 0
         kind = record.type
         counts[kind] = counts.get(kind, 0) + 1
         if kind == "purchase":
@@ -459,6 +461,7 @@ def register(engine: Engine) -> tuple[RoomHandler, Any]:
         if user is None:  # a tombstone, or a bad request (the user pipeline dead-letters it)
             pipeline.erasure_positions[partition] = offset + 1
             return
+        engine.hot_keys.forget(user)  # every worker follows every erasure: here too
         try:
             changed = pipeline.forget_user(user, partition, offset, saved_rooms)
             if pipeline.save(state.set):

@@ -95,7 +95,8 @@ class UserHandler:
                 try:
                     record = engine.decode_record(self.validator, topic, partition, rec,
                                                   received_at)
-                    if record is None:
+                    if record is None or engine.quarantined(record, topic, partition, rec,
+                                                            received_at):
                         continue
                     counts[record.type] = counts.get(record.type, 0) + 1
                     if record.type == "purchase":

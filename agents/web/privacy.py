@@ -182,4 +182,5 @@ def footprint(worker: Worker, user_id: str) -> dict[str, Any]:
         parts["anomaly_state"] = int(worker.anomalies.holds_user(user_id))
     # the rooms this worker holds (rooms follow every erasure)
     parts["rooms"] = worker.rooms.pipeline.rooms_naming(user_id)
+    parts["rate_limit"] = int(user_id in worker.engine.hot_keys.buckets)  # hot-key quarantine
     return {"user_id": user_id, "held": sum(parts.values()), "parts": parts}
