@@ -11,7 +11,10 @@
 4. with ``LIVEPULSE_CLICKHOUSE_URL`` set: wait until the history sink has stored what the
    history topics held (rows produced before the erasure would otherwise land after the
    delete), then delete every row with the user's pseudonym (mutations, waited for);
-5. send a tombstone for the key on the erasure topic (compaction drops the request).
+5. send a tombstone for the key on the erasure topic (compaction drops the request); the
+   worker sent the same one once the erasure was durable (it does so whatever sent the
+   request), this one is idempotent. With no worker to wait for (``--no-wait``) none is
+   sent here: a tombstone before the erasure is durable would let a restart skip it.
 
 Idempotent: an unknown or already forgotten user is a success (nothing found).
 """
@@ -46,11 +49,12 @@ def erasure_record(user_id: str, source: str = "cli",
 
 
 async def publish(bootstrap: str, topic: str, key: str, value: bytes | None,
-                  client: dict[str, Any] | None = None) -> None:
+                  client: dict[str, Any] | None = None,
+                  headers: list[tuple[str, bytes]] | None = None) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **(client or {}))
     await producer.start()
     try:
-        await producer.send_and_wait(topic, value, key=key.encode())
+        await producer.send_and_wait(topic, value, key=key.encode(), headers=headers)
     finally:
         await producer.stop()
 
@@ -171,7 +175,7 @@ async def forget(settings: Settings, bootstrap: str, user_id: str, *, web_url: s
     summary: dict[str, Any] = {
         "user_pid": pseudonymize(user_id, pseudonym_key(settings)),
         "request_id": record["request_id"], "topic": names.erasure}
-    acknowledged = True
+    acknowledged = True  # nothing to wait for without a worker URL
     if web_url:
         acknowledged, waited = await wait_acknowledged(
             web_url, user_id, record["request_id"], timeout_s, settings.api_token)
@@ -192,8 +196,11 @@ async def forget(settings: Settings, bootstrap: str, user_id: str, *, web_url: s
         except Exception as exc:  # reported, not raised: the summary says what is left
             summary["clickhouse"] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}",
                                      "rows_left": None}
-    if acknowledged:  # done: let compaction drop the request (and its raw user id)
-        await publish(bootstrap, names.erasure, user_id, None, client)
+    if web_url and acknowledged:  # durable: let compaction drop the request (and raw id)
+        from agents.users.erasure import completion_headers
+
+        await publish(bootstrap, names.erasure, user_id, None, client,
+                      completion_headers(record["request_id"]))
     summary["seconds"] = round(time.monotonic() - started, 3)
     summary["ok"] = acknowledged and summary.get("clickhouse", {}).get("rows_left", 0) == 0
     return summary

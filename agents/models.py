@@ -23,14 +23,12 @@ import logging
 import os
 import secrets
 import time
-import weakref
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import orjson
-from prometheus_client import Counter
 
 from agents.rooms import state as room_state
 from agents.stats import EngineMetrics
@@ -101,21 +99,6 @@ def _create_key_file(path: Path, key: bytes) -> None:
         pass
     finally:
         tmp.unlink(missing_ok=True)
-
-
-_REFUSED: weakref.WeakKeyDictionary[Any, Counter] = weakref.WeakKeyDictionary()
-
-
-def _refused_counter(metrics: EngineMetrics) -> Counter:
-    """``livepulse_snapshot_refused_total{model,reason}`` of ``metrics``' registry (one per
-    registry, made on first use)."""
-    counter = _REFUSED.get(metrics.registry)
-    if counter is None:
-        counter = _REFUSED[metrics.registry] = Counter(
-            "livepulse_snapshot_refused_total", "Model snapshot files refused at restore "
-            "(the next older one is tried), by model and reason.", ["model", "reason"],
-            registry=metrics.registry)
-    return counter
 
 
 def _read_all(fd: int) -> bytes:
@@ -482,7 +465,7 @@ class ModelHost:
                 log.warning("refusing %s snapshot %s: %s", name, path.name, error)
                 refusals.append(f"{path.name}: {error}")
                 if self.metrics is not None:
-                    _refused_counter(self.metrics).labels(name, error.reason).inc()
+                    self.metrics.snapshot_refused.labels(name, error.reason).inc()
 
             found = load_newest(self.store, name, key=self.key, refused=refused)
             if found is None:

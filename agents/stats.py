@@ -129,6 +129,10 @@ class EngineMetrics:
             "livepulse_model_snapshot_seconds", "Time to snapshot the online models (in a "
             "forked child: the event loop waits only for the fork).",
             buckets=LATENCY_BUCKETS, registry=r)
+        self.snapshot_refused = Counter(
+            "livepulse_snapshot_refused_total", "Model snapshot files refused at restore "
+            "(the next older one is tried), by model and reason.", ["model", "reason"],
+            registry=r)
         self.processing = Histogram(
             "livepulse_agent_processing_seconds", "Time to process one input event (batched "
             "pipelines: each handled batch's time per event, observed once per batch).",

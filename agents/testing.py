@@ -136,6 +136,7 @@ class Record:
     key: bytes | None
     value: bytes | None
     timestamp: int = 0
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 def records(topic: str, partition: int, values: Iterable[bytes | None],

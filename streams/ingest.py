@@ -115,10 +115,23 @@ def duplicate_key(raw: bytes, obj: dict[str, Any]) -> str | None:
     'b'
     """
     try:
-        if orjson.dumps(obj) == raw:
+        if _dumps(obj) == raw:
             return None
     except orjson.JSONEncodeError:
         pass  # e.g. an integer beyond 64 bits: the exact parse below decides
+    return duplicate_key_respelled(raw, obj)
+
+
+def duplicate_key_respelled(raw: bytes, obj: dict[str, Any]) -> str | None:
+    r"""Steps 2 and 3 of :func:`duplicate_key`, for a ``raw`` already known not to be
+    byte-equal to ``orjson.dumps(obj)`` (:meth:`Validator.decode` compares inline, so that
+    the usual input costs no call): the same answer without dumping ``obj`` again.
+
+    >>> duplicate_key_respelled(b'{"a": 1, "b": 2}', {"a": 1, "b": 2}) is None  # step 2
+    True
+    >>> duplicate_key_respelled(b'{"a": 1, "a": 2}', {"a": 2})
+    'a'
+    """
     if raw.count(b"{") == 1 and b"\\u" not in raw and b"\\/" not in raw:
         for key in obj:
             quoted = _QUOTED.get(key)
@@ -198,7 +211,7 @@ class Validator:
                 same = _dumps(obj) == raw  # step 1 of duplicate_key, inline: the usual case
             except orjson.JSONEncodeError:
                 same = False
-            dup = None if same else duplicate_key(raw, obj)
+            dup = None if same else duplicate_key_respelled(raw, obj)
             if dup is not None:
                 return Rejection("duplicate_key", f"key {dup[:60]!r} occurs twice in one "
                                  "object")

@@ -20,17 +20,22 @@ path): it commits the input offsets (the profile and trigger tombstones reach th
 changelogs, and no event of the user read before the erasure is read again after a crash),
 then rewrites the model snapshots (every model saved again in a forked child, then every
 older snapshot file deleted). Only then does ``GET /api/users/{id}/erasure`` answer
-``{"state": "done", "request_id": ...}``; the CLI waits for that and for the footprint to
-be 0 and the profile to answer 404 (Redis copy gone too). Then it deletes the user's
-ClickHouse rows and Redis keys itself (belt and braces) and finally sends a tombstone for
-the key on the erasure topic: compaction then drops the request (and with it the raw user
-id) from the topic.
+``{"state": "done", "request_id": ...}``, and the owning worker then sends a tombstone for
+the key on the erasure topic (header ``request-id``: the request it completes), whatever sent
+the request (the CLI, ``DELETE /api/users/{id}``, another system): compaction then drops
+the request (and with it the raw user id) from the topic, and no later start re-applies it.
+The CLI waits for ``done`` and for the footprint to be 0 and the profile to answer 404
+(Redis copy gone too), then deletes the user's ClickHouse rows and Redis keys itself (belt
+and braces) and sends the same tombstone (idempotent).
 
-A crash before that round ends loses nothing: the request stays on the topic until the CLI
-tombstones it, and at start, after the models are restored from their snapshots and before
+A crash before that round ends loses nothing: the request stays on the topic until it is
+tombstoned, and at start, after the models are restored from their snapshots and before
 the worker handles any event (:meth:`Eraser.load`, while the worker is built), the worker
 reads the whole erasure topic and applies every live request (latest record of its key not
-a tombstone) to the restored models, then rewrites their snapshots. Every worker also follows
+a tombstone) to the restored models, then rewrites their snapshots. A tombstone read there
+(or later, while following) answers ``done`` for its request id when this worker has no
+state of its own for the user: the acknowledgement stays true across a restart (for the
+hour a durable state is kept). Every worker also follows
 the topic (:meth:`Eraser.follow`) and forgets the user in its model replica, which may hold
 users of partitions it owned before a rebalance.
 
@@ -45,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import logging
 import time
 from collections import OrderedDict
@@ -76,8 +82,10 @@ LOAD_TIMEOUT_S = 30.0       # longest the start-up read of the erasure topic may
 CONTROL_FETCH_WAIT_MS = 100
 STATUS_KEPT = 10_000        # erasure states kept for the acknowledgement API
 STATUS_TTL_MS = 3_600_000   # a durable erasure's state is answered for an hour
+COMPLETE_TIMEOUT_S = 10.0   # longest wait for the broker to take a completion tombstone
 LINGER_S = 0.05             # requests arriving together share one durability round
 RETRY_S = (0.5, 5.0)        # first and longest wait before a failed round is tried again
+REQUEST_ID_HEADER = "request-id"  # on a tombstone: the request it completes
 
 
 @dataclass
@@ -120,6 +128,30 @@ class ErasureLog:
         self._entries.move_to_end(pid)
         while len(self._entries) > self.kept:
             self._entries.popitem(last=False)
+
+    def completed(self, user: str, request_id: str, at: int) -> bool:
+        """A tombstone on the erasure topic says request ``request_id`` of ``user`` was
+        made durable at ``at`` (epoch ms) by its owner: answer ``done`` for it, unless this
+        log already has a state of its own for the user (never overridden: a pending one
+        is this worker's round still to run) or ``at`` is older than the kept hour; return
+        whether it was recorded.
+
+        >>> log = ErasureLog(b"k" * 32)
+        >>> log.completed("u1", "r1", now_ms()), log.status("u1")["state"]
+        (True, 'done')
+        >>> log.applied("u2", "r2"); log.completed("u2", "r2", now_ms())
+        False
+        >>> log.status("u2")["state"], log.completed("u3", "r3", now_ms() - 2 * STATUS_TTL_MS)
+        ('pending', False)
+        """
+        pid = pseudonymize(user, self.key)
+        if pid in self._entries or now_ms() - at > self.ttl_ms:
+            return False
+        self.seq += 1
+        self._entries[pid] = _Status(request_id, self.seq, at, at)
+        while len(self._entries) > self.kept:
+            self._entries.popitem(last=False)
+        return True
 
     def pending(self) -> int:
         return sum(1 for entry in self._entries.values() if entry.durable_at is None)
@@ -165,6 +197,40 @@ def live_requests(records: Iterable[Any]) -> list[Any]:
     return [record for record in latest.values() if record.value is not None]
 
 
+def completions(records: Iterable[Any]) -> list[tuple[str, str, int]]:
+    """``(user id, request id, timestamp)`` of every key of erasure-topic ``records`` whose
+    latest record is a tombstone naming the request it completes (header ``request-id``).
+
+    >>> from types import SimpleNamespace as R
+    >>> done = [("request-id", b"r1")]
+    >>> rs = [R(key=b"a", value=b"1", headers=[], timestamp=1),
+    ...       R(key=b"a", value=None, headers=done, timestamp=2),
+    ...       R(key=b"b", value=None, headers=[], timestamp=3),      # no header: skipped
+    ...       R(key=b"c", value=None, headers=done, timestamp=4),
+    ...       R(key=b"c", value=b"2", headers=[], timestamp=5)]      # asked again: live
+    >>> completions(rs)
+    [('a', 'r1', 2)]
+    """
+    latest: dict[Any, Any] = {}
+    for record in records:
+        latest[record.key] = record
+    found = []
+    for key, record in latest.items():
+        if record.value is not None or not isinstance(key, bytes):
+            continue
+        request_id = dict(getattr(record, "headers", None) or ()).get(REQUEST_ID_HEADER)
+        if request_id:
+            found.append((key.decode("utf-8", "replace"),
+                          bytes(request_id).decode("utf-8", "replace"),
+                          int(getattr(record, "timestamp", 0) or 0)))
+    return found
+
+
+def completion_headers(request_id: str | None) -> list[tuple[str, bytes]]:
+    """The headers of the tombstone completing request ``request_id``."""
+    return [(REQUEST_ID_HEADER, request_id.encode())] if request_id else []
+
+
 class Eraser:
     """Applies erasure requests on the user pipeline of the worker owning the user, and
     makes them durable before acknowledging them (see the module doc)."""
@@ -184,6 +250,10 @@ class Eraser:
             max_age_ms=NEVER_TOO_OLD_MS)
         self.log = ErasureLog(self.key)
         self.positions: dict[TopicPartition, int] = {}  # erasure topic, read by load/follow
+        # erasures applied by this worker as the user's owner, to tombstone once durable:
+        # raw user id -> (log sequence number, erasure partition, request id); held only
+        # until the tombstone is sent (the one place a raw id is kept)
+        self.to_complete: dict[str, tuple[int, int, str | None]] = {}
         self._wake = asyncio.Event()
         registry = engine.metrics.registry
         self.erased = Counter(
@@ -198,6 +268,10 @@ class Eraser:
             "round (commit and snapshot rewrite).", registry=registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                      10.0, 30.0))
+        self.completed = Counter(
+            "livepulse_erasure_completions_total", "Durable erasure requests tombstoned on "
+            "the erasure topic by their owning worker (compaction then drops them).",
+            registry=registry)
 
     async def on_request(self, message: Any) -> None:
         """Forget the user of one erasure record; a tombstone (request done) is skipped."""
@@ -210,6 +284,7 @@ class Eraser:
         user = record.user_id
         summary = self.forget(user, message.partition)
         self.log.applied(user, record.request_id)
+        self.to_complete[user] = (self.log.seq, message.partition, record.request_id)
         self._wake.set()
         self.erased.labels(str(summary["profile"] > 0).lower()).inc()
         log.info("erased user %s (pseudonym): %s", pseudonymize(user, self.key), summary)
@@ -251,24 +326,49 @@ class Eraser:
 
     async def make_durable(self) -> int:
         """One durability round for every erasure applied before it started: commit, then
-        rewrite the model snapshots; return how many became durable (0: none pending)."""
+        rewrite the model snapshots, then tombstone the requests this worker applied as
+        owner (:meth:`complete`); return how many became durable (0: none pending)."""
         upto = self.log.seq
-        if not self.log.pending():
-            return 0
-        started = time.perf_counter()
-        await self.commit()
-        await self.models.rewrite_snapshots()
-        done = self.log.durable(upto)
-        took = time.perf_counter() - started
-        self.round_seconds.observe(took)
-        self.rounds.labels("ok").inc()
-        log.info("%d erasure(s) durable in %.0f ms (offsets committed, snapshots rewritten)",
-                 done, took * 1000)
+        done = 0
+        if self.log.pending():
+            started = time.perf_counter()
+            await self.commit()
+            await self.models.rewrite_snapshots()
+            done = self.log.durable(upto)
+            took = time.perf_counter() - started
+            self.round_seconds.observe(took)
+            self.rounds.labels("ok").inc()
+            log.info("%d erasure(s) durable in %.0f ms (offsets committed, snapshots "
+                     "rewritten)", done, took * 1000)
+        await self.complete(upto)
         return done
+
+    async def complete(self, upto: int) -> int:
+        """Send the tombstone of every request this worker applied as the user's owner up
+        to log sequence number ``upto`` (durable by then), each to its request's partition
+        with the request id in a header, and wait until the broker has them; return how
+        many were sent. Compaction drops the requests: no start re-applies them. A failure
+        raises (the caller's round is retried); the requests stay listed until sent."""
+        due = [(user, entry) for user, entry in self.to_complete.items() if entry[0] <= upto]
+        if not due:
+            return 0
+        producer = self.engine.app.producer
+        topic = self.engine.topics.erasure
+        for user, (_, partition, request_id) in due:
+            delivery = await producer.send(topic, user.encode(), None, partition, None,
+                                           completion_headers(request_id))
+            if inspect.isawaitable(delivery):
+                await asyncio.wait_for(delivery, COMPLETE_TIMEOUT_S)
+        for user, entry in due:
+            if self.to_complete.get(user) == entry:  # not asked again meanwhile
+                del self.to_complete[user]
+        self.completed.inc(len(due))
+        return len(due)
 
     async def run(self) -> None:
         """The durability task: a round whenever erasures were applied; a failed round is
-        logged, counted and tried again (backing off) -- meanwhile nothing is acknowledged."""
+        logged, counted and tried again (backing off) -- meanwhile nothing is acknowledged
+        (a round that failed only on its tombstones has acknowledged; they are resent)."""
         delay = RETRY_S[0]
         while True:
             await self._wake.wait()
@@ -333,7 +433,11 @@ class Eraser:
     def restart(self, records: Iterable[Any]) -> int:
         """:meth:`replay` the erasure-topic ``records`` and, if any request was live,
         rewrite the model snapshots now (no event is handled yet) and mark those erasures
-        durable; return how many were re-applied."""
+        durable; return how many were re-applied. Completed requests (tombstones naming
+        their request) answer ``done`` (:meth:`ErasureLog.completed`)."""
+        records = list(records)
+        for user, request_id, at in completions(records):
+            self.log.completed(user, request_id, at)
         applied = self.replay(records)
         if not applied:
             return 0
@@ -360,6 +464,8 @@ class Eraser:
 
         def apply(record: Any) -> None:
             if record.value is None:
+                for user, request_id, at in completions([record]):
+                    self.log.completed(user, request_id, at)
                 return
             request = self.validator.decode(record.value, now_ms())
             if isinstance(request, Rejection) or (

@@ -5,6 +5,8 @@ unsupported methods (405) and oversize bodies (413) in text, and a bug in a hand
 its plain-text 500. This middleware turns every 4xx/5xx that is not JSON into
 ``{"error": <machine name>, "status": N, "path": ...}`` and any unexpected exception into a
 JSON 500 (logged with its traceback, counted in ``livepulse_agent_errors_total{agent="web"}``).
+The JSON answer echoes the path to the caller; a log line names the path as
+:func:`logged_path` does (a path may carry a user id: ``/api/users/{user_id}/...``).
 
 >>> error_name(404), error_name(405), error_name(413)
 ('not_found', 'method_not_allowed', 'request_entity_too_large')
@@ -15,11 +17,14 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+from agents.redaction import redact_text
 
 log = logging.getLogger("livepulse.web")
 
@@ -27,6 +32,29 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PATH_ECHO_CHARS = 200  # the path is echoed for debugging; a huge one is clipped
 KEPT_HEADERS = frozenset({"allow", "retry-after"})  # of an error's headers, into its JSON
 REQUEST_ID = web.RequestKey("request_id", str)  # set by agents.web.limits.request_ids
+_USER_SEGMENT = re.compile(r"(/users/)[^/]+")
+
+
+def redacted_path(path: str) -> str:
+    """``path`` fit for a log line when no route matched it: the segment after ``/users/``
+    (a user id) replaced by ``{user_id}``, e-mail addresses, phone numbers, links and
+    @handles elsewhere redacted (:func:`agents.redaction.redact_text`), clipped.
+
+    >>> redacted_path("/api/users/ann@example.com/profil")
+    '/api/users/{user_id}/profil'
+    >>> redacted_path("/api/rooms/r-1/x/+44 20 7946 0958")
+    '/api/rooms/r-1/x/[phone]'
+    """
+    return redact_text(_USER_SEGMENT.sub(r"\1{user_id}", path))[:PATH_ECHO_CHARS]
+
+
+def logged_path(request: web.Request) -> str:
+    """What a log line names of ``request``'s path: the matched route's template
+    (``/api/users/{user_id}/erasure``: no user id in the logs), else :func:`redacted_path`;
+    never the query string (it may hold a token)."""
+    resource = getattr(getattr(request.match_info, "route", None), "resource", None)
+    canonical = getattr(resource, "canonical", None)
+    return canonical[:PATH_ECHO_CHARS] if canonical else redacted_path(request.path)
 
 
 def error_name(status: int) -> str:
@@ -67,7 +95,7 @@ def json_errors(errors: Any = None) -> Any:
             raise
         except Exception as exc:
             log.exception("web handler failed on %s %s request_id=%s", request.method,
-                          request.path[:PATH_ECHO_CHARS], request.get(REQUEST_ID, "-"))
+                          logged_path(request), request.get(REQUEST_ID, "-"))
             if errors is not None:
                 errors.inc()
             return json_error(500, request, detail=type(exc).__name__)

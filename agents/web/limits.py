@@ -44,7 +44,7 @@ from typing import Any
 from aiohttp import web
 
 from agents.web.auth import request_token
-from agents.web.errors import PATH_ECHO_CHARS, REQUEST_ID, json_error
+from agents.web.errors import REQUEST_ID, json_error, logged_path
 
 log = logging.getLogger("livepulse.web.access")
 
@@ -62,11 +62,9 @@ def request_id_of(given: str | None) -> str:
 
 
 def route_of(request: web.Request) -> str:
-    """What an access line names: the matched route's template (``/api/users/{user_id}``:
-    no user id in the logs), else the path; never the query string (it may hold a token)."""
-    resource = getattr(request.match_info.route, "resource", None)
-    canonical = getattr(resource, "canonical", None)
-    return canonical if canonical else request.path[:PATH_ECHO_CHARS]
+    """What an access line names: :func:`agents.web.errors.logged_path` (the matched
+    route's template, else the path with user ids and contact details redacted)."""
+    return logged_path(request)
 
 
 def request_ids() -> Any:

@@ -12,7 +12,8 @@ user, so that the worker owning the user's partition applies them (any worker ac
   "request_id", ...}``: ``done`` once the owning worker's erasure is durable (the
   acknowledgement ``livepulse forget`` waits for).
 * ``DELETE /api/users/{user_id}`` -> an ``erasure-request.v1`` record on
-  ``<prefix>.erasure``; ``202``. (``livepulse forget`` also deletes ClickHouse rows and
+  ``<prefix>.erasure``; ``202``. The owning worker tombstones it once the erasure is
+  durable, as for any request. (``livepulse forget`` also deletes ClickHouse rows and
   waits for the worker; see :mod:`agents.forget`.)
 """
 

@@ -14,6 +14,8 @@
   record for the key is a tombstone), session, model, trigger and anomaly state, Redis keys
   and ClickHouse rows of one user and keeps the others'; forgetting again, or an unknown
   user, succeeds; later events start a fresh profile; ``DELETE /api/users/{id}`` works too.
+* An erasure requested over HTTP is tombstoned by the owning worker once durable (the
+  request id in a header); a restarted worker re-applies nothing and still answers ``done``.
 * Erasure survives a crash: the worker is killed with SIGKILL right after its erasure
   acknowledgement and restarted from the same data and snapshot folders; no snapshot file
   holds the user, the restarted worker holds nothing (footprint 0, profile 404, no ``mf``
@@ -446,6 +448,52 @@ def test_forget_removes_every_trace_of_one_user(
     assert worker.stop() == 0
     log = worker.log()
     assert gone not in log and f"erased user {pid}" in log
+
+
+def test_an_erasure_requested_over_http_is_tombstoned_once_durable(
+        broker: Any, worker_factory: Any, tmp_path: Path) -> None:
+    """Issue 17: only the CLI tombstoned its request, so one sent by
+    ``DELETE /api/users/{id}`` stayed live and every start re-applied it. Now the owning
+    worker tombstones it once durable (the request id in a header); a restarted worker
+    re-applies nothing and still acknowledges the request."""
+    settings = settings_for(tmp_path, broker, commit_interval_s=0.5)
+    names = topic_names(settings)
+    first = worker_factory(settings, "first")
+    gone = "erase-via-api-1"
+    base = now_ms()
+    send(settings, [click(f"{gone}-{i}", kind, gone, f"s-{gone}", base + i * 1000)
+                    for i, kind in enumerate(["view", "click"] * 5)])
+    wait_for(lambda: (a := get_json(user_url(first, gone, "footprint")))[0] == 200
+             and a[1]["parts"]["profile"] == 1, timeout=60, what="the user's profile")
+    status, answer = http("DELETE", user_url(first, gone))
+    assert status == 202 and answer["source"] == "api", answer
+    request_id = answer["request_id"]
+    acked = wait_for(lambda: (s := get_json(user_url(first, gone, "erasure"))[1])
+                     and s.get("state") == "done" and s, timeout=60,
+                     what="the worker's acknowledgement of the HTTP erasure")
+    assert acked["request_id"] == request_id
+
+    def latest() -> Any:
+        records = read_values(settings, names.erasure, lambda rs: any(
+            r.key == gone.encode() and r.value is None for r in rs), timeout=30)
+        return [r for r in records if r.key == gone.encode()][-1]
+
+    tombstone = latest()
+    assert tombstone.value is None  # the request is no longer live: compaction drops it
+    assert [tuple(h) for h in tombstone.headers] == [("request-id", request_id.encode())]
+    assert first.stop() == 0
+
+    second = worker_factory(settings, "second")  # same folders and port
+    footprint = wait_for(lambda: (a := get_json(user_url(second, gone, "footprint")))[0]
+                         == 200 and a[1], timeout=60, what="the restarted worker")
+    assert footprint["held"] == 0, footprint
+    status_after = get_json(user_url(second, gone, "erasure"))[1]
+    assert status_after["state"] == "done" and status_after["request_id"] == request_id
+    assert latest().value is None  # the restart sent no new request
+    assert second.stop() == 0
+    log = second.log()
+    assert "re-applied" not in log and gone not in log and gone not in first.log()
+    print(f"\nFORGET-API tombstone headers={tombstone.headers} after_restart={status_after}")
 
 
 def test_forget_while_the_worker_is_down_cleans_its_saved_rooms(

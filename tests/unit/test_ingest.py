@@ -102,6 +102,49 @@ def test_unique_keys_pass_whatever_the_spelling(validator: Validator, raw: bytes
     assert isinstance(validator.decode(raw, NOW), LiveEvent)
 
 
+SPELLINGS = [
+    event(), event(text="a comment").replace(b'":', b'": '),
+    event(text='says "room_id": here'), event(text="caf\u00e9").replace("é".encode(), b"\\u00e9"),
+    b'{"event_id": "e", "type": "like", "ts": 1, "room_id": "a", "user_id": "u", '
+    b'"room_id": "a"}',
+    b'{"event_id":"e","type":"like","ts":1,"room_id":"a","\\u0072oom_id":"b","user_id":"u"}',
+    b'{"a":' + b'[' * 300 + b']' * 300 + b'}',  # deeper than orjson dumps: step 2
+]
+
+
+def test_an_object_is_dumped_once_per_decode_whatever_its_spelling(
+        validator: Validator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``decode`` compares ``raw`` with orjson's spelling inline (step 1 of
+    ``duplicate_key``); a record spelled otherwise goes on with steps 2 and 3 without
+    being dumped again, and every verdict is ``duplicate_key``'s."""
+    from streams import ingest
+
+    dumped: list[int] = []
+    real = ingest._dumps
+
+    def counting(obj: object) -> bytes:
+        if isinstance(obj, dict):
+            dumped.append(1)
+        return real(obj)
+
+    for raw in SPELLINGS:
+        obj = orjson.loads(raw)
+        expected = ingest.duplicate_key(raw, obj)
+        monkeypatch.setattr(ingest, "_dumps", counting)
+        dumped.clear()
+        result = validator.decode(raw, NOW)
+        monkeypatch.setattr(ingest, "_dumps", real)
+        assert len(dumped) == 1, raw
+        assert (isinstance(result, Rejection) and result.error_class == "duplicate_key") \
+            == (expected is not None), raw
+        try:
+            respelled = real(obj) != raw
+        except orjson.JSONEncodeError:
+            respelled = True
+        if respelled:
+            assert ingest.duplicate_key_respelled(raw, obj) == expected, raw
+
+
 def test_key_must_be_the_entity_id(validator: Validator) -> None:
     assert isinstance(validator.decode(event(), NOW, b"r"), LiveEvent)
     assert isinstance(validator.decode(event(), NOW, "r"), LiveEvent)  # str keys too

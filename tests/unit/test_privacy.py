@@ -178,11 +178,12 @@ def erasure_harness(data_dir: Path) -> tuple[Any, Any]:
     return h, Eraser(h.engine, h.profiles, h.models, h.promo, h.anomalies)
 
 
-def feed_users(h: Any, users: list[str]) -> None:
+def feed_users(h: Any, users: list[str], tag: str = "") -> None:
     rnd = random.Random(7)
     base = h.now_ms()
     for user in users:
-        events = [orjson.dumps({"event_id": f"{user}-{i}", "type": kind, "ts": base + i * 1000,
+        events = [orjson.dumps({"event_id": f"{user}{tag}-{i}", "type": kind,
+                                "ts": base + i * 1000,
                                 "user_id": user, "session_id": f"s-{user}",
                                 "item_id": f"item-{rnd.randrange(12)}"})
                   for i, kind in enumerate(["view", "click"] * 20)]
@@ -279,3 +280,88 @@ def test_a_worker_that_cannot_read_the_erasure_topic_at_start_refuses_to_run(
     _, eraser = erasure_harness(tmp_path)
     with pytest.raises(RuntimeError, match="cannot read the erasure topic"):
         eraser.load(f"127.0.0.1:{free_port()}", timeout_s=1.0)  # nothing listens there
+
+
+def tombstones_sent(h: Any) -> list[Any]:
+    """The erasure-topic records the worker sent, as records a restart would read."""
+    from agents.testing import Record
+
+    return [Record(sent.topic, sent.partition, 100 + i, sent.key, sent.value, h.now_ms(),
+                   sent.headers)
+            for i, sent in enumerate(s for s in h.iter_sent() if s.topic == h.names.erasure)]
+
+
+def test_every_durable_erasure_is_tombstoned_by_its_owner_whatever_its_origin(
+        tmp_path: Path) -> None:
+    """Issue 17: only the CLI tombstoned its request, so one sent by
+    ``DELETE /api/users/{id}`` stayed live and every start re-applied it for ever, also to
+    the user come back since. Now the owning worker tombstones every request once durable
+    (request id in a header), and a restart reads it as done."""
+    from agents.forget import erasure_record
+    from agents.testing import records
+
+    h, eraser = erasure_harness(tmp_path)
+    feed_users(h, ["via-api", "via-cli", "u1"])
+    h.models.snapshot()
+    sent_by = {"via-api": "api", "via-cli": "cli"}
+    requests = [(user, orjson.dumps(erasure_record(user, source=origin,
+                                                   request_id=f"req-{user}")))
+                for user, origin in sent_by.items()]
+    messages = records(h.names.erasure, 1, [v for _, v in requests],
+                       keys=[u.encode() for u, _ in requests])
+
+    async def erase() -> list[Any]:
+        for message in messages:
+            await eraser.on_request(message)
+        before = tombstones_sent(h)  # applied in memory only: nothing tombstoned yet
+        assert await eraser.make_durable() == 2
+        return before
+
+    assert asyncio.run(erase()) == []
+    sent = tombstones_sent(h)
+    assert sorted((r.key, r.value, r.partition, r.headers) for r in sent) == [
+        (user.encode(), None, 1, [("request-id", f"req-{user}".encode())])
+        for user in sorted(sent_by)]
+    assert eraser.to_complete == {}  # no raw id kept once sent
+    assert eraser.completed._value.get() == 2
+    assert asyncio.run(eraser.make_durable()) == 0 and len(tombstones_sent(h)) == 2
+
+    # the API user comes back; a snapshot holds the new state; the worker restarts
+    feed_users(h, ["via-api"], tag="-back")
+    assert h.models.holds("via-api")["mf_factors"] == 1
+    h.models.snapshot()
+    restarted, reeraser = erasure_harness(tmp_path)
+    assert reeraser.restart([*messages, *sent]) == 0  # nothing live: nothing re-applied
+    assert restarted.models.holds("via-api")["mf_factors"] == 1  # the new state is kept
+    assert not any(restarted.models.holds("via-cli").values())
+    for user in sent_by:  # the acknowledgement stays true after the restart
+        status = reeraser.status(user)
+        assert status["state"] == "done" and status["request_id"] == f"req-{user}", status
+    assert reeraser.status("u1")["state"] == "none"
+
+
+def test_a_tombstone_the_broker_does_not_take_is_sent_again(tmp_path: Path) -> None:
+    h, eraser = erasure_harness(tmp_path)
+    feed_users(h, ["gone"])
+    (message,) = erasure_records(h, [("gone", request("gone"))])
+    send, calls = h.producer.send, []
+
+    async def refuse_first(topic: str, *args: Any) -> Any:
+        calls.append(topic)
+        if len(calls) == 1:
+            raise ConnectionError("broker away")
+        return await send(topic, *args)
+
+    h.producer.send = refuse_first  # type: ignore[method-assign]
+
+    async def erase() -> int:
+        await eraser.on_request(message)
+        with pytest.raises(ConnectionError):
+            await eraser.make_durable()
+        assert eraser.status("gone")["state"] == "done"  # durable: acknowledged already
+        assert list(eraser.to_complete) == ["gone"] and tombstones_sent(h) == []
+        return await eraser.make_durable()  # the retried round: no new round, the tombstone
+
+    assert asyncio.run(erase()) == 0
+    assert [(r.key, r.value) for r in tombstones_sent(h)] == [(b"gone", None)]
+    assert eraser.to_complete == {} and eraser.rounds.labels("ok")._value.get() == 1

@@ -337,7 +337,6 @@ def test_a_forged_newest_snapshot_is_refused_and_never_unpickled(
 
 def test_model_host_restores_the_older_snapshot_logs_and_counts_the_refusal(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from agents import models as models_module
     from agents.models import ModelHost
     from agents.stats import EngineMetrics
     from config.settings import Settings
@@ -358,10 +357,19 @@ def test_model_host_restores_the_older_snapshot_logs_and_counts_the_refusal(
     assert "refused" not in restored["sentiment"]
     assert f"refusing recommender snapshot {newest.name}" in caplog.text
     assert KEY.decode() not in caplog.text
-    value = metrics.registry.get_sample_value(
-        "livepulse_snapshot_refused_total", {"model": "recommender", "reason": "signature"})
-    assert value == 1.0
-    assert models_module._refused_counter(metrics) is models_module._refused_counter(metrics)
+
+    def refused(model: str, reason: str) -> float | None:
+        return metrics.registry.get_sample_value(
+            "livepulse_snapshot_refused_total", {"model": model, "reason": reason})
+
+    assert refused("recommender", "signature") == 1.0
+    # the next restore on the same metrics (the worker's one registry) counts on the same
+    # series; another model and reason get a series of their own
+    first.store.history("sentiment")[0].write_bytes(b"not a snapshot")
+    ModelHost(settings, metrics).restore()
+    assert refused("recommender", "signature") == 2.0
+    assert refused("sentiment", "truncated") == 1.0
+    assert refused("mf", "signature") is None  # nothing refused: no series
 
 
 def test_snapshot_key_file_is_outside_the_snapshots_and_private(tmp_path: Path) -> None:

@@ -54,3 +54,41 @@ def test_errors_are_json_and_bugs_are_counted() -> None:
         "detail": "RuntimeError"}
     assert answers[4][0] == 418 and answers[4][2]["error"] == "i_m_a_teapot"
     assert counted == 1
+
+
+def test_failure_and_access_lines_name_no_user_id(caplog: Any) -> None:
+    """A path may carry a user id (``/api/users/<id>/...``): the failure line names the
+    route's template, the access line of an unmatched path the path with the id replaced;
+    the JSON answer, returned to the caller only, still echoes the path."""
+    import logging
+
+    from agents.web.limits import request_ids
+
+    async def boom(request: web.Request) -> web.Response:
+        raise RuntimeError("bug")
+
+    async def run() -> list[Any]:
+        app = web.Application()
+        install(app)
+        app.middlewares.insert(0, request_ids())
+        app.router.add_get("/api/users/{user_id}/boom", boom)
+        async with TestClient(TestServer(app)) as client:
+            out = []
+            for path in ("/api/users/ann%40example.com/boom", "/api/users/bob-77/nothing",
+                         "/api/rooms/r1/call-me-on-+44%2020%207946%200958"):
+                resp = await client.get(path)
+                out.append((resp.status, orjson.loads(await resp.read())))
+            return out
+
+    with caplog.at_level(logging.INFO, logger="livepulse.web"):
+        answers = asyncio.run(run())
+    assert [status for status, _ in answers] == [500, 404, 404]
+    assert answers[0][1]["path"] == "/api/users/ann@example.com/boom"  # the caller's own
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    failure = [r.getMessage() for r in caplog.records if r.name == "livepulse.web"]
+    assert failure == ["web handler failed on GET /api/users/{user_id}/boom request_id="
+                       + failure[0].rsplit("=", 1)[1]]
+    assert "GET /api/users/{user_id}/nothing 404" in logged
+    assert "GET /api/rooms/r1/call-me-on-[phone] 404" in logged
+    for personal in ("ann", "example.com", "bob-77", "7946"):
+        assert personal not in logged, personal
