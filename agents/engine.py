@@ -55,9 +55,6 @@ class Engine:
             on_sent=lambda topic, n: self._out_counter(topic).inc(n),
             on_error=lambda exc: self.metrics.agent_errors.labels("producer").inc())
         self.hot_keys = KeyRateLimiter(self.settings.hot_key_rate, self.settings.hot_key_burst)
-        self._rate_limited = Rejection(
-            "rate_limited", f"user over {self.settings.hot_key_rate:g} events/s (burst "
-            f"{self.settings.hot_key_burst}): quarantined (LIVEPULSE_HOT_KEY_RATE)")
 
     def transaction_of(self, topic: str, partition: int | None) -> str | None:
         """Under ``exactly_once``: the Kafka transaction an output record joins, that of the
@@ -95,32 +92,30 @@ class Engine:
                                     offset=offset, received_at=received_at)
         self.add_output(self.topics.dead_letter, key if isinstance(key, bytes) else b"",
                         body, headers=headers)
-        self.metrics.dead_letters.labels(topic, rejection.error_class).inc()
+        self.metrics.count(self.metrics.dead_letters, topic, rejection.error_class)
 
     def decode_record(self, validator: Validator, topic: str, partition: int, rec: Any,
-                      received_at: int) -> Any:
+                      received_at: int, quarantine: bool = False) -> Any:
         """The typed record of one input record of a batch, or None after dead-lettering
         it (held with the batch's outputs). The record key must be its entity id
-        (``key_mismatch``, see ``streams.ingest.KEY_FIELDS``)."""
-        record = validator.decode(rec.value, received_at, rec.key)
+        (``key_mismatch``, see ``streams.ingest.KEY_FIELDS``). ``quarantine``: user events
+        pass the hot-key quarantine (``rate_limited``) first."""
+        admit = self.admit_user_event if quarantine and self.hot_keys.enabled else None
+        record = validator.decode(rec.value, received_at, rec.key, admit)
         if isinstance(record, Rejection):
             self.reject_record(topic, partition, rec.offset, rec.key, rec.value, record,
                                received_at)
             return None
         return record
 
-    def quarantined(self, record: Any, topic: str, partition: int, rec: Any,
-                    received_at: int) -> bool:
-        """Hot-key quarantine (:mod:`streams.quarantine`): True after dead-lettering
-        ``record`` (``rate_limited``) when its user is over the rate, else False."""
-        user, ts = record.user_id, record.ts
+    def admit_user_event(self, user: str, ts: int) -> bool:
+        """The hot-key quarantine (:mod:`streams.quarantine`): whether ``user``'s event at
+        ``ts`` is within its rate; a refusal is told to :attr:`on_rate_limited`."""
         if self.hot_keys.admit(user, ts):
-            return False
-        self.reject_record(topic, partition, rec.offset, rec.key, rec.value,
-                           self._rate_limited, received_at)
+            return True
         for observe in self.on_rate_limited:
             observe(user, ts)
-        return True
+        return False
 
     def failed(self, agent: str, topic: str, partition: int, offset: int, key: Any,
                value: bytes | None, exc: BaseException) -> None:

@@ -376,10 +376,9 @@ class RoomHandler:
     def _handle(self, rec: Any, topic: str, partition: int, received_at: int,
                 counts: dict[str, int], forwards: dict[int, list[bytes]]) -> int:
         """One record of a batch; return 1 if it was late beyond the window grace."""
-        record = self.engine.decode_record(self.validator, topic, partition, rec, received_at)
+        record = self.engine.decode_record(self.validator, topic, partition, rec, received_at,
+                                           quarantine=True)
         if record is None:
-            return 0
-        if self.engine.quarantined(record, topic, partition, rec, received_at):
             return 0
         kind = record.type
         counts[kind] = counts.get(kind, 0) + 1

@@ -94,9 +94,8 @@ class UserHandler:
                 handled += 1
                 try:
                     record = engine.decode_record(self.validator, topic, partition, rec,
-                                                  received_at)
-                    if record is None or engine.quarantined(record, topic, partition, rec,
-                                                            received_at):
+                                                  received_at, quarantine=True)
+                    if record is None:
                         continue
                     counts[record.type] = counts.get(record.type, 0) + 1
                     if record.type == "purchase":

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 
 import orjson
 import pytest
 
 from config.settings import Settings
-from streams.contracts import LIVE_EVENT, LiveEvent
-from streams.ingest import ERROR_CLASSES, Rejection, Validator, dead_letter
+from streams.contracts import (
+    DEAD_LETTER,
+    LIVE_EVENT,
+    DeadLetter,
+    LiveEvent,
+    check_contract,
+    to_record,
+)
+from streams.ingest import ERROR_CLASSES, RATE_LIMITED, Rejection, Validator, dead_letter
 
 NOW = 1_800_000_000_000
 
@@ -75,6 +83,24 @@ def test_dead_letter_keeps_payload_and_source() -> None:
                          offset=0, received_at=NOW)
     assert orjson.loads(big)["payload_bytes"] == 10_000
     assert len(orjson.loads(big)["payload"]) == 4096
+    # built without the dataclass: still exactly the contract's record, in its field order
+    assert list(letter) == [f.name for f in dataclasses.fields(DeadLetter)]
+    assert to_record(DEAD_LETTER, check_contract(DEAD_LETTER, letter)) == DeadLetter(**letter)
+
+
+def test_the_quarantine_is_asked_after_parsing_and_only_with_a_user_and_ts() -> None:
+    asked: list[tuple[str, int]] = []
+
+    def refuse(user: str, ts: int) -> bool:
+        asked.append((user, ts))
+        return False
+
+    validator = Validator.from_settings(LIVE_EVENT, Settings())
+    assert validator.decode(event(), NOW, admit=refuse) is RATE_LIMITED
+    assert asked == [("u", NOW)]
+    assert validator.decode(b'{"user_id": 5, "ts": 1}', NOW, admit=refuse).error_class in (
+        "missing_field", "wrong_type")  # not a user event: validated as usual
+    assert isinstance(validator.decode(event(), NOW, admit=lambda u, t: True), LiveEvent)
 
 
 # --- duplicate keys and keys that are not the record's entity id (issue 17)
