@@ -45,12 +45,22 @@ from streams.security import kafka_client_options
 def broker_for(settings: Settings) -> Iterator[str]:
     """Yield a bootstrap address: the configured cluster, or a fresh local broker."""
     if not settings.embedded_broker:
+        require_kafka(settings.bootstrap_servers)
         yield settings.bootstrap_servers
         return
     with start_local_broker(settings) as broker:
         print(f"livepulse: local broker ({broker.name}) at {broker.bootstrap}",
               file=sys.stderr, flush=True)
         yield broker.bootstrap
+
+
+def require_kafka(bootstrap: str) -> None:
+    """Fail with one line (the URL, the setting, the way out) when Kafka is unreachable."""
+    from agents.preflight import StartupError, kafka_problem
+
+    problem = kafka_problem(bootstrap)
+    if problem:
+        raise StartupError(problem)
 
 
 def start_local_broker(settings: Settings, port: int | None = None,
@@ -84,14 +94,33 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if summary.get("events_out") else 1
 
 
+def faust_log_level(level: str) -> str:
+    """Faust's ``--loglevel`` for a (canonical) ``LIVEPULSE_LOG_LEVEL``.
+
+    Faust offers ``CRIT``, but its logging set-up looks the name up in ``logging``, which
+    knows only ``CRITICAL``: teach it the short name (records then show ``CRIT``).
+
+    >>> faust_log_level("warn"), faust_log_level("crit"), logging.getLevelName("CRIT")
+    ('WARN', 'CRIT', 50)
+    """
+    if level == "crit":
+        logging.addLevelName(logging.CRITICAL, "CRIT")
+    return level.upper()
+
+
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from agents.preflight import StartupError, port_problem
     from agents.worker import build_engine
     from streams.admin import ensure_topics
 
+    problem = port_problem(settings.web_host, settings.web_port)
+    if problem:
+        raise StartupError(problem)
     with broker_for(settings) as bootstrap:
         asyncio.run(ensure_topics(settings, bootstrap))
         engine = build_engine(settings, bootstrap)
-        sys.argv = ["livepulse", "worker", "--loglevel", settings.log_level, *args.faust_args]
+        sys.argv = ["livepulse", "worker", "--loglevel", faust_log_level(settings.log_level),
+                    *args.faust_args]
         try:
             engine.app.main()
         except SystemExit as exc:
@@ -683,18 +712,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from aiokafka.errors import KafkaConnectionError
+
+    from agents.preflight import StartupError
+    from config.settings import unknown_env
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=os.environ.get("LIVEPULSE_LOG_LEVEL", "info").upper(),
+    for warning in unknown_env():
+        print(f"livepulse: warning: {warning}", file=sys.stderr)
+    settings: Settings | None = None
+    if not getattr(args, "settings_free", False):  # e.g. `secrets init`: fixes bad settings
+        try:
+            settings = Settings.from_env()
+        except SettingsError as exc:
+            print(f"livepulse: {exc}", file=sys.stderr)
+            return 2
+    logging.basicConfig(level=settings.log_level_number if settings else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    if getattr(args, "settings_free", False):  # e.g. `secrets init`: fixes bad settings
-        return int(args.func(args, None) or 0)
     try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
+        return int(args.func(args, settings) or 0)
+    except StartupError as exc:
         print(f"livepulse: {exc}", file=sys.stderr)
         return 2
-    return int(args.func(args, settings) or 0)
+    except KafkaConnectionError as exc:  # reachable, yet no Kafka answered (the probe passed)
+        where = settings.bootstrap_servers if settings and not settings.embedded_broker \
+            else "the local broker"
+        print(f"livepulse: Kafka at {where} (LIVEPULSE_KAFKA_URL) did not answer: {exc}. Is "
+              "it a Kafka broker, with the security settings it expects "
+              "(LIVEPULSE_KAFKA_SECURITY_PROTOCOL)?", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from typing import Any
 import aiohttp
 from aiokafka.structs import ConsumerRecord
 
+from agents.preflight import StartupError, kafka_problem, port_problem
 from agents.sinks.embedded_clickhouse import ClickHouseServer, clickhouse_server_available
 from agents.sinks.embedded_redis import RedisServer, ping, redis_server_available
 from agents.sinks.redis import RedisSink
@@ -119,13 +120,34 @@ async def wait_workers_ready(workers: list[WorkerProcess], timeout: float) -> No
         while time.monotonic() < deadline:
             for worker in workers:
                 if worker.process.poll() is not None:
-                    raise RuntimeError(f"worker {worker.index} exited with code "
-                                       f"{worker.process.returncode}; see {worker.log_path}")
+                    why = last_error(worker.log_path)
+                    raise StartupError(f"worker {worker.index} exited with code "
+                                       f"{worker.process.returncode}" + (f": {why}" if why else "")
+                                       + f" (log: {worker.log_path})")
             states = [await fetch_json(session, f"{w.web_url}/healthz") for w in workers]
             if all(s and s.get("ready") for s in states):
                 return
             await asyncio.sleep(0.25)
     raise RuntimeError(f"workers not ready within {timeout:.0f} s")
+
+
+def last_error(log_path: Path) -> str:
+    """The reason a worker gave for stopping: its last ``livepulse: ...`` line, else the last
+    line of its log (e.g. an exception's message).
+
+    >>> import tempfile
+    >>> log = Path(tempfile.mkdtemp()) / "w.log"
+    >>> _ = log.write_text("INFO start\\nlivepulse: LIVEPULSE_WEB_PORT=1: in use\\n")
+    >>> last_error(log), last_error(log.with_name("none.log"))
+    ('LIVEPULSE_WEB_PORT=1: in use', '')
+    """
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()[-200:]
+    except OSError:
+        return ""
+    lines = [line.strip() for line in lines if line.strip()]
+    mine = [line for line in lines if line.startswith("livepulse: ")]
+    return mine[-1].removeprefix("livepulse: ") if mine else (lines[-1] if lines else "")
 
 
 class OutputObserver:
@@ -468,6 +490,15 @@ def run_demo(settings: Settings, duration: float | None) -> dict[str, Any]:
     def request_stop(*_: Any) -> None:
         loop.call_soon_threadsafe(stop.set)
 
+    for index in range(settings.demo_workers):  # before anything starts: one clear line
+        problem = port_problem(settings.web_host, settings.web_port + index)
+        if problem:
+            raise StartupError(problem + (" (demo worker i listens on LIVEPULSE_WEB_PORT + i)"
+                                          if index else ""))
+    if not settings.embedded_broker:
+        problem = kafka_problem(settings.bootstrap_servers)
+        if problem:
+            raise StartupError(problem)
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         if settings.embedded_broker:
