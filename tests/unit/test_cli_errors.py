@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import socket
@@ -10,6 +11,7 @@ import sys
 
 import pytest
 
+from agents.cli import HelpFormatter, build_parser
 from config.settings import Settings, SettingsError, env_names, unknown_env
 from streams.broker import free_port
 from tests.conftest import REPO
@@ -142,3 +144,30 @@ def test_every_livepulse_variable_the_repository_reads_is_known() -> None:
     assert [w for w in unknown_env(dict.fromkeys(used, "")) if "LIVEPULSE_TEST_" not in w] \
         == [], sorted(used - env_names())
 
+
+# --- 5. --version, and every option with help and its default
+
+def test_version() -> None:
+    out = run_cli("--version")
+    assert out.returncode == 0 and out.stdout.startswith("livepulse ")
+    assert out.stdout.split()[1][0].isdigit()
+
+
+def subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+@pytest.mark.parametrize("name", sorted(subcommands()))
+def test_every_option_has_help_and_shows_its_default(name: str) -> None:
+    command = subcommands()[name]
+    formatter = HelpFormatter(prog=name)
+    flags = (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._HelpAction)
+    for action in command._actions:
+        assert action.help, f"{name} {action.dest}: no help"
+        if isinstance(action, flags) or action.required:
+            continue
+        assert "default" in formatter._get_help_string(action), f"{name} {action.dest}"
+    rendered = command.format_help()
+    assert "%(default)" not in rendered
