@@ -78,18 +78,16 @@ def _print_json(obj: Any) -> None:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from agents.demo import run_demo
+    from agents.demo import human_summary, run_demo
 
     overrides = {k: v for k, v in {
         "sim_rate": args.rate, "demo_workers": args.workers, "sim_rooms": args.rooms,
         "sim_seed": args.seed, "sim_bad_rate": args.bad_rate}.items() if v is not None}
-    summary = run_demo(settings.with_overrides(**overrides), args.duration)
-    drain = summary.get("drain") or {}
-    if drain and not drain.get("kept_up"):
-        print(f"livepulse demo: the engine fell behind the simulator: {drain.get('consumed')} "
-              f"of {drain.get('produced')} input records consumed, "
-              f"{drain.get('drain_s')} s after the producer stopped", file=sys.stderr,
-              flush=True)
+    # a Redis of the demo's own unless the user named one: never someone's shared server
+    summary = run_demo(settings.with_overrides(**overrides), args.duration,
+                       private_redis="LIVEPULSE_REDIS_URL" not in os.environ)
+    for line in human_summary(summary):  # stderr, with the progress lines: stdout ends in JSON
+        print(line, file=sys.stderr, flush=True)
     _print_json(summary)
     return 0 if summary.get("events_out") else 1
 
