@@ -45,12 +45,22 @@ from streams.security import kafka_client_options
 def broker_for(settings: Settings) -> Iterator[str]:
     """Yield a bootstrap address: the configured cluster, or a fresh local broker."""
     if not settings.embedded_broker:
+        require_kafka(settings.bootstrap_servers)
         yield settings.bootstrap_servers
         return
     with start_local_broker(settings) as broker:
         print(f"livepulse: local broker ({broker.name}) at {broker.bootstrap}",
               file=sys.stderr, flush=True)
         yield broker.bootstrap
+
+
+def require_kafka(bootstrap: str) -> None:
+    """Fail with one line (the URL, the setting, the way out) when Kafka is unreachable."""
+    from agents.preflight import StartupError, kafka_problem
+
+    problem = kafka_problem(bootstrap)
+    if problem:
+        raise StartupError(problem)
 
 
 def start_local_broker(settings: Settings, port: int | None = None,
@@ -68,30 +78,47 @@ def _print_json(obj: Any) -> None:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from agents.demo import run_demo
+    from agents.demo import human_summary, run_demo
 
     overrides = {k: v for k, v in {
         "sim_rate": args.rate, "demo_workers": args.workers, "sim_rooms": args.rooms,
         "sim_seed": args.seed, "sim_bad_rate": args.bad_rate}.items() if v is not None}
-    summary = run_demo(settings.with_overrides(**overrides), args.duration)
-    drain = summary.get("drain") or {}
-    if drain and not drain.get("kept_up"):
-        print(f"livepulse demo: the engine fell behind the simulator: {drain.get('consumed')} "
-              f"of {drain.get('produced')} input records consumed, "
-              f"{drain.get('drain_s')} s after the producer stopped", file=sys.stderr,
-              flush=True)
+    # a Redis of the demo's own unless the user named one: never someone's shared server
+    summary = run_demo(settings.with_overrides(**overrides), args.duration,
+                       private_redis="LIVEPULSE_REDIS_URL" not in os.environ)
+    for line in human_summary(summary):  # stderr, with the progress lines: stdout ends in JSON
+        print(line, file=sys.stderr, flush=True)
     _print_json(summary)
     return 0 if summary.get("events_out") else 1
 
 
+def faust_log_level(level: str) -> str:
+    """Faust's ``--loglevel`` for a (canonical) ``LIVEPULSE_LOG_LEVEL``.
+
+    Faust offers ``CRIT``, but its logging set-up looks the name up in ``logging``, which
+    knows only ``CRITICAL``: teach it the short name (records then show ``CRIT``).
+
+    >>> faust_log_level("warn"), faust_log_level("crit"), logging.getLevelName("CRIT")
+    ('WARN', 'CRIT', 50)
+    """
+    if level == "crit":
+        logging.addLevelName(logging.CRITICAL, "CRIT")
+    return level.upper()
+
+
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from agents.preflight import StartupError, port_problem
     from agents.worker import build_engine
     from streams.admin import ensure_topics
 
+    problem = port_problem(settings.web_host, settings.web_port)
+    if problem:
+        raise StartupError(problem)
     with broker_for(settings) as bootstrap:
         asyncio.run(ensure_topics(settings, bootstrap))
         engine = build_engine(settings, bootstrap)
-        sys.argv = ["livepulse", "worker", "--loglevel", settings.log_level, *args.faust_args]
+        sys.argv = ["livepulse", "worker", "--loglevel", faust_log_level(settings.log_level),
+                    *args.faust_args]
         try:
             engine.app.main()
         except SystemExit as exc:
@@ -523,38 +550,90 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         return 130
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default, unless the help already names it (options
+    whose default comes from a setting say which one) or it is a flag or a list."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS) \
+                or (not action.option_strings and action.nargs != argparse.OPTIONAL):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def from_setting(name: str) -> str:
+    """``LIVEPULSE_<NAME>, <its default>``: where an option without a value takes it from.
+
+    >>> from_setting("sim_rate")
+    'LIVEPULSE_SIM_RATE, 300.0'
+    """
+    from config.settings import env_name
+
+    return f"{env_name(name)}, {getattr(Settings(), name)}"
+
+
+def version() -> str:
+    """The installed package's version (``livepulse --version``)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("livepulse")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="livepulse", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="livepulse", description=__doc__.split("\n\n")[0],
+                                     formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"livepulse {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run broker, workers, simulator and web locally")
-    demo.add_argument("--duration", type=float, default=None, help="seconds (default: forever)")
-    demo.add_argument("--rate", type=float, default=None, help="simulated events/s")
-    demo.add_argument("--workers", type=int, default=None, help="worker processes")
-    demo.add_argument("--rooms", type=int, default=None, help="simulated rooms")
-    demo.add_argument("--seed", type=int, default=None)
-    demo.add_argument("--bad-rate", type=float, default=None, help="share of malformed events")
+    demo.add_argument("--duration", type=float, default=None,
+                      help="seconds to run, then stop and summarise (default: until Ctrl-C)")
+    demo.add_argument("--rate", type=float, default=None,
+                      help=f"simulated events/s (default: {from_setting('sim_rate')})")
+    demo.add_argument("--workers", type=int, default=None,
+                      help=f"worker processes (default: {from_setting('demo_workers')})")
+    demo.add_argument("--rooms", type=int, default=None,
+                      help=f"simulated rooms (default: {from_setting('sim_rooms')})")
+    demo.add_argument("--seed", type=int, default=None,
+                      help=f"simulator seed (default: {from_setting('sim_seed')})")
+    demo.add_argument("--bad-rate", type=float, default=None,
+                      help="share of deliberately malformed events (default: "
+                      f"{from_setting('sim_bad_rate')})")
     demo.set_defaults(func=cmd_demo)
 
     worker = sub.add_parser("worker", help="run a Faust worker (extra args go to Faust)")
-    worker.add_argument("faust_args", nargs=argparse.REMAINDER)
+    worker.add_argument("faust_args", nargs=argparse.REMAINDER,
+                        help="arguments passed on to Faust's worker command (default: none)")
     worker.set_defaults(func=cmd_worker)
 
     sim = sub.add_parser("simulate", help="produce simulated traffic")
-    sim.add_argument("--rate", type=float, default=None)
-    sim.add_argument("--duration", type=float, default=60.0)
-    sim.add_argument("--seed", type=int, default=None)
-    sim.add_argument("--bad-rate", type=float, default=None)
+    sim.add_argument("--rate", type=float, default=None,
+                     help=f"events/s (default: {from_setting('sim_rate')})")
+    sim.add_argument("--duration", type=float, default=60.0, help="seconds to produce")
+    sim.add_argument("--seed", type=int, default=None,
+                     help=f"random seed (default: {from_setting('sim_seed')})")
+    sim.add_argument("--bad-rate", type=float, default=None,
+                     help="share of deliberately malformed events (default: "
+                     f"{from_setting('sim_bad_rate')})")
     sim.add_argument("--scenario", action="append",
-                     help="AT_SECONDS:NAME[:ROOM[:DURATION_S]], e.g. 30:viewer_drop:room-0:20")
+                     help="AT_SECONDS:NAME[:ROOM[:DURATION_S]], e.g. 30:viewer_drop:room-0:20 "
+                     "(repeatable; default: none)")
     sim.set_defaults(func=cmd_simulate)
 
     rep = sub.add_parser("replay", help="replay a JSONL or SessionId/ItemId/Time TSV file")
-    rep.add_argument("file")
-    rep.add_argument("--format", choices=["jsonl", "sessions-tsv"], default=None)
-    rep.add_argument("--topic", choices=["clicks", "live"], default="clicks")
+    rep.add_argument("file", help="JSONL events or a SessionId/ItemId/Time TSV")
+    rep.add_argument("--format", choices=["jsonl", "sessions-tsv"], default=None,
+                     help="file format (default: from the file's first line)")
+    rep.add_argument("--topic", choices=["clicks", "live"], default="clicks",
+                     help="input topic to fill")
     rep.add_argument("--speedup", type=float, default=60.0, help="time compression factor")
-    rep.add_argument("--max-rate", type=float, default=None, help="cap in events/s")
+    rep.add_argument("--max-rate", type=float, default=None,
+                     help="cap in events/s (default: none)")
     rep.add_argument("--keep-time", action="store_true",
                      help="keep each event's recorded ts (a worker with a lifted "
                           "LIVEPULSE_MAX_EVENT_AGE_S must read it; see `backfill`)")
@@ -562,12 +641,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     back = sub.add_parser("backfill", help="re-process a recorded file with its original "
                           "event times into topics, group and state of their own")
-    back.add_argument("file")
+    back.add_argument("file", help="JSONL events or a SessionId/ItemId/Time TSV")
     back.add_argument("--name", required=True,
                       help="the backfill's name: topics <prefix>-backfill-NAME.*, app id "
                            "<app id>-backfill-NAME")
-    back.add_argument("--format", choices=["jsonl", "sessions-tsv"], default=None)
-    back.add_argument("--topic", choices=["clicks", "live"], default="clicks")
+    back.add_argument("--format", choices=["jsonl", "sessions-tsv"], default=None,
+                      help="file format (default: from the file's first line)")
+    back.add_argument("--topic", choices=["clicks", "live"], default="clicks",
+                      help="input topic of the recording")
     back.add_argument("--max-rate", type=float, default=None,
                       help="cap in events/s (default: none)")
     back.add_argument("--speedup", type=float, default=float("inf"),
@@ -575,7 +656,8 @@ def build_parser() -> argparse.ArgumentParser:
     back.set_defaults(func=cmd_backfill)
 
     topics = sub.add_parser("topics", help="create or list topics")
-    topics.add_argument("action", choices=["create", "list"], nargs="?", default="list")
+    topics.add_argument("action", choices=["create", "list"], nargs="?", default="list",
+                        help="create the engine's topics (then list), or only list")
     topics.set_defaults(func=cmd_topics)
 
     schemas = sub.add_parser("schemas", help="export JSON Schemas of the contracts")
@@ -585,14 +667,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     broker = sub.add_parser("broker", help="run a local broker in the foreground and print "
                             "its address (tansu: embedded; kafka: Apache Kafka KRaft)")
-    broker.add_argument("--port", type=int, default=None)
+    broker.add_argument("--port", type=int, default=None,
+                        help="port to listen on (default: a free loopback port)")
     broker.add_argument("--engine", choices=["tansu", "kafka"], default=None,
                         help="default: LIVEPULSE_BROKER_ENGINE (tansu)")
     broker.set_defaults(func=cmd_broker)
 
     campaigns = sub.add_parser(
         "campaigns", help="push [FILE], list or delete ID: promo campaigns on the topic")
-    campaigns.add_argument("action", choices=["push", "list", "delete"])
+    campaigns.add_argument("action", choices=["push", "list", "delete"],
+                           help="push a file, list the campaigns, or delete one")
     campaigns.add_argument("target", nargs="?", default=None,
                            help="push: YAML file (default LIVEPULSE_CAMPAIGNS_FILE); "
                                 "delete: campaign id")
@@ -600,19 +684,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     history = sub.add_parser(
         "history", help="ClickHouse history: run the sink alone, migrate, apply retention")
-    history.add_argument("action", choices=["run", "migrate", "retention"])
+    history.add_argument("action", choices=["run", "migrate", "retention"],
+                         help="run the sink without a worker, migrate the schema, or drop "
+                         "expired partitions now")
     history.set_defaults(func=cmd_history)
 
     evaluate = sub.add_parser(
         "eval", help="offline model evaluation; `livepulse eval WHAT --help` for options",
         description="\n".join(f"{name}: {doc}" for name, (_, _, doc) in EVALUATIONS.items()))
-    evaluate.add_argument("what", choices=sorted(EVALUATIONS))
-    evaluate.add_argument("eval_args", nargs=argparse.REMAINDER)
+    evaluate.add_argument("what", choices=sorted(EVALUATIONS), help="the evaluation")
+    evaluate.add_argument("eval_args", nargs=argparse.REMAINDER,
+                          help="its options (default: none; `--help` lists them)")
     evaluate.set_defaults(func=cmd_eval)
 
     forget = sub.add_parser(
         "forget", help="erase a user: profile, session and model state, Redis, ClickHouse")
-    forget.add_argument("user_id")
+    forget.add_argument("user_id", help="the user id as the input events carry it")
     forget.add_argument("--web", default=None, help="a worker's base URL for the "
                         "acknowledgement (default http://LIVEPULSE_WEB_HOST:LIVEPULSE_WEB_PORT)")
     forget.add_argument("--timeout", type=float, default=30.0,
@@ -624,17 +711,19 @@ def build_parser() -> argparse.ArgumentParser:
     letters = sub.add_parser(
         "dead-letters", help="list dead letters by reason and source, or redrive chosen "
         "ones to their source topics after a fix (idempotent)")
-    letters.add_argument("action", choices=("list", "redrive"))
+    letters.add_argument("action", choices=("list", "redrive"),
+                         help="list (counts, then the chosen letters) or redrive the chosen")
     letters.add_argument("--reason", action="append", default=[], metavar="CLASS",
-                         help="error class, e.g. internal or wrong_type (repeatable)")
+                         help="error class, e.g. internal or wrong_type (repeatable; default: all)")
     letters.add_argument("--source", action="append", default=[], metavar="TOPIC",
-                         help="source topic, full name or suffix, e.g. clicks (repeatable)")
+                         help="source topic, full name or suffix, e.g. clicks (repeatable; "
+                         "default: all)")
     letters.add_argument("--id", action="append", default=[], metavar="PARTITION:OFFSET",
-                         help="one dead letter, as `list` shows it (repeatable)")
+                         help="one dead letter, as `list` shows it (repeatable; default: all)")
     letters.add_argument("--since-ms", type=int, default=None,
-                         help="rejected at or after this epoch ms")
+                         help="rejected at or after this epoch ms (default: no bound)")
     letters.add_argument("--until-ms", type=int, default=None,
-                         help="rejected at or before this epoch ms")
+                         help="rejected at or before this epoch ms (default: no bound)")
     letters.add_argument("--limit", type=int, default=50,
                          help="list: show the newest N selected letters (default: 50)")
     letters.add_argument("--all", action="store_true", help="redrive: every letter")
@@ -651,7 +740,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="RESULTS.md whose section to replace (default benchmarks/RESULTS.md)")
     bench.add_argument("--bootstrap", default=None,
                        help="HOST:PORT of a broker (default: LIVEPULSE_KAFKA_URL, else embedded)")
-    bench.add_argument("--clickhouse", default=None, help="ClickHouse URL: history sink on")
+    bench.add_argument("--clickhouse", default=None,
+                       help="ClickHouse URL: history sink on (default: off)")
     bench.add_argument("--broker", choices=["tansu", "kafka"], default=None,
                        help="local broker without --bootstrap (default: "
                        "LIVEPULSE_BROKER_ENGINE, tansu)")
@@ -663,38 +753,59 @@ def build_parser() -> argparse.ArgumentParser:
                        help='latency rates, comma-separated events/s or "max80" '
                        "(default: the plan's)")
     bench.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                       help="a setting of every benchmark worker (repeatable), e.g. "
+                       help="a setting of every benchmark worker (repeatable; default: none), e.g. "
                        "fetch_min_bytes=65536")
     bench.set_defaults(func=cmd_bench)
 
     token = sub.add_parser("host-token", help="print the token of one room's host page")
-    token.add_argument("room_id")
+    token.add_argument("room_id", help="the room the token opens")
     token.add_argument("--url", default=None,
-                       help="web base URL (e.g. https://live.example.com): print the page link")
+                       help="web base URL (e.g. https://live.example.com): print the page link "
+                       "(default: print the token only)")
     token.set_defaults(func=cmd_host_token)
 
     secrets_cmd = sub.add_parser("secrets", help="write strong random secrets to an env file")
-    secrets_cmd.add_argument("action", choices=["init"])
+    secrets_cmd.add_argument("action", choices=["init"], help="write a new secrets file")
     secrets_cmd.add_argument("--file", default="livepulse.env",
                              help="env file to create, mode 0600 (default: livepulse.env)")
     secrets_cmd.add_argument("--force", action="store_true", help="replace an existing file")
     secrets_cmd.set_defaults(func=cmd_secrets, settings_free=True)
+    for command in sub.choices.values():
+        command.formatter_class = HelpFormatter
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from aiokafka.errors import KafkaConnectionError
+
+    from agents.preflight import StartupError
+    from config.settings import unknown_env
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=os.environ.get("LIVEPULSE_LOG_LEVEL", "info").upper(),
+    for warning in unknown_env():
+        print(f"livepulse: warning: {warning}", file=sys.stderr)
+    settings: Settings | None = None
+    if not getattr(args, "settings_free", False):  # e.g. `secrets init`: fixes bad settings
+        try:
+            settings = Settings.from_env()
+        except SettingsError as exc:
+            print(f"livepulse: {exc}", file=sys.stderr)
+            return 2
+    logging.basicConfig(level=settings.log_level_number if settings else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    if getattr(args, "settings_free", False):  # e.g. `secrets init`: fixes bad settings
-        return int(args.func(args, None) or 0)
     try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
+        return int(args.func(args, settings) or 0)
+    except StartupError as exc:
         print(f"livepulse: {exc}", file=sys.stderr)
         return 2
-    return int(args.func(args, settings) or 0)
+    except KafkaConnectionError as exc:  # reachable, yet no Kafka answered (the probe passed)
+        where = settings.bootstrap_servers if settings and not settings.embedded_broker \
+            else "the local broker"
+        print(f"livepulse: Kafka at {where} (LIVEPULSE_KAFKA_URL) did not answer: {exc}. Is "
+              "it a Kafka broker, with the security settings it expects "
+              "(LIVEPULSE_KAFKA_SECURITY_PROTOCOL)?", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from typing import Any
 import aiohttp
 from aiokafka.structs import ConsumerRecord
 
+from agents.preflight import StartupError, kafka_problem, port_problem
 from agents.sinks.embedded_clickhouse import ClickHouseServer, clickhouse_server_available
 from agents.sinks.embedded_redis import RedisServer, ping, redis_server_available
 from agents.sinks.redis import RedisSink
@@ -36,7 +37,7 @@ from streams.admin import ensure_topics
 from streams.broker import BrokerProcess, _die_with_parent, local_broker
 from streams.control import ControlTopicReader
 from streams.security import kafka_client_options
-from streams.simulator import Simulator, run_simulation
+from streams.simulator import SimStats, Simulator, run_simulation
 from streams.topics import TopicNames, topic_names
 
 log = logging.getLogger("livepulse.demo")
@@ -119,13 +120,34 @@ async def wait_workers_ready(workers: list[WorkerProcess], timeout: float) -> No
         while time.monotonic() < deadline:
             for worker in workers:
                 if worker.process.poll() is not None:
-                    raise RuntimeError(f"worker {worker.index} exited with code "
-                                       f"{worker.process.returncode}; see {worker.log_path}")
+                    why = last_error(worker.log_path)
+                    raise StartupError(f"worker {worker.index} exited with code "
+                                       f"{worker.process.returncode}" + (f": {why}" if why else "")
+                                       + f" (log: {worker.log_path})")
             states = [await fetch_json(session, f"{w.web_url}/healthz") for w in workers]
             if all(s and s.get("ready") for s in states):
                 return
             await asyncio.sleep(0.25)
     raise RuntimeError(f"workers not ready within {timeout:.0f} s")
+
+
+def last_error(log_path: Path) -> str:
+    """The reason a worker gave for stopping: its last ``livepulse: ...`` line, else the last
+    line of its log (e.g. an exception's message).
+
+    >>> import tempfile
+    >>> log = Path(tempfile.mkdtemp()) / "w.log"
+    >>> _ = log.write_text("INFO start\\nlivepulse: LIVEPULSE_WEB_PORT=1: in use\\n")
+    >>> last_error(log), last_error(log.with_name("none.log"))
+    ('LIVEPULSE_WEB_PORT=1: in use', '')
+    """
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()[-200:]
+    except OSError:
+        return ""
+    lines = [line.strip() for line in lines if line.strip()]
+    mine = [line for line in lines if line.startswith("livepulse: ")]
+    return mine[-1].removeprefix("livepulse: ") if mine else (lines[-1] if lines else "")
 
 
 class OutputObserver:
@@ -166,10 +188,30 @@ class OutputObserver:
         await self._reader.stop()
 
 
-def demo_scenarios(duration: float,
+SCENARIO_CYCLE_S = 120.0  # an open-ended demo injects the four scenarios every 2 minutes
+OPEN_ENDED_HORIZON_S = 7 * 24 * 3600.0
+
+
+def demo_scenarios(duration: float | None,
                    room_ids: list[str]) -> list[tuple[float, str, str | None, float]]:
-    """Anomalous episodes spread over the run, so every later detector has something to see."""
-    if duration < 20 or not room_ids:
+    """Anomalous episodes spread over the run, so every later detector has something to see;
+    an open-ended run (``duration`` None) repeats them every ``SCENARIO_CYCLE_S``, each cycle
+    in other rooms, so alerts keep appearing.
+
+    >>> [(at, name, room) for at, name, room, _ in demo_scenarios(None, ["r0", "r1", "r2"])[:6]]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [(36.0, 'bot_click_flood', None), (54.0, 'viewer_drop', 'r1'),
+     (72.0, 'gift_fraud_burst', 'r0'), (90.0, 'checkout_outage', 'r0'),
+     (156.0, 'bot_click_flood', None), (174.0, 'viewer_drop', 'r2')]
+    """
+    if duration is None and room_ids:
+        cycles = int(OPEN_ENDED_HORIZON_S // SCENARIO_CYCLE_S)
+        return [(cycle * SCENARIO_CYCLE_S + at, name, room, span)
+                for cycle in range(cycles)
+                for at, name, room, span in demo_scenarios(
+                    SCENARIO_CYCLE_S, room_ids[cycle % len(room_ids):]
+                    + room_ids[:cycle % len(room_ids)])]
+    if duration is None or duration < 20 or not room_ids:
         return []
     span = max(3.0, duration * 0.08)
     first, second = room_ids[0], room_ids[min(1, len(room_ids) - 1)]
@@ -265,13 +307,76 @@ def _percentiles(values: list[float]) -> dict[str, float | int | None]:
     return {"count": len(ordered), "p50": pick(0.50), "p99": pick(0.99), "max": pick(1.0)}
 
 
+PROGRESS_INTERVAL_S = 5.0
+
+
+def progress_line(elapsed_s: float, sent: int, processed: int, outputs: int,
+                  p99_ms: float | None, incidents_open: int, incidents: int,
+                  rate_in: float, rate_out: float) -> str:
+    """One line of the demo's progress (stderr, every ``PROGRESS_INTERVAL_S``).
+
+    >>> print(progress_line(15.2, 4512, 4498, 9012, 38.4, 1, 2, 300.4, 299.0)
+    ...       .replace(" · ", "\\n  "))
+    livepulse demo: 15 s
+      sent 4,512 (300/s)
+      processed 4,498 (299/s)
+      lag 14
+      p99 38 ms
+      outputs 9,012
+      incidents 1 open, 2 seen
+    """
+    p99 = f"{p99_ms:.0f} ms" if p99_ms is not None else "-"
+    return (f"livepulse demo: {elapsed_s:.0f} s · sent {sent:,} ({rate_in:.0f}/s) · processed "
+            f"{processed:,} ({rate_out:.0f}/s) · lag {max(0, sent - processed):,} · p99 {p99} "
+            f"· outputs {outputs:,} · incidents {incidents_open} open, {incidents} seen")
+
+
+def incident_counts(records: list[dict[str, Any]]) -> tuple[int, int]:
+    """(open now, seen) incidents among the anomaly records observed so far.
+
+    >>> incident_counts([{"anomaly_id": "a", "status": "open"}, {"anomaly_id": "b",
+    ...                  "status": "open"}, {"anomaly_id": "a", "status": "resolved"}])
+    (1, 2)
+    """
+    last = {r["anomaly_id"]: r["status"] for r in records}
+    return sum(status != "resolved" for status in last.values()), len(last)
+
+
+async def report_progress(workers: list[WorkerProcess], sim_stats: SimStats,
+                          observer: OutputObserver, names: TopicNames,
+                          interval_s: float = PROGRESS_INTERVAL_S) -> None:
+    """Print a progress line every ``interval_s`` until cancelled."""
+    inputs = set(names.inputs())
+    started = time.monotonic()
+    last_t, last_sent, last_done = started, 0, 0
+    while True:
+        await asyncio.sleep(interval_s)
+        stats = await _collect(workers)
+        now = time.monotonic()
+        done = sum(consumed(s, inputs) for s in stats)
+        p99s = [p for s in stats
+                if (p := s.get("latency_ms", {}).get(names.room_insights, {}).get("p99"))
+                is not None]
+        span = max(now - last_t, 1e-6)
+        print(progress_line(now - started, sim_stats.total, done,
+                            sum(observer.counts.values()), max(p99s) if p99s else None,
+                            *incident_counts(observer.kept),
+                            (sim_stats.total - last_sent) / span, (done - last_done) / span),
+              file=sys.stderr, flush=True)
+        last_t, last_sent, last_done = now, sim_stats.total, done
+
+
 async def drive(settings: Settings, bootstrap: str, workers: list[WorkerProcess],
-                names: TopicNames, duration: float, stop: asyncio.Event) -> dict[str, Any]:
+                names: TopicNames, duration: float | None,
+                stop: asyncio.Event) -> dict[str, Any]:
     await wait_workers_ready(workers, WORKER_READY_TIMEOUT_S)
     client_options = kafka_client_options(settings)
     observer = OutputObserver(bootstrap, names.outputs(), keep_topic=names.anomalies,
                               client_options=client_options)
     await observer.start()
+    sim = Simulator(seed=settings.sim_seed, rooms=settings.sim_rooms, users=settings.sim_users,
+                    items=settings.sim_items, bad_rate=settings.sim_bad_rate)
+    scenarios = demo_scenarios(duration, sim.room_ids)
     print(f"livepulse demo: broker {bootstrap} · {len(workers)} worker(s)", flush=True)
     for w in workers:
         print(f"  host page   {w.web_url}/        (live rooms; /rooms/<id> for one room)",
@@ -281,24 +386,38 @@ async def drive(settings: Settings, bootstrap: str, workers: list[WorkerProcess]
         print(f"  anomalies   {w.web_url}/api/anomalies (open and recently resolved)",
               flush=True)
         print(f"  metrics     {w.web_url}/metrics", flush=True)
+    print(f"  kafka       {bootstrap} (bootstrap address; triggers on {names.promo_triggers}:"
+          f" python consumer.py {bootstrap}, the README's consumer)", flush=True)
+    if settings.redis_url.strip():
+        print(f"  redis       {redact_url(settings.redis_url)} (keys "
+              f"{settings.redis_namespace}:room:<id>, {settings.redis_namespace}:user:<id>)",
+              flush=True)
+    if scenarios:
+        every = f" every {SCENARIO_CYCLE_S:.0f} s" if duration is None else ""
+        print(f"  scenarios   {', '.join(name for _, name, _, _ in scenarios[:4])}{every}, "
+              f"from {scenarios[0][0]:.0f} s (alerts on /api/anomalies)", flush=True)
     print(f"  logs        {Path(settings.data_dir) / 'logs'}", flush=True)
     if settings.api_token:
         print("  access      bearer token required: LIVEPULSE_API_TOKEN (pages: ?token=...); "
               "a room's host link: livepulse host-token ROOM --url URL", flush=True)
-    sim = Simulator(seed=settings.sim_seed, rooms=settings.sim_rooms, users=settings.sim_users,
-                    items=settings.sim_items, bad_rate=settings.sim_bad_rate)
+    sim_stats = SimStats()
+    progress = asyncio.create_task(report_progress(workers, sim_stats, observer, names))
     try:
-        sim_stats = await run_simulation(
-            bootstrap, names, sim, rate=settings.sim_rate, duration=duration, stop=stop,
-            scenarios=demo_scenarios(duration, sim.room_ids), client_options=client_options)
+        await run_simulation(
+            bootstrap, names, sim, rate=settings.sim_rate, duration=duration or 1e9, stop=stop,
+            scenarios=scenarios, client_options=client_options, stats=sim_stats)
         produced = sim_stats.to_dict()
         stats, drained = await _drain(workers, produced["total"], names)
+        progress.cancel()
         # let the last changed rooms emit once more after the final events
         await asyncio.sleep(settings.insights_max_interval_ms / 1000.0 + 0.3)
         stats = await _collect(workers) or stats
         serving = await check_serving(settings, workers)
         history = await check_history(settings, stats, names)
     finally:
+        progress.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await progress
         await observer.stop()
     merged = merge_stats(stats, names.inputs())
     anomalies = summarize_anomalies(observer.kept, produced.get("scenarios", []))
@@ -341,6 +460,20 @@ def start_local_clickhouse(settings: Settings) -> ClickHouseServer | None:
               "clickhouse-server is not installed: no history", flush=True)
         return None
     server = ClickHouseServer(tcp_port=port, base_dir=Path(settings.data_dir) / "clickhouse")
+    server.start()
+    return server
+
+
+def start_private_redis(settings: Settings) -> RedisServer | None:
+    """The demo's own redis-server on a free loopback port (None: not installed, then the
+    workers serve alone)."""
+    if not redis_server_available():
+        print("livepulse demo: redis-server is not installed: serving from the workers only "
+              "(set LIVEPULSE_REDIS_URL to use a Redis of yours)", flush=True)
+        return None
+    logs = Path(settings.data_dir) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    server = RedisServer(log_dir=logs)
     server.start()
     return server
 
@@ -451,8 +584,13 @@ async def _drain(workers: list[WorkerProcess], produced_total: int,
                    "kept_up": seen >= produced_total and drain_s <= KEPT_UP_DRAIN_S}
 
 
-def run_demo(settings: Settings, duration: float | None) -> dict[str, Any]:
-    """Run the whole demo; return the summary (also printed by the CLI as the last line)."""
+def run_demo(settings: Settings, duration: float | None,
+             private_redis: bool = False) -> dict[str, Any]:
+    """Run the whole demo; return the summary (also printed by the CLI as the last line).
+
+    ``private_redis``: serve into a redis-server of the demo's own on a free port (the CLI
+    asks for it unless ``LIVEPULSE_REDIS_URL`` is set), never a shared one on this machine.
+    """
     names = topic_names(settings)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -468,6 +606,15 @@ def run_demo(settings: Settings, duration: float | None) -> dict[str, Any]:
     def request_stop(*_: Any) -> None:
         loop.call_soon_threadsafe(stop.set)
 
+    for index in range(settings.demo_workers):  # before anything starts: one clear line
+        problem = port_problem(settings.web_host, settings.web_port + index)
+        if problem:
+            raise StartupError(problem + (" (demo worker i listens on LIVEPULSE_WEB_PORT + i)"
+                                          if index else ""))
+    if not settings.embedded_broker:
+        problem = kafka_problem(settings.bootstrap_servers)
+        if problem:
+            raise StartupError(problem)
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         if settings.embedded_broker:
@@ -480,7 +627,11 @@ def run_demo(settings: Settings, duration: float | None) -> dict[str, Any]:
         else:
             bootstrap = settings.bootstrap_servers
         loop.run_until_complete(ensure_topics(settings, bootstrap))
-        redis = start_local_redis(settings)
+        if private_redis:
+            redis = start_private_redis(settings)
+            settings = settings.with_overrides(redis_url=redis.url if redis else "")
+        else:
+            redis = start_local_redis(settings)
         if settings.clickhouse_url.strip():
             from agents.privacy import pseudonym_key
 
@@ -489,7 +640,7 @@ def run_demo(settings: Settings, duration: float | None) -> dict[str, Any]:
             settings = settings.with_overrides(pseudonym_key=pseudonym_key(settings).decode())
         workers = [start_worker(settings, bootstrap, i) for i in range(settings.demo_workers)]
         summary = loop.run_until_complete(
-            drive(settings, bootstrap, workers, names, duration or 1e9, stop))
+            drive(settings, bootstrap, workers, names, duration, stop))
     finally:
         clean = stop_workers(workers)
         if broker:
@@ -519,9 +670,62 @@ def run_demo(settings: Settings, duration: float | None) -> dict[str, Any]:
         "e2e_latency_p99_ms": latency.get("p99"),
         # did the engine keep up with the simulator? (every input consumed, and quickly)
         "kept_up": summary.get("drain", {}).get("kept_up"),
+        "lag_at_end": max(0, summary.get("drain", {}).get("produced", 0)
+                          - summary.get("drain", {}).get("consumed", 0)),
+        "redis": redact_url(settings.redis_url) if settings.redis_url.strip() else None,
         "drain": summary.get("drain", {}),
         "serving": summary.get("serving", {}),
         "anomalies": summary.get("anomalies", {}),
         "history": summary.get("history", {}),
         "clean_shutdown": clean,
     }
+
+
+def human_summary(summary: dict[str, Any]) -> list[str]:
+    """A few plain lines on how the demo went, printed before its JSON line; the first says
+    whether the worker kept up, and a ``WARNING`` line says when it fell behind.
+
+    >>> ok = {"duration_s": 25.4, "produced": {"live": 6000, "clicks": 1500, "catalog": 20},
+    ...       "drain": {"produced": 7520, "consumed": 7520, "drain_s": 0.3, "kept_up": True},
+    ...       "lag_at_end": 0, "e2e_latency_p50_ms": 12.0, "e2e_latency_p99_ms": 48.5,
+    ...       "dead_letters": 15, "bad_injected": 15, "scenarios": ["viewer_drop"],
+    ...       "anomalies": {"opened": {"room/leave_rate": 2}}, "clean_shutdown": True}
+    >>> print("\\n".join(human_summary(ok)))
+    livepulse demo: 25.4 s, 7,520 events sent, all processed (lag 0 at the end, drained in 0.3 s)
+      latency p50 12 ms, p99 48 ms (input event -> room insight)
+      dead letters 15 (bad events injected: 15); incidents opened 2 (scenarios injected: 1)
+      every process stopped cleanly
+    >>> behind = {**ok, "drain": {"produced": 7520, "consumed": 6000, "drain_s": 20.0,
+    ...           "kept_up": False}, "lag_at_end": 1520}
+    >>> print(human_summary(behind)[0])  # doctest: +ELLIPSIS
+    livepulse demo: WARNING: the worker fell behind: 1,520 of 7,520 events not processed ...
+    """
+    drain = summary.get("drain") or {}
+    sent = drain.get("produced", sum((summary.get("produced") or {}).values()))
+    lag = summary.get("lag_at_end", 0)
+    took = f"{summary.get('duration_s', 0):.1f} s"
+    if not drain:
+        lines = [f"livepulse demo: stopped after {took} before the simulator ran"]
+    elif drain.get("kept_up"):
+        lines = [f"livepulse demo: {took}, {sent:,} events sent, all processed (lag 0 at the "
+                 f"end, drained in {drain.get('drain_s', 0):.1f} s)"]
+    else:
+        lines = [f"livepulse demo: WARNING: the worker fell behind: {lag:,} of {sent:,} events "
+                 f"not processed {drain.get('drain_s', 0):.0f} s after the simulator stopped "
+                 f"(lag {lag:,} at the end; latency and outputs understate the load). Lower "
+                 "--rate or add --workers"
+                 if lag else
+                 f"livepulse demo: WARNING: the worker fell behind: it needed "
+                 f"{drain.get('drain_s', 0):.1f} s after the simulator stopped to process "
+                 f"all {sent:,} events (lag 0 only at the end). Lower --rate or add --workers"]
+    p50, p99 = summary.get("e2e_latency_p50_ms"), summary.get("e2e_latency_p99_ms")
+    if p99 is not None:
+        lines.append(f"  latency p50 {p50:.0f} ms, p99 {p99:.0f} ms (input event -> room "
+                     "insight)")
+    opened = sum((summary.get("anomalies") or {}).get("opened", {}).values())
+    lines.append(f"  dead letters {summary.get('dead_letters', 0):,} (bad events injected: "
+                 f"{summary.get('bad_injected', 0):,}); incidents opened {opened} (scenarios "
+                 f"injected: {len(summary.get('scenarios') or [])})")
+    lines.append("  every process stopped cleanly" if summary.get("clean_shutdown")
+                 else "  WARNING: some process had to be killed at shutdown (see the logs)")
+    return lines

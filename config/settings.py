@@ -33,6 +33,25 @@ def _bool(raw: str) -> bool:
     raise ValueError(f"not a boolean: {raw!r}")
 
 
+# Log levels by name (any case): the five of Faust's `--loglevel` and their usual aliases.
+LOG_LEVELS = {"debug": "debug", "info": "info", "warn": "warn", "warning": "warn",
+              "error": "error", "crit": "crit", "critical": "crit", "fatal": "crit"}
+LOG_LEVEL_NUMBERS = {"debug": 10, "info": 20, "warn": 30, "error": 40, "crit": 50}
+
+
+def _log_level(raw: str) -> str:
+    """A log level name or alias -> its canonical name.
+
+    >>> _log_level("WARNING"), _log_level(" Critical "), _log_level("crit")
+    ('warn', 'crit', 'crit')
+    """
+    level = LOG_LEVELS.get(raw.strip().lower())
+    if level is None:
+        raise ValueError(f"not a log level (use {', '.join(LOG_LEVEL_NUMBERS)}; aliases "
+                         "warning, critical, fatal)")
+    return level
+
+
 # a fetch of ~100 events of ~160 B: a one-hop relay on Apache Kafka at 2-5k events/s takes
 # 0.18-0.20 of a core instead of 0.26 at the same latency (p99 27 vs 28 ms)
 KAFKA_FETCH_MIN_BYTES = 16_384
@@ -143,7 +162,9 @@ class Settings:
         16, "Concurrent room streams (SSE) per token (per client address without tokens): "
         "`429` beyond. 0: no limit."
     )
-    log_level: str = _setting("info", "Log level of workers (debug, info, warn, error, crit).")
+    log_level: str = _setting(
+        "info", "Log level of workers and commands: debug, info, warn, error or crit (any case; "
+        "also warning, critical, fatal).", _log_level)
     loop_stall_ms: float = _setting(
         250.0, "Log the worker's stack when its event loop does not run for this long "
         "(`livepulse_event_loop_stalls_total`); 0: off."
@@ -275,6 +296,15 @@ class Settings:
         return not self.kafka_url.strip()
 
     @property
+    def log_level_number(self) -> int:
+        """The ``logging`` level of ``log_level`` (aliases included).
+
+        >>> [Settings(log_level=n).log_level_number for n in ("crit", "warning")]
+        [50, 30]
+        """
+        return LOG_LEVEL_NUMBERS[LOG_LEVELS[self.log_level]]
+
+    @property
     def consumer_fetch_min_bytes(self) -> int:
         """``fetch_min_bytes``, its 0 resolved for the broker kind.
 
@@ -330,8 +360,17 @@ class Settings:
             raise SettingsError("LIVEPULSE_MAX_EVENT_BYTES must be >= 256")
         if self.insights_min_interval_ms > self.insights_max_interval_ms:
             raise SettingsError("insights min interval must not exceed the max interval")
-        if self.log_level not in ("debug", "info", "warn", "error", "crit"):
-            raise SettingsError("LIVEPULSE_LOG_LEVEL must be debug, info, warn, error or crit")
+        if self.log_level not in LOG_LEVELS:
+            raise SettingsError(f"LIVEPULSE_LOG_LEVEL={self.log_level!r}: not a log level "
+                                f"(use {', '.join(LOG_LEVEL_NUMBERS)})")
+        if not 1 <= self.web_port <= 65535:
+            raise SettingsError(f"LIVEPULSE_WEB_PORT={self.web_port}: not a TCP port (1-65535)")
+        if self.demo_workers < 1 or self.web_port + self.demo_workers - 1 > 65535:
+            raise SettingsError(f"LIVEPULSE_DEMO_WORKERS={self.demo_workers}: demo workers use "
+                                "web ports LIVEPULSE_WEB_PORT + 0..N-1, all within 1-65535")
+        kafka_url_problem = check_kafka_url(self.kafka_url)
+        if kafka_url_problem:
+            raise SettingsError(f"LIVEPULSE_KAFKA_URL={self.kafka_url!r}: {kafka_url_problem}")
         if not 0.0 <= self.sim_bad_rate <= 1.0:
             raise SettingsError("LIVEPULSE_SIM_BAD_RATE must be within [0, 1]")
         if self.hot_key_rate < 0 or self.hot_key_burst < 1:
@@ -566,7 +605,8 @@ def _parse_field(f: dataclasses.Field[Any], raw: str) -> Any:
     try:
         return parse(raw)
     except ValueError as exc:
-        raise SettingsError(f"{env_name(f.name)}={raw!r}: {exc}") from None
+        why = {int: "not an integer", float: "not a number"}.get(parse, str(exc))
+        raise SettingsError(f"{env_name(f.name)}={raw!r}: {why}") from None
 
 
 def settings_table() -> list[tuple[str, str, str]]:
@@ -579,3 +619,57 @@ def settings_table() -> list[tuple[str, str, str]]:
 
 def env_names() -> set[str]:
     return {env_name(f.name) for f in dataclasses.fields(Settings)}
+
+
+def check_kafka_url(url: str) -> str | None:
+    """What is wrong with a ``LIVEPULSE_KAFKA_URL``, or None (empty: the embedded broker).
+
+    >>> check_kafka_url("kafka://a:9092, b:9093"), check_kafka_url("broker"), check_kafka_url("")
+    (None, None, None)
+    >>> check_kafka_url("http://kafka:9092")
+    "scheme 'http://': Kafka speaks its own protocol, use host:port or kafka://host:port"
+    >>> check_kafka_url("kafka:99999")
+    "'kafka:99999': the port must be a number within 1-65535"
+    """
+    for part in (p.strip() for p in url.split(",")):
+        if not part:
+            continue
+        scheme, sep, rest = part.partition("://")
+        if sep and scheme.lower() != "kafka":
+            return (f"scheme {scheme + sep!r}: Kafka speaks its own protocol, use host:port or "
+                    "kafka://host:port")
+        host, colon, port = (rest if sep else part).rpartition(":")
+        if not colon:
+            continue  # host only: aiokafka's default port 9092
+        if not host or "/" in port or not port.isdigit() or not 1 <= int(port) <= 65535:
+            return f"{part!r}: the port must be a number within 1-65535"
+    return None
+
+
+# LIVEPULSE_* variables that are not settings: read by tests, benchmarks and service helpers.
+OTHER_ENV_NAMES = frozenset({
+    "LIVEPULSE_BENCH_WORKER_REPO", "LIVEPULSE_CHROMIUM", "LIVEPULSE_CLICKHOUSE_SERVER_BIN",
+    "LIVEPULSE_KAFKA_HOME", "LIVEPULSE_REDIS_SERVER_BIN", "LIVEPULSE_SHARED_DIR"})
+OTHER_ENV_PREFIXES = ("LIVEPULSE_TEST_",)
+
+
+def unknown_env(environ: Mapping[str, str] | None = None) -> list[str]:
+    """A warning for each ``LIVEPULSE_*`` variable that no setting reads (a typo is otherwise
+    silently ignored), naming the closest setting.
+
+    >>> unknown_env({"LIVEPULSE_PARITIONS": "8", "LIVEPULSE_PARTITIONS": "8", "HOME": "/"})
+    ['LIVEPULSE_PARITIONS is not a livepulse setting (ignored); did you mean LIVEPULSE_PARTITIONS?']
+    """
+    import difflib
+
+    environ = os.environ if environ is None else environ
+    known = env_names() | OTHER_ENV_NAMES
+    warnings = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in known \
+                or name.startswith(OTHER_ENV_PREFIXES):
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else " (see README, Configuration)"
+        warnings.append(f"{name} is not a livepulse setting (ignored){hint}")
+    return warnings

@@ -971,18 +971,19 @@ async def run_simulation(bootstrap: str, topics: TopicNames, sim: Simulator, *, 
                          duration: float | None, stop: asyncio.Event | None = None,
                          scenarios: Sequence[tuple[float, str, str | None, float]] = (),
                          client_options: Mapping[str, Any] | None = None,
-                         ) -> SimStats:
+                         stats: SimStats | None = None) -> SimStats:
     """Produce the catalog, then ``rate`` events/s until ``duration`` s passed or ``stop`` set.
 
     Scenarios are ``(at_seconds, name, room_id, duration_s)``. Pacing follows the monotonic
     clock from the start (``rate * elapsed`` records due), so slow ticks catch up instead of
     drifting; one tick sends at most 0.1 s worth, each record stamped with the time it was
     due (a backlog is not a burst in event time).
+    ``stats`` (filled as records are sent) lets a caller watch the progress.
     """
     if rate <= 0:
         raise ValueError("rate must be > 0")
     topic_of = {"live": topics.live_events, "clicks": topics.clicks, "catalog": topics.catalog}
-    stats = SimStats()
+    stats = SimStats() if stats is None else stats
     pending = sorted(scenarios, key=lambda s: s[0])
     max_per_tick = max(1, int(rate * 0.1))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -60,6 +61,14 @@ def test_demo_runs_and_summarises(tmp_path: Path) -> None:
     assert sum(summary["events_in"].values()) == good
     assert summary["e2e_latency_p50_ms"] is not None and summary["e2e_latency_p99_ms"] > 0
     assert summary["clean_shutdown"] is True
+    # progress every few seconds while it runs, then a plain summary before the JSON line
+    progress = re.findall(r"^livepulse demo: (\d+) s · sent [\d,]+ \(\d+/s\) · processed "
+                          r"[\d,]+ \(\d+/s\) · lag [\d,]+ · p99 .+ · outputs [\d,]+ · "
+                          r"incidents \d+ open, \d+ seen$", err, re.MULTILINE)
+    assert len(progress) >= 3, err[-3000:]
+    assert summary["lag_at_end"] == 0
+    assert ("all processed (lag 0 at the end" in err) is summary["kept_up"], err[-2000:]
+    assert "every process stopped cleanly" in err
     # what a host and an ad system see: every room with every insight group, a profile with
     # RFM, affinities and tags, and the same documents in Redis
     serving = summary["serving"]
@@ -86,9 +95,14 @@ def test_ctrl_c_stops_everything_cleanly(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "agents.cli", "demo"], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
+    banner = []
     for line in proc.stdout:  # wait until the demo says where to look: workers are ready
-        if "host page" in line:
+        banner.append(line)
+        if "logs " in line:
             break
+    # open-ended: the scenarios repeat, and Redis is the demo's own, not one on 6379
+    assert any("scenarios" in line and "every 120 s" in line for line in banner), banner
+    assert any(line.strip().startswith("kafka ") for line in banner), banner
     time.sleep(3)
     children = descendants(proc.pid)
     assert len(children) >= 2
@@ -98,5 +112,6 @@ def test_ctrl_c_stops_everything_cleanly(tmp_path: Path) -> None:
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["clean_shutdown"] is True
     assert sum(summary["events_in"].values()) > 0
+    assert summary["redis"] is None or ":6379/" not in summary["redis"]
     alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
     assert alive == []
