@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,14 +38,24 @@ from benchmarks.bench_pipeline import (
     Context,
     OutputCollector,
     by_label,
+    fold_profile,
     launch,
+    py_spy,
     replace_section,
     scrape,
     stamp,
     stop_all,
     wait_assigned,
 )
-from benchmarks.bench_triggers import PARTITIONS, REPO, fires, percentile, recommends, wall_us
+from benchmarks.bench_triggers import (
+    PARTITIONS,
+    REPO,
+    cpu_seconds,
+    fires,
+    percentile,
+    recommends,
+    wall_us,
+)
 from streams.broker import BROKER_ENGINES, local_broker
 from streams.outputs import partition_for
 from streams.simulator import Simulator
@@ -100,9 +111,10 @@ def flood_record(i: int, room: str, items: list[str], now_ms: int) -> bytes:
 
 
 async def produce(ctx: Context, opts: Options, names: Any, sent: dict[str, tuple[str, str]],
-                  marks: dict[str, int]) -> None:
+                  marks: dict[str, Any], pids: dict[str, int]) -> None:
     """Background traffic for the whole run and the flood in its middle. ``sent``: event id
-    -> (group, phase); ``marks``: phase boundaries (µs)."""
+    -> (group, phase); ``marks``: phase boundaries (µs) and the CPU (cores) of ``pids``
+    (name -> process) in the baseline and flood windows."""
     sim = Simulator(seed=opts.seed, rooms=opts.rooms, users=opts.users, items=opts.items,
                     bad_rate=0.0)
     room = sim.room_ids[0]
@@ -122,11 +134,24 @@ async def produce(ctx: Context, opts: Options, names: Any, sent: dict[str, tuple
         marks["baseline_us"] = wall_us() + int(opts.warmup_s * 1e6)
         flood_task = None
         owed = 0.0
+        cpu: dict[str, tuple[float, dict[str, float]]] = {}
+
+        def note_cpu(mark: str) -> None:
+            cpu[mark] = (time.monotonic(), {name: cpu_seconds(pid) for name, pid in
+                                            pids.items()})
+
         while (elapsed := time.monotonic() - started) < end_at:
+            if "baseline" not in cpu and elapsed >= opts.warmup_s:
+                note_cpu("baseline")
             if flood_task is None and elapsed >= flood_at:
+                note_cpu("flood")
                 marks["flood_us"] = wall_us()
-                flood_task = asyncio.create_task(flood(producer, opts, names, room, sim,
-                                                       marks))
+                spec = {"bootstrap": ctx.bootstrap, "topic": names.live_events, "room": room,
+                        "items": sim.room_products(room) or sim.item_ids[:50],
+                        "n": opts.flood, "seconds": opts.flood_s}
+                flood_task = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "benchmarks.bench_flood", "--send-flood",
+                    orjson.dumps(spec).decode(), cwd=REPO, stdout=asyncio.subprocess.PIPE)
             owed += opts.rate * TICK_S
             n, owed = int(owed), owed - int(owed)
             for rec in sim.next_events(wall_us() // 1000, n) if n else ():
@@ -144,36 +169,49 @@ async def produce(ctx: Context, opts: Options, names: Any, sent: dict[str, tuple
                 await producer.send(topic_of[rec.stream], value, key=rec.key.encode())
             await asyncio.sleep(TICK_S)
         marks["end_us"] = wall_us()
+        note_cpu("end")
+        for window, (start, stop) in {"baseline": ("baseline", "flood"),
+                                      "flood": ("flood", "end")}.items():
+            (t0, c0), (t1, c1) = cpu[start], cpu[stop]
+            marks[f"cores_{window}"] = {name: round((c1[name] - c0[name]) / (t1 - t0), 2)
+                                        for name in pids}
         if flood_task is not None:
-            await flood_task
+            out, _ = await flood_task.communicate()
+            marks.update(orjson.loads(out.decode().strip().splitlines()[-1]))
         await producer.flush()
     finally:
         await producer.stop()
 
 
-async def flood(producer: AIOKafkaProducer, opts: Options, names: Any, room: str,
-                sim: Simulator, marks: dict[str, int]) -> None:
-    """``opts.flood`` live events from one user into ``room`` over ``opts.flood_s``."""
-    items = sim.room_products(room) or sim.item_ids[:50]
+async def send_flood(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec["n"]`` live events from one user into ``spec["room"]`` over ``spec["seconds"]``
+    (run in a process of its own: the flood's CPU must not delay the measuring loop)."""
+    room, items, n = spec["room"], spec["items"], spec["n"]
     partition = partition_for(room.encode(), PARTITIONS)
-    chunks = max(1, int(opts.flood_s / 0.05))
-    per_chunk = -(-opts.flood // chunks)
-    started = time.monotonic()
-    i = 0
-    for chunk in range(chunks):
-        batch = producer.create_batch()
-        now = wall_us() // 1000
-        for _ in range(min(per_chunk, opts.flood - i)):
-            value = flood_record(i, room, items, now)
-            if batch.append(key=room.encode(), value=value, timestamp=None) is None:
-                await producer.send_batch(batch, names.live_events, partition=partition)
-                batch = producer.create_batch()
-                batch.append(key=room.encode(), value=value, timestamp=None)
-            i += 1
-        await producer.send_batch(batch, names.live_events, partition=partition)
-        await asyncio.sleep(max(0.0, started + (chunk + 1) * 0.05 - time.monotonic()))
-    marks["flood_end_us"] = wall_us()
-    marks["flood_sent"] = i
+    producer = AIOKafkaProducer(bootstrap_servers=spec["bootstrap"], linger_ms=5,
+                                max_batch_size=1024 * 1024)
+    await producer.start()
+    try:
+        chunks = max(1, int(spec["seconds"] / 0.05))
+        per_chunk = -(-n // chunks)
+        started_us, started = wall_us(), time.monotonic()
+        i = 0
+        for chunk in range(chunks):
+            batch = producer.create_batch()
+            now = wall_us() // 1000
+            for _ in range(min(per_chunk, n - i)):
+                value = flood_record(i, room, items, now)
+                if batch.append(key=room.encode(), value=value, timestamp=None) is None:
+                    await producer.send_batch(batch, spec["topic"], partition=partition)
+                    batch = producer.create_batch()
+                    batch.append(key=room.encode(), value=value, timestamp=None)
+                i += 1
+            await producer.send_batch(batch, spec["topic"], partition=partition)
+            await asyncio.sleep(max(0.0, started + (chunk + 1) * 0.05 - time.monotonic()))
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return {"flood_sent": i, "flood_send_s": round((wall_us() - started_us) / 1e6, 2)}
 
 
 def summarise(sent: dict[str, tuple[str, str]], seen: dict[str, Any]) -> dict[str, Any]:
@@ -198,8 +236,21 @@ def summarise(sent: dict[str, tuple[str, str]], seen: dict[str, Any]) -> dict[st
     return out
 
 
-def run_config(ctx: Context, opts: Options, quarantine: bool) -> dict[str, Any]:
-    """One worker, one timeline (warm-up, baseline, flood, tail), summarised."""
+async def profile_flood(pid: int, marks: dict[str, Any], path: Path, seconds: int) -> None:
+    """py-spy the worker for ``seconds`` from the flood's start (raw stacks to ``path``)."""
+    while "flood_us" not in marks:
+        await asyncio.sleep(0.05)
+    spy = await asyncio.create_subprocess_exec(
+        py_spy(), "record", "--pid", str(pid), "--nonblocking", "--rate", "200",
+        "--duration", str(seconds), "--format", "raw", "--output", str(path),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    await spy.wait()
+
+
+def run_config(ctx: Context, opts: Options, quarantine: bool,
+               profile: bool = False) -> dict[str, Any]:
+    """One worker, one timeline (warm-up, baseline, flood, tail), summarised; ``profile``:
+    the worker's stages during the flood (py-spy) too."""
     overrides = dict(ctx.worker_overrides)
     if not quarantine:
         overrides["hot_key_rate"] = 0
@@ -216,8 +267,17 @@ def run_config(ctx: Context, opts: Options, quarantine: bool) -> dict[str, Any]:
                                                         names.promo_triggers], wall_us())
             consume = asyncio.create_task(collector.run())
             sent: dict[str, tuple[str, str]] = {}
-            marks: dict[str, int] = {}
-            await produce(ctx, opts, names, sent, marks)
+            marks: dict[str, Any] = {}
+            pids = {"worker": worker.process.pid}
+            if ctx.broker_pid:
+                pids["broker"] = ctx.broker_pid
+            spy_path = ctx.workdir / f"{tag}.spy"
+            spy = (asyncio.create_task(profile_flood(worker.process.pid, marks, spy_path,
+                                                     int(opts.flood_s + 5)))
+                   if profile and py_spy() else None)
+            await produce(ctx, opts, names, sent, marks, pids)
+            if spy is not None:
+                await spy
             deadline = time.monotonic() + opts.drain_s
             last, last_change = -1, time.monotonic()
             while time.monotonic() < deadline and time.monotonic() - last_change < 10:
@@ -227,8 +287,12 @@ def run_config(ctx: Context, opts: Options, quarantine: bool) -> dict[str, Any]:
             collector.stop.set()
             await consume
             result = summarise(sent, collector.seen)
+            if spy is not None and spy_path.exists():
+                result["profile"] = fold_profile(spy_path)
             result["flood_sent"] = marks.get("flood_sent", 0)
-            result["flood_send_s"] = round((marks["flood_end_us"] - marks["flood_us"]) / 1e6, 2)
+            result["flood_send_s"] = marks.get("flood_send_s")
+            result["cores"] = {"baseline": marks["cores_baseline"],
+                               "flood": marks["cores_flood"]}
             result["background_sent"] = sum(1 for _, p in sent.values() if p != "warmup")
             result["background_without_output"] = sum(
                 1 for e, (_, p) in sent.items() if p != "warmup" and e not in collector.seen)
@@ -270,7 +334,9 @@ def render(results: dict[str, Any], command: str) -> str:
                      f"{run['user_incidents_opened']} user incident(s) opened; timed "
                      f"background events (item events, comments) without an output by the "
                      f"end: {run['background_without_output']} of {run['background_sent']} "
-                     "(promo triggers are capped per user: some comments have none).")
+                     "(promo triggers are capped per user: some comments have none); CPU "
+                     f"(cores) baseline {run['cores']['baseline']}, flood window "
+                     f"{run['cores']['flood']}.")
     on = next((r for r in results["runs"] if r["quarantine"]), None)
     if on is not None:
         worst = max((on["p99_ratio"][g] or 0.0) for g in GROUPS[:2])
@@ -290,22 +356,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--baseline-s", type=float, default=Options.baseline_s)
     parser.add_argument("--only", choices=("on", "off"), default="",
                         help="run one configuration only (default both)")
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy the worker during the flood (stage shares, top frames)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (keeps it runnable)")
     parser.add_argument("--write", action="store_true",
                         help="replace this benchmark's section of benchmarks/RESULTS.md")
+    parser.add_argument("--send-flood", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.send_flood:  # the flood's own process (see produce)
+        sent = asyncio.run(send_flood(orjson.loads(args.send_flood)))
+        print(orjson.dumps(sent).decode(), flush=True)
+        return sent
     opts = Options(rate=args.rate, flood=args.flood, flood_s=args.flood_s,
                    baseline_s=args.baseline_s)
     if args.smoke:
-        opts = dataclasses.replace(opts, rate=100, flood=2_000, flood_s=1.0, warmup_s=4,
+        opts = dataclasses.replace(opts, rate=100, flood=3_000, flood_s=3.0, warmup_s=4,
                                    baseline_s=4, tail_s=3, drain_s=30)
     configs = [c for c in (True, False) if not args.only or c == (args.only == "on")]
     with tempfile.TemporaryDirectory(prefix="bench-flood-") as tmp, contextlib.ExitStack() as st:
         broker = st.enter_context(local_broker(args.broker, log_path=Path(tmp) / "broker.log"))
         ctx = Context(bootstrap=broker.bootstrap, plan=PLANS["smoke"], workdir=Path(tmp),
                       redis="", clickhouse="", rooms=opts.rooms, items=opts.items,
-                      worker_overrides={"broker_engine": args.broker})
-        runs = [run_config(ctx, opts, quarantine) for quarantine in configs]
+                      worker_overrides={"broker_engine": args.broker},
+                      broker_pid=broker.process.pid if broker.process else None)
+        runs = [run_config(ctx, opts, quarantine, args.profile) for quarantine in configs]
     results = {"broker": args.broker, "options": dataclasses.asdict(opts), "runs": runs}
     command = "python -m benchmarks.bench_flood" + "".join(f" {a}" for a in argv or [])
     if args.write:
@@ -316,6 +390,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    import sys
-
     main(sys.argv[1:])
