@@ -92,19 +92,53 @@ _LEXICON: dict[str, tuple[str, ...]] = {
     ),
 }
 _ASCII_WORD = re.compile(r"^[a-z][a-z ]*$")
+_LATIN_TOKEN = re.compile(r"[a-z]+")
+# Latin keywords are matched on whole words (``red`` not in ``ordered``, but ``ml`` in
+# ``200ml``; a plural ``s`` is allowed), longest phrase first; the others (Chinese, symbols)
+# as substrings, longest first, each match blanked out so that a shorter keyword inside it
+# (多少 and 钱 in 多少钱) does not count again. One pass of dict lookups and ``in`` tests:
+# ~6x cheaper than one regex alternation per topic.
+_PHRASES: dict[str, list[str]] = {}
+_SUBSTRINGS: dict[str, list[str]] = {}
+for _topic, _words in _LEXICON.items():
+    for _word in _words:
+        _table = _PHRASES if _ASCII_WORD.match(_word) else _SUBSTRINGS
+        _table.setdefault(_word, []).append(_topic)
+_BY_FIRST: dict[str, list[tuple[str, list[str]]]] = {}   # first character -> keywords
+for _word, _topics in _SUBSTRINGS.items():
+    _BY_FIRST.setdefault(_word[0], []).append((_word, _topics))
+_LONGEST_PHRASE = max(len(w.split()) for w in _PHRASES)
 
 
-def _matcher(words: tuple[str, ...]) -> re.Pattern[str]:
-    """One regex per topic: Latin keywords as whole words (``red`` not in ``ordered``, but
-    ``ml`` in ``200ml``)."""
-    parts = []
-    for word in sorted(words, key=len, reverse=True):
-        escaped = re.escape(word)
-        parts.append(rf"(?<![a-z]){escaped}s?(?![a-z])" if _ASCII_WORD.match(word) else escaped)
-    return re.compile("|".join(parts))
+def _scores(lowered: str) -> dict[str, int]:
+    """Characters of ``lowered`` each topic's keywords cover."""
+    scores: dict[str, int] = {}
+    rest = lowered
+    candidates = [kw for ch in set(lowered) for kw in _BY_FIRST.get(ch, ())]
+    candidates.sort(key=lambda kw: -len(kw[0]))
+    for word, topics in candidates:
+        if word in rest:
+            covered = rest.count(word) * len(word)
+            for topic in topics:
+                scores[topic] = scores.get(topic, 0) + covered
+            rest = rest.replace(word, "\x00")
+    tokens = _LATIN_TOKEN.findall(lowered)
+    i = 0
+    while i < len(tokens):
+        for n in range(min(_LONGEST_PHRASE, len(tokens) - i), 0, -1):
+            phrase = " ".join(tokens[i:i + n])
+            topics = _PHRASES.get(phrase)
+            if topics is None and phrase.endswith("s"):
+                topics = _PHRASES.get(phrase[:-1])
+            if topics is not None:
+                for topic in topics:
+                    scores[topic] = scores.get(topic, 0) + len(phrase)
+                i += n
+                break
+        else:
+            i += 1
+    return scores
 
-
-_TOPIC_RE = {topic: _matcher(words) for topic, words in _LEXICON.items()}
 
 # --------------------------------------------------------------------- question cues
 _QMARK = re.compile(r"[?？]")
@@ -178,11 +212,11 @@ def topic_of(text: str) -> str:
     >>> topic_of("运费多少钱"), topic_of("黑色还有货吗"), topic_of("hello")
     ('shipping', 'stock', 'other')
     """
-    lowered = text.lower()
+    scores = _scores(text.lower())
     best, best_score = "other", 0
     for topic in TOPICS[:-1]:
         # characters matched: a longer keyword is a more specific one (多少钱一斤: price)
-        score = sum(len(m) for m in _TOPIC_RE[topic].findall(lowered))
+        score = scores.get(topic, 0)
         if score > best_score:
             best, best_score = topic, score
     return best
