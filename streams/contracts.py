@@ -512,8 +512,9 @@ ROOM_INSIGHT = Contract(
            required=True, items=_SUGGESTION),
         _f("alerts", OBJECT_LIST, "Open anomaly alerts for the room.", required=True,
            items=_ALERT),
-        _f("questions", OBJECT, "Questions from the chat (zh and en), grouped by topic.",
-           required=True, items=_QUESTIONS),
+        _f("questions", OBJECT, "Questions from the chat (zh and en), grouped by topic. Always "
+           "sent; optional so that insights of engines older than this group stay valid.",
+           items=_QUESTIONS),
     ),
 )
 
