@@ -160,6 +160,7 @@ class RoomInsight:
     windows: dict[str, Any]
     suggestions: list[dict[str, Any]]
     alerts: list[dict[str, Any]]
+    questions: dict[str, Any]
     host_id: str | None = None
     schema_version: int = SCHEMA_VERSION
 
@@ -448,6 +449,25 @@ _ALERT = (
     _f("explanation", STRING, "Human explanation.", required=True),
     _f("ts", INTEGER, "Epoch ms.", required=True, **_NN),
 )
+_QUESTION_GROUP = (
+    _f("topic", STRING, "What the questions are about.", required=True,
+       enum=("price", "size", "shipping", "stock", "variant", "material", "discount", "other")),
+    _f("count", INTEGER, "Unanswered questions on the topic.", required=True, minimum=1),
+    _f("first_seen", INTEGER, "Event time of the first of them, epoch ms.", required=True, **_NN),
+    _f("last_seen", INTEGER, "Event time of the last of them, epoch ms.", required=True, **_NN),
+    _f("examples", STRING_LIST, "The last (at most 2) distinct texts asked, redacted "
+       "(e-mail, phone, link, @mention replaced).", required=True, max_items=2,
+       max_length=140),
+)
+_QUESTIONS = (
+    *_counts("asked", "answered", "open"),
+    _f("stale_after_s", NUMBER, "A topic with no new question for this long (event time) "
+       "leaves the list.", required=True, **_NN),
+    _f("unanswered", OBJECT_LIST, "Topics with the most unanswered questions, most first. A "
+       "question is answered by a later host comment on its topic, or, for price, stock, "
+       "variant and size, by a later product pin.", required=True, items=_QUESTION_GROUP,
+       max_items=5),
+)
 ROOM_INSIGHT = Contract(
     name="room-insight",
     title="Room insight",
@@ -492,6 +512,9 @@ ROOM_INSIGHT = Contract(
            required=True, items=_SUGGESTION),
         _f("alerts", OBJECT_LIST, "Open anomaly alerts for the room.", required=True,
            items=_ALERT),
+        _f("questions", OBJECT, "Questions from the chat (zh and en), grouped by topic. Always "
+           "sent; optional so that insights of engines older than this group stay valid.",
+           items=_QUESTIONS),
     ),
 )
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from agents.recent_ids import RecentIds
 from agents.redaction import EMAIL, MENTION, PHONE, URL, redact_text
+from agents.rooms.questions import QuestionBoard, saved_names
 from agents.rooms.sketches import BloomFilter, HyperLogLog, SecondBuckets, TopCounter
 from online_models.sentiment import MoodWindow, NgramSentiment
 from online_models.text import keywords
@@ -76,7 +77,8 @@ class RoomState:
     __slots__ = (
         "add_to_carts", "erasures", "events_total", "gift_value", "gmv", "gmv_rate", "grace_ms",
         "host_id", "items", "last_event_ts", "late_events", "mood", "offsets", "orders",
-        "panes", "peak_viewers", "pinned", "product_clicks", "rates", "recent_ids", "returning",
+        "panes", "peak_viewers", "pinned", "product_clicks", "questions", "rates", "recent_ids",
+        "returning",
         "room_id", "seen", "top_viewers", "unique", "viewer_samples", "viewers", "watch",
     )
 
@@ -106,6 +108,7 @@ class RoomState:
         self.items = TopCounter(ITEM_FIELDS, capacity=128)
         self.pinned: dict[str, Any] | None = None
         self.mood = MoodWindow()
+        self.questions = QuestionBoard()           # the chat's unanswered questions
         self.panes: dict[int, list[float]] = {}      # minute start -> PANE_FIELDS counts
         # input partition -> offset of the last event folded in from it. A room normally
         # lives in one partition (key = room id), but events keyed otherwise (or not at all)
@@ -180,10 +183,12 @@ class RoomState:
             text = event.text
             self.mood.add(ts, _sentiment.predict_one(text), _comment_words(text))
             _sentiment.learn_weak(text)   # after predicting: prequential self-training
+            self.questions.comment(user, text, ts, self.host_id)
         elif kind == "product_pin" and event.item_id:
             if self.pinned is None or ts >= self.pinned["pinned_at"]:
                 self.pinned = {"item_id": event.item_id, "pinned_at": ts, "clicks": 0,
                                "carts": 0, "purchases": 0, "gmv": 0.0}
+            self.questions.pinned(ts)
         elif kind in ("product_click", "add_to_cart", "purchase") and event.item_id:
             self._commerce(kind, event)
         self._sample_viewers(ts)
@@ -270,20 +275,23 @@ class RoomState:
                 del self.viewer_samples[s]
 
     def people(self) -> set[str]:
-        """Every user id this room's state names (present and top viewers, the host)."""
-        named = set(self.viewers) | set(self.top_viewers.rows)
+        """Every user id this room's state names (present and top viewers, the host, the
+        authors of the example questions)."""
+        named = set(self.viewers) | set(self.top_viewers.rows) | self.questions.authors()
         if self.host_id:
             named.add(self.host_id)
         return named
 
     def names(self, user: str) -> bool:
         """True if ``user`` is among :meth:`people` (without building it)."""
-        return user in self.viewers or user in self.top_viewers.rows or self.host_id == user
+        return (user in self.viewers or user in self.top_viewers.rows or self.host_id == user
+                or self.questions.names(user))
 
     def forget_user(self, user: str) -> bool:
-        """Erasure: remove ``user`` from the viewers present, the top viewers and the host;
-        True if the room named them. Aggregates (counts, the distinct-viewer sketch, the
-        seen-before filter, finished watch times) hold no user id and stay.
+        """Erasure: remove ``user`` from the viewers present, the top viewers, the host and
+        the example questions they wrote; True if the room named them. Aggregates (counts,
+        the distinct-viewer sketch, the seen-before filter, finished watch times) hold no
+        user id and stay.
 
         >>> room = RoomState("r1")
         >>> _ = room.apply(LiveEvent("e1", "comment", 1_000, "r1", "u1", text="hi"))
@@ -298,6 +306,8 @@ class RoomState:
             named = True
         if self.host_id == user:
             self.host_id = None
+            named = True
+        if self.questions.forget_user(user):
             named = True
         return named
 
@@ -440,6 +450,7 @@ class RoomState:
             windows=windows,
             suggestions=suggest(self, audience, engagement, mood, commerce),
             alerts=alerts or [],
+            questions=self.questions.view(wm),
         )
 
     # ------------------------------------------------------------------ snapshot
@@ -457,6 +468,7 @@ class RoomState:
             "viewer_samples": {str(k): v for k, v in self.viewer_samples.items()},
             "watch": list(self.watch), "top_viewers": self.top_viewers.to_dict(),
             "items": self.items.to_dict(), "pinned": self.pinned, "mood": self.mood.to_dict(),
+            "questions": self.questions.to_dict(),
             "panes": {str(k): v for k, v in self.panes.items()},
             "offsets": {str(k): v for k, v in self.offsets.items()},
             "recent_ids": self.recent_ids.to_text(),
@@ -494,6 +506,8 @@ class RoomState:
         room.pinned = data.get("pinned")
         if data.get("mood"):
             room.mood = MoodWindow.from_dict(data["mood"])
+        if data.get("questions"):
+            room.questions = QuestionBoard.from_dict(data["questions"])
         room.panes = {int(k): list(v) for k, v in data.get("panes", {}).items()}
         room.offsets = {int(k): v for k, v in data.get("offsets", {}).items()}
         if data.get("recent_ids"):
@@ -530,7 +544,7 @@ def mentions(saved: dict[str, Any], user: str) -> bool:
     """True if a saved room state (:meth:`RoomState.to_dict`) names ``user`` (checked
     without loading it)."""
     return (user in saved.get("viewers", {}) or user in saved.get("top_viewers", {})
-            or saved.get("host_id") == user)
+            or saved.get("host_id") == user or saved_names(saved.get("questions"), user))
 
 
 # ---------------------------------------------------------------------- suggestions
