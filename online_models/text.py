@@ -48,6 +48,9 @@ _NORMALISE = {
 
 WORD, CJK, EMOJI, BANG, BREAK = "w", "h", "e", "!", ","
 MAX_KEYWORD_CHARS = 30   # longer "words" are links, hashes or key-mashing
+# Chinese characters of one comment given to the segmenter (~4 µs each): a long comment
+# costs at most ~0.15 ms, whatever its length (benchmarks/bench_keywords.py)
+MAX_SEGMENTED_CHARS = 32
 _KINDS = (CJK, EMOJI, WORD, BANG, BREAK)
 
 ENGLISH_STOP_WORDS = frozenset((
@@ -195,7 +198,8 @@ def keywords(text: str) -> list[str]:
     """Tokens of a comment worth listing as a host's "top recent keywords", each once.
 
     English: stop-words, numbers and words under 2 or over 30 characters are dropped and a
-    possessive ``'s`` is cut. Chinese: the words of :func:`chinese_words`. Emoji are kept.
+    possessive ``'s`` is cut. Chinese: the words of :func:`chinese_words` in the first
+    :data:`MAX_SEGMENTED_CHARS` Chinese characters. Emoji are kept.
 
     >>> keywords("质量很差, 发货太慢")
     ['质量', '很差', '发货', '太慢']
@@ -206,6 +210,7 @@ def keywords(text: str) -> list[str]:
     """
     words: list[str] = []
     seen: set[str] = set()
+    budget = MAX_SEGMENTED_CHARS
     for kind, value in segments(text):
         if kind is WORD:
             if value in ENGLISH_STOP_WORDS or value.isdigit():
@@ -216,7 +221,10 @@ def keywords(text: str) -> list[str]:
                 continue
             candidates: list[str] | tuple[str] = (value,)
         elif kind is CJK:
-            candidates = chinese_words(value)
+            if budget <= 0:
+                continue
+            candidates = chinese_words(value[:budget])
+            budget -= len(value)
         elif kind is EMOJI:
             candidates = (value,)
         else:

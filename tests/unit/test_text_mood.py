@@ -309,3 +309,11 @@ def test_mood_window_on_simulated_traffic_reflects_the_tone_mix() -> None:
             target.add(i * 1_000, model.predict_one(text + EMOJI[i % len(EMOJI)]), keywords(text))
     assert happy.summary(60_000)["sentiment"] > 0 > angry.summary(60_000)["sentiment"]
     assert angry.summary(60_000)["negative_share"] > angry.summary(60_000)["positive_share"]
+
+
+def test_a_long_comment_is_segmented_only_up_to_the_cap() -> None:
+    from online_models.text import MAX_SEGMENTED_CHARS
+
+    head = "质量很差" * (MAX_SEGMENTED_CHARS // 4)
+    assert keywords(head + "发货太慢" * 50) == ["质量", "很差"]
+    assert keywords("发货太慢 " + head) == ["发货", "太慢", "质量", "很差"]
