@@ -36,7 +36,7 @@ from agents.users.pipeline import register as register_users
 from agents.web.privacy import register as register_privacy_api
 from agents.web.routes import register as register_web
 from config.settings import Settings
-from online_models import recsys
+from online_models import recsys, text
 from streams.app import WorkerHooks, create_app
 from streams.topics import topic_names
 
@@ -80,6 +80,7 @@ def build_redis_sink(settings: Settings, metrics: EngineMetrics) -> RedisSink | 
 def build_worker(settings: Settings, bootstrap: str | None = None) -> Worker:
     """Build the Faust app and every pipeline of one worker."""
     took = recsys.warm_up()  # compiled kernels ready before the first event
+    text.warm_up()  # the Chinese word dictionary of comment keywords (~1 s)
     log.info("recommender kernels ready in %.1f s", took)
     hooks = WorkerHooks()
     app = create_app(settings, bootstrap, hooks)

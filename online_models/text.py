@@ -6,9 +6,12 @@ A comment is split into *segments*: English/Latin words (lower-cased, inner apos
 tokens, :func:`keywords` into the words worth showing a host, and
 :mod:`online_models.sentiment` scores them.
 
-Chinese is not segmented into words (no dictionary): a CJK run becomes its overlapping
-character bigrams, which is the standard dictionary-free representation for short Chinese
-text, and a run of one character stays that character.
+For the sentiment model a CJK run becomes its overlapping character bigrams (the standard
+dictionary-free representation for short Chinese text; a run of one character stays that
+character). The keywords a host reads are real words: :func:`keywords` segments a CJK run
+with jieba's dictionary (its HMM guesses words the dictionary lacks, e.g. ``主播``) and
+drops :data:`CHINESE_STOP_WORDS`. jieba loads its dictionary (~1 s, and ~1.5 s the first
+time, when it writes its cache) on first use: :func:`warm_up` does it ahead.
 
 >>> tokenize("Love this!! 太好看了❤")
 ['love', 'this', '太好', '好看', '看了', '❤️']
@@ -18,8 +21,11 @@ text, and a run of one character stays that character.
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
+
+import jieba
 
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff"
 # Pictographs, emoticons, transport, supplemental symbols; misc symbols and dingbats
@@ -42,6 +48,9 @@ _NORMALISE = {
 
 WORD, CJK, EMOJI, BANG, BREAK = "w", "h", "e", "!", ","
 MAX_KEYWORD_CHARS = 30   # longer "words" are links, hashes or key-mashing
+# Chinese characters of one comment given to the segmenter (~4 µs each): a long comment
+# costs at most ~0.15 ms, whatever its length (benchmarks/bench_keywords.py)
+MAX_SEGMENTED_CHARS = 32
 _KINDS = (CJK, EMOJI, WORD, BANG, BREAK)
 
 ENGLISH_STOP_WORDS = frozenset((
@@ -74,6 +83,22 @@ CHINESE_FUNCTION_CHARS = frozenset(
 # character they make a meaningful bigram ("太贵", "很差", "不值") and as the second a
 # fragment across words ("货太", "量很", "片不").
 CHINESE_PREFIX_CHARS = frozenset("很太不没别超最真挺更非")
+# Words of two or more characters that carry no topic: pronouns, demonstratives, question
+# words, conjunctions, auxiliaries and fillers of live-room chat (the question detector
+# reads questions from the whole comment, not from these keywords).
+_CHINESE_STOP_WORDS = """
+    我们 你们 他们 她们 它们 咱们 大家 自己 别人 人家 这个 那个 这些 那些 这里 那里 这儿 那儿
+    这样 那样 这么 那么 这种 那种 这件 那件 这款 那款 这次 那次 一个 一件 一下 一点 一些 一直
+    一起 一样 什么 怎么 怎样 怎么样 为什么 为啥 多少 哪里 哪儿 哪个 哪些 几个 是不是 有没有
+    能不能 可不可以 会不会 要不要 行不行 好不好 可以 可能 应该 已经 还是 就是 但是 可是 不过
+    因为 所以 如果 虽然 而且 然后 或者 还有 只是 只有 而已 真的 确实 其实 现在 今天 刚才 时候
+    起来 不了 一次 几次 上次 这次 那条 这条
+    的话 之类 之前 之后 以后 以前 没有 不是 不会 不要 不能 知道 觉得 感觉 看看 想要 需要 一定
+    宝宝 宝宝们 亲们 姐妹 姐妹们 家人们 主播 哈哈 哈哈哈 啊啊 嗯嗯 呵呵 吗吗
+"""
+CHINESE_STOP_WORDS = frozenset(_CHINESE_STOP_WORDS.split())
+jieba.setLogLevel(logging.WARNING)  # not a line per dictionary load on the worker's log
+_SEGMENTER = jieba.Tokenizer()
 
 
 def _normalise(text: str) -> str:
@@ -113,6 +138,44 @@ def cjk_tokens(run: str) -> list[str]:
     return [run[i:i + 2] for i in range(len(run) - 1)]
 
 
+def warm_up() -> None:
+    """Load the Chinese word dictionary now rather than on the first comment (a worker
+    calls this before it consumes; first call ~1 s).
+
+    >>> warm_up()
+    """
+    if not _SEGMENTER.initialized:
+        _SEGMENTER.initialize()
+
+
+def chinese_words(run: str) -> list[str]:
+    """The topic words of a CJK run: jieba's words of two characters or more, except
+    :data:`CHINESE_STOP_WORDS`; a degree adverb or negator of
+    :data:`CHINESE_PREFIX_CHARS` is kept with the one-character word it modifies
+    (``很`` + ``高``). A run of one character is itself unless a function character.
+
+    >>> chinese_words("这个颜色绝了"), chinese_words("性价比很高"), chinese_words("冲")
+    (['颜色'], ['性价比', '很高'], ['冲'])
+    """
+    if len(run) == 1:
+        return [] if run in CHINESE_FUNCTION_CHARS else [run]
+    words: list[str] = []
+    pending = ""   # a lone degree adverb / negator waiting for its word
+    for word in _SEGMENTER.lcut(run, HMM=True):
+        if len(word) == 1:
+            if pending:
+                if word not in CHINESE_FUNCTION_CHARS:
+                    words.append(pending + word)
+                pending = ""
+            elif word in CHINESE_PREFIX_CHARS:
+                pending = word
+            continue
+        pending = ""
+        if word not in CHINESE_STOP_WORDS:
+            words.append(word)
+    return words
+
+
 def tokenize(text: str) -> list[str]:
     """Model tokens of a comment: words, CJK bigrams and emoji; punctuation dropped.
 
@@ -135,18 +198,19 @@ def keywords(text: str) -> list[str]:
     """Tokens of a comment worth listing as a host's "top recent keywords", each once.
 
     English: stop-words, numbers and words under 2 or over 30 characters are dropped and a
-    possessive ``'s`` is cut. Chinese: bigrams (or a lone character) are dropped when they
-    contain a character of :data:`CHINESE_FUNCTION_CHARS` or end in one of
-    :data:`CHINESE_PREFIX_CHARS`. Emoji are kept.
+    possessive ``'s`` is cut. Chinese: the words of :func:`chinese_words` in the first
+    :data:`MAX_SEGMENTED_CHARS` Chinese characters. Emoji are kept.
 
     >>> keywords("质量很差, 发货太慢")
     ['质量', '很差', '发货', '太慢']
+    >>> keywords("这个颜色绝了🔥 什么时候发货?")
+    ['颜色', '🔥', '发货']
     >>> keywords("the price is 99 and it's a steal")
     ['price', 'steal']
     """
     words: list[str] = []
     seen: set[str] = set()
-    function_chars, prefix_chars = CHINESE_FUNCTION_CHARS, CHINESE_PREFIX_CHARS
+    budget = MAX_SEGMENTED_CHARS
     for kind, value in segments(text):
         if kind is WORD:
             if value in ENGLISH_STOP_WORDS or value.isdigit():
@@ -157,9 +221,10 @@ def keywords(text: str) -> list[str]:
                 continue
             candidates: list[str] | tuple[str] = (value,)
         elif kind is CJK:
-            candidates = [gram for gram in cjk_tokens(value)
-                          if gram[0] not in function_chars and gram[-1] not in function_chars
-                          and gram[-1] not in prefix_chars]
+            if budget <= 0:
+                continue
+            candidates = chinese_words(value[:budget])
+            budget -= len(value)
         elif kind is EMOJI:
             candidates = (value,)
         else:

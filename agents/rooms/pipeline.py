@@ -254,6 +254,11 @@ class RoomPipeline:
             return None
         return room.last_insight or as_dict(room.state.insight(now_ms(), live=room.live))
 
+    def history_of(self, room_id: str) -> dict[str, Any] | None:
+        """:meth:`RoomState.history` of a room this worker owns, else None."""
+        room = self.rooms.get(room_id)
+        return None if room is None else room.state.history()
+
     def rooms_naming(self, user: str) -> int:
         """How many rooms held here name ``user`` (the erasure footprint)."""
         return sum(room.state.names(user) for room in self.rooms.values())

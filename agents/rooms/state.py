@@ -59,6 +59,12 @@ _VIEWER_FIELD = {kind: kind + "s" for kind in ENGAGEMENT_WEIGHTS if kind + "s" i
 _ITEM_FIELD = {"product_click": ("clicks", 1.0), "add_to_cart": ("carts", 3.0),
                "purchase": ("purchases", 10.0)}
 TOP_N = 5
+# Chart history served with the room (GET /api/rooms/{id}/history): viewers every 10 s for
+# the last 10 minutes (61 samples at most, kept in the state); orders and GMV per minute for
+# the last hour come from the one-minute panes.
+VIEWER_STEP_S = 10
+VIEWER_HISTORY_S = 600
+HISTORY_MINUTES = 60
 # Event ids remembered per room (producer retries: the same event at a new offset). A retry
 # comes within seconds, i.e. within the room's last few hundred events.
 RECENT_EVENT_IDS = 1024
@@ -78,8 +84,8 @@ class RoomState:
         "add_to_carts", "erasures", "events_total", "gift_value", "gmv", "gmv_rate", "grace_ms",
         "host_id", "items", "last_event_ts", "late_events", "mood", "offsets", "orders",
         "panes", "peak_viewers", "pinned", "product_clicks", "questions", "rates", "recent_ids",
-        "returning",
-        "room_id", "seen", "top_viewers", "unique", "viewer_samples", "viewers", "watch",
+        "returning", "room_id", "seen", "top_viewers", "unique", "viewer_history",
+        "viewer_samples", "viewers", "watch",
     )
 
     def __init__(self, room_id: str, grace_ms: int = 10_000) -> None:
@@ -103,6 +109,8 @@ class RoomState:
         self.rates = {kind: SecondBuckets() for kind in RATE_KINDS}
         self.gmv_rate = SecondBuckets()
         self.viewer_samples: dict[int, int] = {}     # second -> viewers then (last 5 min)
+        # 10-s step start (s) -> viewers at the step's last event, oldest first (last 10 min)
+        self.viewer_history: dict[int, int] = {}
         self.watch: deque[tuple[int, int]] = deque(maxlen=WATCH_SAMPLES)  # (joined, secs)
         self.top_viewers = TopCounter(VIEWER_FIELDS, capacity=64)
         self.items = TopCounter(ITEM_FIELDS, capacity=128)
@@ -273,6 +281,12 @@ class RoomState:
             oldest = self.last_event_ts // 1000 - 300
             for s in [s for s in self.viewer_samples if s < oldest]:
                 del self.viewer_samples[s]
+        # on the watermark (not the event's own time): the count is the room's now, and steps
+        # come in order, so the oldest is the first key
+        history = self.viewer_history
+        history[self.last_event_ts // 1000 // VIEWER_STEP_S * VIEWER_STEP_S] = len(self.viewers)
+        if len(history) > VIEWER_HISTORY_S // VIEWER_STEP_S + 1:
+            del history[next(iter(history))]
 
     def people(self) -> set[str]:
         """Every user id this room's state names (present and top viewers, the host, the
@@ -415,6 +429,35 @@ class RoomState:
             "hopping_1h": closed(60),
         }
 
+    def history(self) -> dict[str, Any]:
+        """What the host's charts show on open: ``viewers`` as ``[step start ms, viewers]``
+        every :data:`VIEWER_STEP_S` over the last :data:`VIEWER_HISTORY_S`, and ``sales`` as
+        ``[minute start ms, orders, gmv]`` for each minute of the last
+        :data:`HISTORY_MINUTES` (and the open one) since the room's first, zeros included.
+
+        >>> room = RoomState("r1")
+        >>> for i, kind in enumerate(("join", "join", "purchase", "leave")):
+        ...     _ = room.apply(LiveEvent(f"e{i}", kind, 55_000 + i * 5_000, "r1", f"u{i % 2}",
+        ...                              amount=20.0 if kind == "purchase" else None))
+        >>> h = room.history()
+        >>> h["viewers"], h["sales"]
+        ([[50000, 1], [60000, 2], [70000, 1]], [[0, 0, 0.0], [60000, 1, 20.0]])
+        """
+        wm = self.last_event_ts
+        if not wm:
+            return {"room_id": self.room_id, "last_event_ts": 0, "viewer_step_s": VIEWER_STEP_S,
+                    "viewers": [], "sales": []}
+        since = wm // 1000 - VIEWER_HISTORY_S - VIEWER_STEP_S  # steps ending in the span
+        viewers = [[s * 1000, n] for s, n in self.viewer_history.items() if s > since]
+        current = wm - wm % MINUTE_MS
+        first = max(min(self.panes, default=current), current - HISTORY_MINUTES * MINUTE_MS)
+        sales = []
+        for start in range(first, current + MINUTE_MS, MINUTE_MS):
+            pane = self.panes.get(start)
+            sales.append([start, int(pane[8]), round(pane[9], 2)] if pane else [start, 0, 0.0])
+        return {"room_id": self.room_id, "last_event_ts": wm, "viewer_step_s": VIEWER_STEP_S,
+                "viewers": viewers, "sales": sales}
+
     def insight(self, now_ms: int, *, live: bool = True,
                 alerts: list[dict[str, Any]] | None = None) -> RoomInsight:
         wm = self.last_event_ts
@@ -466,6 +509,7 @@ class RoomState:
             "rates": {k: v.to_dict() for k, v in self.rates.items()},
             "gmv_rate": self.gmv_rate.to_dict(), "gift_value": self.gift_value.to_dict(),
             "viewer_samples": {str(k): v for k, v in self.viewer_samples.items()},
+            "viewer_history": {str(k): v for k, v in self.viewer_history.items()},
             "watch": list(self.watch), "top_viewers": self.top_viewers.to_dict(),
             "items": self.items.to_dict(), "pinned": self.pinned, "mood": self.mood.to_dict(),
             "questions": self.questions.to_dict(),
@@ -500,6 +544,8 @@ class RoomState:
         room.gmv_rate = SecondBuckets.from_dict(data.get("gmv_rate", {}))
         room.gift_value = SecondBuckets.from_dict(data.get("gift_value", {}))
         room.viewer_samples = {int(k): v for k, v in data.get("viewer_samples", {}).items()}
+        room.viewer_history = dict(sorted(
+            (int(k), v) for k, v in data.get("viewer_history", {}).items()))
         room.watch.extend(tuple(w) for w in data.get("watch", []))
         room.top_viewers = TopCounter.from_dict(VIEWER_FIELDS, data.get("top_viewers", {}))
         room.items = TopCounter.from_dict(ITEM_FIELDS, data.get("items", {}), capacity=128)

@@ -7,7 +7,8 @@ which cannot send headers):
 
 * the API token (admin) opens everything;
 * a room's host token opens that room's page and room API only: ``/rooms/{id}``,
-  ``/api/rooms/{id}``, ``/api/rooms/{id}/insights`` and ``/api/rooms/{id}/stream``. Host
+  ``/api/rooms/{id}``, ``/api/rooms/{id}/insights``, ``/api/rooms/{id}/stream``,
+  ``/api/rooms/{id}/history`` and ``/api/rooms/{id}/items``. Host
   tokens are ``HMAC-SHA256(LIVEPULSE_HOST_TOKEN_KEY or the API token, room id)``, so no
   token table exists: ``livepulse host-token ROOM`` prints one, and changing the key
   revokes them all;
@@ -47,7 +48,7 @@ OPEN_PATHS = frozenset({"/healthz"})
 OPEN_PREFIXES = ("/static/",)
 # Paths a room's host token opens (the room id is the group, still URL-encoded).
 ROOM_PATHS = (re.compile(r"^/rooms/([^/]+)/?$"),
-              re.compile(r"^/api/rooms/([^/]+)(?:/insights|/stream)?/?$"))
+              re.compile(r"^/api/rooms/([^/]+)(?:/insights|/stream|/history|/items)?/?$"))
 
 
 def host_token(key: str, room_id: str) -> str:

@@ -10,6 +10,11 @@ table, the Redis serving copy); they never recompute. Any worker answers for any
   is known); the owner answers from its table, or from the Redis copy.
 
 Unknown ids get ``404 {"error": "not_found", ...}``.
+
+``/api/rooms/{id}/history`` (what the host's charts show on open) is answered by the room's
+owner, from memory or its saved state (``table_route`` on the ``room-state`` table);
+``/api/rooms/{id}/items?ids=`` reads titles from the ``catalog`` global table every worker
+holds. The host pages carry ``LIVEPULSE_CURRENCY`` in a ``<meta name="livepulse-currency">``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from faust.web import Request, Response, View
 from prometheus_client import generate_latest
 
 from agents.anomalies.incidents import SCOPES
+from agents.rooms.state import RoomState
 from agents.web import auth as web_auth
 from agents.web import errors as web_errors
 from agents.web import limits as web_limits
@@ -39,12 +45,31 @@ if TYPE_CHECKING:
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"
 SSE_POLL_S = 0.1          # how often a stream checks for a newer insight
 SSE_KEEPALIVE_S = 1.0     # a comment line at least this often keeps proxies from timing out
+MAX_ITEM_IDS = 50          # ids per /api/rooms/{id}/items request
+ITEM_FIELDS = ("title", "brand", "category", "price", "in_stock")
 STATIC_TYPES = {".css": "text/css", ".js": "application/javascript", ".svg": "image/svg+xml",
                 ".html": "text/html", ".png": "image/png"}
 
 
 def _not_found(view: View, kind: str, key: str) -> Response:
     return view.json({"error": "not_found", kind: key}, status=404)
+
+
+def item_facts(catalog: Any, raw_ids: str, currency: str) -> dict[str, Any]:
+    """Catalog facts (:data:`ITEM_FIELDS` and ``currency``) of the comma-separated ids (at
+    most :data:`MAX_ITEM_IDS`); an id not in the catalog is left out (the page shows it).
+
+    >>> item_facts({"i1": {"item_id": "i1", "title": "Silk scarf", "price": 99.0}}, "i1,i9",
+    ...            "CNY")
+    {'i1': {'title': 'Silk scarf', 'price': 99.0, 'currency': 'CNY'}}
+    """
+    out: dict[str, Any] = {}
+    for item_id in dict.fromkeys(raw_ids.split(",")[:MAX_ITEM_IDS]):
+        found = catalog.get(item_id.strip()) if item_id.strip() else None
+        if isinstance(found, dict):
+            facts = {k: found[k] for k in ITEM_FIELDS if found.get(k) is not None}
+            out[item_id.strip()] = {**facts, "currency": found.get("currency") or currency}
+    return out
 
 
 async def room_stream(request: Any, room_id: str, streams: web_limits.StreamSlots,
@@ -89,9 +114,12 @@ def register(worker: Worker) -> None:
     engine = worker.engine
     app, metrics = engine.app, engine.metrics
     web_errors.install(app.web.web_app, metrics.agent_errors.labels("web"))  # JSON 4xx/5xx
-    pages = {p.name: p.read_bytes() for p in HOST_PAGE_DIR.iterdir()
-             if p.is_file() and p.suffix in STATIC_TYPES}
+    currency = engine.settings.currency
+    pages = {p.name: p.read_bytes().replace(b"{{currency}}", currency.encode())
+             for p in HOST_PAGE_DIR.iterdir() if p.is_file() and p.suffix in STATIC_TYPES}
     rooms = worker.rooms.pipeline
+    room_states = worker.rooms.state  # saved room states (agents.state.WriteBehindTable)
+    catalog = worker.catalog
     profiles = worker.users.profiles
     web_auth.install(app, engine.settings)  # bearer tokens when LIVEPULSE_API_TOKEN is set
     # request ids, body-read timeout; the header timeout is set where Faust makes the app
@@ -163,7 +191,8 @@ def register(worker: Worker) -> None:
                 found.update(await engine.redis.read_many("room", others))
             include_idle = request.query.get("all") in ("1", "true")
             listed = [r for r in found.values() if include_idle or r.get("live")]
-            return self.json({"rooms": sorted(listed, key=lambda r: r["room_id"])})
+            return self.json({"rooms": sorted(listed, key=lambda r: r["room_id"]),
+                              "currency": currency})
 
     @app.page("/api/rooms/{room_id}/insights")
     class RoomInsights(View):
@@ -171,6 +200,28 @@ def register(worker: Worker) -> None:
             found = await room_insight(room_id)
             return self.json(found) if found is not None else _not_found(self, "room_id",
                                                                           room_id)
+
+    @app.page("/api/rooms/{room_id}/history")
+    class RoomHistory(View):
+        """Chart history (:meth:`agents.rooms.state.RoomState.history`), from the owner."""
+
+        @app.table_route(table=room_states.table, match_info="room_id")
+        async def get(self, request: Request, room_id: str) -> Response:
+            found = rooms.history_of(room_id)
+            if found is None:
+                saved = room_states.get(room_id)
+                if saved is None:
+                    return _not_found(self, "room_id", room_id)
+                found = RoomState.from_dict(saved).history()
+            return self.json({**found, "currency": currency})
+
+    @app.page("/api/rooms/{room_id}/items")
+    class RoomItems(View):
+        """Catalog titles of the items a room's page shows (``?ids=i1,i2``)."""
+
+        async def get(self, request: Request, room_id: str) -> Response:
+            return self.json({"currency": currency, "items": item_facts(
+                catalog, request.query.get("ids", ""), currency)})
 
     @app.page("/api/rooms/{room_id}")
     class Room(View):  # short alias of /insights
@@ -276,5 +327,6 @@ def register(worker: Worker) -> None:
             return self.json({c.name: json_schema(c) for c in ALL_CONTRACTS})
 
     del (IndexPage, RoomPage, Static, Health, Metrics, Stats, Rooms, RoomInsights, Room,
+         RoomHistory, RoomItems,
          RoomStream, Profile, Recommendations, Models, User, Campaigns, CampaignView,
          Anomalies, Schemas)  # registered on the app

@@ -5,7 +5,7 @@
  * data-format="<kind>". bindFields() writes the raw value to data-value and the formatted
  * value as the text. Formats are deterministic (no locale):
  *   int     integer as-is                          12345
- *   money   2 decimals                             1234.50
+ *   money   currency sign, 2 decimals              ¥1234.50
  *   pct     ratio 0..1 as percent, 1 decimal       12.5%
  *   rate    integer as-is, otherwise 1 decimal     42 / 3.5
  *   dec2    2 decimals                             0.37
@@ -13,6 +13,8 @@
  *   dur     seconds as "Ns" or "Mm Ss"             45s / 3m 12s
  *   time    epoch ms as local HH:MM:SS             14:03:27
  * A missing value is shown as "–" and has no data-value.
+ * The currency is the engine's LIVEPULSE_CURRENCY, served in <meta name="livepulse-currency">
+ * (¥ for CNY; a code without a known sign is written before the amount: "CHF 12.00").
  */
 (function () {
   "use strict";
@@ -56,6 +58,9 @@
       m_viewers: "viewers", m_join_rate: "joins", m_leave_rate: "leaves", m_comment_rate: "comments",
       m_like_rate: "likes", m_gift_rate: "gifts", m_cart_rate: "add-to-carts", m_gmv_rate: "GMV",
       m_conversion: "conversion",
+      last_10_min: "last 10 min", last_hour_hint: "per minute, last hour",
+      gmv_chart: "GMV / min", orders_chart: "Orders / min", st_stale: "Data {s}s old",
+      stale_banner: "No new events for {s}s: the numbers are as of {time}. The room may be idle, or the engine behind.",
     },
     zh: {
       rooms_title: "直播间", rooms_count: "{n} 个直播中", no_rooms: "暂无直播间，等待事件…",
@@ -95,6 +100,9 @@
       m_viewers: "在线观众", m_join_rate: "进入", m_leave_rate: "离开", m_comment_rate: "评论",
       m_like_rate: "点赞", m_gift_rate: "礼物", m_cart_rate: "加购", m_gmv_rate: "成交额",
       m_conversion: "转化率",
+      last_10_min: "最近 10 分钟", last_hour_hint: "每分钟，最近 1 小时",
+      gmv_chart: "每分钟成交额", orders_chart: "每分钟订单", st_stale: "数据已 {s} 秒未更新",
+      stale_banner: "已 {s} 秒没有新事件：数字停留在 {time}。直播间可能暂时无互动，或引擎处理滞后。",
     },
   };
 
@@ -146,9 +154,15 @@
   const pad = (n, width) => String(n).padStart(width || 2, "0");
   const isNum = (v) => typeof v === "number" && Number.isFinite(v);
 
+  const CURRENCY_SIGNS = { CNY: "¥", JPY: "¥", USD: "$", EUR: "€", GBP: "£", KRW: "₩", HKD: "HK$", TWD: "NT$" };
+  const currencyMeta = document.querySelector('meta[name="livepulse-currency"]');
+  const metaCode = currencyMeta ? currencyMeta.getAttribute("content") || "" : "";
+  const currency = /^[A-Z]{3}$/.test(metaCode) ? metaCode : "CNY";
+  const currencySign = CURRENCY_SIGNS[currency] || currency + " ";
+
   const FORMATS = {
     int: (v) => (Number.isInteger(v) ? String(v) : String(Math.round(v))),
-    money: (v) => v.toFixed(2),
+    money: (v) => (v < 0 ? "-" : "") + currencySign + Math.abs(v).toFixed(2),
     pct: (v) => (v * 100).toFixed(1) + "%",
     rate: (v) => (Number.isInteger(v) ? String(v) : v.toFixed(1)),
     dec2: (v) => v.toFixed(2),
@@ -334,6 +348,7 @@
   window.LivePulse = {
     I18N, t, setLang, initLang, applyLabels, onLang: (fn) => langListeners.push(fn),
     get lang() { return lang; },
+    currency, currencySign,
     format, get, bindFields, esc, sentimentClass, lineChart, gauge, isNum,
     token, authFetch, withToken,
   };

@@ -1,5 +1,8 @@
 """The host's live page in a real headless Chromium, against a real worker fed by the simulator.
 
+Screenshots of the room page at 375 px in English and Chinese are kept in
+``$LIVEPULSE_TEST_ARTEFACTS`` (default ``tests/artefacts/``, not in git).
+
 One worker and one ``livepulse simulate`` run per module; each test drives its own Chromium
 over CDP (``tests/chromium.py``). The page marks every number it shows with
 ``data-field`` (JSON path in the room insight), ``data-value`` (raw value) and
@@ -23,15 +26,21 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from streams.broker import EmbeddedBroker, _die_with_parent
+from streams.contracts import LiveEvent, as_dict
+from streams.topics import topic_names
 from tests.chromium import Chromium, find_chromium, js_string
 from tests.conftest import REPO, WorkerHandle, require, start_worker, unique_settings, wait_ready
 
 pytestmark = pytest.mark.integration
 
 MISSING = "\u2013"  # en dash: what the page shows for a missing value
+CURRENCY_SIGN = "\u00a5"  # the default LIVEPULSE_CURRENCY, CNY
+ARTEFACTS = Path(os.environ.get("LIVEPULSE_TEST_ARTEFACTS") or REPO / "tests" / "artefacts")
 CJK = re.compile(r"[\u4e00-\u9fff]")
 # Always shown on the room page once the first insight arrived.
 REQUIRED_FIELDS = (
@@ -79,11 +88,13 @@ def displayed(value: float, fmt: str) -> str:
     >>> [displayed(v, f) for v, f in [(1234, "int"), (1234.5, "money"), (0.0625, "pct"),
     ...  (3.0, "rate"), (3.25, "rate"), (0.371, "dec2"), (-0.1, "signed"), (0.32, "signed"),
     ...  (45.4, "dur"), (192.5, "dur"), (3_661_000, "time")]]
-    ['1234', '1234.50', '6.3%', '3', '3.3', '0.37', '-0.10', '+0.32', '45s', '3m 13s', '01:01:01']
+    ['1234', '¥1234.50', '6.3%', '3', '3.3', '0.37', '-0.10', '+0.32', '45s', '3m 13s', '01:01:01']
     """
     if fmt == "int":
         return str(int(value)) if float(value).is_integer() else str(math.floor(value + 0.5))
-    if fmt in ("money", "dec2"):
+    if fmt == "money":
+        return ("-" if value < 0 else "") + CURRENCY_SIGN + js_fixed(abs(value), 2)
+    if fmt == "dec2":
         return js_fixed(value, 2)
     if fmt == "pct":
         return js_fixed(value * 100, 1) + "%"
@@ -333,7 +344,8 @@ async def test_room_page_speaks_chinese_and_english(live_engine: LiveEngine,
             "document.querySelector('button[data-lang=zh]').click(), "
             f"({{labels: {LABELS_JS}, lang: document.documentElement.lang, "
             "suggestions: document.getElementById('suggestions').textContent, "
-            "expected: (window.livepulseLast.suggestions || []).map((s) => s.zh)})")
+            "expected: (window.livepulseLast.suggestions || []).map((s) => s.item_id ? "
+            "s.zh.split(s.item_id).join(window.livepulseItemName(s.item_id)) : s.zh)})")
         assert switched["lang"] == "zh-CN"
         assert [label for label in switched["labels"] if not CJK.search(label)] == []
         for text in switched["expected"]:
@@ -381,6 +393,123 @@ async def test_pages_fit_a_phone(live_engine: LiveEngine, tmp_path: Path) -> Non
         assert fit["page"] <= 376, f"index is {fit['page']} px wide at 375"
         assert fit["cut"] == [], f"numbers cut off at 375 px: {fit['cut']}"
         await page.screenshot(tmp_path / "index-375.png", full_page=False)
+        assert page.page_errors == []
+
+
+HISTORY_ROOM = "room-mid-show"
+HISTORY_ITEM = "i3"   # in the simulator's catalog: the page shows its title
+
+
+async def produce_past_show(engine: LiveEngine, minutes: int = 65) -> int:
+    """A show that started ``minutes`` ago, all of it produced now: a viewer joins every
+    10 s of event time (one in three leaves a minute later), an order of
+    :data:`HISTORY_ITEM` every minute; the newest event is now. Returns the newest ``ts``."""
+    settings = engine.worker.settings
+    topic = topic_names(settings).live_events
+    end = int(time.time() * 1000)
+    start = end - minutes * 60_000
+    events = [LiveEvent("h-pin", "product_pin", start, HISTORY_ROOM, "host-h",
+                        host_id="host-h", item_id=HISTORY_ITEM)]
+    for n, ts in enumerate(range(start, end + 1, 10_000)):
+        events.append(LiveEvent(f"h-j{n}", "join", ts, HISTORY_ROOM, f"hv{n}"))
+        if n % 3 == 0 and ts + 60_000 <= end:
+            events.append(LiveEvent(f"h-l{n}", "leave", ts + 60_000, HISTORY_ROOM, f"hv{n}"))
+        if n % 6 == 0:
+            events.append(LiveEvent(f"h-p{n}", "purchase", ts + 1, HISTORY_ROOM, f"hv{n}",
+                                    item_id=HISTORY_ITEM, amount=99.0 + n % 5, quantity=1))
+    events.sort(key=lambda e: e.ts)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_url, linger_ms=5)
+    await producer.start()
+    try:
+        for event in events:
+            await producer.send(topic, orjson.dumps(as_dict(event)), key=HISTORY_ROOM.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return events[-1].ts
+
+
+CHART_POINTS_JS = (
+    "Object.fromEntries(['viewers-chart', 'gmv-chart', 'orders-chart'].map((id) => [id, "
+    "((document.querySelector('#' + id + ' polyline') || {getAttribute: () => ''})"
+    ".getAttribute('points') || '').trim().split(/\\s+/).filter(Boolean).length]))")
+
+
+async def test_room_opened_mid_show_draws_its_history(live_engine: LiveEngine,
+                                                       tmp_path: Path) -> None:
+    """Opened an hour into a show, the charts hold 10 min of viewers and the hour's orders and
+    GMV at once; amounts carry the currency, items their catalog titles; once no event
+    comes for 15 s a banner says so and the header stops saying "Live"."""
+    newest = await produce_past_show(live_engine)
+    api = f"{live_engine.url}/api/rooms/{HISTORY_ROOM}"
+
+    async def history_ready() -> dict[str, Any]:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(aiohttp.ClientError, AssertionError):
+                found = await get_json(f"{api}/history")
+                if found["last_event_ts"] >= newest:
+                    return found  # type: ignore[no-any-return]
+            assert time.monotonic() < deadline, "the room's history never reached the end"
+            await asyncio.sleep(0.5)
+
+    served = await history_ready()
+    assert served["currency"] == "CNY"
+    viewer_times = [t for t, _ in served["viewers"]]
+    assert viewer_times[-1] - viewer_times[0] >= 10 * 60_000
+    assert len(served["sales"]) == 61 and sum(row[1] for row in served["sales"]) >= 55
+    titles = (await get_json(f"{api}/items?ids={HISTORY_ITEM}"))["items"]
+    title = titles[HISTORY_ITEM]["title"]
+    assert title and title != HISTORY_ITEM
+
+    async with browser(live_engine, tmp_path) as page:
+        await page.navigate(f"{live_engine.url}/rooms/{HISTORY_ROOM}")
+        # the first insight and the history: the charts are full before the stream adds a point
+        await page.wait_for("window.livepulseHistory !== null && window.livepulseLast !== null",
+                            timeout=30)
+        opened = await page.evaluate(
+            f"({{updates: window.livepulseUpdates, points: {CHART_POINTS_JS}, "
+            "waiting: !document.getElementById('viewers-empty').hidden, "
+            "history: window.livepulseHistory})")
+        assert opened["waiting"] is False, "the page says 'Waiting for data' mid-show"
+        assert opened["history"]["viewers"] == served["viewers"] or \
+            opened["history"]["last_event_ts"] >= served["last_event_ts"]
+        assert opened["points"]["viewers-chart"] >= 55, opened
+        assert opened["points"]["gmv-chart"] >= 60 and opened["points"]["orders-chart"] >= 60
+
+        # amounts carry the currency; the item shows its catalog title, the id on hover
+        await page.wait_for("document.querySelector('#top-items .item') && "
+                            f"document.querySelector('#top-items .item').textContent === "
+                            f"{js_string(title)}", timeout=20)
+        gmv = await page.evaluate("document.querySelector('.kpi [data-field=\"commerce.gmv\"]')"
+                                  ".textContent")
+        assert gmv.startswith(CURRENCY_SIGN), gmv
+        assert await page.evaluate("document.querySelector('#top-items .item').title") == \
+            HISTORY_ITEM
+        assert title in await page.evaluate("document.getElementById('pinned').textContent")
+
+        # Chinese and English at 375 px, charts full; screenshots kept
+        ARTEFACTS.mkdir(parents=True, exist_ok=True)
+        await page.set_viewport(375, 1400, mobile=True, scale=2)
+        for lang in ("en", "zh"):
+            await page.evaluate(f"document.querySelector('button[data-lang={lang}]').click()")
+            await page.evaluate(NEXT_FRAME_JS)
+            labels = await page.evaluate(LABELS_JS)
+            if lang == "zh":
+                assert [label for label in labels if not CJK.search(label)] == []
+            else:
+                assert not [label for label in labels if CJK.search(label)]
+            assert await page.evaluate("document.documentElement.scrollWidth") <= 376
+            points = await page.evaluate(CHART_POINTS_JS)
+            assert min(points.values()) >= 55, points
+            await page.screenshot(ARTEFACTS / f"room-mid-show-375-{lang}.png", full_page=True)
+
+        # no new event: after 15 s the page says how old its numbers are, not "Live"
+        state = await page.wait_for(
+            "document.getElementById('conn').dataset.state === 'stale' && "
+            "!document.getElementById('stale-banner').hidden && "
+            "document.getElementById('conn-text').textContent", timeout=45)
+        assert "实时" not in state and "Live" not in state
         assert page.page_errors == []
 
 

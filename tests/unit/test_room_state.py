@@ -9,7 +9,13 @@ import jsonschema
 import orjson
 import pytest
 
-from agents.rooms.state import PANES_KEPT, RoomState
+from agents.rooms.state import (
+    HISTORY_MINUTES,
+    PANES_KEPT,
+    VIEWER_HISTORY_S,
+    VIEWER_STEP_S,
+    RoomState,
+)
 from streams.contracts import ROOM_INSIGHT, LiveEvent, as_dict, check_contract, json_schema
 
 T0 = 1_700_000_040_000 - 1_700_000_040_000 % 60_000  # a minute boundary
@@ -351,3 +357,42 @@ def test_redelivery_is_judged_per_input_partition() -> None:
     room.apply(ev("like", 1), offset=3, partition=1)
     restored = RoomState.from_dict(orjson.loads(orjson.dumps(room.to_dict())))
     assert restored.offsets == {0: 50, 1: 3} and restored.events_total == 2
+
+
+# ---------------------------------------------------------------------- chart history
+def test_history_is_bounded_and_covers_ten_minutes_of_viewers_and_an_hour_of_sales() -> None:
+    room = RoomState("r1")
+    t0 = 1_700_000_000_000 - 1_700_000_000_000 % 60_000
+    for n, second in enumerate(range(0, 2 * 3600, 2)):  # 2 h: a join / 2 s, an order / min
+        ts = t0 + second * 1000
+        room.apply(LiveEvent(f"j{n}", "join", ts, "r1", f"u{n}"))
+        if second % 60 == 0:
+            room.apply(LiveEvent(f"p{n}", "purchase", ts, "r1", f"u{n}", item_id="i1",
+                                 amount=10.0))
+        assert len(room.viewer_history) <= VIEWER_HISTORY_S // VIEWER_STEP_S + 1
+    history = room.history()
+    viewers, sales = history["viewers"], history["sales"]
+    assert len(viewers) == VIEWER_HISTORY_S // VIEWER_STEP_S + 1
+    steps = [t for t, _ in viewers]
+    assert steps == sorted(steps) and {b - a for a, b in itertools.pairwise(steps)} == {10_000}
+    assert steps[-1] == room.last_event_ts // 10_000 * 10_000
+    assert viewers[-1][1] == len(room.viewers) and viewers[0][1] < viewers[-1][1]
+    assert len(sales) == HISTORY_MINUTES + 1            # the last hour and the open minute
+    assert sales[-1][0] == room.last_event_ts // 60_000 * 60_000
+    assert all(orders == 1 and gmv == 10.0 for _, orders, gmv in sales)
+
+
+def test_history_fills_quiet_minutes_with_zeros_and_survives_a_snapshot() -> None:
+    room = fold(ev("join", 1, "a"), ev("purchase", 2, "a", item_id="i1", amount=5.5),
+                ev("join", 185, "b"))
+    history = room.history()
+    starts = [row[0] for row in history["sales"]]
+    assert starts == [T0, T0 + 60_000, T0 + 120_000, T0 + 180_000]
+    assert history["sales"][0][1:] == [1, 5.5]
+    assert [row[1:] for row in history["sales"][1:]] == [[0, 0.0]] * 3
+    assert history["viewers"] == [[T0, 1], [T0 + 180_000, 2]]
+    restored = RoomState.from_dict(orjson.loads(orjson.dumps(room.to_dict())))
+    assert restored.history() == history
+    restored.apply(ev("join", 191, "c"))
+    assert restored.history()["viewers"][-1] == [T0 + 190_000, 3]
+    assert RoomState("empty").history()["viewers"] == []

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from online_models.sentiment import NEUTRAL_THRESHOLD, LexiconSentiment, MoodWindow, label
-from online_models.text import keywords, tokenize
+from online_models.text import CHINESE_STOP_WORDS, keywords, tokenize
 from streams.simulator import CHECKOUT_COMPLAINTS, COMMENTS, EMOJI
 
 
@@ -54,6 +54,33 @@ def test_keywords_drop_chinese_function_bigrams_but_keep_modified_words() -> Non
     words = keywords("这个颜色太好看了, 质量很差")
     assert "颜色" in words and "好看" in words and "很差" in words
     assert not {"这个", "个颜", "看了", "量很"} & set(words)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # the character pairs of issue 19 (少钱, 色绝, 候发) are gone: words or nothing
+    ("多少钱?", []),
+    ("这个颜色绝了", ["颜色"]),
+    ("什么时候发货", ["发货"]),
+    ("有优惠券吗", ["优惠券"]),
+    ("性价比超高", ["性价比", "超高"]),
+    ("尺码偏大吗", ["尺码", "偏大"]),
+    ("支付一直转圈", ["支付", "转圈"]),
+    ("冲", ["冲"]),
+    ("的", []),
+])
+def test_chinese_keywords_are_dictionary_words(text: str, expected: list[str]) -> None:
+    assert keywords(text) == expected
+
+
+def test_chinese_keywords_never_straddle_a_word_boundary() -> None:
+    pairs = {"少钱", "色绝", "候发", "么时", "优惠", "惠券", "价比"}
+    for (language, _), texts in COMMENTS.items():
+        for text in texts:
+            words = keywords(text)
+            assert not pairs & set(words), (text, words)
+            if language == "zh":
+                cjk = [w for w in words if not w.isascii()]
+                assert all(w not in CHINESE_STOP_WORDS for w in cjk)
 
 
 @settings(max_examples=200, deadline=None)
@@ -282,3 +309,11 @@ def test_mood_window_on_simulated_traffic_reflects_the_tone_mix() -> None:
             target.add(i * 1_000, model.predict_one(text + EMOJI[i % len(EMOJI)]), keywords(text))
     assert happy.summary(60_000)["sentiment"] > 0 > angry.summary(60_000)["sentiment"]
     assert angry.summary(60_000)["negative_share"] > angry.summary(60_000)["positive_share"]
+
+
+def test_a_long_comment_is_segmented_only_up_to_the_cap() -> None:
+    from online_models.text import MAX_SEGMENTED_CHARS
+
+    head = "质量很差" * (MAX_SEGMENTED_CHARS // 4)
+    assert keywords(head + "发货太慢" * 50) == ["质量", "很差"]
+    assert keywords("发货太慢 " + head) == ["发货", "太慢", "质量", "很差"]
