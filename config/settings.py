@@ -140,6 +140,11 @@ class Settings:
         "per event or two otherwise); adds at most this much latency. 0: off."
     )
     producer_linger_ms: int = _setting(1, "Producer linger: batching window for output records.")
+    producer_max_batch_bytes: int = _setting(
+        512 * 1024, "Largest producer batch per output partition (Faust's default is 16 KiB: "
+        "a burst of output to one partition, such as a flood's dead letters, then goes out "
+        "one small batch per broker round trip while every other output waits behind it)."
+    )
     commit_interval_s: float = _setting(1.0, "How often consumed offsets are committed.")
     session_timeout_s: float = _setting(10.0, "Consumer group session timeout.")
     rebalance_timeout_s: float = _setting(
