@@ -55,6 +55,8 @@ from pathlib import Path
 from typing import Any
 
 from online_models.anomaly import AnomalyDetector
+from online_models.anomaly_cad import ContextAnomalyDetector
+from online_models.anomaly_ensemble import EnsembleDetector
 
 PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 PROBATION = 0.15
@@ -300,8 +302,18 @@ def default_factory(warmup: int) -> AnomalyDetector:
     return AnomalyDetector(warmup=warmup, seed=0)
 
 
+def cad_factory(warmup: int) -> ContextAnomalyDetector:
+    return ContextAnomalyDetector(warmup=warmup, seed=0)
+
+
+def ensemble_factory(warmup: int) -> EnsembleDetector:
+    return EnsembleDetector(warmup=warmup, seed=0)
+
+
 DETECTORS: dict[str, Callable[[int], Any]] = {
     "forecast": default_factory,
+    "cad": cad_factory,
+    "ensemble": ensemble_factory,
 }
 """``--detector`` names: a factory of a fresh detector given its warm-up (the probation)."""
 
