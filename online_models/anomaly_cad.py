@@ -110,7 +110,8 @@ class ContextAnomalyDetector:
 
     def _level(self, value: float) -> int:
         assert self._origin is not None
-        return math.floor((value - self._origin) / self._width)
+        position = (value - self._origin) / self._width
+        return math.floor(min(max(position, -1e15), 1e15))   # finite even for 1e300
 
     def _novelty(self, value: float) -> float:
         return self._keys(value)[1]
