@@ -26,6 +26,7 @@ True
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,8 +59,8 @@ class Calibrator:
     def __init__(self, bins: int = 1024, cap: int = 20_000) -> None:
         self.bins = bins
         self.cap = cap
-        self.counts = [0.0] * bins
-        self.tree = [0.0] * (bins + 1)   # Fenwick tree over bins in descending order
+        self.counts = array("d", bytes(8 * bins))
+        self.tree = array("d", bytes(8 * (bins + 1)))   # Fenwick tree, highest bin first
         self.total = 0.0
 
     def _index(self, score: float) -> int:
@@ -92,13 +93,14 @@ class Calibrator:
             tree[i] += 1.0
             i += i & -i
         if self.total >= self.cap:
-            self.counts = [count / 2.0 for count in self.counts]
+            self.counts = array("d", (count / 2.0 for count in self.counts))
             self.total /= 2.0
-            self.tree = [0.0] * (n + 1)
+            self.tree = array("d", bytes(8 * (n + 1)))
+            tree = self.tree
             for b, count in enumerate(self.counts):
                 j = n - b
                 while j <= n:
-                    self.tree[j] += count
+                    tree[j] += count
                     j += j & -j
 
     def size(self) -> tuple[int, int]:
