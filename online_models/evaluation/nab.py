@@ -475,6 +475,27 @@ def leave_one_group_out(corpus: Sequence[Series],
     return out
 
 
+_SHORT = {"standard": "standard", "reward_low_FP_rate": "low_FP",
+          "reward_low_FN_rate": "low_FN"}
+
+
+def _figures(scores: dict[str, float], profiles: Iterable[str]) -> str:
+    return "  ".join(f"{_SHORT.get(p, p)} {scores[p]:6.2f}" for p in profiles)
+
+
+def _print_logo(label: str, logo: dict[str, Any], profiles: dict[str, Any]) -> None:
+    """One line per held-out group and the combined line of a leave-one-group-out run."""
+    for group, line in logo["groups"].items():
+        figures = "  ".join(
+            f"{_SHORT.get(p, p)} {line[p]:6.2f}" if p in line else
+            f"{_SHORT.get(p, p)} raw {line['raw'][p]:.3f}" for p in profiles)
+        chosen = ",".join(sorted(set(line["detector"].values())))
+        print(f"logo {label} {group:<24} windows {line['windows']:>3}  {figures}  "
+              f"threshold {line['thresholds'].get('standard')} ({chosen})")
+    total = sum(line["windows"] for line in logo["groups"].values())
+    print(f"logo {label} {'combined':<24} windows {total:>3}  {_figures(logo, profiles)}")
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run (or read) the detector's scores over a NAB tree, score them, print the result."""
     parser = argparse.ArgumentParser(prog="livepulse eval nab",
@@ -536,28 +557,26 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "points": points,
         "points_per_s": speeds[detector],
     }
-    if len(candidates) > 1:
-        summary["all_files"] = {}
-        for name, detector_scores in candidates.items():
-            part = score_corpus(corpus, detector_scores, profiles)
-            summary["all_files"][name] = {**_rounded(part.normalised),
-                                          "points_per_s": speeds[name]}
     if len({series.group for series in corpus}) > 1:
-        logo = leave_one_group_out(corpus, candidates, profiles)
-        summary["logo"] = logo
-        short = {"standard": "standard", "reward_low_FP_rate": "low_FP",
-                 "reward_low_FN_rate": "low_FN"}
-        for group, line in logo["groups"].items():
-            figures = "  ".join(
-                f"{short.get(p, p)} {line[p]:6.2f}" if p in line else
-                f"{short.get(p, p)} raw {line['raw'][p]:.3f}" for p in profiles)
-            chosen = sorted(set(line["detector"].values()))
-            print(f"logo {group:<28} windows {line['windows']:>3}  {figures}  "
-                  f"threshold {line['thresholds'].get('standard')} ({','.join(chosen)})")
-        figures = "  ".join(f"{short.get(p, p)} {logo[p]:6.2f}" for p in profiles)
-        print(f"logo {'combined':<28} windows {summary['windows']:>3}  {figures}")
-        figures = "  ".join(f"{short.get(p, p)} {result.normalised[p]:6.2f}" for p in profiles)
-        print(f"all-files {detector:<23} windows {summary['windows']:>3}  {figures}")
+        # each detector alone (thresholds from the other groups), then, with several, the
+        # detector too chosen on the other groups
+        runs = [(name, {name: detector_scores}) for name, detector_scores in candidates.items()]
+        if len(candidates) > 1:
+            runs.append(("selected", candidates))
+            summary["all_files"], summary["logo_by_detector"] = {}, {}
+        for label, chosen in runs:
+            logo = leave_one_group_out(corpus, chosen, profiles)
+            _print_logo(label, logo, profiles)
+            if label != "selected":
+                every = score_corpus(corpus, chosen[label], profiles).normalised
+                print(f"all-files {label:<23} windows {summary['windows']:>3}  "
+                      f"{_figures(every, profiles)}")
+            if len(candidates) == 1 or label == "selected":
+                summary["logo"] = logo
+            else:
+                summary["all_files"][label] = {**_rounded(every),
+                                               "points_per_s": speeds[label]}
+                summary["logo_by_detector"][label] = logo
     if args.holdout:
         summary["holdout"] = holdout(corpus, scores, profiles, set(args.holdout.split(",")))
     if args.compare:

@@ -212,7 +212,7 @@ def test_cli_reports_leave_one_group_out_beside_all_files(
                       rows=400, values={"g1/a.csv": values, "g2/b.csv": values})
     summary = eval_nab.main(["--data", str(tree), "--detector", "forecast"])
     out = capsys.readouterr().out
-    assert "logo combined" in out and "all-files forecast" in out
+    assert "logo forecast combined" in out and "all-files forecast" in out
     assert set(summary["logo"]["groups"]) == {"g1", "g2"}
     assert summary["logo"]["standard"] == pytest.approx(summary["standard"], abs=0.01)
     with pytest.raises(SystemExit):
