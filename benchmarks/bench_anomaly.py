@@ -40,6 +40,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.bench_incidents import ENGINE_BINS, ENGINE_CAPACITY
 from online_models.anomaly import AnomalyDetector
 from online_models.anomaly_cad import ContextAnomalyDetector
 from online_models.anomaly_ensemble import EnsembleDetector
@@ -103,9 +104,10 @@ def engine_forecast(warmup: int) -> AnomalyDetector:
 
 def engine_ensemble(warmup: int) -> EnsembleDetector:
     """The ensemble with the engine's forecast settings and the contextual detector."""
-    return EnsembleDetector([(engine_forecast(warmup), False),
-                             (ContextAnomalyDetector(warmup=warmup, rest=0, seed=0), True)],
-                            warmup=warmup)
+    return EnsembleDetector(
+        [(engine_forecast(warmup), False),
+         (ContextAnomalyDetector(warmup=warmup, rest=0, seed=0, capacity=ENGINE_CAPACITY),
+          True)], warmup=warmup, bins=ENGINE_BINS)
 
 
 DETECTORS: dict[str, Callable[[int], Any]] = {

@@ -91,12 +91,17 @@ def replay(*, seed: int, seconds: float, rate: float = 300.0, rooms: int = 6,
     return records, monitor, sim
 
 
+ENGINE_CAPACITY = 512   # (context, level) pairs of one live metric: about 60 KB in all
+ENGINE_BINS = 256
+
+
 def ensemble_detector() -> EnsembleDetector:
     """The engine's detector and a contextual one (small table: one live metric)."""
     return EnsembleDetector(
         [(default_detector(), False),
-         (ContextAnomalyDetector(warmup=DETECTOR_WARMUP, rest=0, capacity=2_000), True)],
-        warmup=DETECTOR_WARMUP)
+         (ContextAnomalyDetector(warmup=DETECTOR_WARMUP, rest=0, capacity=ENGINE_CAPACITY),
+          True)],
+        warmup=DETECTOR_WARMUP, bins=ENGINE_BINS)
 
 
 FACTORIES: dict[str, DetectorFactory] = {"forecast": default_detector,

@@ -93,12 +93,13 @@ class ContextAnomalyDetector:
         self._high = -math.inf
         self._origin: float | None = None   # lower edge of level 0, once fixed
         self._width = 1.0
-        self._recent: tuple[int, ...] = ()   # the last ``depth`` levels
-        self._pairs: dict[tuple[int, ...], int] = {}
-        self._contexts: dict[tuple[int, ...], int] = {}
+        # contexts ending at the last point, shortest first, as packed ints (see _digit)
+        self._recent: list[int] = []
+        self._pairs: dict[int, int] = {}
+        self._contexts: dict[int, int] = {}
         self._history: deque[float] = deque(maxlen=max(rest, 1))
         self._warm: list[float] = []   # the warm-up's values (at most ``warmup``)
-        self._cached: tuple[float, float, int, list[tuple[int, ...]]] | None = None
+        self._cached: tuple[float, float, int, list[int]] | None = None
 
     # ------------------------------------------------------------------ internals
 
@@ -116,44 +117,40 @@ class ContextAnomalyDetector:
     def _novelty(self, value: float) -> float:
         return self._keys(value)[1]
 
-    def _keys(self, value: float) -> tuple[float, float, int, list[tuple[int, ...]]]:
-        """(value, novelty, level, contexts ending at the last point, shortest first),
-        cached so that learning the value reuses the work."""
+    def _keys(self, value: float) -> tuple[float, float, int, list[int]]:
+        """(value, novelty, level digit, (context, level) pair keys), cached so that
+        learning the value reuses the work."""
         cached = self._cached
         if cached is not None and cached[0] == value:
             return cached
-        level = self._level(value)
-        recent = self._recent
+        digit = _digit(self._level(value))
         pairs, contexts = self._pairs, self._contexts
-        n = len(recent)
         predicted = failed = 0
-        new = self.depth - n     # contexts longer than the history are new by definition
-        keys = [recent[n - k:] for k in range(1, n + 1)]
-        for context in keys:
-            seen = (*context, level) in pairs
+        new = self.depth - len(self._recent)   # longer than the history: new by definition
+        keys = [context * _BASE + digit for context in self._recent]
+        for context, pair in zip(self._recent, keys, strict=True):
+            seen = pair in pairs
             if context in contexts:
                 predicted += 1
                 failed += not seen
             new += not seen
         novelty = 0.5 * (failed / predicted if predicted else 1.0) + 0.5 * new / self.depth
-        self._cached = (value, novelty, level, keys)
+        self._cached = (value, novelty, digit, keys)
         return self._cached
 
-    def _learn_level(self, level: int, keys: list[tuple[int, ...]] | None = None) -> None:
-        recent = self._recent
+    def _learn_level(self, digit: int, keys: list[int] | None = None) -> None:
         pairs, contexts = self._pairs, self._contexts
         if keys is None:
-            n = len(recent)
-            keys = [recent[n - k:] for k in range(1, n + 1)]
-        for context in keys:
-            pair = (*context, level)
+            keys = [context * _BASE + digit for context in self._recent]
+        for context, pair in zip(self._recent, keys, strict=True):
             pairs[pair] = pairs.get(pair, 0) + 1
             contexts[context] = contexts.get(context, 0) + 1
         if len(pairs) > self.capacity:
             _shrink(pairs)
         if len(contexts) > self.capacity:
             _shrink(contexts)
-        self._recent = (*recent, level)[-self.depth:]
+        # a (context, level) pair is the next point's context one level longer
+        self._recent = [digit, *keys[: self.depth - 1]]
 
     # ------------------------------------------------------------------ public API
 
@@ -180,10 +177,10 @@ class ContextAnomalyDetector:
         if value is None:
             return
         if self._origin is not None:
-            _, novelty, level, keys = self._keys(value)
+            _, novelty, digit, keys = self._keys(value)
             if self.rest:
                 self._history.append(novelty)
-            self._learn_level(level, keys)
+            self._learn_level(digit, keys)
         self._low = min(self._low, value)
         self._high = max(self._high, value)
         self.n_seen += 1
@@ -193,7 +190,7 @@ class ContextAnomalyDetector:
                 self._fix_levels()
                 warm, self._warm = self._warm, []
                 for old in warm:
-                    self._learn_level(self._level(old))
+                    self._learn_level(_digit(self._level(old)))
         self._cached = None
 
     def expected_range(self) -> tuple[float, float]:
@@ -202,9 +199,9 @@ class ContextAnomalyDetector:
             return (0.0, 0.0)
         if self._origin is None or not self._recent:
             return (self._low, self._high)
-        last = self._recent[-1]
+        last = self._recent[0]
         nexts = [level for level in range(-self.levels, 2 * self.levels)
-                 if (last, level) in self._pairs]
+                 if last * _BASE + _digit(level) in self._pairs]
         if not nexts:
             return (self._low, self._high)
         return (self._origin + min(nexts) * self._width,
@@ -217,7 +214,17 @@ class ContextAnomalyDetector:
                 "warmup_values": (len(self._warm), self.warmup)}
 
 
-def _shrink(table: dict[tuple[int, ...], int]) -> None:
+_BASE = 4096
+_EDGE = _BASE // 2 - 1
+
+
+def _digit(level: int) -> int:
+    """``level`` as a base-4096 digit in 1..4095 (levels beyond +-2047 share the extreme
+    digits), so a sequence of levels packs into one int: most recent level lowest."""
+    return min(max(level, -_EDGE), _EDGE) + _EDGE + 1
+
+
+def _shrink(table: dict[int, int]) -> None:
     """Drop the oldest quarter of ``table`` (insertion order)."""
     for key in list(table)[: len(table) // 4]:
         del table[key]

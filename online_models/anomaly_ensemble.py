@@ -124,6 +124,9 @@ class EnsembleDetector:
         Points before any score may be non-zero (used by the default members).
     cap
         Scores a calibrator counts before halving its counts.
+    bins
+        Bins of a calibrator's histogram (the contextual detector's novelties, with contexts
+        up to 4, are multiples of 1/24, so 256 resolve them all).
     seed
         Passed to the default members.
 
@@ -142,7 +145,7 @@ class EnsembleDetector:
 
     def __init__(self, members: Sequence[tuple[Any, bool]] | None = None, *,
                  combine: str = "max", warmup: int = 20, cap: int = 20_000,
-                 seed: int = 0) -> None:
+                 bins: int = 1024, seed: int = 0) -> None:
         if combine not in ("max", "mean"):
             raise ValueError(f"combine must be 'max' or 'mean', not {combine!r}")
         if members is None:
@@ -151,7 +154,7 @@ class EnsembleDetector:
         if not members:
             raise ValueError("an ensemble needs at least one member")
         self.members = [detector for detector, _ in members]
-        self.calibrators = [Calibrator(cap=cap) if calibrate else None
+        self.calibrators = [Calibrator(bins=bins, cap=cap) if calibrate else None
                             for _, calibrate in members]
         self.combine = combine
         self.warmup = warmup
