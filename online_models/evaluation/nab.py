@@ -525,8 +525,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     candidates: dict[str, list[list[float]]] = {}
     speeds: dict[str, int | None] = {}
     if args.score_only is not None:
-        candidates[str(args.score_only)] = read_scores(args.score_only, corpus)
-        speeds[str(args.score_only)] = None
+        label = args.score_only.name or str(args.score_only)
+        candidates[label] = read_scores(args.score_only, corpus)
+        speeds[label] = None
     else:
         names = [name.strip() for name in args.detector.split(",") if name.strip()]
         unknown = [name for name in names if name not in DETECTORS]
