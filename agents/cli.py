@@ -377,7 +377,8 @@ EVALUATIONS = {
     "sentiment": ("online_models.evaluation.sentiment", "main",
                   "comment sentiment accuracy on the shipped labelled sample"),
     "nab": ("online_models.evaluation.nab", "main",
-            "anomaly detector on the Numenta Anomaly Benchmark (--data DIR [--scores-out D])"),
+            "anomaly detectors on the Numenta Anomaly Benchmark, leave-one-group-out and all "
+            "files (--data DIR [--detector forecast,cad,ensemble] [--scores-out D])"),
 }
 
 

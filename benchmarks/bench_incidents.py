@@ -1,6 +1,7 @@
 """Anomaly incidents on simulator traffic, replayed in simulated time (no broker).
 
     python -m benchmarks.bench_incidents [--seeds 7,8,9] [--normal-s 1800] [--rate 300]
+        [--detector forecast|ensemble]
 
 The simulator's records go through the same pure parts the worker runs (``RoomState``,
 :class:`agents.anomalies.monitor.AnomalyMonitor`), one sample per second. Two figures:
@@ -10,6 +11,11 @@ The simulator's records go through the same pure parts the worker runs (``RoomSt
 * **detection**: for each scenario (injected at 40 s into a 90 s run, like the demo's
   30-75 % placement), how many incidents of the matching scope opened and resolved,
   seconds from injection to open and from injection to resolved.
+
+``--detector ensemble`` runs every watch on
+:class:`~online_models.anomaly_ensemble.EnsembleDetector`: the engine's detector
+(:func:`agents.anomalies.watches.default_detector`) and a calibrated
+:class:`~online_models.anomaly_cad.ContextAnomalyDetector`, maximum of the two.
 
 Prints one JSON line.
 """
@@ -25,8 +31,10 @@ from typing import Any
 import orjson
 
 from agents.anomalies.monitor import AnomalyMonitor
-from agents.anomalies.watches import DetectorFactory, default_detector
+from agents.anomalies.watches import DETECTOR_WARMUP, DetectorFactory, default_detector
 from agents.rooms.state import RoomState
+from online_models.anomaly_cad import ContextAnomalyDetector
+from online_models.anomaly_ensemble import EnsembleDetector
 from streams.contracts import CLICK_EVENT, LIVE_EVENT, validate
 from streams.simulator import Simulator
 
@@ -83,16 +91,35 @@ def replay(*, seed: int, seconds: float, rate: float = 300.0, rooms: int = 6,
     return records, monitor, sim
 
 
+ENGINE_CAPACITY = 512   # (context, level) pairs of one live metric: about 60 KB in all
+ENGINE_BINS = 256
+
+
+def ensemble_detector() -> EnsembleDetector:
+    """The engine's detector and a contextual one (small table: one live metric)."""
+    return EnsembleDetector(
+        [(default_detector(), False),
+         (ContextAnomalyDetector(warmup=DETECTOR_WARMUP, rest=0, capacity=ENGINE_CAPACITY),
+          True)],
+        warmup=DETECTOR_WARMUP, bins=ENGINE_BINS)
+
+
+FACTORIES: dict[str, DetectorFactory] = {"forecast": default_detector,
+                                         "ensemble": ensemble_detector}
+
+
 def opened(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in records if r["status"] == "open"]
 
 
-def false_alarms(seeds: Sequence[int], seconds: float, rate: float) -> dict[str, Any]:
+def false_alarms(seeds: Sequence[int], seconds: float, rate: float,
+                 factory: DetectorFactory = default_detector) -> dict[str, Any]:
     per_scope: Counter[str] = Counter()
     examples = []
     started = time.perf_counter()
     for seed in seeds:
-        records, _, _ = replay(seed=seed, seconds=seconds, rate=rate)
+        records, _, _ = replay(seed=seed, seconds=seconds, rate=rate,
+                               detector_factory=factory)
         for record in opened(records):
             per_scope[record["scope"]] += 1
             if len(examples) < 5:
@@ -109,7 +136,8 @@ SCENARIO_SCOPE = {"bot_click_flood": "user", "viewer_drop": "room", "gift_fraud_
                   "checkout_outage": "room"}
 
 
-def detection(seeds: Sequence[int], rate: float, span_s: float = 8.0) -> dict[str, Any]:
+def detection(seeds: Sequence[int], rate: float, span_s: float = 8.0,
+              factory: DetectorFactory = default_detector) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, scope in SCENARIO_SCOPE.items():
         rows = []
@@ -118,7 +146,8 @@ def detection(seeds: Sequence[int], rate: float, span_s: float = 8.0) -> dict[st
             room = "room-2" if name == "viewer_drop" else "room-1"
             records, _, _ = replay(seed=seed, seconds=90.0, rate=rate,
                                      scenarios=[(at, name, None if name == "bot_click_flood"
-                                                 else room, span_s)])
+                                                 else room, span_s)],
+                                     detector_factory=factory)
             start = START_MS + int(at * 1000)
             mine = [r for r in records if r["scope"] == scope]
             if name == "bot_click_flood":
@@ -143,10 +172,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seeds", default="7,8,9")
     parser.add_argument("--normal-s", type=float, default=1800.0)
     parser.add_argument("--rate", type=float, default=300.0)
+    parser.add_argument("--detector", choices=sorted(FACTORIES), default="forecast")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
-    result = {"false_alarms": false_alarms(seeds, args.normal_s, args.rate),
-              "detection": detection(seeds, args.rate)}
+    factory = FACTORIES[args.detector]
+    result = {"detector": args.detector,
+              "false_alarms": false_alarms(seeds, args.normal_s, args.rate, factory),
+              "detection": detection(seeds, args.rate, factory=factory)}
     print(orjson.dumps(result).decode())
     return result
 

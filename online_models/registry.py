@@ -31,6 +31,8 @@ from importlib import resources
 from typing import Any
 
 from online_models.anomaly import AnomalyDetector
+from online_models.anomaly_cad import ContextAnomalyDetector
+from online_models.anomaly_ensemble import EnsembleDetector
 from online_models.propensity import LeaveRisk, OnlineClassifier, PurchasePropensity
 from online_models.recsys import HybridRecommender
 from online_models.sentiment import LexiconSentiment, NgramSentiment
@@ -438,4 +440,32 @@ register(ModelSpec(
     predict=lambda model, x: model.score_one(x), valid=_valid_score,
     bounds=lambda model: model.size(),
     long_stream=3_000, saturates=("recent", "history"),
+))
+
+def _metric_continuation(seed: int) -> list[dict[str, Any]]:
+    """The 40 points after the conformance suite's 400 (novelty depends on the series)."""
+    return list(metric_stream(seed, 440))[400:]
+
+
+register(ModelSpec(
+    name="anomaly-cad",
+    factory=lambda seed: ContextAnomalyDetector(seed=seed, capacity=120, warmup=20, rest=0),
+    stream=metric_stream, learn=lambda model, x: model.learn_one(x),
+    probes=_metric_continuation, unseen=_unseen_metrics,
+    predict=lambda model, x: model.score_one(x), valid=_valid_score,
+    bounds=lambda model: model.size(),
+    long_stream=3_000, saturates=("pairs", "contexts"),
+))
+
+register(ModelSpec(
+    name="anomaly-ensemble",
+    factory=lambda seed: EnsembleDetector(
+        [(AnomalyDetector(seed=seed, window=64, history=200, warmup=20), False),
+         (ContextAnomalyDetector(seed=seed, capacity=120, warmup=20, rest=0), True)],
+        warmup=20, cap=500),
+    stream=metric_stream, learn=lambda model, x: model.learn_one(x),
+    probes=_metric_probes, unseen=_unseen_metrics,
+    predict=lambda model, x: model.score_one(x), valid=_valid_score,
+    bounds=lambda model: model.size(),
+    long_stream=3_000, saturates=("0.recent", "0.history", "1.pairs"),
 ))

@@ -1,4 +1,4 @@
-"""Numenta Anomaly Benchmark (NAB) scoring of :class:`~online_models.anomaly.AnomalyDetector`.
+"""Numenta Anomaly Benchmark (NAB) scoring of the streaming anomaly detectors.
 
 ``DIR`` is a NAB tree: ``DIR/data/<group>/<file>.csv`` (``timestamp,value``),
 ``DIR/labels/combined_windows.json`` and ``DIR/profiles.json``. Each file is streamed through
@@ -30,9 +30,14 @@ Command line (``livepulse eval nab`` runs :func:`main`)::
     livepulse eval nab --data /work/shared/datasets/nab [--scores-out DIR2]
     livepulse eval nab --data DIR --score-only DIR/reference-results/numenta
     livepulse eval nab --data DIR --holdout realAdExchange,artificialNoAnomaly
+    livepulse eval nab --data DIR --detector forecast,cad,ensemble
 
-It prints one line per file (raw standard score, windows, detections) and, as its last line,
-one JSON object with the normalised scores per profile.
+It prints one line per file (raw standard score, windows, detections), then the
+**leave-one-group-out** lines (:func:`leave_one_group_out`: each top-level group scored at the
+threshold, and detector when several are given, chosen on the other groups only; the primary
+figure) beside the all-files line (one threshold optimised over every file, as NAB does), and,
+as its last line, one JSON object: the all-files scores at the top level, ``logo`` for the
+leave-one-group-out ones.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ from pathlib import Path
 from typing import Any
 
 from online_models.anomaly import AnomalyDetector
+from online_models.anomaly_cad import ContextAnomalyDetector
+from online_models.anomaly_ensemble import EnsembleDetector
 
 PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 PROBATION = 0.15
@@ -295,6 +302,22 @@ def default_factory(warmup: int) -> AnomalyDetector:
     return AnomalyDetector(warmup=warmup, seed=0)
 
 
+def cad_factory(warmup: int) -> ContextAnomalyDetector:
+    return ContextAnomalyDetector(warmup=warmup, seed=0)
+
+
+def ensemble_factory(warmup: int) -> EnsembleDetector:
+    return EnsembleDetector(warmup=warmup, seed=0)
+
+
+DETECTORS: dict[str, Callable[[int], Any]] = {
+    "forecast": default_factory,
+    "cad": cad_factory,
+    "ensemble": ensemble_factory,
+}
+"""``--detector`` names: a factory of a fresh detector given its warm-up (the probation)."""
+
+
 def run_corpus(corpus: Sequence[Series], factory: Callable[[int], Any] = default_factory
                ) -> tuple[list[list[float]], float]:
     """Scores for every series and the detector's seconds (score + learn only)."""
@@ -377,6 +400,102 @@ def holdout(corpus: Sequence[Series], scores: Sequence[Sequence[float]],
             "held_out_own_thresholds": _rounded(own.normalised)}
 
 
+def leave_one_group_out(corpus: Sequence[Series],
+                        candidates: dict[str, Sequence[Sequence[float]]],
+                        profiles: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """NAB scores where nothing is tuned on the group being scored.
+
+    For each group (top-level folder) and profile, the detector among ``candidates``
+    (``{name: scores per series}``) and its threshold are chosen to maximise the raw score
+    on the *other* groups, then applied to that group. The combined figure sums every group's
+    raw score at its own held-out choice and normalises it over the whole corpus (null 0,
+    perfect 100), like the all-files score; groups are also reported alone (normalised when
+    they have windows, raw always).
+
+    >>> from datetime import datetime, timedelta
+    >>> times = [datetime(2024, 1, 1) + timedelta(minutes=i) for i in range(100)]
+    >>> corpus = [Series(f"g{k}/a.csv", [""] * 100, times, [0.0] * 100, [(50, 59)])
+    ...           for k in range(3)]
+    >>> spike = [[1.0 if i == 50 else 0.0 for i in range(100)]] * 3
+    >>> logo = leave_one_group_out(corpus, {"spike": spike}, load_profiles(Path("/none")))
+    >>> logo["standard"], logo["groups"]["g1"]["thresholds"]["standard"]
+    (100.0, 1.0)
+    """
+    if not candidates:
+        raise ValueError("no detector scores")
+    ids = window_ids(corpus)
+    swept = {name: [sweep(series, file_scores, file_ids[0] if file_ids else 0)
+                    for series, file_scores, file_ids in zip(corpus, scores, ids, strict=True)]
+             for name, scores in candidates.items()}
+    groups = sorted({series.group for series in corpus})
+    if len(groups) < 2:
+        raise SystemExit("leave-one-group-out needs at least two groups")
+    members = {group: [i for i, series in enumerate(corpus) if series.group == group]
+               for group in groups}
+    totals = dict.fromkeys(profiles, 0.0)
+    per_group: dict[str, dict[str, Any]] = {}
+    for group in groups:
+        tune = [i for i in range(len(corpus)) if corpus[i].group != group]
+        tune_ids = [window for i in tune for window in ids[i]]
+        test_ids = [window for i in members[group] for window in ids[i]]
+        line: dict[str, Any] = {"windows": len(test_ids), "files": len(members[group]),
+                                "detector": {}, "thresholds": {}, "raw": {}}
+        for profile, costs in profiles.items():
+            best_name, best_threshold_, best_raw = "", 1.1, -math.inf
+            for name, rows in swept.items():
+                tune_rows = [row for i in tune for row in rows[i]]
+                threshold, raw = best_threshold(tune_rows, tune_ids, costs)
+                if raw > best_raw:
+                    best_name, best_threshold_, best_raw = name, threshold, raw
+            rows = swept[best_name]
+            raw = sum(file_score(rows[i], ids[i], best_threshold_, costs)[0]
+                      for i in members[group])
+            totals[profile] += raw
+            line["detector"][profile] = best_name
+            line["thresholds"][profile] = round(best_threshold_, 6)
+            line["raw"][profile] = round(raw, 3)
+            if test_ids:
+                null_rows = [Row(0.5, row.weight, row.window)
+                             for i in members[group] for row in rows[i]]
+                null = best_threshold(null_rows, test_ids, costs)[1]
+                perfect = len(test_ids) * costs["tpWeight"]
+                line[profile] = round(100.0 * (raw - null) / (perfect - null), 2)
+        per_group[group] = line
+    all_ids = [window for file_ids in ids for window in file_ids]
+    any_rows = next(iter(swept.values()))
+    null_rows = [Row(0.5, row.weight, row.window) for rows in any_rows for row in rows]
+    out: dict[str, Any] = {}
+    for profile, costs in profiles.items():
+        null = best_threshold(null_rows, all_ids, costs)[1]
+        perfect = len(all_ids) * costs["tpWeight"]
+        out[profile] = round(100.0 * (totals[profile] - null) / (perfect - null), 2) \
+            if perfect > null else float("nan")
+    out["raw"] = {profile: round(total, 3) for profile, total in totals.items()}
+    out["groups"] = per_group
+    return out
+
+
+_SHORT = {"standard": "standard", "reward_low_FP_rate": "low_FP",
+          "reward_low_FN_rate": "low_FN"}
+
+
+def _figures(scores: dict[str, float], profiles: Iterable[str]) -> str:
+    return "  ".join(f"{_SHORT.get(p, p)} {scores[p]:6.2f}" for p in profiles)
+
+
+def _print_logo(label: str, logo: dict[str, Any], profiles: dict[str, Any]) -> None:
+    """One line per held-out group and the combined line of a leave-one-group-out run."""
+    for group, line in logo["groups"].items():
+        figures = "  ".join(
+            f"{_SHORT.get(p, p)} {line[p]:6.2f}" if p in line else
+            f"{_SHORT.get(p, p)} raw {line['raw'][p]:.3f}" for p in profiles)
+        chosen = ",".join(sorted(set(line["detector"].values())))
+        print(f"logo {label} {group:<24} windows {line['windows']:>3}  {figures}  "
+              f"threshold {line['thresholds'].get('standard')} ({chosen})")
+    total = sum(line["windows"] for line in logo["groups"].values())
+    print(f"logo {label} {'combined':<24} windows {total:>3}  {_figures(logo, profiles)}")
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run (or read) the detector's scores over a NAB tree, score them, print the result."""
     parser = argparse.ArgumentParser(prog="livepulse eval nab",
@@ -389,6 +508,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--groups", default=None, help="comma-separated groups to use")
     parser.add_argument("--holdout", default=None,
                         help="comma-separated groups scored at thresholds tuned on the others")
+    parser.add_argument("--detector", default="forecast",
+                        help=f"detector(s), comma-separated: {', '.join(DETECTORS)}; with "
+                        "several, leave-one-group-out also picks the detector on the other "
+                        "groups")
     parser.add_argument("--compare", action="store_true",
                         help="also score DIR/reference-results/* on the same files")
     args = parser.parse_args(argv)
@@ -399,14 +522,26 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"no data files under {args.data / 'data'}")
     profiles = load_profiles(args.data)
     points = sum(len(series.values) for series in corpus)
+    candidates: dict[str, list[list[float]]] = {}
+    speeds: dict[str, int | None] = {}
     if args.score_only is not None:
-        scores, seconds = read_scores(args.score_only, corpus), 0.0
-        detector = str(args.score_only)
+        label = args.score_only.name or str(args.score_only)
+        candidates[label] = read_scores(args.score_only, corpus)
+        speeds[label] = None
     else:
-        scores, seconds = run_corpus(corpus)
-        detector = "livepulse.AnomalyDetector"
+        names = [name.strip() for name in args.detector.split(",") if name.strip()]
+        unknown = [name for name in names if name not in DETECTORS]
+        if unknown or not names:
+            raise SystemExit(f"--detector {args.detector}: choose from {sorted(DETECTORS)}")
+        for name in names:
+            scores, seconds = run_corpus(corpus, DETECTORS[name])
+            candidates[name] = scores
+            speeds[name] = round(points / seconds) if seconds > 0 else None
+    detector, scores = next(iter(candidates.items()))
     if args.scores_out is not None:
-        write_scores(args.scores_out, corpus, scores)
+        for name, detector_scores in candidates.items():
+            out = args.scores_out / name if len(candidates) > 1 else args.scores_out
+            write_scores(out, corpus, detector_scores)
     result = score_corpus(corpus, scores, profiles)
     for series in corpus:
         standard = result.per_file[series.name]["standard"]
@@ -421,16 +556,40 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "files": len(corpus),
         "windows": sum(len(series.windows) for series in corpus),
         "points": points,
-        "points_per_s": round(points / seconds) if seconds > 0 else None,
+        "points_per_s": speeds[detector],
     }
+    if len({series.group for series in corpus}) > 1:
+        # each detector alone (thresholds from the other groups), then, with several, the
+        # detector too chosen on the other groups
+        runs = [(name, {name: detector_scores}) for name, detector_scores in candidates.items()]
+        if len(candidates) > 1:
+            runs.append(("selected", candidates))
+            summary["all_files"], summary["logo_by_detector"] = {}, {}
+        for label, chosen in runs:
+            logo = leave_one_group_out(corpus, chosen, profiles)
+            _print_logo(label, logo, profiles)
+            if label != "selected":
+                every = score_corpus(corpus, chosen[label], profiles).normalised
+                print(f"all-files {label:<23} windows {summary['windows']:>3}  "
+                      f"{_figures(every, profiles)}")
+            if len(candidates) == 1 or label == "selected":
+                summary["logo"] = logo
+            else:
+                summary["all_files"][label] = {**_rounded(every),
+                                               "points_per_s": speeds[label]}
+                summary["logo_by_detector"][label] = logo
     if args.holdout:
         summary["holdout"] = holdout(corpus, scores, profiles, set(args.holdout.split(",")))
     if args.compare:
         reference = {}
         for ref_dir in sorted((args.data / "reference-results").glob("*")):
             if ref_dir.is_dir():
-                ref = score_corpus(corpus, read_scores(ref_dir, corpus), profiles)
+                ref_scores = read_scores(ref_dir, corpus)
+                ref = score_corpus(corpus, ref_scores, profiles)
                 reference[ref_dir.name] = _rounded(ref.normalised)
+                if "logo" in summary:
+                    ref_logo = leave_one_group_out(corpus, {ref_dir.name: ref_scores}, profiles)
+                    reference[ref_dir.name]["logo"] = {p: ref_logo[p] for p in profiles}
         summary["reference"] = reference
     print(json.dumps(summary))
     return summary

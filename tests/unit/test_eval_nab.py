@@ -180,3 +180,40 @@ def test_on_the_shared_nab_subset_it_beats_windowed_gaussian(
     assert ours["standard"] > reference["standard"]
     assert ours["reward_low_FP_rate"] > reference["reward_low_FP_rate"]
     assert ours["reward_low_FN_rate"] > reference["reward_low_FN_rate"]
+
+
+def test_leave_one_group_out_tunes_each_group_on_the_others_only(tmp_path: Path) -> None:
+    tree = write_tree(tmp_path, {"g1/a.csv": [WINDOW], "g2/b.csv": [WINDOW]})
+    corpus = load_corpus(tree)
+    a = [0.0] * ROWS
+    a[WINDOW[0]], a[20] = 0.9, 0.5   # g1 alone: 0.9 is best (0.5 adds a false positive)
+    b = [0.0] * ROWS
+    b[WINDOW[0]] = 0.6               # g2 alone: 0.6 is best
+    profiles = load_profiles(tree)
+    logo = eval_nab.leave_one_group_out(corpus, {"x": [a, b], "silent": [[0.0] * ROWS] * 2},
+                                        profiles)
+    # g2 is scored at g1's threshold (0.9: its window missed), g1 at g2's (0.6: found, and
+    # the 0.5 false positive stays below it)
+    assert logo["groups"]["g2"]["thresholds"]["standard"] == 0.9
+    assert logo["groups"]["g2"]["raw"]["standard"] == pytest.approx(-1.0)
+    assert logo["groups"]["g1"]["thresholds"]["standard"] == 0.6
+    assert logo["groups"]["g1"]["raw"]["standard"] == pytest.approx(1.0)
+    assert logo["groups"]["g1"]["detector"]["standard"] == "x"
+    # combined: raw 0 between null -2 and perfect 2; all files at one threshold: perfect
+    assert logo["standard"] == pytest.approx(50.0)
+    assert score_corpus(corpus, [a, b], profiles).normalised["standard"] == pytest.approx(100.0)
+
+
+def test_cli_reports_leave_one_group_out_beside_all_files(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    values = [50.0 + (row % 5) for row in range(400)]
+    values[300] = 500.0
+    tree = write_tree(tmp_path / "nab", {"g1/a.csv": [(290, 309)], "g2/b.csv": [(290, 309)]},
+                      rows=400, values={"g1/a.csv": values, "g2/b.csv": values})
+    summary = eval_nab.main(["--data", str(tree), "--detector", "forecast"])
+    out = capsys.readouterr().out
+    assert "logo forecast combined" in out and "all-files forecast" in out
+    assert set(summary["logo"]["groups"]) == {"g1", "g2"}
+    assert summary["logo"]["standard"] == pytest.approx(summary["standard"], abs=0.01)
+    with pytest.raises(SystemExit):
+        eval_nab.main(["--data", str(tree), "--detector", "nope"])
