@@ -44,6 +44,8 @@ from agents.promo.campaigns import (
     Decider,
     EventFacts,
 )
+from agents.promo.feedback import CampaignReports
+from agents.promo.feedback import register as register_feedback
 from agents.state import WriteBehindTable
 from agents.users.profile import UserProfile
 from config.settings import Settings
@@ -96,6 +98,7 @@ class PromoTriggers:
         self.book = book
         self.decider = Decider(book, engine.settings.partitions)
         self.stats = CampaignStats()
+        self.feedback = CampaignReports(known=lambda cid: book.get(cid) is not None)
         self.state = state      # write-behind table: user -> {"v", "r": [recent triggers]}
         self.budget = budget    # write-behind table: "campaign|partition" -> spent
         self.synced = False     # the campaigns topic was read to its end at least once
@@ -216,7 +219,7 @@ class PromoTriggers:
         """Follow the campaigns and attribution topics for ever (retrying on errors, from
         the positions reached, those of :meth:`load` first)."""
         reader = ControlTopicReader(
-            bootstrap, [self.names.campaigns, self.names.attribution],
+            bootstrap, [self.names.campaigns, self.names.attribution, self.names.ad_feedback],
             client_options=kafka_client_options(self.engine.settings),
             fetch_wait_ms=CONTROL_FETCH_WAIT_MS,
             default_partitions=self.engine.settings.partitions,
@@ -228,7 +231,14 @@ class PromoTriggers:
     def _apply_control(self, rec: ConsumerRecord[bytes, bytes]) -> None:
         if rec.topic == self.names.campaigns:
             self.apply_campaign(_key(rec.key), rec.value)
-        elif rec.value is not None:
+        elif rec.value is None:
+            return
+        elif rec.topic == self.names.ad_feedback:
+            try:
+                self.feedback.add_raw(orjson.loads(rec.value))
+            except orjson.JSONDecodeError:
+                self.feedback.invalid += 1  # dead-lettered by the feedback handler
+        else:
             with contextlib.suppress(orjson.JSONDecodeError):
                 self.stats.add(orjson.loads(rec.value))
 
@@ -254,6 +264,16 @@ class PromoTriggers:
                               for c in self.book.campaigns()],
                 "rejected": dict(self.book.rejected)}
 
+    def campaign_report(self, campaign_id: str, at_ms: int) -> dict[str, Any] | None:
+        """``GET /api/campaigns/{id}/report``: per variant x channel feedback figures and the
+        experiment's (None: no such campaign in force)."""
+        campaign = self.book.get(campaign_id)
+        if campaign is None:
+            return None
+        return {"ts": at_ms, "synced": self.synced,
+                **self.feedback.report(campaign_id, self.stats.report(campaign_id),
+                                       campaign.cost)}
+
 
 def describe(campaign: Campaign, source: str, at_ms: int,
              stats: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -276,6 +296,7 @@ def register(engine: Engine) -> PromoTriggers:
                                         partitions=settings.partitions), outputs=engine.outputs)
     engine.hooks.before_commit.extend((state.flush, budget.flush))
     promo = PromoTriggers(engine, book, state, budget)
+    register_feedback(engine, known=lambda cid: promo.book.get(cid) is not None)
     promo.load(bootstrap_of(app))
 
     @app.task
