@@ -122,15 +122,18 @@ class AdSystemModel:
 
 async def run(bootstrap: str, triggers_topic: str, feedback_topic: str,
               model: AdSystemModel | None = None, *, speed: float = 1.0,
-              group_id: str = "livepulse-ad-system",
+              group_id: str = "livepulse-ad-system", from_beginning: bool = False,
               client_options: Mapping[str, Any] | None = None) -> None:
     """Answer every trigger of ``triggers_topic`` on ``feedback_topic`` for ever, each
-    record sent when its delay has passed (delays divided by ``speed``)."""
+    record sent when its delay has passed (delays divided by ``speed``) and stamped with
+    the time it is sent. ``from_beginning``: a new group starts at the topic's beginning
+    (else at its end)."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     model = model or AdSystemModel()
     consumer = AIOKafkaConsumer(triggers_topic, bootstrap_servers=bootstrap,
-                                group_id=group_id, auto_offset_reset="latest",
+                                group_id=group_id,
+                                auto_offset_reset="earliest" if from_beginning else "latest",
                                 **(client_options or {}))
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20,
                                 **(client_options or {}))
