@@ -29,6 +29,7 @@ True
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import heapq
 import logging
@@ -167,3 +168,35 @@ async def run(bootstrap: str, triggers_topic: str, feedback_topic: str,
     finally:
         await consumer.stop()
         await producer.stop()
+
+
+# ------------------------------------------------------------------ CLI: livepulse ad-system
+def add_command(sub: Any) -> None:
+    """``livepulse ad-system``: answer the deployment's triggers (registered by agents.cli)."""
+    parser = sub.add_parser("ad-system", help="simulate an ad system: answer promo triggers "
+                            "with ad-feedback records (delivered, shown, clicked, ...)")
+    parser.add_argument("--speed", type=float, default=1.0,
+                        help="divide the simulated delays by this (default 1: real time)")
+    parser.add_argument("--from-beginning", action="store_true",
+                        help="answer the triggers already on the topic too")
+    parser.add_argument("--ctr", type=float, nargs=2, default=(0.04, 0.06),
+                        metavar=("A", "B"), help="true CTR of variants A and B")
+    parser.set_defaults(func=_cmd_ad_system)
+
+
+def _cmd_ad_system(args: Any, settings: Any) -> int:
+    from agents.cli import broker_for
+    from streams.admin import ensure_topics
+    from streams.security import kafka_client_options
+    from streams.topics import topic_names
+
+    names = topic_names(settings)
+    model = AdSystemModel(variants=(VariantTruth("A", args.ctr[0]),
+                                    VariantTruth("B", args.ctr[1])))
+    with broker_for(settings) as bootstrap:
+        asyncio.run(ensure_topics(settings, bootstrap))
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run(bootstrap, names.promo_triggers, names.ad_feedback, model,
+                            speed=args.speed, from_beginning=args.from_beginning,
+                            client_options=kafka_client_options(settings)))
+    return 0
