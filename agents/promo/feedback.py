@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from agents.promo.campaigns import wilson_interval
 from streams.app import subscribe
 from streams.contracts import AD_FEEDBACK, AdFeedback, ContractError, validate
-from streams.ingest import now_ms
+from streams.ingest import Rejection, Validator, now_ms
 
 if TYPE_CHECKING:
     from agents.engine import Engine
@@ -179,6 +179,17 @@ class CampaignReports:
         if record.type == "converted":
             row["revenue"] += record.value or 0.0
         return True
+
+    def add_message(self, validator: Validator, value: bytes | None, key: bytes | None,
+                    at_ms: int) -> bool:
+        """Fold one record as read from the topic, validated as the handler validates it,
+        time bounds taken at ``at_ms`` (its broker timestamp: the same decision on every
+        re-read after a restart)."""
+        found = validator.decode(value, at_ms, key)
+        if isinstance(found, Rejection):
+            self.invalid += 1
+            return False
+        return self.add(found)
 
     def add_raw(self, obj: Any) -> bool:
         """Validate a decoded record, then :meth:`add`; an invalid one is only counted."""

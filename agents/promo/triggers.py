@@ -50,7 +50,7 @@ from agents.state import WriteBehindTable
 from agents.users.profile import UserProfile
 from config.settings import Settings
 from streams.codecs import dumps_kept
-from streams.contracts import CONSENT_EVENT, SCHEMA_VERSION
+from streams.contracts import AD_FEEDBACK, CONSENT_EVENT, SCHEMA_VERSION
 from streams.control import ControlTopicReader
 from streams.ingest import Validator, now_ms
 from streams.security import kafka_client_options
@@ -99,6 +99,7 @@ class PromoTriggers:
         self.decider = Decider(book, engine.settings.partitions)
         self.stats = CampaignStats()
         self.feedback = CampaignReports(known=lambda cid: book.get(cid) is not None)
+        self.feedback_validator = engine.validator(AD_FEEDBACK)
         self.state = state      # write-behind table: user -> {"v", "r": [recent triggers]}
         self.budget = budget    # write-behind table: "campaign|partition" -> spent
         self.synced = False     # the campaigns topic was read to its end at least once
@@ -233,11 +234,9 @@ class PromoTriggers:
             self.apply_campaign(_key(rec.key), rec.value)
         elif rec.value is None:
             return
-        elif rec.topic == self.names.ad_feedback:
-            try:
-                self.feedback.add_raw(orjson.loads(rec.value))
-            except orjson.JSONDecodeError:
-                self.feedback.invalid += 1  # dead-lettered by the feedback handler
+        elif rec.topic == self.names.ad_feedback:  # the invalid: dead-lettered by the handler
+            self.feedback.add_message(self.feedback_validator, rec.value, rec.key,
+                                      rec.timestamp if rec.timestamp > 0 else now_ms())
         else:
             with contextlib.suppress(orjson.JSONDecodeError):
                 self.stats.add(orjson.loads(rec.value))

@@ -156,7 +156,8 @@ campaigns:
 
 def _control(h: Harness, topic: str, value: bytes) -> None:
     """Hand one record to the campaigns/attribution/feedback follower, as it reads it."""
-    h.promo._apply_control(SimpleNamespace(topic=topic, key=None, value=value))
+    h.promo._apply_control(SimpleNamespace(topic=topic, key=None, value=value,
+                                           timestamp=now_ms()))
 
 
 def test_triggers_feedback_report_end_to_end() -> None:
@@ -192,6 +193,10 @@ def test_triggers_feedback_report_end_to_end() -> None:
         _control(h, h.names.ad_feedback, value)
     assert handler.duplicates == 20 and h.promo.feedback.duplicates == 20
     assert h.sent(h.names.dead_letter) == []
+    stale = {**answers[0], "idempotency_key": "old", "ts": now_ms() - 400 * 86_400_000}
+    _control(h, h.names.ad_feedback, orjson.dumps(stale))   # too old: as the handler decides
+    _control(h, h.names.ad_feedback, b"{broken")
+    assert h.promo.feedback.invalid == 2
     report = h.promo.campaign_report("cart", now_ms())
     assert report is not None and h.promo.campaign_report("nope", now_ms()) is None
     totals = report["totals"]
