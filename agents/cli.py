@@ -771,6 +771,9 @@ def build_parser() -> argparse.ArgumentParser:
                              help="env file to create, mode 0600 (default: livepulse.env)")
     secrets_cmd.add_argument("--force", action="store_true", help="replace an existing file")
     secrets_cmd.set_defaults(func=cmd_secrets, settings_free=True)
+    from streams import ad_system  # livepulse ad-system: the simulated ad system
+
+    ad_system.add_command(sub)
     for command in sub.choices.values():
         command.formatter_class = HelpFormatter
     return parser

@@ -155,6 +155,17 @@ class EngineMetrics:
             "livepulse_campaign_uplift", "Conversion rate of sent triggers minus that of the "
             "holdout, from all workers' attribution records (same on every worker: do not "
             "sum).", ["campaign"], registry=r)
+        # bounded labels: campaigns from the book (unknown ones as "_other"), at most
+        # agents.promo.feedback.MAX_VARIANTS / MAX_CHANNELS per campaign (the rest "_other")
+        self.ad_feedback = Counter(
+            "livepulse_ad_feedback_total", "Ad-system feedback records this worker accepted "
+            "(deduplicated), by campaign, variant, channel and type (delivered, shown, "
+            "clicked, dismissed, converted).", ["campaign", "variant", "channel", "type"],
+            registry=r)
+        self.ad_revenue = Counter(
+            "livepulse_ad_revenue_total", "Order value of the converted feedback this worker "
+            "accepted, by campaign, variant and channel (currencies summed as sent).",
+            ["campaign", "variant", "channel"], registry=r)
         self.anomalies = Counter(
             "livepulse_anomalies_total", "Anomaly incidents opened by this worker, by scope "
             "(room, user, system) and severity at opening.", ["scope", "severity"], registry=r)

@@ -257,6 +257,21 @@ class Attribution:
 
 
 @dataclass(slots=True)
+class AdFeedback:
+    type: str
+    idempotency_key: str
+    campaign_id: str
+    user_id: str
+    channel: str
+    ts: int
+    variant: str = "default"
+    order_id: str | None = None
+    value: float | None = None
+    currency: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(slots=True)
 class Anomaly:
     anomaly_id: str
     status: str
@@ -710,6 +725,38 @@ ATTRIBUTION = Contract(
     ),
 )
 
+AD_FEEDBACK = Contract(
+    name="ad-feedback",
+    title="Ad feedback",
+    description="What an ad system did with a promo trigger. Topic <prefix>.ad-feedback, "
+                "key user_id. One record per trigger and type: delivered, shown, clicked, "
+                "dismissed, converted (with order_id, value, currency). Records are "
+                "deduplicated by (idempotency_key, type): resending one is harmless.",
+    record=AdFeedback,
+    fields=(
+        _VERSION_IN,
+        _f("type", STRING, "What happened to the trigger.", required=True),
+        _f("idempotency_key", STRING, "The trigger's idempotency_key.", required=True,
+           max_length=ID_LEN),
+        _f("campaign_id", STRING, "The trigger's campaign_id.", required=True, max_length=64),
+        _f("user_id", STRING, "The trigger's user_id (message key).", required=True,
+           max_length=ID_LEN),
+        _f("channel", STRING, "Where the ad system acted (e.g. push, in_app, sms, email).",
+           required=True, max_length=32),
+        _f("variant", STRING, "Creative or copy variant shown (default \"default\").",
+           max_length=64),
+        _f("ts", INTEGER, "When it happened, epoch ms.", required=True, minimum=0),
+        _f("order_id", STRING, "converted: the order's id.", max_length=ID_LEN),
+        _f("value", NUMBER, "converted: the order's value, >= 0.", minimum=0),
+        _f("currency", STRING, "converted: ISO 4217 code of value (e.g. CNY).",
+           max_length=3),
+    ),
+    required_by_type={
+        "delivered": (), "shown": (), "clicked": (), "dismissed": (),
+        "converted": ("order_id", "value", "currency"),
+    },
+)
+
 ANOMALY = Contract(
     name="anomaly",
     title="Anomaly incident",
@@ -760,7 +807,7 @@ DEAD_LETTER = Contract(
 )
 
 INPUT_CONTRACTS = (LIVE_EVENT, CLICK_EVENT, CATALOG_ITEM, CAMPAIGN, CONSENT_EVENT,
-                   ERASURE_REQUEST)
+                   ERASURE_REQUEST, AD_FEEDBACK)
 OUTPUT_CONTRACTS = (ROOM_INSIGHT, RECOMMENDATION, PROMO_TRIGGER, ATTRIBUTION, ANOMALY,
                     DEAD_LETTER)
 ALL_CONTRACTS = INPUT_CONTRACTS + OUTPUT_CONTRACTS

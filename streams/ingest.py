@@ -55,7 +55,8 @@ ERROR_CLASSES = (
 # key differs is refused (``key_mismatch``), it sits on a partition whose worker does not
 # hold that entity's state. Campaigns are applied by their key (``agents.promo``).
 KEY_FIELDS = {"live-event": "room_id", "click-event": "user_id", "catalog-item": "item_id",
-              "consent-event": "user_id", "erasure-request": "user_id"}
+              "consent-event": "user_id", "erasure-request": "user_id",
+              "ad-feedback": "user_id"}
 
 _dumps = orjson.dumps
 _QUOTED: dict[str, bytes] = {}  # '"name"' spellings of the keys seen (bounded below)

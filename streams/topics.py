@@ -18,6 +18,7 @@ _SUFFIXES = {
     "campaigns": "campaigns",
     "consent": "consent",
     "erasure": "erasure",
+    "ad_feedback": "ad-feedback",
     "room_insights": "room-insights",
     "recommendations": "recommendations",
     "promo_triggers": "promo-triggers",
@@ -61,6 +62,7 @@ class TopicNames:
     campaigns: str = field(init=False)
     consent: str = field(init=False)
     erasure: str = field(init=False)
+    ad_feedback: str = field(init=False)
     # outputs
     room_insights: str = field(init=False)
     recommendations: str = field(init=False)
@@ -96,6 +98,9 @@ class TopicNames:
                       "Users' marketing consent (latest per user).", compacted=True),
             TopicSpec(self.erasure, "user_id", "input",
                       "Erasure requests (forget a user; null when done).", compacted=True),
+            TopicSpec(self.ad_feedback, "user_id", "input",
+                      "Ad systems' feedback on promo triggers: delivered, shown, clicked, "
+                      "dismissed, converted."),
             TopicSpec(self.room_insights, "room_id", "output",
                       "Live room counters, emitted at least once per second per live room."),
             TopicSpec(self.recommendations, "user_id", "output",

@@ -44,11 +44,13 @@ from agents.promo.campaigns import (
     Decider,
     EventFacts,
 )
+from agents.promo.feedback import CampaignReports
+from agents.promo.feedback import register as register_feedback
 from agents.state import WriteBehindTable
 from agents.users.profile import UserProfile
 from config.settings import Settings
 from streams.codecs import dumps_kept
-from streams.contracts import CONSENT_EVENT, SCHEMA_VERSION
+from streams.contracts import AD_FEEDBACK, CONSENT_EVENT, SCHEMA_VERSION
 from streams.control import ControlTopicReader
 from streams.ingest import Validator, now_ms
 from streams.security import kafka_client_options
@@ -96,6 +98,8 @@ class PromoTriggers:
         self.book = book
         self.decider = Decider(book, engine.settings.partitions)
         self.stats = CampaignStats()
+        self.feedback = CampaignReports(known=lambda cid: book.get(cid) is not None)
+        self.feedback_validator = engine.validator(AD_FEEDBACK)
         self.state = state      # write-behind table: user -> {"v", "r": [recent triggers]}
         self.budget = budget    # write-behind table: "campaign|partition" -> spent
         self.synced = False     # the campaigns topic was read to its end at least once
@@ -216,7 +220,7 @@ class PromoTriggers:
         """Follow the campaigns and attribution topics for ever (retrying on errors, from
         the positions reached, those of :meth:`load` first)."""
         reader = ControlTopicReader(
-            bootstrap, [self.names.campaigns, self.names.attribution],
+            bootstrap, [self.names.campaigns, self.names.attribution, self.names.ad_feedback],
             client_options=kafka_client_options(self.engine.settings),
             fetch_wait_ms=CONTROL_FETCH_WAIT_MS,
             default_partitions=self.engine.settings.partitions,
@@ -228,7 +232,12 @@ class PromoTriggers:
     def _apply_control(self, rec: ConsumerRecord[bytes, bytes]) -> None:
         if rec.topic == self.names.campaigns:
             self.apply_campaign(_key(rec.key), rec.value)
-        elif rec.value is not None:
+        elif rec.value is None:
+            return
+        elif rec.topic == self.names.ad_feedback:  # the invalid: dead-lettered by the handler
+            self.feedback.add_message(self.feedback_validator, rec.value, rec.key,
+                                      rec.timestamp if rec.timestamp > 0 else now_ms())
+        else:
             with contextlib.suppress(orjson.JSONDecodeError):
                 self.stats.add(orjson.loads(rec.value))
 
@@ -254,6 +263,16 @@ class PromoTriggers:
                               for c in self.book.campaigns()],
                 "rejected": dict(self.book.rejected)}
 
+    def campaign_report(self, campaign_id: str, at_ms: int) -> dict[str, Any] | None:
+        """``GET /api/campaigns/{id}/report``: per variant x channel feedback figures and the
+        experiment's (None: no such campaign in force)."""
+        campaign = self.book.get(campaign_id)
+        if campaign is None:
+            return None
+        return {"ts": at_ms, "synced": self.synced,
+                **self.feedback.report(campaign_id, self.stats.report(campaign_id),
+                                       campaign.cost)}
+
 
 def describe(campaign: Campaign, source: str, at_ms: int,
              stats: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -276,6 +295,7 @@ def register(engine: Engine) -> PromoTriggers:
                                         partitions=settings.partitions), outputs=engine.outputs)
     engine.hooks.before_commit.extend((state.flush, budget.flush))
     promo = PromoTriggers(engine, book, state, budget)
+    register_feedback(engine, known=lambda cid: promo.book.get(cid) is not None)
     promo.load(bootstrap_of(app))
 
     @app.task

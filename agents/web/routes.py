@@ -308,6 +308,16 @@ def register(worker: Worker) -> None:
             return self.json(found[0]) if found else _not_found(self, "campaign_id",
                                                                 campaign_id)
 
+    @app.page("/api/campaigns/{campaign_id}/report")
+    class CampaignReport(View):
+        """Per variant x channel feedback figures (CTR, CVR, revenue, cost, ROAS) and the
+        experiment's uplift vs holdout with its 95 % CI (``agents.promo.feedback``)."""
+
+        async def get(self, request: Request, campaign_id: str) -> Response:
+            found = promo.campaign_report(campaign_id, now_ms())
+            return self.json(found) if found is not None else _not_found(
+                self, "campaign_id", campaign_id)
+
     anomalies = worker.anomalies
 
     @app.page("/api/anomalies")

@@ -1,0 +1,271 @@
+"""Ad-system feedback (``ad-feedback.v1``) and campaign reports.
+
+Ad systems answer promo triggers with feedback records on ``<prefix>.ad-feedback`` (key
+user_id): ``delivered``, ``shown``, ``clicked``, ``dismissed``, ``converted`` (order id,
+value, currency), each naming the trigger's idempotency key, campaign, variant (default
+``"default"``) and channel.
+
+* :class:`FeedbackHandler` (the worker's batch handler of the topic, consumer group): each
+  record validated (bad ones dead-lettered with their reason, counted), deduplicated by
+  (idempotency key, type), counted in ``livepulse_ad_feedback_total`` and
+  ``livepulse_ad_revenue_total`` (this worker's partitions: Prometheus sums the workers).
+* :class:`CampaignReports` folds the whole topic (every worker reads every partition with
+  the campaigns/attribution follower, ``agents.promo.triggers``), so any worker's
+  ``GET /api/campaigns/{id}/report`` covers the deployment: per campaign x variant x
+  channel counts and rates beside the experiment figures of the attribution records
+  (:class:`agents.promo.campaigns.CampaignStats`: sent, holdout, uplift with its 95 % CI).
+
+Labels stay bounded: campaigns come from the campaign book (at most ``MAX_CAMPAIGNS``;
+feedback naming another campaign is counted under ``_other`` and not reported), and each
+campaign keeps the first ``MAX_VARIANTS`` variants and ``MAX_CHANNELS`` channels it sees by
+name; later ones are folded into ``_other``.
+
+>>> reports = CampaignReports()
+>>> base = {"idempotency_key": "k1", "campaign_id": "c", "user_id": "u", "channel": "push",
+...         "ts": 1}
+>>> [reports.add_raw({**base, "type": t}) for t in ("delivered", "shown", "clicked", "shown")]
+[True, True, True, False]
+>>> _ = reports.add_raw({**base, "type": "converted", "order_id": "o1", "value": 30.0,
+...                      "currency": "CNY"})
+>>> row = reports.report("c", {"sent": 1, "cost": 0.5}, 0.5)["rows"][0]
+>>> row["variant"], row["channel"], row["ctr"], row["cvr"], row["revenue"], row["roas"]
+('default', 'push', 1.0, 1.0, 30.0, 60.0)
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from agents.promo.campaigns import wilson_interval
+from streams.app import subscribe
+from streams.contracts import AD_FEEDBACK, AdFeedback, ContractError, validate
+from streams.ingest import Rejection, Validator, now_ms
+
+if TYPE_CHECKING:
+    from agents.engine import Engine
+
+KINDS = ("delivered", "shown", "clicked", "dismissed", "converted")
+MAX_VARIANTS = 8      # per campaign: label values of livepulse_ad_feedback_total
+MAX_CHANNELS = 8      # per campaign
+OTHER = "_other"
+DEDUPE_KEYS = 200_000  # (idempotency key, type) pairs remembered (~15 MB)
+
+
+class Deduper:
+    """Remembers the last ``capacity`` keys (64-bit hashes, first in first out).
+
+    >>> d = Deduper(2)
+    >>> [d.first(k) for k in ("a", "b", "a", "c", "a")]   # "a" forgotten once "c" came
+    [True, True, False, True, True]
+    """
+
+    def __init__(self, capacity: int = DEDUPE_KEYS) -> None:
+        self.capacity = max(1, capacity)
+        self._seen: set[int] = set()
+        self._order: deque[int] = deque()
+
+    def first(self, key: str) -> bool:
+        """True the first time ``key`` is seen (within the memory), else False."""
+        h = hash(key)
+        if h in self._seen:
+            return False
+        self._seen.add(h)
+        self._order.append(h)
+        if len(self._order) > self.capacity:
+            self._seen.discard(self._order.popleft())
+        return True
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+def dedupe_key(record: AdFeedback) -> str:
+    return f"{record.idempotency_key}\x1f{record.type}"
+
+
+class LabelCap:
+    """Per campaign, the first ``max_variants`` variants and ``max_channels`` channels keep
+    their names; later ones become ``_other``.
+
+    >>> cap = LabelCap(max_variants=1, max_channels=2)
+    >>> cap("c", "a", "push"), cap("c", "b", "sms"), cap("c", "a", "email")
+    (('a', 'push'), ('_other', 'sms'), ('a', '_other'))
+    """
+
+    def __init__(self, max_variants: int = MAX_VARIANTS, max_channels: int = MAX_CHANNELS):
+        self.max_variants, self.max_channels = max_variants, max_channels
+        self._variants: dict[str, set[str]] = {}
+        self._channels: dict[str, set[str]] = {}
+
+    @staticmethod
+    def _capped(known: dict[str, set[str]], cid: str, name: str, limit: int) -> str:
+        names = known.setdefault(cid, set())
+        if name in names:
+            return name
+        if len(names) < limit:
+            names.add(name)
+            return name
+        return OTHER
+
+    def __call__(self, cid: str, variant: str, channel: str) -> tuple[str, str]:
+        return (self._capped(self._variants, cid, variant, self.max_variants),
+                self._capped(self._channels, cid, channel, self.max_channels))
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return round(num / den, 6) if den else None
+
+
+def _ci(successes: int, n: int) -> list[float] | None:
+    if n <= 0:
+        return None
+    low, high = wilson_interval(min(successes, n), n)
+    return [round(low, 6), round(high, 6)]
+
+
+def figures(counts: Mapping[str, float], cost: float) -> dict[str, Any]:
+    """Counts, rates (with Wilson 95 % intervals), revenue, cost and ROAS of one row.
+
+    >>> f = figures({"delivered": 100, "shown": 80, "clicked": 4, "dismissed": 10,
+    ...              "converted": 1, "revenue": 25.0}, cost=10.0)
+    >>> f["ctr"], f["cvr"], f["roas"], f["cost_per_conversion"]
+    (0.05, 0.25, 2.5, 10.0)
+    """
+    shown, clicked = int(counts.get("shown", 0)), int(counts.get("clicked", 0))
+    converted, revenue = int(counts.get("converted", 0)), float(counts.get("revenue", 0.0))
+    out: dict[str, Any] = {kind: int(counts.get(kind, 0)) for kind in KINDS}
+    out.update({
+        "ctr": _ratio(clicked, shown), "ctr_ci95": _ci(clicked, shown),
+        "cvr": _ratio(converted, clicked), "cvr_ci95": _ci(converted, clicked),
+        "revenue": round(revenue, 2), "cost": round(cost, 2),
+        "roas": _ratio(revenue, cost),
+        "cost_per_conversion": round(cost / converted, 2) if converted and cost else None,
+    })
+    return out
+
+
+class CampaignReports:
+    """Feedback folded per campaign x (variant, channel), deduplicated by (idempotency key,
+    type) over the last ``dedupe`` pairs. ``known(campaign_id)`` says whether a campaign
+    may be reported (default: every one; the worker passes its campaign book)."""
+
+    def __init__(self, dedupe: int = DEDUPE_KEYS,
+                 known: Callable[[str], bool] | None = None,
+                 cap: LabelCap | None = None) -> None:
+        self.rows: dict[str, dict[tuple[str, str], dict[str, float]]] = {}
+        self.deduper = Deduper(dedupe)
+        self.known = known or (lambda _: True)
+        self.cap = cap or LabelCap()
+        self.duplicates = 0
+        self.unknown = 0      # records of campaigns not in the book
+        self.invalid = 0      # records the follower skipped (the handler dead-letters them)
+
+    def add(self, record: AdFeedback) -> bool:
+        """Fold one validated record; False if it was seen before or is not reported."""
+        if not self.deduper.first(dedupe_key(record)):
+            self.duplicates += 1
+            return False
+        cid = record.campaign_id
+        if not self.known(cid):
+            self.unknown += 1
+            return False
+        labels = self.cap(cid, record.variant, record.channel)
+        row = self.rows.setdefault(cid, {}).get(labels)
+        if row is None:
+            row = self.rows[cid][labels] = dict.fromkeys((*KINDS, "revenue"), 0.0)
+        row[record.type] += 1
+        if record.type == "converted":
+            row["revenue"] += record.value or 0.0
+        return True
+
+    def add_message(self, validator: Validator, value: bytes | None, key: bytes | None,
+                    at_ms: int) -> bool:
+        """Fold one record as read from the topic, validated as the handler validates it,
+        time bounds taken at ``at_ms`` (its broker timestamp: the same decision on every
+        re-read after a restart)."""
+        found = validator.decode(value, at_ms, key)
+        if isinstance(found, Rejection):
+            self.invalid += 1
+            return False
+        return self.add(found)
+
+    def add_raw(self, obj: Any) -> bool:
+        """Validate a decoded record, then :meth:`add`; an invalid one is only counted."""
+        try:
+            record = validate(AD_FEEDBACK, obj)
+        except ContractError:
+            self.invalid += 1
+            return False
+        return self.add(record)
+
+    def report(self, campaign_id: str, experiment: Mapping[str, Any],
+               cost_per_trigger: float) -> dict[str, Any]:
+        """The campaign's report: ``experiment`` is its ``CampaignStats.report`` (sent,
+        holdout, conversions, uplift with its 95 % CI, cost of the triggers sent)."""
+        rows = self.rows.get(campaign_id, {})
+        total = dict.fromkeys((*KINDS, "revenue"), 0.0)
+        listed = []
+        for (variant, channel), counts in sorted(rows.items()):
+            for name, n in counts.items():
+                total[name] += n
+            listed.append({"variant": variant, "channel": channel,
+                           **figures(counts, cost_per_trigger * counts["delivered"])})
+        totals = {"sent": int(experiment.get("sent") or 0),
+                  **figures(total, float(experiment.get("cost") or 0.0))}
+        return {"campaign_id": campaign_id, "cost_per_trigger": cost_per_trigger,
+                "totals": totals, "rows": listed, "experiment": dict(experiment),
+                "label_caps": {"variants": self.cap.max_variants,
+                               "channels": self.cap.max_channels}}
+
+
+class FeedbackHandler:
+    """``handle_batch`` of ``<prefix>.ad-feedback``: validate (dead-letter the bad),
+    deduplicate, count per campaign x variant x channel x type."""
+
+    name = "ad-feedback"
+
+    def __init__(self, engine: Engine, known: Callable[[str], bool] | None = None,
+                 dedupe: int = DEDUPE_KEYS) -> None:
+        self.engine = engine
+        self.validator = engine.validator(AD_FEEDBACK)
+        self.deduper = Deduper(dedupe)
+        self.known = known or (lambda _: True)
+        self.cap = LabelCap()
+        self.accepted = 0
+        self.duplicates = 0
+
+    async def handle_batch(self, tp: Any, records: list[Any]) -> None:
+        engine, topic, partition = self.engine, tp.topic, tp.partition
+        metrics = engine.metrics
+        received_at = now_ms()
+        counts: dict[str, int] = {}
+        for rec in records:
+            try:
+                fb = engine.decode_record(self.validator, topic, partition, rec, received_at)
+                if fb is None:
+                    continue
+                if not self.deduper.first(dedupe_key(fb)):
+                    self.duplicates += 1
+                    continue
+                self.accepted += 1
+                counts[fb.type] = counts.get(fb.type, 0) + 1
+                cid = fb.campaign_id if self.known(fb.campaign_id) else OTHER
+                variant, channel = self.cap(cid, fb.variant, fb.channel)
+                metrics.count(metrics.ad_feedback, cid, variant, channel, fb.type)
+                if fb.type == "converted" and fb.value:
+                    metrics.count(metrics.ad_revenue, cid, variant, channel, n=fb.value)
+            except Exception as exc:
+                engine.failed(self.name, topic, partition, rec.offset, rec.key, rec.value, exc)
+        if counts:
+            metrics.count_in(topic, counts)
+        await engine.flush()
+
+
+def register(engine: Engine, known: Callable[[str], bool] | None = None) -> FeedbackHandler:
+    """The feedback handler, subscribed through Faust as the catalog's is."""
+    handler = FeedbackHandler(engine, known)
+    engine.hooks.batch_handlers[engine.topics.ad_feedback] = handler
+    subscribe(engine.app, engine.topic(engine.topics.ad_feedback), handler.name)
+    return handler
