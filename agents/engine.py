@@ -20,7 +20,7 @@ from agents.stats import EngineMetrics
 from config.settings import Settings
 from streams.app import WorkerHooks
 from streams.contracts import Contract
-from streams.ingest import Rejection, Validator, dead_letter, now_ms
+from streams.ingest import RATE_LIMITED, Rejection, Validator, dead_letter, now_ms
 from streams.outputs import OutputBatches
 from streams.quarantine import KeyRateLimiter
 from streams.topics import TopicNames
@@ -90,8 +90,13 @@ class Engine:
         """Dead-letter one input record of a batch (held with the batch's outputs)."""
         body, headers = dead_letter(value, rejection, topic=topic, partition=partition,
                                     offset=offset, received_at=received_at)
+        # A flood's dead letters all share its key: spread over the dead-letter partitions
+        # by source offset, they go out in parallel instead of one partition's batches in
+        # a row, with every other output of the batch waiting behind them.
+        spread = (offset % self.settings.partitions
+                  if rejection is RATE_LIMITED else None)
         self.add_output(self.topics.dead_letter, key if isinstance(key, bytes) else b"",
-                        body, headers=headers)
+                        body, headers=headers, partition=spread)
         self.metrics.count(self.metrics.dead_letters, topic, rejection.error_class)
 
     def decode_record(self, validator: Validator, topic: str, partition: int, rec: Any,
