@@ -175,6 +175,10 @@ class _Evaluation:
                 "category": category or info.get("category"),
                 "price": price if price is not None else info.get("price")}
 
+    def _pinned(self, room: RoomState) -> dict[str, Any] | None:
+        """Catalog facts of the item pinned in ``room`` (what the viewer is shown)."""
+        return self.catalog.get(room.pinned["item_id"]) if room.pinned else None
+
     def _sampled(self, key: str) -> bool:
         return zlib.crc32(key.encode()) % 10_000 < self.leave_threshold
 
@@ -218,7 +222,8 @@ class _Evaluation:
                     "room": self._room_insight(room_id, ts),
                     "event": {"type": kind, "ts": ts},
                     "viewer": {"joined_at": viewer[0], "last_active_at": viewer[1],
-                               "events": viewer[2], "returning": bool(viewer[3])},
+                               "events": viewer[2], "returning": bool(viewer[3]),
+                               "pinned": self._pinned(room)},
                 }
                 started = time.perf_counter()
                 self.leave.score(key, context, ts)

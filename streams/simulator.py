@@ -16,35 +16,37 @@ records. :func:`run_simulation` paces it into Kafka-protocol topics.
 * Clickstream: sessions whose items follow Zipf popularity and a sparse item -> next-item
   graph inside latent item clusters, so next-item recommendation is learnable; searches lean
   to the user's interests.
+* Faults: ``bad_rate`` of the live/click records are malformed, each labelled with the error
+  class :class:`streams.ingest.Validator` gives it; :meth:`Simulator.inject` starts the
+  :data:`SCENARIOS`.
 
 Leaving is a hazard (per-second probability of leaving), checked for every viewer every
 :data:`CHECK_MS` (10 s): the viewer leaves with probability ``1 - exp(-h * 10 s)`` where::
 
-    h = H0 * (1 + tau / TAU_RISE) * exp(-0.9 * e - 0.8 * c + 0.6 * m - 0.5 * x)
+    h = H0 * (1 + tau / TAU_RISE) * exp(-1.2 e - 1.2 log(a) - 1.2 c + 0.8 m - 0.7 x)
 
-* ``tau``: time in the room; ``TAU_RISE`` = 240 s (the baseline hazard rises with it).
+* ``H0`` = 1/1200 s; ``tau``: time in the room, ``TAU_RISE`` = 120 s (the baseline hazard
+  rises with time watched).
 * ``e = clip(log((E + 1) / (E_room * (1 - exp(-tau / 60 s)) + 1)), -2, 2)``: the viewer's
   recent engagement against an average viewer who has watched as long. ``E`` is the
   viewer's own actions (likes, comments, gifts, shares, follows, product clicks, carts,
   purchases) decayed with a 60 s time constant, ``E_room`` the room's decayed actions per
-  viewer.
+  viewer. ``a``: the viewer's activity trait (lurkers leave sooner).
 * ``c``: the pinned item's category is the viewer's first interest (1), second (0.5), else 0.
 * ``m = min(|log(pinned price / category median) - b|, 2)``: the pinned price's misfit.
 * ``x``: 1 while the room is in a pin burst (30-60 s after a pin), else 0.
-* ``H0`` = 1/480 s.
 
-Who acts is not uniform either: a viewer is picked for an action with weight ``a * (1 + c)``
-and, for a product click, ``a * exp(0.6 z + 0.7 c - 0.4 m)`` (capped). A product click
-becomes a cart with probability ``0.23 * 2 sigma(1.2 z) * exp(0.5 c - 0.3 m)`` and a cart
-a purchase with ``0.31 * 2 sigma(1.2 z)``; a storefront session buys what it carts with
-``0.29 * 2 sigma(1.5 z)`` and carts an item with ``0.066 * 2 sigma(0.8 z)``, 1.5x for an
-item of an interest category (``2 sigma(k z)`` has mean 1; the constants keep the event mix
-within a few per cent of the earlier, behaviour-blind simulator).
 Silent viewers (10 %) leave by the same hazard without a ``leave`` record; a viewer still
-there after 2 h leaves.
-* Faults: ``bad_rate`` of the live/click records are malformed, each labelled with the error
-  class :class:`streams.ingest.Validator` gives it; :meth:`Simulator.inject` starts the
-  :data:`SCENARIOS`.
+there after 2 h leaves. Rooms draw viewers interested in their themes more often. Who acts
+is not uniform either: a viewer is picked for an action with weight ``a * (1 + c)`` and, for
+a product click, ``a * exp(0.6 z + 0.7 c - 0.4 m)`` (both capped at 3). A product click
+becomes a cart with probability ``0.23 * 2 sigma(1.2 z) * exp(0.5 c - 0.3 m)`` (``c``,
+``m`` of the clicked item) and a cart a purchase with ``0.31 * 2 sigma(1.2 z)``; a
+storefront session buys what it carts with ``0.29 * 2 sigma(1.5 z)`` and carts an item with
+``0.066 * 2 sigma(0.8 z)``, 1.5x for an item of an interest category (``2 sigma(k z)`` has
+mean 1; the constants keep the event mix within a few per cent of the earlier,
+behaviour-blind simulator). :meth:`Simulator.leave_hazard` reads ``h`` (tests, an oracle
+ceiling); no record carries it.
 
 >>> sim = Simulator(seed=1, rooms=2, users=100, items=50, bad_rate=0.0)
 >>> records = sim.next_events(1_700_000_000_000, 5)
@@ -147,13 +149,13 @@ BURST_ENGAGEMENT_WEIGHTS = (0.42, 0.18, 0.03, 0.03, 0.03, 0.14)
 # Timed work in the simulator's queue.
 _PIN, _LEAVE, _EXPIRE, _CART, _BUY, _CHECK = range(6)
 
-# The leave hazard (module docstring): h = H0 (1 + tau / TAU_RISE) exp(-B_ENGAGE e - B_FIT c
-# + B_PRICE m - B_BURST x), checked every CHECK_MS.
+# The leave hazard (module docstring): h = H0 (1 + tau / TAU_RISE) exp(-B_ENGAGE e
+# - B_ACTIVITY log a - B_FIT c + B_PRICE m - B_BURST x), checked every CHECK_MS.
 CHECK_MS = 10_000
-H0_PER_S = 1.0 / 480.0
-TAU_RISE_S = 240.0
+H0_PER_S = 1.0 / 1200.0
+TAU_RISE_S = 120.0
 ENGAGE_TAU_MS = 60_000
-B_ENGAGE, B_FIT, B_PRICE, B_BURST = 0.9, 0.8, 0.6, 0.5
+B_ENGAGE, B_ACTIVITY, B_FIT, B_PRICE, B_BURST = 1.2, 1.2, 1.2, 0.8, 0.7
 MAX_WATCH_MS = 2 * 3_600_000
 SILENT_SHARE = 0.1              # viewers who never send ``leave``
 PICK_CAP = 3.0                  # weights of who acts are capped here (rejection sampling)
@@ -617,7 +619,8 @@ class Simulator:
         c, m = viewer.traits.fit(room.pin_category, room.pin_log_price)
         x = 1.0 if now_ms < room.burst_until else 0.0
         return H0_PER_S * (1.0 + tau_ms / 1000.0 / TAU_RISE_S) * math.exp(
-            -B_ENGAGE * e - B_FIT * c + B_PRICE * m - B_BURST * x)
+            -B_ENGAGE * e - B_ACTIVITY * math.log(viewer.traits.activity) - B_FIT * c
+            + B_PRICE * m - B_BURST * x)
 
     # ------------------------------------------------------------------ public views
     @property

@@ -275,7 +275,7 @@ def test_purchase_propensity_learns_from_delayed_session_labels() -> None:
     assert report["after_warmup"]["roc_auc"] > 0.8
     assert report["after_warmup"]["log_loss"] < constant_baseline(
         report["positives"], report["examples"])["log_loss"]
-    assert report["model_version"] == "purchase_propensity-v2-logistic"
+    assert report["model_version"] == "purchase_propensity-v3-logistic"
 
 
 def test_purchase_labels_follow_the_session() -> None:
@@ -470,7 +470,7 @@ def test_fast_task_matches_the_river_reference_when_learning_every_example() -> 
     river_scores = drive_purchase(river, 300, seed=4)
     assert np.allclose(fast_scores, river_scores, atol=1e-4)  # float32 rows aside
     assert fast.metrics()["roc_auc"] == pytest.approx(river.metrics()["roc_auc"], abs=0.01)
-    assert river.model_version == "purchase_propensity-v2-river"
+    assert river.model_version == "purchase_propensity-v3-river"
 
 
 def test_learning_waits_for_a_mini_batch_or_learn_pending() -> None:
