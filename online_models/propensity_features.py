@@ -45,7 +45,7 @@ PURCHASE_FEATURES = (
     *PROFILE_FEATURES,
     *(f"ev_{name}" for name in PURCHASE_EVENT_KINDS),
     "ev_live", "item_price", "item_price_vs_usual", "item_category_affinity",
-    "item_top_category", *ROOM_FEATURES, "item_is_pinned",
+    "item_top_category", *ROOM_FEATURES, "item_is_pinned", "item_price_misfit",
 )
 VIEWER_FIT_FEATURES = (
     "v_in_room_lin", "v_events_per_min", "v_engage_vs_room", "room_pin_fresh",
@@ -332,6 +332,7 @@ def purchase_vector(context: Mapping[str, Any]) -> list[float]:
         out.append(1.0 if item_id and parts.pinned_item == item_id else 0.0)
     else:
         out += (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    out.append(-vs_usual if vs_usual < 0.0 else vs_usual)  # far from the usual price either way
     return out
 
 
@@ -432,7 +433,9 @@ def purchase_features(context: Mapping[str, Any]) -> dict[str, float]:
       ``affinities.categories`` (names and scores), ``tags``, ``lifecycle``.
     * ``event``: the event being scored, ``{type, item_id, category, price, source}``
       (``type`` in :data:`PURCHASE_EVENT_KINDS`, ``source`` ``"live"`` or ``"clicks"``;
-      ``category`` and ``price`` from the event or the catalog).
+      ``category`` and ``price`` from the event or the catalog). The price enters as is,
+      against the profile's ``avg_price`` (``item_price_vs_usual``, log ratio) and as that
+      ratio's absolute value (``item_price_misfit``).
     * ``room``: the room's latest insight (the ``room-insights`` JSON) when the event comes
       from a live room. Used: ``viewers``, ``comments_per_min``, ``likes_per_min``,
       ``orders_per_min``, ``gmv_per_min``, ``commerce.funnel.{click_to_cart,
