@@ -596,12 +596,19 @@ class Simulator:
         viewer = room.audience.state.get(user_id)
         if viewer is None:
             return
-        viewer.engaged = viewer.engaged * math.exp(
-            min(0, viewer.engaged_at - now_ms) / ENGAGE_TAU_MS) + 1.0
-        viewer.engaged_at = max(viewer.engaged_at, now_ms)
-        room.engaged = room.engaged * math.exp(
-            min(0, room.engaged_at - now_ms) / ENGAGE_TAU_MS) + 1.0
-        room.engaged_at = max(room.engaged_at, now_ms)
+        # decayed only when the clock moved: one next_events call shares its now_ms
+        elapsed = now_ms - viewer.engaged_at
+        if elapsed > 0:
+            viewer.engaged = viewer.engaged * math.exp(-elapsed / ENGAGE_TAU_MS) + 1.0
+            viewer.engaged_at = now_ms
+        else:
+            viewer.engaged += 1.0
+        elapsed = now_ms - room.engaged_at
+        if elapsed > 0:
+            room.engaged = room.engaged * math.exp(-elapsed / ENGAGE_TAU_MS) + 1.0
+            room.engaged_at = now_ms
+        else:
+            room.engaged += 1.0
 
     def leave_hazard(self, room_id: str, user_id: str, now_ms: int) -> float:
         """The per-second leave hazard of a viewer now (module docstring); 0.0 if absent."""
