@@ -147,7 +147,7 @@ ENGAGEMENT_WEIGHTS = (0.50, 0.16, 0.03, 0.02, 0.02, 0.05)
 BURST_ENGAGEMENT_WEIGHTS = (0.42, 0.18, 0.03, 0.03, 0.03, 0.14)
 
 # Timed work in the simulator's queue.
-_PIN, _LEAVE, _EXPIRE, _CART, _BUY, _CHECK = range(6)
+_PIN, _LEAVE, _CART, _BUY, _CHECK = range(5)  # _LEAVE: a scenario's forced leave
 
 # The leave hazard (module docstring): h = H0 (1 + tau / TAU_RISE) exp(-B_ENGAGE e
 # - B_ACTIVITY log a - B_FIT c + B_PRICE m - B_BURST x), checked every CHECK_MS.
@@ -565,7 +565,7 @@ class Simulator:
         room.pin_log_price = self._log_price(item_index)
         room.pin_version += 1
 
-    def _weights(self, room: _Room, viewer: _Viewer) -> _Viewer:
+    def _weights(self, room: _Room, viewer: _Viewer) -> None:
         """Refresh ``viewer``'s pick weights for the room's current pin (cached per pin)."""
         if viewer.pin_version != room.pin_version:
             traits = viewer.traits
@@ -574,7 +574,6 @@ class Simulator:
             viewer.weight_product = traits.activity * math.exp(
                 0.6 * traits.intent + 0.7 * c - 0.4 * m)
             viewer.pin_version = room.pin_version
-        return viewer
 
     def _pick_viewer(self, room: _Room, product: bool) -> str:
         """A viewer of ``room`` drawn with the pick weights (rejection sampling)."""
@@ -738,12 +737,10 @@ class Simulator:
                 event = self._check(room, user_id, session_id, due, now_ms)
             elif kind == _PIN:
                 event = self._pin(room, now_ms)
-            elif kind in (_LEAVE, _EXPIRE):
+            elif kind == _LEAVE:
                 if room.audience.sessions.get(user_id) == session_id:
                     room.audience.remove(user_id)
-                    if kind == _LEAVE:
-                        event = self._live(room, "leave", user_id, session_id,
-                                           self._ts(now_ms))
+                    event = self._live(room, "leave", user_id, session_id, self._ts(now_ms))
             else:
                 self._queued_funnel -= 1
                 if kind == _CART:
