@@ -80,7 +80,7 @@ __all__ = [
     "leave_features", "leave_vector", "purchase_features", "purchase_vector",
 ]
 
-FORMAT_VERSION = 2         # 2: numpy rows pending, mini-batch numpy logistic by default
+FORMAT_VERSION = 3         # 3: leave-risk engagement and pin-fit features (2: numpy rows)
 CALIBRATION_BINS = 10
 AUC_BINS = 2400            # logit bins of 0.01 over [-12, 12]: ties only within a bin
 AUC_LOGIT_RANGE = 12.0

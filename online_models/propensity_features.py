@@ -45,7 +45,12 @@ PURCHASE_FEATURES = (
     *PROFILE_FEATURES,
     *(f"ev_{name}" for name in PURCHASE_EVENT_KINDS),
     "ev_live", "item_price", "item_price_vs_usual", "item_category_affinity",
-    "item_top_category", *ROOM_FEATURES, "item_is_pinned",
+    "item_top_category", *ROOM_FEATURES, "item_is_pinned", "item_price_misfit",
+)
+VIEWER_FIT_FEATURES = (
+    "v_in_room_lin", "v_events_per_min", "v_engage_vs_room", "room_pin_fresh",
+    "pin_affinity", "pin_top_category", "pin_price_known", "pin_price_vs_usual",
+    "pin_price_misfit",
 )
 LEAVE_FEATURES = (
     "v_in_room_min", *(f"v_in_room_{i}" for i in range(len(IN_ROOM_BUCKETS_MIN))),
@@ -54,6 +59,8 @@ LEAVE_FEATURES = (
     *PROFILE_FEATURES, *ROOM_FEATURES,
     "room_viewers_vs_peak", "room_avg_watch_min", "room_retention_1m", "room_retention_5m",
     "room_leaves_1m", "room_joins_1m", "room_pin_age_min",
+    # engagement against the room's, and the pinned item against the viewer's tastes
+    *VIEWER_FIT_FEATURES,
 )
 PURCHASE_INDEX = {name: i for i, name in enumerate(PURCHASE_FEATURES)}
 LEAVE_INDEX = {name: i for i, name in enumerate(LEAVE_FEATURES)}
@@ -223,7 +230,8 @@ def _profile_cached(profile: Mapping[str, Any]) -> list[float]:
 class _RoomParts:
     """What the features read from one room insight, computed once per insight dict."""
 
-    __slots__ = ("block", "fingerprint", "leave", "pinned_at", "pinned_item", "room")
+    __slots__ = ("actions_per_viewer_min", "block", "fingerprint", "leave", "pinned_at",
+                 "pinned_item", "room")
 
     def __init__(self, room: Mapping[str, Any]) -> None:
         self.room = room  # held: its id() cannot be reused while cached
@@ -244,6 +252,8 @@ class _RoomParts:
         last_minute = _sec(_sec(room, "windows"), "tumbling_1m")
         peak = _num(room.get("peak_viewers"))
         per_viewer = max(viewers, 1.0)
+        self.actions_per_viewer_min = max(0.0, _num(room.get("likes_per_min"))
+                                          + _num(room.get("comments_per_min"))) / per_viewer
         self.leave = [
             min(viewers / peak, 1.0) if peak > 0 else 0.0,
             _lg(_num(audience.get("avg_watch_s")) / 60.0),
@@ -322,6 +332,7 @@ def purchase_vector(context: Mapping[str, Any]) -> list[float]:
         out.append(1.0 if item_id and parts.pinned_item == item_id else 0.0)
     else:
         out += (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    out.append(-vs_usual if vs_usual < 0.0 else vs_usual)  # far from the usual price either way
     return out
 
 
@@ -352,17 +363,60 @@ def leave_vector(context: Mapping[str, Any]) -> list[float]:
     kind = event.get("type")
     if kind.__class__ is str and kind in _LIVE_EV_AT:
         out[8 + _LIVE_EV_AT[kind]] = 1.0
-    out += _profile_cached(_sec(context, "profile"))
+    profile = _sec(context, "profile")
+    out += _profile_cached(profile)
+    fit = [0.0] * 9
+    in_room = (ts - _num(joined)) / 60_000.0 if joined is not None else -1.0
+    events = _num(v) if v is not None else 0.0
+    if in_room >= 0.0:
+        fit[0] = min(in_room, 30.0) / 10.0  # the hazard rises with time in the room
+        fit[1] = _log1p_f(events / max(in_room, 0.25)) if events > 0.0 else 0.0
+    _pin_fit(profile, _sec(viewer, "pinned"), fit)
     if not room:
         out += (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
                 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        out += fit
         return out
     parts = _room_parts(room)
     out += parts.block
     out += parts.leave
     pinned_at = parts.pinned_at
-    out.append(_lg((ts - pinned_at) / 60_000.0) if pinned_at is not None and ts else 0.0)
+    pin_age = (ts - pinned_at) / 60_000.0 if pinned_at is not None and ts else -1.0
+    out.append(_lg(pin_age) if pin_age >= 0.0 else 0.0)
+    if in_room >= 0.0:
+        # the viewer's actions against an average viewer's over the same time (likes and
+        # comments are ~70 % of what viewers do)
+        expected = parts.actions_per_viewer_min * in_room / 0.7
+        ratio = _log((events + 1.0) / (expected + 1.0))
+        fit[2] = -3.0 if ratio < -3.0 else (3.0 if ratio > 3.0 else ratio)
+    fit[3] = 1.0 if 0.0 <= pin_age < 1.0 else 0.0
+    out += fit
     return out
+
+
+def _pin_fit(profile: Mapping[str, Any], pinned: Mapping[str, Any], fit: list[float]) -> None:
+    """Write the pinned item's fit to the profile into ``fit[4:9]``: the affinity of its
+    category, whether that is the top category, and its price against the usual one."""
+    if not pinned or not profile:
+        return
+    category = pinned.get("category")
+    categories = _sec(profile, "affinities").get("categories")
+    if category is not None and categories:
+        try:
+            for row in categories:
+                if _is_map(row) and row.get("name") == category:
+                    fit[4] = _lg(row.get("score"))
+                    break
+            first = categories[0]
+            fit[5] = 1.0 if _is_map(first) and first.get("name") == category else 0.0
+        except (TypeError, KeyError, IndexError):
+            pass
+    price = _num(pinned.get("price"))
+    usual = _num(_sec(profile, "price").get("avg_price"))
+    if price > 0.0 and usual > 0.0:
+        ratio = _log(price / usual)
+        ratio = -3.0 if ratio < -3.0 else (3.0 if ratio > 3.0 else ratio)
+        fit[6], fit[7], fit[8] = 1.0, ratio, abs(ratio)
 
 
 def purchase_features(context: Mapping[str, Any]) -> dict[str, float]:
@@ -379,7 +433,9 @@ def purchase_features(context: Mapping[str, Any]) -> dict[str, float]:
       ``affinities.categories`` (names and scores), ``tags``, ``lifecycle``.
     * ``event``: the event being scored, ``{type, item_id, category, price, source}``
       (``type`` in :data:`PURCHASE_EVENT_KINDS`, ``source`` ``"live"`` or ``"clicks"``;
-      ``category`` and ``price`` from the event or the catalog).
+      ``category`` and ``price`` from the event or the catalog). The price enters as is,
+      against the profile's ``avg_price`` (``item_price_vs_usual``, log ratio) and as that
+      ratio's absolute value (``item_price_misfit``).
     * ``room``: the room's latest insight (the ``room-insights`` JSON) when the event comes
       from a live room. Used: ``viewers``, ``comments_per_min``, ``likes_per_min``,
       ``orders_per_min``, ``gmv_per_min``, ``commerce.funnel.{click_to_cart,
@@ -401,15 +457,25 @@ def leave_features(context: Mapping[str, Any]) -> dict[str, float]:
     ``context`` keys (each optional):
 
     * ``viewer``: this viewer in this room, ``{joined_at, last_active_at, events,
-      returning}`` (ms event times of the join and of the activity before this event, live
-      events so far in the room, whether they had watched this room before). Time in the
-      room enters as ``log1p`` minutes and as one-hot buckets :data:`IN_ROOM_BUCKETS_MIN`.
+      returning, pinned}`` (ms event times of the join and of the activity before this
+      event, live events so far in the room, whether they had watched this room before, and
+      the catalog facts ``{category, price}`` of the item pinned in the room now). Time in
+      the room enters as ``log1p`` minutes, linearly (capped at 30) and as one-hot buckets
+      :data:`IN_ROOM_BUCKETS_MIN`; the viewer's events per minute, also against the room's
+      likes and comments per viewer over the same time (``v_engage_vs_room``).
     * ``event``: ``{type, ts}`` of the live event being scored (``type`` in
       :data:`LIVE_EVENT_KINDS`).
-    * ``profile``: as for :func:`purchase_features`, except ``affinities``.
+    * ``profile``: as for :func:`purchase_features`; ``affinities.categories`` and
+      ``price.avg_price`` are read against the pinned item (``pin_affinity``,
+      ``pin_top_category``, ``pin_price_vs_usual`` and its absolute value
+      ``pin_price_misfit``).
     * ``room``: the room's latest insight. Used: the fields of :func:`purchase_features`
       plus ``peak_viewers``, ``audience.{avg_watch_s, retention.1m, retention.5m}``,
-      ``windows.tumbling_1m.{joins, leaves}``, ``commerce.pinned.pinned_at``.
+      ``windows.tumbling_1m.{joins, leaves}``, ``commerce.pinned.pinned_at`` (its age, and
+      ``room_pin_fresh`` under a minute).
+
+    Every input is something the engine holds (profile, room insight, catalog); nothing
+    reads a simulator's latent state.
 
     >>> f = leave_features({"viewer": {"joined_at": 0, "last_active_at": 50_000, "events": 3},
     ...                     "event": {"type": "comment", "ts": 60_000}})

@@ -5,14 +5,48 @@ records. :func:`run_simulation` paces it into Kafka-protocol topics.
 
 * Catalog: ~20 categories, brands, category-dependent lognormal prices, tags, stock.
 * Live rooms: a host pinning products (each pin draws a burst of viewers and product clicks),
-  viewers joining and leaving after lognormal watch times (~10 % never send ``leave``),
-  Chinese and English comments of both tones, likes, gifts, shares, follows and a
+  viewers joining and leaving by the hazard below (~10 % never send ``leave``: they just go
+  quiet), Chinese and English comments of both tones, likes, gifts, shares, follows and a
   product_click -> add_to_cart -> purchase funnel priced from the catalog.
+* Users: latent traits drawn from a hash of (seed, user), the same in every room and
+  session: two interest categories, a price level ``b`` (log of the price they like over a
+  category's median, N(0, 0.5)), an activity ``a`` (lognormal, sigma 0.8: how often they act
+  when watching) and a purchase intent ``z`` ~ N(0, 1). Nothing of them is in any record; a
+  model sees them only through behaviour.
 * Clickstream: sessions whose items follow Zipf popularity and a sparse item -> next-item
-  graph inside latent item clusters, so next-item recommendation is learnable.
+  graph inside latent item clusters, so next-item recommendation is learnable; searches lean
+  to the user's interests.
 * Faults: ``bad_rate`` of the live/click records are malformed, each labelled with the error
   class :class:`streams.ingest.Validator` gives it; :meth:`Simulator.inject` starts the
   :data:`SCENARIOS`.
+
+Leaving is a hazard (per-second probability of leaving), checked for every viewer every
+:data:`CHECK_MS` (10 s): the viewer leaves with probability ``1 - exp(-h * 10 s)`` where::
+
+    h = H0 * (1 + tau / TAU_RISE) * exp(-1.2 e - 1.2 log(a) - 1.2 c + 0.8 m - 0.7 x)
+
+* ``H0`` = 1/1200 s; ``tau``: time in the room, ``TAU_RISE`` = 120 s (the baseline hazard
+  rises with time watched).
+* ``e = clip(log((E + 1) / (E_room * (1 - exp(-tau / 60 s)) + 1)), -2, 2)``: the viewer's
+  recent engagement against an average viewer who has watched as long. ``E`` is the
+  viewer's own actions (likes, comments, gifts, shares, follows, product clicks, carts,
+  purchases) decayed with a 60 s time constant, ``E_room`` the room's decayed actions per
+  viewer. ``a``: the viewer's activity trait (lurkers leave sooner).
+* ``c``: the pinned item's category is the viewer's first interest (1), second (0.5), else 0.
+* ``m = min(|log(pinned price / category median) - b|, 2)``: the pinned price's misfit.
+* ``x``: 1 while the room is in a pin burst (30-60 s after a pin), else 0.
+
+Silent viewers (10 %) leave by the same hazard without a ``leave`` record; a viewer still
+there after 2 h leaves. Rooms draw viewers interested in their themes more often. Who acts
+is not uniform either: a viewer is picked for an action with weight ``a * (1 + c)`` and, for
+a product click, ``a * exp(0.6 z + 0.7 c - 0.4 m)`` (both capped at 3). A product click
+becomes a cart with probability ``0.23 * 2 sigma(1.2 z) * exp(0.5 c - 0.3 m)`` (``c``,
+``m`` of the clicked item) and a cart a purchase with ``0.31 * 2 sigma(1.2 z)``; a
+storefront session buys what it carts with ``0.29 * 2 sigma(1.5 z)`` and carts an item with
+``0.066 * 2 sigma(0.8 z)``, 1.5x for an item of an interest category (``2 sigma(k z)`` has
+mean 1; the constants keep the event mix within a few per cent of the earlier,
+behaviour-blind simulator). :meth:`Simulator.leave_hazard` reads ``h`` (tests, an oracle
+ceiling); no record carries it.
 
 >>> sim = Simulator(seed=1, rooms=2, users=100, items=50, bad_rate=0.0)
 >>> records = sim.next_events(1_700_000_000_000, 5)
@@ -27,10 +61,12 @@ import heapq
 import logging
 import math
 import time
+import zlib
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from random import Random
+from statistics import NormalDist
 from typing import Any
 
 import orjson
@@ -111,7 +147,22 @@ ENGAGEMENT_WEIGHTS = (0.50, 0.16, 0.03, 0.02, 0.02, 0.05)
 BURST_ENGAGEMENT_WEIGHTS = (0.42, 0.18, 0.03, 0.03, 0.03, 0.14)
 
 # Timed work in the simulator's queue.
-_PIN, _LEAVE, _EXPIRE, _CART, _BUY = range(5)
+_PIN, _LEAVE, _CART, _BUY, _CHECK = range(5)  # _LEAVE: a scenario's forced leave
+
+# The leave hazard (module docstring): h = H0 (1 + tau / TAU_RISE) exp(-B_ENGAGE e
+# - B_ACTIVITY log a - B_FIT c + B_PRICE m - B_BURST x), checked every CHECK_MS.
+CHECK_MS = 10_000
+H0_PER_S = 1.0 / 1200.0
+TAU_RISE_S = 120.0
+ENGAGE_TAU_MS = 60_000
+B_ENGAGE, B_ACTIVITY, B_FIT, B_PRICE, B_BURST = 1.2, 1.2, 1.2, 0.8, 0.7
+MAX_WATCH_MS = 2 * 3_600_000
+SILENT_SHARE = 0.1              # viewers who never send ``leave``
+PICK_CAP = 3.0                  # weights of who acts are capped here (rejection sampling)
+PICK_TRIES = 8
+
+_MASK64 = (1 << 64) - 1
+_NORMAL = NormalDist()
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +199,21 @@ def _pick(cum: list[float], u: float) -> int:
     return index if index < len(cum) else len(cum) - 1
 
 
+def _hash_unit(seed: int, key: int, slot: int) -> float:
+    """A uniform in (0, 1) from (seed, key, slot): splitmix64's finaliser, no state."""
+    z = (seed * 0x9E3779B97F4A7C15 + key * 0xBF58476D1CE4E5B9 + slot * 0x94D049BB133111EB
+         + 0x632BE59BD9B4E019) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    z ^= z >> 31
+    return ((z >> 11) + 0.5) / 9007199254740992.0
+
+
+def _two_sigmoid(x: float) -> float:
+    """``2 * sigmoid(x)``: mean 1 over a symmetric ``x``, so it rescales without drift."""
+    return 2.0 / (1.0 + math.exp(-x))
+
+
 def _shop_price(raw: float) -> float:
     """Round to a shop-like price: 128.9, 39.9, 1.9."""
     return round(max(2.0, round(raw)) - 0.1, 2)
@@ -169,27 +235,67 @@ class _Item:
         self.title = title
 
 
+class _Traits:
+    """A user's latent traits (module docstring): never in a record."""
+
+    __slots__ = ("activity", "budget", "intent", "interest", "interest2")
+
+    def __init__(self, interest: int, interest2: int, budget: float, activity: float,
+                 intent: float) -> None:
+        self.interest = interest
+        self.interest2 = interest2
+        self.budget = budget
+        self.activity = activity
+        self.intent = intent
+
+    def fit(self, category: int, log_price: float) -> tuple[float, float]:
+        """(c, m) of an item: interest fit and price misfit (module docstring)."""
+        c = 1.0 if category == self.interest else 0.5 if category == self.interest2 else 0.0
+        return c, min(abs(log_price - self.budget), 2.0)
+
+
+class _Viewer:
+    """One viewer's presence in one room."""
+
+    __slots__ = ("engaged", "engaged_at", "joined_at", "pin_version", "session_id", "silent",
+                 "traits", "weight", "weight_product")
+
+    def __init__(self, session_id: str, joined_at: int, silent: bool, traits: _Traits) -> None:
+        self.session_id = session_id
+        self.joined_at = joined_at
+        self.silent = silent
+        self.traits = traits
+        self.engaged = 0.0      # own actions, decayed with ENGAGE_TAU_MS
+        self.engaged_at = joined_at
+        self.pin_version = -1   # pin the cached weights were computed for
+        self.weight = 1.0
+        self.weight_product = 1.0
+
+
 class _Audience:
     """Viewers present in a room: O(1) add, remove and uniform random pick."""
 
-    __slots__ = ("ids", "position", "sessions")
+    __slots__ = ("ids", "position", "sessions", "state")
 
     def __init__(self) -> None:
         self.ids: list[str] = []
         self.position: dict[str, int] = {}
         self.sessions: dict[str, str] = {}
+        self.state: dict[str, _Viewer] = {}
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def add(self, user_id: str, session_id: str) -> None:
+    def add(self, user_id: str, viewer: _Viewer) -> None:
         self.position[user_id] = len(self.ids)
         self.ids.append(user_id)
-        self.sessions[user_id] = session_id
+        self.sessions[user_id] = viewer.session_id
+        self.state[user_id] = viewer
 
     def remove(self, user_id: str) -> None:
         index = self.position.pop(user_id)
         del self.sessions[user_id]
+        del self.state[user_id]
         last = self.ids.pop()
         if index < len(self.ids):
             self.ids[index] = last
@@ -197,12 +303,19 @@ class _Audience:
 
 
 class _Room:
-    __slots__ = ("audience", "burst_until", "drop_until", "host_id", "outage_until", "pinned",
-                 "popularity", "products", "room_id", "target", "zh_share")
+    __slots__ = ("audience", "burst_until", "drop_until", "engaged", "engaged_at", "host_id",
+                 "outage_until", "pin_category", "pin_log_price", "pin_version", "pinned",
+                 "popularity", "products", "room_id", "target", "themes", "zh_share")
 
     def __init__(self, room_id: str, host_id: str, products: list[int], popularity: float,
-                 target: int, zh_share: float) -> None:
+                 target: int, zh_share: float, themes: frozenset[int]) -> None:
         self.room_id = room_id
+        self.themes = themes
+        self.engaged = 0.0      # all viewers' actions, decayed with ENGAGE_TAU_MS
+        self.engaged_at = 0
+        self.pin_category = -1
+        self.pin_log_price = 0.0
+        self.pin_version = 0
         self.host_id = host_id
         self.products = products
         self.popularity = popularity
@@ -224,12 +337,15 @@ class _Room:
 
 
 class _ClickSession:
-    __slots__ = ("buys", "cart", "item", "room_id", "search_category", "session_id",
-                 "steps_left", "user_id")
+    __slots__ = ("buys", "cart", "cart_rate", "interests", "item", "room_id",
+                 "search_category", "session_id", "steps_left", "user_id")
 
     def __init__(self, user_id: str, session_id: str, steps_left: int, buys: bool,
-                 room_id: str | None) -> None:
+                 room_id: str | None, cart_rate: float = 0.07,
+                 interests: tuple[int, ...] = ()) -> None:
         self.user_id = user_id
+        self.cart_rate = cart_rate
+        self.interests = interests
         self.session_id = session_id
         self.steps_left = steps_left
         self.buys = buys
@@ -345,6 +461,10 @@ class Simulator:
             c: _cumulative([self._popularity[i] for i in members])
             for c, members in self._category_items.items()
         }
+        # users' interests follow the catalog's category mix
+        self._interest_categories = sorted(self._category_items)
+        self._interest_cum = _cumulative(
+            [len(self._category_items[c]) for c in self._interest_categories])
 
     def _weighted_sample(self, candidates: Sequence[int], k: int) -> list[int]:
         """Up to ``k`` distinct candidates, popular ones more likely and first."""
@@ -413,9 +533,100 @@ class Simulator:
                 products += self._weighted_sample(rest, wanted - len(products))
             target = round(0.2 * self.users * popularity[index] / total_popularity)
             target = max(5, min(self.max_viewers_per_room, target))
-            self._rooms.append(_Room(f"room-{index + 1}", f"host-{index + 1}", products,
-                                     popularity[index], target, rng.uniform(0.4, 0.9)))
+            room = _Room(f"room-{index + 1}", f"host-{index + 1}", products,
+                         popularity[index], target, rng.uniform(0.4, 0.9), frozenset(themes))
+            self._set_pin(room, products[0])
+            self._rooms.append(room)
         self._room_by_id = {room.room_id: room for room in self._rooms}
+
+    # ------------------------------------------------------------------ latent user traits
+    def _traits(self, user_id: str) -> _Traits:
+        """The latent traits of ``user_id``: a pure function of the seed and the id."""
+        digits = user_id[1:]
+        key = int(digits) if digits.isdigit() else zlib.crc32(user_id.encode()) + (1 << 40)
+        seed = self.seed
+
+        def unit(slot: int) -> float:
+            return _hash_unit(seed, key, slot)
+
+        categories, cum = self._interest_categories, self._interest_cum
+        normal = _NORMAL.inv_cdf
+        return _Traits(categories[_pick(cum, unit(0))], categories[_pick(cum, unit(1))],
+                       0.5 * normal(unit(2)), math.exp(0.8 * normal(unit(3)) - 0.32),
+                       normal(unit(4)))
+
+    def _log_price(self, item_index: int) -> float:
+        item = self._items[item_index]
+        return math.log(item.price / CATEGORIES[item.category][2])
+
+    def _set_pin(self, room: _Room, item_index: int) -> None:
+        room.pinned = item_index
+        room.pin_category = self._items[item_index].category
+        room.pin_log_price = self._log_price(item_index)
+        room.pin_version += 1
+
+    def _weights(self, room: _Room, viewer: _Viewer) -> None:
+        """Refresh ``viewer``'s pick weights for the room's current pin (cached per pin)."""
+        if viewer.pin_version != room.pin_version:
+            traits = viewer.traits
+            c, m = traits.fit(room.pin_category, room.pin_log_price)
+            viewer.weight = traits.activity * (1.0 + c)
+            viewer.weight_product = traits.activity * math.exp(
+                0.6 * traits.intent + 0.7 * c - 0.4 * m)
+            viewer.pin_version = room.pin_version
+
+    def _pick_viewer(self, room: _Room, product: bool) -> str:
+        """A viewer of ``room`` drawn with the pick weights (rejection sampling)."""
+        audience = room.audience
+        ids, state, rnd = audience.ids, audience.state, self._rng.random
+        count, version = len(ids), room.pin_version
+        user_id = ids[int(rnd() * count)]
+        for _ in range(PICK_TRIES):
+            viewer = state[user_id]
+            if viewer.pin_version != version:
+                self._weights(room, viewer)
+            if rnd() * PICK_CAP < (viewer.weight_product if product else viewer.weight):
+                break
+            user_id = ids[int(rnd() * count)]
+        return user_id
+
+    def _engage(self, room: _Room, user_id: str, now_ms: int) -> None:
+        """Count one action of ``user_id`` in ``room`` (the hazard's engagement term)."""
+        viewer = room.audience.state.get(user_id)
+        if viewer is None:
+            return
+        # decayed only when the clock moved: one next_events call shares its now_ms
+        elapsed = now_ms - viewer.engaged_at
+        if elapsed > 0:
+            viewer.engaged = viewer.engaged * math.exp(-elapsed / ENGAGE_TAU_MS) + 1.0
+            viewer.engaged_at = now_ms
+        else:
+            viewer.engaged += 1.0
+        elapsed = now_ms - room.engaged_at
+        if elapsed > 0:
+            room.engaged = room.engaged * math.exp(-elapsed / ENGAGE_TAU_MS) + 1.0
+            room.engaged_at = now_ms
+        else:
+            room.engaged += 1.0
+
+    def leave_hazard(self, room_id: str, user_id: str, now_ms: int) -> float:
+        """The per-second leave hazard of a viewer now (module docstring); 0.0 if absent."""
+        room = self._room_by_id[room_id]
+        viewer = room.audience.state.get(user_id)
+        return 0.0 if viewer is None else self._hazard(room, viewer, now_ms)
+
+    def _hazard(self, room: _Room, viewer: _Viewer, now_ms: int) -> float:
+        tau_ms = max(0, now_ms - viewer.joined_at)
+        own = viewer.engaged * math.exp(min(0, viewer.engaged_at - now_ms) / ENGAGE_TAU_MS)
+        per_viewer = room.engaged * math.exp(
+            min(0, room.engaged_at - now_ms) / ENGAGE_TAU_MS) / max(1, len(room.audience))
+        expected = per_viewer * (1.0 - math.exp(-tau_ms / ENGAGE_TAU_MS))
+        e = min(2.0, max(-2.0, math.log((own + 1.0) / (expected + 1.0))))
+        c, m = viewer.traits.fit(room.pin_category, room.pin_log_price)
+        x = 1.0 if now_ms < room.burst_until else 0.0
+        return H0_PER_S * (1.0 + tau_ms / 1000.0 / TAU_RISE_S) * math.exp(
+            -B_ENGAGE * e - B_ACTIVITY * math.log(viewer.traits.activity) - B_FIT * c
+            + B_PRICE * m - B_BURST * x)
 
     # ------------------------------------------------------------------ public views
     @property
@@ -520,25 +731,42 @@ class Simulator:
     def _run_queue(self, now_ms: int, n: int, out: list[SimRecord]) -> None:
         queue = self._queue
         while queue and queue[0][0] <= now_ms and len(out) < n:
-            _, _, kind, room, user_id, session_id, item, quantity = heapq.heappop(queue)
+            due, _, kind, room, user_id, session_id, item, quantity = heapq.heappop(queue)
             event: _Event | None = None
-            if kind == _PIN:
+            if kind == _CHECK:
+                event = self._check(room, user_id, session_id, due, now_ms)
+            elif kind == _PIN:
                 event = self._pin(room, now_ms)
-            elif kind in (_LEAVE, _EXPIRE):
+            elif kind == _LEAVE:
                 if room.audience.sessions.get(user_id) == session_id:
                     room.audience.remove(user_id)
-                    if kind == _LEAVE:
-                        event = self._live(room, "leave", user_id, session_id,
-                                           self._ts(now_ms))
+                    event = self._live(room, "leave", user_id, session_id, self._ts(now_ms))
             else:
                 self._queued_funnel -= 1
                 if kind == _CART:
                     event = self._live_cart(room, user_id, session_id, item, quantity, now_ms)
+                    self._engage(room, user_id, now_ms)
                 else:
                     event = self._live_purchase(room, user_id, session_id, item, quantity,
                                                 now_ms)
+                    self._engage(room, user_id, now_ms)
             if event is not None:
                 out.append(self._finish(event, now_ms))
+
+    def _check(self, room: _Room, user_id: str, session_id: str, due: int,
+               now_ms: int) -> _Event | None:
+        """A hazard check of one viewer: leave now, or check again in CHECK_MS."""
+        viewer = room.audience.state.get(user_id)
+        if viewer is None or viewer.session_id != session_id:
+            return None  # left already (a viewer drop), or a later visit's check runs
+        p_leave = 1.0 - math.exp(-self._hazard(room, viewer, now_ms) * CHECK_MS / 1000.0)
+        if self._rng.random() >= p_leave and now_ms - viewer.joined_at < MAX_WATCH_MS:
+            self._schedule(max(due + CHECK_MS, now_ms + 1), _CHECK, room, user_id, session_id)
+            return None
+        room.audience.remove(user_id)
+        if viewer.silent:
+            return None
+        return self._live(room, "leave", user_id, session_id, self._ts(now_ms))
 
     def _run_emitters(self, now_ms: int, n: int, out: list[SimRecord]) -> None:
         rng = self._rng
@@ -598,7 +826,7 @@ class Simulator:
 
     def _pin(self, room: _Room, now_ms: int) -> _Event:
         rng = self._rng
-        room.pinned = rng.choice(room.products)
+        self._set_pin(room, rng.choice(room.products))
         room.burst_until = now_ms + int(rng.uniform(30_000, 60_000))
         self._schedule(now_ms + int(rng.expovariate(1.0 / 90_000)) + 20_000, _PIN, room)
         event = self._live(room, "product_pin", room.host_id, f"host-{room.room_id}",
@@ -611,18 +839,23 @@ class Simulator:
         audience = room.audience
         if len(audience) >= self.max_viewers_per_room:
             return None
-        for _ in range(3):
+        themes = room.themes
+        for _ in range(4):  # rooms draw viewers interested in their themes more often
             user_id = f"u{rng.randrange(self.users)}"
-            if user_id not in audience.sessions:
+            if user_id in audience.sessions:
+                continue
+            traits = self._traits(user_id)
+            if traits.interest in themes or traits.interest2 in themes or rng.random() < 0.35:
                 break
         else:
             return None
         self._counter += 1
         session_id = f"{self.id_prefix}-w{self._counter}"
-        audience.add(user_id, session_id)
-        watch_ms = min(2 * 3_600_000, int(rng.lognormvariate(math.log(180_000), 0.9)))
-        kind = _EXPIRE if rng.random() < 0.1 else _LEAVE  # ~10 % never say goodbye
-        self._schedule(now_ms + watch_ms, kind, room, user_id, session_id)
+        silent = rng.random() < SILENT_SHARE
+        audience.add(user_id, _Viewer(session_id, now_ms, silent, traits))
+        # the first check at a random phase: checks of one room do not fall in step
+        self._schedule(now_ms + 1 + int(rng.random() * CHECK_MS), _CHECK, room, user_id,
+                       session_id)
         return self._live(room, "join", user_id, session_id, self._ts(now_ms))
 
     def _live_event(self, room: _Room, now_ms: int) -> _Event | None:
@@ -635,13 +868,11 @@ class Simulator:
             event = self._join(room, now_ms)
             if event is not None or viewers == 0:
                 return event
-        user_id = audience.ids[int(rnd() * viewers)]
-        session_id = audience.sessions[user_id]
-        if viewers > 1.2 * target and rnd() < 0.3:
-            audience.remove(user_id)
-            return self._live(room, "leave", user_id, session_id, self._ts(now_ms))
         weights = BURST_CUM if now_ms < room.burst_until else NORMAL_CUM
         kind = ENGAGEMENT_TYPES[_pick(weights, rnd())]
+        user_id = self._pick_viewer(room, kind == "product_click")
+        session_id = audience.sessions[user_id]
+        self._engage(room, user_id, now_ms)
         event = self._live(room, kind, user_id, session_id, self._ts(now_ms))
         body = event[2]
         if kind == "comment":
@@ -651,7 +882,10 @@ class Simulator:
         elif kind == "product_click":
             item = room.pinned if rnd() < 0.7 else room.products[int(rnd() * len(room.products))]
             body["item_id"] = self._items[item].item_id
-            if rnd() < 0.28 and self._queued_funnel < self._max_queued_funnel:
+            traits = audience.state[user_id].traits
+            c, m = traits.fit(self._items[item].category, self._log_price(item))
+            p_cart = 0.23 * _two_sigmoid(1.2 * traits.intent) * math.exp(0.5 * c - 0.3 * m)
+            if rnd() < p_cart and self._queued_funnel < self._max_queued_funnel:
                 self._queued_funnel += 1
                 delay = int(rng.lognormvariate(math.log(8_000), 0.7))
                 self._schedule(now_ms + delay, _CART, room, user_id, session_id, item,
@@ -686,7 +920,10 @@ class Simulator:
         event = self._live(room, "add_to_cart", user_id, session_id, self._ts(now_ms))
         event[2]["item_id"] = self._items[item].item_id
         event[2]["quantity"] = quantity
-        if rng.random() < 0.42 and self._queued_funnel < self._max_queued_funnel:
+        viewer = room.audience.state.get(user_id)
+        traits = viewer.traits if viewer is not None else self._traits(user_id)
+        p_buy = 0.31 * _two_sigmoid(1.2 * traits.intent)
+        if rng.random() < p_buy and self._queued_funnel < self._max_queued_funnel:
             self._queued_funnel += 1
             delay = int(rng.lognormvariate(math.log(20_000), 0.8))
             self._schedule(now_ms + delay, _BUY, room, user_id, session_id, item, quantity)
@@ -771,16 +1008,18 @@ class Simulator:
             members = self._category_items[category]
             session.item = members[_pick(self._category_cum[category], rnd())]
             return self._click(session, "click", session.item, now_ms)
-        u = rnd()
-        if u < 0.07 and self._items[session.item].in_stock:
+        item = self._items[session.item]
+        p_cart = session.cart_rate * (1.5 if item.category in session.interests else 1.0)
+        if rnd() < p_cart and item.in_stock:
             quantity = self._quantity()
             session.cart.append((session.item, quantity))
             event = self._click(session, "add_to_cart", session.item, now_ms)
             event[2]["quantity"] = quantity
             return event
-        if u < 0.10:
-            return self._search(session, self._items[session.item].category, now_ms)
-        if u < 0.115 and session.cart and session.buys:
+        u = rnd()
+        if u < 0.032:
+            return self._search(session, item.category, now_ms)
+        if u < 0.048 and session.cart and session.buys:
             return self._click_purchase(session, now_ms)
         session.item = self._next_item(session.item)
         return self._click(session, "view" if rnd() < 0.55 else "click", session.item, now_ms)
@@ -792,14 +1031,21 @@ class Simulator:
         steps = 2 + int(rng.expovariate(1.0 / 9.0))
         u = rng.random()
         room = self._rooms[int(rng.random() * len(self._rooms))] if u < 0.1 else None
+        traits = self._traits(user_id)
+        buys = rng.random() < 0.29 * _two_sigmoid(1.5 * traits.intent)
         session = _ClickSession(user_id, f"{self.id_prefix}-c{self._counter}", steps,
-                                rng.random() < 0.35, room.room_id if room else None)
+                                buys, room.room_id if room else None,
+                                0.066 * _two_sigmoid(0.8 * traits.intent),
+                                (traits.interest, traits.interest2))
         self._sessions.append(session)
         if room is not None:  # came from the live room: lands on the pinned product
             session.item = room.pinned
             return self._click(session, "click", session.item, now_ms)
         if u < 0.32:
-            category = self._items[_pick(self._popularity_cum, rng.random())].category
+            if rng.random() < 0.5:  # searches lean to the user's interests
+                category = traits.interest if rng.random() < 0.7 else traits.interest2
+            else:
+                category = self._items[_pick(self._popularity_cum, rng.random())].category
             return self._search(session, category, now_ms)
         session.item = _pick(self._popularity_cum, rng.random())
         return self._click(session, "view", session.item, now_ms)

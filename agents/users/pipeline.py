@@ -167,6 +167,9 @@ class UserHandler:
         # the profile's own clock: a late event must not produce a view from the past
         view = profile.view(profile.updated_at)
         room = self.headlines.get(room_id) if room_id else None
+        if viewer is not None and room:  # the item the viewer is shown: leave-risk pin fit
+            pinned = (room.get("commerce") or {}).get("pinned") or {}
+            viewer["pinned"] = catalog_get(pinned["item_id"]) if pinned.get("item_id") else None
         item = catalog_get(record.item_id) if record.item_id else None
         topic = self.names.user_activity if live else self.names.clicks
         recommendation = self.models.on_event(

@@ -275,7 +275,7 @@ def test_purchase_propensity_learns_from_delayed_session_labels() -> None:
     assert report["after_warmup"]["roc_auc"] > 0.8
     assert report["after_warmup"]["log_loss"] < constant_baseline(
         report["positives"], report["examples"])["log_loss"]
-    assert report["model_version"] == "purchase_propensity-v2-logistic"
+    assert report["model_version"] == "purchase_propensity-v3-logistic"
 
 
 def test_purchase_labels_follow_the_session() -> None:
@@ -359,7 +359,7 @@ def real_contexts() -> tuple[dict[str, Any], dict[str, Any]]:
                           "price": 129.9, "source": "clicks"}}
     leave = {"profile": view, "room": insight, "event": {"type": "comment", "ts": ts},
              "viewer": {"joined_at": T0, "last_active_at": T0 + 4 * SECOND, "events": 4,
-                        "returning": False}}
+                        "returning": False, "pinned": catalog("i1")}}
     return purchase, leave
 
 
@@ -377,6 +377,44 @@ def test_features_are_numeric_bounded_and_use_the_context() -> None:
     assert p["room_present"] == 1.0 and p["life_new"] == 1.0
     lv = leave_features(leave)
     assert lv["v_in_room_0"] == 1.0 and lv["ev_comment"] == 1.0 and lv["room_viewers"] > 0
+    # the pinned item against the profile: its category is the viewer's top one, its price
+    # the viewer's usual price
+    assert lv["pin_affinity"] > 0 and lv["pin_top_category"] == 1.0
+    assert lv["pin_price_known"] == 1.0 and abs(lv["pin_price_vs_usual"]) < 0.01
+    assert lv["room_pin_fresh"] == 1.0 and lv["v_events_per_min"] > 0
+
+
+def test_leave_features_read_engagement_against_the_room_and_pin_fit() -> None:
+    room = {"viewers": 100, "likes_per_min": 150.0, "comments_per_min": 50.0,
+            "commerce": {"pinned": {"item_id": "i9", "pinned_at": T0}}}
+    ts = T0 + 5 * MINUTE
+
+    def features(events: int, pinned: dict[str, Any] | None = None,
+                 profile: dict[str, Any] | None = None) -> dict[str, float]:
+        return leave_features({"room": room, "event": {"type": "like", "ts": ts},
+                               "profile": profile or {},
+                               "viewer": {"joined_at": T0, "last_active_at": ts - SECOND,
+                                          "events": events, "pinned": pinned}})
+
+    # an average viewer here acts 2/min (likes + comments per viewer) / 0.7: ~14 in 5 min
+    quiet, usual, busy = features(1), features(14), features(60)
+    assert quiet["v_engage_vs_room"] < -1.5 < usual["v_engage_vs_room"] < 0.3 < \
+        busy["v_engage_vs_room"]
+    assert quiet["v_events_per_min"] < busy["v_events_per_min"]
+    assert usual["v_in_room_lin"] == 0.5 and usual["room_pin_fresh"] == 0.0
+    profile = {"affinities": {"categories": [{"name": "shoes", "score": 3.0},
+                                             {"name": "bags", "score": 1.0}]},
+               "price": {"avg_price": 100.0}}
+    shoes = features(14, {"category": "shoes", "price": 100.0}, profile)
+    bags = features(14, {"category": "bags", "price": 800.0}, profile)
+    other = features(14, {"category": "toys", "price": 10.0}, profile)
+    assert shoes["pin_top_category"] == 1.0 and bags["pin_top_category"] == 0.0
+    assert shoes["pin_affinity"] > bags["pin_affinity"] > other["pin_affinity"] == 0.0
+    assert shoes["pin_price_misfit"] == 0.0
+    assert round(bags["pin_price_vs_usual"], 3) == round(math.log(8.0), 3)
+    assert round(other["pin_price_misfit"], 3) == round(math.log(10.0), 3)
+    unknown = features(14, {"category": "shoes", "price": 100.0})  # no profile history
+    assert unknown["pin_price_known"] == 0.0 and unknown["pin_affinity"] == 0.0
 
 
 def test_features_survive_garbage() -> None:
@@ -385,7 +423,8 @@ def test_features_survive_garbage() -> None:
                            "affinities": {"categories": ["not-a-row"]}},
                "event": {"type": 3, "price": -5.0, "ts": None},
                "room": {"viewers": -10, "mood": "sunny", "peak_viewers": 0},
-               "viewer": {"joined_at": "yesterday"}}
+               "viewer": {"joined_at": "yesterday", "events": "lots",
+                          "pinned": {"price": "x", "category": 5}}}
     for builder in (purchase_features, leave_features):
         values = builder(garbage).values()
         assert all(math.isfinite(v) for v in values)
@@ -411,6 +450,11 @@ def test_main_propensity_smoke() -> None:
         assert sum(row["count"] for row in model["calibration"]) == model["examples"]
         assert model["baseline"]["roc_auc"] == 0.5
         assert model["baseline"]["positive_rate"] == model["positive_rate"]
+        warm = model["after_warmup"]
+        if warm.get("examples"):
+            assert warm["baseline"]["examples"] == warm["examples"]
+    oracle = report["leave_risk"]["oracle"]
+    assert oracle["examples"] > 0 and 0.0 <= oracle["roc_auc"] <= 1.0
     assert report["events_per_s"] > 0
 
 
@@ -470,7 +514,7 @@ def test_fast_task_matches_the_river_reference_when_learning_every_example() -> 
     river_scores = drive_purchase(river, 300, seed=4)
     assert np.allclose(fast_scores, river_scores, atol=1e-4)  # float32 rows aside
     assert fast.metrics()["roc_auc"] == pytest.approx(river.metrics()["roc_auc"], abs=0.01)
-    assert river.model_version == "purchase_propensity-v2-river"
+    assert river.model_version == "purchase_propensity-v3-river"
 
 
 def test_learning_waits_for_a_mini_batch_or_learn_pending() -> None:
