@@ -13,9 +13,10 @@ checked against the truth. The funnel of one trigger:
 * ``converted`` with the variant's ``cvr`` (of clicked) after ~3 min more, with an order
   value drawn around ``order_value`` (log-normal).
 
-The variant is assigned per user and campaign by a hash (deterministic, by ``weight``), the
-draws per trigger are seeded by its idempotency key, so a redelivered trigger gets the same
-answers (and the same records: the engine deduplicates them).
+The variant is the trigger's ``variant`` when the model knows it (a campaign with variants
+chose it); otherwise it is assigned per user and campaign by a hash (deterministic, by
+``weight``). The draws per trigger are seeded by its idempotency key, so a redelivered
+trigger gets the same answers (and the same records: the engine deduplicates them).
 
 >>> model = AdSystemModel()
 >>> trigger = {"idempotency_key": "k1", "campaign_id": "c", "user_id": "u1", "ts": 1000}
@@ -83,6 +84,10 @@ class AdSystemModel:
                 return variant
         return self.variants[-1]
 
+    def named(self, name: Any) -> VariantTruth | None:
+        """The variant called ``name`` (None: no such variant)."""
+        return next((v for v in self.variants if v.name == name), None)
+
     def truth(self) -> dict[str, dict[str, float]]:
         """True rates per variant: what a report should estimate."""
         return {v.name: {"ctr": v.ctr, "cvr": v.cvr} for v in self.variants}
@@ -91,7 +96,7 @@ class AdSystemModel:
         """The feedback records of one trigger, in time order (``ts``: when each happens)."""
         key, cid, user = trigger["idempotency_key"], trigger["campaign_id"], trigger["user_id"]
         rng = random.Random(f"{self.seed}:{key}")
-        variant = self.variant_of(user, cid)
+        variant = self.named(trigger.get("variant")) or self.variant_of(user, cid)
         names, weights = zip(*self.channels, strict=True)
         channel = rng.choices(names, weights)[0]
         base = {"schema_version": 1, "idempotency_key": key, "campaign_id": cid,

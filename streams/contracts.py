@@ -193,6 +193,7 @@ class PromoTrigger:
     expires_at: int
     room_id: str | None = None
     item_id: str | None = None
+    variant: str | None = None
     schema_version: int = SCHEMA_VERSION
 
 
@@ -596,6 +597,9 @@ PROMO_TRIGGER = Contract(
            required=True, **_NN),
         _f("room_id", STRING, "Live room the user is in, if any."),
         _f("item_id", STRING, "Product of the event, if any."),
+        _f("variant", STRING, "Campaign variant chosen for this user (campaigns with "
+           "variants only): show its offer as given, and name it in the feedback.",
+           max_length=64),
     ),
 )
 

@@ -267,7 +267,89 @@ def compile_condition(spec: Any, where: str, *, nested: bool = False) -> Test:
 # ------------------------------------------------------------------ campaigns
 _FIELDS = {"schema_version", "id", "version", "enabled", "name", "description", "on", "when",
            "action", "offer", "offer_ttl", "cost_per_trigger", "budget", "caps",
-           "quiet_hours", "holdout", "attribution_window", "starts_at", "expires_at"}
+           "quiet_hours", "holdout", "attribution_window", "starts_at", "expires_at",
+           "variants", "mode", "objective", "bandit"}
+MAX_VARIANTS = 8              # as agents.promo.feedback.MAX_VARIANTS: variants are labels
+MODES = ("fixed", "bandit")
+OBJECTIVES = ("click", "conversion")
+DEFAULT_BANDIT_EVERY = 100    # feedback records of the campaign between weight updates
+DEFAULT_MIN_WEIGHT = 0.02     # a bandit never starves a variant below this share
+_VARIANT_FIELDS = {"id", "weight", "copy", "creative_id", "offer"}
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """One creative/copy/offer variant of a campaign: ``offer`` is what its triggers carry
+    (the campaign's offer, updated by the variant's own ``offer`` and its ``copy`` and
+    ``creative_id`` when given)."""
+
+    id: str
+    weight: float
+    offer: dict[str, Any]
+
+
+def _parse_variants(raw: Any, offer: Mapping[str, Any], where: str) -> tuple[Variant, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise CampaignError(f"{where}.variants: expected a non-empty list")
+    if len(raw) > MAX_VARIANTS:
+        raise CampaignError(f"{where}.variants: at most {MAX_VARIANTS} variants")
+    out: list[Variant] = []
+    for i, spec in enumerate(raw):
+        at = f"{where}.variants[{i}]"
+        if not isinstance(spec, Mapping):
+            raise CampaignError(f"{at}: expected a mapping")
+        unknown = sorted(set(spec) - _VARIANT_FIELDS)
+        if unknown:
+            raise CampaignError(f"{at}: unknown keys {unknown}")
+        vid = spec.get("id")
+        if not isinstance(vid, str) or not _ID.match(vid) or vid == "default":
+            raise CampaignError(f"{at}.id: letters, digits, '_', '-', '.' (not 'default'), "
+                                f"got {vid!r}")
+        weight = spec.get("weight", 1.0)
+        if type(weight) not in _NUMBERS or not 0 < weight < math.inf:
+            raise CampaignError(f"{at}.weight: expected a positive number, got {weight!r}")
+        extra = spec.get("offer") or {}
+        if not isinstance(extra, Mapping):
+            raise CampaignError(f"{at}.offer: expected a mapping")
+        merged = {**offer, **extra}
+        for name in ("copy", "creative_id"):
+            if name in spec:
+                if not isinstance(spec[name], str) or not spec[name]:
+                    raise CampaignError(f"{at}.{name}: expected a non-empty string")
+                merged[name] = spec[name]
+        out.append(Variant(vid, float(weight), merged))
+    ids = [v.id for v in out]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise CampaignError(f"{where}.variants: duplicate ids {twice}")
+    return tuple(out)
+
+
+def _parse_bandit(record: Mapping[str, Any], variants: tuple[Variant, ...],
+                  where: str) -> tuple[str, str, int, float]:
+    mode = record.get("mode", "fixed")
+    if mode not in MODES:
+        raise CampaignError(f"{where}.mode: expected one of {list(MODES)}, got {mode!r}")
+    objective = record.get("objective", "click")
+    if objective not in OBJECTIVES:
+        raise CampaignError(f"{where}.objective: expected one of {list(OBJECTIVES)}, got "
+                            f"{objective!r}")
+    if mode == "bandit" and len(variants) < 2:
+        raise CampaignError(f"{where}.mode: bandit needs at least two variants")
+    knobs = record.get("bandit") or {}
+    if not isinstance(knobs, Mapping) or set(knobs) - {"update_every", "min_weight"}:
+        raise CampaignError(f"{where}.bandit: a mapping of update_every and min_weight")
+    every = knobs.get("update_every", DEFAULT_BANDIT_EVERY)
+    if type(every) is not int or every < 1:
+        raise CampaignError(f"{where}.bandit.update_every: expected an integer >= 1 (feedback "
+                            f"records), got {every!r}")
+    floor = knobs.get("min_weight", DEFAULT_MIN_WEIGHT)
+    if type(floor) not in _NUMBERS or not 0 <= floor < 1 / max(1, len(variants)):
+        raise CampaignError(f"{where}.bandit.min_weight: expected a share in [0, 1/variants), "
+                            f"got {floor!r}")
+    return mode, objective, every, float(floor)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -291,6 +373,11 @@ class Campaign:
     starts_at: int | None
     expires_at: int | None
     tests: tuple[Test, ...] = field(repr=False)
+    variants: tuple[Variant, ...] = ()
+    mode: str = "fixed"                     # fixed weights, or "bandit" (Thompson sampling)
+    objective: str = "click"                # bandit: clicked or converted per shown
+    bandit_every: int = DEFAULT_BANDIT_EVERY
+    min_weight: float = DEFAULT_MIN_WEIGHT
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Campaign:
@@ -341,10 +428,13 @@ class Campaign:
             if record.get("expires_at") is not None else None
         if starts is not None and expires is not None and expires <= starts:
             raise CampaignError(f"{where}: expires_at must be after starts_at")
+        offer = dict(record.get("offer") or {})
+        variants = _parse_variants(record.get("variants"), offer, where)
+        mode, objective, every, floor = _parse_bandit(record, variants, where)
         return cls(
             id=record["id"], version=int(record["version"]), record=record,
             enabled=bool(record.get("enabled", True)), on=frozenset(kinds),
-            action=record["action"], offer=dict(record.get("offer") or {}),
+            action=record["action"], offer=offer,
             offer_ttl_ms=parse_duration(record.get("offer_ttl", DEFAULT_OFFER_TTL),
                                         f"{where}.offer_ttl"),
             cost=float(record.get("cost_per_trigger", 0.0)),
@@ -353,7 +443,8 @@ class Campaign:
             attribution_window_ms=parse_duration(
                 record.get("attribution_window", DEFAULT_ATTRIBUTION_WINDOW),
                 f"{where}.attribution_window"),
-            starts_at=starts, expires_at=expires, tests=tests)
+            starts_at=starts, expires_at=expires, tests=tests, variants=variants, mode=mode,
+            objective=objective, bandit_every=every, min_weight=floor)
 
     def match(self, ctx: Mapping[str, Any]) -> list[str] | None:
         """The reason codes when every condition holds, else None."""
@@ -385,6 +476,32 @@ class Campaign:
         """Deterministic per (campaign, user): the same answer on every worker and run; a
         larger share keeps everyone already held out."""
         return _unit_hash(f"{self.id}\x1f{user_id}") < self.holdout
+
+    @property
+    def weights(self) -> tuple[float, ...]:
+        """The configured weights of the variants, normalised (empty: no variants)."""
+        total = sum(v.weight for v in self.variants)
+        return tuple(v.weight / total for v in self.variants)
+
+    def assign(self, user_id: str, weights: Iterable[float] | None = None) -> Variant | None:
+        """The user's variant: a hash of (campaign, user), independent of the holdout's,
+        placed on the cumulative ``weights`` (default: the configured ones). The same user
+        gets the same variant as long as the weights do not change.
+
+        >>> c = Campaign.from_dict({"id": "c", "on": ["like"], "action": "ad",
+        ...     "variants": [{"id": "A"}, {"id": "B", "offer": {"discount_pct": 5}}]})
+        >>> c.assign("u1") == c.assign("u1"), c.assign("u1", (0.0, 1.0)).offer
+        (True, {'discount_pct': 5})
+        """
+        if not self.variants:
+            return None
+        u = _unit_hash(f"{self.id}\x1fvariant\x1f{user_id}")
+        edge = 0.0
+        for variant, weight in zip(self.variants, weights or self.weights, strict=True):
+            edge += weight
+            if u < edge:
+                return variant
+        return self.variants[-1]
 
     @property
     def keep_ms(self) -> int:
@@ -591,9 +708,12 @@ class Decider:
     underspend when traffic is uneven across partitions.
     """
 
-    def __init__(self, book: CampaignBook, partitions: int) -> None:
+    def __init__(self, book: CampaignBook, partitions: int,
+                 weights: Callable[[Campaign], tuple[float, ...]] | None = None) -> None:
         self.book = book
         self.partitions = max(1, partitions)
+        # the variants' current weights (a bandit's, agents.promo.bandit); default: configured
+        self.weights = weights or (lambda campaign: campaign.weights)
 
     def on_event(self, facts: EventFacts, view: Mapping[str, Any],
                  room: Mapping[str, Any] | None, scores: Mapping[str, Any] | None, *,
@@ -688,6 +808,9 @@ class Decider:
                 trigger["room_id"] = facts.room_id
             if facts.item_id:
                 trigger["item_id"] = facts.item_id
+            variant = campaign.assign(user, self.weights(campaign))
+            if variant is not None:
+                trigger["variant"], trigger["offer"] = variant.id, variant.offer
             entry["p"] = trigger
             entry["x"] = campaign.cost
             decision.triggers.append(trigger)

@@ -109,6 +109,9 @@ class LabelCap:
             return name
         return OTHER
 
+    def variant(self, cid: str, name: str) -> str:
+        return self._capped(self._variants, cid, name, self.max_variants)
+
     def __call__(self, cid: str, variant: str, channel: str) -> tuple[str, str]:
         return (self._capped(self._variants, cid, variant, self.max_variants),
                 self._capped(self._channels, cid, channel, self.max_channels))
@@ -155,7 +158,11 @@ class CampaignReports:
                  known: Callable[[str], bool] | None = None,
                  cap: LabelCap | None = None) -> None:
         self.rows: dict[str, dict[tuple[str, str], dict[str, float]]] = {}
+        self.sent: dict[str, dict[str, int]] = {}   # campaign -> variant -> triggers sent
         self.deduper = Deduper(dedupe)
+        self.sent_deduper = Deduper(dedupe)
+        # called with the campaign id after each record folded (e.g. Bandits.on_feedback)
+        self.listeners: list[Callable[[str], None]] = []
         self.known = known or (lambda _: True)
         self.cap = cap or LabelCap()
         self.duplicates = 0
@@ -178,7 +185,47 @@ class CampaignReports:
         row[record.type] += 1
         if record.type == "converted":
             row["revenue"] += record.value or 0.0
+        for listener in self.listeners:
+            listener(cid)
         return True
+
+    def add_trigger(self, trigger: Any) -> bool:
+        """Fold one promo trigger (as read from the triggers topic): ``sent`` per variant,
+        deduplicated by idempotency key. False if seen before or unusable."""
+        if not isinstance(trigger, dict):
+            return False
+        key, cid = trigger.get("idempotency_key"), trigger.get("campaign_id")
+        variant = trigger.get("variant") or "default"
+        if not isinstance(key, str) or not isinstance(cid, str) or not isinstance(
+                variant, str) or not self.known(cid):
+            return False
+        if not self.sent_deduper.first(key):
+            return False
+        name = self.cap.variant(cid, variant)
+        per = self.sent.setdefault(cid, {})
+        per[name] = per.get(name, 0) + 1
+        return True
+
+    def variant_counts(self, campaign_id: str) -> dict[str, dict[str, float]]:
+        """Per variant (all channels): sent and the feedback counts.
+
+        >>> r = CampaignReports()
+        >>> _ = r.add_trigger({"idempotency_key": "k", "campaign_id": "c", "variant": "A"})
+        >>> _ = r.add_raw({"type": "shown", "idempotency_key": "k", "campaign_id": "c",
+        ...                "user_id": "u", "channel": "push", "ts": 1, "variant": "A"})
+        >>> r.variant_counts("c")["A"]["sent"], r.variant_counts("c")["A"]["shown"]
+        (1, 1.0)
+        """
+        out: dict[str, dict[str, float]] = {}
+        for (variant, _), counts in self.rows.get(campaign_id, {}).items():
+            into = out.setdefault(variant, dict.fromkeys((*KINDS, "revenue"), 0.0))
+            for name, n in counts.items():
+                into[name] += n
+        for variant, n in self.sent.get(campaign_id, {}).items():
+            out.setdefault(variant, dict.fromkeys((*KINDS, "revenue"), 0.0))["sent"] = n
+        for counts in out.values():
+            counts.setdefault("sent", 0)
+        return out
 
     def add_message(self, validator: Validator, value: bytes | None, key: bytes | None,
                     at_ms: int) -> bool:
@@ -201,9 +248,12 @@ class CampaignReports:
         return self.add(record)
 
     def report(self, campaign_id: str, experiment: Mapping[str, Any],
-               cost_per_trigger: float) -> dict[str, Any]:
+               cost_per_trigger: float,
+               bandit: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
         """The campaign's report: ``experiment`` is its ``CampaignStats.report`` (sent,
-        holdout, conversions, uplift with its 95 % CI, cost of the triggers sent)."""
+        holdout, conversions, uplift with its 95 % CI, cost of the triggers sent);
+        ``bandit``: per variant its current weight and probability of being the best
+        (:meth:`agents.promo.bandit.Bandits.describe`), joined to the ``variants`` rows."""
         rows = self.rows.get(campaign_id, {})
         total = dict.fromkeys((*KINDS, "revenue"), 0.0)
         listed = []
@@ -214,8 +264,18 @@ class CampaignReports:
                            **figures(counts, cost_per_trigger * counts["delivered"])})
         totals = {"sent": int(experiment.get("sent") or 0),
                   **figures(total, float(experiment.get("cost") or 0.0))}
+        variants = []
+        for variant, counts in sorted(self.variant_counts(campaign_id).items()):
+            shown = int(counts["shown"])
+            row = {"variant": variant, "sent": int(counts["sent"]),
+                   **figures(counts, cost_per_trigger * counts["sent"]),
+                   "conversions_per_shown": _ratio(counts["converted"], shown),
+                   "conversions_per_shown_ci95": _ci(int(counts["converted"]), shown)}
+            row.update((bandit or {}).get(variant, {}))
+            variants.append(row)
         return {"campaign_id": campaign_id, "cost_per_trigger": cost_per_trigger,
-                "totals": totals, "rows": listed, "experiment": dict(experiment),
+                "totals": totals, "rows": listed, "variants": variants,
+                "experiment": dict(experiment),
                 "label_caps": {"variants": self.cap.max_variants,
                                "channels": self.cap.max_channels}}
 

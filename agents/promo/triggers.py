@@ -15,6 +15,9 @@ updates and attribution figures. The decisions themselves are :mod:`agents.promo
   consumer group): the
   campaign book is the file's campaigns plus the topic's updates, and the experiment figures
   (``GET /api/campaigns``, ``livepulse_campaign_uplift``) cover every worker's triggers.
+  It reads ``<prefix>.ad-feedback`` and ``<prefix>.promo-triggers`` the same way: the
+  campaign reports (sent and feedback per variant) and the bandit weights
+  (:mod:`agents.promo.bandit`) are the deployment's on every worker.
   The campaigns topic is read to its end once while the engine is built, before Faust
   starts (so a campaign disabled at run time does not fire again after a restart, and no
   agent ever waits for it: an agent that blocks during Faust's start-up recovery made the
@@ -36,6 +39,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 import config
+from agents.promo.bandit import Bandits
 from agents.promo.campaigns import (
     Campaign,
     CampaignBook,
@@ -96,9 +100,11 @@ class PromoTriggers:
         self.engine = engine
         self.names = engine.topics
         self.book = book
-        self.decider = Decider(book, engine.settings.partitions)
         self.stats = CampaignStats()
         self.feedback = CampaignReports(known=lambda cid: book.get(cid) is not None)
+        self.bandits = Bandits(lambda cid: self.book.get(cid), self.feedback.variant_counts)
+        self.feedback.listeners.append(self.bandits.on_feedback)
+        self.decider = Decider(book, engine.settings.partitions, self.bandits.weights)
         self.feedback_validator = engine.validator(AD_FEEDBACK)
         self.state = state      # write-behind table: user -> {"v", "r": [recent triggers]}
         self.budget = budget    # write-behind table: "campaign|partition" -> spent
@@ -220,7 +226,8 @@ class PromoTriggers:
         """Follow the campaigns and attribution topics for ever (retrying on errors, from
         the positions reached, those of :meth:`load` first)."""
         reader = ControlTopicReader(
-            bootstrap, [self.names.campaigns, self.names.attribution, self.names.ad_feedback],
+            bootstrap, [self.names.campaigns, self.names.attribution, self.names.ad_feedback,
+                        self.names.promo_triggers],
             client_options=kafka_client_options(self.engine.settings),
             fetch_wait_ms=CONTROL_FETCH_WAIT_MS,
             default_partitions=self.engine.settings.partitions,
@@ -237,6 +244,9 @@ class PromoTriggers:
         elif rec.topic == self.names.ad_feedback:  # the invalid: dead-lettered by the handler
             self.feedback.add_message(self.feedback_validator, rec.value, rec.key,
                                       rec.timestamp if rec.timestamp > 0 else now_ms())
+        elif rec.topic == self.names.promo_triggers:  # sent per variant (our own output)
+            with contextlib.suppress(orjson.JSONDecodeError):
+                self.feedback.add_trigger(orjson.loads(rec.value))
         else:
             with contextlib.suppress(orjson.JSONDecodeError):
                 self.stats.add(orjson.loads(rec.value))
@@ -269,9 +279,11 @@ class PromoTriggers:
         campaign = self.book.get(campaign_id)
         if campaign is None:
             return None
-        return {"ts": at_ms, "synced": self.synced,
+        bandit = self.bandits.describe(campaign) if campaign.variants else None
+        return {"ts": at_ms, "synced": self.synced, "mode": campaign.mode,
+                "objective": campaign.objective if campaign.mode == "bandit" else None,
                 **self.feedback.report(campaign_id, self.stats.report(campaign_id),
-                                       campaign.cost)}
+                                       campaign.cost, bandit)}
 
 
 def describe(campaign: Campaign, source: str, at_ms: int,
@@ -280,6 +292,9 @@ def describe(campaign: Campaign, source: str, at_ms: int,
            "status": campaign.status(at_ms), "name": campaign.record.get("name"),
            "on": sorted(campaign.on), "action": campaign.action, "holdout": campaign.holdout,
            "budget": campaign.budget, "cost_per_trigger": campaign.cost}
+    if campaign.variants:
+        out["variants"] = [v.id for v in campaign.variants]
+        out["mode"] = campaign.mode
     if stats is not None:
         out["stats"] = stats
     return out
