@@ -699,7 +699,9 @@ class Decider:
     twice) -> start/expiry and quiet hours on event time -> per-user frequency caps ->
     trigger already expired on the wall clock (``stale``) -> budget -> deterministic holdout
     -> sent. Held-out users go through the same caps and budget checks, so both groups see
-    the same rules; only the send (and its cost) differs.
+    the same rules; only the send (and its cost) differs. A sent trigger of a campaign with
+    variants carries the user's variant (:meth:`Campaign.assign` on ``weights(campaign)``:
+    a bandit's current weights, see :mod:`agents.promo.bandit`) and that variant's offer.
 
     **Budget split.** Each worker owns a share of the user partitions; a campaign's budget
     is split evenly across the ``partitions`` (the worker stores what each owned partition
