@@ -12,9 +12,9 @@ their simulated time has come (``--rate`` events per second: a ``shown`` arrives
 ~100 triggers, after its trigger), which updates :class:`agents.promo.bandit.Bandits`. The
 same run is made with ``mode: fixed`` (the configured equal split). Printed per checkpoint
 (exposures = ``shown`` records, counted when the ad system decides them): the share of
-exposures that went to the best variant, the expected-click regret (sum over exposures of
-best CTR - shown variant's CTR) of the bandit and of the fixed split, and the holdout share,
-as medians over the seeds.
+exposures that went to the best variant, the expected regret (sum over exposures of the
+best variant's objective rate per exposure - the shown variant's) of the bandit and of the
+fixed split, and the holdout share, as medians over the seeds.
 """
 
 from __future__ import annotations
@@ -111,8 +111,9 @@ def main() -> None:
         rf = statistics.median(x["regret"] for x in f)
         print(f"after {n:>6} exposures: best-variant share bandit "
               f"{statistics.median(x['best_share'] for x in b):.3f} (fixed "
-              f"{statistics.median(x['best_share'] for x in f):.3f}); expected-click regret "
-              f"bandit {rb:.1f} vs fixed {rf:.1f} ({1 - rb / rf:.0%} less); best's weight now "
+              f"{statistics.median(x['best_share'] for x in f):.3f}); expected "
+              f"{args.objective} regret bandit {rb:.1f} vs fixed {rf:.1f} "
+              f"({1 - rb / rf:.0%} less); best's weight now "
               f"{statistics.median(x['best_weight'] for x in b):.3f}")
     print(f"holdout share of events: bandit "
           f"{statistics.median(r['holdout_share'] for r in results['bandit']):.3f}, fixed "
