@@ -55,7 +55,9 @@ def came_from_room(profile: UserProfile, record: Any) -> str | None:
     :data:`agents.rooms.portrait.NEXT_ROOM_MS` (from the profile before the event), else
     None. A switch without a leave ends the old watch at the new event (or at its timeout);
     after a leave the watch is closed, and the user's last event (usually the leave, or
-    storefront activity after it) stands for the leave time.
+    storefront activity after it) stands for the leave time. A move is seen when the user
+    pipeline gets the leave before the join: the two come from different rooms' partitions,
+    so a join handled first (seconds apart) loses the move (never counts a wrong one).
 
     >>> p = UserProfile("u1")
     >>> from streams.contracts import LiveEvent
@@ -69,6 +71,8 @@ def came_from_room(profile: UserProfile, record: Any) -> str | None:
     room_id, ts = record.room_id, record.ts
     if record.type == "leave" or profile.watch_room == room_id:
         return None
+    if profile.watch_room is not None and ts < profile.watch_start:
+        return None  # late: from before the watch going on (the profile ignores it too)
     if profile.watch_room is not None:
         previous = profile.watch_room
         left_at = min(ts, profile.watch_last + WATCH_TIMEOUT_MS)

@@ -116,6 +116,8 @@ def test_came_from_room_after_a_switch_without_a_leave() -> None:
     assert came_from_room(p, LiveEvent("e3", "like", 30_000, "r1", "u1")) is None
     assert came_from_room(p, LiveEvent("e3", "leave", 30_000, "r2", "u1")) is None
     assert came_from_room(UserProfile("u2"), LiveEvent("e4", "join", 0, "r2", "u2")) is None
+    # a late event of another room (from before this watch) is not a move
+    assert came_from_room(p, LiveEvent("e5", "join", -5_000, "r3", "u1")) is None
 
 
 # ---------------------------------------------------------------------- the harness
