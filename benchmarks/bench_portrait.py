@@ -8,6 +8,7 @@ room's work.
    ``room-audience`` -> room pipeline) in batches of 500 per partition: ``room-audience``
    items and records per live event, and the share of present viewers the rooms hold a
    summary of at the end.
+   Also the saved room states' size (JSON) per present viewer and the portrait's share.
 2. The room's side with :mod:`timeit`: :meth:`AudiencePortrait.set` of one summary, and
    :meth:`AudiencePortrait.view` (once per insight) with 1,000 and 100,000 viewers present.
 
@@ -64,11 +65,15 @@ def hop(events: int) -> dict[str, float]:
     profiled = sum(len(r.state.portrait.summaries) for r in rooms)
     moves = sum(sum(int(v[1]) for v in r.state.portrait.next_rooms.rows.values())
                 for r in rooms)
+    state_bytes = sum(len(orjson.dumps(r.state.to_dict())) for r in rooms)
+    portrait_bytes = sum(len(orjson.dumps(r.state.portrait.to_dict())) for r in rooms)
     return {"live_events": live, "audience_items_per_live_event": round(items / live, 3),
             "audience_records_per_live_event": round(len(raw) / live, 4),
             "audience_bytes_per_live_event": round(sum(len(s.value) for s in raw) / live, 1),
             "present_viewers": present, "profiled_share": round(profiled / present, 3)
-            if present else 0.0, "moves": moves}
+            if present else 0.0, "moves": moves,
+            "room_state_bytes_per_present_viewer": round(state_bytes / max(present, 1), 1),
+            "portrait_share_of_room_state": round(portrait_bytes / state_bytes, 3)}
 
 
 def filled(viewers: int) -> AudiencePortrait:

@@ -193,7 +193,9 @@ class AudiencePortrait:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {"summaries": self.summaries, "buyers": self.buyers.to_text(),
+        # summaries as value lists in _DIMS order (no repeated keys: a big room holds many)
+        return {"summaries": {u: [s[d] for d in _DIMS] for u, s in self.summaries.items()},
+                "buyers": self.buyers.to_text(),
                 "follows": {str(k): v for k, v in self.follows.items()},
                 "next_rooms": self.next_rooms.to_dict()}
 
@@ -203,8 +205,8 @@ class AudiencePortrait:
         if not data:
             return portrait
         for user, summary in (data.get("summaries") or {}).items():
-            if isinstance(summary, dict):
-                portrait.set(user, summary)
+            if isinstance(summary, list) and len(summary) == len(_DIMS):
+                portrait.set(user, dict(zip(_DIMS, summary, strict=True)))
         if data.get("buyers"):
             portrait.buyers = HyperLogLog.from_text(data["buyers"])
         portrait.follows = {int(k): v for k, v in (data.get("follows") or {}).items()}
