@@ -205,7 +205,9 @@ class Harness:
     def handler(self, topic: str) -> RoomHandler | UserHandler | CatalogHandler:
         if topic == self.names.catalog:
             return self.items
-        return self.rooms if topic == self.names.live_events else self.users
+        if topic in (self.names.live_events, self.names.room_audience):
+            return self.rooms
+        return self.users
 
     async def feed(self, topic: str, partition: int, values: Iterable[bytes | None],
                    keys: Iterable[bytes | None] | None = None) -> None:
@@ -227,6 +229,16 @@ class Harness:
         for sent in pending[fed:]:
             await self.feed(self.names.user_activity, sent.partition, [sent.value])
         self._activity_fed = len(pending)
+        return len(pending) - fed
+
+    async def forward_audience(self) -> int:
+        """Feed the ``room-audience`` records sent so far (not fed yet) to the room
+        pipeline (the audience portrait's hop back); return how many records."""
+        fed = getattr(self, "_audience_fed", 0)
+        pending = [s for s in self.producer.sent if s.topic == self.names.room_audience]
+        for sent in pending[fed:]:
+            await self.feed(self.names.room_audience, sent.partition, [sent.value])
+        self._audience_fed = len(pending)
         return len(pending) - fed
 
     def commit(self) -> None:

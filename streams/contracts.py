@@ -162,6 +162,7 @@ class RoomInsight:
     alerts: list[dict[str, Any]]
     questions: dict[str, Any]
     host_id: str | None = None
+    portrait: dict[str, Any] | None = None  # agents.rooms.portrait
     schema_version: int = SCHEMA_VERSION
 
 
@@ -484,6 +485,47 @@ _QUESTIONS = (
        "variant and size, by a later product pin.", required=True, items=_QUESTION_GROUP,
        max_items=5),
 )
+# Audience portrait (agents.rooms.portrait): who the present viewers are.
+_PORTRAIT_ROW = (
+    _f("key", STRING, "Lifecycle stage, tag, category, brand or price band.", required=True),
+    _f("count", INTEGER, "Present viewers with it.", required=True, minimum=1),
+    _f("share", NUMBER, "Of the profiled present viewers.", required=True, **_NN),
+)
+_PORTRAIT_NEXT = (
+    _f("room_id", STRING, "Room joined next.", required=True),
+    _f("count", INTEGER, "Leavers who joined it within 5 min.", required=True, minimum=1),
+    _f("share", NUMBER, "Of the leavers followed to another room.", required=True, **_NN),
+)
+_PORTRAIT = (
+    _f("profiled", INTEGER, "Present viewers whose profile summary arrived (the rows below "
+       "count these).", required=True, **_NN),
+    _f("segments", OBJECT, "Segment mix of the present viewers.", required=True, items=(
+        _f("lifecycle", OBJECT_LIST, "Lifecycle stages, most first.", required=True,
+           items=_PORTRAIT_ROW, max_items=6),
+        _f("tags", OBJECT_LIST, "Profile tags, most first.", required=True,
+           items=_PORTRAIT_ROW, max_items=5))),
+    _f("intent", OBJECT, "Present viewers per purchase-intent bucket (propensity >= 0.3 "
+       "high, >= 0.1 medium, else low; unknown: not scored or not profiled yet).",
+       required=True, items=_counts("high", "medium", "low", "unknown")),
+    _f("new_vs_returning", OBJECT, "Present viewers first here vs seen here before.",
+       required=True, items=_counts("new", "returning")),
+    _f("top_categories", OBJECT_LIST, "Top category affinity of present viewers.",
+       required=True, items=_PORTRAIT_ROW, max_items=5),
+    _f("top_brands", OBJECT_LIST, "Top brand affinity of present viewers.", required=True,
+       items=_PORTRAIT_ROW, max_items=5),
+    _f("price_bands", OBJECT_LIST, "Price bands of present viewers.", required=True,
+       items=_PORTRAIT_ROW, max_items=4),
+    _f("viewer_to_buyer", OBJECT, "Distinct buyers over distinct viewers since the start "
+       "(both HyperLogLog).", required=True,
+       items=(*_counts("buyers", "viewers"), _f("rate", NUMBER, "buyers / viewers.",
+                                                 required=True, **_NN))),
+    _f("follows", OBJECT, "Follows per minute (event time).", required=True, items=(
+        *_counts("per_min", "prev_min"),
+        _f("by_minute", OBJECT_LIST, "The last 10 minutes, oldest first.", required=True,
+           max_items=10, items=_counts("minute", "follows")))),
+    _f("next_rooms", OBJECT_LIST, "Where leaving viewers went: rooms joined within 5 min of "
+       "leaving, top 3.", required=True, items=_PORTRAIT_NEXT, max_items=3),
+)
 ROOM_INSIGHT = Contract(
     name="room-insight",
     title="Room insight",
@@ -531,6 +573,9 @@ ROOM_INSIGHT = Contract(
         _f("questions", OBJECT, "Questions from the chat (zh and en), grouped by topic. Always "
            "sent; optional so that insights of engines older than this group stay valid.",
            items=_QUESTIONS),
+        _f("portrait", OBJECT, "Audience portrait of the present viewers (segments, intent, "
+           "price bands, buyers, follows, next rooms). Optional for older engines.",
+           items=_PORTRAIT),
     ),
 )
 

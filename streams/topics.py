@@ -26,6 +26,7 @@ _SUFFIXES = {
     "anomalies": "anomalies",
     "dead_letter": "dead-letter",
     "user_activity": "user-activity",
+    "room_audience": "room-audience",
     "dead_letter_redrives": "dead-letter-redrives",
 }
 
@@ -72,6 +73,8 @@ class TopicNames:
     dead_letter: str = field(init=False)
     # internal: validated live events re-keyed by user for the user pipeline
     user_activity: str = field(init=False)
+    # internal: viewer summaries and next rooms for the audience portrait (user -> room)
+    room_audience: str = field(init=False)
     # internal: the dead letters already redriven (``livepulse dead-letters redrive``)
     dead_letter_redrives: str = field(init=False)
 
@@ -115,6 +118,9 @@ class TopicNames:
                       "Rejected input with its reason in headers and body."),
             TopicSpec(self.user_activity, "user_id", "internal",
                       "Validated live events re-keyed by user (room pipeline -> user pipeline)."),
+            TopicSpec(self.room_audience, "room_id", "internal",
+                      "Viewer summaries and next rooms for the rooms' audience portraits "
+                      "(user pipeline -> room pipeline, the room's live-events partition)."),
             TopicSpec(self.dead_letter_redrives, "dead letter partition:offset", "internal",
                       "Dead letters already redriven to their source topic (the ledger that "
                       "makes `livepulse dead-letters redrive` idempotent).", compacted=True),

@@ -350,12 +350,16 @@ class RoomHandler:
         self.headlines = headlines
         self.validator = engine.validator(LIVE_EVENT)
         self.activity_topic = engine.topics.user_activity
+        self.audience_topic = engine.topics.room_audience
         self.user_partitions = engine.settings.partitions
         metrics = engine.metrics
         self.duplicates = metrics.duplicates.labels("room")
         self.processing = metrics.processing.labels(self.name)
 
     async def handle_batch(self, tp: Any, records: list[Any]) -> None:
+        if tp.topic == self.audience_topic:
+            await self.audience_batch(tp, records)
+            return
         started = time.perf_counter()
         engine, topic, partition = self.engine, tp.topic, tp.partition
         counts: dict[str, int] = {}
@@ -416,6 +420,48 @@ class RoomHandler:
         else:
             bodies.append(body)
 
+    # ------------------------------------------------------------ audience portrait
+    async def audience_batch(self, tp: Any, records: list[Any]) -> None:
+        """``room-audience`` records (JSON arrays from the user pipeline, see
+        :mod:`agents.rooms.portrait`): viewer summaries and next rooms into the rooms held
+        here. A bad record is dead-lettered; a room with no state here is left alone."""
+        for rec in records:
+            try:
+                items = orjson.loads(rec.value)
+                if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+                    raise TypeError("a room-audience record is a JSON array of objects")
+                for item in items:
+                    self._audience(item, tp.partition)
+            except Exception as exc:
+                self.engine.failed(self.name, tp.topic, tp.partition, rec.offset, rec.key,
+                                   rec.value, exc)
+        await self.engine.flush()
+
+    def _audience(self, item: dict[str, Any], partition: int) -> None:
+        room_id, kind = item.get("room_id"), item.get("k")
+        if not isinstance(room_id, str) or kind not in ("viewer", "next"):
+            raise ValueError(f"not a room-audience item: {str(item)[:120]}")
+        pipeline = self.pipeline
+        room = pipeline.rooms.get(room_id)
+        if room is None:
+            if self.state.get(room_id) is None:
+                return  # no event of this room folded in here: nothing to describe
+            room = pipeline.room(room_id, partition, self.state.get)
+        state = room.state
+        if kind == "viewer":
+            user, summary = item.get("user_id"), item.get("s")
+            if not isinstance(user, str) or not isinstance(summary, dict):
+                raise ValueError("a viewer summary needs user_id and s")
+            changed = state.viewer_summary(user, summary)
+        else:
+            nxt = item.get("next")
+            if not isinstance(nxt, str) or nxt == room_id:
+                raise ValueError("a next-room item needs another room in next")
+            state.portrait.moved(nxt)
+            changed = True
+        if changed:
+            room.dirty = room.unsaved = True
+
     def save(self) -> None:
         """Before each commit (no await: see ``streams.app``): the changed rooms' state."""
         self.pipeline.save(self.state.set)
@@ -450,6 +496,10 @@ def register(engine: Engine) -> tuple[RoomHandler, Any]:
     engine.hooks.batch_handlers[names.live_events] = handler
     engine.hooks.before_commit.append(handler.save)
     subscribe(app, live_topic, handler.name)
+    # the portrait's viewer summaries: same partition count as live-events, so partition p
+    # of both is assigned to the same worker (Faust's co-partitioned assignment)
+    engine.hooks.batch_handlers[names.room_audience] = handler
+    subscribe(app, engine.topic(names.room_audience), "room-audience")
 
     def saved_rooms() -> list[tuple[str, dict[str, Any], int]]:
         """The saved states of this worker's room partitions (with their partition)."""

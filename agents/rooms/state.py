@@ -31,6 +31,7 @@ from typing import Any
 
 from agents.recent_ids import RecentIds
 from agents.redaction import EMAIL, MENTION, PHONE, URL, redact_text
+from agents.rooms.portrait import AudiencePortrait
 from agents.rooms.questions import QuestionBoard, saved_names
 from agents.rooms.sketches import BloomFilter, HyperLogLog, SecondBuckets, TopCounter
 from online_models.sentiment import MoodWindow, NgramSentiment
@@ -83,7 +84,8 @@ class RoomState:
     __slots__ = (
         "add_to_carts", "erasures", "events_total", "gift_value", "gmv", "gmv_rate", "grace_ms",
         "host_id", "items", "last_event_ts", "late_events", "mood", "offsets", "orders",
-        "panes", "peak_viewers", "pinned", "product_clicks", "questions", "rates", "recent_ids",
+        "panes", "peak_viewers", "pinned", "portrait", "product_clicks", "questions", "rates",
+        "recent_ids",
         "returning", "room_id", "seen", "top_viewers", "unique", "viewer_history",
         "viewer_samples", "viewers", "watch",
     )
@@ -125,6 +127,9 @@ class RoomState:
         self.recent_ids = RecentIds(RECENT_EVENT_IDS)  # ids of the last events folded in
         # erasure-topic partition -> next offset whose user is already removed from here
         self.erasures: dict[int, int] = {}
+        # who the present viewers are (summaries from the user pipeline), buyers, follows,
+        # where leavers go: agents.rooms.portrait
+        self.portrait = AudiencePortrait()
 
     def is_retry(self, event_id: str) -> bool:
         """True if an event with this id is among the last :data:`RECENT_EVENT_IDS` folded
@@ -185,6 +190,8 @@ class RoomState:
             if kind == "gift":
                 weight += (event.amount or 0.0) / 10
             self.top_viewers.add(user, weight, _VIEWER_FIELD.get(kind))
+        if kind == "purchase" or kind == "follow":
+            self.portrait.event(kind, user, ts)
         if kind == "gift":
             self.gift_value.add(ts, event.amount or 0.0)
         elif kind == "comment" and event.text:
@@ -234,6 +241,7 @@ class RoomState:
     def _end_session(self, user: str) -> None:
         joined, last, came_back = self.viewers.pop(user)
         self.returning -= came_back
+        self.portrait.drop(user)
         self.watch.append((joined, (last - joined) // 1000))
 
     def _commerce(self, kind: str, event: LiveEvent) -> None:
@@ -291,7 +299,8 @@ class RoomState:
     def people(self) -> set[str]:
         """Every user id this room's state names (present and top viewers, the host, the
         authors of the example questions)."""
-        named = set(self.viewers) | set(self.top_viewers.rows) | self.questions.authors()
+        named = (set(self.viewers) | set(self.top_viewers.rows) | self.questions.authors()
+                 | set(self.portrait.summaries))
         if self.host_id:
             named.add(self.host_id)
         return named
@@ -299,7 +308,15 @@ class RoomState:
     def names(self, user: str) -> bool:
         """True if ``user`` is among :meth:`people` (without building it)."""
         return (user in self.viewers or user in self.top_viewers.rows or self.host_id == user
-                or self.questions.names(user))
+                or self.questions.names(user) or user in self.portrait.summaries)
+
+    def viewer_summary(self, user: str, summary: dict[str, Any]) -> bool:
+        """The user pipeline's summary of ``user`` (:mod:`agents.rooms.portrait`), kept
+        while they are present; True if kept."""
+        if user not in self.viewers:
+            return False  # left (or never joined here) before the summary came back
+        self.portrait.set(user, summary)
+        return True
 
     def forget_user(self, user: str) -> bool:
         """Erasure: remove ``user`` from the viewers present, the top viewers, the host and
@@ -322,6 +339,9 @@ class RoomState:
             self.host_id = None
             named = True
         if self.questions.forget_user(user):
+            named = True
+        if user in self.portrait.summaries:
+            self.portrait.forget(user)
             named = True
         return named
 
@@ -494,6 +514,8 @@ class RoomState:
             suggestions=suggest(self, audience, engagement, mood, commerce),
             alerts=alerts or [],
             questions=self.questions.view(wm),
+            portrait=self.portrait.view(audience["viewers"], self.returning,
+                                        audience["unique_viewers"], wm),
         )
 
     # ------------------------------------------------------------------ snapshot
@@ -517,6 +539,7 @@ class RoomState:
             "offsets": {str(k): v for k, v in self.offsets.items()},
             "recent_ids": self.recent_ids.to_text(),
             "erasures": {str(k): v for k, v in self.erasures.items()},
+            "portrait": self.portrait.to_dict(),
         }
 
     @classmethod
@@ -559,6 +582,7 @@ class RoomState:
         if data.get("recent_ids"):
             room.recent_ids = RecentIds.from_text(data["recent_ids"], RECENT_EVENT_IDS)
         room.erasures = {int(k): v for k, v in data.get("erasures", {}).items()}
+        room.portrait = AudiencePortrait.from_dict(data.get("portrait"))
         return room
 
 
@@ -590,7 +614,8 @@ def mentions(saved: dict[str, Any], user: str) -> bool:
     """True if a saved room state (:meth:`RoomState.to_dict`) names ``user`` (checked
     without loading it)."""
     return (user in saved.get("viewers", {}) or user in saved.get("top_viewers", {})
-            or saved.get("host_id") == user or saved_names(saved.get("questions"), user))
+            or saved.get("host_id") == user or saved_names(saved.get("questions"), user)
+            or user in ((saved.get("portrait") or {}).get("summaries") or {}))
 
 
 # ---------------------------------------------------------------------- suggestions

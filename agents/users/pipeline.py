@@ -21,15 +21,17 @@ import orjson
 from agents.engine import RAW, Engine
 from agents.models import ModelHost
 from agents.promo.triggers import bootstrap_of
+from agents.rooms.portrait import NEXT_ROOM_MS, viewer_summary
 from agents.state import StateMetrics, WriteBehindTable, in_partition
 from agents.users.activity import source_of, unbatch
 from agents.users.erasure import Eraser
-from agents.users.profile import UserProfile
+from agents.users.profile import WATCH_TIMEOUT_MS, UserProfile
 from agents.users.store import ProfileStore
 from online_models.snapshot import SnapshotError
 from streams.app import subscribe
 from streams.contracts import CLICK_EVENT, LIVE_EVENT, as_dict, to_record
 from streams.ingest import Rejection, now_ms
+from streams.outputs import partition_for
 
 if TYPE_CHECKING:
     from agents.anomalies.monitor import AnomalyMonitor
@@ -46,6 +48,41 @@ def viewer_context(profile: UserProfile, room_id: str) -> dict[str, Any]:
             "last_active_at": profile.watch_last if watching else None,
             "events": profile.session_events if watching else 0,
             "returning": room_id in profile.rooms and not watching}
+
+
+def came_from_room(profile: UserProfile, record: Any) -> str | None:
+    """The room a viewer arriving in ``record.room_id`` left within
+    :data:`agents.rooms.portrait.NEXT_ROOM_MS` (from the profile before the event), else
+    None. A switch without a leave ends the old watch at the new event (or at its timeout);
+    after a leave the watch is closed, and the user's last event (usually the leave, or
+    storefront activity after it) stands for the leave time. A move is seen when the user
+    pipeline gets the leave before the join: the two come from different rooms' partitions,
+    so a join handled first (seconds apart) loses the move (never counts a wrong one).
+
+    >>> p = UserProfile("u1")
+    >>> from streams.contracts import LiveEvent
+    >>> p.apply(LiveEvent("e1", "join", 0, "r1", "u1"))
+    >>> p.apply(LiveEvent("e2", "leave", 10_000, "r1", "u1"))
+    >>> came_from_room(p, LiveEvent("e3", "join", 70_000, "r2", "u1"))
+    'r1'
+    >>> came_from_room(p, LiveEvent("e3", "join", 400_000, "r2", "u1")) is None
+    True
+    """
+    room_id, ts = record.room_id, record.ts
+    if record.type == "leave" or profile.watch_room == room_id:
+        return None
+    if profile.watch_room is not None and ts < profile.watch_start:
+        return None  # late: from before the watch going on (the profile ignores it too)
+    if profile.watch_room is not None:
+        previous = profile.watch_room
+        left_at = min(ts, profile.watch_last + WATCH_TIMEOUT_MS)
+    elif profile.rooms:
+        previous, left_at = profile.rooms[-1], profile.updated_at
+    else:
+        return None
+    if previous == room_id or not 0 <= ts - left_at <= NEXT_ROOM_MS:
+        return None
+    return previous
 
 
 class UserHandler:
@@ -78,6 +115,8 @@ class UserHandler:
         metrics = engine.metrics
         self.duplicates = metrics.duplicates.labels("user")
         self.processing = metrics.processing.labels(self.name)
+        # room-audience outputs of the batch being handled: room partition -> items
+        self.audience: dict[int, list[bytes]] = {}
 
     async def handle_batch(self, tp: Any, records: list[Any]) -> None:
         started = time.perf_counter()
@@ -105,6 +144,10 @@ class UserHandler:
                 except Exception as exc:
                     engine.failed(self.name, topic, partition, rec.offset, rec.key, rec.value,
                                   exc)
+        for room_partition, items in self.audience.items():
+            engine.add_output(self.names.room_audience, None, b"[" + b",".join(items) + b"]",
+                              partition=room_partition)
+        self.audience = {}
         engine.metrics.count_in(topic, counts)
         await engine.flush()
         if handled:
@@ -159,6 +202,7 @@ class UserHandler:
             self.watch_user(record, live=live)
         previous_ts = profile.updated_at if profile.events else None
         viewer = viewer_context(profile, room_id) if room_id else None
+        came_from = came_from_room(profile, record) if live and room_id else None
         catalog_get = self.catalog.get
         profile.apply(record, catalog_get)
         if source is not None:
@@ -176,6 +220,8 @@ class UserHandler:
             record, view, room, topic, (topic, partition, input_offset), item=item,
             viewer=viewer)
         scores = self.models.scores.get(user)
+        if live and room_id:
+            self._portrait(record, source, view, scores, viewer, came_from)
         if scores:
             view["scores"] = scores
         engine = self.engine
@@ -188,6 +234,28 @@ class UserHandler:
                                            max(0, now_ms() - record.ts))
         self.promo.on_event(live, partition, record, view, room, previous_ts)
 
+
+    def _portrait(self, record: Any, source: str | None, view: dict[str, Any],
+                  scores: dict[str, float] | None, viewer: dict[str, Any] | None,
+                  came_from: str | None) -> None:
+        """The room's audience portrait (:mod:`agents.rooms.portrait`): the viewer's summary
+        to their room when they arrive or do something that moves their intent, and the
+        room they came from (within 5 min) to that room."""
+        room_id, kind = record.room_id, record.type
+        partitions = self.engine.settings.partitions
+        arrived = viewer is not None and viewer["joined_at"] is None
+        if kind != "leave" and (arrived or kind in ("product_click", "add_to_cart",
+                                                    "purchase")):
+            # the room's own input partition (where its state is), else its key's
+            part = int(source[1:]) if source and source[0] == "l" else partition_for(
+                room_id.encode(), partitions)
+            item = {"k": "viewer", "room_id": room_id, "user_id": record.user_id,
+                    "ts": record.ts, "s": viewer_summary(view, scores)}
+            self.audience.setdefault(part, []).append(orjson.dumps(item))
+        if came_from is not None:
+            item = {"k": "next", "room_id": came_from, "next": room_id, "ts": record.ts}
+            self.audience.setdefault(partition_for(came_from.encode(), partitions),
+                                     []).append(orjson.dumps(item))
 
     async def on_revoke(self) -> None:
         """The next owner recovers from the changelog: it must be complete, and hold
