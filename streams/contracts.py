@@ -162,6 +162,8 @@ class RoomInsight:
     alerts: list[dict[str, Any]]
     questions: dict[str, Any]
     host_id: str | None = None
+    # pin next (agents.rooms.pin_next): set by the room pipeline when it emits
+    pin_next: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
 
@@ -483,6 +485,25 @@ _QUESTIONS = (
        "variant and size, by a later product pin.", required=True, items=_QUESTION_GROUP,
        max_items=5),
 )
+_PIN_NEXT = (
+    _f("item_id", STRING, "Product to pin.", required=True),
+    _f("title", STRING, "Catalog title.", nullable=True),
+    _f("category", STRING, "Catalog category.", required=True),
+    _f("brand", STRING, "Catalog brand.", nullable=True),
+    _f("price", NUMBER, "Catalog price.", required=True, **_NN),
+    _f("expected_gmv", NUMBER, "Sum over the viewers present of purchase propensity x "
+       "category/brand affinity x price fit, times the price (a ranking score).",
+       required=True, **_NN),
+    _f("viewers_into", INTEGER, "Viewers present whose top category is the item's.",
+       required=True, **_NN),
+    _f("price_fits", INTEGER, "Viewers present the price fits (fit >= 0.6).", required=True,
+       **_NN),
+    _f("brand_fans", INTEGER, "Viewers present whose top brand is the item's.",
+       required=True, **_NN),
+    _f("reason", OBJECT, "Why, in English and Chinese.", required=True, items=(
+        _f("en", STRING, "Text in English.", required=True),
+        _f("zh", STRING, "Text in Chinese.", required=True))),
+)
 ROOM_INSIGHT = Contract(
     name="room-insight",
     title="Room insight",
@@ -530,6 +551,10 @@ ROOM_INSIGHT = Contract(
         _f("questions", OBJECT, "Questions from the chat (zh and en), grouped by topic. Always "
            "sent; optional so that insights of engines older than this group stay valid.",
            items=_QUESTIONS),
+        _f("pin_next", OBJECT_LIST, "The room's products with the highest expected GMV from "
+           "the viewers present now, best first (agents.rooms.pin_next), refreshed at least "
+           "every 10 s. Optional: insights of older engines lack it.", items=_PIN_NEXT,
+           max_items=3),
     ),
 )
 
