@@ -188,7 +188,8 @@ class Harness:
         self.users = UserHandler(self.engine, self.profiles, self.catalog, self.headlines,
                                  self.models, self.promo, self.anomalies.note_user,
                                  self.interests)
-        pipeline.pin_next = PinNext(self.catalog, self.interests)
+        pipeline.pin_next = pin_next = PinNext(self.catalog, self.interests)
+        pipeline.observers.append(pin_next.observe)
         self._next_offset: dict[tuple[str, int], int] = {}
 
     def table(self, name: str) -> DictTable:

@@ -101,7 +101,8 @@ def build_worker(settings: Settings, bootstrap: str | None = None) -> Worker:
     promo = register_promo(engine)
     user_handler, models, eraser = register_users(engine, items, headlines, promo, anomalies)
     # pin next: the room pipeline reads the catalog and the user pipeline's viewer summaries
-    room_handler.pipeline.pin_next = PinNext(items, user_handler.interests)
+    pin_next = room_handler.pipeline.pin_next = PinNext(items, user_handler.interests)
+    room_handler.pipeline.observers.append(pin_next.observe)
     worker = Worker(engine=engine, catalog=items, rooms=room_handler, headlines=headlines,
                     users=user_handler, models=models, promo=promo, anomalies=anomalies,
                     eraser=eraser)

@@ -47,6 +47,7 @@ No Faust here: :class:`PinNext` takes the catalog and summaries as mappings.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -61,6 +62,8 @@ TOP_INTERESTS = 3
 INTEREST_REFRESH_MS = 5_000
 REFRESH_S = 5.0             # the room pipeline recomputes a room's list this often at most
 CANDIDATES = 128            # the room's products considered: its item counter's capacity
+PINS_KEPT = 32              # pinned items remembered per room
+ROOMS_KEPT = 10_000
 
 # the catalog's categories (streams.simulator.CATEGORIES) in Chinese, for the reasons
 CATEGORY_ZH = {
@@ -155,7 +158,7 @@ def _row(gmv: float, item: Mapping[str, Any], into: int, fits: int,
          fans: int) -> dict[str, Any]:
     category = item.get("category") or "?"
     brand = item.get("brand")
-    en = f"{into} viewers into {category}, price fits {fits}"
+    en = f"{into} viewer{'' if into == 1 else 's'} into {category}, price fits {fits}"
     zh = f"{into} 位观众偏好{CATEGORY_ZH.get(category, category)}，价格合适 {fits} 位"
     if fans and brand:
         en += f", {fans} like {brand}"
@@ -169,17 +172,39 @@ def _row(gmv: float, item: Mapping[str, Any], into: int, fits: int,
 class PinNext:
     """Pin next of a room state from the ``catalog`` and ``viewer-interest`` tables (any
     mappings with ``get``): the room's products are the items its events named (its item
-    counter) and the pinned item."""
+    counter, the pinned item) and the items pinned in it lately (:meth:`observe`, a room
+    pipeline observer: the last :data:`PINS_KEPT` per room, in memory only -- after a
+    restart the list fills again with the next pins)."""
 
     def __init__(self, catalog: Any, interests: Any, k: int = TOP_K) -> None:
         self.catalog = catalog
         self.interests = interests
         self.k = k
+        self.pins: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()
+
+    def observe(self, event: Any) -> None:
+        """Remember a ``product_pin``'s item for its room."""
+        if event.type != "product_pin" or not event.item_id:
+            return
+        pins = self.pins.get(event.room_id)
+        if pins is None:
+            pins = self.pins[event.room_id] = OrderedDict()
+            if len(self.pins) > ROOMS_KEPT:
+                self.pins.popitem(last=False)
+        self.pins.move_to_end(event.room_id)
+        pins[event.item_id] = None
+        pins.move_to_end(event.item_id)
+        if len(pins) > PINS_KEPT:
+            pins.popitem(last=False)
 
     def __call__(self, state: Any) -> list[dict[str, Any]]:
         ids = [row["key"] for row in state.items.top(CANDIDATES)]
-        if state.pinned is not None and state.pinned["item_id"] not in ids:
-            ids.append(state.pinned["item_id"])
+        known = set(ids)
+        pinned = [state.pinned["item_id"]] if state.pinned is not None else []
+        for item_id in [*pinned, *self.pins.get(state.room_id, ())]:
+            if item_id not in known:
+                known.add(item_id)
+                ids.append(item_id)
         get = self.catalog.get
         items = [found for found in map(get, ids) if isinstance(found, Mapping)]
         interest = self.interests.get
