@@ -147,3 +147,23 @@ def test_room_insight_carries_pin_next_after_viewers_with_known_affinities_join(
     check_contract(ROOM_INSIGHT, insight)
     jsonschema.Draft202012Validator(json_schema(ROOM_INSIGHT)).validate(insight)
     assert h.rooms.pipeline.insight_of("r1")["pin_next"] == top
+
+
+def test_erasure_removes_the_viewer_summary_and_no_consent_publishes_none() -> None:
+    from agents.users.erasure import Eraser
+
+    h = Harness()
+    eraser = Eraser(h.engine, h.profiles, h.models, h.promo, h.anomalies)
+    eraser.interests = h.interests  # as agents.users.pipeline.register wires it
+    asyncio.run(h.feed("live-events", 0, [live("join", "gone"), live("join", "kept")]))
+    asyncio.run(h.forward_activity())
+    assert {"gone", "kept"} <= set(h.interests)
+    assert eraser.forget("gone", 0)["viewer_interest"] == 1
+    assert "gone" not in h.interests and "kept" in h.interests
+    assert h.interests.get("gone") is None
+    # a viewer who withdrew consent: no summary written (counted with the prior only)
+    h.profiles.get("kept").set_consent(False, h.now_ms())
+    del h.interests["kept"]
+    asyncio.run(h.feed("live-events", 0, [live("like", "kept")]))
+    asyncio.run(h.forward_activity())
+    assert "kept" not in h.interests
