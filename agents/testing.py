@@ -37,6 +37,7 @@ from agents.engine import Engine
 from agents.models import ModelHost
 from agents.promo.campaigns import CampaignBook
 from agents.promo.triggers import PromoTriggers
+from agents.rooms.pin_next import PinNext
 from agents.rooms.pipeline import RoomHandler, RoomPipeline
 from agents.state import WriteBehindTable
 from agents.stats import EngineMetrics
@@ -183,8 +184,12 @@ class Harness:
                                    WriteBehindTable(self.table("promo-budget")))
         self.models = ModelHost(s, self.engine.metrics)
         self.profiles = ProfileStore(WriteBehindTable(self.table("user-profiles")))
+        self.interests = self.table("viewer-interest")  # agents.rooms.pin_next
         self.users = UserHandler(self.engine, self.profiles, self.catalog, self.headlines,
-                                 self.models, self.promo, self.anomalies.note_user)
+                                 self.models, self.promo, self.anomalies.note_user,
+                                 self.interests)
+        pipeline.pin_next = pin_next = PinNext(self.catalog, self.interests)
+        pipeline.observers.append(pin_next.observe)
         self._next_offset: dict[tuple[str, int], int] = {}
 
     def table(self, name: str) -> DictTable:

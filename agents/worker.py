@@ -26,6 +26,7 @@ from agents.engine import Engine
 from agents.models import ModelHost
 from agents.promo.triggers import PromoTriggers
 from agents.promo.triggers import register as register_promo
+from agents.rooms.pin_next import PinNext
 from agents.rooms.pipeline import RoomHandler
 from agents.rooms.pipeline import register as register_rooms
 from agents.sinks.redis import RedisSink, RedisSinkMetrics
@@ -99,6 +100,9 @@ def build_worker(settings: Settings, bootstrap: str | None = None) -> Worker:
     anomalies = register_anomalies(engine, room_handler.pipeline)
     promo = register_promo(engine)
     user_handler, models, eraser = register_users(engine, items, headlines, promo, anomalies)
+    # pin next: the room pipeline reads the catalog and the user pipeline's viewer summaries
+    pin_next = room_handler.pipeline.pin_next = PinNext(items, user_handler.interests)
+    room_handler.pipeline.observers.append(pin_next.observe)
     worker = Worker(engine=engine, catalog=items, rooms=room_handler, headlines=headlines,
                     users=user_handler, models=models, promo=promo, anomalies=anomalies,
                     eraser=eraser)

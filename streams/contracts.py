@@ -163,6 +163,8 @@ class RoomInsight:
     questions: dict[str, Any]
     host_id: str | None = None
     portrait: dict[str, Any] | None = None  # agents.rooms.portrait
+    # pin next (agents.rooms.pin_next): set by the room pipeline when it emits
+    pin_next: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
 
@@ -526,6 +528,25 @@ _PORTRAIT = (
     _f("next_rooms", OBJECT_LIST, "Where leaving viewers went: rooms joined within 5 min of "
        "leaving, top 3.", required=True, items=_PORTRAIT_NEXT, max_items=3),
 )
+_PIN_NEXT = (
+    _f("item_id", STRING, "Product to pin.", required=True),
+    _f("title", STRING, "Catalog title.", nullable=True),
+    _f("category", STRING, "Catalog category.", required=True),
+    _f("brand", STRING, "Catalog brand.", nullable=True),
+    _f("price", NUMBER, "Catalog price.", required=True, **_NN),
+    _f("expected_gmv", NUMBER, "Sum over the viewers present of purchase propensity x "
+       "category/brand affinity x price fit, times the price (a ranking score).",
+       required=True, **_NN),
+    _f("viewers_into", INTEGER, "Viewers present whose top category is the item's.",
+       required=True, **_NN),
+    _f("price_fits", INTEGER, "Viewers present the price fits (fit >= 0.6).", required=True,
+       **_NN),
+    _f("brand_fans", INTEGER, "Viewers present whose top brand is the item's.",
+       required=True, **_NN),
+    _f("reason", OBJECT, "Why, in English and Chinese.", required=True, items=(
+        _f("en", STRING, "Text in English.", required=True),
+        _f("zh", STRING, "Text in Chinese.", required=True))),
+)
 ROOM_INSIGHT = Contract(
     name="room-insight",
     title="Room insight",
@@ -576,6 +597,10 @@ ROOM_INSIGHT = Contract(
         _f("portrait", OBJECT, "Audience portrait of the present viewers (segments, intent, "
            "price bands, buyers, follows, next rooms). Optional for older engines.",
            items=_PORTRAIT),
+        _f("pin_next", OBJECT_LIST, "The room's products with the highest expected GMV from "
+           "the viewers present now, best first (agents.rooms.pin_next), refreshed at least "
+           "every 10 s. Optional: insights of older engines lack it.", items=_PIN_NEXT,
+           max_items=3),
     ),
 )
 

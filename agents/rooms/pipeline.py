@@ -41,6 +41,7 @@ import orjson
 from agents.engine import Engine
 from agents.promo.triggers import bootstrap_of
 from agents.recent_ids import id_hash
+from agents.rooms.pin_next import REFRESH_S as PIN_NEXT_REFRESH_S
 from agents.rooms.state import RoomState, mentions
 from agents.state import WriteBehindTable, in_partition
 from agents.users.activity import forwarded
@@ -76,6 +77,8 @@ class LiveRoom:
     pending_seen: int = 0
     last_insight: dict[str, Any] | None = None  # what was emitted last (served by the API)
     last_headline_wall: float = 0.0
+    pin_next: list[dict[str, Any]] = field(default_factory=list)  # agents.rooms.pin_next
+    pin_next_wall: float = float("-inf")
 
     def note_event(self, ts: int, rng: random.Random) -> None:
         """Keep a uniform sample of the event times folded in since the last emission."""
@@ -103,6 +106,8 @@ class RoomPipeline:
         # hooks: called with every folded event; the alerts of a room for its insight
         self.observers: list[Callable[[LiveEvent], None]] = []
         self.alerts: Callable[[str], list[dict[str, Any]]] | None = None
+        # pin next of a room state (agents.rooms.pin_next.PinNext, set by the worker)
+        self.pin_next: Callable[[RoomState], list[dict[str, Any]]] | None = None
         # erasure: id_hash(user) -> (erasure partition, offset) of its latest request, and
         # the next offset read per erasure partition
         self.erased: dict[int, tuple[int, int]] = {}
@@ -222,6 +227,13 @@ class RoomPipeline:
             room.live = False
         alerts = self.alerts(room.state.room_id) if self.alerts is not None else None
         insight = as_dict(room.state.insight(emitted_at_ms, live=room.live, alerts=alerts))
+        if self.pin_next is not None and wall - room.pin_next_wall >= PIN_NEXT_REFRESH_S:
+            room.pin_next_wall = wall
+            try:
+                room.pin_next = self.pin_next(room.state)
+            except Exception:  # a bad table entry: the insight goes out with the last list
+                log.exception("pin next of room %s failed", room.state.room_id)
+        insight["pin_next"] = room.pin_next
         latencies = [max(0.0, float(emitted_at_ms - ts)) for ts in room.pending_ts]
         room.pending_ts.clear()
         room.pending_seen = 0

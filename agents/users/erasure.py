@@ -242,6 +242,7 @@ class Eraser:
         self.models = models
         self.promo = promo
         self.anomalies = anomalies
+        self.interests: Any = None  # the viewer-interest table (agents.rooms.pin_next)
         settings = engine.settings
         self.key = pseudonym_key(settings)
         self.validator = Validator(
@@ -302,6 +303,9 @@ class Eraser:
         summary.update(self.models.forget(user, sessions))
         if self.anomalies is not None:
             summary["anomaly_incidents"] = self.anomalies.forget_user(user)
+        if self.interests is not None and self.interests.get(user) is not None:
+            del self.interests[user]  # a tombstone on the global table's changelog
+            summary["viewer_interest"] = 1
         if engine.redis is not None:
             engine.redis.add("user", user, {})  # empty document: DEL + index ZREM
         return summary

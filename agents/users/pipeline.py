@@ -21,6 +21,7 @@ import orjson
 from agents.engine import RAW, Engine
 from agents.models import ModelHost
 from agents.promo.triggers import bootstrap_of
+from agents.rooms.pin_next import interest_summary, needs_refresh
 from agents.rooms.portrait import NEXT_ROOM_MS, viewer_summary
 from agents.state import StateMetrics, WriteBehindTable, in_partition
 from agents.users.activity import source_of, unbatch
@@ -102,8 +103,10 @@ class UserHandler:
 
     def __init__(self, engine: Engine, profiles: ProfileStore, catalog: Any, headlines: Any,
                  models: ModelHost, promo: PromoTriggers,
-                 watch_user: Callable[..., Any] | None = None) -> None:
+                 watch_user: Callable[..., Any] | None = None, interests: Any = None) -> None:
         self.engine = engine
+        # viewer-interest global table (agents.rooms.pin_next): written by this pipeline only
+        self.interests = interests
         self.profiles = profiles
         self.catalog = catalog
         self.headlines = headlines
@@ -224,6 +227,10 @@ class UserHandler:
             self._portrait(record, source, view, scores, viewer, came_from)
         if scores:
             view["scores"] = scores
+        if live and self.interests is not None and profile.consent:
+            summary = interest_summary(view, scores, record.ts)
+            if needs_refresh(self.interests.get(user), summary):
+                self.interests[user] = summary
         engine = self.engine
         if engine.redis is not None:
             engine.redis.add("user", user, view)
@@ -285,8 +292,11 @@ def register(engine: Engine, catalog: Any, headlines: Any, promo: PromoTriggers,
     eraser = Eraser(engine, profiles, models, promo, anomalies)  # livepulse forget
     # erasures since the snapshots were taken: applied before the first event is handled
     eraser.load(bootstrap_of(app))
+    # per-viewer interest summaries the room pipeline ranks pin next with
+    interests = app.GlobalTable("viewer-interest", default=None, partitions=settings.partitions)
+    eraser.interests = interests
     handler = UserHandler(engine, profiles, catalog, headlines, models, promo,
-                          anomalies.note_user if anomalies is not None else None)
+                          anomalies.note_user if anomalies is not None else None, interests)
     for name in (names.clicks, names.user_activity):
         engine.hooks.batch_handlers[name] = handler
     engine.hooks.routed_sources = (names.clicks, names.user_activity)  # profile routes
@@ -299,6 +309,8 @@ def register(engine: Engine, catalog: Any, headlines: Any, promo: PromoTriggers,
             profile = await promo.on_consent(message, profiles)
             if profile is not None and not profile.consent:
                 models.scores.pop(profile.user_id, None)  # personal scores no longer kept
+                if interests.get(profile.user_id) is not None:
+                    del interests[profile.user_id]
         else:
             await eraser.on_request(message)
 

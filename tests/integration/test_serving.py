@@ -131,6 +131,7 @@ def test_any_worker_answers_for_any_room_and_user(broker: Any, worker_factory: A
         for room in rooms:
             status, body = get_json(f"{w.web_url}/api/rooms/{room}/insights")
             assert status == 200 and body["room_id"] == room and "audience" in body
+            assert isinstance(body["pin_next"], list)  # agents.rooms.pin_next, wired
         for user in users:  # the user pipeline is one topic hop behind the rooms
             status, body = wait_for(lambda u=user, w=w: (
                 found if (found := get_json(f"{w.web_url}/api/users/{u}/profile"))[0] == 200
