@@ -43,7 +43,7 @@ from typing import Any
 from benchmarks.bench_incidents import ENGINE_BINS, ENGINE_CAPACITY
 from online_models.anomaly import AnomalyDetector
 from online_models.anomaly_cad import ContextAnomalyDetector
-from online_models.anomaly_ensemble import EnsembleDetector
+from online_models.anomaly_ensemble import EnsembleDetector, fast_ensemble
 from online_models.evaluation.nab import DETECTORS as NAB_DETECTORS
 from online_models.evaluation.nab import (
     Series,
@@ -114,6 +114,7 @@ DETECTORS: dict[str, Callable[[int], Any]] = {
     **NAB_DETECTORS,
     "forecast_engine": engine_forecast,
     "ensemble_engine": engine_ensemble,
+    "fast_engine": lambda warmup: fast_ensemble(warmup, refractory=0),
     "river_hst": lambda warmup: river_hst(),
     "windowed_gaussian": lambda warmup: WindowedGaussian(),
 }

@@ -38,6 +38,7 @@ True
 from __future__ import annotations
 
 import math
+from array import array
 from bisect import bisect_left, insort
 from typing import Any
 
@@ -78,22 +79,38 @@ class _Rolling:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.ring: list[float] = []
-        self.sorted: list[float] = []
+        # arrays of doubles: 8 bytes a value instead of a list slot and a float object (40)
+        self.ring = array("d")
+        self.sorted = array("d")
         self.pos = 0
 
     def add(self, value: float) -> None:
-        if len(self.ring) < self.size:
-            self.ring.append(value)
-        else:
-            old = self.ring[self.pos]
-            self.ring[self.pos] = value
-            self.pos = (self.pos + 1) % self.size
-            del self.sorted[bisect_left(self.sorted, old)]
-        insort(self.sorted, value)
+        _add(self, value)
 
     def __len__(self) -> int:
         return len(self.sorted)
+
+
+def _add(rolling: _Rolling, value: float) -> None:
+    """``rolling.add(value)`` as a function (one call less in the hot loops)."""
+    ring = rolling.ring
+    ordered = rolling.sorted
+    if len(ring) < rolling.size:
+        ring.append(value)
+        insort(ordered, value)
+        return
+    pos = rolling.pos
+    old = ring[pos]
+    ring[pos] = value
+    rolling.pos = pos + 1 if pos + 1 < rolling.size else 0
+    i = bisect_left(ordered, old)
+    # the new value often sorts where the old one was: overwrite instead of two list moves
+    if (i == 0 or ordered[i - 1] <= value) and (i + 1 == len(ordered)
+                                                 or value <= ordered[i + 1]):
+        ordered[i] = value
+    else:
+        del ordered[i]
+        insort(ordered, value)
 
 
 class _Tail:
@@ -122,9 +139,8 @@ class _Tail:
         n = len(s)
         # a Gaussian z with a widened scale: all there is early on, a floor until the
         # history is long enough to trust its own tail
-        prior = math.erfc(r / (_SQRT2 * 1.5))
         if n < 30:
-            return prior
+            return math.erfc(r / (_SQRT2 * 1.5))
         upper = s[int(0.9 * n)]
         top = s[min(n - 1, int(0.99 * n))]
         empirical = (n - bisect_left(s, r)) / n
@@ -134,7 +150,7 @@ class _Tail:
             decay = max((top - upper) / _LN10, 1e-12)
             p = max(empirical, 0.1 * math.exp(-(r - upper) / decay))
         if n < 200:
-            p = max(p, prior)
+            p = max(p, math.erfc(r / (_SQRT2 * 1.5)))
         maxima = self.blocks.sorted
         if len(maxima) >= 8:
             seen = len(maxima) - bisect_left(maxima, r) + (self.current >= r)
@@ -146,16 +162,18 @@ class _Profile:
     """Mean of (value - level) and mean absolute deviation per phase bin of a period (a day
     or a week)."""
 
-    __slots__ = ("count", "mean", "offset", "period", "spread", "width")
+    __slots__ = ("count", "current", "last_bin", "mean", "offset", "period", "spread", "width")
 
     def __init__(self, period: float, max_bins: int, step: float) -> None:
         self.period = period
         self.width = max(step, period / max_bins)
         bins = math.ceil(period / self.width)
-        self.mean = [0.0] * bins
-        self.spread = [0.0] * bins
-        self.count = [0] * bins
+        self.mean = array("d", bytes(8 * bins))
+        self.spread = array("d", bytes(8 * bins))
+        self.count = array("q", bytes(8 * bins))
         self.offset = 0.0
+        self.current = (math.nan, 0)   # (ts, bin) of the point being scored
+        self.last_bin = 0              # bin of the last point learnt
 
     def bin(self, ts: float) -> int:
         return int((ts % self.period) // self.width) % len(self.mean)
@@ -164,9 +182,11 @@ class _Profile:
         count = self.count[b]
         if count:
             residual = value - self.mean[b] - self.offset
-            self.spread[b] += max(1.0 / count, rate) * (abs(residual) - self.spread[b])
+            step = 1.0 / count   # max(1 / count, rate), without a call
+            self.spread[b] += (step if step > rate else rate) * (abs(residual) - self.spread[b])
             self.offset += 0.1 * residual
-        self.mean[b] += max(1.0 / (count + 1), rate) * (value - self.offset - self.mean[b])
+        step = 1.0 / (count + 1)
+        self.mean[b] += (step if step > rate else rate) * (value - self.offset - self.mean[b])
         self.count[b] = count + 1
 
 
@@ -174,23 +194,28 @@ class _Errors:
     """A forecaster's recent absolute errors (robust scale), long-run mean error, and the
     history of its z-scores (its own calibration)."""
 
-    __slots__ = ("abs", "alpha", "mae", "n", "tail")
+    __slots__ = ("abs", "alpha", "mae", "n", "scaled", "tail")
 
     def __init__(self, size: int, alpha: float, tail: _Tail) -> None:
         self.abs = _Rolling(size)
+        self.scaled: float | None = None   # scale() until the next error is added
         self.alpha = alpha
         self.mae = 0.0
         self.n = 0
         self.tail = tail
 
     def scale(self) -> float:
-        s = self.abs.sorted
-        n = len(s)
-        return max(1.4826 * s[n // 2], 0.304 * s[int(0.9 * n)], 1e-9)
+        scaled = self.scaled
+        if scaled is None:
+            s = self.abs.sorted
+            n = len(s)
+            scaled = self.scaled = max(1.4826 * s[n // 2], 0.304 * s[int(0.9 * n)], 1e-9)
+        return scaled
 
     def learn(self, error: float) -> None:
         error = abs(error)
         self.abs.add(error)
+        self.scaled = None
         self.n += 1
         self.mae = error if self.n == 1 else self.mae + self.alpha * (error - self.mae)
 
@@ -229,6 +254,13 @@ class AnomalyDetector:
         points, about 0.01 suits trending metrics (extremes that keep coming stop alarming).
     seasonal
         Use daily / weekly profiles when points carry ``ts``.
+    periods
+        Which profiles (``"daily"``, ``"weekly"``) when ``seasonal``.
+    steps
+        Also forecast last value + the profile's change between bins (the "step" variants).
+    thin
+        Forecasters not trusted for a point update their error scale and z-score history on
+        one point in ``thin`` only (1: every point); cheaper, their ranking is unaffected.
     season_rate
         Learning rate of a profile bin once it has seen a few periods.
     bin_prior
@@ -257,7 +289,9 @@ class AnomalyDetector:
                  alarm: float = 0.5, margin: float = 0.2, damp: float = 0.5,
                  spatial: bool = True, spatial_decade: float = 0.25, spatial_gate: float = 0.2,
                  extreme_alpha: float = 0.0, seasonal: bool = True, season_rate: float = 0.2,
-                 bin_prior: float = 3.0, mae_alpha: float = 0.002, seed: int = 0) -> None:
+                 bin_prior: float = 3.0, mae_alpha: float = 0.002,
+                 periods: tuple[str, ...] = ("daily", "weekly"), steps: bool = True,
+                 thin: int = 1, seed: int = 0) -> None:
         self.window = window
         self.errors = errors
         self.history = history
@@ -276,6 +310,11 @@ class AnomalyDetector:
         self.season_rate = season_rate
         self.bin_prior = bin_prior
         self.mae_alpha = mae_alpha
+        if not set(periods) <= {"daily", "weekly"}:
+            raise ValueError(f"periods are 'daily' and / or 'weekly', not {periods!r}")
+        self.periods = tuple(periods)
+        self.steps = steps
+        self.thin = max(1, int(thin))
         self.seed = seed
         self.n_seen = 0
         self._recent = _Rolling(window)
@@ -313,6 +352,7 @@ class AnomalyDetector:
             if ts - self._first_ts < 1.5 * profile.period:
                 continue
             b = profile.bin(ts)
+            profile.current = (ts, b)
             count = profile.count[b]
             if not count:
                 continue
@@ -326,8 +366,8 @@ class AnomalyDetector:
                             / (count - 1 + self.bin_prior), 0.25 * overall)
             out[name] = (profile.mean[b] + profile.offset, scale)
             if self._last_ts is not None and self._last is not None:
-                b0 = profile.bin(self._last_ts)
-                if profile.count[b0]:
+                b0 = profile.last_bin   # the bin of self._last_ts
+                if profile.count[b0] and self.steps:
                     step = name + "_step"
                     ready = errors[step].n >= _MIN_ERRORS
                     out[step] = (self._last + profile.mean[b] - profile.mean[b0],
@@ -364,7 +404,7 @@ class AnomalyDetector:
                 base = max(2.0 / (self.n_seen + 1), self._extreme_rate)
                 log_p = math.log10(base) - beyond / self.spatial_decade
                 raw = max(raw, min(1.0, -log_p / 6.0))
-        self._cached = (key, forecasts, zs, raw)
+        self._cached = (key, forecasts, zs, raw, best)
         return self._cached
 
     def _learn_time(self, value: float, ts: float) -> None:
@@ -378,10 +418,14 @@ class AnomalyDetector:
                 self._step = self._deltas[len(self._deltas) // 2]
                 self._deltas = []
                 if self.seasonal:
-                    self._profiles = {"daily": _Profile(_DAY, 288, self._step),
-                                      "weekly": _Profile(_WEEK, 336, self._step)}
+                    shapes = {"daily": (_DAY, 288), "weekly": (_WEEK, 336)}
+                    self._profiles = {name: _Profile(*shapes[name], self._step)
+                                      for name in self.periods}
         for profile in self._profiles.values():
-            profile.learn(profile.bin(ts), value, self.season_rate)
+            current = profile.current
+            b = current[1] if current[0] == ts else profile.bin(ts)
+            profile.learn(b, value, self.season_rate)
+            profile.last_bin = b
         self._last_ts = ts
 
     # ------------------------------------------------------------------ public API
@@ -402,20 +446,40 @@ class AnomalyDetector:
         if value is None:
             return
         ts = _ts(x)
-        _, forecasts, zs, raw = self._evaluate(value, ts)
+        _, forecasts, zs, raw, best = self._evaluate(value, ts)
         if self.n_seen >= self.warmup:
             if raw >= self.alarm and (self._since_alarm >= self.refractory
                                       or raw > self._alarm_score + self.margin):
                 self._since_alarm, self._alarm_score = 0, raw
             else:
                 self._since_alarm += 1
+        # _Tail.add and _Errors.learn inlined (the hot loop: up to five forecasters a point)
+        errors = self._errors
+        # with ``thin`` > 1 the forecasters not trusted for this point learn their error
+        # scale and z-score history on one point in ``thin`` (their ranking on every one)
+        thin = self.thin > 1 and self.n_seen % self.thin
         for name, z in zs.items():
-            self._errors[name].tail.add(z)
+            if thin and name != best:
+                continue
+            tail = errors[name].tail
+            _add(tail.history, z)
+            if z > tail.current:
+                tail.current = z
+            tail.filled += 1
+            if tail.filled == tail.block:
+                _add(tail.blocks, tail.current)
+                tail.current, tail.filled = 0.0, 0
         for name, (forecast, _) in forecasts.items():
-            self._errors[name].learn(value - forecast)
+            err = errors[name]
+            error = abs(value - forecast)
+            if not thin or name == best or err.n < _MIN_ERRORS:
+                _add(err.abs, error)
+                err.scaled = None
+            err.n += 1
+            err.mae = error if err.n == 1 else err.mae + err.alpha * (error - err.mae)
         if ts is not None:
             self._learn_time(value, ts)
-        self._recent.add(value)
+        _add(self._recent, value)
         self._last = value
         if self.extreme_alpha and self.n_seen >= self.warmup:
             extreme = value > self._high or value < self._low

@@ -469,3 +469,18 @@ register(ModelSpec(
     bounds=lambda model: model.size(),
     long_stream=3_000, saturates=("0.recent", "0.history", "1.pairs"),
 ))
+
+register(ModelSpec(
+    name="anomaly-fast",
+    # the engine-sized fast ensemble, smaller still so the suite's stream saturates it
+    factory=lambda seed: EnsembleDetector(
+        [(AnomalyDetector(seed=seed, window=64, history=200, warmup=20, steps=False, thin=16),
+          False),
+         (ContextAnomalyDetector(seed=seed, depth=3, capacity=120, warmup=20, rest=0), True)],
+        warmup=20, cap=500, bins=256),
+    stream=metric_stream, learn=lambda model, x: model.learn_one(x),
+    probes=_metric_probes, unseen=_unseen_metrics,
+    predict=lambda model, x: model.score_one(x), valid=_valid_score,
+    bounds=lambda model: model.size(),
+    long_stream=3_000, saturates=("0.recent", "0.history", "1.pairs"),
+))

@@ -76,6 +76,30 @@ class AnomalyMonitor:
         return (user_id in self.users.users or ("user", user_id) in tracker.scopes
                 or any(i.scope_id == user_id or user_id in i.members for i in incidents))
 
+    # ------------------------------------------------------------------ snapshots
+    def learned_state(self) -> dict[str, Any]:
+        """What the detectors have learned (rooms', the users' population's and the
+        system's detectors and usual levels), for a snapshot
+        (:mod:`agents.anomalies.snapshots`). Holds no user id: per-user tracks and
+        incidents are left out, so an erasure never has to rewrite it."""
+        return {"rooms": self.rooms.learned_state(), "population": self.users.learned_state(),
+                "system": self.system.learned_state()}
+
+    def restore_learned(self, state: Mapping[str, Any]) -> None:
+        """Resume from :meth:`learned_state` (before the first tick); raises ValueError,
+        changing nothing, when ``state`` is not of that layout."""
+        try:
+            ok = (isinstance(state["rooms"], dict)
+                  and all(len(t) == 5 for t in state["rooms"].values())
+                  and len(state["population"]) == 2 and len(state["system"]) == 3)
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"not a detector state: {error!r}") from error
+        if not ok:
+            raise ValueError("not a detector state")
+        self.rooms.restore_learned(state["rooms"])
+        self.users.restore_learned(state["population"])
+        self.system.restore_learned(state["system"])
+
     # ------------------------------------------------------------------ per second
     def tick(self, rooms: Mapping[str, RoomSource], *, now_ms: int | None = None,
              system: Mapping[str, float] | None = None) -> list[dict[str, Any]]:

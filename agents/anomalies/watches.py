@@ -226,6 +226,7 @@ class RoomWatch:
         self.max_rooms = max_rooms
         self.max_catchup_s = max_catchup_s
         self.tracks: OrderedDict[str, _RoomTrack] = OrderedDict()
+        self.restored: dict[str, tuple[Any, ...]] = {}   # from a snapshot, not yet seen
 
     def _track(self, room_id: str) -> _RoomTrack | None:
         track = self.tracks.get(room_id)
@@ -233,6 +234,10 @@ class RoomWatch:
             if len(self.tracks) >= self.max_rooms:
                 return None  # bounded: rooms beyond the cap are not watched
             track = self.tracks[room_id] = _RoomTrack()
+            learned = self.restored.pop(room_id, None) if self.restored else None
+            if learned is not None:
+                (track.detectors, track.baselines, track.per_viewer, track.n,
+                 track.first_second) = learned
         return track
 
     def note(self, room_id: str, kind: str, ts: int) -> None:
@@ -254,6 +259,18 @@ class RoomWatch:
 
     def forget(self, room_id: str) -> None:
         self.tracks.pop(room_id, None)
+
+    def learned_state(self) -> dict[str, tuple[Any, ...]]:
+        """What each room's watch has learned (detectors, usual levels, samples seen, first
+        second), for a snapshot; room ids only, no user ids."""
+        return {room_id: (t.detectors, t.baselines, t.per_viewer, t.n, t.first_second)
+                for room_id, t in self.tracks.items()}
+
+    def restore_learned(self, state: dict[str, tuple[Any, ...]]) -> None:
+        """Resume rooms from :meth:`learned_state`: a room seen again starts warm (its
+        sampling position and join / leave counts start afresh). Held until the room is
+        next sampled, at most ``max_rooms``."""
+        self.restored = dict(itertools.islice(state.items(), self.max_rooms))
 
     def sample(self, room_id: str, room: RoomSource) -> list[tuple[int, list[Signal]]]:
         """Signals for every second of ``room`` completed since the last call."""
@@ -426,6 +443,14 @@ class UserWatch:
         self.dirty: set[str] = set()
         self.watermark = 0
 
+    def learned_state(self) -> tuple[Any, Any]:
+        """The population detector and usual per-user rate, for a snapshot: rates only, no
+        user ids (per-user tracks are never snapshotted, so an erasure need not rewrite it)."""
+        return (self.population, self.usual)
+
+    def restore_learned(self, state: tuple[Any, Any]) -> None:
+        self.population, self.usual = state
+
     def note(self, user_id: str, kind: str, ts: int, *, item_id: str | None = None,
              room_id: str | None = None, live: bool = False) -> None:
         track = self.users.get(user_id)
@@ -590,6 +615,13 @@ class SystemWatch:
         self.lag_sum = 0.0
         self.lag_n = 0
         self.n = 0
+
+    def learned_state(self) -> tuple[Any, ...]:
+        """Detectors, usual levels and samples seen, for a snapshot."""
+        return (self.detectors, self.baselines, self.n)
+
+    def restore_learned(self, state: tuple[Any, ...]) -> None:
+        self.detectors, self.baselines, self.n = state
 
     def note_lag(self, lag_ms: float) -> None:
         self.lag_sum += lag_ms

@@ -56,7 +56,7 @@ from typing import Any
 
 from online_models.anomaly import AnomalyDetector
 from online_models.anomaly_cad import ContextAnomalyDetector
-from online_models.anomaly_ensemble import EnsembleDetector
+from online_models.anomaly_ensemble import EnsembleDetector, fast_ensemble
 
 PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 PROBATION = 0.15
@@ -314,6 +314,7 @@ DETECTORS: dict[str, Callable[[int], Any]] = {
     "forecast": default_factory,
     "cad": cad_factory,
     "ensemble": ensemble_factory,
+    "fast": lambda warmup: fast_ensemble(warmup),
 }
 """``--detector`` names: a factory of a fresh detector given its warm-up (the probation)."""
 

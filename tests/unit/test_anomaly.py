@@ -150,3 +150,22 @@ def test_scale_free(scale: float) -> None:
     assert flagged[-1] == 300
     assert flagged[:-1] == [i for i, s in enumerate(reference[:-1]) if s >= 0.5]
     assert math.isclose(scores[-2], reference[-2], rel_tol=1e-6, abs_tol=1e-9)
+
+
+def test_thinning_and_fewer_forecasters_keep_scoring_a_spike() -> None:
+    from online_models.anomaly_ensemble import fast_ensemble
+
+    for det in (AnomalyDetector(warmup=20, steps=False, thin=16),
+                AnomalyDetector(warmup=20, periods=("weekly",)), fast_ensemble(warmup=20)):
+        scores = []
+        for i in range(2_000):
+            x = {"value": 10.0 + (i % 7) * 0.1 + (30.0 if i == 1_900 else 0.0),
+                 "ts": 1_700_000_000.0 + 300 * i}
+            scores.append(det.score_one(x))
+            det.learn_one(x)
+        assert scores[1_900] > 0.8 and max(scores[1_000:1_900]) < 0.5
+
+
+def test_periods_are_checked() -> None:
+    with pytest.raises(ValueError, match="periods"):
+        AnomalyDetector(periods=("monthly",))
