@@ -184,7 +184,7 @@ class Harness:
                                    WriteBehindTable(self.table("promo-budget")))
         self.models = ModelHost(s, self.engine.metrics)
         self.profiles = ProfileStore(WriteBehindTable(self.table("user-profiles")))
-        self.interests = self.table("viewer-interest")  # agents.rooms.pin_next
+        self.interests = WriteBehindTable(self.table("viewer-interest"))  # pin next
         self.users = UserHandler(self.engine, self.profiles, self.catalog, self.headlines,
                                  self.models, self.promo, self.anomalies.note_user,
                                  self.interests)

@@ -22,8 +22,9 @@ reads the other's table. The user pipeline publishes a small per-viewer *interes
 (:func:`interest_summary`: top-3 category and brand shares, average price, propensity;
 ~150 bytes) into the ``viewer-interest`` global table, written by it alone, when a live
 event of the viewer arrives and the summary is older than :data:`INTEREST_REFRESH_MS` of event
-time or its top category changed: the mirror of ``room-headlines``, the room context the
-room pipeline publishes for the user pipeline. Every worker holds the table, so the room
+time or its top category changed (checked every :data:`INTEREST_MIN_GAP_MS`), written behind
+(one changelog record per viewer and commit, ``agents.state.WriteBehindTable``): the
+mirror of ``room-headlines``, the room context the room pipeline publishes for the user pipeline. Every worker holds the table, so the room
 pipeline reads the summaries of the viewers present in its rooms without a request or a new
 topic; a room-keyed topic would have needed the user pipeline to know room membership
 changes (leaves, time-outs) the room pipeline already tracks. Viewers without consent get no
@@ -59,7 +60,8 @@ UNKNOWN_FIT = 0.5
 PRIOR_PROPENSITY = 0.05
 FITS = 0.6                  # a price "fits" a viewer at this fit or more (|ln ratio| < 0.7)
 TOP_INTERESTS = 3
-INTEREST_REFRESH_MS = 5_000
+INTEREST_REFRESH_MS = 30_000  # a viewer's summary is republished this often at most ...
+INTEREST_MIN_GAP_MS = 5_000   # ... or when its top category changes, checked this often
 REFRESH_S = 5.0             # the room pipeline recomputes a room's list this often at most
 CANDIDATES = 128            # the room's products considered: its item counter's capacity
 PINS_KEPT = 32              # pinned items remembered per room

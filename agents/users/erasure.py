@@ -304,7 +304,7 @@ class Eraser:
         if self.anomalies is not None:
             summary["anomaly_incidents"] = self.anomalies.forget_user(user)
         if self.interests is not None and self.interests.get(user) is not None:
-            del self.interests[user]  # a tombstone on the global table's changelog
+            self.interests.delete(user, partition)  # a tombstone on its changelog
             summary["viewer_interest"] = 1
         if engine.redis is not None:
             engine.redis.add("user", user, {})  # empty document: DEL + index ZREM

@@ -133,8 +133,8 @@ def test_room_insight_carries_pin_next_after_viewers_with_known_affinities_join(
         return orjson.loads(payload)
 
     insight = asyncio.run(scenario())
-    assert set(h.interests) == {f"u{n}" for n in range(FANS)} | {"u99"}
-    assert h.interests["u0"]["c"] == {"beauty": 1.0}
+    assert set(h.interests.table) == {f"u{n}" for n in range(FANS)} | {"u99"}
+    assert h.interests.get("u0")["c"] == {"beauty": 1.0}
     top = insight["pin_next"]
     assert top[0]["item_id"] == "lip"
     assert top[0]["viewers_into"] == FANS and top[0]["price_fits"] == FANS
@@ -157,13 +157,13 @@ def test_erasure_removes_the_viewer_summary_and_no_consent_publishes_none() -> N
     eraser.interests = h.interests  # as agents.users.pipeline.register wires it
     asyncio.run(h.feed("live-events", 0, [live("join", "gone"), live("join", "kept")]))
     asyncio.run(h.forward_activity())
-    assert {"gone", "kept"} <= set(h.interests)
+    assert {"gone", "kept"} <= set(h.interests.table)
     assert eraser.forget("gone", 0)["viewer_interest"] == 1
-    assert "gone" not in h.interests and "kept" in h.interests
+    assert "gone" not in h.interests.table and "kept" in h.interests.table
     assert h.interests.get("gone") is None
     # a viewer who withdrew consent: no summary written (counted with the prior only)
     h.profiles.get("kept").set_consent(False, h.now_ms())
-    del h.interests["kept"]
+    h.interests.delete("kept", 0)
     asyncio.run(h.feed("live-events", 0, [live("like", "kept")]))
     asyncio.run(h.forward_activity())
-    assert "kept" not in h.interests
+    assert "kept" not in h.interests.table
