@@ -107,13 +107,15 @@ def faust_log_level(level: str) -> str:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from agents.preflight import StartupError, port_problem
+    from agents.preflight import StartupError, port_problem, store_warnings
     from agents.worker import build_engine
     from streams.admin import ensure_topics
 
     problem = port_problem(settings.web_host, settings.web_port)
     if problem:
         raise StartupError(problem)
+    for warning in store_warnings(settings.redis_url, settings.clickhouse_url):
+        print(f"livepulse: {warning}", file=sys.stderr, flush=True)
     with broker_for(settings) as bootstrap:
         asyncio.run(ensure_topics(settings, bootstrap))
         engine = build_engine(settings, bootstrap)

@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 from aiokafka.structs import ConsumerRecord
 
-from agents.preflight import StartupError, kafka_problem, port_problem
+from agents.preflight import StartupError, kafka_problem, port_problem, store_warnings
 from agents.sinks.embedded_clickhouse import ClickHouseServer, clickhouse_server_available
 from agents.sinks.embedded_redis import RedisServer, ping, redis_server_available
 from agents.sinks.redis import RedisSink
@@ -638,6 +638,8 @@ def run_demo(settings: Settings, duration: float | None,
             clickhouse = start_local_clickhouse(settings)
             # every worker writes one history: one pseudonym key for all of them
             settings = settings.with_overrides(pseudonym_key=pseudonym_key(settings).decode())
+        for warning in store_warnings(settings.redis_url, settings.clickhouse_url):
+            print(f"livepulse demo: {warning}", flush=True)  # the workers start regardless
         workers = [start_worker(settings, bootstrap, i) for i in range(settings.demo_workers)]
         summary = loop.run_until_complete(
             drive(settings, bootstrap, workers, names, duration, stop))
