@@ -670,6 +670,7 @@ def run_demo(settings: Settings, duration: float | None,
         "latency_ms": summary.get("latency_ms", {}),
         "e2e_latency_p50_ms": latency.get("p50"),
         "e2e_latency_p99_ms": latency.get("p99"),
+        "p99_objective_ms": settings.demo_p99_objective_ms,
         # did the engine keep up with the simulator? (every input consumed, and quickly)
         "kept_up": summary.get("drain", {}).get("kept_up"),
         "lag_at_end": max(0, summary.get("drain", {}).get("produced", 0)
@@ -685,7 +686,8 @@ def run_demo(settings: Settings, duration: float | None,
 
 def human_summary(summary: dict[str, Any]) -> list[str]:
     """A few plain lines on how the demo went, printed before its JSON line; the first says
-    whether the worker kept up, and a ``WARNING`` line says when it fell behind.
+    whether the worker kept up, and a ``WARNING`` line says when it fell behind or its p99
+    latency missed the objective (``p99_objective_ms``).
 
     >>> ok = {"duration_s": 25.4, "produced": {"live": 6000, "clicks": 1500, "catalog": 20},
     ...       "drain": {"produced": 7520, "consumed": 7520, "drain_s": 0.3, "kept_up": True},
@@ -697,6 +699,9 @@ def human_summary(summary: dict[str, Any]) -> list[str]:
       latency p50 12 ms, p99 48 ms (input event -> room insight)
       dead letters 15 (bad events injected: 15); incidents opened 2 (scenarios injected: 1)
       every process stopped cleanly
+    >>> print(human_summary({**ok, "p99_objective_ms": 40.0})[2])
+      WARNING: p99 48 ms is above the objective of 40 ms (LIVEPULSE_DEMO_P99_OBJECTIVE_MS): \
+lower --rate, add --workers or see the README's Troubleshooting
     >>> behind = {**ok, "drain": {"produced": 7520, "consumed": 6000, "drain_s": 20.0,
     ...           "kept_up": False}, "lag_at_end": 1520}
     >>> print(human_summary(behind)[0])  # doctest: +ELLIPSIS
@@ -724,6 +729,11 @@ def human_summary(summary: dict[str, Any]) -> list[str]:
     if p99 is not None:
         lines.append(f"  latency p50 {p50:.0f} ms, p99 {p99:.0f} ms (input event -> room "
                      "insight)")
+        objective = summary.get("p99_objective_ms")
+        if objective is not None and p99 > objective:
+            lines.append(f"  WARNING: p99 {p99:.0f} ms is above the objective of "
+                         f"{objective:.0f} ms (LIVEPULSE_DEMO_P99_OBJECTIVE_MS): lower --rate, "
+                         "add --workers or see the README's Troubleshooting")
     opened = sum((summary.get("anomalies") or {}).get("opened", {}).values())
     lines.append(f"  dead letters {summary.get('dead_letters', 0):,} (bad events injected: "
                  f"{summary.get('bad_injected', 0):,}); incidents opened {opened} (scenarios "
