@@ -386,8 +386,10 @@ async def drive(settings: Settings, bootstrap: str, workers: list[WorkerProcess]
         print(f"  anomalies   {w.web_url}/api/anomalies (open and recently resolved)",
               flush=True)
         print(f"  metrics     {w.web_url}/metrics", flush=True)
-    print(f"  kafka       {bootstrap} (bootstrap address; triggers on {names.promo_triggers}:"
-          f" python consumer.py {bootstrap}, the README's consumer)", flush=True)
+    print(f"  kafka       {bootstrap} (bootstrap address); promo triggers as they fire:",
+          flush=True)
+    print(f"              LIVEPULSE_KAFKA_URL={bootstrap} livepulse tail {names.promo_triggers}",
+          flush=True)
     if settings.redis_url.strip():
         print(f"  redis       {redact_url(settings.redis_url)} (keys "
               f"{settings.redis_namespace}:room:<id>, {settings.redis_namespace}:user:<id>)",

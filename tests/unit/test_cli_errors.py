@@ -129,6 +129,14 @@ def test_unreachable_redis_and_clickhouse_are_one_warning_line_each(tmp_path) ->
     assert "cannot reach Kafka" in lines[2]
 
 
+def test_tail_without_a_cluster_is_one_line() -> None:
+    line = one_error_line(run_cli("tail", "promo-triggers"))
+    assert "set LIVEPULSE_KAFKA_URL" in line
+    url = f"127.0.0.1:{free_port()}"
+    line = one_error_line(run_cli("tail", "promo-triggers", env={"LIVEPULSE_KAFKA_URL": url}))
+    assert f"cannot reach Kafka at {url}" in line
+
+
 def test_a_reachable_store_gives_no_warning() -> None:
     from agents.preflight import store_warnings
 
