@@ -139,8 +139,8 @@ def store_warning(setting: str, url: str, timeout_s: float = 2.0) -> str | None:
     except OSError as exc:
         reason = (exc.strerror or str(exc)).lower()
     return (f"WARNING: cannot reach {name} at {redact_url(url.strip())} ({setting}): {reason}; "
-            f"starting anyway: {meanwhile}. Start it or correct {setting}, or unset it "
-            f"{without}")
+            f"starting anyway: {meanwhile}. Start it or correct {setting}, or set it empty "
+            f"({setting}=) {without}")
 
 
 def store_warnings(redis_url: str, clickhouse_url: str) -> list[str]:

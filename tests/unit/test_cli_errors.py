@@ -100,6 +100,7 @@ def test_unreachable_kafka_is_one_line_with_a_hint() -> None:
 def test_an_unresolvable_kafka_host_is_one_line() -> None:
     line = one_error_line(run_cli("worker", env={
         "LIVEPULSE_KAFKA_URL": "kafka://no-such-host.invalid:9092",
+        "LIVEPULSE_REDIS_URL": "",  # no Redis warning line (a machine without Redis)
         "LIVEPULSE_WEB_PORT": str(free_port())}))
     assert "cannot reach Kafka at no-such-host.invalid:9092" in line
     assert "cannot resolve 'no-such-host.invalid'" in line
@@ -121,11 +122,11 @@ def test_unreachable_redis_and_clickhouse_are_one_warning_line_each(tmp_path) ->
     assert lines[0].startswith(f"livepulse: WARNING: cannot reach Redis at "
                                f"{redis.replace('hunter2', '***')} (LIVEPULSE_REDIS_URL): "
                                "connection refused; starting anyway")
-    assert "unset it to serve from the workers' API only" in lines[0]
+    assert "set it empty (LIVEPULSE_REDIS_URL=) to serve from the workers' API only" in lines[0]
     assert lines[1].startswith("livepulse: WARNING: cannot reach ClickHouse at "
                                "clickhouse://default:***@127.0.0.1:")
     assert "(LIVEPULSE_CLICKHOUSE_URL): connection refused" in lines[1]
-    assert "unset it to run without history" in lines[1]
+    assert "(LIVEPULSE_CLICKHOUSE_URL=) to run without history" in lines[1]
     assert "cannot reach Kafka" in lines[2]
 
 
