@@ -107,13 +107,15 @@ def faust_log_level(level: str) -> str:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from agents.preflight import StartupError, port_problem
+    from agents.preflight import StartupError, port_problem, store_warnings
     from agents.worker import build_engine
     from streams.admin import ensure_topics
 
     problem = port_problem(settings.web_host, settings.web_port)
     if problem:
         raise StartupError(problem)
+    for warning in store_warnings(settings.redis_url, settings.clickhouse_url):
+        print(f"livepulse: {warning}", file=sys.stderr, flush=True)
     with broker_for(settings) as bootstrap:
         asyncio.run(ensure_topics(settings, bootstrap))
         engine = build_engine(settings, bootstrap)
@@ -585,6 +587,25 @@ def version() -> str:
         return "unknown (not installed: pip install -e .)"
 
 
+def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
+    from agents.preflight import StartupError
+    from streams.tail import tail
+    from streams.topics import topic_names
+
+    if settings.embedded_broker:  # a fresh embedded broker would hold nothing to show
+        raise StartupError("tail reads a running cluster: set LIVEPULSE_KAFKA_URL (`livepulse "
+                           "demo` prints the command with it)")
+    require_kafka(settings.bootstrap_servers)
+    # a short name (promo-triggers) gets LIVEPULSE_TOPIC_PREFIX; other names are used as-is
+    short = getattr(topic_names(settings), args.topic.replace("-", "_"), None)
+    topic = short if isinstance(short, str) and args.topic != "prefix" else args.topic
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(tail(settings.bootstrap_servers, topic, print, limit=args.max,
+                         from_beginning=args.from_beginning,
+                         client_options=kafka_client_options(settings)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="livepulse", description=__doc__.split("\n\n")[0],
                                      formatter_class=HelpFormatter)
@@ -757,6 +778,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a setting of every benchmark worker (repeatable; default: none), e.g. "
                        "fetch_min_bytes=65536")
     bench.set_defaults(func=cmd_bench)
+
+    tail_cmd = sub.add_parser("tail", help="print a topic's records as JSON lines")
+    tail_cmd.add_argument("topic", help="e.g. promo-triggers (LIVEPULSE_TOPIC_PREFIX added) "
+                          "or a full topic name")
+    tail_cmd.add_argument("--from-beginning", action="store_true",
+                          help="start at the oldest record (default: only new ones)")
+    tail_cmd.add_argument("--max", type=int, default=0,
+                          help="stop after this many records (default: 0, until Ctrl-C)")
+    tail_cmd.set_defaults(func=cmd_tail)
 
     token = sub.add_parser("host-token", help="print the token of one room's host page")
     token.add_argument("room_id", help="the room the token opens")

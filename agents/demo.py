@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 from aiokafka.structs import ConsumerRecord
 
-from agents.preflight import StartupError, kafka_problem, port_problem
+from agents.preflight import StartupError, kafka_problem, port_problem, store_warnings
 from agents.sinks.embedded_clickhouse import ClickHouseServer, clickhouse_server_available
 from agents.sinks.embedded_redis import RedisServer, ping, redis_server_available
 from agents.sinks.redis import RedisSink
@@ -386,8 +386,10 @@ async def drive(settings: Settings, bootstrap: str, workers: list[WorkerProcess]
         print(f"  anomalies   {w.web_url}/api/anomalies (open and recently resolved)",
               flush=True)
         print(f"  metrics     {w.web_url}/metrics", flush=True)
-    print(f"  kafka       {bootstrap} (bootstrap address; triggers on {names.promo_triggers}:"
-          f" python consumer.py {bootstrap}, the README's consumer)", flush=True)
+    print(f"  kafka       {bootstrap} (bootstrap address); promo triggers as they fire:",
+          flush=True)
+    print(f"              LIVEPULSE_KAFKA_URL={bootstrap} livepulse tail {names.promo_triggers}",
+          flush=True)
     if settings.redis_url.strip():
         print(f"  redis       {redact_url(settings.redis_url)} (keys "
               f"{settings.redis_namespace}:room:<id>, {settings.redis_namespace}:user:<id>)",
@@ -638,6 +640,8 @@ def run_demo(settings: Settings, duration: float | None,
             clickhouse = start_local_clickhouse(settings)
             # every worker writes one history: one pseudonym key for all of them
             settings = settings.with_overrides(pseudonym_key=pseudonym_key(settings).decode())
+        for warning in store_warnings(settings.redis_url, settings.clickhouse_url):
+            print(f"livepulse demo: {warning}", flush=True)  # the workers start regardless
         workers = [start_worker(settings, bootstrap, i) for i in range(settings.demo_workers)]
         summary = loop.run_until_complete(
             drive(settings, bootstrap, workers, names, duration, stop))
@@ -668,6 +672,7 @@ def run_demo(settings: Settings, duration: float | None,
         "latency_ms": summary.get("latency_ms", {}),
         "e2e_latency_p50_ms": latency.get("p50"),
         "e2e_latency_p99_ms": latency.get("p99"),
+        "p99_objective_ms": settings.demo_p99_objective_ms,
         # did the engine keep up with the simulator? (every input consumed, and quickly)
         "kept_up": summary.get("drain", {}).get("kept_up"),
         "lag_at_end": max(0, summary.get("drain", {}).get("produced", 0)
@@ -683,7 +688,8 @@ def run_demo(settings: Settings, duration: float | None,
 
 def human_summary(summary: dict[str, Any]) -> list[str]:
     """A few plain lines on how the demo went, printed before its JSON line; the first says
-    whether the worker kept up, and a ``WARNING`` line says when it fell behind.
+    whether the worker kept up, and a ``WARNING`` line says when it fell behind or its p99
+    latency missed the objective (``p99_objective_ms``).
 
     >>> ok = {"duration_s": 25.4, "produced": {"live": 6000, "clicks": 1500, "catalog": 20},
     ...       "drain": {"produced": 7520, "consumed": 7520, "drain_s": 0.3, "kept_up": True},
@@ -695,6 +701,9 @@ def human_summary(summary: dict[str, Any]) -> list[str]:
       latency p50 12 ms, p99 48 ms (input event -> room insight)
       dead letters 15 (bad events injected: 15); incidents opened 2 (scenarios injected: 1)
       every process stopped cleanly
+    >>> print(human_summary({**ok, "p99_objective_ms": 40.0})[2])
+      WARNING: p99 48 ms is above the objective of 40 ms (LIVEPULSE_DEMO_P99_OBJECTIVE_MS): \
+lower --rate, add --workers or see the README's Troubleshooting
     >>> behind = {**ok, "drain": {"produced": 7520, "consumed": 6000, "drain_s": 20.0,
     ...           "kept_up": False}, "lag_at_end": 1520}
     >>> print(human_summary(behind)[0])  # doctest: +ELLIPSIS
@@ -722,6 +731,11 @@ def human_summary(summary: dict[str, Any]) -> list[str]:
     if p99 is not None:
         lines.append(f"  latency p50 {p50:.0f} ms, p99 {p99:.0f} ms (input event -> room "
                      "insight)")
+        objective = summary.get("p99_objective_ms")
+        if objective is not None and p99 > objective:
+            lines.append(f"  WARNING: p99 {p99:.0f} ms is above the objective of "
+                         f"{objective:.0f} ms (LIVEPULSE_DEMO_P99_OBJECTIVE_MS): lower --rate, "
+                         "add --workers or see the README's Troubleshooting")
     opened = sum((summary.get("anomalies") or {}).get("opened", {}).values())
     lines.append(f"  dead letters {summary.get('dead_letters', 0):,} (bad events injected: "
                  f"{summary.get('bad_injected', 0):,}); incidents opened {opened} (scenarios "

@@ -93,3 +93,59 @@ def kafka_problem(bootstrap: str, timeout_s: float = KAFKA_PROBE_TIMEOUT_S) -> s
             "broker or correct LIVEPULSE_KAFKA_URL; or unset it: every command then starts "
             "the embedded broker (`livepulse broker` runs one in the foreground and prints its "
             "address)")
+
+
+# The serving and history sinks are built to start without their store and catch up once it
+# answers (agents/sinks/redis.py, agents/sinks/clickhouse.py): an unreachable one is a
+# WARNING at start, not a refusal.
+STORES = {
+    "LIVEPULSE_REDIS_URL": ("Redis", 6379, "serving keys are kept pending (up to "
+                            "LIVEPULSE_REDIS_MAX_PENDING) and written once it answers",
+                            "to serve from the workers' API only"),
+    "LIVEPULSE_CLICKHOUSE_URL": ("ClickHouse", 9000, "history waits in Kafka and is stored "
+                                 "once it answers", "to run without history"),
+}
+
+
+def store_warning(setting: str, url: str, timeout_s: float = 2.0) -> str | None:
+    """A one-line WARNING when the store ``url`` of ``setting`` (``LIVEPULSE_REDIS_URL``
+    or ``LIVEPULSE_CLICKHOUSE_URL``) accepts no TCP connection, or None (also for an unset
+    URL or one without a host, e.g. a Unix socket). Passwords are masked.
+
+    >>> from streams.broker import free_port
+    >>> url = f"redis://:pw@127.0.0.1:{free_port()}/0"
+    >>> print(store_warning("LIVEPULSE_REDIS_URL", url, 1.0))  # doctest: +ELLIPSIS
+    WARNING: cannot reach Redis at redis://:***@127.0.0.1:.../0 (LIVEPULSE_REDIS_URL): ...
+    """
+    from urllib.parse import urlsplit
+
+    from config.settings import redact_url
+
+    name, default_port, meanwhile, without = STORES[setting]
+    try:
+        parts = urlsplit(url.strip())
+        host, port = parts.hostname, parts.port or default_port
+    except ValueError as exc:
+        return f"WARNING: {setting}: not a URL ({exc})"
+    if not host:
+        return None
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return None
+    except socket.gaierror as exc:
+        reason = f"cannot resolve {host!r} ({exc.strerror})"
+    except TimeoutError:
+        reason = f"no answer within {timeout_s:g} s"
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+    return (f"WARNING: cannot reach {name} at {redact_url(url.strip())} ({setting}): {reason}; "
+            f"starting anyway: {meanwhile}. Start it or correct {setting}, or set it empty "
+            f"({setting}=) {without}")
+
+
+def store_warnings(redis_url: str, clickhouse_url: str) -> list[str]:
+    """:func:`store_warning` of both stores (the configured ones only)."""
+    found = (store_warning(setting, url) for setting, url in (
+        ("LIVEPULSE_REDIS_URL", redis_url), ("LIVEPULSE_CLICKHOUSE_URL", clickhouse_url))
+        if url.strip())
+    return [line for line in found if line]

@@ -309,6 +309,10 @@ class Settings:
         0.002, "Share of simulated events that are deliberately malformed (dead-letter drill)."
     )
     demo_workers: int = _setting(1, "Worker processes started by `livepulse demo`.")
+    demo_p99_objective_ms: float = _setting(
+        1000.0, "Latency objective of `livepulse demo`: its summary warns when the p99 "
+        "(input event -> room insight) is above it."
+    )
 
     # ----------------------------------------------------------------- derived
     @property

@@ -100,9 +100,54 @@ def test_unreachable_kafka_is_one_line_with_a_hint() -> None:
 def test_an_unresolvable_kafka_host_is_one_line() -> None:
     line = one_error_line(run_cli("worker", env={
         "LIVEPULSE_KAFKA_URL": "kafka://no-such-host.invalid:9092",
+        "LIVEPULSE_REDIS_URL": "",  # no Redis warning line (a machine without Redis)
         "LIVEPULSE_WEB_PORT": str(free_port())}))
     assert "cannot reach Kafka at no-such-host.invalid:9092" in line
     assert "cannot resolve 'no-such-host.invalid'" in line
+
+
+def test_unreachable_redis_and_clickhouse_are_one_warning_line_each(tmp_path) -> None:
+    """The sinks start without their store and catch up later: a WARNING line each (URL
+    with its password masked, the setting, the reason, the way out), then the worker goes
+    on (here to the Kafka check, which fails with its own single line)."""
+    redis = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    clickhouse = f"clickhouse://default:pw@127.0.0.1:{free_port()}/lp"
+    out = run_cli("worker", env={
+        "LIVEPULSE_REDIS_URL": redis, "LIVEPULSE_CLICKHOUSE_URL": clickhouse,
+        "LIVEPULSE_KAFKA_URL": f"127.0.0.1:{free_port()}", "LIVEPULSE_WEB_PORT": str(free_port()),
+        "LIVEPULSE_DATA_DIR": str(tmp_path / "data")})
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 3 and "hunter2" not in out.stderr and ":pw@" not in out.stderr, lines
+    assert lines[0].startswith(f"livepulse: WARNING: cannot reach Redis at "
+                               f"{redis.replace('hunter2', '***')} (LIVEPULSE_REDIS_URL): "
+                               "connection refused; starting anyway")
+    assert "set it empty (LIVEPULSE_REDIS_URL=) to serve from the workers' API only" in lines[0]
+    assert lines[1].startswith("livepulse: WARNING: cannot reach ClickHouse at "
+                               "clickhouse://default:***@127.0.0.1:")
+    assert "(LIVEPULSE_CLICKHOUSE_URL): connection refused" in lines[1]
+    assert "(LIVEPULSE_CLICKHOUSE_URL=) to run without history" in lines[1]
+    assert "cannot reach Kafka" in lines[2]
+
+
+def test_tail_without_a_cluster_is_one_line() -> None:
+    line = one_error_line(run_cli("tail", "promo-triggers"))
+    assert "set LIVEPULSE_KAFKA_URL" in line
+    url = f"127.0.0.1:{free_port()}"
+    line = one_error_line(run_cli("tail", "promo-triggers", env={"LIVEPULSE_KAFKA_URL": url}))
+    assert f"cannot reach Kafka at {url}" in line
+
+
+def test_a_reachable_store_gives_no_warning() -> None:
+    from agents.preflight import store_warnings
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert store_warnings(f"redis://127.0.0.1:{port}/0",
+                              f"clickhouse://127.0.0.1:{port}/lp") == []
+    assert store_warnings("", "  ") == [] and store_warnings("unix:///tmp/r.sock", "") == []
 
 
 @pytest.mark.parametrize("url", ["http://kafka:9092", "https://a:9092,b:9092",
