@@ -268,7 +268,8 @@ def compile_condition(spec: Any, where: str, *, nested: bool = False) -> Test:
 _FIELDS = {"schema_version", "id", "version", "enabled", "name", "description", "on", "when",
            "action", "offer", "offer_ttl", "cost_per_trigger", "budget", "caps",
            "quiet_hours", "holdout", "attribution_window", "starts_at", "expires_at",
-           "variants", "mode", "objective", "bandit"}
+           "variants", "mode", "objective", "bandit", "allow_personalised_pricing",
+           "justification"}
 MAX_VARIANTS = 8              # as agents.promo.feedback.MAX_VARIANTS: variants are labels
 MODES = ("fixed", "bandit")
 OBJECTIVES = ("click", "conversion")
@@ -325,6 +326,111 @@ def _parse_variants(raw: Any, offer: Mapping[str, Any], where: str) -> tuple[Var
     if twice:
         raise CampaignError(f"{where}.variants: duplicate ids {twice}")
     return tuple(out)
+
+
+# ------------------------------------------------------------------ fairness guard
+# Fields that measure what a user is willing or able to pay (agents.users.profile's view).
+PRICE_FIELDS = frozenset({
+    "profile.price", "profile.price.avg_price", "profile.price.band",
+    "profile.price.sensitivity", "profile.rfm.monetary", "profile.rfm.m_score",
+    "profile.live.gift_value"})
+# Profile tags derived from them (UserProfile.tags): spend level or price sensitivity.
+PRICE_TAGS = frozenset({"bargain_hunter", "big_spender", "gifter"})
+# Protected attributes: a condition on a field with one of these names (any namespace, any
+# depth) is refused. The profile holds none today; the list keeps a future field out.
+PROTECTED_NAMES = frozenset({
+    "age", "age_band", "birth_year", "birthday", "date_of_birth", "gender", "sex",
+    "ethnicity", "race", "nationality", "religion", "health", "disability", "pregnancy",
+    "sexual_orientation", "marital_status", "political_opinion", "union_membership",
+    "location", "city", "region", "province", "postcode", "zip", "geo", "ip"})
+# Offer keys that carry a price or a money amount (a name containing one of these words).
+MONEY_WORDS = ("discount", "price", "amount", "value", "cashback", "spend", "rebate")
+
+
+def condition_fields(spec: Any) -> list[tuple[str, Any]]:
+    """``(field, value)`` of every condition of a ``when`` list (``any`` flattened).
+
+    >>> condition_fields([{"field": "a.b", "op": "==", "value": 1},
+    ...                   {"any": [{"field": "c.d", "op": ">", "value": 2}]}])
+    [('a.b', 1), ('c.d', 2)]
+    """
+    out: list[tuple[str, Any]] = []
+    for item in spec or ():
+        if isinstance(item, Mapping):
+            if "any" in item:
+                out.extend(condition_fields(item["any"]))
+            elif isinstance(item.get("field"), str):
+                out.append((item["field"], item.get("value")))
+    return out
+
+
+def money_keys(offer: Mapping[str, Any]) -> list[str]:
+    """The offer's keys that carry a price or money amount (:data:`MONEY_WORDS`).
+
+    >>> money_keys({"code": "STAY10", "discount_pct": 10, "min_spend": 99, "text_en": "hi"})
+    ['discount_pct', 'min_spend']
+    """
+    return sorted(k for k in offer if isinstance(k, str)
+                  and any(word in k.lower() for word in MONEY_WORDS))
+
+
+def fairness_problem(record: Mapping[str, Any], variants: tuple[Variant, ...],
+                     where: str) -> str | None:
+    """Why the campaign would price or target discriminatorily (None: it does not).
+
+    A campaign is refused when a ``when`` condition (or one inside an ``any``)
+
+    * reads a protected attribute (a path part in :data:`PROTECTED_NAMES`), whatever the
+      offer: targeting on it is discriminatory by itself; or
+    * reads price sensitivity or spend level (:data:`PRICE_FIELDS`, or ``profile.tags``
+      compared with a tag of :data:`PRICE_TAGS`) while its offer, or any variant's offer,
+      carries a price or money amount (:func:`money_keys`): the discount would then depend
+      on what the user is thought willing to pay. Variants whose amounts differ fall under
+      the same rule (assignment alone is a hash of the user, not a judgement of them).
+
+    >>> fairness_problem({"when": [{"field": "profile.price.sensitivity", "op": ">=",
+    ...                             "value": 0.5}], "offer": {"discount_pct": 10}}, (), "c")[:85]
+    'c.when: profile.price.sensitivity (price sensitivity or spend level) selects who gets'
+    """
+    fields = condition_fields(record.get("when"))
+    for name, _ in fields:
+        hit = sorted(set(name.lower().split(".")) & PROTECTED_NAMES)
+        if hit:
+            return (f"{where}.when: {name} is a protected attribute ({hit[0]}); campaigns may "
+                    "not select on it unless allow_personalised_pricing: true with a "
+                    "justification")
+    money = set(money_keys(record.get("offer") or {}))
+    for variant in variants:
+        money |= set(money_keys(variant.offer))
+    if not money:
+        return None
+    for name, value in fields:
+        values = value if isinstance(value, list) else [value]
+        if name in PRICE_FIELDS or any(name.startswith(f + ".") for f in PRICE_FIELDS) or (
+                name == "profile.tags" and PRICE_TAGS.intersection(
+                    v for v in values if isinstance(v, str))):
+            return (f"{where}.when: {name} (price sensitivity or spend level) selects who "
+                    f"gets the offer's {sorted(money)}; set allow_personalised_pricing: true "
+                    "with a justification to allow it")
+    return None
+
+
+def _check_fairness(record: Mapping[str, Any], variants: tuple[Variant, ...],
+                    where: str) -> bool:
+    """Raise for a discriminatory campaign not marked as allowed; True if it is marked."""
+    allowed = record.get("allow_personalised_pricing", False)
+    if type(allowed) is not bool:
+        raise CampaignError(f"{where}.allow_personalised_pricing: expected true or false")
+    justification = record.get("justification")
+    if allowed:
+        if not isinstance(justification, str) or not 10 <= len(justification.strip()) <= 500:
+            raise CampaignError(f"{where}.justification: allow_personalised_pricing needs a "
+                                "justification of 10 to 500 characters")
+        return True
+    problem = fairness_problem(record, variants, where)
+    if problem:
+        raise CampaignError(problem)
+    return False
 
 
 def _parse_bandit(record: Mapping[str, Any], variants: tuple[Variant, ...],
@@ -431,6 +537,7 @@ class Campaign:
         offer = dict(record.get("offer") or {})
         variants = _parse_variants(record.get("variants"), offer, where)
         mode, objective, every, floor = _parse_bandit(record, variants, where)
+        _check_fairness(record, variants, where)
         return cls(
             id=record["id"], version=int(record["version"]), record=record,
             enabled=bool(record.get("enabled", True)), on=frozenset(kinds),
