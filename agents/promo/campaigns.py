@@ -484,6 +484,9 @@ class Campaign:
     objective: str = "click"                # bandit: clicked or converted per shown
     bandit_every: int = DEFAULT_BANDIT_EVERY
     min_weight: float = DEFAULT_MIN_WEIGHT
+    # every leaf condition (``any`` flattened) as (field, op, value, getter, test): the audit
+    audited: tuple[tuple[str, Any, Any, Callable[[Mapping[str, Any]], Any], Test], ...] = \
+        field(default=(), repr=False)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Campaign:
@@ -551,7 +554,8 @@ class Campaign:
                 record.get("attribution_window", DEFAULT_ATTRIBUTION_WINDOW),
                 f"{where}.attribution_window"),
             starts_at=starts, expires_at=expires, tests=tests, variants=variants, mode=mode,
-            objective=objective, bandit_every=every, min_weight=floor)
+            objective=objective, bandit_every=every, min_weight=floor,
+            audited=_audited(record.get("when"), where))
 
     def match(self, ctx: Mapping[str, Any]) -> list[str] | None:
         """The reason codes when every condition holds, else None."""
@@ -563,6 +567,12 @@ class Campaign:
             if found:
                 reasons.append(found)
         return reasons
+
+    def audit_conditions(self, ctx: Mapping[str, Any]) -> list[list[Any]]:
+        """Every leaf condition as ``[field, op, value, input, held]``: what the user's
+        context held for it when the campaign fired (the audit record)."""
+        return [[name, op, value, _bounded(get(ctx)), test(ctx) is not None]
+                for name, op, value, get, test in self.audited]
 
     def gate(self, ts: int) -> str | None:
         """Why the campaign cannot fire at event time ``ts`` (None: it can)."""
@@ -582,7 +592,15 @@ class Campaign:
     def in_holdout(self, user_id: str) -> bool:
         """Deterministic per (campaign, user): the same answer on every worker and run; a
         larger share keeps everyone already held out."""
-        return _unit_hash(f"{self.id}\x1f{user_id}") < self.holdout
+        return self.holdout_draw(user_id) < self.holdout
+
+    def holdout_draw(self, user_id: str) -> float:
+        """The user's uniform draw in [0, 1): held out when below ``holdout``."""
+        return _unit_hash(f"{self.id}\x1f{user_id}")
+
+    def variant_draw(self, user_id: str) -> float:
+        """The user's uniform draw in [0, 1) placed on the variants' cumulative weights."""
+        return _unit_hash(f"{self.id}\x1fvariant\x1f{user_id}")
 
     @property
     def weights(self) -> tuple[float, ...]:
@@ -602,7 +620,7 @@ class Campaign:
         """
         if not self.variants:
             return None
-        u = _unit_hash(f"{self.id}\x1fvariant\x1f{user_id}")
+        u = self.variant_draw(user_id)
         edge = 0.0
         for variant, weight in zip(self.variants, weights or self.weights, strict=True):
             edge += weight
@@ -623,6 +641,29 @@ class Campaign:
         if self.expires_at is not None and now_ms >= self.expires_at:
             return "expired"
         return "active"
+
+
+def _bounded(value: Any) -> Any:
+    """An input value as the audit keeps it: scalars as they are, lists cut to 20 items,
+    strings to 200 characters, a mapping by its size (no copy of a whole profile part)."""
+    if isinstance(value, str):
+        return value[:200]
+    if isinstance(value, list):
+        return [_bounded(v) for v in value[:20]]
+    if isinstance(value, Mapping):
+        return {"mapping_keys": len(value)}
+    return value
+
+
+def _audited(spec: Any, where: str) -> tuple[tuple[str, Any, Any, Callable[[Mapping[str, Any]],
+                                                                      Any], Test], ...]:
+    out = []
+    for i, item in enumerate(spec or ()):
+        at = f"{where}.when[{i}]"
+        for leaf in item.get("any", [item]):
+            out.append((leaf["field"], leaf["op"], leaf["value"], _getter(leaf["field"], at),
+                        compile_condition({**leaf, "reason": "x"}, at, nested=True)))
+    return tuple(out)
 
 
 def parse_campaigns(text: str) -> list[Campaign]:
@@ -860,14 +901,15 @@ class Decider:
             reasons = campaign.match(ctx)  # type: ignore[arg-type]
             if reasons is not None:
                 changed |= self._decide(campaign, reasons, facts, scores, loaded(), spent,
-                                        decision, now_ms)
+                                        decision, now_ms, ctx)
         if changed and entries is not None:
             decision.state = self._pruned(entries, facts.ts)
         return decision
 
     def _decide(self, campaign: Campaign, reasons: list[str], facts: EventFacts,
                 scores: Mapping[str, Any] | None, entries: list[dict[str, Any]],
-                spent: Callable[[str], float], decision: Decision, now_ms: int) -> bool:
+                spent: Callable[[str], float], decision: Decision, now_ms: int,
+                ctx: Mapping[str, Any] | None = None) -> bool:
         cid, user, ts = campaign.id, facts.user_id, facts.ts
         key = idempotency_key(cid, user, facts.source_topic, facts.event_id)
         for entry in entries:
@@ -904,6 +946,14 @@ class Decider:
                                  "u": ts + campaign.keep_ms}
         if facts.room_id:
             entry["m"] = facts.room_id
+        audit: dict[str, Any] = {
+            "event": {"topic": facts.source_topic, "event_id": facts.event_id,
+                      "type": facts.type, "ts": ts},
+            "conditions": campaign.audit_conditions(ctx) if ctx is not None else [],
+            "reasons": reasons,
+            "holdout": {"share": campaign.holdout, "draw": round(campaign.holdout_draw(user), 6),
+                        "held_out": held_out}}
+        entry["a"] = audit
         if not held_out:
             trigger: dict[str, Any] = {
                 "schema_version": 1, "idempotency_key": key, "campaign_id": cid,
@@ -920,6 +970,9 @@ class Decider:
             variant = campaign.assign(user, self.weights(campaign))
             if variant is not None:
                 trigger["variant"], trigger["offer"] = variant.id, variant.offer
+                audit["variant"] = {
+                    "id": variant.id, "draw": round(campaign.variant_draw(user), 6),
+                    "weights": [round(w, 6) for w in self.weights(campaign)]}
             entry["p"] = trigger
             entry["x"] = campaign.cost
             decision.triggers.append(trigger)
@@ -965,6 +1018,29 @@ class Decider:
         if len(kept) > MAX_ENTRIES_PER_USER:
             kept = sorted(kept, key=lambda e: e["t"])[-MAX_ENTRIES_PER_USER:]
         return {"v": STATE_VERSION, "r": kept}
+
+
+def audit_record(state: Mapping[str, Any] | None, key: str) -> dict[str, Any] | None:
+    """The audit record of trigger ``key`` in a user's ``promo-state`` value (None: not
+    held, e.g. pruned with the history or erased with the user): the campaign and version
+    that fired, the event, every condition with the input it read, the reasons, the
+    holdout draw and share, the variant with its draw and weights, and the offer sent.
+
+    >>> audit_record({"v": 1, "r": [{"k": "x", "c": "c", "v": 2, "g": "h", "t": 5, "d": 6,
+    ...     "a": {"reasons": ["r"]}}]}, "x")["campaign_version"], audit_record(None, "x")
+    (2, None)
+    """
+    for entry in (state or {}).get("r", ()):
+        if entry.get("k") == key:
+            sent = entry.get("p")
+            return {"idempotency_key": key, "campaign_id": entry["c"],
+                    "campaign_version": entry["v"],
+                    "group": "holdout" if entry["g"] == "h" else "treatment",
+                    "event_ts": entry["t"], "decided_at": entry["d"],
+                    "kept_until": entry.get("u"), **entry.get("a", {}),
+                    "action": sent.get("action") if sent else None,
+                    "offer": sent.get("offer") if sent else None}
+    return None
 
 
 # ------------------------------------------------------------------ experiment figures
