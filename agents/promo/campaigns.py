@@ -268,7 +268,8 @@ def compile_condition(spec: Any, where: str, *, nested: bool = False) -> Test:
 _FIELDS = {"schema_version", "id", "version", "enabled", "name", "description", "on", "when",
            "action", "offer", "offer_ttl", "cost_per_trigger", "budget", "caps",
            "quiet_hours", "holdout", "attribution_window", "starts_at", "expires_at",
-           "variants", "mode", "objective", "bandit"}
+           "variants", "mode", "objective", "bandit", "allow_personalised_pricing",
+           "justification"}
 MAX_VARIANTS = 8              # as agents.promo.feedback.MAX_VARIANTS: variants are labels
 MODES = ("fixed", "bandit")
 OBJECTIVES = ("click", "conversion")
@@ -327,6 +328,111 @@ def _parse_variants(raw: Any, offer: Mapping[str, Any], where: str) -> tuple[Var
     return tuple(out)
 
 
+# ------------------------------------------------------------------ fairness guard
+# Fields that measure what a user is willing or able to pay (agents.users.profile's view).
+PRICE_FIELDS = frozenset({
+    "profile.price", "profile.price.avg_price", "profile.price.band",
+    "profile.price.sensitivity", "profile.rfm.monetary", "profile.rfm.m_score",
+    "profile.live.gift_value"})
+# Profile tags derived from them (UserProfile.tags): spend level or price sensitivity.
+PRICE_TAGS = frozenset({"bargain_hunter", "big_spender", "gifter"})
+# Protected attributes: a condition on a field with one of these names (any namespace, any
+# depth) is refused. The profile holds none today; the list keeps a future field out.
+PROTECTED_NAMES = frozenset({
+    "age", "age_band", "birth_year", "birthday", "date_of_birth", "gender", "sex",
+    "ethnicity", "race", "nationality", "religion", "health", "disability", "pregnancy",
+    "sexual_orientation", "marital_status", "political_opinion", "union_membership",
+    "location", "city", "region", "province", "postcode", "zip", "geo", "ip"})
+# Offer keys that carry a price or a money amount (a name containing one of these words).
+MONEY_WORDS = ("discount", "price", "amount", "value", "cashback", "spend", "rebate")
+
+
+def condition_fields(spec: Any) -> list[tuple[str, Any]]:
+    """``(field, value)`` of every condition of a ``when`` list (``any`` flattened).
+
+    >>> condition_fields([{"field": "a.b", "op": "==", "value": 1},
+    ...                   {"any": [{"field": "c.d", "op": ">", "value": 2}]}])
+    [('a.b', 1), ('c.d', 2)]
+    """
+    out: list[tuple[str, Any]] = []
+    for item in spec or ():
+        if isinstance(item, Mapping):
+            if "any" in item:
+                out.extend(condition_fields(item["any"]))
+            elif isinstance(item.get("field"), str):
+                out.append((item["field"], item.get("value")))
+    return out
+
+
+def money_keys(offer: Mapping[str, Any]) -> list[str]:
+    """The offer's keys that carry a price or money amount (:data:`MONEY_WORDS`).
+
+    >>> money_keys({"code": "STAY10", "discount_pct": 10, "min_spend": 99, "text_en": "hi"})
+    ['discount_pct', 'min_spend']
+    """
+    return sorted(k for k in offer if isinstance(k, str)
+                  and any(word in k.lower() for word in MONEY_WORDS))
+
+
+def fairness_problem(record: Mapping[str, Any], variants: tuple[Variant, ...],
+                     where: str) -> str | None:
+    """Why the campaign would price or target discriminatorily (None: it does not).
+
+    A campaign is refused when a ``when`` condition (or one inside an ``any``)
+
+    * reads a protected attribute (a path part in :data:`PROTECTED_NAMES`), whatever the
+      offer: targeting on it is discriminatory by itself; or
+    * reads price sensitivity or spend level (:data:`PRICE_FIELDS`, or ``profile.tags``
+      compared with a tag of :data:`PRICE_TAGS`) while its offer, or any variant's offer,
+      carries a price or money amount (:func:`money_keys`): the discount would then depend
+      on what the user is thought willing to pay. Variants whose amounts differ fall under
+      the same rule (assignment alone is a hash of the user, not a judgement of them).
+
+    >>> fairness_problem({"when": [{"field": "profile.price.sensitivity", "op": ">=",
+    ...                             "value": 0.5}], "offer": {"discount_pct": 10}}, (), "c")[:85]
+    'c.when: profile.price.sensitivity (price sensitivity or spend level) selects who gets'
+    """
+    fields = condition_fields(record.get("when"))
+    for name, _ in fields:
+        hit = sorted(set(name.lower().split(".")) & PROTECTED_NAMES)
+        if hit:
+            return (f"{where}.when: {name} is a protected attribute ({hit[0]}); campaigns may "
+                    "not select on it unless allow_personalised_pricing: true with a "
+                    "justification")
+    money = set(money_keys(record.get("offer") or {}))
+    for variant in variants:
+        money |= set(money_keys(variant.offer))
+    if not money:
+        return None
+    for name, value in fields:
+        values = value if isinstance(value, list) else [value]
+        if name in PRICE_FIELDS or any(name.startswith(f + ".") for f in PRICE_FIELDS) or (
+                name == "profile.tags" and PRICE_TAGS.intersection(
+                    v for v in values if isinstance(v, str))):
+            return (f"{where}.when: {name} (price sensitivity or spend level) selects who "
+                    f"gets the offer's {sorted(money)}; set allow_personalised_pricing: true "
+                    "with a justification to allow it")
+    return None
+
+
+def _check_fairness(record: Mapping[str, Any], variants: tuple[Variant, ...],
+                    where: str) -> bool:
+    """Raise for a discriminatory campaign not marked as allowed; True if it is marked."""
+    allowed = record.get("allow_personalised_pricing", False)
+    if type(allowed) is not bool:
+        raise CampaignError(f"{where}.allow_personalised_pricing: expected true or false")
+    justification = record.get("justification")
+    if allowed:
+        if not isinstance(justification, str) or not 10 <= len(justification.strip()) <= 500:
+            raise CampaignError(f"{where}.justification: allow_personalised_pricing needs a "
+                                "justification of 10 to 500 characters")
+        return True
+    problem = fairness_problem(record, variants, where)
+    if problem:
+        raise CampaignError(problem)
+    return False
+
+
 def _parse_bandit(record: Mapping[str, Any], variants: tuple[Variant, ...],
                   where: str) -> tuple[str, str, int, float]:
     mode = record.get("mode", "fixed")
@@ -378,6 +484,9 @@ class Campaign:
     objective: str = "click"                # bandit: clicked or converted per shown
     bandit_every: int = DEFAULT_BANDIT_EVERY
     min_weight: float = DEFAULT_MIN_WEIGHT
+    # every leaf condition (``any`` flattened) as (field, op, value, getter, test): the audit
+    audited: tuple[tuple[str, Any, Any, Callable[[Mapping[str, Any]], Any], Test], ...] = \
+        field(default=(), repr=False)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Campaign:
@@ -431,6 +540,7 @@ class Campaign:
         offer = dict(record.get("offer") or {})
         variants = _parse_variants(record.get("variants"), offer, where)
         mode, objective, every, floor = _parse_bandit(record, variants, where)
+        _check_fairness(record, variants, where)
         return cls(
             id=record["id"], version=int(record["version"]), record=record,
             enabled=bool(record.get("enabled", True)), on=frozenset(kinds),
@@ -444,7 +554,8 @@ class Campaign:
                 record.get("attribution_window", DEFAULT_ATTRIBUTION_WINDOW),
                 f"{where}.attribution_window"),
             starts_at=starts, expires_at=expires, tests=tests, variants=variants, mode=mode,
-            objective=objective, bandit_every=every, min_weight=floor)
+            objective=objective, bandit_every=every, min_weight=floor,
+            audited=_audited(record.get("when"), where))
 
     def match(self, ctx: Mapping[str, Any]) -> list[str] | None:
         """The reason codes when every condition holds, else None."""
@@ -456,6 +567,12 @@ class Campaign:
             if found:
                 reasons.append(found)
         return reasons
+
+    def audit_conditions(self, ctx: Mapping[str, Any]) -> list[list[Any]]:
+        """Every leaf condition as ``[field, op, value, input, held]``: what the user's
+        context held for it when the campaign fired (the audit record)."""
+        return [[name, op, value, _bounded(get(ctx)), test(ctx) is not None]
+                for name, op, value, get, test in self.audited]
 
     def gate(self, ts: int) -> str | None:
         """Why the campaign cannot fire at event time ``ts`` (None: it can)."""
@@ -475,7 +592,15 @@ class Campaign:
     def in_holdout(self, user_id: str) -> bool:
         """Deterministic per (campaign, user): the same answer on every worker and run; a
         larger share keeps everyone already held out."""
-        return _unit_hash(f"{self.id}\x1f{user_id}") < self.holdout
+        return self.holdout_draw(user_id) < self.holdout
+
+    def holdout_draw(self, user_id: str) -> float:
+        """The user's uniform draw in [0, 1): held out when below ``holdout``."""
+        return _unit_hash(f"{self.id}\x1f{user_id}")
+
+    def variant_draw(self, user_id: str) -> float:
+        """The user's uniform draw in [0, 1) placed on the variants' cumulative weights."""
+        return _unit_hash(f"{self.id}\x1fvariant\x1f{user_id}")
 
     @property
     def weights(self) -> tuple[float, ...]:
@@ -495,7 +620,7 @@ class Campaign:
         """
         if not self.variants:
             return None
-        u = _unit_hash(f"{self.id}\x1fvariant\x1f{user_id}")
+        u = self.variant_draw(user_id)
         edge = 0.0
         for variant, weight in zip(self.variants, weights or self.weights, strict=True):
             edge += weight
@@ -516,6 +641,29 @@ class Campaign:
         if self.expires_at is not None and now_ms >= self.expires_at:
             return "expired"
         return "active"
+
+
+def _bounded(value: Any) -> Any:
+    """An input value as the audit keeps it: scalars as they are, lists cut to 20 items,
+    strings to 200 characters, a mapping by its size (no copy of a whole profile part)."""
+    if isinstance(value, str):
+        return value[:200]
+    if isinstance(value, list):
+        return [_bounded(v) for v in value[:20]]
+    if isinstance(value, Mapping):
+        return {"mapping_keys": len(value)}
+    return value
+
+
+def _audited(spec: Any, where: str) -> tuple[tuple[str, Any, Any, Callable[[Mapping[str, Any]],
+                                                                      Any], Test], ...]:
+    out = []
+    for i, item in enumerate(spec or ()):
+        at = f"{where}.when[{i}]"
+        for leaf in item.get("any", [item]):
+            out.append((leaf["field"], leaf["op"], leaf["value"], _getter(leaf["field"], at),
+                        compile_condition({**leaf, "reason": "x"}, at, nested=True)))
+    return tuple(out)
 
 
 def parse_campaigns(text: str) -> list[Campaign]:
@@ -753,14 +901,15 @@ class Decider:
             reasons = campaign.match(ctx)  # type: ignore[arg-type]
             if reasons is not None:
                 changed |= self._decide(campaign, reasons, facts, scores, loaded(), spent,
-                                        decision, now_ms)
+                                        decision, now_ms, ctx)
         if changed and entries is not None:
             decision.state = self._pruned(entries, facts.ts)
         return decision
 
     def _decide(self, campaign: Campaign, reasons: list[str], facts: EventFacts,
                 scores: Mapping[str, Any] | None, entries: list[dict[str, Any]],
-                spent: Callable[[str], float], decision: Decision, now_ms: int) -> bool:
+                spent: Callable[[str], float], decision: Decision, now_ms: int,
+                ctx: Mapping[str, Any] | None = None) -> bool:
         cid, user, ts = campaign.id, facts.user_id, facts.ts
         key = idempotency_key(cid, user, facts.source_topic, facts.event_id)
         for entry in entries:
@@ -797,6 +946,14 @@ class Decider:
                                  "u": ts + campaign.keep_ms}
         if facts.room_id:
             entry["m"] = facts.room_id
+        audit: dict[str, Any] = {
+            "event": {"topic": facts.source_topic, "event_id": facts.event_id,
+                      "type": facts.type, "ts": ts},
+            "conditions": campaign.audit_conditions(ctx) if ctx is not None else [],
+            "reasons": reasons,
+            "holdout": {"share": campaign.holdout, "draw": round(campaign.holdout_draw(user), 6),
+                        "held_out": held_out}}
+        entry["a"] = audit
         if not held_out:
             trigger: dict[str, Any] = {
                 "schema_version": 1, "idempotency_key": key, "campaign_id": cid,
@@ -813,6 +970,9 @@ class Decider:
             variant = campaign.assign(user, self.weights(campaign))
             if variant is not None:
                 trigger["variant"], trigger["offer"] = variant.id, variant.offer
+                audit["variant"] = {
+                    "id": variant.id, "draw": round(campaign.variant_draw(user), 6),
+                    "weights": [round(w, 6) for w in self.weights(campaign)]}
             entry["p"] = trigger
             entry["x"] = campaign.cost
             decision.triggers.append(trigger)
@@ -858,6 +1018,29 @@ class Decider:
         if len(kept) > MAX_ENTRIES_PER_USER:
             kept = sorted(kept, key=lambda e: e["t"])[-MAX_ENTRIES_PER_USER:]
         return {"v": STATE_VERSION, "r": kept}
+
+
+def audit_record(state: Mapping[str, Any] | None, key: str) -> dict[str, Any] | None:
+    """The audit record of trigger ``key`` in a user's ``promo-state`` value (None: not
+    held, e.g. pruned with the history or erased with the user): the campaign and version
+    that fired, the event, every condition with the input it read, the reasons, the
+    holdout draw and share, the variant with its draw and weights, and the offer sent.
+
+    >>> audit_record({"v": 1, "r": [{"k": "x", "c": "c", "v": 2, "g": "h", "t": 5, "d": 6,
+    ...     "a": {"reasons": ["r"]}}]}, "x")["campaign_version"], audit_record(None, "x")
+    (2, None)
+    """
+    for entry in (state or {}).get("r", ()):
+        if entry.get("k") == key:
+            sent = entry.get("p")
+            return {"idempotency_key": key, "campaign_id": entry["c"],
+                    "campaign_version": entry["v"],
+                    "group": "holdout" if entry["g"] == "h" else "treatment",
+                    "event_ts": entry["t"], "decided_at": entry["d"],
+                    "kept_until": entry.get("u"), **entry.get("a", {}),
+                    "action": sent.get("action") if sent else None,
+                    "offer": sent.get("offer") if sent else None}
+    return None
 
 
 # ------------------------------------------------------------------ experiment figures

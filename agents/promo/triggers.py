@@ -47,6 +47,7 @@ from agents.promo.campaigns import (
     CampaignStats,
     Decider,
     EventFacts,
+    audit_record,
 )
 from agents.promo.feedback import CampaignReports
 from agents.promo.feedback import register as register_feedback
@@ -162,6 +163,12 @@ class PromoTriggers:
                 self.state.delete(user, partition)
         for cid, total in decision.spent.items():
             self.budget.set(f"{cid}|{partition}", round(total, 6), partition)
+
+    def audit(self, user_id: str, key: str) -> dict[str, Any] | None:
+        """The audit record of the user's trigger ``key`` held by this worker (the owner of
+        the user's partition), None if not held (``agents.promo.campaigns.audit_record``)."""
+        found = audit_record(stored_state(self.state.get(user_id)), key)
+        return {"user_id": user_id, **found} if found is not None else None
 
     async def on_consent(self, message: Any, profiles: ProfileStore) -> UserProfile | None:
         """Fold one consent record into the user's profile (the user pipeline owns it);

@@ -318,6 +318,17 @@ def register(worker: Worker) -> None:
             return self.json(found) if found is not None else _not_found(
                 self, "campaign_id", campaign_id)
 
+    @app.page("/api/users/{user_id}/triggers/{key}/audit")
+    class TriggerAudit(View):
+        """The audit record of one trigger decision (admin token; the trigger history is
+        keyed by user, so the owning worker answers): rule, inputs, holdout and variant."""
+
+        @app.table_route(table=profiles.table, match_info="user_id")
+        async def get(self, request: Request, user_id: str, key: str) -> Response:
+            found = promo.audit(user_id, key)
+            return self.json(found) if found is not None else _not_found(
+                self, "idempotency_key", key)
+
     anomalies = worker.anomalies
 
     @app.page("/api/anomalies")
