@@ -19,17 +19,18 @@ Where the viewer facts come from (one owner per state)
 -------------------------------------------------------
 The user pipeline owns profiles and propensity scores, the room pipeline owns rooms; neither
 reads the other's table. The user pipeline publishes a small per-viewer *interest* summary
-(:func:`interest_summary`: top-3 category and brand shares, average price, propensity;
-~150 bytes) into the ``viewer-interest`` global table, written by it alone, when a live
-event of the viewer arrives and the summary is older than :data:`INTEREST_REFRESH_MS` of event
-time or its top category changed (checked every :data:`INTEREST_MIN_GAP_MS`), written behind
-(one changelog record per viewer and commit, ``agents.state.WriteBehindTable``): the
-mirror of ``room-headlines``, the room context the room pipeline publishes for the user
-pipeline. Every worker holds the table, so the room pipeline reads the summaries of the viewers present in its rooms without a request or a new
-topic; a room-keyed topic would have needed the user pipeline to know room membership
-changes (leaves, time-outs) the room pipeline already tracks. Viewers without consent get no
-summary (they count with the prior only). Keeping only what the room pipeline sees of each
-viewer was the other choice: it misses the storefront history and the propensity model.
+(:func:`interest_summary`: top-3 category and brand shares, average price, propensity; ~150
+bytes) into the ``viewer-interest`` global table, written by it alone, when a live event of
+the viewer arrives and the summary is older than :data:`INTEREST_REFRESH_MS` of event time
+or its top category changed (checked every :data:`INTEREST_MIN_GAP_MS`), written behind (one
+changelog record per viewer and commit, ``agents.state.WriteBehindTable``): the mirror of
+``room-headlines``, the room context the room pipeline publishes for the user pipeline.
+Every worker holds the table, so the room pipeline reads the summaries of the viewers
+present in its rooms without a request or a new topic; a room-keyed topic would have needed
+the user pipeline to know room membership changes (leaves, time-outs) the room pipeline
+already tracks. Viewers without consent get no summary (they count with the prior only).
+Keeping only what the room pipeline sees of each viewer was the other choice: it misses the
+storefront history and the propensity model.
 
 No Faust here: :class:`PinNext` takes the catalog and summaries as mappings.
 
