@@ -130,11 +130,47 @@ def price_fit(price: float, usual: float | None) -> float:
     return math.exp(-math.log(price / usual) ** 2 / (2 * PRICE_SIGMA ** 2))
 
 
+PRICE_BUCKET = 0.05  # viewers grouped by log usual price in steps of this (~5 % apart)
+
+
 def rank(items: Iterable[Mapping[str, Any]], viewers: list[Mapping[str, Any]],
          k: int = TOP_K) -> list[dict[str, Any]]:
     """The ``k`` items of ``items`` (catalog dicts) with the highest expected GMV from
     ``viewers`` (summaries, :func:`interest_summary`), with reasons. Out-of-stock items
-    and items without a price are left out."""
+    and items without a price are left out.
+
+    Viewers are first folded into groups of about the same usual price (log steps of
+    :data:`PRICE_BUCKET`), with their propensity-weighted category and brand shares
+    summed: the cost is viewers + items x groups, not viewers x items (a room of 2,000
+    viewers and 160 products took ~0.6 s per ranking, the event loop blocked meanwhile).
+    """
+    groups: dict[int | None, list[Any]] = {}  # price group -> [n, Σq, Σq·cat, Σq·brand]
+    into: dict[str, int] = {}
+    fans: dict[str, int] = {}
+    for viewer in viewers:
+        cats, brands = viewer.get("c") or {}, viewer.get("b") or {}
+        q = viewer.get("q")
+        q = PRIOR_PROPENSITY if q is None else q
+        usual = viewer.get("p")
+        key = round(math.log(usual) / PRICE_BUCKET) if usual and usual > 0 else None
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = [0, 0.0, {}, {}]
+        group[0] += 1
+        group[1] += q
+        by_cat, by_brand = group[2], group[3]
+        for name, share in cats.items():
+            by_cat[name] = by_cat.get(name, 0.0) + q * share
+        for name, share in brands.items():
+            by_brand[name] = by_brand.get(name, 0.0) + q * share
+        if cats:
+            top = _top(cats)
+            into[top] = into.get(top, 0) + 1  # type: ignore[index]
+        if brands:
+            top = _top(brands)
+            fans[top] = fans.get(top, 0) + 1  # type: ignore[index]
+    centres = [(None if key is None else math.exp(key * PRICE_BUCKET), group)
+               for key, group in groups.items()]
     scored = []
     for item in items:
         price = float(item.get("price") or 0.0)
@@ -142,17 +178,15 @@ def rank(items: Iterable[Mapping[str, Any]], viewers: list[Mapping[str, Any]],
             continue
         category, brand = item.get("category"), item.get("brand")
         total = 0.0
-        into = fits = fans = 0
-        for viewer in viewers:
-            cats, brands = viewer.get("c") or {}, viewer.get("b") or {}
-            q = viewer.get("q")
-            fit = price_fit(price, viewer.get("p"))
-            affinity = EPS + cats.get(category, 0.0) + BRAND_WEIGHT * brands.get(brand, 0.0)
-            total += (PRIOR_PROPENSITY if q is None else q) * affinity * fit
-            into += bool(cats) and _top(cats) == category
-            fans += bool(brands) and brand is not None and _top(brands) == brand
-            fits += fit >= FITS
-        scored.append((price * total, item, into, fits, fans))
+        fits = 0
+        for centre, (n, q_sum, by_cat, by_brand) in centres:
+            fit = price_fit(price, centre)
+            total += fit * (EPS * q_sum + by_cat.get(category, 0.0)
+                            + BRAND_WEIGHT * by_brand.get(brand, 0.0))
+            if fit >= FITS:
+                fits += n
+        scored.append((price * total, item, into.get(category, 0), fits,
+                       fans.get(brand, 0) if brand is not None else 0))
     scored.sort(key=lambda row: (-row[0], row[1]["item_id"]))
     return [_row(*row) for row in scored[:k]]
 
