@@ -121,6 +121,10 @@ class KafkaBroker(BrokerProcess):
             "transaction.state.log.replication.factor=1", "transaction.state.log.min.isr=1",
             "transaction.state.log.num.partitions=4",
             "group.initial.rebalance.delay.ms=0",  # a lone consumer joins at once
+            # a single node is its own controller: on a starved machine its heartbeat can lag
+            # past the default 9 s, the broker is fenced and produces fail with
+            # NotEnoughReplicas (seen once in a loaded CI run, an exactly-once worker stalled)
+            "broker.session.timeout.ms=30000",
             "auto.create.topics.enable=true", "log.retention.check.interval.ms=30000",
             *(f"{name}={value}" for name, value in self.extra_properties.items()),
         ]) + "\n"
