@@ -80,15 +80,9 @@ def kafka_problem(bootstrap: str, timeout_s: float = KAFKA_PROBE_TIMEOUT_S) -> s
     """
     reason = "no server"
     for host, port in _servers(bootstrap):
-        try:
-            with socket.create_connection((host, port), timeout=timeout_s):
-                return None
-        except socket.gaierror as exc:
-            reason = f"cannot resolve {host!r} ({exc.strerror})"
-        except TimeoutError:
-            reason = f"no answer within {timeout_s:g} s"
-        except OSError as exc:
-            reason = (exc.strerror or str(exc)).lower()
+        reason = _unreachable(host, port, timeout_s)
+        if reason is None:
+            return None
     return (f"cannot reach Kafka at {bootstrap} (LIVEPULSE_KAFKA_URL): {reason}. Start the "
             "broker or correct LIVEPULSE_KAFKA_URL; or unset it: every command then starts "
             "the embedded broker (`livepulse broker` runs one in the foreground and prints its "
@@ -129,15 +123,9 @@ def store_warning(setting: str, url: str, timeout_s: float = 2.0) -> str | None:
         return f"WARNING: {setting}: not a URL ({exc})"
     if not host:
         return None
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return None
-    except socket.gaierror as exc:
-        reason = f"cannot resolve {host!r} ({exc.strerror})"
-    except TimeoutError:
-        reason = f"no answer within {timeout_s:g} s"
-    except OSError as exc:
-        reason = (exc.strerror or str(exc)).lower()
+    reason = _unreachable(host, port, timeout_s)
+    if reason is None:
+        return None
     return (f"WARNING: cannot reach {name} at {redact_url(url.strip())} ({setting}): {reason}; "
             f"starting anyway: {meanwhile}. Start it or correct {setting}, or set it empty "
             f"({setting}=) {without}")
@@ -149,3 +137,16 @@ def store_warnings(redis_url: str, clickhouse_url: str) -> list[str]:
         ("LIVEPULSE_REDIS_URL", redis_url), ("LIVEPULSE_CLICKHOUSE_URL", clickhouse_url))
         if url.strip())
     return [line for line in found if line]
+
+
+def _unreachable(host: str, port: int, timeout_s: float) -> str | None:
+    """Why a TCP connection to ``host:port`` fails within ``timeout_s`` (None: it opens)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return None
+    except socket.gaierror as exc:
+        return f"cannot resolve {host!r} ({exc.strerror})"
+    except TimeoutError:
+        return f"no answer within {timeout_s:g} s"
+    except OSError as exc:
+        return (exc.strerror or str(exc)).lower()
