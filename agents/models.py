@@ -184,8 +184,28 @@ class ModelHost:
             "session_id": session, "item_id": record.item_id, "ts": ts,
             "user_id": user if personal else None, "kind": kind, "room_id": room_id})
         self.learned += 1
+        return self._recommendation(record, session, profile_view, room_context, personal)
+
+    def recommend_again(self, record: LiveEvent | ClickEvent, profile_view: dict[str, Any],
+                        room_context: dict[str, Any] | None) -> Recommendation | None:
+        """The recommendation for an item event that was already learned (redelivered after
+        a crash or a rebalance): ranked again, nothing learned. Its first one may have been
+        lost with the crash (at-least-once) or aborted with its transaction (exactly-once,
+        where a redelivered event's outputs were never committed), so it is sent again under
+        the same ``request_id``."""
+        if record.type not in ITEM_KINDS or not record.item_id:
+            return None
+        room_id = getattr(record, "room_id", None)
+        session = record.session_id or f"{record.user_id}@{room_id or 'shop'}"
+        return self._recommendation(record, session, profile_view, room_context,
+                                    bool(profile_view.get("consent", True)))
+
+    def _recommendation(self, record: LiveEvent | ClickEvent, session: str,
+                        profile_view: dict[str, Any], room_context: dict[str, Any] | None,
+                        personal: bool) -> Recommendation | None:
+        user = record.user_id
         ranked = self.recommender.rank(self._rank_query(
-            session, user, ts, profile_view, room_context, personal), k=self.k)
+            session, user, record.ts, profile_view, room_context, personal), k=self.k)
         self._remember(self.recent_recs, session, [r["item_id"] for r in ranked],
                        self.recent_recs_cap)
         if not ranked:
@@ -193,7 +213,7 @@ class ModelHost:
         return Recommendation(
             user_id=user, ts=int(time.time() * 1000), request_id=record.event_id,
             model_version=self.recommender.model_version, items=ranked,
-            room_id=room_id, personalized=personal)
+            room_id=getattr(record, "room_id", None), personalized=personal)
 
     def forget(self, user: str, session_ids: Iterable[str] = ()) -> dict[str, int]:
         """Erase ``user`` from this replica: latest scores, the recommender's sessions of

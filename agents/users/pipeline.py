@@ -198,8 +198,9 @@ class UserHandler:
             scores = self.models.scores.get(user)
             if scores:
                 view["scores"] = scores
-            self.promo.on_event(live, partition, record, view,
-                                self.headlines.get(room_id) if room_id else None, None)
+            room = self.headlines.get(room_id) if room_id else None
+            self._emit(self.models.recommend_again(record, view, room), record)
+            self.promo.on_event(live, partition, record, view, room, None)
             return
         if self.watch_user is not None:  # agents.anomalies.agent: click floods, bots
             self.watch_user(record, live=live)
@@ -239,12 +240,16 @@ class UserHandler:
         engine = self.engine
         if engine.redis is not None:
             engine.redis.add("user", user, view)
+        self._emit(recommendation, record)
+        self.promo.on_event(live, partition, record, view, room, previous_ts)
+
+    def _emit(self, recommendation: Any, record: Any) -> None:
         if recommendation is not None:
-            engine.add_output(self.names.recommendations, user,
+            engine = self.engine
+            engine.add_output(self.names.recommendations, record.user_id,
                               orjson.dumps(as_dict(recommendation)))
             engine.metrics.observe_latency(self.names.recommendations,
                                            max(0, now_ms() - record.ts))
-        self.promo.on_event(live, partition, record, view, room, previous_ts)
 
 
     def _portrait(self, record: Any, source: str | None, view: dict[str, Any],

@@ -84,6 +84,22 @@ def test_user_batch_updates_profiles_and_emits_recommendations(h: Harness) -> No
     assert counted(h, "livepulse_events_in_total", topic=h.names.clicks, type="view") == 4
 
 
+def test_a_redelivered_item_event_sends_its_recommendation_again(h: Harness) -> None:
+    # Under exactly-once a redelivered event's first outputs were aborted with its
+    # transaction; at-least-once may have lost them in the crash: same request id again.
+    batch = [click("view", item="i1"), click("view", item="i2"), click("view", item="i3")]
+    run(h.feed("clicks", 1, batch))
+    first = [r["request_id"] for r in h.sent(h.names.recommendations)]
+    learned = h.models.learned
+    h._next_offset.clear()  # the same offsets again, as after a rebalance
+    run(h.feed("clicks", 1, batch))
+    again = [r["request_id"] for r in h.sent(h.names.recommendations)][len(first):]
+    assert first and again == first
+    assert h.models.learned == learned  # ranked again, not learned twice
+    assert h.profiles.get("u1").events == 3
+    assert counted(h, "livepulse_duplicate_events_total", pipeline="user") == 3
+
+
 def test_live_activity_reaches_the_user_pipeline_through_the_hop(h: Harness) -> None:
     run(h.feed("live-events", 2, [live("join", user="u9"), live("comment", user="u9",
                                                                 text="love it")]))
