@@ -385,9 +385,11 @@ class RoomHandler:
                 except Exception as exc:
                     engine.failed(self.name, topic, partition, rec.offset, rec.key, rec.value,
                                   exc)
-        for user_partition, bodies in forwards.items():
-            engine.add_output(self.activity_topic, None, b"[" + b",".join(bodies) + b"]",
-                              partition=user_partition)
+            # inside the input partition's context: under exactly-once the forwards join
+            # the transaction that commits these events' offsets (see Engine.transaction_of)
+            for user_partition, bodies in forwards.items():
+                engine.add_output(self.activity_topic, None, b"[" + b",".join(bodies) + b"]",
+                                  partition=user_partition)
         engine.metrics.count_in(topic, counts)
         if late:
             engine.metrics.late_events.inc(late)

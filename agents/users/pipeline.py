@@ -147,9 +147,10 @@ class UserHandler:
                 except Exception as exc:
                     engine.failed(self.name, topic, partition, rec.offset, rec.key, rec.value,
                                   exc)
-        for room_partition, items in self.audience.items():
-            engine.add_output(self.names.room_audience, None, b"[" + b",".join(items) + b"]",
-                              partition=room_partition)
+            # in the input partition's context: the transaction of these events' offsets
+            for room_partition, items in self.audience.items():
+                engine.add_output(self.names.room_audience, None,
+                                  b"[" + b",".join(items) + b"]", partition=room_partition)
         self.audience = {}
         engine.metrics.count_in(topic, counts)
         await engine.flush()

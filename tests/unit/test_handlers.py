@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
 
+from agents.engine import Engine
+from agents.state import current_partition, in_partition
+from agents.stats import EngineMetrics
 from agents.testing import Harness
+from config.settings import Settings
+from streams.topics import topic_names
 
 _ids = itertools.count()
 
@@ -161,3 +167,43 @@ def test_catalog_batch_fills_the_table_and_dead_letters_bad_items(h: Harness) ->
     assert [d["error_class"] for d in h.sent(h.names.dead_letter)] == [
         "out_of_range", "malformed_json"]
     assert counted(h, "livepulse_events_in_total", topic=h.names.catalog, type="upsert") == 3
+
+
+def test_every_output_of_a_batch_is_added_in_its_input_partition(h: Harness,
+                                                                 monkeypatch: Any) -> None:
+    # Under exactly-once an output joins the transaction of the partition current when it is
+    # added (Engine.transaction_of); one added after the handler left its input partition
+    # went into another partition's transaction, which commits apart from these offsets.
+    seen: list[tuple[str, Any]] = []
+    add = h.engine.outputs.add
+
+    def spy(topic: str, *args: Any, **kwargs: Any) -> None:
+        seen.append((topic, current_partition()))
+        add(topic, *args, **kwargs)
+
+    monkeypatch.setattr(h.engine.outputs, "add", spy)
+    run(h.feed("live-events", 2, [live("join", user=f"v{i}") for i in range(8)]
+               + [live("product_click", user=f"v{i}", item_id="i1") for i in range(8)]))
+    forwards = [at for topic, at in seen if topic == h.names.user_activity]
+    assert len(forwards) > 1 and set(forwards) == {(h.names.live_events, 2)}
+    seen.clear()
+    run(h.forward_activity())
+    assert {topic for topic, _ in seen} >= {h.names.room_audience, h.names.recommendations}
+    assert all(at is not None and at[0] == h.names.user_activity for _, at in seen)
+
+
+def test_outside_a_handler_only_changelogs_name_their_transaction() -> None:
+    producers = {"app-0-0": object(), "app-0-1": object()}
+    app = SimpleNamespace(
+        producer=SimpleNamespace(_transaction_producers=producers),
+        conf=SimpleNamespace(id="app"),
+        assignor=SimpleNamespace(group_for_topic=lambda topic: 0))
+    settings = Settings(kafka_url="memory", redis_url="", clickhouse_url="", partitions=2,
+                        processing_guarantee="exactly_once")
+    engine = Engine(app=app, settings=settings, topics=topic_names(settings),  # type: ignore[arg-type]
+                    metrics=EngineMetrics())
+    with in_partition(1, "live-events"):
+        assert engine.transaction_of("user-activity", 0) == "app-0-1"  # the input's
+    assert engine.transaction_of("user-activity", 0) is None          # a timer's output
+    assert engine.transaction_of("app-user-profiles-changelog", 1) == "app-0-1"  # a flush
+    assert engine.transaction_of("app-user-profiles-changelog", None) is None
