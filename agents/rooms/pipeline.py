@@ -188,8 +188,12 @@ class RoomPipeline:
         """Whether ``event`` (read at input ``offset``) is already folded into its room:
         :data:`REDELIVERED` (its offset is, after a crash or rebalance), :data:`RETRY` (an
         event with its id is, at another offset: the producer sent it twice) or None."""
-        state = self.room(event.room_id, partition, load).state
+        room = self.room(event.room_id, partition, load)
+        state = room.state
         if offset is not None and state.already_applied(offset, partition):
+            # saved again at the next commit: the state kept in memory may be ahead of the
+            # changelog (under exactly-once a rebalance aborts the transaction that held it)
+            room.unsaved = True
             return REDELIVERED
         if state.is_retry(event.event_id):
             return RETRY

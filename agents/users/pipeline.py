@@ -195,6 +195,9 @@ class UserHandler:
             # keys triggers by campaign, user and event id, so it re-sends the trigger it
             # sent for this event (the crash may have lost it) instead of a second one.
             self.duplicates.inc()
+            # written again at the next commit: in memory it may be ahead of its changelog
+            # (under exactly-once a rebalance aborts the transaction that held the record)
+            self.profiles.set(user, profile, partition)
             view = profile.view(profile.updated_at)
             scores = self.models.scores.get(user)
             if scores:

@@ -74,6 +74,9 @@ def test_room_redelivery_is_skipped_counted_and_forwarded_again(h: Harness) -> N
     assert counted(h, "livepulse_duplicate_events_total", pipeline="room") == 2
     assert h.rooms.pipeline.rooms["r1"].state.to_dict() is not None
     assert len(h.sent(h.names.user_activity)) == 4  # forwarded again, skipped by users
+    saved = len(h.tables["room-state"].changelog)
+    h.commit()  # saved again: its first changelog record may have been aborted
+    assert [key for _, key, _ in h.tables["room-state"].changelog[saved:]] == ["r1"]
     run(h.forward_activity())
     assert counted(h, "livepulse_duplicate_events_total", pipeline="user") == 2
 
@@ -104,6 +107,14 @@ def test_a_redelivered_item_event_sends_its_recommendation_again(h: Harness) -> 
     assert h.models.learned == learned  # ranked again, not learned twice
     assert h.profiles.get("u1").events == 3
     assert counted(h, "livepulse_duplicate_events_total", pipeline="user") == 3
+    # and the profile's changelog record is written again (it may have been aborted)
+    table = h.tables["user-profiles"]
+    h.commit()
+    before = len(table.changelog)
+    h._next_offset.clear()
+    run(h.feed("clicks", 1, batch))
+    h.commit()
+    assert [key for _, key, _ in table.changelog[before:]] == ["u1"]
 
 
 def test_live_activity_reaches_the_user_pipeline_through_the_hop(h: Harness) -> None:
