@@ -189,10 +189,9 @@ class ModelHost:
     def recommend_again(self, record: LiveEvent | ClickEvent, profile_view: dict[str, Any],
                         room_context: dict[str, Any] | None) -> Recommendation | None:
         """The recommendation for an item event that was already learned (redelivered after
-        a crash or a rebalance): ranked again, nothing learned. Its first one may have been
-        lost with the crash (at-least-once) or aborted with its transaction (exactly-once,
-        where a redelivered event's outputs were never committed), so it is sent again under
-        the same ``request_id``."""
+        a crash or a rebalance, at-least-once): ranked again, nothing learned; the first one
+        may have been lost with the crash, so it is sent again under the same
+        ``request_id``."""
         if record.type not in ITEM_KINDS or not record.item_id:
             return None
         room_id = getattr(record, "room_id", None)

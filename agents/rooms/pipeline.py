@@ -191,8 +191,8 @@ class RoomPipeline:
         room = self.room(event.room_id, partition, load)
         state = room.state
         if offset is not None and state.already_applied(offset, partition):
-            # saved again at the next commit: the state kept in memory may be ahead of the
-            # changelog (under exactly-once a rebalance aborts the transaction that held it)
+            # saved again at the next commit: the changelog then holds what memory holds,
+            # whatever became of the first record
             room.unsaved = True
             return REDELIVERED
         if state.is_retry(event.event_id):

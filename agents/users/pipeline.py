@@ -120,6 +120,11 @@ class UserHandler:
         self.processing = metrics.processing.labels(self.name)
         # room-audience outputs of the batch being handled: room partition -> items
         self.audience: dict[int, list[bytes]] = {}
+        # Outputs of a redelivered event are sent again at-least-once (the crash may have
+        # lost them). Not under exactly-once: a redelivery there follows a rebalance that
+        # kept the partition, whose open transaction (holding the first outputs) Faust
+        # keeps and commits; after a crash the restored state is that of the offsets.
+        self.resend = engine.settings.processing_guarantee != "exactly_once"
 
     async def handle_batch(self, tp: Any, records: list[Any]) -> None:
         started = time.perf_counter()
@@ -190,14 +195,17 @@ class UserHandler:
             profile = UserProfile(user)
         room_id = getattr(record, "room_id", None)
         if known and profile.is_duplicate(record.event_id, source, offset):
-            # Redelivered (at-least-once after a crash or rebalance): already in the
-            # profile and the models, skipped. Only the promo decider sees it again: it
-            # keys triggers by campaign, user and event id, so it re-sends the trigger it
-            # sent for this event (the crash may have lost it) instead of a second one.
+            # Redelivered (after a crash or rebalance): already in the profile and the
+            # models, not folded in again. At-least-once its outputs go out again (the crash
+            # may have lost them): the recommendation, ranked again under the same
+            # request_id, and the trigger the promo decider stored for it (keyed by
+            # campaign, user and event id: the same one, not a second).
             self.duplicates.inc()
-            # written again at the next commit: in memory it may be ahead of its changelog
-            # (under exactly-once a rebalance aborts the transaction that held the record)
+            # written again at the next commit: the changelog then holds what memory holds,
+            # whatever became of the first record
             self.profiles.set(user, profile, partition)
+            if not self.resend:
+                return
             view = profile.view(profile.updated_at)
             scores = self.models.scores.get(user)
             if scores:

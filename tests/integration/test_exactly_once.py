@@ -23,6 +23,8 @@ from tests.integration.test_faults import (
     RATE,
     ROOMS,
     PacedStream,
+    assigned,
+    metric_sum,
     room_counts,
     settle_and_compare,
     snapshot_counts,
@@ -100,3 +102,51 @@ def test_kill9_under_exactly_once_leaves_each_output_once_and_state_exact(
     assert set(seen) == expected, sorted(set(seen) - expected)[:10]
     assert "Traceback" not in second.log(), second.log()[-3000:]
     assert second.stop() == 0, second.log()[-3000:]
+
+
+def check_recommendations(bootstrap: str, names: Any, stream: PacedStream) -> int:
+    """Each item event's recommendation seen exactly once by ``read_committed``; the count."""
+    expected = {body["event_id"] for topic, body in stream.sent
+                if topic == names.clicks or body["type"] in ITEM_LIVE_KINDS}
+    seen = Counter(r["request_id"] for r in asyncio.run(
+        committed_values(bootstrap, names.recommendations)))
+    twice = [k for k, n in seen.items() if n > 1]
+    assert not twice, f"{len(twice)} recommendations seen more than once: {twice[:10]}"
+    assert set(seen) == expected, (sorted(expected - set(seen))[:10],
+                                   sorted(set(seen) - expected)[:10])
+    return len(seen)
+
+
+def test_rebalance_then_kill9_under_exactly_once(broker: Any, worker_factory: Any,
+                                                 tmp_path: Path) -> None:
+    """A second worker joins mid-stream (the first loses partitions in-process: its open
+    transactions are aborted while its memory keeps their state), then the first is killed
+    (the second restores its partitions from the changelogs): each recommendation once,
+    state exact."""
+    settings = unique_settings(tmp_path, broker, **FAULT_SETTINGS, partitions=4,
+                               processing_guarantee="exactly_once")
+    names = topic_names(settings)
+    first = worker_factory(settings, "first")
+    everything = assigned(first)
+    stream = PacedStream(broker.bootstrap, names, "rb").start()
+    try:
+        stream.wait_produced(int(RATE * 4))
+        joiner = worker_factory(settings.with_overrides(
+            web_port=free_port(), data_dir=str(tmp_path / "data-2")), "joiner")
+        wait_for(lambda: 0 < assigned(first) < everything and assigned(joiner) > 0,
+                 timeout=120, what="partitions split between the two workers")
+        stream.wait_produced(stream.produced() + int(RATE * 4))
+        first.process.kill()
+        first.process.wait(10)
+        wait_for(lambda: assigned(joiner) == everything, timeout=120,
+                 what="the joiner owning every partition")
+        stream.wait_produced(stream.produced() + int(RATE * 3))
+    finally:
+        stream.stop()
+    events_in, accounted, problems = settle_and_compare([joiner], names, stream)
+    assert not problems, "\n".join(problems[:20]) + joiner.log()[-3000:]
+    assert accounted == events_in
+    recommended = check_recommendations(broker.bootstrap, names, stream)
+    print(f"\nEOS rebalance+kill events_in={events_in} recommendations={recommended} "
+          f"duplicates_skipped={metric_sum(joiner, 'livepulse_duplicate_events_total'):.0f}")
+    assert "Traceback" not in joiner.log(), joiner.log()[-3000:]
