@@ -207,14 +207,14 @@ ORDER BY campaign_id""",
           "conversion rates of treated, held-out and pre-campaign (baseline: the target "
           "audience before starts_at) cohorts; uplift (treated - holdout) beside the "
           "naive before/after change (treated - baseline)."),
-    Query("campaign_metrics_daily", "Campaign metrics by day", "table", f"""
+    Query("campaign_metrics_daily", "Campaign metrics by day", "table", """
 SELECT day, campaign_id, variant, sum(shown) AS exposures, sum(reach) AS users_shown,
        sum(clicked) AS clicks, sum(converted) AS conversions,
        round(if(exposures = 0, 0, clicks / exposures), 4) AS ctr,
        round(sum(revenue), 2) AS revenue
-FROM {{db}}.campaign_metrics
-WHERE day >= toDate(toDateTime(intDiv({{from_ms}}, 1000), 'UTC'))
-  AND day <= toDate(toDateTime(intDiv({{to_ms}}, 1000), 'UTC'))
+FROM {db}.campaign_metrics
+WHERE day >= toDate(toDateTime(intDiv({from_ms}, 1000), 'UTC'))
+  AND day <= toDate(toDateTime(intDiv({to_ms}, 1000), 'UTC'))
 GROUP BY day, campaign_id, variant
 ORDER BY day DESC, campaign_id, variant""",
           "The campaign_metrics view (per day; users_shown sums each channel's distinct "

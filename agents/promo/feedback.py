@@ -34,11 +34,14 @@ name; later ones are folded into ``_other``.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from agents.promo.campaigns import wilson_interval
+from agents.rooms.sketches import HyperLogLog
 from streams.app import subscribe
 from streams.contracts import AD_FEEDBACK, AdFeedback, ContractError, validate
 from streams.ingest import Rejection, Validator, now_ms
@@ -47,6 +50,11 @@ if TYPE_CHECKING:
     from agents.engine import Engine
 
 KINDS = ("delivered", "shown", "clicked", "dismissed", "converted")
+# distinct users per row and stage: reach (shown), clickers (clicked), buyers (converted)
+PARTICIPATION = {"shown": "users_shown", "clicked": "users_clicked",
+                 "converted": "users_converted"}
+EXACT_USERS = 10_000   # per row and stage: exact below, HyperLogLog above
+_SALT = os.urandom(16)
 MAX_VARIANTS = 8      # per campaign: label values of livepulse_ad_feedback_total
 MAX_CHANNELS = 8      # per campaign
 OTHER = "_other"
@@ -83,6 +91,52 @@ class Deduper:
 
 def dedupe_key(record: AdFeedback) -> str:
     return f"{record.idempotency_key}\x1f{record.type}"
+
+
+class DistinctUsers:
+    """Distinct users of one report row: exact (a set of 64-bit hashes) up to ``exact_up_to``
+    users, then a HyperLogLog (4 KiB, ~1.6 % standard error) seeded with those hashes.
+
+    >>> d = DistinctUsers(exact_up_to=3)
+    >>> for u in ("a", "b", "a", "c"):
+    ...     d.add(u)
+    >>> d.count(), d.exact
+    (3, True)
+    >>> for i in range(2000):
+    ...     d.add(f"u{i}")
+    >>> d.exact, abs(d.count() - 2003) < 100
+    (False, True)
+    """
+
+    __slots__ = ("_hll", "_seen", "exact_up_to")
+
+    def __init__(self, exact_up_to: int = EXACT_USERS) -> None:
+        self.exact_up_to = exact_up_to
+        self._seen: set[str] | None = set()
+        self._hll: HyperLogLog | None = None
+
+    @property
+    def exact(self) -> bool:
+        return self._hll is None
+
+    def add(self, user_id: str) -> None:
+        if self._hll is not None:
+            self._hll.add(user_id)
+            return
+        assert self._seen is not None
+        # a salted 64-bit hash, not the id: nothing here names a user outside this process
+        self._seen.add(hashlib.blake2b(user_id.encode(), digest_size=8, key=_SALT).hexdigest())
+        if len(self._seen) > self.exact_up_to:
+            self._hll = HyperLogLog(p=12)
+            for h in self._seen:
+                self._hll.add(h)
+            self._seen = None
+
+    def count(self) -> int:
+        if self._hll is not None:
+            return self._hll.count()
+        assert self._seen is not None
+        return len(self._seen)
 
 
 class LabelCap:
@@ -139,6 +193,11 @@ def figures(counts: Mapping[str, float], cost: float) -> dict[str, Any]:
     shown, clicked = int(counts.get("shown", 0)), int(counts.get("clicked", 0))
     converted, revenue = int(counts.get("converted", 0)), float(counts.get("revenue", 0.0))
     out: dict[str, Any] = {kind: int(counts.get(kind, 0)) for kind in KINDS}
+    for name in PARTICIPATION.values():
+        if name in counts:
+            out[name] = int(counts[name])
+    if "users_shown" in out:
+        out["exposures_per_user"] = _ratio(shown, out["users_shown"])
     out.update({
         "ctr": _ratio(clicked, shown), "ctr_ci95": _ci(clicked, shown),
         "cvr": _ratio(converted, clicked), "cvr_ci95": _ci(converted, clicked),
@@ -158,6 +217,10 @@ class CampaignReports:
                  known: Callable[[str], bool] | None = None,
                  cap: LabelCap | None = None) -> None:
         self.rows: dict[str, dict[tuple[str, str], dict[str, float]]] = {}
+        # campaign -> (variant, channel) -> stage -> distinct users (see PARTICIPATION)
+        self.users: dict[str, dict[tuple[str, str], dict[str, DistinctUsers]]] = {}
+        self.variant_users: dict[str, dict[str, dict[str, DistinctUsers]]] = {}
+        self.campaign_users: dict[str, dict[str, dict[str, DistinctUsers]]] = {}
         self.sent: dict[str, dict[str, int]] = {}   # campaign -> variant -> triggers sent
         self.deduper = Deduper(dedupe)
         self.sent_deduper = Deduper(dedupe)
@@ -185,6 +248,17 @@ class CampaignReports:
         row[record.type] += 1
         if record.type == "converted":
             row["revenue"] += record.value or 0.0
+        if record.type in PARTICIPATION:
+            for holder, key in ((self.users.setdefault(cid, {}), labels),
+                                (self.variant_users.setdefault(cid, {}), labels[0]),
+                                (self.campaign_users.setdefault(cid, {}), "")):
+                stages = holder.get(key)
+                if stages is None:
+                    stages = holder[key] = {}
+                seen = stages.get(record.type)
+                if seen is None:
+                    seen = stages[record.type] = DistinctUsers()
+                seen.add(record.user_id)
         for listener in self.listeners:
             listener(cid)
         return True
@@ -227,6 +301,20 @@ class CampaignReports:
             counts.setdefault("sent", 0)
         return out
 
+    def participation(self, campaign_id: str, variant: str | None = None,
+                      channel: str | None = None) -> dict[str, int]:
+        """Distinct users shown / clicking / converting of one variant (all channels when
+        ``channel`` is None; the whole campaign when ``variant`` is None too), keyed as in
+        :data:`PARTICIPATION`."""
+        if variant is None:
+            stages = self.campaign_users.get(campaign_id, {}).get("", {})
+        elif channel is None:
+            stages = self.variant_users.get(campaign_id, {}).get(variant, {})
+        else:
+            stages = self.users.get(campaign_id, {}).get((variant, channel), {})
+        return {name: stages[stage].count() if stage in stages else 0
+                for stage, name in PARTICIPATION.items()}
+
     def add_message(self, validator: Validator, value: bytes | None, key: bytes | None,
                     at_ms: int) -> bool:
         """Fold one record as read from the topic, validated as the handler validates it,
@@ -260,15 +348,18 @@ class CampaignReports:
         for (variant, channel), counts in sorted(rows.items()):
             for name, n in counts.items():
                 total[name] += n
-            listed.append({"variant": variant, "channel": channel,
-                           **figures(counts, cost_per_trigger * counts["delivered"])})
+            listed.append({"variant": variant, "channel": channel, **figures(
+                {**counts, **self.participation(campaign_id, variant, channel)},
+                cost_per_trigger * counts["delivered"])})
         totals = {"sent": int(experiment.get("sent") or 0),
-                  **figures(total, float(experiment.get("cost") or 0.0))}
+                  **figures({**total, **self.participation(campaign_id)},
+                            float(experiment.get("cost") or 0.0))}
         variants = []
         for variant, counts in sorted(self.variant_counts(campaign_id).items()):
             shown = int(counts["shown"])
             row = {"variant": variant, "sent": int(counts["sent"]),
-                   **figures(counts, cost_per_trigger * counts["sent"]),
+                   **figures({**counts, **self.participation(campaign_id, variant)},
+                             cost_per_trigger * counts["sent"]),
                    "conversions_per_shown": _ratio(counts["converted"], shown),
                    "conversions_per_shown_ci95": _ci(int(counts["converted"]), shown)}
             row.update((bandit or {}).get(variant, {}))
