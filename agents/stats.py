@@ -149,7 +149,7 @@ class EngineMetrics:
             "stale, no_consent, duplicate).", ["campaign", "outcome"], registry=r)
         self.trigger_conversions = Counter(
             "livepulse_trigger_conversions_total", "Purchases this worker attributed to a "
-            "trigger, by campaign and group (treatment, holdout).", ["campaign", "group"],
+            "trigger, by campaign and group (treatment, holdout, baseline).", ["campaign", "group"],
             registry=r)
         self.campaign_uplift = Gauge(
             "livepulse_campaign_uplift", "Conversion rate of sent triggers minus that of the "

@@ -33,7 +33,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from agents.privacy import pseudonymize
 from agents.sinks.clickhouse import ClickHouseSink, ClickHouseWriter
-from agents.sinks.clickhouse_schema import MIGRATIONS, TABLE_BY_NAME, TABLES
+from agents.sinks.clickhouse_schema import MIGRATIONS, TABLE_BY_NAME, TABLES, VIEWS
 from agents.sinks.embedded_clickhouse import ClickHouseServer, clickhouse_server_available
 from benchmarks.bench_clickhouse import HistoryWorkload, produce, table_of
 from config.settings import Settings
@@ -156,7 +156,8 @@ def test_migrations_are_accepted_by_the_server_and_idempotent(
     assert second.execute(f"SELECT version, count() FROM {first.database}.schema_migrations "
                           "GROUP BY version") == [(m.version, 1) for m in MIGRATIONS]
     tables = {t for t, _, _ in shapes}
-    assert tables == {t.name for t in TABLES} | {"schema_migrations", "sink_progress"}
+    assert tables == {t.name for t in TABLES} | {"schema_migrations", "sink_progress",
+                                                 *VIEWS}
     print(f"\nClickHouse server {second.server_version}: {len(tables)} tables")
     first.close()
     second.close()
