@@ -85,7 +85,7 @@ campaigns:
     name: Starts during the test (its audience before the start is the baseline cohort)
     on: [product_click, add_to_cart]
     action: reminder
-    offer: {text: still thinking?}
+    offer: {text: "still thinking?"}
     cost_per_trigger: 0.05
     holdout: 0.5
     attribution_window: 2h
