@@ -184,7 +184,7 @@ FROM (
     FROM {{db}}.ad_feedback FINAL
     WHERE {_range("ts")}
     GROUP BY campaign_id
-) ANY LEFT JOIN (
+) AS feedback ANY LEFT JOIN (
     SELECT campaign_id, round(sumIf(cost, kind = 'trigger'), 2) AS cost,
            round(if(countIf(kind = 'trigger' AND exp_group = 'treatment') = 0, 0,
                     countIf(kind = 'conversion' AND exp_group = 'treatment')
@@ -201,7 +201,7 @@ FROM (
     FROM {{db}}.attribution FINAL
     WHERE {_range("trigger_ts")}
     GROUP BY campaign_id
-) USING campaign_id
+) AS experiment USING campaign_id
 ORDER BY campaign_id""",
           "Revenue of the converted feedback over the cost of the triggers sent (ROAS); "
           "conversion rates of treated, held-out and pre-campaign (baseline: the target "
