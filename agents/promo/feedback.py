@@ -54,6 +54,7 @@ KINDS = ("delivered", "shown", "clicked", "dismissed", "converted")
 PARTICIPATION = {"shown": "users_shown", "clicked": "users_clicked",
                  "converted": "users_converted"}
 EXACT_USERS = 10_000   # per row and stage: exact below, HyperLogLog above
+EXACT_BUDGET = 200_000  # exact user hashes held by all rows of a report (~30 MB)
 _SALT = os.urandom(16)
 MAX_VARIANTS = 8      # per campaign: label values of livepulse_ad_feedback_total
 MAX_CHANNELS = 8      # per campaign
@@ -93,9 +94,19 @@ def dedupe_key(record: AdFeedback) -> str:
     return f"{record.idempotency_key}\x1f{record.type}"
 
 
+class ExactBudget:
+    """How many user hashes all exact :class:`DistinctUsers` of a report may still hold."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, size: int = EXACT_BUDGET) -> None:
+        self.left = size
+
+
 class DistinctUsers:
-    """Distinct users of one report row: exact (a set of 64-bit hashes) up to ``exact_up_to``
-    users, then a HyperLogLog (4 KiB, ~1.6 % standard error) seeded with those hashes.
+    """Distinct users of one report row and stage: exact (a set of salted 64-bit hashes) up
+    to ``exact_up_to`` users while the shared ``budget`` lasts, then a HyperLogLog (2 KiB,
+    ~2.3 % standard error) of the same hashes.
 
     >>> d = DistinctUsers(exact_up_to=3)
     >>> for u in ("a", "b", "a", "c"):
@@ -104,15 +115,18 @@ class DistinctUsers:
     (3, True)
     >>> for i in range(2000):
     ...     d.add(f"u{i}")
+    >>> d.add("a")   # seen while exact: the same hash in the sketch, not counted again
     >>> d.exact, abs(d.count() - 2003) < 100
     (False, True)
     """
 
-    __slots__ = ("_hll", "_seen", "exact_up_to")
+    __slots__ = ("_budget", "_hll", "_seen", "exact_up_to")
 
-    def __init__(self, exact_up_to: int = EXACT_USERS) -> None:
+    def __init__(self, exact_up_to: int = EXACT_USERS,
+                 budget: ExactBudget | None = None) -> None:
         self.exact_up_to = exact_up_to
-        self._seen: set[str] | None = set()
+        self._budget = budget or ExactBudget()
+        self._seen: set[int] | None = set()
         self._hll: HyperLogLog | None = None
 
     @property
@@ -120,17 +134,24 @@ class DistinctUsers:
         return self._hll is None
 
     def add(self, user_id: str) -> None:
-        if self._hll is not None:
-            self._hll.add(user_id)
-            return
-        assert self._seen is not None
-        # a salted 64-bit hash, not the id: nothing here names a user outside this process
-        self._seen.add(hashlib.blake2b(user_id.encode(), digest_size=8, key=_SALT).hexdigest())
-        if len(self._seen) > self.exact_up_to:
-            self._hll = HyperLogLog(p=12)
-            for h in self._seen:
-                self._hll.add(h)
+        # a salted hash, not the id: nothing here names a user outside this process
+        h = int.from_bytes(hashlib.blake2b(user_id.encode(), digest_size=8,
+                                           key=_SALT).digest(), "big")
+        seen = self._seen
+        if seen is not None:
+            if h in seen:
+                return
+            if len(seen) < self.exact_up_to and self._budget.left > 0:
+                seen.add(h)
+                self._budget.left -= 1
+                return
+            self._hll = HyperLogLog(p=11)
+            for old in seen:
+                self._hll.add(str(old))
+            self._budget.left += len(seen)
             self._seen = None
+        assert self._hll is not None
+        self._hll.add(str(h))
 
     def count(self) -> int:
         if self._hll is not None:
@@ -221,6 +242,7 @@ class CampaignReports:
         self.users: dict[str, dict[tuple[str, str], dict[str, DistinctUsers]]] = {}
         self.variant_users: dict[str, dict[str, dict[str, DistinctUsers]]] = {}
         self.campaign_users: dict[str, dict[str, dict[str, DistinctUsers]]] = {}
+        self.exact_budget = ExactBudget()
         self.sent: dict[str, dict[str, int]] = {}   # campaign -> variant -> triggers sent
         self.deduper = Deduper(dedupe)
         self.sent_deduper = Deduper(dedupe)
@@ -257,7 +279,7 @@ class CampaignReports:
                     stages = holder[key] = {}
                 seen = stages.get(record.type)
                 if seen is None:
-                    seen = stages[record.type] = DistinctUsers()
+                    seen = stages[record.type] = DistinctUsers(budget=self.exact_budget)
                 seen.add(record.user_id)
         for listener in self.listeners:
             listener(cid)

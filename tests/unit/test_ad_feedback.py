@@ -18,6 +18,8 @@ from agents.promo.feedback import (
     OTHER,
     CampaignReports,
     Deduper,
+    DistinctUsers,
+    ExactBudget,
     FeedbackHandler,
     LabelCap,
 )
@@ -300,3 +302,21 @@ def test_report_ctr_covers_the_true_ctr() -> None:
     for row in report["rows"]:
         low, high = row["ctr_ci95"]
         assert low <= truth[row["variant"]]["ctr"] <= high, row
+
+
+def test_distinct_users_share_a_bounded_exact_budget() -> None:
+    budget = ExactBudget(100)
+    rows = [DistinctUsers(exact_up_to=80, budget=budget) for _ in range(3)]
+    for row in rows:
+        for i in range(60):
+            row.add(f"u{i}")
+            row.add(f"u{i}")          # a repeat is never counted or held twice
+    # 100 hashes exact at most: the first row holds 60; the others spill into sketches
+    # when the budget runs out (and give their hashes back)
+    assert [r.exact for r in rows] == [True, False, False] and budget.left == 40
+    assert rows[0].count() == 60
+    assert all(abs(r.count() - 60) <= 3 for r in rows[1:])
+    for i in range(60, 200):
+        rows[0].add(f"u{i}")          # beyond exact_up_to: a sketch, its hashes given back
+    assert not rows[0].exact and budget.left == 100
+    assert abs(rows[0].count() - 200) <= 10
