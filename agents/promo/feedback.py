@@ -35,10 +35,13 @@ name; later ones are folded into ``_other``.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from agents.promo.campaigns import wilson_interval
 from agents.rooms.sketches import HyperLogLog
@@ -120,7 +123,7 @@ class DistinctUsers:
     (False, True)
     """
 
-    __slots__ = ("_budget", "_hll", "_seen", "exact_up_to")
+    __slots__ = ("_budget", "_counted", "_hll", "_seen", "exact_up_to")
 
     def __init__(self, exact_up_to: int = EXACT_USERS,
                  budget: ExactBudget | None = None) -> None:
@@ -128,6 +131,7 @@ class DistinctUsers:
         self._budget = budget or ExactBudget()
         self._seen: set[int] | None = set()
         self._hll: HyperLogLog | None = None
+        self._counted: int | None = None  # the sketch's estimate, until it changes
 
     @property
     def exact(self) -> bool:
@@ -152,12 +156,35 @@ class DistinctUsers:
             self._seen = None
         assert self._hll is not None
         self._hll.add(str(h))
+        self._counted = None
 
     def count(self) -> int:
-        if self._hll is not None:
-            return self._hll.count()
-        assert self._seen is not None
-        return len(self._seen)
+        if self._hll is None:
+            assert self._seen is not None
+            return len(self._seen)
+        if self._counted is None:
+            self._counted = hll_estimate(self._hll.registers)
+        return self._counted
+
+
+def hll_estimate(registers: bytearray) -> int:
+    """:meth:`agents.rooms.sketches.HyperLogLog.count`, vectorised (a 2 KiB sketch: ~20 µs
+    instead of ~0.4 ms; the campaign gauges count every variant's sketches every 5 s).
+
+    >>> hll = HyperLogLog(p=11)
+    >>> for i in range(5000):
+    ...     hll.add(str(i))
+    >>> hll_estimate(hll.registers) == hll.count()
+    True
+    """
+    regs = np.frombuffer(bytes(registers), dtype=np.uint8)
+    m = len(regs)
+    alpha = 0.7213 / (1 + 1.079 / m)
+    estimate = alpha * m * m / float(np.ldexp(1.0, -regs.astype(np.int32)).sum())
+    zeros = int(m - np.count_nonzero(regs))
+    if estimate <= 2.5 * m and zeros:
+        estimate = m * math.log(m / zeros)
+    return round(estimate)
 
 
 class LabelCap:

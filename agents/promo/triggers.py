@@ -116,7 +116,8 @@ class PromoTriggers:
             max_future_skew_ms=int(engine.settings.max_future_skew_s * 1000),
             max_age_ms=NEVER_TOO_OLD_MS)
         self.positions: dict[TopicPartition, int] = {}
-        self._exported: set[tuple[Any, tuple[str, ...]]] = set()  # gauge series set
+        # the campaign gauge series exported last time: (gauge, labels) -> child
+        self._exported: dict[tuple[Any, tuple[str, ...]], Any] = {}
 
     # ------------------------------------------------------------------ user pipeline
     def on_event(self, live: bool, partition: int, record: Any, view: dict[str, Any],
@@ -272,11 +273,17 @@ class PromoTriggers:
         variant: events by kind, distinct users, revenue, cost); series of campaigns or
         variants no longer reported are removed."""
         metrics = self.engine.metrics
-        fresh: set[tuple[Any, tuple[str, ...]]] = set()
+        fresh: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+        children = self._exported
 
         def put(gauge: Any, value: float, *labels: str) -> None:
-            gauge.labels(*labels).set(value)
-            fresh.add((gauge, labels))
+            key = (gauge, labels)
+            child = children.get(key)
+            if child is None:
+                child = gauge.labels(*labels)
+            child.set(value)
+            fresh[key] = child
 
         for campaign in self.book.campaigns():
             cid = campaign.id
@@ -299,7 +306,7 @@ class PromoTriggers:
                     variant)
                 put(metrics.campaign_cost, round(counts.get("sent", 0) * campaign.cost, 2),
                     cid, variant)
-        for gauge, labels in self._exported - fresh:
+        for gauge, labels in children.keys() - fresh.keys():
             with contextlib.suppress(KeyError):
                 gauge.remove(*labels)
         self._exported = fresh
