@@ -97,6 +97,12 @@ def dedupe_key(record: AdFeedback) -> str:
     return f"{record.idempotency_key}\x1f{record.type}"
 
 
+def user_hash(user_id: str) -> int:
+    """A salted 64-bit hash, not the id: nothing held names a user outside this process."""
+    return int.from_bytes(hashlib.blake2b(user_id.encode(), digest_size=8,
+                                          key=_SALT).digest(), "big")
+
+
 class ExactBudget:
     """How many user hashes all exact :class:`DistinctUsers` of a report may still hold."""
 
@@ -138,9 +144,10 @@ class DistinctUsers:
         return self._hll is None
 
     def add(self, user_id: str) -> None:
-        # a salted hash, not the id: nothing here names a user outside this process
-        h = int.from_bytes(hashlib.blake2b(user_id.encode(), digest_size=8,
-                                           key=_SALT).digest(), "big")
+        self.add_hash(user_hash(user_id))
+
+    def add_hash(self, h: int) -> None:
+        """Add a user by :func:`user_hash` (computed once for the rows a record counts in)."""
         seen = self._seen
         if seen is not None:
             if h in seen:
@@ -298,6 +305,7 @@ class CampaignReports:
         if record.type == "converted":
             row["revenue"] += record.value or 0.0
         if record.type in PARTICIPATION:
+            h = user_hash(record.user_id)
             for holder, key in ((self.users.setdefault(cid, {}), labels),
                                 (self.variant_users.setdefault(cid, {}), labels[0]),
                                 (self.campaign_users.setdefault(cid, {}), "")):
@@ -307,7 +315,7 @@ class CampaignReports:
                 seen = stages.get(record.type)
                 if seen is None:
                     seen = stages[record.type] = DistinctUsers(budget=self.exact_budget)
-                seen.add(record.user_id)
+                seen.add_hash(h)
         for listener in self.listeners:
             listener(cid)
         return True
