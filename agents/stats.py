@@ -149,7 +149,7 @@ class EngineMetrics:
             "stale, no_consent, duplicate).", ["campaign", "outcome"], registry=r)
         self.trigger_conversions = Counter(
             "livepulse_trigger_conversions_total", "Purchases this worker attributed to a "
-            "trigger, by campaign and group (treatment, holdout).", ["campaign", "group"],
+            "trigger, by campaign and group (treatment, holdout, baseline).", ["campaign", "group"],
             registry=r)
         self.campaign_uplift = Gauge(
             "livepulse_campaign_uplift", "Conversion rate of sent triggers minus that of the "
@@ -166,6 +166,28 @@ class EngineMetrics:
             "livepulse_ad_revenue_total", "Order value of the converted feedback this worker "
             "accepted, by campaign, variant and channel (currencies summed as sent).",
             ["campaign", "variant", "channel"], registry=r)
+        # Deployment-wide campaign figures, folded by every worker from the whole triggers,
+        # feedback and attribution topics (same on every worker: take max, do not sum);
+        # labels bounded as livepulse_ad_feedback_total's (agents.promo.triggers exports).
+        self.campaign_events = Gauge(
+            "livepulse_campaign_events", "Triggers sent and ad-system feedback records "
+            "(deduplicated) of each campaign, by variant and kind (sent, delivered, shown, "
+            "clicked, dismissed, converted).", ["campaign", "variant", "kind"], registry=r)
+        self.campaign_users = Gauge(
+            "livepulse_campaign_users", "Distinct users of each campaign variant by kind: "
+            "shown (reach), clicked, converted (exact up to 10,000, then HyperLogLog).",
+            ["campaign", "variant", "kind"], registry=r)
+        self.campaign_revenue = Gauge(
+            "livepulse_campaign_revenue", "Order value of the converted feedback of each "
+            "campaign variant (currency units, as sent).", ["campaign", "variant"], registry=r)
+        self.campaign_cost = Gauge(
+            "livepulse_campaign_cost", "Cost of the triggers sent per campaign variant "
+            "(triggers x cost_per_trigger, currency units).", ["campaign", "variant"],
+            registry=r)
+        self.campaign_conversion_rate = Gauge(
+            "livepulse_campaign_conversion_rate", "Conversion rate per trigger of each "
+            "campaign's cohorts: treatment, holdout, and baseline (the target audience in the "
+            "window before starts_at).", ["campaign", "group"], registry=r)
         self.anomalies = Counter(
             "livepulse_anomalies_total", "Anomaly incidents opened by this worker, by scope "
             "(room, user, system) and severity at opening.", ["scope", "severity"], registry=r)

@@ -1,12 +1,12 @@
 """History sink throughput: Kafka topics -> ClickHouseSink -> real ClickHouse.
 
-Produces a mixed workload (raw live events and clicks, room insights, recommendations,
-promo triggers, attribution, anomalies: every history table) to the embedded broker (or
-``LIVEPULSE_KAFKA_URL``), then starts a fresh sink and times how long it takes until every
-row is stored and committed. Reports rows/s end to end (fetch, validation, pseudonymization,
-INSERT, offset commit), the INSERT statements' row counts and durations (p50/p99), and a
-writer-only figure (INSERTs of prepared rows, no Kafka) per batch size. Uses a private
-``clickhouse-server`` (Debian's 18.16 here) unless ``--clickhouse-url`` is given.
+Produces a mixed workload (raw live events and clicks, room insights, recommendations, promo
+triggers, attribution, anomalies, ad feedback: every history table) to the embedded broker
+(or ``LIVEPULSE_KAFKA_URL``), then starts a fresh sink and times how long it takes until
+every row is stored and committed. Reports rows/s end to end (fetch, validation,
+pseudonymization, INSERT, offset commit), the INSERT statements' row counts and durations
+(p50/p99), and a writer-only figure (INSERTs of prepared rows, no Kafka) per batch size.
+Uses a private ``clickhouse-server`` (Debian's 18.16 here) unless ``--clickhouse-url`` is given.
 
     .venv/bin/python -m benchmarks.bench_clickhouse --records 200000     # drain a backlog
     .venv/bin/python -m benchmarks.bench_clickhouse --records 200000 --batch-rows 10000
@@ -47,7 +47,7 @@ from streams.topics import TopicNames, topic_names
 # Share of each topic in the workload (roughly a live-commerce day: raw events dominate).
 MIX = (("live_events", 0.50), ("clicks", 0.28), ("room_insights", 0.04),
        ("recommendations", 0.12), ("promo_triggers", 0.025), ("attribution", 0.025),
-       ("anomalies", 0.01))
+       ("anomalies", 0.01), ("ad_feedback", 0.02))
 LIVE_TYPES = ("join", "leave", "comment", "like", "gift", "share", "follow", "product_click",
               "add_to_cart", "purchase")
 CLICK_TYPES = ("view", "click", "search", "add_to_cart", "purchase")
@@ -193,6 +193,21 @@ class HistoryWorkload:
             "severity": "warning",
             "explanation": f"{scope.capitalize()} {scope_id}: click rate 40/s (expected 1-5).",
             "first_seen": first, "last_seen": ts, "ts": ts}
+
+
+    def ad_feedback(self, i: int, ts: int) -> tuple[str, str, dict[str, Any]]:
+        user = self.user()
+        kind = self.rng.choice(("delivered", "shown", "shown", "clicked", "dismissed",
+                                "converted"))
+        rec: dict[str, Any] = {
+            "schema_version": 1, "type": kind, "idempotency_key": f"{self.prefix}tk{i}",
+            "campaign_id": self.rng.choice(("cart_rescue", "welcome")), "user_id": user,
+            "channel": self.rng.choice(("push", "in_app")),
+            "variant": self.rng.choice(("a", "b")), "ts": ts}
+        if kind == "converted":
+            rec.update(order_id=f"o{i}", value=round(self.rng.uniform(10, 200), 2),
+                       currency="CNY")
+        return "ad_feedback", user, rec
 
 
 def table_of(attribute: str) -> str:

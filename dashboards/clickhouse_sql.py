@@ -12,7 +12,7 @@ reads the tables whose rows may be duplicated with ``FINAL``, so a record stored
 >>> "livepulse.live_events FINAL" in sql and "{" not in sql
 True
 >>> sorted(QUERIES)[:3]
-['anomalies', 'anomalies_per_hour', 'conversion_by_room']
+['anomalies', 'anomalies_per_hour', 'campaign_ctr_per_minute']
 """
 
 from __future__ import annotations
@@ -150,6 +150,75 @@ GROUP BY campaign_id
 ORDER BY campaign_id""",
           "Experiment per campaign, cohorts by trigger time: conversion rate of users sent "
           "a trigger minus that of the held-out users (uplift), spend and revenue."),
+    Query("campaign_variants", "Campaigns by variant and channel", "table", f"""
+SELECT campaign_id, variant, channel,
+       countIf(type = 'delivered') AS delivered, countIf(type = 'shown') AS exposures,
+       uniqExactIf(user_pid, type = 'shown') AS users_shown,
+       countIf(type = 'clicked') AS clicks,
+       uniqExactIf(user_pid, type = 'clicked') AS users_clicked,
+       countIf(type = 'converted') AS conversions,
+       round(if(exposures = 0, 0, clicks / exposures), 4) AS ctr,
+       round(if(clicks = 0, 0, conversions / clicks), 4) AS cvr,
+       round(sumIf(value, type = 'converted'), 2) AS revenue
+FROM {{db}}.ad_feedback FINAL
+WHERE {_range("ts")}
+GROUP BY campaign_id, variant, channel
+ORDER BY campaign_id, variant, channel""",
+          "Ad-system feedback per campaign x variant x channel: exposures (shown) and the "
+          "distinct users shown / clicking (participation), CTR = clicks / exposures, "
+          "CVR = conversions / clicks, revenue of the converted feedback."),
+    Query("campaign_ctr_per_minute", "CTR by campaign and variant", "timeseries", f"""
+SELECT toStartOfMinute(time) AS t, concat(campaign_id, ' ', variant) AS campaign_variant,
+       round(if(countIf(type = 'shown') = 0, 0,
+                countIf(type = 'clicked') / countIf(type = 'shown')), 4) AS ctr
+FROM {{db}}.ad_feedback FINAL
+WHERE {_range("ts")}
+GROUP BY t, campaign_variant
+ORDER BY t, campaign_variant""", "Clicks per exposure, per minute of feedback time."),
+    Query("campaign_roas", "Campaign ROAS, uplift and before/after", "table", f"""
+SELECT campaign_id, revenue, cost, round(if(cost = 0, 0, revenue / cost), 3) AS roas,
+       treated_rate, holdout_rate, round(treated_rate - holdout_rate, 4) AS uplift,
+       baseline_rate, round(treated_rate - baseline_rate, 4) AS before_after_change
+FROM (
+    SELECT campaign_id, round(sumIf(value, type = 'converted'), 2) AS revenue
+    FROM {{db}}.ad_feedback FINAL
+    WHERE {_range("ts")}
+    GROUP BY campaign_id
+) AS feedback ANY LEFT JOIN (
+    SELECT campaign_id, round(sumIf(cost, kind = 'trigger'), 2) AS cost,
+           round(if(countIf(kind = 'trigger' AND exp_group = 'treatment') = 0, 0,
+                    countIf(kind = 'conversion' AND exp_group = 'treatment')
+                    / countIf(kind = 'trigger' AND exp_group = 'treatment')), 4)
+               AS treated_rate,
+           round(if(countIf(kind = 'trigger' AND exp_group = 'holdout') = 0, 0,
+                    countIf(kind = 'conversion' AND exp_group = 'holdout')
+                    / countIf(kind = 'trigger' AND exp_group = 'holdout')), 4)
+               AS holdout_rate,
+           round(if(countIf(kind = 'trigger' AND exp_group = 'baseline') = 0, 0,
+                    countIf(kind = 'conversion' AND exp_group = 'baseline')
+                    / countIf(kind = 'trigger' AND exp_group = 'baseline')), 4)
+               AS baseline_rate
+    FROM {{db}}.attribution FINAL
+    WHERE {_range("trigger_ts")}
+    GROUP BY campaign_id
+) AS experiment USING campaign_id
+ORDER BY campaign_id""",
+          "Revenue of the converted feedback over the cost of the triggers sent (ROAS); "
+          "conversion rates of treated, held-out and pre-campaign (baseline: the target "
+          "audience before starts_at) cohorts; uplift (treated - holdout) beside the "
+          "naive before/after change (treated - baseline)."),
+    Query("campaign_metrics_daily", "Campaign metrics by day", "table", """
+SELECT day, campaign_id, variant, sum(shown) AS exposures, sum(reach) AS users_shown,
+       sum(clicked) AS clicks, sum(converted) AS conversions,
+       round(if(exposures = 0, 0, clicks / exposures), 4) AS ctr,
+       round(sum(revenue), 2) AS revenue
+FROM {db}.campaign_metrics
+WHERE day >= toDate(toDateTime(intDiv({from_ms}, 1000), 'UTC'))
+  AND day <= toDate(toDateTime(intDiv({to_ms}, 1000), 'UTC'))
+GROUP BY day, campaign_id, variant
+ORDER BY day DESC, campaign_id, variant""",
+          "The campaign_metrics view (per day; users_shown sums each channel's distinct "
+          "users)."),
     Query("anomalies", "Anomaly incidents", "table", f"""
 SELECT anomaly_id, any(scope) AS incident_scope, any(scope_id) AS incident_scope_id,
        any(metric) AS incident_metric, argMax(severity, ts) AS latest_severity,

@@ -2,13 +2,16 @@
 
 Writes ``dashboards/grafana/*.json`` (provisioned by ``config/grafana/``); ``--check`` exits
 non-zero when the files differ from what this module builds (CI runs it, like
-``livepulse schemas --check``). Three dashboards:
+``livepulse schemas --check``). Four dashboards:
 
 * **Ops** — throughput, dead letters, end-to-end latency and its SLO, consumer lag,
   rebalances, worker health, Redis and ClickHouse sinks (Prometheus);
 * **Business** — live rooms, viewers, GMV, conversion, triggers and uplift (Prometheus, now)
   and the history panels of :mod:`dashboards.clickhouse_sql` (ClickHouse);
-* **Models** — recommender and propensity quality over time, anomaly incidents.
+* **Models** — recommender and propensity quality over time, anomaly incidents;
+* **Campaigns** — per campaign x variant: CTR, CVR, ROAS, uplift beside the before/after
+  change, exposures and participation (Prometheus, the deployment-wide campaign gauges), and
+  the ad-feedback history (ClickHouse).
 
 Prometheus panels filter on the ``$instance`` variable (all workers by default); ClickHouse
 panels run the queries of :data:`dashboards.clickhouse_sql.QUERIES` with ``{db}``,
@@ -16,8 +19,9 @@ panels run the queries of :data:`dashboards.clickhouse_sql.QUERIES` with ``{db}`
 in epoch milliseconds).
 
 >>> boards = build()
->>> sorted(boards)
-['livepulse-business.json', 'livepulse-models.json', 'livepulse-ops.json']
+>>> sorted(boards)  # doctest: +NORMALIZE_WHITESPACE
+['livepulse-business.json', 'livepulse-campaigns.json', 'livepulse-models.json',
+ 'livepulse-ops.json']
 >>> all(p["datasource"]["uid"] in (PROMETHEUS["uid"], CLICKHOUSE["uid"])
 ...     for b in boards.values() for p in panels_of(b))
 True
@@ -350,6 +354,69 @@ def models_rows() -> list[tuple[str, list[Panel]]]:
     ]
 
 
+def campaigns_rows() -> list[tuple[str, list[Panel]]]:
+    by = "campaign, variant"
+
+    def events(kind: str) -> str:
+        return f"max by ({by}) ({m('livepulse_campaign_events', eq('kind', kind))})"
+
+    def users(kind: str) -> str:
+        return f"max by ({by}) ({m('livepulse_campaign_users', eq('kind', kind))})"
+
+    legend = "{{campaign}} {{variant}}"
+    return [
+        ("Per variant (Prometheus)", [
+            Panel("CTR", "timeseries", [Q(f"{events('clicked')} / ({events('shown')} > 0)",
+                                          legend)],
+                  "percentunit", "Clicks per exposure (shown), all feedback so far.", width=6),
+            Panel("CVR", "timeseries", [Q(
+                f"{events('converted')} / ({events('clicked')} > 0)", legend)],
+                "percentunit", "Conversions per click.", width=6),
+            Panel("ROAS", "timeseries", [Q(
+                f"max by ({by}) ({m('livepulse_campaign_revenue')}) / "
+                f"(max by ({by}) ({m('livepulse_campaign_cost')}) > 0)", legend)],
+                "short", "Revenue of the converted feedback over the cost of the triggers "
+                "sent (cost_per_trigger x sent).", width=6),
+            Panel("Exposures and users shown", "timeseries", [
+                Q(events("shown"), "exposures " + legend),
+                Q(users("shown"), "users " + legend)],
+                "short", "Exposures (shown feedback) and distinct users shown (reach).",
+                width=6),
+            Panel("Participation", "table", [Q(
+                f"max by ({by}, kind) ({m('livepulse_campaign_users')})")],
+                "short", "Distinct users shown, clicking and converting per variant.",
+                width=8),
+            Panel("Funnel per variant", "table", [Q(
+                f"max by ({by}, kind) ({m('livepulse_campaign_events')})")],
+                "short", "Triggers sent and feedback records by kind.", width=8),
+            Panel("Feedback per second", "timeseries", [Q(
+                f"sum by ({by}, type) ({rate('livepulse_ad_feedback_total')})",
+                "{{campaign}} {{variant}} {{type}}")],
+                "ops", "Feedback records the workers accept, by type.", width=8),
+        ]),
+        ("Effect (Prometheus)", [
+            Panel("Uplift vs holdout", "timeseries", [Q(
+                f"max by (campaign) ({m('livepulse_campaign_uplift')})", "{{campaign}}")],
+                "percentunit", "Conversion rate of triggered users minus the holdout's.",
+                width=8),
+            Panel("Conversion rate by cohort", "timeseries", [Q(
+                f"max by (campaign, group) ({m('livepulse_campaign_conversion_rate')})",
+                "{{campaign}} {{group}}")],
+                "percentunit", "Treatment, holdout and baseline (the target audience in the "
+                "window before starts_at): before/after = treatment - baseline, beside the "
+                "holdout's uplift.", width=8),
+            Panel("Revenue and cost", "timeseries", [
+                Q(f"max by ({by}) ({m('livepulse_campaign_revenue')})", "revenue " + legend),
+                Q(f"max by ({by}) ({m('livepulse_campaign_cost')})", "cost " + legend)],
+                "short", width=8),
+        ]),
+        ("History (ClickHouse)", [
+            ch("campaign_variants", 24), ch("campaign_ctr_per_minute"), ch("campaign_roas"),
+            ch("campaign_metrics_daily", 24),
+        ]),
+    ]
+
+
 DASHBOARDS = {
     "livepulse-ops": ("livepulse · Ops", "Throughput, latency, lag, workers and sinks.",
                       ops_rows, False),
@@ -358,6 +425,9 @@ DASHBOARDS = {
                            "(ClickHouse).", business_rows, True),
     "livepulse-models": ("livepulse · Models", "Recommendation and propensity quality, "
                          "anomaly incidents.", models_rows, True),
+    "livepulse-campaigns": ("livepulse · Campaigns", "Per campaign and variant: CTR, CVR, "
+                            "ROAS, uplift and before/after, exposures and participation.",
+                            campaigns_rows, True),
 }
 
 

@@ -220,6 +220,13 @@ class CampaignRecord:
     attribution_window: str | None = None
     starts_at: str | None = None
     expires_at: str | None = None
+    variants: list[dict[str, Any]] | None = None
+    mode: str | None = None
+    objective: str | None = None
+    bandit: dict[str, Any] | None = None
+    allow_personalised_pricing: bool | None = None
+    justification: str | None = None
+    baseline_window: str | None = None
     schema_version: int = SCHEMA_VERSION
 
 
@@ -690,6 +697,20 @@ _QUIET = (
        required=True),
     _f("utc_offset", STRING, "Campaign time zone as +HH:MM (default +00:00)."),
 )
+_VARIANT = (
+    _f("id", STRING, "Variant id (letters, digits, '_', '-', '.'; not 'default'), named by "
+       "its triggers and their feedback.", required=True, max_length=64),
+    _f("weight", NUMBER, "Share of the treated users (relative, default 1); a bandit's "
+       "starting weight.", minimum=0),
+    _f("copy", STRING, "Copy text shown (goes into the variant's offer)."),
+    _f("creative_id", STRING, "Creative shown (goes into the variant's offer)."),
+    _f("offer", OBJECT, "Keys overriding the campaign's offer for this variant."),
+)
+_BANDIT = (
+    _f("update_every", INTEGER, "Feedback records of the campaign between weight updates "
+       "(default 100).", minimum=1),
+    _f("min_weight", NUMBER, "Floor of every variant's weight (default 0.02).", minimum=0),
+)
 CAMPAIGN = Contract(
     name="campaign",
     title="Promo campaign",
@@ -723,6 +744,22 @@ CAMPAIGN = Contract(
         _f("attribution_window", STRING, "Purchases this long after a trigger convert it."),
         _f("starts_at", STRING, "ISO 8601 time with offset; no triggers before."),
         _f("expires_at", STRING, "ISO 8601 time with offset; no triggers from then on."),
+        _f("variants", OBJECT_LIST, "Creative/copy/offer variants, assigned per user by a "
+           "hash on the weights (at most 8).", items=_VARIANT, max_items=8),
+        _f("mode", STRING, "fixed (configured weights) or bandit (Thompson sampling on the "
+           "objective; needs two variants; the holdout is always kept).",
+           enum=("fixed", "bandit")),
+        _f("objective", STRING, "Bandit objective per exposure (default click).",
+           enum=("click", "conversion")),
+        _f("bandit", OBJECT, "Bandit knobs.", items=_BANDIT),
+        _f("allow_personalised_pricing", BOOLEAN, "True: the campaign may condition on price "
+           "sensitivity or spend level with a money offer (refused otherwise); needs a "
+           "justification."),
+        _f("justification", STRING, "Why personalised pricing is allowed (10 to 500 "
+           "characters).", max_length=500),
+        _f("baseline_window", STRING, "With starts_at: users matching the conditions this "
+           "long before the start form the baseline cohort of the before/after view "
+           "(default 7d)."),
     ),
 )
 
@@ -771,16 +808,17 @@ ATTRIBUTION = Contract(
     title="Trigger attribution",
     description="Experiment records of the promo triggers. Topic <prefix>.attribution, key "
                 "user_id: one `trigger` record per trigger sent (group treatment) or held out "
-                "(group holdout), one `conversion` record when a later purchase by the user "
-                "within the campaign's attribution window converts it (at most once per "
-                "trigger). Deduplicate by record_id.",
+                "(group holdout) or, in the baseline window before a campaign's starts_at, "
+                "per would-be trigger (group baseline), one `conversion` record when a later "
+                "purchase by the user within the campaign's attribution window converts it "
+                "(at most once per trigger). Deduplicate by record_id.",
     record=Attribution,
     fields=(
         _VERSION_OUT,
         _f("record_id", STRING, "Unique and stable across redelivery.", required=True),
         _f("kind", STRING, "Record kind.", required=True, enum=("trigger", "conversion")),
-        _f("group", STRING, "Experiment group.", required=True,
-           enum=("treatment", "holdout")),
+        _f("group", STRING, "Experiment group (baseline: the target audience before the "
+           "campaign started).", required=True, enum=("treatment", "holdout", "baseline")),
         _f("campaign_id", STRING, "Campaign.", required=True),
         _f("campaign_version", INTEGER, "Campaign version that fired.", required=True,
            minimum=1, maximum=MAX_UINT32),

@@ -8,7 +8,7 @@ names and keys here. Column types may be :data:`ENUM`, which the sink creates as
 
 >>> [t.name for t in LAYOUTS]  # doctest: +NORMALIZE_WHITESPACE
 ['live_events', 'click_events', 'room_insights', 'recommendations', 'promo_triggers',
- 'attribution', 'anomalies']
+ 'attribution', 'anomalies', 'ad_feedback']
 >>> LAYOUT_BY_NAME["room_insights"].order_by, cols("a String, b Array(String)")[1].type
 (('room_id', 'ts'), 'Array(String)')
 """
@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from streams.contracts import (
+    AD_FEEDBACK,
     ANOMALY,
     ATTRIBUTION,
     CLICK_EVENT,
@@ -141,5 +142,13 @@ LAYOUTS: tuple[TableLayout, ...] = (
         ("scope", "metric", "anomaly_id", "status"), "first_seen",
         "Anomaly incidents, one row when opened and one when resolved; user scopes "
         "pseudonymized (also inside anomaly_id and explanation); time = first seen."),
+    TableLayout(
+        "ad_feedback", lambda n: n.ad_feedback, AD_FEEDBACK, True,
+        cols(f"idempotency_key String, type {ENUM}, campaign_id {ENUM}, variant {ENUM}, "
+             f"channel {ENUM}, user_pid String, ts UInt64, order_id String, value Float64, "
+             f"currency {ENUM}"),
+        ("campaign_id", "idempotency_key", "type"), "ts",
+        "Ad-system feedback (valid ones: what the engine admitted), one row per trigger and "
+        "type (the contract's deduplication key); user ids pseudonymized."),
 )
 LAYOUT_BY_NAME = {t.name: t for t in LAYOUTS}

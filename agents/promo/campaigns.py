@@ -69,6 +69,8 @@ OUTCOMES = ("sent", "holdout", "capped", "budget", "quiet_hours", "expired", "no
 DEFAULT_HOLDOUT = 0.10
 DEFAULT_OFFER_TTL = "15m"
 DEFAULT_ATTRIBUTION_WINDOW = "24h"
+DEFAULT_BASELINE_WINDOW = "7d"   # before starts_at: the target audience's baseline cohort
+GROUPS = {"t": "treatment", "h": "holdout", "b": "baseline"}  # entry "g" -> record group
 MAX_CAMPAIGNS = 200          # campaign ids are metric labels: keep them bounded
 MAX_ENTRIES_PER_USER = 50    # recent triggers kept per user (caps, attribution, redelivery)
 STATE_VERSION = 1
@@ -269,7 +271,7 @@ _FIELDS = {"schema_version", "id", "version", "enabled", "name", "description", 
            "action", "offer", "offer_ttl", "cost_per_trigger", "budget", "caps",
            "quiet_hours", "holdout", "attribution_window", "starts_at", "expires_at",
            "variants", "mode", "objective", "bandit", "allow_personalised_pricing",
-           "justification"}
+           "justification", "baseline_window"}
 MAX_VARIANTS = 8              # as agents.promo.feedback.MAX_VARIANTS: variants are labels
 MODES = ("fixed", "bandit")
 OBJECTIVES = ("click", "conversion")
@@ -484,6 +486,7 @@ class Campaign:
     objective: str = "click"                # bandit: clicked or converted per shown
     bandit_every: int = DEFAULT_BANDIT_EVERY
     min_weight: float = DEFAULT_MIN_WEIGHT
+    baseline_window_ms: int = 0             # before starts_at: baseline cohort (0: none)
     # every leaf condition (``any`` flattened) as (field, op, value, getter, test): the audit
     audited: tuple[tuple[str, Any, Any, Callable[[Mapping[str, Any]], Any], Test], ...] = \
         field(default=(), repr=False)
@@ -555,6 +558,9 @@ class Campaign:
                 f"{where}.attribution_window"),
             starts_at=starts, expires_at=expires, tests=tests, variants=variants, mode=mode,
             objective=objective, bandit_every=every, min_weight=floor,
+            baseline_window_ms=parse_duration(
+                record.get("baseline_window", DEFAULT_BASELINE_WINDOW),
+                f"{where}.baseline_window") if starts is not None else 0,
             audited=_audited(record.get("when"), where))
 
     def match(self, ctx: Mapping[str, Any]) -> list[str] | None:
@@ -573,6 +579,18 @@ class Campaign:
         context held for it when the campaign fired (the audit record)."""
         return [[name, op, value, _bounded(get(ctx)), test(ctx) is not None]
                 for name, op, value, get, test in self.audited]
+
+    def in_baseline(self, ts: int) -> bool:
+        """True for event times in the window before ``starts_at`` whose matching users
+        form the baseline cohort (the before/after view).
+
+        >>> c = Campaign.from_dict({"id": "c", "on": ["like"], "action": "ad",
+        ...     "starts_at": "2024-01-08T00:00:00+00:00", "baseline_window": "1d"})
+        >>> c.in_baseline(c.starts_at - 1), c.in_baseline(c.starts_at - 86_400_001)
+        (True, False)
+        """
+        return (self.starts_at is not None and self.baseline_window_ms > 0
+                and self.starts_at - self.baseline_window_ms <= ts < self.starts_at)
 
     def gate(self, ts: int) -> str | None:
         """Why the campaign cannot fire at event time ``ts`` (None: it can)."""
@@ -829,7 +847,7 @@ def _attribution(entry: Mapping[str, Any], user_id: str, kind: str, ts: int,
                  **extra: Any) -> dict[str, Any]:
     record = {"schema_version": 1,
               "record_id": entry["k"] if kind == "trigger" else f"{entry['k']}:conversion",
-              "kind": kind, "group": "holdout" if entry["g"] == "h" else "treatment",
+              "kind": kind, "group": GROUPS.get(entry["g"], "treatment"),
               "campaign_id": entry["c"], "campaign_version": entry["v"], "user_id": user_id,
               "trigger_key": entry["k"], "trigger_ts": entry["t"], "ts": ts,
               "cost": entry.get("x", 0.0) if kind == "trigger" else 0.0}
@@ -920,11 +938,26 @@ class Decider:
                 decision.records.append(_attribution(entry, user, "trigger", entry["d"]))
                 return False
         outcome = campaign.gate(ts)
-        if outcome is None:
+        baseline = outcome == "not_started" and campaign.in_baseline(ts)
+        if outcome is None or baseline:
+            # the baseline cohort goes through the same caps, counted among its own entries
             for limit, per in campaign.caps:
-                if sum(1 for e in entries if e["c"] == cid and e["t"] > ts - per) >= limit:
-                    outcome = "capped"
+                if sum(1 for e in entries if e["c"] == cid and e["t"] > ts - per
+                       and (e["g"] == "b") == baseline) >= limit:
+                    if baseline:  # a capped baseline entry is simply not remembered
+                        baseline = False
+                    else:
+                        outcome = "capped"
                     break
+        if baseline:  # would have been decided had the campaign started: remember it
+            decision.outcomes.append((cid, "not_started"))
+            entry = {"k": key, "c": cid, "v": campaign.version, "g": "b", "t": ts, "d": now_ms,
+                     "w": ts + campaign.attribution_window_ms, "u": ts + campaign.keep_ms}
+            if facts.room_id:
+                entry["m"] = facts.room_id
+            decision.records.append(_attribution(entry, user, "trigger", now_ms))
+            entries.append(entry)
+            return True
         expires_at = ts + campaign.offer_ttl_ms
         if campaign.expires_at is not None:
             expires_at = min(expires_at, campaign.expires_at)
@@ -1005,8 +1038,7 @@ class Decider:
                 continue
             entry["cv"] = facts.event_id
             changed = True
-            group = "holdout" if entry["g"] == "h" else "treatment"
-            decision.conversions.append((entry["c"], group))
+            decision.conversions.append((entry["c"], GROUPS.get(entry["g"], "treatment")))
             decision.records.append(_attribution(
                 entry, facts.user_id, "conversion", now_ms, value=facts.value or 0.0,
                 purchase_event_id=facts.event_id, purchase_ts=facts.ts))
@@ -1035,7 +1067,7 @@ def audit_record(state: Mapping[str, Any] | None, key: str) -> dict[str, Any] | 
             sent = entry.get("p")
             return {"idempotency_key": key, "campaign_id": entry["c"],
                     "campaign_version": entry["v"],
-                    "group": "holdout" if entry["g"] == "h" else "treatment",
+                    "group": GROUPS.get(entry["g"], "treatment"),
                     "event_ts": entry["t"], "decided_at": entry["d"],
                     "kept_until": entry.get("u"), **entry.get("a", {}),
                     "action": sent.get("action") if sent else None,
@@ -1078,6 +1110,46 @@ def newcombe_interval(c1: int, n1: int, c2: int, n2: int,
             d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2))
 
 
+_STATS_KEYS = ("sent", "holdout", "baseline", "conv_t", "conv_h", "conv_b", "value_t",
+               "value_h", "value_b", "cost")
+_GROUP_SUFFIX = {"treatment": "t", "holdout": "h", "baseline": "b"}
+_TRIGGERS_OF = {"t": "sent", "h": "holdout", "b": "baseline"}
+
+
+def before_after(n_b: int, k_b: int, n_t: int, k_t: int, n_h: int, k_h: int
+                 ) -> dict[str, Any]:
+    """The before/after view beside the holdout estimate: conversion rate per (would-be)
+    trigger of the target audience in the window before the campaign started (``before``:
+    baseline cohort, ``n_b`` entries, ``k_b`` converted) and of the treated users during it;
+    ``change`` = during - before (what a before/after comparison credits to the campaign),
+    ``holdout_uplift`` = treated - held out (the experiment's estimate), ``drift`` = held out
+    - before (how much the rate moved without the campaign: the before/after bias).
+
+    >>> v = before_after(200, 10, 400, 40, 100, 8)
+    >>> v["before"]["conversion_rate"], v["during"]["conversion_rate"], v["change"]
+    (0.05, 0.1, 0.05)
+    >>> v["holdout_uplift"], v["drift"], before_after(0, 0, 5, 1, 0, 0)["change"]
+    (0.02, 0.03, None)
+    """
+    rate_b = k_b / n_b if n_b else None
+    rate_t = k_t / n_t if n_t else None
+    rate_h = k_h / n_h if n_h else None
+    change = rate_t - rate_b if rate_t is not None and rate_b is not None else None
+    interval = newcombe_interval(k_t, n_t, k_b, n_b)
+    return {
+        "before": {"triggers": n_b, "conversions": k_b, "conversion_rate": _round(rate_b),
+                   "ci95": [_round(x) for x in wilson_interval(k_b, n_b)] if n_b else None},
+        "during": {"triggers": n_t, "conversions": k_t, "conversion_rate": _round(rate_t),
+                   "ci95": [_round(x) for x in wilson_interval(k_t, n_t)] if n_t else None},
+        "change": _round(change),
+        "change_ci95": [_round(interval[0]), _round(interval[1])] if interval else None,
+        "holdout_uplift": _round(rate_t - rate_h) if rate_t is not None and rate_h is not None
+        else None,
+        "drift": _round(rate_h - rate_b) if rate_h is not None and rate_b is not None
+        else None,
+    }
+
+
 class CampaignStats:
     """Per-campaign experiment figures folded from attribution records (every worker folds
     all of them, so any worker reports the whole deployment). Records are deduplicated by
@@ -1112,20 +1184,18 @@ class CampaignStats:
         self._order.append(rid)
         if len(self._order) > self._dedupe:
             self._seen.discard(self._order.popleft())
-        c = self.counts.setdefault(cid, dict.fromkeys(
-            ("sent", "holdout", "conv_t", "conv_h", "value_t", "value_h", "cost"), 0.0))
-        treatment = record.get("group") == "treatment"
+        c = self.counts.setdefault(cid, dict.fromkeys(_STATS_KEYS, 0.0))
+        suffix = _GROUP_SUFFIX.get(record.get("group"), "h")  # type: ignore[arg-type]
         if record.get("kind") == "conversion":
-            c["conv_t" if treatment else "conv_h"] += 1
-            c["value_t" if treatment else "value_h"] += float(record.get("value") or 0.0)
+            c["conv_" + suffix] += 1
+            c["value_" + suffix] += float(record.get("value") or 0.0)
         else:
-            c["sent" if treatment else "holdout"] += 1
+            c[_TRIGGERS_OF[suffix]] += 1
             c["cost"] += float(record.get("cost") or 0.0)
         return True
 
     def report(self, campaign_id: str) -> dict[str, Any]:
-        c = self.counts.get(campaign_id) or dict.fromkeys(
-            ("sent", "holdout", "conv_t", "conv_h", "value_t", "value_h", "cost"), 0.0)
+        c = self.counts.get(campaign_id) or dict.fromkeys(_STATS_KEYS, 0.0)
         n_t, n_h = int(c["sent"]), int(c["holdout"])
         k_t, k_h = int(c["conv_t"]), int(c["conv_h"])
         rate_t = k_t / n_t if n_t else None
@@ -1146,6 +1216,8 @@ class CampaignStats:
             "cost_per_incremental_conversion": round(c["cost"] / incremental, 2)
             if incremental and incremental > 0 else None,
             "revenue": {"treatment": round(c["value_t"], 2), "holdout": round(c["value_h"], 2)},
+            "before_after": before_after(int(c["baseline"]), int(c["conv_b"]), n_t, k_t, n_h,
+                                         k_h),
         }
 
 

@@ -34,11 +34,17 @@ name; later ones are folded into ``_other``.
 
 from __future__ import annotations
 
+import hashlib
+import math
+import os
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from agents.promo.campaigns import wilson_interval
+from agents.rooms.sketches import HyperLogLog
 from streams.app import subscribe
 from streams.contracts import AD_FEEDBACK, AdFeedback, ContractError, validate
 from streams.ingest import Rejection, Validator, now_ms
@@ -47,6 +53,12 @@ if TYPE_CHECKING:
     from agents.engine import Engine
 
 KINDS = ("delivered", "shown", "clicked", "dismissed", "converted")
+# distinct users per row and stage: reach (shown), clickers (clicked), buyers (converted)
+PARTICIPATION = {"shown": "users_shown", "clicked": "users_clicked",
+                 "converted": "users_converted"}
+EXACT_USERS = 10_000   # per row and stage: exact below, HyperLogLog above
+EXACT_BUDGET = 200_000  # exact user hashes held by all rows of a report (~30 MB)
+_SALT = os.urandom(16)
 MAX_VARIANTS = 8      # per campaign: label values of livepulse_ad_feedback_total
 MAX_CHANNELS = 8      # per campaign
 OTHER = "_other"
@@ -83,6 +95,103 @@ class Deduper:
 
 def dedupe_key(record: AdFeedback) -> str:
     return f"{record.idempotency_key}\x1f{record.type}"
+
+
+def user_hash(user_id: str) -> int:
+    """A salted 64-bit hash, not the id: nothing held names a user outside this process."""
+    return int.from_bytes(hashlib.blake2b(user_id.encode(), digest_size=8,
+                                          key=_SALT).digest(), "big")
+
+
+class ExactBudget:
+    """How many user hashes all exact :class:`DistinctUsers` of a report may still hold."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, size: int = EXACT_BUDGET) -> None:
+        self.left = size
+
+
+class DistinctUsers:
+    """Distinct users of one report row and stage: exact (a set of salted 64-bit hashes) up
+    to ``exact_up_to`` users while the shared ``budget`` lasts, then a HyperLogLog (2 KiB,
+    ~2.3 % standard error) of the same hashes.
+
+    >>> d = DistinctUsers(exact_up_to=3)
+    >>> for u in ("a", "b", "a", "c"):
+    ...     d.add(u)
+    >>> d.count(), d.exact
+    (3, True)
+    >>> for i in range(2000):
+    ...     d.add(f"u{i}")
+    >>> d.add("a")   # seen while exact: the same hash in the sketch, not counted again
+    >>> d.exact, abs(d.count() - 2003) < 100
+    (False, True)
+    """
+
+    __slots__ = ("_budget", "_counted", "_hll", "_seen", "exact_up_to")
+
+    def __init__(self, exact_up_to: int = EXACT_USERS,
+                 budget: ExactBudget | None = None) -> None:
+        self.exact_up_to = exact_up_to
+        self._budget = budget or ExactBudget()
+        self._seen: set[int] | None = set()
+        self._hll: HyperLogLog | None = None
+        self._counted: int | None = None  # the sketch's estimate, until it changes
+
+    @property
+    def exact(self) -> bool:
+        return self._hll is None
+
+    def add(self, user_id: str) -> None:
+        self.add_hash(user_hash(user_id))
+
+    def add_hash(self, h: int) -> None:
+        """Add a user by :func:`user_hash` (computed once for the rows a record counts in)."""
+        seen = self._seen
+        if seen is not None:
+            if h in seen:
+                return
+            if len(seen) < self.exact_up_to and self._budget.left > 0:
+                seen.add(h)
+                self._budget.left -= 1
+                return
+            self._hll = HyperLogLog(p=11)
+            for old in seen:
+                self._hll.add(str(old))
+            self._budget.left += len(seen)
+            self._seen = None
+        assert self._hll is not None
+        self._hll.add(str(h))
+        self._counted = None
+
+    def count(self) -> int:
+        if self._hll is None:
+            assert self._seen is not None
+            return len(self._seen)
+        if self._counted is None:
+            self._counted = hll_estimate(self._hll.registers)
+        return self._counted
+
+
+def hll_estimate(registers: bytearray) -> int:
+    """:meth:`agents.rooms.sketches.HyperLogLog.count`, vectorised (a 2 KiB sketch: ~20 µs
+    instead of ~0.4 ms; the campaign gauges count every variant's sketches every 5 s).
+
+    >>> hll = HyperLogLog(p=11)
+    >>> for i in range(5000):
+    ...     hll.add(str(i))
+    >>> hll_estimate(hll.registers) == hll.count()
+    True
+    """
+    regs = np.frombuffer(bytes(registers), dtype=np.uint8)
+    m = len(regs)
+    alpha = 0.7213 / (1 + 1.079 / m)
+    estimate = alpha * m * m / float(np.ldexp(1.0, -regs.astype(np.int32)).sum())
+    zeros = int(m - np.count_nonzero(regs))
+    if estimate <= 2.5 * m and zeros:
+        estimate = m * math.log(m / zeros)
+    return round(estimate)
 
 
 class LabelCap:
@@ -139,6 +248,11 @@ def figures(counts: Mapping[str, float], cost: float) -> dict[str, Any]:
     shown, clicked = int(counts.get("shown", 0)), int(counts.get("clicked", 0))
     converted, revenue = int(counts.get("converted", 0)), float(counts.get("revenue", 0.0))
     out: dict[str, Any] = {kind: int(counts.get(kind, 0)) for kind in KINDS}
+    for name in PARTICIPATION.values():
+        if name in counts:
+            out[name] = int(counts[name])
+    if "users_shown" in out:
+        out["exposures_per_user"] = _ratio(shown, out["users_shown"])
     out.update({
         "ctr": _ratio(clicked, shown), "ctr_ci95": _ci(clicked, shown),
         "cvr": _ratio(converted, clicked), "cvr_ci95": _ci(converted, clicked),
@@ -158,6 +272,11 @@ class CampaignReports:
                  known: Callable[[str], bool] | None = None,
                  cap: LabelCap | None = None) -> None:
         self.rows: dict[str, dict[tuple[str, str], dict[str, float]]] = {}
+        # campaign -> (variant, channel) -> stage -> distinct users (see PARTICIPATION)
+        self.users: dict[str, dict[tuple[str, str], dict[str, DistinctUsers]]] = {}
+        self.variant_users: dict[str, dict[str, dict[str, DistinctUsers]]] = {}
+        self.campaign_users: dict[str, dict[str, dict[str, DistinctUsers]]] = {}
+        self.exact_budget = ExactBudget()
         self.sent: dict[str, dict[str, int]] = {}   # campaign -> variant -> triggers sent
         self.deduper = Deduper(dedupe)
         self.sent_deduper = Deduper(dedupe)
@@ -185,6 +304,18 @@ class CampaignReports:
         row[record.type] += 1
         if record.type == "converted":
             row["revenue"] += record.value or 0.0
+        if record.type in PARTICIPATION:
+            h = user_hash(record.user_id)
+            for holder, key in ((self.users.setdefault(cid, {}), labels),
+                                (self.variant_users.setdefault(cid, {}), labels[0]),
+                                (self.campaign_users.setdefault(cid, {}), "")):
+                stages = holder.get(key)
+                if stages is None:
+                    stages = holder[key] = {}
+                seen = stages.get(record.type)
+                if seen is None:
+                    seen = stages[record.type] = DistinctUsers(budget=self.exact_budget)
+                seen.add_hash(h)
         for listener in self.listeners:
             listener(cid)
         return True
@@ -227,6 +358,20 @@ class CampaignReports:
             counts.setdefault("sent", 0)
         return out
 
+    def participation(self, campaign_id: str, variant: str | None = None,
+                      channel: str | None = None) -> dict[str, int]:
+        """Distinct users shown / clicking / converting of one variant (all channels when
+        ``channel`` is None; the whole campaign when ``variant`` is None too), keyed as in
+        :data:`PARTICIPATION`."""
+        if variant is None:
+            stages = self.campaign_users.get(campaign_id, {}).get("", {})
+        elif channel is None:
+            stages = self.variant_users.get(campaign_id, {}).get(variant, {})
+        else:
+            stages = self.users.get(campaign_id, {}).get((variant, channel), {})
+        return {name: stages[stage].count() if stage in stages else 0
+                for stage, name in PARTICIPATION.items()}
+
     def add_message(self, validator: Validator, value: bytes | None, key: bytes | None,
                     at_ms: int) -> bool:
         """Fold one record as read from the topic, validated as the handler validates it,
@@ -260,15 +405,18 @@ class CampaignReports:
         for (variant, channel), counts in sorted(rows.items()):
             for name, n in counts.items():
                 total[name] += n
-            listed.append({"variant": variant, "channel": channel,
-                           **figures(counts, cost_per_trigger * counts["delivered"])})
+            listed.append({"variant": variant, "channel": channel, **figures(
+                {**counts, **self.participation(campaign_id, variant, channel)},
+                cost_per_trigger * counts["delivered"])})
         totals = {"sent": int(experiment.get("sent") or 0),
-                  **figures(total, float(experiment.get("cost") or 0.0))}
+                  **figures({**total, **self.participation(campaign_id)},
+                            float(experiment.get("cost") or 0.0))}
         variants = []
         for variant, counts in sorted(self.variant_counts(campaign_id).items()):
             shown = int(counts["shown"])
             row = {"variant": variant, "sent": int(counts["sent"]),
-                   **figures(counts, cost_per_trigger * counts["sent"]),
+                   **figures({**counts, **self.participation(campaign_id, variant)},
+                             cost_per_trigger * counts["sent"]),
                    "conversions_per_shown": _ratio(counts["converted"], shown),
                    "conversions_per_shown_ci95": _ci(int(counts["converted"]), shown)}
             row.update((bandit or {}).get(variant, {}))

@@ -49,6 +49,7 @@ from agents.promo.campaigns import (
     EventFacts,
     audit_record,
 )
+from agents.promo.feedback import KINDS as FEEDBACK_KINDS
 from agents.promo.feedback import CampaignReports
 from agents.promo.feedback import register as register_feedback
 from agents.state import WriteBehindTable
@@ -115,6 +116,8 @@ class PromoTriggers:
             max_future_skew_ms=int(engine.settings.max_future_skew_s * 1000),
             max_age_ms=NEVER_TOO_OLD_MS)
         self.positions: dict[TopicPartition, int] = {}
+        # the campaign gauge series exported last time: (gauge, labels) -> child
+        self._exported: dict[tuple[Any, tuple[str, ...]], Any] = {}
 
     # ------------------------------------------------------------------ user pipeline
     def on_event(self, live: bool, partition: int, record: Any, view: dict[str, Any],
@@ -266,10 +269,47 @@ class PromoTriggers:
                 f"{c.id}@v{c.version}" for c in self.book.campaigns()])
 
     def export_uplift(self) -> None:
+        """Set the deployment-wide campaign gauges (uplift, cohort conversion rates, and per
+        variant: events by kind, distinct users, revenue, cost); series of campaigns or
+        variants no longer reported are removed."""
+        metrics = self.engine.metrics
+        fresh: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+        children = self._exported
+
+        def put(gauge: Any, value: float, *labels: str) -> None:
+            key = (gauge, labels)
+            child = children.get(key)
+            if child is None:
+                child = gauge.labels(*labels)
+            child.set(value)
+            fresh[key] = child
+
         for campaign in self.book.campaigns():
-            uplift = self.stats.report(campaign.id)["uplift"]
-            if uplift is not None:
-                self.engine.metrics.campaign_uplift.labels(campaign.id).set(uplift)
+            cid = campaign.id
+            stats = self.stats.report(cid)
+            if stats["uplift"] is not None:
+                put(metrics.campaign_uplift, stats["uplift"], cid)
+            rates = {**stats["conversion_rate"],
+                     "baseline": stats["before_after"]["before"]["conversion_rate"]}
+            for group, rate in rates.items():
+                if rate is not None:
+                    put(metrics.campaign_conversion_rate, rate, cid, group)
+            for variant, counts in self.feedback.variant_counts(cid).items():
+                for kind in ("sent", *FEEDBACK_KINDS):
+                    put(metrics.campaign_events, counts.get(kind, 0), cid, variant, kind)
+                for kind, n in zip(("shown", "clicked", "converted"),
+                                   self.feedback.participation(cid, variant).values(),
+                                   strict=True):
+                    put(metrics.campaign_users, n, cid, variant, kind)
+                put(metrics.campaign_revenue, round(counts.get("revenue", 0.0), 2), cid,
+                    variant)
+                put(metrics.campaign_cost, round(counts.get("sent", 0) * campaign.cost, 2),
+                    cid, variant)
+        for gauge, labels in children.keys() - fresh.keys():
+            with contextlib.suppress(KeyError):
+                gauge.remove(*labels)
+        self._exported = fresh
 
     # ------------------------------------------------------------------ reporting
     def report(self, at_ms: int) -> dict[str, Any]:
@@ -287,10 +327,16 @@ class PromoTriggers:
         if campaign is None:
             return None
         bandit = self.bandits.describe(campaign) if campaign.variants else None
+        stats = self.stats.report(campaign_id)
+        view = stats.pop("before_after")
+        window = None
+        if campaign.starts_at is not None and campaign.baseline_window_ms:
+            window = [campaign.starts_at - campaign.baseline_window_ms, campaign.starts_at]
         return {"ts": at_ms, "synced": self.synced, "mode": campaign.mode,
                 "objective": campaign.objective if campaign.mode == "bandit" else None,
-                **self.feedback.report(campaign_id, self.stats.report(campaign_id),
-                                       campaign.cost, bandit)}
+                **self.feedback.report(campaign_id, stats, campaign.cost, bandit),
+                "before_after": {"starts_at": campaign.starts_at, "baseline_window": window,
+                                 **view}}
 
 
 def describe(campaign: Campaign, source: str, at_ms: int,

@@ -6,7 +6,8 @@ the dashboards, is :mod:`streams.history_schema`): the inputs
 :mod:`agents.privacy`; comment text and search queries redacted, see
 :mod:`agents.redaction`) and
 the engine's outputs ``room_insights``, ``recommendations``, ``promo_triggers``,
-``attribution`` and ``anomalies``. Every table
+``attribution``, ``anomalies`` and the ad systems' ``ad_feedback`` (user ids pseudonymized),
+plus the view ``campaign_metrics`` over ``ad_feedback`` (:func:`views_sql`). Every table
 
 * is a ``ReplacingMergeTree`` whose ``ORDER BY`` is the record's own key (``event_id``,
   ``request_id``, ``idempotency_key``, ``record_id``, (``anomaly_id``, ``status``), or
@@ -28,7 +29,7 @@ rows stored before it) run once: :func:`data_migration_statements`. Erasure of o
 
 >>> [t.name for t in TABLES]  # doctest: +NORMALIZE_WHITESPACE
 ['live_events', 'click_events', 'room_insights', 'recommendations', 'promo_triggers',
- 'attribution', 'anomalies']
+ 'attribution', 'anomalies', 'ad_feedback']
 >>> retention_cutoff(dt.date(2024, 3, 31), days=31)  # today and the 30 days before
 20240301
 >>> expired_partitions(["20240229", "20240301", "20240330"], 20240301)
@@ -203,10 +204,16 @@ def _anomaly(r: Mapping[str, Any], pid: Pseudonymize) -> Row:
             explanation, r["first_seen"], r["last_seen"], r["ts"])
 
 
+def _ad_feedback(r: Mapping[str, Any], pid: Pseudonymize) -> Row:
+    return (r["idempotency_key"], r["type"], r["campaign_id"], r.get("variant") or "default",
+            r["channel"], pid(r["user_id"]), r["ts"], _s(r.get("order_id")),
+            _f(r.get("value")), _s(r.get("currency")))
+
+
 ROW_MAPPERS: dict[str, Callable[[Mapping[str, Any], Pseudonymize], Row]] = {
     "live_events": _live_event, "click_events": _click_event, "room_insights": _room_insight,
     "recommendations": _recommendation, "promo_triggers": _promo_trigger,
-    "attribution": _attribution, "anomalies": _anomaly,
+    "attribution": _attribution, "anomalies": _anomaly, "ad_feedback": _ad_feedback,
 }
 TABLES: tuple[HistoryTable, ...] = tuple(HistoryTable.of(layout, ROW_MAPPERS[layout.name])
                                          for layout in LAYOUTS)
@@ -238,11 +245,40 @@ def scrub_raw_text_sql(database: str, server: tuple[int, ...]) -> list[str]:
     ]
 
 
+# Views: no rows of their own (erasure and retention act on the tables they read).
+VIEWS = ("campaign_metrics",)
+
+
+def views_sql(database: str, server: tuple[int, ...]) -> list[str]:
+    """Migration 3: ``campaign_metrics``, per day x campaign x variant x channel: feedback
+    counts, exposures (``shown``) and participation (distinct users shown, clicking,
+    converting), CTR (clicked / shown), CVR (converted / clicked) and revenue, each
+    (trigger, type) counted once (``FINAL``). Filter on ``day`` to prune partitions.
+
+    >>> "uniqExactIf(user_pid, type = 'shown') AS reach" in views_sql("lp", (18, 16))[0]
+    True
+    """
+    return [f"""CREATE VIEW IF NOT EXISTS {database}.campaign_metrics AS
+SELECT day, campaign_id, variant, channel,
+       countIf(type = 'delivered') AS delivered, countIf(type = 'shown') AS shown,
+       countIf(type = 'clicked') AS clicked, countIf(type = 'dismissed') AS dismissed,
+       countIf(type = 'converted') AS converted,
+       uniqExactIf(user_pid, type = 'shown') AS reach,
+       uniqExactIf(user_pid, type = 'clicked') AS clickers,
+       uniqExactIf(user_pid, type = 'converted') AS buyers,
+       if(shown = 0, 0, clicked / shown) AS ctr,
+       if(clicked = 0, 0, converted / clicked) AS cvr,
+       sumIf(value, type = 'converted') AS revenue
+FROM {database}.ad_feedback FINAL
+GROUP BY day, campaign_id, variant, channel"""]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "history tables",
               lambda db, server: [create_table_sql(t, db, server) for t in TABLES]),
     Migration(2, "privacy: drop raw session ids, comment text and queries of older rows",
               scrub_raw_text_sql, rerun=False),
+    Migration(3, "campaign_metrics view over ad_feedback", views_sql),
 )
 
 

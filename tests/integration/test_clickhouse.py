@@ -10,6 +10,7 @@ the ``clickhouse_url`` fixture) and the real embedded broker.
 * ClickHouse down: back-off, a bounded buffer with fetching paused, nothing committed,
   catch-up when it returns;
 * retention drops day partitions older than N days;
+* a user's ad-feedback rows are erased with the user and leave the campaign_metrics view;
 * the engine (a real worker with Redis) writes its inputs and outputs to history.
 """
 
@@ -33,7 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from agents.privacy import pseudonymize
 from agents.sinks.clickhouse import ClickHouseSink, ClickHouseWriter
-from agents.sinks.clickhouse_schema import MIGRATIONS, TABLE_BY_NAME, TABLES
+from agents.sinks.clickhouse_schema import MIGRATIONS, TABLE_BY_NAME, TABLES, VIEWS
 from agents.sinks.embedded_clickhouse import ClickHouseServer, clickhouse_server_available
 from benchmarks.bench_clickhouse import HistoryWorkload, produce, table_of
 from config.settings import Settings
@@ -154,9 +155,11 @@ def test_migrations_are_accepted_by_the_server_and_idempotent(
         "SELECT table, name, type FROM system.columns WHERE database = %(db)s "
         "ORDER BY table, name", {"db": first.database}) == shapes
     assert second.execute(f"SELECT version, count() FROM {first.database}.schema_migrations "
-                          "GROUP BY version") == [(m.version, 1) for m in MIGRATIONS]
+                          "GROUP BY version ORDER BY version") == [
+        (m.version, 1) for m in MIGRATIONS]
     tables = {t for t, _, _ in shapes}
-    assert tables == {t.name for t in TABLES} | {"schema_migrations", "sink_progress"}
+    assert tables == {t.name for t in TABLES} | {"schema_migrations", "sink_progress",
+                                                 *VIEWS}
     print(f"\nClickHouse server {second.server_version}: {len(tables)} tables")
     first.close()
     second.close()
@@ -382,6 +385,28 @@ def test_retention_drops_day_partitions_older_than_n_days(clickhouse_url: str) -
     assert sorted(p for _, p in dropped) == sorted(
         (today - dt.timedelta(days=a)).strftime("%Y%m%d") for a in (40, 10, 3))
     assert writer.drop_expired(today) == []  # nothing more to drop
+    writer.close()
+
+
+def test_ad_feedback_rows_are_erased_with_the_user_and_leave_the_view(
+        clickhouse_url: str) -> None:
+    url = database_url(clickhouse_url, f"fb{os.getpid()}x{time.monotonic_ns() % 10**6}")
+    writer = ClickHouseWriter(url, group="g", names=TopicNames("f"))
+    writer.migrate()
+    table = TABLE_BY_NAME["ad_feedback"]
+    ts = int(time.time() * 1000)
+    pid = {u: pseudonymize(u, KEY.encode()) for u in ("u1", "u2")}
+    rows = [table.row({"type": kind, "idempotency_key": f"k-{user}", "campaign_id": "c",
+                       "variant": "A", "channel": "push", "user_id": user, "ts": ts + i},
+                      lambda u: pid[u])
+            for user in ("u1", "u2") for i, kind in enumerate(("delivered", "shown", "clicked"))]
+    writer.insert("ad_feedback", rows)
+    writer.insert("ad_feedback", rows[:2])  # stored twice (a crash): one row after FINAL
+    view = f"SELECT shown, reach, clickers, ctr FROM {writer.database}.campaign_metrics"
+    assert writer.execute(view) == [(2, 2, 2, 1.0)]
+    assert writer.erase_user(pid["u1"]) == 5
+    assert writer.user_rows(pid["u1"]) == 0 and writer.user_rows(pid["u2"]) == 3
+    assert writer.execute(view) == [(1, 1, 1, 1.0)]
     writer.close()
 
 

@@ -1,19 +1,27 @@
 """Every Prometheus panel of every dashboard answers, on a real Prometheus scraping a real
 worker under simulated load.
 
-A worker (embedded broker, Redis, ClickHouse history, a campaign without quiet hours so
-triggers and conversions happen at any time of day) takes simulator traffic; Debian's
+A worker (embedded broker, Redis, ClickHouse history, a campaign with two variants and
+without quiet hours so triggers and conversions happen at any time of day, and one starting
+during the test, so its target audience forms a baseline cohort first) takes simulator
+traffic, and the simulated ad system (streams.ad_system, delays sped up) answers its
+triggers with feedback; Debian's
 ``prometheus`` scrapes it every second with ``config/prometheus/livepulse-rules.yml``
 loaded. Each panel query, with Grafana's variables substituted as Grafana would
 (``$__rate_interval``, ``$__range``, ``$instance`` = All), goes through ``/api/v1/query``
 and must return at least one sample with a number (not NaN); every metric it names must
 be declared on the worker's ``/metrics``, so an ``... or vector(0)`` cannot hide a typo;
-the rules must evaluate without errors.
+the rules must evaluate without errors. The Campaigns dashboard's ClickHouse queries return
+rows from the history the worker stored (every ClickHouse query also answers on the
+synthetic workload of tests/integration/test_clickhouse.py), and the second campaign's
+audience before its start is recorded as the baseline cohort.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import json
 import math
 import os
@@ -33,7 +41,11 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from agents.sinks.clickhouse import ClickHouseWriter
+from dashboards.clickhouse_sql import QUERIES, render
 from dashboards.grafana_build import JOB, PROMETHEUS, build, panels_of
+from streams.ad_system import AdSystemModel, VariantTruth
+from streams.ad_system import run as run_ad_system
 from streams.broker import _die_with_parent, free_port
 from streams.simulator import Simulator, run_simulation
 from streams.topics import topic_names
@@ -65,7 +77,25 @@ campaigns:
       - {max: 1, per: 1h}
     holdout: 0.5
     attribution_window: 2h
+    variants:
+      - {id: A, copy: "5 % off now"}
+      - {id: B, copy: "Your 5 % coupon"}
+  - id: dash-later
+    version: 1
+    name: Starts during the test (its audience before the start is the baseline cohort)
+    on: [product_click, add_to_cart]
+    action: reminder
+    offer: {text: "still thinking?"}
+    cost_per_trigger: 0.05
+    holdout: 0.5
+    attribution_window: 2h
+    starts_at: "{starts_at}"
+    baseline_window: 1h
 """
+# every stage of the funnel answers within seconds (ad_system delays / AD_SPEED)
+AD_MODEL = AdSystemModel(variants=(VariantTruth("A", 0.5, 0.6), VariantTruth("B", 0.3, 0.4)),
+                         p_show=0.9)
+AD_SPEED = 30.0
 METRIC_NAME = re.compile(r"\b(livepulse_[a-z0-9_]+)\b")
 
 
@@ -150,7 +180,8 @@ def test_every_prometheus_panel_answers_under_load(
     require(shutil.which("prometheus") is not None,
             "prometheus binary (Debian package prometheus)")
     campaigns = tmp_path / "campaigns.yaml"
-    campaigns.write_text(TEST_CAMPAIGNS)
+    starts_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=40)
+    campaigns.write_text(TEST_CAMPAIGNS.replace("{starts_at}", starts_at.isoformat()))
     tag = f"g{os.getpid()}x{time.monotonic_ns() % 10**9}"
     settings = unique_settings(
         tmp_path, broker, clickhouse_url=database_url(clickhouse_url, tag),
@@ -163,10 +194,22 @@ def test_every_prometheus_panel_answers_under_load(
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
 
+    names = topic_names(settings)
+
+    async def traffic() -> Any:
+        ads = asyncio.create_task(run_ad_system(
+            broker.bootstrap, names.promo_triggers, names.ad_feedback, AD_MODEL,
+            speed=AD_SPEED, group_id=f"{settings.app_id}-ads", from_beginning=True))
+        try:
+            return await run_simulation(broker.bootstrap, names, sim, rate=150.0,
+                                        duration=LOAD_S, stop=stop)
+        finally:
+            ads.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ads
+
     def load() -> None:
-        outcome["stats"] = loop.run_until_complete(run_simulation(
-            broker.bootstrap, topic_names(settings), sim, rate=150.0, duration=LOAD_S,
-            stop=stop))
+        outcome["stats"] = loop.run_until_complete(traffic())
 
     loader = threading.Thread(target=load, daemon=True)
     loader.start()
@@ -190,6 +233,38 @@ def test_every_prometheus_panel_answers_under_load(
         rules = [r for g in groups for r in g["rules"]]
         expected = [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
         assert len(rules) == len(expected) and all(r["health"] == "ok" for r in rules), rules
+
+        # the Campaigns dashboard's ClickHouse SQL on the history this worker stored
+        history = ClickHouseWriter(settings.clickhouse_url, group="q", names=names)
+        try:
+            sql = [q for name, q in QUERIES.items() if name.startswith("campaign_")]
+            empty = [q.name for q in sql]
+            deadline = time.monotonic() + 60
+            while empty and time.monotonic() < deadline:
+                to_ms = int(time.time() * 1000) + 1
+                empty = [q.name for q in sql if not history.execute(
+                    render(q, history.database, to_ms - 3_600_000, to_ms))]
+                time.sleep(0 if not empty else 2)
+            assert empty == [], f"campaign queries without rows: {empty}"
+            db = history.database
+            groups = dict(history.execute(
+                f"SELECT exp_group, count() FROM {db}.attribution FINAL WHERE campaign_id = "
+                "'dash-later' AND kind = 'trigger' GROUP BY exp_group"))
+            shown = history.execute(f"SELECT count(), uniqExact(user_pid) FROM {db}.ad_feedback "
+                                    "FINAL WHERE type = 'shown'")[0]
+        finally:
+            history.close()
+        assert groups.get("baseline", 0) > 0, groups  # the audience before starts_at
+        report = get(f"{worker.web_url}/api/campaigns/dash-coupon/report")
+        later = get(f"{worker.web_url}/api/campaigns/dash-later/report")
+        print(f"\nCAMPAIGNS attribution groups of dash-later {groups}; ClickHouse shown "
+              f"{shown}\nCAMPAIGNS dash-coupon variants " + json.dumps(
+                  [{k: v for k, v in row.items() if not k.endswith("ci95")}
+                   for row in report["variants"]])
+              + "\nCAMPAIGNS dash-later before_after " + json.dumps(later["before_after"]))
+        assert later["before_after"]["before"]["triggers"] > 0
+        assert {r["variant"] for r in report["variants"]} == {"A", "B"}
+        assert all(r["users_shown"] > 0 for r in report["variants"])
     finally:
         prometheus.terminate()
         prometheus.wait(30)

@@ -18,13 +18,16 @@ from agents.promo.feedback import (
     OTHER,
     CampaignReports,
     Deduper,
+    DistinctUsers,
+    ExactBudget,
     FeedbackHandler,
     LabelCap,
 )
+from agents.sinks.clickhouse_schema import TABLE_BY_NAME, erase_user_sql
 from agents.testing import Harness, records
 from config.settings import Settings
 from streams.ad_system import AdSystemModel, VariantTruth
-from streams.contracts import AD_FEEDBACK, ContractError, validate
+from streams.contracts import AD_FEEDBACK, ContractError, as_dict, validate
 from streams.ingest import now_ms
 
 
@@ -213,7 +216,66 @@ def test_triggers_feedback_report_end_to_end() -> None:
         shown = sum(1 for a in mine if a["type"] == "shown")
         clicked = sum(1 for a in mine if a["type"] == "clicked")
         assert row["ctr"] == round(clicked / shown, 6)
+        for stage in ("shown", "clicked", "converted"):
+            assert row[f"users_{stage}"] == len({a["user_id"] for a in mine
+                                                 if a["type"] == stage})
     assert {r["channel"] for r in report["rows"]} == {"push", "in_app"}
+    # the deployment-wide gauges carry the report's per-variant figures
+    h.promo.export_uplift()
+    registry = h.engine.metrics.registry
+    assert {v["variant"] for v in report["variants"]} == {"A", "B"}
+    for v in report["variants"]:
+        labels = {"campaign": "cart", "variant": v["variant"]}
+        for kind in ("sent", "shown", "clicked", "converted"):
+            assert registry.get_sample_value(
+                "livepulse_campaign_events", {**labels, "kind": kind}) == v[kind]
+        for stage in ("shown", "clicked", "converted"):
+            assert registry.get_sample_value(
+                "livepulse_campaign_users", {**labels, "kind": stage}) == v[f"users_{stage}"]
+        assert registry.get_sample_value("livepulse_campaign_cost", labels) == v["cost"]
+        assert registry.get_sample_value("livepulse_campaign_revenue", labels) == v["revenue"]
+    assert registry.get_sample_value("livepulse_campaign_conversion_rate", {
+        "campaign": "cart", "group": "treatment"}) == \
+        report["experiment"]["conversion_rate"]["treatment"]
+    # a campaign no longer in the book loses its series at the next export
+    h.promo.book = type(h.promo.book)()
+    h.promo.export_uplift()
+    assert registry.get_sample_value("livepulse_campaign_events", {
+        "campaign": "cart", "variant": "A", "kind": "sent"}) is None
+
+
+def test_participation_counts_distinct_users_per_row_variant_and_campaign() -> None:
+    reports = CampaignReports()
+    base = {"campaign_id": "c", "ts": 1, "type": "shown"}
+    for key, user, variant, channel in (("k1", "u1", "A", "push"), ("k2", "u1", "A", "push"),
+                                        ("k3", "u1", "A", "sms"), ("k4", "u2", "A", "push"),
+                                        ("k5", "u3", "B", "push")):
+        assert reports.add_raw({**base, "idempotency_key": key, "user_id": user,
+                                "variant": variant, "channel": channel})
+    assert reports.add_raw({**base, "type": "clicked", "idempotency_key": "k1",
+                            "user_id": "u1", "variant": "A", "channel": "push"})
+    report = reports.report("c", {"sent": 5}, 1.0)
+    rows = {(r["variant"], r["channel"]): r for r in report["rows"]}
+    assert (rows["A", "push"]["shown"], rows["A", "push"]["users_shown"]) == (3, 2)
+    assert rows["A", "push"]["exposures_per_user"] == 1.5
+    assert (rows["A", "push"]["users_clicked"], rows["A", "sms"]["users_clicked"]) == (1, 0)
+    variants = {v["variant"]: v for v in report["variants"]}
+    assert (variants["A"]["shown"], variants["A"]["users_shown"]) == (4, 2)
+    assert variants["B"]["users_shown"] == 1
+    assert (report["totals"]["shown"], report["totals"]["users_shown"]) == (5, 3)
+
+
+def test_ad_feedback_history_row_is_pseudonymized_and_erasable() -> None:
+    table = TABLE_BY_NAME["ad_feedback"]
+    record = validate(AD_FEEDBACK, feedback("converted", order_id="o1", value=12.5,
+                                            currency="CNY"))
+    row = dict(zip(table.column_names, table.row(as_dict(record), lambda u: "pid-" + u),
+                   strict=True))
+    assert row["user_pid"] == "pid-u1" and "u1" not in {row["idempotency_key"],
+                                                        row["order_id"]}
+    assert (row["type"], row["variant"], row["value"], row["currency"]) == (
+        "converted", "default", 12.5, "CNY")
+    assert "ALTER TABLE lp.ad_feedback DELETE WHERE user_pid = %(pid)s" in erase_user_sql("lp")
 
 
 def test_report_ctr_covers_the_true_ctr() -> None:
@@ -240,3 +302,21 @@ def test_report_ctr_covers_the_true_ctr() -> None:
     for row in report["rows"]:
         low, high = row["ctr_ci95"]
         assert low <= truth[row["variant"]]["ctr"] <= high, row
+
+
+def test_distinct_users_share_a_bounded_exact_budget() -> None:
+    budget = ExactBudget(100)
+    rows = [DistinctUsers(exact_up_to=80, budget=budget) for _ in range(3)]
+    for row in rows:
+        for i in range(60):
+            row.add(f"u{i}")
+            row.add(f"u{i}")          # a repeat is never counted or held twice
+    # 100 hashes exact at most: the first row holds 60; the others spill into sketches
+    # when the budget runs out (and give their hashes back)
+    assert [r.exact for r in rows] == [True, False, False] and budget.left == 40
+    assert rows[0].count() == 60
+    assert all(abs(r.count() - 60) <= 3 for r in rows[1:])
+    for i in range(60, 200):
+        rows[0].add(f"u{i}")          # beyond exact_up_to: a sketch, its hashes given back
+    assert not rows[0].exact and budget.left == 100
+    assert abs(rows[0].count() - 200) <= 10

@@ -303,6 +303,43 @@ def test_a_purchase_converts_the_latest_trigger_once_within_the_window() -> None
     assert late.records == [] and late.conversions == []  # outside the window
 
 
+def test_baseline_cohort_before_the_start_feeds_the_before_after_view() -> None:
+    """Users matching the conditions in baseline_window before starts_at are recorded (no
+    trigger, no cost) under the same caps; their purchases convert them; after the start
+    the caps count only real triggers; the view sets the change beside the uplift."""
+    start = T0 + 2 * HOUR
+    h = Harness(campaign(starts_at="2030-03-17T19:46:40Z", baseline_window="1h",
+                         caps=[{"max": 1, "per": "1h"}], attribution_window="1h",
+                         cost_per_trigger=0.5, holdout=0.5))
+    assert Campaign.from_dict(campaign()).baseline_window_ms == 0  # no start, no baseline
+    early = h.run(facts(1, ts=start - HOUR - 1))   # before the window: nothing remembered
+    assert early.outcomes == [("c1", "not_started")] and early.records == []
+    first = h.run(facts(2, ts=start - 30 * 60_000))
+    assert first.outcomes == [("c1", "not_started")] and first.triggers == []
+    (record,) = first.records
+    check_contract(ATTRIBUTION, record)
+    assert (record["group"], record["kind"], record["cost"]) == ("baseline", "trigger", 0.0)
+    assert h.run(facts(3, ts=start - 20 * 60_000)).records == []  # capped, as a trigger
+    bought = h.run(facts(4, kind="purchase", ts=start - 10 * 60_000, value=20.0))
+    assert bought.conversions == [("c1", "baseline")]
+    assert bought.records[0]["group"] == "baseline"
+    # after the start the baseline entry (20 min old) does not use up the cap
+    users = [f"v{i}" for i in range(40)]
+    during = [h.run(facts(10 + i, user=u, ts=start + 1)) for i, u in enumerate(users)]
+    assert h.run(facts(5, ts=start + 1)).outcomes[0][1] in ("sent", "holdout")
+    stats = CampaignStats()
+    for d in (early, first, bought, *during):
+        for r in d.records:
+            stats.add(r)
+    view = stats.report("c1")["before_after"]
+    assert view["before"] == {"triggers": 1, "conversions": 1, "conversion_rate": 1.0,
+                              "ci95": view["before"]["ci95"]}
+    sent = stats.report("c1")["sent"]
+    assert view["during"]["triggers"] == sent and view["change"] == -1.0
+    assert view["holdout_uplift"] == 0.0 and view["drift"] == -1.0
+    assert stats.report("c1")["holdout"] == 40 - sent  # the baseline is neither group
+
+
 def test_state_is_pruned_by_age_and_count() -> None:
     h = Harness(campaign(attribution_window="1h"))
     for i in range(MAX_ENTRIES_PER_USER + 5):

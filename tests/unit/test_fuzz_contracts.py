@@ -264,6 +264,8 @@ def test_valid_inputs_fit_their_clickhouse_columns(table: HistoryTable,
                                                   data: st.DataObject | None) -> None:
     contract = table.contract
     if data is None:
+        if "quantity" not in table.column_names:
+            return  # the explicit example is an event's quantity
         doc = {"event_id": "e", "type": "purchase", "ts": NOW, "room_id": "r", "user_id": "u",
                "session_id": "s", "item_id": "i", "amount": 1, "price": 1, "quantity": 2**40}
         result = validator(contract).decode(orjson.dumps(doc), NOW)

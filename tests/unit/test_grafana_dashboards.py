@@ -105,4 +105,5 @@ def test_prometheus_panels_have_queries_and_layouts_fit() -> None:
                         for x in range(p["gridPos"]["x"], p["gridPos"]["x"] + p["gridPos"]["w"])
                         for y in range(p["gridPos"]["y"], p["gridPos"]["y"] + p["gridPos"]["h"]))
         assert max(cells.values()) == 1, f"{path.name}: panels overlap"
-    assert counts == {"livepulse-ops": 29, "livepulse-business": 20, "livepulse-models": 14}
+    assert counts == {"livepulse-ops": 29, "livepulse-business": 20, "livepulse-models": 14,
+                      "livepulse-campaigns": 14}

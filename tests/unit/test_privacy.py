@@ -74,7 +74,7 @@ def test_erasure_sql_covers_every_table_that_holds_users() -> None:
     sql = erase_user_sql("lp")
     user_tables = [t.name for t in TABLES if "user_pid" in t.column_names]
     assert set(user_tables) == {"live_events", "click_events", "recommendations",
-                                "promo_triggers", "attribution"}
+                                "promo_triggers", "attribution", "ad_feedback"}
     for name in user_tables:
         assert f"ALTER TABLE lp.{name} DELETE WHERE user_pid = %(pid)s" in sql
     assert any("lp.anomalies DELETE" in s for s in sql)
