@@ -345,11 +345,33 @@
     return tk ? url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(tk) : url;
   }
 
+  // A self-contained panel of the room page (pin_next.js, portrait.js, questions.js): its
+  // labels applied, and #containerId redrawn with render(insight[group]) whenever the page
+  // has rendered a newer insight (window.livepulseLast) or the language changed. Checking a
+  // few times a second keeps the panels out of the page's own render code. Returns refresh.
+  function panel(panelId, containerId, group, render) {
+    let shown = null;
+    let shownLang = null;
+    function refresh() {
+      const el = document.getElementById(containerId);
+      const ins = window.livepulseLast;
+      if (!el || (ins === shown && lang === shownLang)) return;
+      shown = ins;
+      shownLang = lang;
+      el.innerHTML = render(ins && ins[group]);
+    }
+    applyLabels(document.getElementById(panelId) || document);
+    langListeners.push(refresh);
+    setInterval(refresh, 250);
+    refresh();
+    return refresh;
+  }
+
   window.LivePulse = {
     I18N, t, setLang, initLang, applyLabels, onLang: (fn) => langListeners.push(fn),
     get lang() { return lang; },
     currency, currencySign,
     format, get, bindFields, esc, sentimentClass, lineChart, gauge, isNum,
-    token, authFetch, withToken,
+    token, authFetch, withToken, panel,
   };
 })();

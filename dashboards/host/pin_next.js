@@ -32,20 +32,6 @@
     return items || `<div class="empty">${esc(LP.t("pn_none"))}</div>`;
   }
 
-  let shown = null;
-  let shownLang = null;
-  function refresh() {
-    const panel = document.getElementById("pin-next");
-    const ins = window.livepulseLast;
-    if (!panel || (ins === shown && LP.lang === shownLang)) return;
-    shown = ins;
-    shownLang = LP.lang;
-    panel.innerHTML = html(ins && ins.pin_next);
-  }
-
+  const refresh = LP.panel("pin-next-panel", "pin-next", "pin_next", html);
   window.LivePulsePinNext = { html, refresh };
-  LP.applyLabels(document.getElementById("pin-next-panel") || document);
-  LP.onLang(refresh);
-  setInterval(refresh, 250);
-  refresh();
 })();

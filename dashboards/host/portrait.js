@@ -98,20 +98,6 @@
       `<p class="hint p-foot">${esc(LP.t("p_profiled", { n: p.profiled || 0 }))}</p>`;
   }
 
-  let shown = null;
-  let shownLang = null;
-  function refresh() {
-    const panel = document.getElementById("portrait");
-    const ins = window.livepulseLast;
-    if (!panel || (ins === shown && LP.lang === shownLang)) return;
-    shown = ins;
-    shownLang = LP.lang;
-    panel.innerHTML = html(ins && ins.portrait);
-  }
-
+  const refresh = LP.panel("portrait-panel", "portrait", "portrait", html);
   window.LivePulsePortrait = { html, refresh };
-  LP.applyLabels(document.getElementById("portrait-panel") || document);
-  LP.onLang(refresh);
-  setInterval(refresh, 250);
-  refresh();
 })();

@@ -43,22 +43,6 @@
     return (rows || `<div class="empty">${esc(LP.t("q_none"))}</div>`) + totals;
   }
 
-  let shown = null;
-  let shownLang = null;
-  function refresh() {
-    const panel = document.getElementById("questions");
-    const ins = window.livepulseLast;
-    if (!panel || (ins === shown && LP.lang === shownLang)) return;
-    shown = ins;
-    shownLang = LP.lang;
-    panel.innerHTML = html(ins && ins.questions);
-  }
-
+  const refresh = LP.panel("questions-panel", "questions", "questions", html);
   window.LivePulseQuestions = { html, refresh };
-  LP.applyLabels(document.getElementById("questions-panel") || document);
-  LP.onLang(refresh);
-  // The page keeps its last rendered insight in window.livepulseLast; checking it a few
-  // times a second keeps this panel out of the page's own render code.
-  setInterval(refresh, 250);
-  refresh();
 })();
