@@ -342,70 +342,45 @@ class AnomalyDetector:
         out: dict[str, tuple[float, float | None]] = {}
         errors = self._errors
         recent = self._recent.sorted
-        if len(recent) >= 3:
-            ready = errors["median"].n >= _MIN_ERRORS
-            out["median"] = (recent[len(recent) // 2],
-                             errors["median"].scale() if ready else None)
-        if ts is None or not self._profiles or self._first_ts is None:
+        n = len(recent)
+        if n >= 3:
+            err = errors["median"]
+            out["median"] = (recent[n // 2],
+                             (err.scaled or err.scale()) if err.n >= _MIN_ERRORS else None)
+        profiles = self._profiles
+        if ts is None or not profiles:   # profiles exist only once a first ts was learnt
             return out
-        for name, profile in self._profiles.items():
-            if ts - self._first_ts < 1.5 * profile.period:
+        since = ts - self._first_ts   # type: ignore[operator]
+        for name, profile in profiles.items():
+            period = profile.period
+            if since < 1.5 * period:
                 continue
-            b = profile.bin(ts)
+            mean = profile.mean
+            b = int((ts % period) // profile.width) % len(mean)   # profile.bin(ts)
             profile.current = (ts, b)
             count = profile.count[b]
             if not count:
                 continue
             scale = None
-            if errors[name].n >= _MIN_ERRORS:
+            err = errors[name]
+            if err.n >= _MIN_ERRORS:
                 # the bin's own spread (noise often depends on the time of day), pulled
                 # towards the forecaster's overall scale while the bin has seen few periods
-                overall = errors[name].scale()
+                overall = err.scaled or err.scale()
                 spread = 1.2533 * profile.spread[b]   # mean absolute deviation -> sigma
-                scale = max(((count - 1) * spread + self.bin_prior * overall)
-                            / (count - 1 + self.bin_prior), 0.25 * overall)
-            out[name] = (profile.mean[b] + profile.offset, scale)
-            if self._last_ts is not None and self._last is not None:
+                prior = self.bin_prior
+                scale = ((count - 1) * spread + prior * overall) / (count - 1 + prior)
+                if scale < 0.25 * overall:
+                    scale = 0.25 * overall
+            out[name] = (mean[b] + profile.offset, scale)
+            if self.steps and self._last_ts is not None and self._last is not None:
                 b0 = profile.last_bin   # the bin of self._last_ts
-                if profile.count[b0] and self.steps:
+                if profile.count[b0]:
                     step = name + "_step"
                     ready = errors[step].n >= _MIN_ERRORS
-                    out[step] = (self._last + profile.mean[b] - profile.mean[b0],
+                    out[step] = (self._last + mean[b] - mean[b0],
                                  errors[step].scale() if ready else None)
         return out
-
-    def _evaluate(self, value: float, ts: float | None) -> tuple[Any, ...]:
-        """(key, forecasts, z-scores, raw score), cached so learn_one reuses the work."""
-        key = (value, ts)
-        cached = self._cached
-        if cached is not None and cached[0] == key:
-            return cached
-        forecasts = self._forecasts(ts)
-        zs: dict[str, float] = {}
-        best, best_mae = None, math.inf
-        for name, (forecast, scale) in forecasts.items():
-            if scale is None:
-                continue
-            zs[name] = abs(value - forecast) / scale
-            mae = self._errors[name].mae
-            if mae < best_mae:
-                best, best_mae = name, mae
-        raw = 0.0
-        if best is not None:
-            p = self._errors[best].tail.p(zs[best])
-            if p < 1.0:
-                raw = min(1.0, -math.log10(max(p, 1e-300)) / 6.0)
-        if self.spatial and raw >= self.spatial_gate and self._high > self._low:
-            beyond = max(value - self._high, self._low - value) / (self._high - self._low)
-            if beyond > 0.0:
-                # a new extreme after n exchangeable points has probability 2 / (n + 1) (or
-                # the rate new extremes have come at lately, if tracked and higher); each
-                # ``spatial_decade`` of the range further out makes it ten times rarer
-                base = max(2.0 / (self.n_seen + 1), self._extreme_rate)
-                log_p = math.log10(base) - beyond / self.spatial_decade
-                raw = max(raw, min(1.0, -log_p / 6.0))
-        self._cached = (key, forecasts, zs, raw, best)
-        return self._cached
 
     def _learn_time(self, value: float, ts: float) -> None:
         if self._first_ts is None:
@@ -421,21 +396,75 @@ class AnomalyDetector:
                     shapes = {"daily": (_DAY, 288), "weekly": (_WEEK, 336)}
                     self._profiles = {name: _Profile(*shapes[name], self._step)
                                       for name in self.periods}
+        rate = self.season_rate
         for profile in self._profiles.values():
             current = profile.current
             b = current[1] if current[0] == ts else profile.bin(ts)
-            profile.learn(b, value, self.season_rate)
+            # _Profile.learn inlined (every point, for each profile)
+            counts, mean = profile.count, profile.mean
+            count = counts[b]
+            if count:
+                residual = value - mean[b] - profile.offset
+                step = 1.0 / count
+                spread = profile.spread
+                spread[b] += (step if step > rate else rate) * (abs(residual) - spread[b])
+                profile.offset += 0.1 * residual
+            step = 1.0 / (count + 1)
+            mean[b] += (step if step > rate else rate) * (value - profile.offset - mean[b])
+            counts[b] = count + 1
             profile.last_bin = b
         self._last_ts = ts
+
+    def _evaluate(self, value: float, ts: float | None) -> tuple[Any, ...]:
+        """(value, ts, forecasts, z-scores, raw score, trusted forecaster), cached so
+        learning the point reuses the work."""
+        cached = self._cached
+        if cached is not None and cached[0] == value and cached[1] == ts:
+            return cached
+        forecasts = self._forecasts(ts)
+        errors = self._errors
+        zs: dict[str, float] = {}
+        best, best_mae = None, math.inf
+        for name, (forecast, scale) in forecasts.items():
+            if scale is None:
+                continue
+            zs[name] = abs(value - forecast) / scale
+            mae = errors[name].mae
+            if mae < best_mae:
+                best, best_mae = name, mae
+        raw = 0.0
+        if best is not None:
+            p = errors[best].tail.p(zs[best])
+            if p < 1.0:
+                raw = -math.log10(p if p > 1e-300 else 1e-300) / 6.0
+                if raw > 1.0:
+                    raw = 1.0
+        if self.spatial and raw >= self.spatial_gate and self._high > self._low:
+            beyond = max(value - self._high, self._low - value) / (self._high - self._low)
+            if beyond > 0.0:
+                # a new extreme after n exchangeable points has probability 2 / (n + 1) (or
+                # the rate new extremes have come at lately, if tracked and higher); each
+                # ``spatial_decade`` of the range further out makes it ten times rarer
+                base = max(2.0 / (self.n_seen + 1), self._extreme_rate)
+                log_p = math.log10(base) - beyond / self.spatial_decade
+                raw = max(raw, min(1.0, -log_p / 6.0))
+        self._cached = cached = (value, ts, forecasts, zs, raw, best)
+        return cached
 
     # ------------------------------------------------------------------ public API
 
     def score_one(self, x: dict[str, Any]) -> float:
         """Anomaly score of ``x`` in [0, 1], without learning it."""
         value = _value(x)
-        if value is None or self.n_seen < self.warmup:
+        if value is None:
             return 0.0
-        raw = self._evaluate(value, _ts(x))[3]
+        return self._score_value(value, _ts(x))
+
+    def _score_value(self, value: float, ts: float | None) -> float:
+        """:meth:`score_one` of a parsed point (``_value``, ``_ts``)."""
+        if self.n_seen < self.warmup:
+            return 0.0
+        raw = self._evaluate(value, ts)[4]
         if self._since_alarm < self.refractory and raw <= self._alarm_score + self.margin:
             raw *= self.damp
         return raw
@@ -443,11 +472,14 @@ class AnomalyDetector:
     def learn_one(self, x: dict[str, Any]) -> None:
         """Learn ``x`` (call after :meth:`score_one` for prequential scores)."""
         value = _value(x)
-        if value is None:
-            return
-        ts = _ts(x)
-        _, forecasts, zs, raw, best = self._evaluate(value, ts)
-        if self.n_seen >= self.warmup:
+        if value is not None:
+            self._learn_value(value, _ts(x))
+
+    def _learn_value(self, value: float, ts: float | None) -> None:
+        """:meth:`learn_one` of a parsed point (``_value``, ``_ts``)."""
+        _, _, forecasts, zs, raw, best = self._evaluate(value, ts)
+        n_seen = self.n_seen
+        if n_seen >= self.warmup:
             if raw >= self.alarm and (self._since_alarm >= self.refractory
                                       or raw > self._alarm_score + self.margin):
                 self._since_alarm, self._alarm_score = 0, raw
@@ -457,7 +489,7 @@ class AnomalyDetector:
         errors = self._errors
         # with ``thin`` > 1 the forecasters not trusted for this point learn their error
         # scale and z-score history on one point in ``thin`` (their ranking on every one)
-        thin = self.thin > 1 and self.n_seen % self.thin
+        thin = self.thin > 1 and n_seen % self.thin
         for name, z in zs.items():
             if thin and name != best:
                 continue
@@ -481,12 +513,15 @@ class AnomalyDetector:
             self._learn_time(value, ts)
         _add(self._recent, value)
         self._last = value
-        if self.extreme_alpha and self.n_seen >= self.warmup:
-            extreme = value > self._high or value < self._low
+        low, high = self._low, self._high
+        if self.extreme_alpha and n_seen >= self.warmup:
+            extreme = value > high or value < low
             self._extreme_rate += self.extreme_alpha * (extreme - self._extreme_rate)
-        self._low = min(self._low, value)
-        self._high = max(self._high, value)
-        self.n_seen += 1
+        if value < low:
+            self._low = value
+        if value > high:
+            self._high = value
+        self.n_seen = n_seen + 1
         self._cached = None
 
     def expected_range(self) -> tuple[float, float]:

@@ -30,7 +30,7 @@ from array import array
 from collections.abc import Sequence
 from typing import Any
 
-from online_models.anomaly import AnomalyDetector, _value
+from online_models.anomaly import AnomalyDetector, _ts, _value
 from online_models.anomaly_cad import ContextAnomalyDetector
 
 __all__ = ["Calibrator", "EnsembleDetector", "fast_ensemble"]
@@ -70,7 +70,10 @@ class Calibrator:
 
     def tail(self, score: float) -> float:
         """(Decayed) count of past scores in ``score``'s bin or above."""
-        i, total, tree = self._index(score), 0.0, self.tree
+        bins = self.bins
+        b = int(score * bins)   # self._index(score), inlined
+        i = bins - (0 if b < 0 else bins - 1 if b >= bins else b)
+        total, tree = 0.0, self.tree
         while i > 0:
             total += tree[i]
             i -= i & -i
@@ -85,7 +88,9 @@ class Calibrator:
 
     def add(self, score: float) -> None:
         """Count ``score``."""
-        i = self._index(score)
+        bins = self.bins
+        b = int(score * bins)
+        i = bins - (0 if b < 0 else bins - 1 if b >= bins else b)
         self.counts[self.bins - i] += 1.0
         self.total += 1.0
         tree, n = self.tree, self.bins
@@ -143,6 +148,8 @@ class EnsembleDetector:
     ['0.block_maxima', '0.errors', '0.history']
     """
 
+    _parsed = False   # (class default: instances pickled before the attribute existed)
+
     def __init__(self, members: Sequence[tuple[Any, bool]] | None = None, *,
                  combine: str = "max", warmup: int = 20, cap: int = 20_000,
                  bins: int = 1024, seed: int = 0) -> None:
@@ -159,7 +166,11 @@ class EnsembleDetector:
         self.combine = combine
         self.warmup = warmup
         self.seed = seed
-        self._cached: tuple[Any, list[float]] | None = None
+        self._cached: tuple[Any, ...] | None = None
+        # every member takes a parsed point (``_score_value`` / ``_learn_value``, as the
+        # detectors of this package do): parse it once, not once per member and call
+        self._parsed = all(hasattr(member, "_score_value") and hasattr(member, "_learn_value")
+                           for member in self.members)
 
     @property
     def n_seen(self) -> int:
@@ -175,6 +186,16 @@ class EnsembleDetector:
         self._cached = (key, raw)
         return raw
 
+    def _raw_parsed(self, value: float, ts: float | None) -> list[float]:
+        """Members' raw scores of a parsed point (members with ``_score_value``), cached
+        for :meth:`learn_one`."""
+        cached = self._cached
+        if cached is not None and cached[0] == value and cached[1] == ts:
+            return cached[2]
+        raw = [member._score_value(value, ts) for member in self.members]
+        self._cached = (value, ts, raw)
+        return raw
+
     def member_scores(self, x: dict[str, Any]) -> list[float]:
         """Each member's calibrated score of ``x``."""
         return [raw if calibrator is None else calibrator.score(raw)
@@ -183,8 +204,15 @@ class EnsembleDetector:
     def score_one(self, x: dict[str, Any]) -> float:
         """Anomaly score of ``x`` in [0, 1], without learning it."""
         if self.combine == "max":   # the hot path, without an intermediate list
+            if self._parsed:   # the point is parsed once for every member
+                value = _value(x)
+                if value is None:
+                    return 0.0
+                raws = self._raw_parsed(value, _ts(x))
+            else:
+                raws = self._raw(x)
             best = 0.0
-            for raw, calibrator in zip(self._raw(x), self.calibrators, strict=True):
+            for raw, calibrator in zip(raws, self.calibrators, strict=True):
                 score = raw if calibrator is None else calibrator.score(raw)
                 if score > best:
                     best = score
@@ -194,6 +222,18 @@ class EnsembleDetector:
 
     def learn_one(self, x: dict[str, Any]) -> None:
         """Learn ``x`` (call after :meth:`score_one` for prequential scores)."""
+        if self._parsed:
+            value = _value(x)
+            if value is not None:
+                ts = _ts(x)
+                raws = self._raw_parsed(value, ts)
+                for member, calibrator, score in zip(self.members, self.calibrators, raws,
+                                                     strict=True):
+                    if calibrator is not None and member.n_seen >= member.warmup:
+                        calibrator.add(score)
+                    member._learn_value(value, ts)
+            self._cached = None
+            return
         raw = self._raw(x)
         valid = None
         for member, calibrator, score in zip(self.members, self.calibrators, raw, strict=True):
