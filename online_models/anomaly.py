@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right, insort
 from typing import Any
 
 __all__ = ["AnomalyDetector"]
@@ -54,10 +54,12 @@ _MIN_ERRORS = 10   # errors a forecaster needs before it may score
 def _value(x: dict[str, Any]) -> float | None:
     """``x["value"]`` as a finite float, or None (missing, non-numeric, NaN, infinite)."""
     try:
-        value = float(x["value"])
+        value = x["value"]
+        if type(value) is not float:
+            value = float(value)
     except (KeyError, TypeError, ValueError):
         return None
-    return value if math.isfinite(value) else None
+    return value if -math.inf < value < math.inf else None
 
 
 def _ts(x: dict[str, Any]) -> float | None:
@@ -65,11 +67,12 @@ def _ts(x: dict[str, Any]) -> float | None:
     ts = x.get("ts")
     if ts is None:
         return None
-    try:
-        ts = float(ts)
-    except (TypeError, ValueError):
-        return None
-    return ts if math.isfinite(ts) and abs(ts) < 1e13 else None
+    if type(ts) is not float:
+        try:
+            ts = float(ts)
+        except (TypeError, ValueError):
+            return None
+    return ts if -1e13 < ts < 1e13 else None   # finite, in a sane range
 
 
 class _Rolling:
@@ -104,13 +107,22 @@ def _add(rolling: _Rolling, value: float) -> None:
     ring[pos] = value
     rolling.pos = pos + 1 if pos + 1 < rolling.size else 0
     i = bisect_left(ordered, old)
-    # the new value often sorts where the old one was: overwrite instead of two list moves
-    if (i == 0 or ordered[i - 1] <= value) and (i + 1 == len(ordered)
-                                                 or value <= ordered[i + 1]):
-        ordered[i] = value
+    # search only the side of the old value the new one sorts on; when it sorts where the
+    # old one was (often), overwrite instead of two moves
+    if old < value:
+        j = bisect_right(ordered, value, i)
+        if j == i + 1:
+            ordered[i] = value
+        else:
+            del ordered[i]
+            ordered.insert(j - 1, value)
     else:
-        del ordered[i]
-        insort(ordered, value)
+        j = bisect_right(ordered, value, 0, i)
+        if j == i:
+            ordered[i] = value
+        else:
+            del ordered[i]
+            ordered.insert(j, value)
 
 
 class _Tail:
@@ -218,6 +230,17 @@ class _Errors:
         self.scaled = None
         self.n += 1
         self.mae = error if self.n == 1 else self.mae + self.alpha * (error - self.mae)
+
+
+def _scale(err: _Errors) -> float:
+    """``err.scale()`` as a function, the cached value without a call."""
+    scaled = err.scaled
+    if scaled is None:
+        s = err.abs.sorted
+        n = len(s)
+        a, b = 1.4826 * s[n // 2], 0.304 * s[int(0.9 * n)]
+        scaled = err.scaled = max(a if a >= b else b, 1e-9)
+    return scaled
 
 
 class AnomalyDetector:
@@ -345,8 +368,7 @@ class AnomalyDetector:
         n = len(recent)
         if n >= 3:
             err = errors["median"]
-            out["median"] = (recent[n // 2],
-                             (err.scaled or err.scale()) if err.n >= _MIN_ERRORS else None)
+            out["median"] = (recent[n // 2], _scale(err) if err.n >= _MIN_ERRORS else None)
         profiles = self._profiles
         if ts is None or not profiles:   # profiles exist only once a first ts was learnt
             return out
@@ -366,7 +388,7 @@ class AnomalyDetector:
             if err.n >= _MIN_ERRORS:
                 # the bin's own spread (noise often depends on the time of day), pulled
                 # towards the forecaster's overall scale while the bin has seen few periods
-                overall = err.scaled or err.scale()
+                overall = _scale(err)
                 spread = 1.2533 * profile.spread[b]   # mean absolute deviation -> sigma
                 prior = self.bin_prior
                 scale = ((count - 1) * spread + prior * overall) / (count - 1 + prior)
@@ -477,7 +499,10 @@ class AnomalyDetector:
 
     def _learn_value(self, value: float, ts: float | None) -> None:
         """:meth:`learn_one` of a parsed point (``_value``, ``_ts``)."""
-        _, _, forecasts, zs, raw, best = self._evaluate(value, ts)
+        cached = self._cached
+        if cached is None or cached[0] != value or cached[1] != ts:
+            cached = self._evaluate(value, ts)
+        _, _, forecasts, zs, raw, best = cached
         n_seen = self.n_seen
         if n_seen >= self.warmup:
             if raw >= self.alarm and (self._since_alarm >= self.refractory

@@ -196,7 +196,10 @@ class ContextAnomalyDetector:
     def _learn_value(self, value: float, ts: float | None) -> None:
         """:meth:`learn_one` of a parsed value (``ts`` is not used)."""
         if self._origin is not None:
-            _, novelty, digit, keys = self._keys(value)
+            cached = self._cached
+            if cached is None or cached[0] != value:
+                cached = self._keys(value)
+            _, novelty, digit, keys = cached
             if self.rest:
                 self._history.append(novelty)
             self._learn_level(digit, keys)

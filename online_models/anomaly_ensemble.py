@@ -186,15 +186,21 @@ class EnsembleDetector:
         self._cached = (key, raw)
         return raw
 
-    def _raw_parsed(self, value: float, ts: float | None) -> list[float]:
-        """Members' raw scores of a parsed point (members with ``_score_value``), cached
-        for :meth:`learn_one`."""
+    def _raw_parsed(self, x: dict[str, Any]) -> tuple[Any, ...]:
+        """``(raw value, raw ts, value, ts, member scores)`` of ``x`` for members with
+        ``_score_value`` (``value`` None: not a valid point), cached for :meth:`learn_one`."""
+        given, given_ts = x.get("value"), x.get("ts")
         cached = self._cached
-        if cached is not None and cached[0] == value and cached[1] == ts:
-            return cached[2]
+        if cached is not None and cached[0] == given and cached[1] == given_ts:
+            return cached
+        value = _value(x)
+        if value is None:
+            self._cached = cached = (given, given_ts, None, None, None)
+            return cached
+        ts = _ts(x)
         raw = [member._score_value(value, ts) for member in self.members]
-        self._cached = (value, ts, raw)
-        return raw
+        self._cached = cached = (given, given_ts, value, ts, raw)
+        return cached
 
     def member_scores(self, x: dict[str, Any]) -> list[float]:
         """Each member's calibrated score of ``x``."""
@@ -208,9 +214,19 @@ class EnsembleDetector:
                 value = _value(x)
                 if value is None:
                     return 0.0
-                raws = self._raw_parsed(value, _ts(x))
-            else:
-                raws = self._raw(x)
+                ts = _ts(x)
+                raws = [member._score_value(value, ts) for member in self.members]
+                self._cached = (x.get("value"), x.get("ts"), value, ts, raws)
+                best = 0.0
+                for raw, calibrator in zip(raws, self.calibrators, strict=True):
+                    if calibrator is not None:
+                        if raw <= 0.0:
+                            continue
+                        raw = calibrator.score(raw)
+                    if raw > best:
+                        best = raw
+                return best
+            raws = self._raw(x)
             best = 0.0
             for raw, calibrator in zip(raws, self.calibrators, strict=True):
                 score = raw if calibrator is None else calibrator.score(raw)
@@ -223,10 +239,11 @@ class EnsembleDetector:
     def learn_one(self, x: dict[str, Any]) -> None:
         """Learn ``x`` (call after :meth:`score_one` for prequential scores)."""
         if self._parsed:
-            value = _value(x)
+            cached = self._cached
+            if cached is None or cached[0] != x.get("value") or cached[1] != x.get("ts"):
+                cached = self._raw_parsed(x)
+            _, _, value, ts, raws = cached
             if value is not None:
-                ts = _ts(x)
-                raws = self._raw_parsed(value, ts)
                 for member, calibrator, score in zip(self.members, self.calibrators, raws,
                                                      strict=True):
                     if calibrator is not None and member.n_seen >= member.warmup:
