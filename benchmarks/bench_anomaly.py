@@ -11,9 +11,10 @@ processes do not inflate. The first run's scores are scored the NAB way
 (:mod:`online_models.evaluation.nab`, threshold optimised per profile), so speed and quality sit
 side by side:
 
-- ``forecast``, ``cad``, ``ensemble``: the ``livepulse eval nab --detector`` detectors
-  (:mod:`online_models.anomaly`, :mod:`online_models.anomaly_cad`,
-  :mod:`online_models.anomaly_ensemble`), warm-up = NAB probation;
+- ``forecast``, ``cad``, ``ensemble``, ``fast``, ``fast_engine``, ``forecast_r0``: the
+  ``livepulse eval nab --detector`` detectors (:mod:`online_models.anomaly`,
+  :mod:`online_models.anomaly_cad`, :mod:`online_models.anomaly_ensemble`; ``fast_engine``
+  is ``LIVEPULSE_ANOMALY_DETECTOR=fast``), warm-up = NAB probation;
 - ``forecast_engine``, ``ensemble_engine``: the same with the engine's settings (no daily /
   weekly profiles: a live session lasts hours; shorter calibration memories);
 - ``river_hst``: River's ``MinMaxScaler | HalfSpaceTrees`` (defaults, seed 42) on the value;
@@ -43,7 +44,7 @@ from typing import Any
 from benchmarks.bench_incidents import ENGINE_BINS, ENGINE_CAPACITY
 from online_models.anomaly import AnomalyDetector
 from online_models.anomaly_cad import ContextAnomalyDetector
-from online_models.anomaly_ensemble import EnsembleDetector, fast_ensemble
+from online_models.anomaly_ensemble import EnsembleDetector
 from online_models.evaluation.nab import DETECTORS as NAB_DETECTORS
 from online_models.evaluation.nab import (
     Series,
@@ -114,7 +115,6 @@ DETECTORS: dict[str, Callable[[int], Any]] = {
     **NAB_DETECTORS,
     "forecast_engine": engine_forecast,
     "ensemble_engine": engine_ensemble,
-    "fast_engine": lambda warmup: fast_ensemble(warmup, refractory=0),
     "river_hst": lambda warmup: river_hst(),
     "windowed_gaussian": lambda warmup: WindowedGaussian(),
 }
