@@ -1,6 +1,7 @@
 """Throughput of the streaming anomaly detector next to two baselines, with their NAB scores.
 
     python -m benchmarks.bench_anomaly [--data DIR] [--runs 3] [--skip-hst] [--detectors A,B]
+        [--memory]
 
 Every detector streams every NAB series in ``DIR/data/*/*.csv`` (default: the shared NAB
 subset) one point at a time, ``score_one`` then ``learn_one``, a fresh instance per series,
@@ -21,6 +22,8 @@ side by side:
 - ``windowed_gaussian``: mean and standard deviation of the last 6 400 values (running sums),
   score = 1 - two-sided Gaussian tail probability of the new value (in the spirit of NAB's
   windowed Gaussian baseline).
+
+``--memory`` adds the KB per instance of the engine's detectors (:func:`memory_kb`).
 
 Each row also has its NAB scores under leave-one-group-out (``nab_logo``: thresholds chosen
 on the other groups, see :func:`online_models.evaluation.nab.leave_one_group_out`).
@@ -120,6 +123,30 @@ DETECTORS: dict[str, Callable[[int], Any]] = {
 }
 
 
+def memory_kb(factory: Callable[[], Any], seconds: int = 3 * 3600, instances: int = 5,
+              seed: int = 1) -> float:
+    """KB per instance (``tracemalloc``: blocks allocated and still held) after ``seconds``
+    of a noisy 1 Hz metric, the mean over ``instances``."""
+    import random
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        detectors = [factory() for _ in range(instances)]
+        rng = random.Random(seed)
+        for t in range(seconds):
+            x = {"value": 100.0 + rng.gauss(0.0, 5.0), "ts": 1.7e9 + t}
+            for detector in detectors:
+                detector.score_one(x)
+                detector.learn_one(x)
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    held = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    return round(held / instances / 1024, 1)
+
+
 def stream(detector: Any, points: Sequence[dict[str, Any]]) -> tuple[list[float], float, float]:
     """Scores, wall seconds and thread-CPU seconds of one pass (score, then learn)."""
     score_one, learn_one = detector.score_one, detector.learn_one
@@ -161,6 +188,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-hst", action="store_true", help="leave River HST out (slow)")
+    parser.add_argument("--memory", action="store_true",
+                        help="also KB per instance of the engine's detectors "
+                        "(LIVEPULSE_ANOMALY_DETECTOR values) after 3 h of a 1 Hz metric")
     parser.add_argument("--detectors", default=None,
                         help=f"comma-separated subset of {', '.join(DETECTORS)}")
     args = parser.parse_args(argv)
@@ -191,6 +221,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(f"{name:<18} {row['points_per_s']:>9,} points/s (runs {row['points_per_s_runs']},"
               f" cpu {row['cpu_points_per_s']:,}/s)  NAB standard {row['nab']['standard']}"
               f" (leave-one-group-out {row['nab_logo']['standard']})")
+    if args.memory:
+        from agents.anomalies.watches import DETECTORS as ENGINE_DETECTORS
+
+        result["engine_kb_per_instance"] = {name: memory_kb(factory)
+                                            for name, factory in ENGINE_DETECTORS.items()}
+        print(f"engine detectors, KB per instance: {result['engine_kb_per_instance']}")
     result["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     print(json.dumps(result))
     return result
