@@ -153,20 +153,24 @@ class _Tail:
         # history is long enough to trust its own tail
         if n < 30:
             return math.erfc(r / (_SQRT2 * 1.5))
+        # (a if a >= b else b) is max(a, b) without a call: this runs for every point
         upper = s[int(0.9 * n)]
-        top = s[min(n - 1, int(0.99 * n))]
+        top = s[int(0.99 * n)] if n > 100 else s[n - 1]   # s[min(n - 1, int(0.99 * n))]
         empirical = (n - bisect_left(s, r)) / n
         if r <= upper:
-            p = max(empirical, 1.0 / n)
+            floor = 1.0 / n
         else:
-            decay = max((top - upper) / _LN10, 1e-12)
-            p = max(empirical, 0.1 * math.exp(-(r - upper) / decay))
+            decay = (top - upper) / _LN10
+            floor = 0.1 * math.exp(-(r - upper) / (decay if decay >= 1e-12 else 1e-12))
+        p = empirical if empirical >= floor else floor
         if n < 200:
             p = max(p, math.erfc(r / (_SQRT2 * 1.5)))
         maxima = self.blocks.sorted
-        if len(maxima) >= 8:
-            seen = len(maxima) - bisect_left(maxima, r) + (self.current >= r)
-            p = max(p, seen / ((len(maxima) + 1) * self.block))
+        m = len(maxima)
+        if m >= 8:
+            seen = (m - bisect_left(maxima, r) + (self.current >= r)) / ((m + 1) * self.block)
+            if seen > p:
+                p = seen
         return p
 
 

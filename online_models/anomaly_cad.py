@@ -133,9 +133,9 @@ class ContextAnomalyDetector:
         recent = self._recent
         new = self.depth - len(recent)   # longer than the history: new by definition
         keys = [context * _BASE + digit for context in recent]
-        for context, pair in zip(recent, keys, strict=True):
+        for i, pair in enumerate(keys):   # (zip with strict=True costs more, per call)
             seen = pair in pairs
-            if context in contexts:
+            if recent[i] in contexts:
                 predicted += 1
                 failed += not seen
             new += not seen
@@ -148,8 +148,9 @@ class ContextAnomalyDetector:
         recent = self._recent
         if keys is None:
             keys = [context * _BASE + digit for context in recent]
-        for context, pair in zip(recent, keys, strict=True):
+        for i, pair in enumerate(keys):
             pairs[pair] = pairs.get(pair, 0) + 1
+            context = recent[i]
             contexts[context] = contexts.get(context, 0) + 1
         capacity = self.capacity
         if len(pairs) > capacity:

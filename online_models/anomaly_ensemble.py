@@ -218,7 +218,9 @@ class EnsembleDetector:
                 raws = [member._score_value(value, ts) for member in self.members]
                 self._cached = (x.get("value"), x.get("ts"), value, ts, raws)
                 best = 0.0
-                for raw, calibrator in zip(raws, self.calibrators, strict=True):
+                calibrators = self.calibrators
+                for i, raw in enumerate(raws):   # (cheaper than zip with strict=True)
+                    calibrator = calibrators[i]
                     if calibrator is not None:
                         if raw <= 0.0:
                             continue
@@ -244,10 +246,11 @@ class EnsembleDetector:
                 cached = self._raw_parsed(x)
             _, _, value, ts, raws = cached
             if value is not None:
-                for member, calibrator, score in zip(self.members, self.calibrators, raws,
-                                                     strict=True):
+                calibrators = self.calibrators
+                for i, member in enumerate(self.members):
+                    calibrator = calibrators[i]
                     if calibrator is not None and member.n_seen >= member.warmup:
-                        calibrator.add(score)
+                        calibrator.add(raws[i])
                     member._learn_value(value, ts)
             self._cached = None
             return
