@@ -83,8 +83,15 @@ class Calibrator:
         """The calibrated score of ``score`` (0 for a score of 0 or less)."""
         if score <= 0.0:
             return 0.0
-        p = (self.tail(score) + 1.0) / (self.total + 1.0)
-        return min(1.0, 0.0 - math.log10(p) / 6.0)   # 0.0 - : never -0.0
+        bins = self.bins   # self.tail(score), inlined
+        b = int(score * bins)
+        i = bins - (0 if b < 0 else bins - 1 if b >= bins else b)
+        tail, tree = 0.0, self.tree
+        while i > 0:
+            tail += tree[i]
+            i -= i & -i
+        calibrated = 0.0 - math.log10((tail + 1.0) / (self.total + 1.0)) / 6.0   # never -0.0
+        return calibrated if calibrated < 1.0 else 1.0
 
     def add(self, score: float) -> None:
         """Count ``score``."""
