@@ -243,7 +243,10 @@ def _scale(err: _Errors) -> float:
         s = err.abs.sorted
         n = len(s)
         a, b = 1.4826 * s[n // 2], 0.304 * s[int(0.9 * n)]
-        scaled = err.scaled = max(a if a >= b else b, 1e-9)
+        scaled = a if a >= b else b
+        if scaled < 1e-9:   # max(a, b, 1e-9)
+            scaled = 1e-9
+        err.scaled = scaled
     return scaled
 
 
