@@ -259,3 +259,18 @@ def test_incident_scoring_counts_one_detection_per_incident(tmp_path: Path) -> N
     rowwise = score_corpus(corpus, [one, one], profiles, {"standard": 0.95,
                                                           "reward_low_FN_rate": 0.95})
     assert rowwise.raw["standard"] < 2 * (found + fp)   # ten false positives per file
+
+
+def test_cli_scores_as_the_engine_alerts(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    values = [50.0 + (row % 5) for row in range(400)]
+    values[300] = values[301] = 500.0   # two rows: the engine's rule can open on it
+    tree = write_tree(tmp_path / "nab", {"g1/a.csv": [(290, 309)], "g2/b.csv": [(290, 309)]},
+                      rows=400, values={"g1/a.csv": values, "g2/b.csv": values})
+    summary = eval_nab.main(["--data", str(tree), "--detector", "fast_engine", "--incidents"])
+    out = capsys.readouterr().out
+    assert "logo incidents:fast_engine combined" in out
+    assert "all-files incidents:fast_engine" in out
+    logo = summary["incidents"]["fast_engine"]
+    assert logo["rule"] == eval_nab.ENGINE_RULE and set(logo["groups"]) == {"g1", "g2"}
+    assert logo["standard"] > 50.0   # the jump is found in both groups
