@@ -1,6 +1,7 @@
 """Throughput of the streaming anomaly detector next to two baselines, with their NAB scores.
 
     python -m benchmarks.bench_anomaly [--data DIR] [--runs 3] [--skip-hst] [--detectors A,B]
+        [--memory]
 
 Every detector streams every NAB series in ``DIR/data/*/*.csv`` (default: the shared NAB
 subset) one point at a time, ``score_one`` then ``learn_one``, a fresh instance per series,
@@ -11,15 +12,18 @@ processes do not inflate. The first run's scores are scored the NAB way
 (:mod:`online_models.evaluation.nab`, threshold optimised per profile), so speed and quality sit
 side by side:
 
-- ``forecast``, ``cad``, ``ensemble``: the ``livepulse eval nab --detector`` detectors
-  (:mod:`online_models.anomaly`, :mod:`online_models.anomaly_cad`,
-  :mod:`online_models.anomaly_ensemble`), warm-up = NAB probation;
+- ``forecast``, ``cad``, ``ensemble``, ``fast``, ``fast_engine``, ``forecast_r0``: the
+  ``livepulse eval nab --detector`` detectors (:mod:`online_models.anomaly`,
+  :mod:`online_models.anomaly_cad`, :mod:`online_models.anomaly_ensemble`; ``fast_engine``
+  is ``LIVEPULSE_ANOMALY_DETECTOR=fast``), warm-up = NAB probation;
 - ``forecast_engine``, ``ensemble_engine``: the same with the engine's settings (no daily /
   weekly profiles: a live session lasts hours; shorter calibration memories);
 - ``river_hst``: River's ``MinMaxScaler | HalfSpaceTrees`` (defaults, seed 42) on the value;
 - ``windowed_gaussian``: mean and standard deviation of the last 6 400 values (running sums),
   score = 1 - two-sided Gaussian tail probability of the new value (in the spirit of NAB's
   windowed Gaussian baseline).
+
+``--memory`` adds the KB per instance of the engine's detectors (:func:`memory_kb`).
 
 Each row also has its NAB scores under leave-one-group-out (``nab_logo``: thresholds chosen
 on the other groups, see :func:`online_models.evaluation.nab.leave_one_group_out`).
@@ -43,7 +47,7 @@ from typing import Any
 from benchmarks.bench_incidents import ENGINE_BINS, ENGINE_CAPACITY
 from online_models.anomaly import AnomalyDetector
 from online_models.anomaly_cad import ContextAnomalyDetector
-from online_models.anomaly_ensemble import EnsembleDetector, fast_ensemble
+from online_models.anomaly_ensemble import EnsembleDetector
 from online_models.evaluation.nab import DETECTORS as NAB_DETECTORS
 from online_models.evaluation.nab import (
     Series,
@@ -114,10 +118,33 @@ DETECTORS: dict[str, Callable[[int], Any]] = {
     **NAB_DETECTORS,
     "forecast_engine": engine_forecast,
     "ensemble_engine": engine_ensemble,
-    "fast_engine": lambda warmup: fast_ensemble(warmup, refractory=0),
     "river_hst": lambda warmup: river_hst(),
     "windowed_gaussian": lambda warmup: WindowedGaussian(),
 }
+
+
+def memory_kb(factory: Callable[[], Any], seconds: int = 3 * 3600, instances: int = 5,
+              seed: int = 1) -> float:
+    """KB per instance (``tracemalloc``: blocks allocated and still held) after ``seconds``
+    of a noisy 1 Hz metric, the mean over ``instances``."""
+    import random
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        detectors = [factory() for _ in range(instances)]
+        rng = random.Random(seed)
+        for t in range(seconds):
+            x = {"value": 100.0 + rng.gauss(0.0, 5.0), "ts": 1.7e9 + t}
+            for detector in detectors:
+                detector.score_one(x)
+                detector.learn_one(x)
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    held = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    return round(held / instances / 1024, 1)
 
 
 def stream(detector: Any, points: Sequence[dict[str, Any]]) -> tuple[list[float], float, float]:
@@ -161,6 +188,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-hst", action="store_true", help="leave River HST out (slow)")
+    parser.add_argument("--memory", action="store_true",
+                        help="also KB per instance of the engine's detectors "
+                        "(LIVEPULSE_ANOMALY_DETECTOR values) after 3 h of a 1 Hz metric")
     parser.add_argument("--detectors", default=None,
                         help=f"comma-separated subset of {', '.join(DETECTORS)}")
     args = parser.parse_args(argv)
@@ -191,6 +221,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(f"{name:<18} {row['points_per_s']:>9,} points/s (runs {row['points_per_s_runs']},"
               f" cpu {row['cpu_points_per_s']:,}/s)  NAB standard {row['nab']['standard']}"
               f" (leave-one-group-out {row['nab_logo']['standard']})")
+    if args.memory:
+        from agents.anomalies.watches import DETECTORS as ENGINE_DETECTORS
+
+        result["engine_kb_per_instance"] = {name: memory_kb(factory)
+                                            for name, factory in ENGINE_DETECTORS.items()}
+        print(f"engine detectors, KB per instance: {result['engine_kb_per_instance']}")
     result["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     print(json.dumps(result))
     return result

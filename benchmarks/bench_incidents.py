@@ -1,7 +1,7 @@
 """Anomaly incidents on simulator traffic, replayed in simulated time (no broker).
 
     python -m benchmarks.bench_incidents [--seeds 7,8,9] [--normal-s 1800] [--rate 300]
-        [--detector forecast|ensemble]
+        [--detector forecast|ensemble|fast]
 
 The simulator's records go through the same pure parts the worker runs (``RoomState``,
 :class:`agents.anomalies.monitor.AnomalyMonitor`), one sample per second. Two figures:
@@ -17,6 +17,9 @@ The simulator's records go through the same pure parts the worker runs (``RoomSt
 (:func:`agents.anomalies.watches.default_detector`) and a calibrated
 :class:`~online_models.anomaly_cad.ContextAnomalyDetector`, maximum of the two.
 
+``--detector fast``: :func:`agents.anomalies.watches.fast_detector`
+(``LIVEPULSE_ANOMALY_DETECTOR=fast``).
+
 Prints one JSON line.
 """
 
@@ -31,7 +34,12 @@ from typing import Any
 import orjson
 
 from agents.anomalies.monitor import AnomalyMonitor
-from agents.anomalies.watches import DETECTOR_WARMUP, DetectorFactory, default_detector
+from agents.anomalies.watches import (
+    DETECTOR_WARMUP,
+    DetectorFactory,
+    default_detector,
+    fast_detector,
+)
 from agents.rooms.state import RoomState
 from online_models.anomaly_cad import ContextAnomalyDetector
 from online_models.anomaly_ensemble import EnsembleDetector
@@ -105,7 +113,8 @@ def ensemble_detector() -> EnsembleDetector:
 
 
 FACTORIES: dict[str, DetectorFactory] = {"forecast": default_detector,
-                                         "ensemble": ensemble_detector}
+                                         "ensemble": ensemble_detector,
+                                         "fast": fast_detector}
 
 
 def opened(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

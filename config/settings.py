@@ -294,6 +294,13 @@ class Settings:
         "0600) if missing; refused inside the snapshot directory. Empty: "
         "`<LIVEPULSE_DATA_DIR>/keys/snapshot.key`."
     )
+    # --- anomaly watches
+    anomaly_detector: str = _setting(
+        "forecast", "Detector of every anomaly watch (`agents.anomalies.watches.DETECTORS`): "
+        "`forecast` (16 KB per metric) or `fast` (forecast + contextual ensemble, NAB "
+        "leave-one-group-out as the engine alerts in README; about 100 KB per metric). "
+        "Snapshots of the other detector are not restored (cold start)."
+    )
     # --- promo triggers
     campaigns_file: str = _setting(
         "", "YAML file of the promo campaigns (empty: the packaged `config/campaigns.yaml`); "
@@ -397,6 +404,8 @@ class Settings:
             raise SettingsError(f"LIVEPULSE_KAFKA_URL={self.kafka_url!r}: {kafka_url_problem}")
         if not 0.0 <= self.sim_bad_rate <= 1.0:
             raise SettingsError("LIVEPULSE_SIM_BAD_RATE must be within [0, 1]")
+        if self.anomaly_detector not in ("forecast", "fast"):
+            raise SettingsError("LIVEPULSE_ANOMALY_DETECTOR must be forecast or fast")
         if self.hot_key_rate < 0 or self.hot_key_burst < 1:
             raise SettingsError("LIVEPULSE_HOT_KEY_RATE must be >= 0 and "
                                 "LIVEPULSE_HOT_KEY_BURST >= 1")

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right, insort
 from typing import Any
 
 __all__ = ["AnomalyDetector"]
@@ -54,10 +54,12 @@ _MIN_ERRORS = 10   # errors a forecaster needs before it may score
 def _value(x: dict[str, Any]) -> float | None:
     """``x["value"]`` as a finite float, or None (missing, non-numeric, NaN, infinite)."""
     try:
-        value = float(x["value"])
+        value = x["value"]
+        if type(value) is not float:
+            value = float(value)
     except (KeyError, TypeError, ValueError):
         return None
-    return value if math.isfinite(value) else None
+    return value if -math.inf < value < math.inf else None
 
 
 def _ts(x: dict[str, Any]) -> float | None:
@@ -65,11 +67,12 @@ def _ts(x: dict[str, Any]) -> float | None:
     ts = x.get("ts")
     if ts is None:
         return None
-    try:
-        ts = float(ts)
-    except (TypeError, ValueError):
-        return None
-    return ts if math.isfinite(ts) and abs(ts) < 1e13 else None
+    if type(ts) is not float:
+        try:
+            ts = float(ts)
+        except (TypeError, ValueError):
+            return None
+    return ts if -1e13 < ts < 1e13 else None   # finite, in a sane range
 
 
 class _Rolling:
@@ -104,13 +107,22 @@ def _add(rolling: _Rolling, value: float) -> None:
     ring[pos] = value
     rolling.pos = pos + 1 if pos + 1 < rolling.size else 0
     i = bisect_left(ordered, old)
-    # the new value often sorts where the old one was: overwrite instead of two list moves
-    if (i == 0 or ordered[i - 1] <= value) and (i + 1 == len(ordered)
-                                                 or value <= ordered[i + 1]):
-        ordered[i] = value
+    # search only the side of the old value the new one sorts on; when it sorts where the
+    # old one was (often), overwrite instead of two moves
+    if old < value:
+        j = bisect_right(ordered, value, i)
+        if j == i + 1:
+            ordered[i] = value
+        else:
+            del ordered[i]
+            ordered.insert(j - 1, value)
     else:
-        del ordered[i]
-        insort(ordered, value)
+        j = bisect_right(ordered, value, 0, i)
+        if j == i:
+            ordered[i] = value
+        else:
+            del ordered[i]
+            ordered.insert(j, value)
 
 
 class _Tail:
@@ -141,20 +153,24 @@ class _Tail:
         # history is long enough to trust its own tail
         if n < 30:
             return math.erfc(r / (_SQRT2 * 1.5))
+        # (a if a >= b else b) is max(a, b) without a call: this runs for every point
         upper = s[int(0.9 * n)]
-        top = s[min(n - 1, int(0.99 * n))]
+        top = s[int(0.99 * n)] if n > 100 else s[n - 1]   # s[min(n - 1, int(0.99 * n))]
         empirical = (n - bisect_left(s, r)) / n
         if r <= upper:
-            p = max(empirical, 1.0 / n)
+            floor = 1.0 / n
         else:
-            decay = max((top - upper) / _LN10, 1e-12)
-            p = max(empirical, 0.1 * math.exp(-(r - upper) / decay))
+            decay = (top - upper) / _LN10
+            floor = 0.1 * math.exp(-(r - upper) / (decay if decay >= 1e-12 else 1e-12))
+        p = empirical if empirical >= floor else floor
         if n < 200:
             p = max(p, math.erfc(r / (_SQRT2 * 1.5)))
         maxima = self.blocks.sorted
-        if len(maxima) >= 8:
-            seen = len(maxima) - bisect_left(maxima, r) + (self.current >= r)
-            p = max(p, seen / ((len(maxima) + 1) * self.block))
+        m = len(maxima)
+        if m >= 8:
+            seen = (m - bisect_left(maxima, r) + (self.current >= r)) / ((m + 1) * self.block)
+            if seen > p:
+                p = seen
         return p
 
 
@@ -218,6 +234,20 @@ class _Errors:
         self.scaled = None
         self.n += 1
         self.mae = error if self.n == 1 else self.mae + self.alpha * (error - self.mae)
+
+
+def _scale(err: _Errors) -> float:
+    """``err.scale()`` as a function, the cached value without a call."""
+    scaled = err.scaled
+    if scaled is None:
+        s = err.abs.sorted
+        n = len(s)
+        a, b = 1.4826 * s[n // 2], 0.304 * s[int(0.9 * n)]
+        scaled = a if a >= b else b
+        if scaled < 1e-9:   # max(a, b, 1e-9)
+            scaled = 1e-9
+        err.scaled = scaled
+    return scaled
 
 
 class AnomalyDetector:
@@ -342,70 +372,44 @@ class AnomalyDetector:
         out: dict[str, tuple[float, float | None]] = {}
         errors = self._errors
         recent = self._recent.sorted
-        if len(recent) >= 3:
-            ready = errors["median"].n >= _MIN_ERRORS
-            out["median"] = (recent[len(recent) // 2],
-                             errors["median"].scale() if ready else None)
-        if ts is None or not self._profiles or self._first_ts is None:
+        n = len(recent)
+        if n >= 3:
+            err = errors["median"]
+            out["median"] = (recent[n // 2], _scale(err) if err.n >= _MIN_ERRORS else None)
+        profiles = self._profiles
+        if ts is None or not profiles:   # profiles exist only once a first ts was learnt
             return out
-        for name, profile in self._profiles.items():
-            if ts - self._first_ts < 1.5 * profile.period:
+        since = ts - self._first_ts   # type: ignore[operator]
+        for name, profile in profiles.items():
+            period = profile.period
+            if since < 1.5 * period:
                 continue
-            b = profile.bin(ts)
+            mean = profile.mean
+            b = int((ts % period) // profile.width) % len(mean)   # profile.bin(ts)
             profile.current = (ts, b)
             count = profile.count[b]
             if not count:
                 continue
             scale = None
-            if errors[name].n >= _MIN_ERRORS:
+            err = errors[name]
+            if err.n >= _MIN_ERRORS:
                 # the bin's own spread (noise often depends on the time of day), pulled
                 # towards the forecaster's overall scale while the bin has seen few periods
-                overall = errors[name].scale()
+                overall = _scale(err)
                 spread = 1.2533 * profile.spread[b]   # mean absolute deviation -> sigma
-                scale = max(((count - 1) * spread + self.bin_prior * overall)
-                            / (count - 1 + self.bin_prior), 0.25 * overall)
-            out[name] = (profile.mean[b] + profile.offset, scale)
-            if self._last_ts is not None and self._last is not None:
+                prior = self.bin_prior
+                scale = ((count - 1) * spread + prior * overall) / (count - 1 + prior)
+                if scale < 0.25 * overall:
+                    scale = 0.25 * overall
+            out[name] = (mean[b] + profile.offset, scale)
+            if self.steps and self._last_ts is not None and self._last is not None:
                 b0 = profile.last_bin   # the bin of self._last_ts
-                if profile.count[b0] and self.steps:
+                if profile.count[b0]:
                     step = name + "_step"
                     ready = errors[step].n >= _MIN_ERRORS
-                    out[step] = (self._last + profile.mean[b] - profile.mean[b0],
+                    out[step] = (self._last + mean[b] - mean[b0],
                                  errors[step].scale() if ready else None)
         return out
-
-    def _evaluate(self, value: float, ts: float | None) -> tuple[Any, ...]:
-        """(key, forecasts, z-scores, raw score), cached so learn_one reuses the work."""
-        key = (value, ts)
-        cached = self._cached
-        if cached is not None and cached[0] == key:
-            return cached
-        forecasts = self._forecasts(ts)
-        zs: dict[str, float] = {}
-        best, best_mae = None, math.inf
-        for name, (forecast, scale) in forecasts.items():
-            if scale is None:
-                continue
-            zs[name] = abs(value - forecast) / scale
-            mae = self._errors[name].mae
-            if mae < best_mae:
-                best, best_mae = name, mae
-        raw = 0.0
-        if best is not None:
-            p = self._errors[best].tail.p(zs[best])
-            if p < 1.0:
-                raw = min(1.0, -math.log10(max(p, 1e-300)) / 6.0)
-        if self.spatial and raw >= self.spatial_gate and self._high > self._low:
-            beyond = max(value - self._high, self._low - value) / (self._high - self._low)
-            if beyond > 0.0:
-                # a new extreme after n exchangeable points has probability 2 / (n + 1) (or
-                # the rate new extremes have come at lately, if tracked and higher); each
-                # ``spatial_decade`` of the range further out makes it ten times rarer
-                base = max(2.0 / (self.n_seen + 1), self._extreme_rate)
-                log_p = math.log10(base) - beyond / self.spatial_decade
-                raw = max(raw, min(1.0, -log_p / 6.0))
-        self._cached = (key, forecasts, zs, raw, best)
-        return self._cached
 
     def _learn_time(self, value: float, ts: float) -> None:
         if self._first_ts is None:
@@ -421,21 +425,75 @@ class AnomalyDetector:
                     shapes = {"daily": (_DAY, 288), "weekly": (_WEEK, 336)}
                     self._profiles = {name: _Profile(*shapes[name], self._step)
                                       for name in self.periods}
+        rate = self.season_rate
         for profile in self._profiles.values():
             current = profile.current
             b = current[1] if current[0] == ts else profile.bin(ts)
-            profile.learn(b, value, self.season_rate)
+            # _Profile.learn inlined (every point, for each profile)
+            counts, mean = profile.count, profile.mean
+            count = counts[b]
+            if count:
+                residual = value - mean[b] - profile.offset
+                step = 1.0 / count
+                spread = profile.spread
+                spread[b] += (step if step > rate else rate) * (abs(residual) - spread[b])
+                profile.offset += 0.1 * residual
+            step = 1.0 / (count + 1)
+            mean[b] += (step if step > rate else rate) * (value - profile.offset - mean[b])
+            counts[b] = count + 1
             profile.last_bin = b
         self._last_ts = ts
+
+    def _evaluate(self, value: float, ts: float | None) -> tuple[Any, ...]:
+        """(value, ts, forecasts, z-scores, raw score, trusted forecaster), cached so
+        learning the point reuses the work."""
+        cached = self._cached
+        if cached is not None and cached[0] == value and cached[1] == ts:
+            return cached
+        forecasts = self._forecasts(ts)
+        errors = self._errors
+        zs: dict[str, float] = {}
+        best, best_mae = None, math.inf
+        for name, (forecast, scale) in forecasts.items():
+            if scale is None:
+                continue
+            zs[name] = abs(value - forecast) / scale
+            mae = errors[name].mae
+            if mae < best_mae:
+                best, best_mae = name, mae
+        raw = 0.0
+        if best is not None:
+            p = errors[best].tail.p(zs[best])
+            if p < 1.0:
+                raw = -math.log10(p if p > 1e-300 else 1e-300) / 6.0
+                if raw > 1.0:
+                    raw = 1.0
+        if self.spatial and raw >= self.spatial_gate and self._high > self._low:
+            beyond = max(value - self._high, self._low - value) / (self._high - self._low)
+            if beyond > 0.0:
+                # a new extreme after n exchangeable points has probability 2 / (n + 1) (or
+                # the rate new extremes have come at lately, if tracked and higher); each
+                # ``spatial_decade`` of the range further out makes it ten times rarer
+                base = max(2.0 / (self.n_seen + 1), self._extreme_rate)
+                log_p = math.log10(base) - beyond / self.spatial_decade
+                raw = max(raw, min(1.0, -log_p / 6.0))
+        self._cached = cached = (value, ts, forecasts, zs, raw, best)
+        return cached
 
     # ------------------------------------------------------------------ public API
 
     def score_one(self, x: dict[str, Any]) -> float:
         """Anomaly score of ``x`` in [0, 1], without learning it."""
         value = _value(x)
-        if value is None or self.n_seen < self.warmup:
+        if value is None:
             return 0.0
-        raw = self._evaluate(value, _ts(x))[3]
+        return self._score_value(value, _ts(x))
+
+    def _score_value(self, value: float, ts: float | None) -> float:
+        """:meth:`score_one` of a parsed point (``_value``, ``_ts``)."""
+        if self.n_seen < self.warmup:
+            return 0.0
+        raw = self._evaluate(value, ts)[4]
         if self._since_alarm < self.refractory and raw <= self._alarm_score + self.margin:
             raw *= self.damp
         return raw
@@ -443,11 +501,17 @@ class AnomalyDetector:
     def learn_one(self, x: dict[str, Any]) -> None:
         """Learn ``x`` (call after :meth:`score_one` for prequential scores)."""
         value = _value(x)
-        if value is None:
-            return
-        ts = _ts(x)
-        _, forecasts, zs, raw, best = self._evaluate(value, ts)
-        if self.n_seen >= self.warmup:
+        if value is not None:
+            self._learn_value(value, _ts(x))
+
+    def _learn_value(self, value: float, ts: float | None) -> None:
+        """:meth:`learn_one` of a parsed point (``_value``, ``_ts``)."""
+        cached = self._cached
+        if cached is None or cached[0] != value or cached[1] != ts:
+            cached = self._evaluate(value, ts)
+        _, _, forecasts, zs, raw, best = cached
+        n_seen = self.n_seen
+        if n_seen >= self.warmup:
             if raw >= self.alarm and (self._since_alarm >= self.refractory
                                       or raw > self._alarm_score + self.margin):
                 self._since_alarm, self._alarm_score = 0, raw
@@ -457,7 +521,7 @@ class AnomalyDetector:
         errors = self._errors
         # with ``thin`` > 1 the forecasters not trusted for this point learn their error
         # scale and z-score history on one point in ``thin`` (their ranking on every one)
-        thin = self.thin > 1 and self.n_seen % self.thin
+        thin = self.thin > 1 and n_seen % self.thin
         for name, z in zs.items():
             if thin and name != best:
                 continue
@@ -481,12 +545,15 @@ class AnomalyDetector:
             self._learn_time(value, ts)
         _add(self._recent, value)
         self._last = value
-        if self.extreme_alpha and self.n_seen >= self.warmup:
-            extreme = value > self._high or value < self._low
+        low, high = self._low, self._high
+        if self.extreme_alpha and n_seen >= self.warmup:
+            extreme = value > high or value < low
             self._extreme_rate += self.extreme_alpha * (extreme - self._extreme_rate)
-        self._low = min(self._low, value)
-        self._high = max(self._high, value)
-        self.n_seen += 1
+        if value < low:
+            self._low = value
+        if value > high:
+            self._high = value
+        self.n_seen = n_seen + 1
         self._cached = None
 
     def expected_range(self) -> tuple[float, float]:

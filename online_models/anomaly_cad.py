@@ -123,34 +123,45 @@ class ContextAnomalyDetector:
         cached = self._cached
         if cached is not None and cached[0] == value:
             return cached
-        digit = _digit(self._level(value))
+        # _digit(self._level(value)) inlined
+        position = (value - self._origin) / self._width   # type: ignore[operator]
+        level = math.floor(-1e15 if position < -1e15 else 1e15 if position > 1e15
+                           else position)
+        digit = (-_EDGE if level < -_EDGE else _EDGE if level > _EDGE else level) + _EDGE + 1
         pairs, contexts = self._pairs, self._contexts
         predicted = failed = 0
-        new = self.depth - len(self._recent)   # longer than the history: new by definition
-        keys = [context * _BASE + digit for context in self._recent]
-        for context, pair in zip(self._recent, keys, strict=True):
+        recent = self._recent
+        new = self.depth - len(recent)   # longer than the history: new by definition
+        keys = [context * _BASE + digit for context in recent]
+        for i, pair in enumerate(keys):   # (zip with strict=True costs more, per call)
             seen = pair in pairs
-            if context in contexts:
+            if recent[i] in contexts:
                 predicted += 1
                 failed += not seen
             new += not seen
         novelty = 0.5 * (failed / predicted if predicted else 1.0) + 0.5 * new / self.depth
-        self._cached = (value, novelty, digit, keys)
-        return self._cached
+        self._cached = cached = (value, novelty, digit, keys)
+        return cached
 
     def _learn_level(self, digit: int, keys: list[int] | None = None) -> None:
         pairs, contexts = self._pairs, self._contexts
+        recent = self._recent
         if keys is None:
-            keys = [context * _BASE + digit for context in self._recent]
-        for context, pair in zip(self._recent, keys, strict=True):
+            keys = [context * _BASE + digit for context in recent]
+        for i, pair in enumerate(keys):
             pairs[pair] = pairs.get(pair, 0) + 1
+            context = recent[i]
             contexts[context] = contexts.get(context, 0) + 1
-        if len(pairs) > self.capacity:
+        capacity = self.capacity
+        if len(pairs) > capacity:
             _shrink(pairs)
-        if len(contexts) > self.capacity:
+        if len(contexts) > capacity:
             _shrink(contexts)
         # a (context, level) pair is the next point's context one level longer
-        self._recent = [digit, *keys[: self.depth - 1]]
+        keys.insert(0, digit)
+        if len(keys) > self.depth:
+            keys.pop()
+        self._recent = keys
 
     # ------------------------------------------------------------------ public API
 
@@ -164,9 +175,15 @@ class ContextAnomalyDetector:
     def score_one(self, x: dict[str, Any]) -> float:
         """Anomaly score of ``x`` in [0, 1], without learning it."""
         value = _value(x)
-        if value is None or self._origin is None:
+        if value is None:
             return 0.0
-        novelty = self._novelty(value)
+        return self._score_value(value, None)
+
+    def _score_value(self, value: float, ts: float | None) -> float:
+        """:meth:`score_one` of a parsed value (``ts`` is not used)."""
+        if self._origin is None:
+            return 0.0
+        novelty = self._keys(value)[1]
         if self.rest and self._history and novelty <= max(self._history):
             return 0.0
         return novelty
@@ -174,15 +191,23 @@ class ContextAnomalyDetector:
     def learn_one(self, x: dict[str, Any]) -> None:
         """Learn ``x`` (call after :meth:`score_one` for prequential scores)."""
         value = _value(x)
-        if value is None:
-            return
+        if value is not None:
+            self._learn_value(value, None)
+
+    def _learn_value(self, value: float, ts: float | None) -> None:
+        """:meth:`learn_one` of a parsed value (``ts`` is not used)."""
         if self._origin is not None:
-            _, novelty, digit, keys = self._keys(value)
+            cached = self._cached
+            if cached is None or cached[0] != value:
+                cached = self._keys(value)
+            _, novelty, digit, keys = cached
             if self.rest:
                 self._history.append(novelty)
             self._learn_level(digit, keys)
-        self._low = min(self._low, value)
-        self._high = max(self._high, value)
+        if value < self._low:
+            self._low = value
+        if value > self._high:
+            self._high = value
         self.n_seen += 1
         if self._origin is None:
             self._warm.append(value)

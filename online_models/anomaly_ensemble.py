@@ -30,7 +30,7 @@ from array import array
 from collections.abc import Sequence
 from typing import Any
 
-from online_models.anomaly import AnomalyDetector, _value
+from online_models.anomaly import AnomalyDetector, _ts, _value
 from online_models.anomaly_cad import ContextAnomalyDetector
 
 __all__ = ["Calibrator", "EnsembleDetector", "fast_ensemble"]
@@ -70,7 +70,10 @@ class Calibrator:
 
     def tail(self, score: float) -> float:
         """(Decayed) count of past scores in ``score``'s bin or above."""
-        i, total, tree = self._index(score), 0.0, self.tree
+        bins = self.bins
+        b = int(score * bins)   # self._index(score), inlined
+        i = bins - (0 if b < 0 else bins - 1 if b >= bins else b)
+        total, tree = 0.0, self.tree
         while i > 0:
             total += tree[i]
             i -= i & -i
@@ -80,12 +83,21 @@ class Calibrator:
         """The calibrated score of ``score`` (0 for a score of 0 or less)."""
         if score <= 0.0:
             return 0.0
-        p = (self.tail(score) + 1.0) / (self.total + 1.0)
-        return min(1.0, 0.0 - math.log10(p) / 6.0)   # 0.0 - : never -0.0
+        bins = self.bins   # self.tail(score), inlined
+        b = int(score * bins)
+        i = bins - (0 if b < 0 else bins - 1 if b >= bins else b)
+        tail, tree = 0.0, self.tree
+        while i > 0:
+            tail += tree[i]
+            i -= i & -i
+        calibrated = 0.0 - math.log10((tail + 1.0) / (self.total + 1.0)) / 6.0   # never -0.0
+        return calibrated if calibrated < 1.0 else 1.0
 
     def add(self, score: float) -> None:
         """Count ``score``."""
-        i = self._index(score)
+        bins = self.bins
+        b = int(score * bins)
+        i = bins - (0 if b < 0 else bins - 1 if b >= bins else b)
         self.counts[self.bins - i] += 1.0
         self.total += 1.0
         tree, n = self.tree, self.bins
@@ -143,6 +155,8 @@ class EnsembleDetector:
     ['0.block_maxima', '0.errors', '0.history']
     """
 
+    _parsed = False   # (class default: instances pickled before the attribute existed)
+
     def __init__(self, members: Sequence[tuple[Any, bool]] | None = None, *,
                  combine: str = "max", warmup: int = 20, cap: int = 20_000,
                  bins: int = 1024, seed: int = 0) -> None:
@@ -159,7 +173,11 @@ class EnsembleDetector:
         self.combine = combine
         self.warmup = warmup
         self.seed = seed
-        self._cached: tuple[Any, list[float]] | None = None
+        self._cached: tuple[Any, ...] | None = None
+        # every member takes a parsed point (``_score_value`` / ``_learn_value``, as the
+        # detectors of this package do): parse it once, not once per member and call
+        self._parsed = all(hasattr(member, "_score_value") and hasattr(member, "_learn_value")
+                           for member in self.members)
 
     @property
     def n_seen(self) -> int:
@@ -175,6 +193,22 @@ class EnsembleDetector:
         self._cached = (key, raw)
         return raw
 
+    def _raw_parsed(self, x: dict[str, Any]) -> tuple[Any, ...]:
+        """``(raw value, raw ts, value, ts, member scores)`` of ``x`` for members with
+        ``_score_value`` (``value`` None: not a valid point), cached for :meth:`learn_one`."""
+        given, given_ts = x.get("value"), x.get("ts")
+        cached = self._cached
+        if cached is not None and cached[0] == given and cached[1] == given_ts:
+            return cached
+        value = _value(x)
+        if value is None:
+            self._cached = cached = (given, given_ts, None, None, None)
+            return cached
+        ts = _ts(x)
+        raw = [member._score_value(value, ts) for member in self.members]
+        self._cached = cached = (given, given_ts, value, ts, raw)
+        return cached
+
     def member_scores(self, x: dict[str, Any]) -> list[float]:
         """Each member's calibrated score of ``x``."""
         return [raw if calibrator is None else calibrator.score(raw)
@@ -183,8 +217,27 @@ class EnsembleDetector:
     def score_one(self, x: dict[str, Any]) -> float:
         """Anomaly score of ``x`` in [0, 1], without learning it."""
         if self.combine == "max":   # the hot path, without an intermediate list
+            if self._parsed:   # the point is parsed once for every member
+                value = _value(x)
+                if value is None:
+                    return 0.0
+                ts = _ts(x)
+                raws = [member._score_value(value, ts) for member in self.members]
+                self._cached = (x.get("value"), x.get("ts"), value, ts, raws)
+                best = 0.0
+                calibrators = self.calibrators
+                for i, raw in enumerate(raws):   # (cheaper than zip with strict=True)
+                    calibrator = calibrators[i]
+                    if calibrator is not None:
+                        if raw <= 0.0:
+                            continue
+                        raw = calibrator.score(raw)
+                    if raw > best:
+                        best = raw
+                return best
+            raws = self._raw(x)
             best = 0.0
-            for raw, calibrator in zip(self._raw(x), self.calibrators, strict=True):
+            for raw, calibrator in zip(raws, self.calibrators, strict=True):
                 score = raw if calibrator is None else calibrator.score(raw)
                 if score > best:
                     best = score
@@ -194,6 +247,20 @@ class EnsembleDetector:
 
     def learn_one(self, x: dict[str, Any]) -> None:
         """Learn ``x`` (call after :meth:`score_one` for prequential scores)."""
+        if self._parsed:
+            cached = self._cached
+            if cached is None or cached[0] != x.get("value") or cached[1] != x.get("ts"):
+                cached = self._raw_parsed(x)
+            _, _, value, ts, raws = cached
+            if value is not None:
+                calibrators = self.calibrators
+                for i, member in enumerate(self.members):
+                    calibrator = calibrators[i]
+                    if calibrator is not None and member.n_seen >= member.warmup:
+                        calibrator.add(raws[i])
+                    member._learn_value(value, ts)
+            self._cached = None
+            return
         raw = self._raw(x)
         valid = None
         for member, calibrator, score in zip(self.members, self.calibrators, raw, strict=True):

@@ -33,6 +33,7 @@ import orjson
 from agents.anomalies.incidents import SCOPES
 from agents.anomalies.monitor import AnomalyMonitor
 from agents.anomalies.snapshots import NAME, DetectorSnapshots
+from agents.anomalies.watches import DETECTORS
 from agents.engine import Engine
 from agents.models import snapshot_dir, snapshot_key
 from agents.rooms.pipeline import RoomPipeline
@@ -73,7 +74,8 @@ def register(engine: Engine, pipeline: RoomPipeline) -> AnomalyMonitor:
     and the web are given it by ``agents.worker``)."""
     app, settings, names, metrics = engine.app, engine.settings, engine.topics, engine.metrics
     monitor = AnomalyMonitor(
-        system_id=f"{settings.app_id}@{socket.gethostname()}:{settings.web_port}")
+        system_id=f"{settings.app_id}@{socket.gethostname()}:{settings.web_port}",
+        detector_factory=DETECTORS[settings.anomaly_detector])
     pipeline.observers.append(monitor.note_live)
     engine.on_rate_limited.append(monitor.note_rate_limited)
     pipeline.alerts = monitor.room_alerts

@@ -83,7 +83,12 @@ class AnomalyMonitor:
         (:mod:`agents.anomalies.snapshots`). Holds no user id: per-user tracks and
         incidents are left out, so an erasure never has to rewrite it."""
         return {"rooms": self.rooms.learned_state(), "population": self.users.learned_state(),
-                "system": self.system.learned_state()}
+                "system": self.system.learned_state(), "detector": self.detector_kind}
+
+    @property
+    def detector_kind(self) -> str:
+        """The detector factory's name (a snapshot of another kind is not restored)."""
+        return getattr(self.rooms.factory, "__name__", "")
 
     def restore_learned(self, state: Mapping[str, Any]) -> None:
         """Resume from :meth:`learned_state` (before the first tick); raises ValueError,
@@ -96,6 +101,9 @@ class AnomalyMonitor:
             raise ValueError(f"not a detector state: {error!r}") from error
         if not ok:
             raise ValueError("not a detector state")
+        kind = state.get("detector", default_detector.__name__)   # older snapshots: forecast
+        if kind != self.detector_kind:
+            raise ValueError(f"detectors of {kind!r}, this monitor runs {self.detector_kind!r}")
         self.rooms.restore_learned(state["rooms"])
         self.users.restore_learned(state["population"])
         self.system.restore_learned(state["system"])

@@ -62,6 +62,20 @@ def default_detector() -> Detector:
                            history=300, blocks=64, seasonal=False)
 
 
+def fast_detector() -> Detector:
+    """:func:`online_models.anomaly_ensemble.fast_ensemble` (the forecast and contextual
+    detectors, calibrated maximum) as ``livepulse eval nab --detector fast_engine`` scores
+    it: no refractory damping (the tracker deduplicates; damping would hold the second of
+    ``open_after`` samples below the open score). About 100 KB each."""
+    from online_models.anomaly_ensemble import fast_ensemble
+
+    return fast_ensemble(warmup=DETECTOR_WARMUP, refractory=0)
+
+
+DETECTORS: dict[str, DetectorFactory] = {"forecast": default_detector, "fast": fast_detector}
+"""``LIVEPULSE_ANOMALY_DETECTOR`` values: the factory of every watch's detectors."""
+
+
 # ---------------------------------------------------------------------- shared helpers
 class _Baseline:
     """Exponentially weighted mean of a metric for effect sizes.

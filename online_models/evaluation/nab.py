@@ -31,13 +31,16 @@ Command line (``livepulse eval nab`` runs :func:`main`)::
     livepulse eval nab --data DIR --score-only DIR/reference-results/numenta
     livepulse eval nab --data DIR --holdout realAdExchange,artificialNoAnomaly
     livepulse eval nab --data DIR --detector forecast,cad,ensemble
+    livepulse eval nab --data DIR --detector fast,fast_engine --incidents
 
 It prints one line per file (raw standard score, windows, detections), then the
 **leave-one-group-out** lines (:func:`leave_one_group_out`: each top-level group scored at the
 threshold, and detector when several are given, chosen on the other groups only; the primary
 figure) beside the all-files line (one threshold optimised over every file, as NAB does), and,
 as its last line, one JSON object: the all-files scores at the top level, ``logo`` for the
-leave-one-group-out ones.
+leave-one-group-out ones. ``--incidents`` also scores each detector as the engine alerts on
+it (:func:`leave_one_group_out_incidents`: a detection is an incident opening of the engine's
+tracker rule, :data:`ENGINE_RULE`, rather than every row at or above the threshold).
 """
 
 from __future__ import annotations
@@ -315,6 +318,8 @@ DETECTORS: dict[str, Callable[[int], Any]] = {
     "cad": cad_factory,
     "ensemble": ensemble_factory,
     "fast": lambda warmup: fast_ensemble(warmup),
+    "fast_engine": lambda warmup: fast_ensemble(warmup, refractory=0),
+    "forecast_r0": lambda warmup: AnomalyDetector(warmup=warmup, seed=0, refractory=0),
 }
 """``--detector`` names: a factory of a fresh detector given its warm-up (the probation)."""
 
@@ -476,6 +481,134 @@ def leave_one_group_out(corpus: Sequence[Series],
     return out
 
 
+# --------------------------------------------------------------------------- as the engine alerts
+
+
+ENGINE_RULE = {"open_after": 2, "close": 0.5, "quiet": 5}
+"""The engine's incident rule in samples (the defaults of
+``agents.anomalies.incidents.IncidentTracker``, which samples once a second): an incident
+opens after ``open_after`` consecutive scores at or above the threshold, and resolves once
+every score stayed below ``close`` for ``quiet`` samples."""
+
+THRESHOLDS = tuple(round(0.01 * k, 2) for k in range(100, 0, -1))
+"""Open thresholds swept when detections are incident openings (highest first)."""
+
+
+def incident_opens(scores: Sequence[float], threshold: float, *, open_after: int = 2,
+                   close: float = 0.5, quiet: int = 5) -> list[int]:
+    """Rows at which the engine's incident tracker would open an incident on ``scores``
+    (one metric, one sample a row), opening at ``threshold`` (``close`` is capped at it).
+
+    A detector's repeated high scores during one event are one incident, not one alarm each:
+    this is how the engine deduplicates, instead of a refractory period in the detector.
+
+    >>> incident_opens([0, .95, .96, .6, .2, .2, .2, .2, .2, .2, .97, .98], 0.9)
+    [2, 11]
+    >>> incident_opens([0, .95, 0, .95, 0], 0.9), incident_opens([0, .95, 0], 0.9, open_after=1)
+    ([], [1])
+    """
+    close = min(close, threshold)
+    opens: list[int] = []
+    streak, is_open, quiet_since = 0, False, -1
+    for i, score in enumerate(scores):
+        if not is_open:
+            if score >= threshold:
+                streak += 1
+                if streak >= open_after:
+                    opens.append(i)
+                    is_open, streak, quiet_since = True, 0, -1
+            else:
+                streak = 0
+        elif score >= close:
+            quiet_since = -1
+        else:
+            if quiet_since < 0:
+                quiet_since = i
+            if i - quiet_since >= quiet:
+                is_open = False
+    return opens
+
+
+def incident_table(corpus: Sequence[Series], scores: Sequence[Sequence[float]],
+                   profiles: dict[str, dict[str, float]],
+                   thresholds: Sequence[float] = THRESHOLDS,
+                   rule: dict[str, Any] | None = None) -> list[dict[str, list[float]]]:
+    """Per file and profile, the raw NAB score at each of ``thresholds`` when the detections
+    are the incident openings (:func:`incident_opens`, ``rule`` default :data:`ENGINE_RULE`)."""
+    rule = ENGINE_RULE if rule is None else rule
+    table = []
+    for series, file_scores, file_ids in zip(corpus, scores, window_ids(corpus), strict=True):
+        rows = sweep(series, file_scores, file_ids[0] if file_ids else 0)
+        skipped = len(file_scores) - len(rows)   # the probation
+        line: dict[str, list[float]] = {profile: [] for profile in profiles}
+        for threshold in thresholds:
+            opened = [rows[i - skipped]
+                      for i in incident_opens(file_scores, threshold, **rule) if i >= skipped]
+            for profile, costs in profiles.items():
+                line[profile].append(file_score(opened, file_ids, -math.inf, costs)[0])
+        table.append(line)
+    return table
+
+
+def leave_one_group_out_incidents(corpus: Sequence[Series], scores: Sequence[Sequence[float]],
+                                  profiles: dict[str, dict[str, float]],
+                                  thresholds: Sequence[float] = THRESHOLDS,
+                                  rule: dict[str, Any] | None = None,
+                                  label: str = "incidents") -> dict[str, Any]:
+    """:func:`leave_one_group_out` with the engine's incident openings as the detections:
+    each group is scored at the open threshold (of ``thresholds``) best on the other groups.
+    The result has the same layout, plus ``all_files`` (one threshold for every file)."""
+    table = incident_table(corpus, scores, profiles, thresholds, rule)
+    ids = window_ids(corpus)
+    groups = sorted({series.group for series in corpus})
+    if len(groups) < 2:
+        raise SystemExit("leave-one-group-out needs at least two groups")
+    swept = [sweep(series, file_scores, file_ids[0] if file_ids else 0)
+             for series, file_scores, file_ids in zip(corpus, scores, ids, strict=True)]
+
+    def best(files: Sequence[int], profile: str) -> int:
+        sums = [sum(table[i][profile][k] for i in files) for k in range(len(thresholds))]
+        return max(range(len(thresholds)), key=lambda k: (sums[k], -k))   # ties: highest
+
+    def normalised(raw: float, files: Sequence[int], costs: dict[str, float]) -> float:
+        null_rows = [Row(0.5, row.weight, row.window) for i in files for row in swept[i]]
+        window_set = [window for i in files for window in ids[i]]
+        null = best_threshold(null_rows, window_set, costs)[1]
+        perfect = len(window_set) * costs["tpWeight"]
+        return round(100.0 * (raw - null) / (perfect - null), 2) if perfect > null \
+            else float("nan")
+
+    everything = range(len(corpus))
+    totals = dict.fromkeys(profiles, 0.0)
+    per_group: dict[str, dict[str, Any]] = {}
+    for group in groups:
+        members = [i for i in everything if corpus[i].group == group]
+        others = [i for i in everything if corpus[i].group != group]
+        test_ids = [window for i in members for window in ids[i]]
+        line: dict[str, Any] = {"windows": len(test_ids), "files": len(members),
+                                "detector": {}, "thresholds": {}, "raw": {}}
+        for profile, costs in profiles.items():
+            k = best(others, profile)
+            raw = sum(table[i][profile][k] for i in members)
+            totals[profile] += raw
+            line["detector"][profile] = label
+            line["thresholds"][profile] = thresholds[k]
+            line["raw"][profile] = round(raw, 3)
+            if test_ids:
+                line[profile] = normalised(raw, members, costs)
+        per_group[group] = line
+    out: dict[str, Any] = {profile: normalised(totals[profile], everything, costs)
+                           for profile, costs in profiles.items()}
+    out["raw"] = {profile: round(total, 3) for profile, total in totals.items()}
+    out["all_files"] = {
+        profile: normalised(sum(table[i][profile][best(everything, profile)]
+                                for i in everything), everything, costs)
+        for profile, costs in profiles.items()}
+    out["rule"] = dict(ENGINE_RULE if rule is None else rule)
+    out["groups"] = per_group
+    return out
+
+
 _SHORT = {"standard": "standard", "reward_low_FP_rate": "low_FP",
           "reward_low_FN_rate": "low_FN"}
 
@@ -513,6 +646,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         help=f"detector(s), comma-separated: {', '.join(DETECTORS)}; with "
                         "several, leave-one-group-out also picks the detector on the other "
                         "groups")
+    parser.add_argument("--incidents", action="store_true",
+                        help="also score each detector as the engine alerts: the detections "
+                        "are the incident tracker's openings (leave-one-group-out over open "
+                        "thresholds)")
     parser.add_argument("--compare", action="store_true",
                         help="also score DIR/reference-results/* on the same files")
     args = parser.parse_args(argv)
@@ -579,6 +716,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 summary["all_files"][label] = {**_rounded(every),
                                                "points_per_s": speeds[label]}
                 summary["logo_by_detector"][label] = logo
+    if args.incidents and len({series.group for series in corpus}) > 1:
+        summary["incidents"] = {}
+        for name, detector_scores in candidates.items():
+            logo = leave_one_group_out_incidents(corpus, detector_scores, profiles, label=name)
+            _print_logo(f"incidents:{name}", logo, profiles)
+            print(f"all-files incidents:{name:<13} windows {summary['windows']:>3}  "
+                  f"{_figures(logo['all_files'], profiles)}")
+            summary["incidents"][name] = logo
     if args.holdout:
         summary["holdout"] = holdout(corpus, scores, profiles, set(args.holdout.split(",")))
     if args.compare:

@@ -389,3 +389,37 @@ def test_simulator_scenario_yields_one_incident_each_resolved(
         assert len(bots) > 1 and sorted(member_ids(records[-1]["explanation"])) == bots
     else:
         assert {r["scope_id"] for r in records} == {room}
+
+
+@pytest.mark.parametrize("kind", ["forecast", "fast"])
+def test_the_engines_detectors_have_no_refractory_damping(kind: str) -> None:
+    """The tracker opens after two samples at 0.9 or more; a refractory period in the
+    detector would damp the second one of a growing flood (as NAB's row-wise scoring likes),
+    so the incident would never open. The engine's detectors leave deduplication to the
+    tracker."""
+    from agents.anomalies.watches import DETECTORS
+    from online_models.anomaly import AnomalyDetector
+    from online_models.anomaly_ensemble import EnsembleDetector
+
+    def opened(detector: Any) -> list[int]:
+        rng = random.Random(3)
+        tracker = IncidentTracker(clock=lambda: 0)
+        out = []
+        for t in range(340):
+            value = rng.gauss(100.0, 3.0) + (30.0 * (t - 299) if t >= 300 else 0.0)
+            x = {"value": value, "ts": 1.7e9 + t}
+            score = detector.score_one(x)
+            detector.learn_one(x)
+            out += [t for r in tracker.observe("room", "r", [Signal("m", value, 0, 1, score)],
+                                               t * 1000) if r["status"] == "open"]
+        return out
+
+    engine = DETECTORS[kind]()
+    members = engine.members if isinstance(engine, EnsembleDetector) else [engine]
+    assert [m.refractory for m in members if isinstance(m, AnomalyDetector)] == [0]
+    assert opened(engine) == [301]
+    damped = DETECTORS[kind]()
+    for member in damped.members if isinstance(damped, EnsembleDetector) else [damped]:
+        if isinstance(member, AnomalyDetector):
+            member.refractory = member._since_alarm = 100
+    assert opened(damped) == []

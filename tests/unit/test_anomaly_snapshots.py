@@ -10,6 +10,7 @@ import pytest
 
 from agents.anomalies.monitor import AnomalyMonitor
 from agents.anomalies.snapshots import NAME, DetectorSnapshots
+from agents.anomalies.watches import DetectorFactory, default_detector, fast_detector
 from online_models.snapshot import SnapshotStore
 from streams.contracts import LiveEvent
 from tests.unit.test_anomalies import T0, SyntheticRoom
@@ -39,10 +40,10 @@ def drive(room: SyntheticRoom, seconds: range, monitor: AnomalyMonitor,
     return out
 
 
-def warmed(tmp_path: Path, seconds: int = 300) -> tuple[SyntheticRoom, AnomalyMonitor,
-                                                        DetectorSnapshots]:
+def warmed(tmp_path: Path, seconds: int = 300, factory: DetectorFactory = default_detector
+           ) -> tuple[SyntheticRoom, AnomalyMonitor, DetectorSnapshots]:
     room = SyntheticRoom()
-    monitor = AnomalyMonitor(system_id="w", clock=lambda: T0)
+    monitor = AnomalyMonitor(system_id="w", clock=lambda: T0, detector_factory=factory)
     hooked(room, monitor)
     monitor.users.note("u1", "click", T0)
     assert drive(room, range(seconds), monitor) == []
@@ -51,10 +52,12 @@ def warmed(tmp_path: Path, seconds: int = 300) -> tuple[SyntheticRoom, AnomalyMo
     return room, monitor, DetectorSnapshots(SnapshotStore(tmp_path), KEY)
 
 
-def test_restored_detectors_score_the_next_points_exactly_as_before(tmp_path: Path) -> None:
-    _, before, snaps = warmed(tmp_path)
+@pytest.mark.parametrize("factory", [default_detector, fast_detector])
+def test_restored_detectors_score_the_next_points_exactly_as_before(
+        tmp_path: Path, factory: DetectorFactory) -> None:
+    _, before, snaps = warmed(tmp_path, factory=factory)
     assert snaps.save(before) > 0
-    after = AnomalyMonitor(system_id="w", clock=lambda: T0)
+    after = AnomalyMonitor(system_id="w", clock=lambda: T0, detector_factory=factory)
     restored = snaps.restore(after)
     assert restored["rooms"] == 1 and restored["file"].startswith(NAME)
     after.rooms._track("r1")   # the room is seen again
@@ -132,3 +135,16 @@ async def test_a_forked_save_is_restorable(tmp_path: Path) -> None:
     assert snaps.restore(fresh)["samples"] == monitor.system.n
     fresh.rooms._track("r1")
     assert pickle.dumps(fresh.learned_state()) == pickle.dumps(monitor.learned_state())
+
+
+def test_a_snapshot_of_the_other_detector_starts_cold(tmp_path: Path) -> None:
+    """LIVEPULSE_ANOMALY_DETECTOR changed between runs: the other kind's detectors are not
+    restored (they would keep running unseen), the watches start cold."""
+    _, monitor, snaps = warmed(tmp_path, seconds=30)
+    snaps.save(monitor)
+    reasons: list[str] = []
+    snaps.refused = reasons.append
+    fast = AnomalyMonitor(system_id="w", detector_factory=fast_detector)
+    assert snaps.restore(fast) == {} and reasons == ["payload"]
+    assert fast.system.n == 0 and fast.rooms.restored == {}
+    assert snaps.restore(AnomalyMonitor(system_id="w"))["samples"] == monitor.system.n

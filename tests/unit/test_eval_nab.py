@@ -217,3 +217,60 @@ def test_cli_reports_leave_one_group_out_beside_all_files(
     assert summary["logo"]["standard"] == pytest.approx(summary["standard"], abs=0.01)
     with pytest.raises(SystemExit):
         eval_nab.main(["--data", str(tree), "--detector", "nope"])
+
+
+def test_incident_openings_are_the_engine_trackers(tmp_path: Path) -> None:
+    """incident_opens follows agents.anomalies.incidents.IncidentTracker (one sample a
+    second, its defaults) on random score streams."""
+    import random
+
+    from agents.anomalies.incidents import IncidentTracker, Signal
+
+    rng = random.Random(5)
+    for _ in range(30):
+        scores = [rng.choice([0.0, 0.3, 0.55, 0.92, 0.97]) for _ in range(300)]
+        tracker = IncidentTracker(clock=lambda: 0)
+        opened = [second for second, score in enumerate(scores)
+                  for record in tracker.observe("room", "r", [Signal("x", 1.0, 0.0, 1.0, score)],
+                                                second * 1000)
+                  if record["status"] == "open"]
+        assert eval_nab.incident_opens(scores, tracker.open_score) == opened
+        engine = {"open_after": tracker.open_after, "close": tracker.close_score,
+                  "quiet": tracker.quiet_ms // 1000}
+        assert engine == eval_nab.ENGINE_RULE
+
+
+def test_incident_scoring_counts_one_detection_per_incident(tmp_path: Path) -> None:
+    tree = write_tree(tmp_path, {"g1/a.csv": [WINDOW], "g2/b.csv": [WINDOW]})
+    corpus = load_corpus(tree)
+    profiles = load_profiles(tree)
+    # a window found by two high scores, then an event after it that stays high for 10 rows:
+    # one incident (one false positive), where row-wise scoring counts ten
+    one = [0.0] * ROWS
+    one[WINDOW[0]] = one[WINDOW[0] + 1] = 0.95
+    for row in range(80, 90):
+        one[row] = 0.95
+    logo = eval_nab.leave_one_group_out_incidents(corpus, [one, one], profiles)
+    fp = scaled_sigmoid(abs(81 - WINDOW[1]) / (WINDOW[1] - WINDOW[0])) * FP_WEIGHT
+    found = scaled_sigmoid(-(WINDOW[1] - WINDOW[0]) / (WINDOW[1] - WINDOW[0] + 1))
+    found /= scaled_sigmoid(-1.0)
+    assert logo["groups"]["g1"]["raw"]["standard"] == pytest.approx(found + fp, abs=1e-3)
+    assert logo["groups"]["g1"]["thresholds"]["standard"] == 0.95
+    rowwise = score_corpus(corpus, [one, one], profiles, {"standard": 0.95,
+                                                          "reward_low_FN_rate": 0.95})
+    assert rowwise.raw["standard"] < 2 * (found + fp)   # ten false positives per file
+
+
+def test_cli_scores_as_the_engine_alerts(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    values = [50.0 + (row % 5) for row in range(400)]
+    values[300] = values[301] = 500.0   # two rows: the engine's rule can open on it
+    tree = write_tree(tmp_path / "nab", {"g1/a.csv": [(290, 309)], "g2/b.csv": [(290, 309)]},
+                      rows=400, values={"g1/a.csv": values, "g2/b.csv": values})
+    summary = eval_nab.main(["--data", str(tree), "--detector", "fast_engine", "--incidents"])
+    out = capsys.readouterr().out
+    assert "logo incidents:fast_engine combined" in out
+    assert "all-files incidents:fast_engine" in out
+    logo = summary["incidents"]["fast_engine"]
+    assert logo["rule"] == eval_nab.ENGINE_RULE and set(logo["groups"]) == {"g1", "g2"}
+    assert logo["standard"] > 50.0   # the jump is found in both groups

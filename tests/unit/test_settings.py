@@ -32,7 +32,8 @@ def test_env_parsing_and_frozen() -> None:
 
 @pytest.mark.parametrize("env", [{"LIVEPULSE_PARTITIONS": "many"},
                                  {"LIVEPULSE_PARTITIONS": "0"},
-                                 {"LIVEPULSE_STORE": "redis://"}])
+                                 {"LIVEPULSE_STORE": "redis://"},
+                                 {"LIVEPULSE_ANOMALY_DETECTOR": "htm"}])
 def test_bad_values_are_refused(env: dict[str, str]) -> None:
     with pytest.raises(SettingsError):
         Settings.from_env(env)
