@@ -73,3 +73,44 @@ def test_room_insight_carries_the_audience_portrait(broker, worker_factory, tmp_
     assert portrait["follows"]["per_min"] + portrait["follows"]["prev_min"] == 1
     assert worker.stop() == 0, worker.log()[-3000:]
     assert "Traceback" not in worker.log()
+
+
+def test_portrait_fills_on_both_of_two_workers(broker, worker_factory, tmp_path: Path):
+    """Two workers split the partitions: a viewer's summary crosses from the worker holding
+    the user (user pipeline) to the one holding the room (``room-audience`` partition p goes
+    with ``live-events`` partition p), and every room's portrait counts its viewers."""
+    from streams.broker import free_port
+    from streams.outputs import partition_for
+    from tests.integration.test_faults import assigned
+    from tests.integration.test_serving import wait_for
+
+    settings = unique_settings(tmp_path, broker, partitions=4)
+    names = topic_names(settings)
+    first = worker_factory(settings, "first")
+    everything = assigned(first)
+    second = worker_factory(settings.with_overrides(
+        web_port=free_port(), data_dir=str(tmp_path / "data-2")), "second")
+    wait_for(lambda: 0 < assigned(first) < everything and assigned(second) > 0,
+             timeout=120, what="partitions split between the two workers")
+    rooms = [f"room-{i}" for i in range(8)]
+    t = now_ms()
+    events = [{"event_id": f"pp-{room}-{u}", "type": "join", "ts": t + i, "room_id": room,
+               "user_id": f"{room}-viewer-{u}"}
+              for i, (room, u) in enumerate((r, u) for r in rooms for u in range(3))]
+    asyncio.run(produce(broker.bootstrap, [(names.live_events, e["room_id"].encode(),
+                                            orjson.dumps(e)) for e in events]))
+
+    def complete(recs: list[Any]) -> bool:
+        latest = latest_by_room(recs)
+        return all((latest.get(r, {}).get("portrait") or {}).get("profiled") == 3
+                   for r in rooms)
+
+    insights = latest_by_room(asyncio.run(read_topic(
+        broker.bootstrap, names.room_insights, until=complete, timeout=90)))
+    assert all(insights[r]["portrait"]["profiled"] == 3 for r in rooms)
+    # rooms and viewers on every partition, so on both workers (each holds some)
+    assert {partition_for(r.encode(), 4) for r in rooms} == {0, 1, 2, 3}
+    assert {partition_for(e["user_id"].encode(), 4) for e in events} == {0, 1, 2, 3}
+    assert 0 < assigned(first) < everything and assigned(second) > 0
+    for worker in (first, second):
+        assert "Traceback" not in worker.log(), worker.log()[-3000:]
