@@ -252,7 +252,7 @@ class ProfileSegmenter:
         if self._labelled_at < 0 or self.learned - self._labelled_at >= RELABEL_EVERY:
             raw = {s: self._label(s) for s in sorted(self.kmeans.centers)}
             seen: dict[str, int] = {}
-            for s, (en, _) in raw.items():
+            for en, _ in raw.values():
                 seen[en] = seen.get(en, 0) + 1
             self._labels = {s: ((f"{en} #{s}", f"{zh} #{s}") if seen[en] > 1 else (en, zh))
                             for s, (en, zh) in raw.items()}
