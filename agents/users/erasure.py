@@ -243,6 +243,7 @@ class Eraser:
         self.promo = promo
         self.anomalies = anomalies
         self.interests: Any = None  # the viewer-interest table (agents.rooms.pin_next)
+        self.audiences: Any = None  # agents.users.audiences.Audiences (membership index)
         settings = engine.settings
         self.key = pseudonym_key(settings)
         self.validator = Validator(
@@ -306,8 +307,12 @@ class Eraser:
         if self.interests is not None and self.interests.get(user) is not None:
             self.interests.delete(user, partition)  # a tombstone on its changelog
             summary["viewer_interest"] = 1
+        if self.audiences is not None:
+            summary["audience_index"] = self.audiences.forget(user)
         if engine.redis is not None:
             engine.redis.add("user", user, {})  # empty document: DEL + index ZREM
+            for audience_id in saved.audiences if saved is not None else ():
+                engine.redis.set_member("audience", audience_id, user, False)
         return summary
 
     # ------------------------------------------------------------------ durability
