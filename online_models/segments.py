@@ -78,8 +78,12 @@ _QUIET = ("occasional browsers", "偶尔浏览")
 _AVERAGE = ("average users", "普通")
 
 
+_NUMBERS = (int, float)
+_LOG1P = math.log1p
+
+
 def _number(value: Any) -> float | None:
-    if type(value) not in (int, float) or not math.isfinite(value):
+    if type(value) not in _NUMBERS or not math.isfinite(value):
         return None
     return max(0.0, float(value))
 
@@ -91,20 +95,23 @@ def profile_features(view: Mapping[str, Any]) -> dict[str, float]:
     ...                   "price": {"avg_price": None, "sensitivity": 0.25}})["spend"]
     4.605170185988092
     """
-    rfm = view.get("rfm") if isinstance(view.get("rfm"), Mapping) else {}
-    price = view.get("price") if isinstance(view.get("price"), Mapping) else {}
-    live = view.get("live") if isinstance(view.get("live"), Mapping) else {}
-    raw = {"spend": rfm.get("monetary"), "orders": rfm.get("orders"),
-           "frequency": rfm.get("frequency_30d"), "price": price.get("avg_price"),
-           "watch": live.get("watch_time_s"), "comments": live.get("comments"),
-           "likes": live.get("likes"), "gifts": live.get("gift_value"),
-           "rooms": live.get("rooms_watched"), "activity": view.get("events")}
+    rfm, price, live = view.get("rfm"), view.get("price"), view.get("live")
+    rfm = rfm if isinstance(rfm, dict) else {}
+    price = price if isinstance(price, dict) else {}
+    live = live if isinstance(live, dict) else {}
+    watch = live.get("watch_time_s")
+    avg_price = price.get("avg_price")
+    raw = (("spend", rfm.get("monetary")), ("orders", rfm.get("orders")),
+           ("frequency", rfm.get("frequency_30d")),
+           ("price", avg_price if avg_price else None),  # 0: no real price seen
+           ("watch", watch / 60.0 if type(watch) in _NUMBERS else None),
+           ("comments", live.get("comments")), ("likes", live.get("likes")),
+           ("gifts", live.get("gift_value")), ("rooms", live.get("rooms_watched")),
+           ("activity", view.get("events")))
     out: dict[str, float] = {}
-    for name, value in raw.items():
-        number = _number(value)
-        if number is None or (name == "price" and number <= 0):
-            continue
-        out[name] = math.log1p(number / 60.0 if name == "watch" else number)
+    for name, value in raw:
+        if type(value) in _NUMBERS and value >= 0 and value < math.inf:  # not NaN either
+            out[name] = _LOG1P(value)
     deal = _number(price.get("sensitivity"))
     if deal is not None:
         out["deal"] = min(deal, 1.0)

@@ -130,7 +130,10 @@ class Audience:
                    enabled=bool(record.get("enabled", True)), tests=tuple(tests))
 
     def matches(self, ctx: Mapping[str, Any]) -> bool:
-        return all(test(ctx) is not None for test in self.tests)
+        for test in self.tests:  # noqa: SIM110 (a loop: ~2x faster than all() per event)
+            if test(ctx) is None:
+                return False
+        return True
 
 
 def parse_audiences(text: str) -> list[Audience]:
