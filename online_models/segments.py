@@ -135,14 +135,15 @@ class ProfileSegmenter:
 
     model_version = MODEL_VERSION
 
-    def __init__(self, n_segments: int = 8, halflife: float = 0.01, warmup: int = 256,
-                 seed: int = 0) -> None:
+    def __init__(self, n_segments: int = 8, halflife: float = 0.002, warmup: int = 256,
+                 seed: int = 0, stickiness: float = 0.15) -> None:
         if n_segments < 2 or warmup < n_segments or not 0 < halflife <= 1:
             raise ValueError("need n_segments >= 2, warmup >= n_segments, 0 < halflife <= 1")
         self.n_segments = n_segments
         self.halflife = halflife
         self.warmup = warmup
         self.seed = seed
+        self.stickiness = stickiness
         self.scaler = preprocessing.StandardScaler()
         self.kmeans: cluster.KMeans | None = None
         self.buffer: list[dict[str, float]] = []
@@ -159,8 +160,12 @@ class ProfileSegmenter:
     def learn_one(self, x: Mapping[str, float]) -> None:
         self.learn_predict_one(x)
 
-    def learn_predict_one(self, x: Mapping[str, float]) -> int | None:
-        """Learn one profile's features; its segment (None while warming up)."""
+    def learn_predict_one(self, x: Mapping[str, float],
+                          current: int | None = None) -> int | None:
+        """Learn one profile's features; its segment (None while warming up). A profile
+        in segment ``current`` stays there unless another centroid is nearer by more than
+        ``stickiness`` of the distance to its own (hysteresis: a profile on a border does
+        not flip back and forth as the centroids drift)."""
         x = {k: float(v) for k, v in x.items() if k in FEATURES and math.isfinite(v)}
         self.scaler.learn_one(x)
         self.learned += 1
@@ -169,11 +174,21 @@ class ProfileSegmenter:
             if len(self.buffer) >= self.warmup:
                 self._seed()
             return None if self.kmeans is None else self.predict_one(x)
-        segment = self.kmeans.learn_predict_one(self._scaled(x))
+        z = self._scaled(x)
+        segment = self.kmeans.learn_predict_one(z)
+        if current is not None and current != segment and current in self.kmeans.centers:
+            own = self._distance(current, z)
+            if self._distance(segment, z) > (1.0 - self.stickiness) ** 2 * own:
+                segment = current
         decay = 1.0 - self.halflife
         self.weights = [w * decay for w in self.weights]
         self.weights[segment] += 1.0
         return segment
+
+    def _distance(self, segment: int, z: Mapping[str, float]) -> float:
+        """Squared distance of scaled features ``z`` to the segment's centroid."""
+        center = self.kmeans.centers[segment]  # type: ignore[union-attr]
+        return sum((center[f] - z.get(f, 0.0)) ** 2 for f in FEATURES)
 
     def predict_one(self, x: Mapping[str, float]) -> int | None:
         """The segment of a profile's features (None before the centroids exist)."""

@@ -285,7 +285,7 @@ class Audiences:
         if segmenter is not None and (profile.segment is None
                                       or profile.events % self.every_events == 0
                                       or ts - profile.segment_ts >= self.every_ms):
-            segment = segmenter.learn_predict_one(profile_features(view))
+            segment = segmenter.learn_predict_one(profile_features(view), profile.segment)
             if segment is not None:
                 profile.segment, profile.segment_ts = segment, ts
             view["segment"] = profile.segment
