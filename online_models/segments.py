@@ -26,18 +26,18 @@ e.g. ``high-spend gift givers`` / ``高消费送礼用户``.
 >>> import random
 >>> rng = random.Random(3)
 >>> def view(spend, gifts):
-...     return {"events": 30, "rfm": {"monetary": spend, "orders": 3 if spend else 0},
+...     return {"events": 30, "rfm": {"monetary": spend, "orders": rng.randint(1, 3)},
 ...             "live": {"gift_value": gifts, "gifts": 4 if gifts else 0}}
 >>> seg = ProfileSegmenter(n_segments=2, warmup=40, seed=1)
 >>> for _ in range(200):
 ...     _ = seg.learn_predict_one(profile_features(view(rng.uniform(2000, 4000),
 ...                                                     rng.uniform(300, 900))))
-...     _ = seg.learn_predict_one(profile_features(view(0.0, 0.0)))
+...     _ = seg.learn_predict_one(profile_features(view(rng.uniform(0, 50), 0.0)))
 >>> big = seg.predict_one(profile_features(view(3000.0, 500.0)))
 >>> big != seg.predict_one(profile_features(view(0.0, 0.0)))
 True
->>> seg.describe(big)["en"], seg.describe(big)["zh"]
-('high-spend gift givers', '高消费送礼用户')
+>>> seg.describe(big)["en"], seg.describe(big)["zh"], seg.describe(1 - big)["en"]
+('high-spend gift givers', '高消费送礼用户', 'low-spend average users')
 """
 
 from __future__ import annotations
