@@ -84,7 +84,9 @@ def test_audience_changes_follow_conditions_and_consent(broker: Any, worker_fact
     assert body["sample"][0] != "giver" and sum(c["members"] for c in body["composition"]) == 1
     assert get_json(f"{url}/api/audiences/nope")[0] == 404
     profile = get_json(f"{url}/api/users/giver/profile")[1]
-    assert profile["audiences"] == ["gift-givers"] and isinstance(profile["segment"], int)
+    # a handful of profiles: the segments are still warming up (256 profiles seed them)
+    assert profile["audiences"] == ["gift-givers"] and profile["segment"] is None
+    assert get_json(f"{url}/api/audiences")[1]["segments"] == []
 
     client = redis.Redis.from_url(settings.redis_url)
     key = f"{settings.redis_namespace}:audience:gift-givers"
