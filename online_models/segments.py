@@ -1,9 +1,9 @@
 """Online user segments: sequential k-means (``river.cluster.KMeans``) over standardised
 profile features, with a human description of each segment made from its centroid.
 
-:func:`profile_features` turns a profile's public view (``agents.users.profile``) into ten
-numbers: spend, orders, 30-day order frequency, typical price, price sensitivity, watch
-time, comments, likes, gift value and rooms watched, plus activity (events folded). Counts
+:func:`profile_features` turns a profile's public view (``agents.users.profile``) into
+eleven numbers: spend, orders, 30-day order frequency, typical price, price sensitivity,
+watch time, comments, likes, gift value, rooms watched and activity (events folded). Counts
 and money are ``log1p``-compressed (heavy tails), then standardised online
 (``river.preprocessing.StandardScaler``) and clipped to +-:data:`Z_CLIP` so that one whale
 cannot pull a centroid to itself. A missing price (no priced item yet) is left out: the
