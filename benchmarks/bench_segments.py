@@ -1,8 +1,8 @@
 """Online segments on simulator profiles: quality against the simulator's true user types,
 stability per simulated hour, and the per-event cost of segments and audiences.
 
-    python -m benchmarks.bench_segments [--seeds 1 2 3] [--users 3000] [--hours 6]
-        [--rate 60] [--cost-events 20000]
+    python -m benchmarks.bench_segments [--seeds 1 2 3] [--users 4000] [--hours 6]
+        [--rate 40] [--cost-events 20000] [--segments 8] [--stickiness 0.15]
 
 Per seed, :class:`streams.simulator.Simulator` traffic (``--rate`` events per simulated
 second for ``--hours``) is folded into :class:`agents.users.profile.UserProfile` objects
@@ -217,9 +217,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="*", default=[1, 2, 3],
                         help="simulation seeds (none: the cost measure only)")
-    parser.add_argument("--users", type=int, default=3000)
+    parser.add_argument("--users", type=int, default=4000)
     parser.add_argument("--hours", type=float, default=6.0)
-    parser.add_argument("--rate", type=float, default=60.0,
+    parser.add_argument("--rate", type=float, default=40.0,
                         help="events per simulated second")
     parser.add_argument("--min-events", type=int, default=5)
     parser.add_argument("--segments", type=int, default=8)
