@@ -14,12 +14,8 @@ centroids from them by k-means++ and a few Lloyd passes (deterministic for a see
 random start leaves centroids that never win), then hands them to ``river.cluster.KMeans``,
 which moves the nearest centroid ``halflife`` of the way to each new point (a constant
 step: old behaviour is forgotten geometrically). Segment ids are the centroid indexes, so
-they stay put while the centroids drift. Profiles mature after the warm-up, so a seeded
-centroid can end up deserted: every :data:`REVIVE_EVERY` points, one holding under
-:data:`REVIVE_SHARE` of an even share of the recent points restarts at the recent point
-farthest from every centroid (its id then names a new group). Memory is fixed: the
-centroids, the scaler's means and variances, :data:`RECENT_POINTS` recent points and the
-warm-up buffer (emptied once).
+they stay put while the centroids drift. Memory is fixed: ``n_segments`` centroids of ten
+numbers, the scaler's ten means and variances, and the warm-up buffer (emptied once).
 
 Descriptions (:meth:`ProfileSegmenter.describe`) read the centroid in standard deviations:
 up to two adjectives from spend, price level and price sensitivity (``high-spend``,
@@ -60,9 +56,6 @@ Z_CLIP = 3.0
 STRONG = 0.5        # |z| of a centroid coordinate that earns a word in its description
 LLOYD_PASSES = 5    # over the warm-up buffer when seeding the centroids
 RELABEL_EVERY = 256  # learned points between description refreshes
-RECENT_POINTS = 64   # recent scaled points kept to restart a deserted centroid from
-REVIVE_EVERY = 512   # learned points between checks for a deserted centroid
-REVIVE_SHARE = 0.2   # deserted: under this share of an even split of recent points
 
 # feature -> (high en, high zh, low en, low zh): adjectives before the noun
 _ADJECTIVES = {
@@ -156,8 +149,6 @@ class ProfileSegmenter:
         self.buffer: list[dict[str, float]] = []
         self.weights = [0.0] * n_segments  # decayed count of points assigned per segment
         self.learned = 0
-        self.recent: list[dict[str, float]] = []  # ring of the last RECENT_POINTS points
-        self.revived = 0
         self._labels: dict[int, tuple[str, str]] = {}
         self._labelled_at = -1
 
@@ -192,29 +183,7 @@ class ProfileSegmenter:
         decay = 1.0 - self.halflife
         self.weights = [w * decay for w in self.weights]
         self.weights[segment] += 1.0
-        if len(self.recent) < RECENT_POINTS:
-            self.recent.append(z)
-        else:
-            self.recent[self.learned % RECENT_POINTS] = z
-        if self.learned % REVIVE_EVERY == 0:
-            self._revive()
         return segment
-
-    def _revive(self) -> None:
-        """Restart the most deserted centroid, if one is, at the recent point farthest
-        from its nearest centroid (k-means++'s choice)."""
-        total = sum(self.weights)
-        share, deserted = min((w, s) for s, w in enumerate(self.weights))
-        if not total or share >= REVIVE_SHARE * total / self.n_segments or not self.recent:
-            return
-        far = max(self.recent, key=lambda z: min(self._distance(s, z)
-                                                  for s in range(self.n_segments)))
-        center = self.kmeans.centers[deserted]  # type: ignore[union-attr]
-        center.clear()
-        center.update((f, far.get(f, 0.0)) for f in FEATURES)
-        self.weights[deserted] = total / self.n_segments
-        self.revived += 1
-        self._labelled_at = -1
 
     def _distance(self, segment: int, z: Mapping[str, float]) -> float:
         """Squared distance of scaled features ``z`` to the segment's centroid."""
@@ -331,10 +300,8 @@ class ProfileSegmenter:
         coordinates = sum(len(c) for c in self.kmeans.centers.values()) if self.kmeans else 0
         return {"centroids": (coordinates, self.n_segments * len(FEATURES)),
                 "buffer": (len(self.buffer), self.warmup),
-                "recent": (len(self.recent), RECENT_POINTS),
                 "features": (len(self.scaler.counts), len(FEATURES))}
 
     def stats(self) -> dict[str, Any]:
         return {"model_version": self.model_version, "learned": self.learned,
-                "ready": self.kmeans is not None, "segments": self.n_segments,
-                "revived": self.revived}
+                "ready": self.kmeans is not None, "segments": self.n_segments}
