@@ -14,8 +14,8 @@ centroids from them by k-means++ and a few Lloyd passes (deterministic for a see
 random start leaves centroids that never win), then hands them to ``river.cluster.KMeans``,
 which moves the nearest centroid ``halflife`` of the way to each new point (a constant
 step: old behaviour is forgotten geometrically). Segment ids are the centroid indexes, so
-they stay put while the centroids drift. Memory is fixed: ``n_segments`` centroids of ten
-numbers, the scaler's ten means and variances, and the warm-up buffer (emptied once).
+they stay put while the centroids drift. Memory is fixed: ``n_segments`` centroids of eleven
+numbers, the scaler's eleven means and variances, and the warm-up buffer (emptied once).
 
 Descriptions (:meth:`ProfileSegmenter.describe`) read the centroid in standard deviations:
 up to two adjectives from spend, price level and price sensitivity (``high-spend``,
