@@ -897,8 +897,8 @@ AUDIENCE_CHANGE = Contract(
         _f("ts", INTEGER, "Event time of the change (the user's event), epoch ms.",
            required=True, **_NN),
         _f("reason", STRING, "Why: the conditions now hold or no longer do, the user opted "
-           "out, or the audience was removed or disabled.", required=True,
-           enum=("conditions", "consent", "removed")),
+           "out, the audience was removed or disabled, or the user was erased.",
+           required=True, enum=("conditions", "consent", "removed", "erased")),
         _f("segment", INTEGER, "The user's online segment then (null: none yet).",
            nullable=True, **_NN),
     ),

@@ -20,7 +20,8 @@ evaluated on each of the user's events (a few closures per audience); when it ch
 of the audiences the user is in (``profile.audiences``), so a restart neither repeats nor
 loses a change. An opted-out user (consent false) is in no audience and has no segment: the
 opt-out emits an ``exit`` per audience (reason ``consent``). A removed or disabled audience
-makes its members exit at their next event (reason ``removed``).
+makes its members exit at their next event (reason ``removed``); an erased user exits
+every audience (reason ``erased``, sent by :mod:`agents.users.erasure`).
 
 >>> book = AudienceBook(parse_audiences('''
 ... audiences:
@@ -319,6 +320,15 @@ class Audiences:
         out = [self._record("exit", a, profile.user_id, ts, "consent", None, f"consent:{ts}")
                for a in profile.audiences]
         profile.audiences, profile.segment, profile.segment_ts = (), None, 0
+        return out
+
+    def erased(self, user: str, audience_ids: Iterable[str],
+               ts: int) -> list[dict[str, Any]]:
+        """The ``exit`` records of an erased user (reason ``erased``: ad systems must drop
+        the user too); the user leaves this worker's index."""
+        out = [self._record("exit", a, user, ts, "erased", None, f"erased:{ts}")
+               for a in audience_ids]
+        self.forget(user)
         return out
 
     def forget(self, user: str) -> int:

@@ -58,6 +58,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from prometheus_client import Counter, Histogram
 
 from agents.models import MODEL_NAMES
@@ -284,7 +285,13 @@ class Eraser:
         if record is None:
             return
         user = record.user_id
+        saved = self.profiles.get(user)
+        member_of = saved.audiences if saved is not None else ()
         summary = self.forget(user, message.partition)
+        if self.audiences is not None and member_of:  # downstream audiences drop the user
+            for change in self.audiences.erased(user, member_of, record.ts):
+                engine.add_output(engine.topics.audience_changes, user, orjson.dumps(change))
+            await engine.outputs.flush()
         self.log.applied(user, record.request_id)
         self.to_complete[user] = (self.log.seq, message.partition, record.request_id)
         self._wake.set()

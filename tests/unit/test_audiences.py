@@ -240,3 +240,21 @@ def test_audience_index_is_bounded_and_forgets_erased_users() -> None:
         aud.on_event(p, {"events": 1}, None, f"e{n}")
     assert aud.report_one("all", 0)["size"] == 50
     assert aud.forget("u7") == 1 and aud.report_one("all", 0)["size"] == 49
+
+
+def test_an_erased_member_exits_every_audience(tmp_path: Path) -> None:
+    from tests.unit.test_privacy import erasure_harness, erasure_records, request
+
+    h, eraser = erasure_harness(tmp_path)
+    eraser.audiences = h.audiences  # as agents.users.pipeline.register wires it
+    run(h.feed("live-events", 0, [live("join", user="gone"),
+                                  *(live("gift", user="gone", amount=52.0) for _ in range(3))]))
+    run(h.forward_activity())
+    assert h.audiences.report_one("gift-givers", 0)["size"] == 1
+    (message,) = erasure_records(h, [("gone", request("gone"))])
+    run(eraser.on_request(message))
+    changes = h.sent(h.names.audience_changes)
+    assert [(c["type"], c["user_id"], c["reason"]) for c in changes] == [
+        ("enter", "gone", "conditions"), ("exit", "gone", "erased")]
+    check_contract(AUDIENCE_CHANGE, changes[-1])
+    assert h.audiences.report_one("gift-givers", 0)["size"] == 0
