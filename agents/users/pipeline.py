@@ -386,6 +386,10 @@ def register(engine: Engine, catalog: Any, headlines: Any, promo: PromoTriggers,
             except (orjson.JSONDecodeError, AudienceError) as exc:
                 book.rejected[name or "?"] = str(exc)[:300]
                 log.error("audience record %r refused: %s", name, exc)
+            except Exception as exc:  # a bug must not make the follower retry it for ever
+                log.exception("audience record %r could not be applied", name)
+                book.rejected[name or "?"] = f"internal: {type(exc).__name__}: {exc}"[:300]
+                engine.metrics.agent_errors.labels("audiences").inc()
 
         await reader.follow(apply)
 
