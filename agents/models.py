@@ -35,6 +35,7 @@ from agents.stats import EngineMetrics
 from config.settings import Settings
 from online_models.propensity import PURCHASE_EVENT_KINDS, LeaveRisk, PurchasePropensity
 from online_models.recsys import HybridRecommender
+from online_models.segments import ProfileSegmenter
 from online_models.snapshot import SnapshotError, SnapshotStore, load_newest, save_snapshot
 from streams.contracts import ClickEvent, LiveEvent, Recommendation
 
@@ -44,7 +45,7 @@ ITEM_KINDS = {"view", "click", "add_to_cart", "purchase", "product_click"}
 RECENT_RECS = 50_000      # sessions whose last recommendation is kept for prequential scoring
 SCORES_KEPT = 100_000     # users whose latest propensity / leave-risk scores are kept
 HR_WINDOW = 2_000         # prequential HR/MRR over the last N scored clicks
-MODEL_NAMES = ("recommender", "propensity", "leave_risk", "sentiment")
+MODEL_NAMES = ("recommender", "propensity", "leave_risk", "sentiment", "segments")
 
 
 def snapshot_dir(settings: Settings) -> Path:
@@ -134,6 +135,8 @@ class ModelHost:
             max_items=settings.recs_max_items)
         self.propensity = PurchasePropensity(seed=settings.model_seed)
         self.leave_risk = LeaveRisk(seed=settings.model_seed)
+        # online user segments (agents.users.audiences assigns them)
+        self.segments = ProfileSegmenter(seed=settings.model_seed)
         self.recent_recs: OrderedDict[str, list[str]] = OrderedDict()
         # never more sessions' last recommendations than sessions the recommender remembers
         self.recent_recs_cap = min(RECENT_RECS, settings.recs_max_sessions)
@@ -331,6 +334,7 @@ class ModelHost:
             "leave_risk": self.leave_risk.metrics(),
             "sentiment": {"model_version": room_state._sentiment.model_version,
                           **room_state._sentiment.stats()},
+            "segments": self.segments.stats(),
             "restored": self.restored,
         }
 
@@ -382,7 +386,8 @@ class ModelHost:
     def _models(self) -> dict[str, Any]:
         # the comment-mood model is worker-wide (every room's RoomState reads it)
         return {"recommender": self.recommender, "propensity": self.propensity,
-                "leave_risk": self.leave_risk, "sentiment": room_state._sentiment}
+                "leave_risk": self.leave_risk, "sentiment": room_state._sentiment,
+                "segments": self.segments}
 
     def snapshot(self) -> dict[str, int]:
         """Write every model's snapshot; return bytes written per model."""

@@ -41,6 +41,7 @@ from agents.rooms.pin_next import PinNext
 from agents.rooms.pipeline import RoomHandler, RoomPipeline
 from agents.state import WriteBehindTable
 from agents.stats import EngineMetrics
+from agents.users.audiences import PACKAGED_AUDIENCES, AudienceBook, Audiences
 from agents.users.pipeline import UserHandler
 from agents.users.store import ProfileStore
 from config.settings import Settings
@@ -185,9 +186,12 @@ class Harness:
         self.models = ModelHost(s, self.engine.metrics)
         self.profiles = ProfileStore(WriteBehindTable(self.table("user-profiles")))
         self.interests = WriteBehindTable(self.table("viewer-interest"))  # pin next
+        self.audiences = Audiences(  # segments and audiences (pseudonyms: the id reversed)
+            AudienceBook.load(s.audiences_file or PACKAGED_AUDIENCES),
+            lambda: self.models.segments, lambda user: user[::-1])
         self.users = UserHandler(self.engine, self.profiles, self.catalog, self.headlines,
                                  self.models, self.promo, self.anomalies.note_user,
-                                 self.interests)
+                                 self.interests, self.audiences)
         pipeline.pin_next = pin_next = PinNext(self.catalog, self.interests)
         pipeline.observers.append(pin_next.observe)
         self._next_offset: dict[tuple[str, int], int] = {}

@@ -306,6 +306,10 @@ class Settings:
         "", "YAML file of the promo campaigns (empty: the packaged `config/campaigns.yaml`); "
         "`<prefix>.campaigns` updates them at run time."
     )
+    audiences_file: str = _setting(
+        "", "YAML file of the audiences (empty: the packaged `config/audiences.yaml`); "
+        "`<prefix>.audiences` updates them at run time."
+    )
     # --- simulator defaults (used by `livepulse demo` and `livepulse simulate`)
     sim_rate: float = _setting(300.0, "Simulator events per second.")
     sim_rooms: int = _setting(6, "Simulated live rooms.")

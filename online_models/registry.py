@@ -35,6 +35,7 @@ from online_models.anomaly_cad import ContextAnomalyDetector
 from online_models.anomaly_ensemble import EnsembleDetector
 from online_models.propensity import LeaveRisk, OnlineClassifier, PurchasePropensity
 from online_models.recsys import HybridRecommender
+from online_models.segments import ProfileSegmenter, profile_features
 from online_models.sentiment import LexiconSentiment, NgramSentiment
 
 
@@ -483,4 +484,55 @@ register(ModelSpec(
     predict=lambda model, x: model.score_one(x), valid=_valid_score,
     bounds=lambda model: model.size(),
     long_stream=3_000, saturates=("0.recent", "0.history", "1.pairs"),
+))
+
+
+# ---------------------------------------------------------------------------- profile segments
+
+# planted user types: (spend, orders, gift value, comments, watch s, sensitivity)
+_SEGMENT_TYPES = ((3000.0, 6, 400.0, 5, 3000.0, 0.2), (80.0, 1, 0.0, 30, 5000.0, 0.7),
+                  (0.0, 0, 0.0, 0, 60.0, 0.25), (600.0, 3, 20.0, 2, 600.0, 0.5))
+
+
+def profile_view_stream(seed: int, n: int) -> Iterator[dict[str, Any]]:
+    """Profile views (``agents.users.profile`` shape) of four planted user types."""
+    rng = random.Random(f"segments-{seed}")
+    for _ in range(n):
+        spend, orders, gifts, comments, watch, deal = rng.choice(_SEGMENT_TYPES)
+        jitter = math.exp(rng.gauss(0.0, 0.3))
+        yield {"events": int(20 * jitter) + orders,
+               "rfm": {"monetary": round(spend * jitter, 2), "orders": orders,
+                       "frequency_30d": orders * jitter},
+               "price": {"avg_price": round(40 + spend / 20 * jitter, 2) if orders else None,
+                         "sensitivity": min(1.0, deal * jitter)},
+               "live": {"watch_time_s": watch * jitter, "comments": int(comments * jitter),
+                        "likes": int(10 * jitter), "gift_value": gifts * jitter,
+                        "rooms_watched": 1 + int(3 * jitter)}}
+
+
+def _unseen_views(seed: int) -> list[dict[str, Any]]:
+    return [{}, {"rfm": None}, {"rfm": {"monetary": float("nan"), "orders": -3}},
+            {"rfm": {"monetary": 1e15}, "live": {"gift_value": float("inf")}},
+            {"price": {"avg_price": 0.0, "sensitivity": 7}}, {"events": "many"},
+            {"live": {"comments": True, "watch_time_s": -5}}]
+
+
+def _segment_predict(model: Any, view: dict[str, Any]) -> int | None:
+    return model.predict_one(profile_features(view))
+
+
+def _segment_learn(model: Any, view: dict[str, Any]) -> None:
+    model.learn_one(profile_features(view))
+
+
+def _segment_factory(seed: int) -> Any:
+    return ProfileSegmenter(n_segments=4, warmup=64, seed=seed)
+
+
+register(ModelSpec(
+    name="profile-segments",
+    factory=_segment_factory, stream=profile_view_stream, learn=_segment_learn,
+    probes=lambda seed: list(profile_view_stream(seed + 1, 40)), unseen=_unseen_views,
+    predict=_segment_predict, valid=lambda s: s is None or s in range(4),
+    bounds=lambda model: model.size(), long_stream=2_000, saturates=("centroids",),
 ))

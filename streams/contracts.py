@@ -283,6 +283,30 @@ class AdFeedback:
 
 
 @dataclass(slots=True)
+class AudienceRecord:
+    id: str
+    version: int
+    when: list[dict[str, Any]]
+    enabled: bool | None = None
+    name: str | None = None
+    description: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(slots=True)
+class AudienceChange:
+    change_id: str
+    type: str
+    audience_id: str
+    audience_version: int
+    user_id: str
+    ts: int
+    reason: str
+    segment: int | None = None
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(slots=True)
 class Anomaly:
     anomaly_id: str
     status: str
@@ -869,6 +893,55 @@ AD_FEEDBACK = Contract(
     },
 )
 
+AUDIENCE = Contract(
+    name="audience",
+    title="Audience definition",
+    description="An audience: the users whose profile, segment and scores meet every "
+                "condition. Compacted topic <prefix>.audiences, key id; a null value removes "
+                "the runtime definition (the audiences file's one, if any, applies again). "
+                "Conditions read profile.* (the profile view, including profile.segment and "
+                "profile.tags) and scores.*. Semantics: README, Segments and audiences.",
+    record=AudienceRecord,
+    fields=(
+        _VERSION_IN,
+        _f("id", STRING, "Audience id (message key): letters, digits, '_', '-', '.'.",
+           required=True, max_length=64),
+        _f("version", INTEGER, "Definition version; a lower version than the one in force is "
+           "ignored.", required=True, minimum=1, maximum=MAX_UINT32),
+        _f("when", OBJECT_LIST, "Conditions, all of which must hold.", required=True,
+           items=_CONDITION, max_items=32),
+        _f("enabled", BOOLEAN, "False: nobody is in it (members exit; default true)."),
+        _f("name", STRING, "Display name.", max_length=200),
+        _f("description", STRING, "Free text.", max_length=2000),
+    ),
+)
+
+AUDIENCE_CHANGE = Contract(
+    name="audience-change",
+    title="Audience membership change",
+    description="A user entered or left an audience. Topic <prefix>.audience-changes, key "
+                "user_id. Per (audience, user) the records alternate enter, exit, enter...; "
+                "a redelivered event repeats the same change_id (deduplicate by it). An "
+                "opted-out user (consent false) leaves every audience (reason consent).",
+    record=AudienceChange,
+    fields=(
+        _VERSION_OUT,
+        _f("change_id", STRING, "Unique and stable across redelivery.", required=True),
+        _f("type", STRING, "Membership change.", required=True, enum=("enter", "exit")),
+        _f("audience_id", STRING, "Audience.", required=True, max_length=64),
+        _f("audience_version", INTEGER, "Definition version that decided it (0: the audience "
+           "was removed).", required=True, minimum=0, maximum=MAX_UINT32),
+        _f("user_id", STRING, "User (message key).", required=True, max_length=ID_LEN),
+        _f("ts", INTEGER, "Event time of the change (the user's event), epoch ms.",
+           required=True, **_NN),
+        _f("reason", STRING, "Why: the conditions now hold or no longer do, the user opted "
+           "out, the audience was removed or disabled, or the user was erased.",
+           required=True, enum=("conditions", "consent", "removed", "erased")),
+        _f("segment", INTEGER, "The user's online segment then (null: none yet).",
+           nullable=True, **_NN),
+    ),
+)
+
 ANOMALY = Contract(
     name="anomaly",
     title="Anomaly incident",
@@ -919,9 +992,9 @@ DEAD_LETTER = Contract(
 )
 
 INPUT_CONTRACTS = (LIVE_EVENT, CLICK_EVENT, CATALOG_ITEM, CAMPAIGN, CONSENT_EVENT,
-                   ERASURE_REQUEST, AD_FEEDBACK)
+                   ERASURE_REQUEST, AD_FEEDBACK, AUDIENCE)
 OUTPUT_CONTRACTS = (ROOM_INSIGHT, RECOMMENDATION, PROMO_TRIGGER, ATTRIBUTION, ANOMALY,
-                    DEAD_LETTER)
+                    DEAD_LETTER, AUDIENCE_CHANGE)
 ALL_CONTRACTS = INPUT_CONTRACTS + OUTPUT_CONTRACTS
 
 

@@ -28,6 +28,8 @@ _SUFFIXES = {
     "user_activity": "user-activity",
     "room_audience": "room-audience",
     "dead_letter_redrives": "dead-letter-redrives",
+    "audiences": "audiences",
+    "audience_changes": "audience-changes",
 }
 
 
@@ -77,6 +79,9 @@ class TopicNames:
     room_audience: str = field(init=False)
     # internal: the dead letters already redriven (``livepulse dead-letters redrive``)
     dead_letter_redrives: str = field(init=False)
+    # audiences: definitions (input, compacted) and membership changes (output)
+    audiences: str = field(init=False)
+    audience_changes: str = field(init=False)
 
     def __post_init__(self) -> None:
         for attr, suffix in _SUFFIXES.items():
@@ -124,6 +129,11 @@ class TopicNames:
             TopicSpec(self.dead_letter_redrives, "dead letter partition:offset", "internal",
                       "Dead letters already redriven to their source topic (the ledger that "
                       "makes `livepulse dead-letters redrive` idempotent).", compacted=True),
+            TopicSpec(self.audiences, "audience id", "input",
+                      "Audience definitions (latest per audience; null removes).",
+                      compacted=True),
+            TopicSpec(self.audience_changes, "user_id", "output",
+                      "Audience membership changes (enter/exit) for ad systems to sync."),
         ]
 
     def inputs(self) -> list[str]:

@@ -13,7 +13,9 @@ Conditions read a context of five namespaces (:func:`build_context`):
 * ``event``: ``type``, ``source`` (``live`` or ``clicks``), ``room_id``, ``item_id``,
   ``value`` (order value of a purchase), ``ts``;
 * ``profile``: the profile's public view after the event (``agents.users.profile``), e.g.
-  ``profile.lifecycle``, ``profile.tags``, ``profile.live.rooms_watched``;
+  ``profile.lifecycle``, ``profile.tags``, ``profile.live.rooms_watched``, the online
+  segment ``profile.segment`` and the audiences ``profile.audiences`` (a list: ``contains``;
+  :mod:`agents.users.audiences`);
 * ``session``: ``profile.session`` plus ``open_carts`` (carts minus purchases in the session)
   and ``gap_s`` (seconds since the user's previous event; null on a first event);
 * ``room``: the room's headline (``agents.rooms.pipeline.headline``) for the event's room;
@@ -331,11 +333,12 @@ def _parse_variants(raw: Any, offer: Mapping[str, Any], where: str) -> tuple[Var
 
 
 # ------------------------------------------------------------------ fairness guard
-# Fields that measure what a user is willing or able to pay (agents.users.profile's view).
+# Fields that measure what a user is willing or able to pay (agents.users.profile's view);
+# the online segment is clustered on spend, price level and sensitivity among others.
 PRICE_FIELDS = frozenset({
     "profile.price", "profile.price.avg_price", "profile.price.band",
     "profile.price.sensitivity", "profile.rfm.monetary", "profile.rfm.m_score",
-    "profile.live.gift_value"})
+    "profile.live.gift_value", "profile.segment"})
 # Profile tags derived from them (UserProfile.tags): spend level or price sensitivity.
 PRICE_TAGS = frozenset({"bargain_hunter", "big_spender", "gifter"})
 # Protected attributes: a condition on a field with one of these names (any namespace, any

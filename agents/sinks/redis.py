@@ -10,6 +10,9 @@ Key layout (``namespace`` defaults to ``lp``; ``kind`` is e.g. ``user`` or ``roo
   (epoch ms, writer's clock). Entries older than ``ttl_s`` are trimmed on every write
   (``ZREMRANGEBYSCORE``) and ignored on read, and the set itself expires ``ttl_s`` after the
   last write. Any worker can list the live rooms from it.
+- ``lp:{kind}:{id}`` as a plain set (:meth:`RedisSink.set_member`): e.g.
+  ``lp:audience:{audience id}``, the ids of the audience's members (``SADD``/``SREM``,
+  pipelined at each flush before the hashes; no TTL: an exit removes a member).
 
 Writes are batched: :meth:`RedisSink.add` only records the latest document per key in
 memory (no I/O), and :meth:`RedisSink.flush` (every ``flush_interval_s`` from
@@ -265,6 +268,9 @@ class RedisSink:
         self._down_since = 0.0
         self._dropped_unreported = 0
         self._task: asyncio.Task[None] | None = None
+        # set memberships to write: (set key, member) -> present (the latest change wins)
+        self._members: collections.OrderedDict[tuple[str, str], bool] = \
+            collections.OrderedDict()
 
     # ---- state -------------------------------------------------------------------------
     @property
@@ -274,8 +280,9 @@ class RedisSink:
 
     @property
     def pending(self) -> int:
-        """Keys not yet written, including those of a flush in progress."""
-        return len(self._pending) + self._in_flight
+        """Keys (and set memberships) not yet written, including those of a flush in
+        progress."""
+        return len(self._pending) + self._in_flight + len(self._members)
 
     def key(self, kind: str, key_id: str) -> str:
         """The Redis key of one entity, e.g. ``lp:user:u1``."""
@@ -306,6 +313,45 @@ class RedisSink:
         if len(pending) > self.max_pending:
             self._drop_oldest(len(pending) - self.max_pending)
 
+    def set_member(self, kind: str, key_id: str, member: str, present: bool) -> None:
+        """Add ``member`` to (or remove it from) the set ``lp:{kind}:{key_id}`` at the next
+        flush; no I/O. Bounded like the hashes (``max_pending``: the oldest change drops).
+
+        >>> sink = RedisSink("redis://localhost:1", ttl_s=60)
+        >>> sink.set_member("audience", "vip", "u1", True)
+        >>> sink.set_member("audience", "vip", "u1", False); dict(sink._members)
+        {('lp:audience:vip', 'u1'): False}
+        """
+        if not kind or ":" in kind:
+            raise ValueError(f"kind must be non-empty and contain no ':': {kind!r}")
+        entry = (f"{self.namespace}:{kind}:{key_id}", str(member))
+        members = self._members
+        members.pop(entry, None)
+        members[entry] = present
+        if len(members) > self.max_pending:
+            members.popitem(last=False)
+            self.metrics.dropped_keys.inc()
+
+    async def _flush_members(self) -> None:
+        """Write the pending set memberships in one pipeline; on failure keep them pending
+        (a newer change of the same member wins) and raise."""
+        if not self._members:
+            return
+        batch, self._members = self._members, collections.OrderedDict()
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for (key, member), present in batch.items():
+                    if present:
+                        pipe.sadd(key, member)
+                    else:
+                        pipe.srem(key, member)
+                await pipe.execute()
+        except BaseException:
+            batch.update(self._members)
+            self._members = batch
+            raise
+        self.metrics.writes.labels("set_member").inc(len(batch))
+
     def _drop_oldest(self, count: int) -> None:
         for _ in range(count):
             _dropped_key, (kind, _id, _doc) = self._pending.popitem(last=False)
@@ -322,6 +368,11 @@ class RedisSink:
         first failing batch the flush stops; that batch and the rest stay pending.
         """
         async with self._flush_lock:
+            try:
+                await self._flush_members()
+            except Exception as error:  # Redis must never stop the stream
+                self._mark_down("flush", error)
+                return 0
             if not self._pending:
                 if self._up is not True:
                     await self._probe()

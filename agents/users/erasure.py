@@ -58,6 +58,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from prometheus_client import Counter, Histogram
 
 from agents.models import MODEL_NAMES
@@ -243,6 +244,7 @@ class Eraser:
         self.promo = promo
         self.anomalies = anomalies
         self.interests: Any = None  # the viewer-interest table (agents.rooms.pin_next)
+        self.audiences: Any = None  # agents.users.audiences.Audiences (membership index)
         settings = engine.settings
         self.key = pseudonym_key(settings)
         self.validator = Validator(
@@ -283,7 +285,13 @@ class Eraser:
         if record is None:
             return
         user = record.user_id
+        saved = self.profiles.get(user)
+        member_of = saved.audiences if saved is not None else ()
         summary = self.forget(user, message.partition)
+        if self.audiences is not None and member_of:  # downstream audiences drop the user
+            for change in self.audiences.erased(user, member_of, record.ts):
+                engine.add_output(engine.topics.audience_changes, user, orjson.dumps(change))
+            await engine.outputs.flush()
         self.log.applied(user, record.request_id)
         self.to_complete[user] = (self.log.seq, message.partition, record.request_id)
         self._wake.set()
@@ -306,8 +314,12 @@ class Eraser:
         if self.interests is not None and self.interests.get(user) is not None:
             self.interests.delete(user, partition)  # a tombstone on its changelog
             summary["viewer_interest"] = 1
+        if self.audiences is not None:
+            summary["audience_index"] = self.audiences.forget(user)
         if engine.redis is not None:
             engine.redis.add("user", user, {})  # empty document: DEL + index ZREM
+            for audience_id in saved.audiences if saved is not None else ():
+                engine.redis.set_member("audience", audience_id, user, False)
         return summary
 
     # ------------------------------------------------------------------ durability

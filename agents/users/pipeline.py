@@ -5,7 +5,10 @@ event, folded by :meth:`agents.users.profile.UserProfile.apply` with catalog fac
 brand, price) from the ``catalog`` global table. Then the online models (:class:`ModelHost`)
 score, learn and rank: every item event yields a top-K on ``recommendations``, and propensity
 and leave-risk scores join the profile's public view, which is queued for Redis
-(``lp:user:{id}``; the sink writes each key at most once per flush interval).
+(``lp:user:{id}``; the sink writes each key at most once per flush interval). Segments and
+audiences (:mod:`agents.users.audiences`) are decided before the promo decider runs, so
+campaign conditions can read ``profile.segment`` and ``profile.audiences``; membership
+changes go to ``audience-changes`` and to the Redis sets ``lp:audience:{id}``.
 """
 
 from __future__ import annotations
@@ -20,19 +23,23 @@ import orjson
 
 from agents.engine import RAW, Engine
 from agents.models import ModelHost
+from agents.privacy import pseudonym_key, pseudonymize
 from agents.promo.triggers import bootstrap_of
 from agents.rooms.pin_next import INTEREST_MIN_GAP_MS, interest_summary, needs_refresh
 from agents.rooms.portrait import NEXT_ROOM_MS, viewer_summary
 from agents.state import StateMetrics, WriteBehindTable, in_partition
 from agents.users.activity import source_of, unbatch
+from agents.users.audiences import PACKAGED_AUDIENCES, AudienceBook, AudienceError, Audiences
 from agents.users.erasure import Eraser
 from agents.users.profile import WATCH_TIMEOUT_MS, UserProfile
 from agents.users.store import ProfileStore
 from online_models.snapshot import SnapshotError
 from streams.app import subscribe
 from streams.contracts import CLICK_EVENT, LIVE_EVENT, as_dict, to_record
+from streams.control import ControlTopicReader
 from streams.ingest import Rejection, now_ms
 from streams.outputs import partition_for
+from streams.security import kafka_client_options
 
 if TYPE_CHECKING:
     from agents.anomalies.monitor import AnomalyMonitor
@@ -103,8 +110,10 @@ class UserHandler:
 
     def __init__(self, engine: Engine, profiles: ProfileStore, catalog: Any, headlines: Any,
                  models: ModelHost, promo: PromoTriggers,
-                 watch_user: Callable[..., Any] | None = None, interests: Any = None) -> None:
+                 watch_user: Callable[..., Any] | None = None, interests: Any = None,
+                 audiences: Audiences | None = None) -> None:
         self.engine = engine
+        self.audiences = audiences  # segments and audiences (None: off)
         # viewer-interest global table (agents.rooms.pin_next): written by this pipeline only
         self.interests = interests
         self.profiles = profiles
@@ -240,6 +249,10 @@ class UserHandler:
             self._portrait(record, source, view, scores, viewer, came_from)
         if scores:
             view["scores"] = scores
+        if self.audiences is not None:
+            changes = self.audiences.on_event(profile, view, scores, record.event_id)
+            if changes:
+                self.emit_changes(changes)
         if live and self.interests is not None and profile.consent:
             published = self.interests.get(user)
             # built at most every INTEREST_MIN_GAP_MS of the viewer's events once it names
@@ -263,6 +276,17 @@ class UserHandler:
             engine.metrics.observe_latency(self.names.recommendations,
                                            max(0, now_ms() - record.ts))
 
+
+    def emit_changes(self, changes: list[dict[str, Any]]) -> None:
+        """Audience membership changes: to ``audience-changes`` (with the batch's outputs)
+        and to the members' Redis sets."""
+        engine, topic = self.engine, self.names.audience_changes
+        redis = engine.redis
+        for change in changes:
+            engine.add_output(topic, change["user_id"], orjson.dumps(change))
+            if redis is not None:
+                redis.set_member("audience", change["audience_id"], change["user_id"],
+                                 change["type"] == "enter")
 
     def _portrait(self, record: Any, source: str | None, view: dict[str, Any],
                   scores: dict[str, float] | None, viewer: dict[str, Any] | None,
@@ -322,8 +346,13 @@ def register(engine: Engine, catalog: Any, headlines: Any, promo: PromoTriggers,
                                  outputs=engine.outputs)
     engine.hooks.before_commit.append(interests.flush)
     eraser.interests = interests
+    key = pseudonym_key(settings)
+    book = AudienceBook.load(settings.audiences_file or PACKAGED_AUDIENCES)
+    audiences = Audiences(book, lambda: models.segments, lambda user: pseudonymize(user, key))
+    eraser.audiences = audiences
     handler = UserHandler(engine, profiles, catalog, headlines, models, promo,
-                          anomalies.note_user if anomalies is not None else None, interests)
+                          anomalies.note_user if anomalies is not None else None, interests,
+                          audiences)
     for name in (names.clicks, names.user_activity):
         engine.hooks.batch_handlers[name] = handler
     engine.hooks.routed_sources = (names.clicks, names.user_activity)  # profile routes
@@ -336,6 +365,14 @@ def register(engine: Engine, catalog: Any, headlines: Any, promo: PromoTriggers,
             profile = await promo.on_consent(message, profiles)
             if profile is not None and not profile.consent:
                 models.scores.pop(profile.user_id, None)  # personal scores no longer kept
+                exits = audiences.on_consent(profile, profile.consent_ts)
+                if exits:  # in no audience any more
+                    profiles.set(profile.user_id, profile, message.partition)
+                    handler.emit_changes(exits)
+                    if engine.redis is not None:
+                        engine.redis.add("user", profile.user_id,
+                                         profile.view(profile.updated_at))
+                    await engine.outputs.flush()
                 if interests.get(profile.user_id) is not None:
                     interests.delete(profile.user_id, partition_for(
                         profile.user_id.encode(), settings.partitions))
@@ -348,6 +385,30 @@ def register(engine: Engine, catalog: Any, headlines: Any, promo: PromoTriggers,
         async for event in stream.events():
             await engine.guard("user-pipeline", event.message, handle_control,
                                event.message)
+
+    @app.task
+    async def follow_audiences() -> None:
+        """Runtime audience definitions (every partition of the compacted topic, from the
+        beginning, on every worker)."""
+        reader = ControlTopicReader(
+            bootstrap_of(app), names.audiences, client_options=kafka_client_options(settings),
+            fetch_wait_ms=100, default_partitions=settings.partitions, poll_ms=500,
+            name="the audiences topic")
+
+        def apply(rec: Any) -> None:
+            name = rec.key.decode("utf-8", "replace") if rec.key else None
+            try:
+                body = orjson.loads(rec.value) if rec.value is not None else None
+                log.info("audience %s: %s", name, book.apply(name, body))
+            except (orjson.JSONDecodeError, AudienceError) as exc:
+                book.rejected[name or "?"] = str(exc)[:300]
+                log.error("audience record %r refused: %s", name, exc)
+            except Exception as exc:  # a bug must not make the follower retry it for ever
+                log.exception("audience record %r could not be applied", name)
+                book.rejected[name or "?"] = f"internal: {type(exc).__name__}: {exc}"[:300]
+                engine.metrics.agent_errors.labels("audiences").inc()
+
+        await reader.follow(apply)
 
     @app.task
     async def make_erasures_durable() -> None:

@@ -35,6 +35,8 @@ Public JSON (:meth:`UserProfile.view`, served by the HTTP API and Redis)
   ``comments``, ``likes``, ``gifts``, ``gift_value``, ``current_room``.
 * ``tags`` and ``lifecycle``: rules in :meth:`UserProfile.tags` and
   :meth:`UserProfile.lifecycle`.
+* ``segment`` (online segment id, null before one is assigned or without consent) and
+  ``audiences`` (ids of the audiences the user is in): set by :mod:`agents.users.audiences`.
 
 Stored form (:meth:`UserProfile.to_dict`, the table value)
 ----------------------------------------------------------
@@ -63,6 +65,7 @@ sx/sf  sessions / decayed sessions          cm/lk  comments / likes
 cat/br {category|brand: score}, <= 12       gn/gv  gifts / gift value
 pw/ps  price weight / weighted price sum    dw/de  deal signals / price evidence
 src    {source: input offset}, <= 8     ids    recent event ids (hashes), <= 16
+sg/sgt segment / when assigned (age)      au     audience ids the user is in
 ====== ===================================  ====== ====================================
 
 Idempotency: the pipeline asks :meth:`UserProfile.is_duplicate` before folding an event in,
@@ -231,13 +234,13 @@ class UserProfile:
     """
 
     __slots__ = (
-        "brands", "categories", "comments", "consent", "consent_ts", "deal_evidence",
-        "deal_weight", "events", "first_seen", "gift_value", "gifts", "last_order_ts", "likes",
-        "monetary", "order_freq", "orders", "price_sum", "price_weight", "recent_ids",
-        "recent_items", "ref", "rooms", "rooms_count", "session_carts", "session_events",
-        "session_freq", "session_id", "session_last", "session_purchases", "session_start",
-        "sessions", "sources", "updated_at", "user_id", "watch_last", "watch_ms", "watch_room",
-        "watch_start",
+        "audiences", "brands", "categories", "comments", "consent", "consent_ts",
+        "deal_evidence", "deal_weight", "events", "first_seen", "gift_value", "gifts",
+        "last_order_ts", "likes", "monetary", "order_freq", "orders", "price_sum",
+        "price_weight", "recent_ids", "recent_items", "ref", "rooms", "rooms_count", "segment",
+        "segment_ts", "session_carts", "session_events", "session_freq", "session_id",
+        "session_last", "session_purchases", "session_start", "sessions", "sources",
+        "updated_at", "user_id", "watch_last", "watch_ms", "watch_room", "watch_start",
     )
 
     def __init__(self, user_id: str) -> None:
@@ -279,6 +282,9 @@ class UserProfile:
         self.gift_value = 0.0
         self.recent_ids = ""  # event_key of the last RECENT_EVENT_IDS events, oldest first
         self.sources: dict[str, int] = {}  # source -> input offset of its last event here
+        self.segment: int | None = None  # agents.users.audiences
+        self.segment_ts = 0
+        self.audiences: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ folding events
     def is_duplicate(self, event_id: str, source: str | None = None,
@@ -724,6 +730,8 @@ class UserProfile:
             },
             "tags": self._tags(now_ms, affinity, frequency, watch_ms),
             "lifecycle": self._lifecycle(now_ms, frequency_factor, watch_ms),
+            "segment": self.segment,
+            "audiences": list(self.audiences),
         }
 
     # ------------------------------------------------------------------ serialisation
@@ -800,6 +808,11 @@ class UserProfile:
             out["ids"] = self.recent_ids
         if self.sources:
             out["src"] = self.sources
+        if self.segment is not None:
+            out["sg"] = self.segment
+            out["sgt"] = t - self.segment_ts
+        if self.audiences:
+            out["au"] = list(self.audiences)
         return out
 
     @classmethod
@@ -848,6 +861,9 @@ class UserProfile:
         p.gift_value = get("gv", 0.0)
         p.recent_ids = get("ids", "")
         p.sources = dict(get("src", ()))
+        p.segment = segment = get("sg")
+        p.segment_ts = t - get("sgt", 0) if segment is not None else 0
+        p.audiences = tuple(get("au", ()))
         return p
 
 

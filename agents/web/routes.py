@@ -318,6 +318,27 @@ def register(worker: Worker) -> None:
             return self.json(found) if found is not None else _not_found(
                 self, "campaign_id", campaign_id)
 
+    audiences = worker.users.audiences
+
+    @app.page("/api/audiences")
+    class AudienceList(View):
+        """Audiences in force with their size among this worker's users, and the online
+        segments with their en/zh descriptions (agents.users.audiences)."""
+
+        async def get(self, request: Request) -> Response:
+            if audiences is None:
+                return self.json({"ts": now_ms(), "audiences": [], "segments": []})
+            return self.json(audiences.report(now_ms()))
+
+    @app.page("/api/audiences/{audience_id}")
+    class AudienceView(View):
+        """One audience: size, composition by segment, a sample of pseudonymous ids."""
+
+        async def get(self, request: Request, audience_id: str) -> Response:
+            found = audiences.report_one(audience_id, now_ms()) if audiences else None
+            return self.json(found) if found is not None else _not_found(
+                self, "audience_id", audience_id)
+
     @app.page("/api/users/{user_id}/triggers/{key}/audit")
     class TriggerAudit(View):
         """The audit record of one trigger decision (admin token; the trigger history is
