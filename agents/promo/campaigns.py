@@ -338,7 +338,10 @@ def _parse_variants(raw: Any, offer: Mapping[str, Any], where: str) -> tuple[Var
 PRICE_FIELDS = frozenset({
     "profile.price", "profile.price.avg_price", "profile.price.band",
     "profile.price.sensitivity", "profile.rfm.monetary", "profile.rfm.m_score",
-    "profile.live.gift_value", "profile.segment"})
+    "profile.live.gift_value", "profile.segment",
+    # an audience is conditions that may select on spend (and may be redefined at run
+    # time, after the campaign was checked): a money offer through one is checked as such
+    "profile.audiences"})
 # Profile tags derived from them (UserProfile.tags): spend level or price sensitivity.
 PRICE_TAGS = frozenset({"bargain_hunter", "big_spender", "gifter"})
 # Protected attributes: a condition on a field with one of these names (any namespace, any

@@ -229,6 +229,20 @@ def test_a_discount_by_segment_is_refused_by_the_fairness_guard() -> None:
                             "when": [{"field": "profile.segment", "op": "==", "value": 2}]})
 
 
+def test_a_discount_through_an_audience_is_refused_by_the_fairness_guard() -> None:
+    # the audience's own conditions may select on spend and change at run time
+    with pytest.raises(CampaignError, match=r"profile\.audiences"):
+        Campaign.from_dict({"id": "c", "on": ["like"], "action": "coupon",
+                            "offer": {"discount_pct": 10},
+                            "when": [{"field": "profile.audiences", "op": "contains",
+                                      "value": "big-spenders"}]})
+    Campaign.from_dict({"id": "c", "on": ["like"], "action": "coupon",   # with a reason
+                        "offer": {"discount_pct": 10}, "allow_personalised_pricing": True,
+                        "justification": "loyalty tier agreed with the legal team",
+                        "when": [{"field": "profile.audiences", "op": "contains",
+                                  "value": "big-spenders"}]})
+
+
 def test_audience_index_is_bounded_and_forgets_erased_users() -> None:
     book = AudienceBook(parse_audiences(
         "audiences: [{id: all, when: [{field: profile.events, op: '>=', value: 0}]}]"))
