@@ -147,7 +147,8 @@ def unique_settings(tmp_path: Path, broker: BrokerProcess, **overrides: object) 
 
 def start_worker(settings: Settings, log_path: Path) -> WorkerHandle:
     asyncio.run(ensure_topics(settings))
-    env = {**os.environ, **settings.to_env()}
+    # unbuffered: a worker killed by the test (or at teardown) leaves its last lines
+    env = {**os.environ, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
     with open(log_path, "ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "agents.cli", "worker"], cwd=REPO, env=env, stdout=out,
