@@ -608,7 +608,7 @@ def test_forget_then_sigkill_and_restart_keeps_the_user_forgotten(
 
     forget = subprocess.Popen(
         [sys.executable, "-m", "agents.cli", "forget", gone, "--web", first.web_url,
-         "--timeout", "120"], cwd=REPO, env={**os.environ, **settings.to_env()},
+         "--timeout", "240"], cwd=REPO, env={**os.environ, **settings.to_env()},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         acked = wait_for(lambda: (s := get_json(user_url(first, gone, "erasure"))[1]) and
@@ -621,7 +621,7 @@ def test_forget_then_sigkill_and_restart_keeps_the_user_forgotten(
         holding, files = snapshots_holding(settings, gone)
         assert holding == [] and files >= 4, (holding, files)
         second = worker_factory(settings, "second")  # same data and snapshot folders, port
-        out, err = forget.communicate(timeout=240)
+        out, err = forget.communicate(timeout=360)
     finally:
         if forget.poll() is None:
             forget.kill()
