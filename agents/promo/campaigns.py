@@ -711,7 +711,65 @@ def parse_campaigns(text: str) -> list[Campaign]:
     return campaigns
 
 
-class CampaignBook:
+class DefinitionBook:
+    """Definitions in force by id: a file's (``defaults``), overridden by a compacted topic
+    (``overrides``); the rules of :class:`CampaignBook`, shared by
+    :class:`agents.users.audiences.AudienceBook`. A subclass names its ``parse`` (a record
+    to a definition with ``id`` and ``version``), ``error``, ``limit`` and ``noun``, and
+    rebuilds its indexes in ``_rebuild``."""
+
+    parse: Callable[[Mapping[str, Any]], Any]
+    error: type[Exception] = ValueError
+    limit = 0
+    noun = "definitions"
+    defaults: dict[str, Any]
+    overrides: dict[str, Any]
+    rejected: dict[str, str]   # record key -> why its last record was refused
+
+    def _rebuild(self) -> None:
+        raise NotImplementedError
+
+    def apply(self, key: str | None, value: Mapping[str, Any] | None) -> str:
+        """Apply one topic record: ``applied``, ``stale``, ``removed`` or ``ignored``;
+        raises ``error`` for a record that cannot be used."""
+        if value is None:
+            if key is None:
+                raise self.error("tombstone without a key")
+            self.rejected.pop(key, None)
+            removed = self.overrides.pop(key, None)
+            self._rebuild()
+            return "removed" if removed else "ignored"
+        try:
+            found = type(self).parse(value)
+            if key is not None and key != found.id:
+                raise self.error(f"record key {key!r} differs from its id {found.id!r}")
+            current = self.get(found.id)
+            if current is None and len(self.definitions()) >= self.limit:
+                raise self.error(f"at most {self.limit} {self.noun}")
+        except self.error as exc:
+            named = value.get("id") if isinstance(value, Mapping) else None
+            self.rejected[key or str(named)] = str(exc)
+            raise
+        self.rejected.pop(found.id, None)
+        if current is not None and found.version < current.version:
+            return "stale"
+        self.overrides[found.id] = found
+        self._rebuild()
+        return "applied"
+
+    def get(self, definition_id: str) -> Any:
+        found = self.overrides.get(definition_id)
+        return found if found is not None else self.defaults.get(definition_id)
+
+    def source_of(self, definition_id: str) -> str:
+        return "topic" if definition_id in self.overrides else "file"
+
+    def definitions(self) -> list[Any]:
+        ids = sorted(set(self.defaults) | set(self.overrides))
+        return [d for d in (self.get(i) for i in ids) if d is not None]
+
+
+class CampaignBook(DefinitionBook):
     """The campaigns in force: the file's, overridden by the campaigns topic.
 
     A topic record replaces the campaign of its id unless its ``version`` is lower than the
@@ -728,6 +786,11 @@ class CampaignBook:
     >>> book.get("a").enabled, book.source_of("a"), book.apply("a", None), book.get("a").version
     (False, 'topic', 'removed', 1)
     """
+
+    parse = Campaign.from_dict
+    error = CampaignError
+    limit = MAX_CAMPAIGNS
+    noun = "campaigns"
 
     def __init__(self, defaults: Iterable[Campaign] = ()) -> None:
         self.defaults = {c.id: c for c in defaults}
@@ -757,44 +820,8 @@ class CampaignBook:
         self._index = {kind: tuple(found) for kind, found in index.items()}
         self.generation += 1
 
-    def apply(self, key: str | None, value: Mapping[str, Any] | None) -> str:
-        """Apply one campaigns-topic record; ``applied``, ``stale`` or ``removed``.
-        Raises :class:`CampaignError` for a record that cannot be used."""
-        if value is None:
-            if key is None:
-                raise CampaignError("tombstone without a key")
-            self.rejected.pop(key, None)
-            removed = self.overrides.pop(key, None)
-            self._rebuild()
-            return "removed" if removed else "ignored"
-        try:
-            campaign = Campaign.from_dict(value)
-            if key is not None and key != campaign.id:
-                raise CampaignError(f"record key {key!r} differs from its id {campaign.id!r}")
-            current = self.get(campaign.id)
-            if current is None and len(self.campaigns()) >= MAX_CAMPAIGNS:
-                raise CampaignError(f"at most {MAX_CAMPAIGNS} campaigns")
-        except CampaignError as exc:
-            named = value.get("id") if isinstance(value, Mapping) else None
-            self.rejected[key or str(named)] = str(exc)
-            raise
-        self.rejected.pop(campaign.id, None)
-        if current is not None and campaign.version < current.version:
-            return "stale"
-        self.overrides[campaign.id] = campaign
-        self._rebuild()
-        return "applied"
-
-    def get(self, campaign_id: str) -> Campaign | None:
-        found = self.overrides.get(campaign_id)
-        return found if found is not None else self.defaults.get(campaign_id)
-
-    def source_of(self, campaign_id: str) -> str:
-        return "topic" if campaign_id in self.overrides else "file"
-
     def campaigns(self) -> list[Campaign]:
-        ids = sorted(set(self.defaults) | set(self.overrides))
-        return [c for c in (self.get(i) for i in ids) if c is not None]
+        return self.definitions()
 
     def listening(self, event_type: str) -> tuple[Campaign, ...]:
         """The enabled campaigns that an event of ``event_type`` can fire."""

@@ -55,7 +55,7 @@ from typing import Any
 import yaml
 
 import config
-from agents.promo.campaigns import Test, compile_condition
+from agents.promo.campaigns import DefinitionBook, Test, compile_condition
 from agents.users.profile import UserProfile
 from online_models.segments import ProfileSegmenter, profile_features
 from streams.contracts import AUDIENCE, ContractError, check_contract
@@ -156,7 +156,7 @@ def parse_audiences(text: str) -> list[Audience]:
     return audiences
 
 
-class AudienceBook:
+class AudienceBook(DefinitionBook):
     """The audiences in force: the file's, overridden by the audiences topic (the rules of
     :class:`agents.promo.campaigns.CampaignBook`).
 
@@ -170,6 +170,11 @@ class AudienceBook:
     >>> book.apply("a", None), book.get("a").version, book.source_of("a")
     ('removed', 1, 'file')
     """
+
+    parse = Audience.from_dict
+    error = AudienceError
+    limit = MAX_AUDIENCES
+    noun = "audiences"
 
     def __init__(self, defaults: Iterable[Audience] = ()) -> None:
         self.defaults = {a.id: a for a in defaults}
@@ -188,44 +193,8 @@ class AudienceBook:
     def _rebuild(self) -> None:
         self._active = tuple(a for a in self.audiences() if a.enabled)
 
-    def apply(self, key: str | None, value: Mapping[str, Any] | None) -> str:
-        """Apply one audiences-topic record: ``applied``, ``stale``, ``removed`` or
-        ``ignored``; raises :class:`AudienceError` for a record that cannot be used."""
-        if value is None:
-            if key is None:
-                raise AudienceError("tombstone without a key")
-            self.rejected.pop(key, None)
-            removed = self.overrides.pop(key, None)
-            self._rebuild()
-            return "removed" if removed else "ignored"
-        try:
-            audience = Audience.from_dict(value)
-            if key is not None and key != audience.id:
-                raise AudienceError(f"record key {key!r} differs from its id {audience.id!r}")
-            current = self.get(audience.id)
-            if current is None and len(self.audiences()) >= MAX_AUDIENCES:
-                raise AudienceError(f"at most {MAX_AUDIENCES} audiences")
-        except AudienceError as exc:
-            named = value.get("id") if isinstance(value, Mapping) else None
-            self.rejected[key or str(named)] = str(exc)
-            raise
-        self.rejected.pop(audience.id, None)
-        if current is not None and audience.version < current.version:
-            return "stale"
-        self.overrides[audience.id] = audience
-        self._rebuild()
-        return "applied"
-
-    def get(self, audience_id: str) -> Audience | None:
-        found = self.overrides.get(audience_id)
-        return found if found is not None else self.defaults.get(audience_id)
-
-    def source_of(self, audience_id: str) -> str:
-        return "topic" if audience_id in self.overrides else "file"
-
     def audiences(self) -> list[Audience]:
-        ids = sorted(set(self.defaults) | set(self.overrides))
-        return [a for a in (self.get(i) for i in ids) if a is not None]
+        return self.definitions()
 
     def active(self) -> tuple[Audience, ...]:
         """The enabled audiences, by id."""
