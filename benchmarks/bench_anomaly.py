@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_incidents import ENGINE_BINS, ENGINE_CAPACITY
-from online_models.anomaly import AnomalyDetector
+from online_models.anomaly import engine_forecast
 from online_models.anomaly_cad import ContextAnomalyDetector
 from online_models.anomaly_ensemble import EnsembleDetector
 from online_models.evaluation.nab import DETECTORS as NAB_DETECTORS
@@ -100,12 +100,6 @@ def river_hst(seed: int = 42) -> Any:
     return preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees(seed=seed)
 
 
-def engine_forecast(warmup: int) -> AnomalyDetector:
-    """The forecast detector with the engine's settings (``agents.anomalies.watches``)."""
-    return AnomalyDetector(seed=0, warmup=warmup, refractory=0, errors=128, history=300,
-                           blocks=64, seasonal=False)
-
-
 def engine_ensemble(warmup: int) -> EnsembleDetector:
     """The ensemble with the engine's forecast settings and the contextual detector."""
     return EnsembleDetector(
@@ -116,7 +110,6 @@ def engine_ensemble(warmup: int) -> EnsembleDetector:
 
 DETECTORS: dict[str, Callable[[int], Any]] = {
     **NAB_DETECTORS,
-    "forecast_engine": engine_forecast,
     "ensemble_engine": engine_ensemble,
     "river_hst": lambda warmup: river_hst(),
     "windowed_gaussian": lambda warmup: WindowedGaussian(),

@@ -42,7 +42,7 @@ from array import array
 from bisect import bisect_left, bisect_right, insort
 from typing import Any
 
-__all__ = ["AnomalyDetector"]
+__all__ = ["AnomalyDetector", "engine_forecast"]
 
 _SQRT2 = math.sqrt(2.0)
 _LN10 = math.log(10.0)
@@ -589,3 +589,15 @@ class AnomalyDetector:
                              self.blocks),
             "profile_bins": (profile_bins, 288 + 336),
         }
+
+
+def engine_forecast(warmup: int = 15, seed: int = 0) -> AnomalyDetector:
+    """The forecast detector as the engine's watches run it, sized for one live metric (a
+    room has nine): no refractory damping (the incident tracker deduplicates), no daily or
+    weekly profiles (a live session lasts hours, they need 1.5 days), shorter memories.
+
+    >>> engine_forecast().size()["history"]
+    (0, 300)
+    """
+    return AnomalyDetector(seed=seed, warmup=warmup, refractory=0, errors=128, history=300,
+                           blocks=64, seasonal=False)

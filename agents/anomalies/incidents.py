@@ -2,8 +2,9 @@
 
 Pure Python (no Faust). :class:`IncidentTracker` turns per-sample scores (the
 :class:`Signal` lists of :mod:`agents.anomalies.watches`) into incidents: one open incident
-per scope at a time, opened after ``open_after`` consecutive samples scoring at least
-``open_score``, resolved when every score stayed below ``close_score`` for ``quiet_s``
+per scope at a time, opened once samples scoring at least ``open_score`` have lasted
+``confirm_s`` seconds (each sample stands for the ``sample_s`` after it), resolved when
+every score stayed below ``close_score`` for ``quiet_s``
 (hysteresis). Each incident yields exactly one ``open`` and one ``resolved`` record
 (``anomaly.v1``) with the same ``anomaly_id``. User incidents **coalesce**: a user who
 would open one while a user incident of the same primary metric is open joins it (a bot
@@ -11,7 +12,7 @@ flood of 50 accounts is one alert, named after the first bot, that resolves once
 has been anomalous for ``quiet_s``). Severities and the English / Chinese explanations of
 the records are here too.
 
->>> tracker = IncidentTracker(open_after=2, quiet_s=2.0)
+>>> tracker = IncidentTracker(confirm_s=2.0, quiet_s=2.0)
 >>> high = [Signal("leave_rate", 20.0, 0.1, 1.5, 0.99)]
 >>> [r["status"] for t in range(4) for r in tracker.observe("room", "r1", high, t * 1000)]
 ['open']
@@ -159,8 +160,11 @@ class IncidentTracker:
     open_score, close_score
         A sample counts as anomalous at ``open_score`` or more; an open incident stays
         open while some metric of its scope scores ``close_score`` or more.
-    open_after
-        Consecutive anomalous samples before an incident opens.
+    confirm_s, sample_s
+        An incident opens once consecutive anomalous samples span ``confirm_s`` seconds,
+        a sample standing for the ``sample_s`` seconds after it (the watchers sample once a
+        second: two samples; a source sampled every 5 minutes: its first anomalous sample).
+        Time, not a count, so a one-second blip opens nothing at any sampling rate.
     quiet_s
         Seconds (of the scope's sample clock) every score must stay below ``close_score``
         before the incident resolves.
@@ -180,7 +184,8 @@ class IncidentTracker:
     """
 
     def __init__(self, *, open_score: float = 0.9, close_score: float = 0.5,
-                 open_after: int = 2, quiet_s: float = 5.0, critical_after_s: float = 30.0,
+                 confirm_s: float = 2.0, sample_s: float = 1.0, quiet_s: float = 5.0,
+                 critical_after_s: float = 30.0,
                  max_scopes: int = 10_000, max_resolved: int = 200,
                  coalesce: Iterable[str] = ("user",),
                  clock: Callable[[], int] = wall_ms) -> None:
@@ -188,7 +193,8 @@ class IncidentTracker:
             raise ValueError("need 0 <= close_score <= open_score <= 1")
         self.open_score = open_score
         self.close_score = close_score
-        self.open_after = max(1, open_after)
+        self.confirm_ms = int(confirm_s * 1000)
+        self.sample_ms = int(sample_s * 1000)
         self.quiet_ms = int(quiet_s * 1000)
         self.critical_after_s = critical_after_s
         self.max_scopes = max_scopes
@@ -221,7 +227,7 @@ class IncidentTracker:
                 if state.streak == 0:
                     state.streak_start = ts
                 state.streak += 1
-                if state.streak >= self.open_after:
+                if ts - state.streak_start + self.sample_ms >= self.confirm_ms:
                     assert top is not None
                     group = self._group_for(scope, top, signals)
                     if group is None:

@@ -55,18 +55,18 @@ DETECTOR_WARMUP = 15  # samples (seconds) before a room or system metric may ala
 def default_detector() -> Detector:
     """The shared detector, sized for one live metric (a room has nine): no refractory
     damping (the tracker deduplicates), no daily/weekly profiles (a live session lasts hours,
-    they need 1.5 days), shorter calibration memories. About 28 KB each instead of 90 KB."""
-    from online_models.anomaly import AnomalyDetector
+    they need 1.5 days), shorter calibration memories
+    (:func:`online_models.anomaly.engine_forecast`). About 16 KB each."""
+    from online_models.anomaly import engine_forecast
 
-    return AnomalyDetector(seed=0, warmup=DETECTOR_WARMUP, refractory=0, errors=128,
-                           history=300, blocks=64, seasonal=False)
+    return engine_forecast(warmup=DETECTOR_WARMUP)
 
 
 def fast_detector() -> Detector:
     """:func:`online_models.anomaly_ensemble.fast_ensemble` (the forecast and contextual
     detectors, calibrated maximum) as ``livepulse eval nab --detector fast_engine`` scores
     it: no refractory damping (the tracker deduplicates; damping would hold the second of
-    ``open_after`` samples below the open score). About 100 KB each."""
+    two samples below the open score). About 100 KB each."""
     from online_models.anomaly_ensemble import fast_ensemble
 
     return fast_ensemble(warmup=DETECTOR_WARMUP, refractory=0)

@@ -54,10 +54,11 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from online_models.anomaly import AnomalyDetector
+from online_models.anomaly import AnomalyDetector, engine_forecast
 from online_models.anomaly_cad import ContextAnomalyDetector
 from online_models.anomaly_ensemble import EnsembleDetector, fast_ensemble
 
@@ -320,6 +321,7 @@ DETECTORS: dict[str, Callable[[int], Any]] = {
     "fast": lambda warmup: fast_ensemble(warmup),
     "fast_engine": lambda warmup: fast_ensemble(warmup, refractory=0),
     "forecast_r0": lambda warmup: AnomalyDetector(warmup=warmup, seed=0, refractory=0),
+    "forecast_engine": lambda warmup: engine_forecast(warmup),
 }
 """``--detector`` names: a factory of a fresh detector given its warm-up (the probation)."""
 
@@ -484,49 +486,66 @@ def leave_one_group_out(corpus: Sequence[Series],
 # --------------------------------------------------------------------------- as the engine alerts
 
 
-ENGINE_RULE = {"open_after": 2, "close": 0.5, "quiet": 5}
-"""The engine's incident rule in samples (the defaults of
-``agents.anomalies.incidents.IncidentTracker``, which samples once a second): an incident
-opens after ``open_after`` consecutive scores at or above the threshold, and resolves once
-every score stayed below ``close`` for ``quiet`` samples."""
+ENGINE_RULE = {"open": 0.9, "confirm_s": 2.0, "close": 0.5, "quiet_s": 5.0}
+"""The engine's incident rule (the defaults of ``agents.anomalies.incidents.IncidentTracker``,
+whose watchers sample once a second): an incident opens once scores at or above ``open`` have
+lasted ``confirm_s`` seconds (a sample stands for the interval after it: two samples a
+second apart, one NAB row of 5 minutes), and resolves once every score stayed below
+``close`` for ``quiet_s`` seconds. ``open`` is the engine's threshold at one sample a
+second; on NAB the open threshold is chosen leave-one-group-out instead (a score is a
+per-sample tail probability, and NAB's rows are minutes to an hour apart)."""
 
 THRESHOLDS = tuple(round(0.01 * k, 2) for k in range(100, 0, -1))
 """Open thresholds swept when detections are incident openings (highest first)."""
 
 
-def incident_opens(scores: Sequence[float], threshold: float, *, open_after: int = 2,
-                   close: float = 0.5, quiet: int = 5) -> list[int]:
+def incident_opens(scores: Sequence[float], threshold: float, *,
+                   times: Sequence[float] | None = None, sample_s: float = 1.0,
+                   confirm_s: float = 2.0, close: float = 0.5,
+                   quiet_s: float = 5.0) -> list[int]:
     """Rows at which the engine's incident tracker would open an incident on ``scores``
-    (one metric, one sample a row), opening at ``threshold`` (``close`` is capped at it).
+    (one metric; row ``i`` sampled at ``times[i]`` seconds, by default ``i * sample_s``),
+    opening at ``threshold`` (``close`` is capped at it).
 
     A detector's repeated high scores during one event are one incident, not one alarm each:
     this is how the engine deduplicates, instead of a refractory period in the detector.
 
     >>> incident_opens([0, .95, .96, .6, .2, .2, .2, .2, .2, .2, .97, .98], 0.9)
     [2, 11]
-    >>> incident_opens([0, .95, 0, .95, 0], 0.9), incident_opens([0, .95, 0], 0.9, open_after=1)
+    >>> incident_opens([0, .95, 0, .95, 0], 0.9), incident_opens([0, .95, 0], 0.9, sample_s=300)
     ([], [1])
     """
     close = min(close, threshold)
+    at = times if times is not None else [i * sample_s for i in range(len(scores))]
     opens: list[int] = []
-    streak, is_open, quiet_since = 0, False, -1
+    start, is_open, quiet_since = None, False, None
     for i, score in enumerate(scores):
         if not is_open:
             if score >= threshold:
-                streak += 1
-                if streak >= open_after:
+                start = at[i] if start is None else start
+                if at[i] - start + sample_s >= confirm_s:
                     opens.append(i)
-                    is_open, streak, quiet_since = True, 0, -1
+                    is_open, start, quiet_since = True, None, None
             else:
-                streak = 0
+                start = None
         elif score >= close:
-            quiet_since = -1
+            quiet_since = None
         else:
-            if quiet_since < 0:
-                quiet_since = i
-            if i - quiet_since >= quiet:
+            quiet_since = at[i] if quiet_since is None else quiet_since
+            if at[i] - quiet_since >= quiet_s:
                 is_open = False
     return opens
+
+
+def sample_times(series: Series) -> tuple[list[float] | None, float]:
+    """A file's row times in seconds from its first row, and its usual row interval (the
+    median step), which each row stands for."""
+    if not series.times:
+        return None, 1.0
+    first = series.times[0]
+    at = [(t - first).total_seconds() for t in series.times]
+    steps = sorted(b - a for a, b in pairwise(at) if b > a)
+    return at, steps[len(steps) // 2] if steps else 1.0
 
 
 def incident_table(corpus: Sequence[Series], scores: Sequence[Sequence[float]],
@@ -534,16 +553,21 @@ def incident_table(corpus: Sequence[Series], scores: Sequence[Sequence[float]],
                    thresholds: Sequence[float] = THRESHOLDS,
                    rule: dict[str, Any] | None = None) -> list[dict[str, list[float]]]:
     """Per file and profile, the raw NAB score at each of ``thresholds`` when the detections
-    are the incident openings (:func:`incident_opens`, ``rule`` default :data:`ENGINE_RULE`)."""
-    rule = ENGINE_RULE if rule is None else rule
+    are the incident openings (:func:`incident_opens`, ``rule`` default :data:`ENGINE_RULE`
+    but for its ``open``, with the file's row times and interval)."""
+    rule = dict(ENGINE_RULE if rule is None else rule)
+    rule.pop("open")
     table = []
     for series, file_scores, file_ids in zip(corpus, scores, window_ids(corpus), strict=True):
         rows = sweep(series, file_scores, file_ids[0] if file_ids else 0)
         skipped = len(file_scores) - len(rows)   # the probation
+        at, step = sample_times(series)
         line: dict[str, list[float]] = {profile: [] for profile in profiles}
         for threshold in thresholds:
             opened = [rows[i - skipped]
-                      for i in incident_opens(file_scores, threshold, **rule) if i >= skipped]
+                      for i in incident_opens(file_scores, threshold, times=at, sample_s=step,
+                                              **rule)
+                      if i >= skipped]
             for profile, costs in profiles.items():
                 line[profile].append(file_score(opened, file_ids, -math.inf, costs)[0])
         table.append(line)

@@ -43,7 +43,7 @@ def run(tracker: IncidentTracker, scores: list[list[Signal]], scope: str = "room
 
 # ---------------------------------------------------------------------- tracker
 def test_a_sustained_anomaly_is_one_open_and_one_resolved_record() -> None:
-    tracker = IncidentTracker(open_after=2, quiet_s=5.0)
+    tracker = IncidentTracker(confirm_s=2.0, quiet_s=5.0)
     records = run(tracker, [[high()]] * 30 + [[]] * 10)
     assert [r["status"] for r in records] == ["open", "resolved"]
     opened, resolved = records
@@ -59,7 +59,7 @@ def test_a_sustained_anomaly_is_one_open_and_one_resolved_record() -> None:
 
 
 def test_a_single_spike_opens_nothing() -> None:
-    tracker = IncidentTracker(open_after=2)
+    tracker = IncidentTracker(confirm_s=2.0)
     assert run(tracker, [[high()], [], [high()], [], [high(score=0.5)]]) == []
     assert not tracker.scopes
 
@@ -67,7 +67,7 @@ def test_a_single_spike_opens_nothing() -> None:
 def test_hysteresis_keeps_a_flapping_incident_open() -> None:
     """Scores between the thresholds, or dipping below for less than the quiet period, do
     not close the incident; only a full quiet period does."""
-    tracker = IncidentTracker(open_score=0.9, close_score=0.5, open_after=2, quiet_s=5.0)
+    tracker = IncidentTracker(open_score=0.9, close_score=0.5, confirm_s=2.0, quiet_s=5.0)
     flapping = [[high()], [high()]] + [[high(score=0.6)], [high(score=0.1)]] * 10
     samples = flapping + [[high(score=0.95)]] + [[high(score=0.2)]] * 10
     emitted = [(second, r["status"]) for second, signals in enumerate(samples)
@@ -78,7 +78,7 @@ def test_hysteresis_keeps_a_flapping_incident_open() -> None:
 
 
 def test_metrics_of_one_scope_join_one_incident_named_by_the_strongest() -> None:
-    tracker = IncidentTracker(open_after=2)
+    tracker = IncidentTracker(confirm_s=2.0)
     both = [high("leave_rate", 0.95, 30.0), high("viewers", 0.999, 40.0),
             Signal("like_rate", 3.0, 1.0, 5.0, 0.0)]
     records = run(tracker, [both] * 5 + [[]] * 6)
@@ -92,16 +92,16 @@ def test_metrics_of_one_scope_join_one_incident_named_by_the_strongest() -> None
 
 
 def test_severity_grows_with_score_and_duration() -> None:
-    tracker = IncidentTracker(open_after=2, quiet_s=2.0, critical_after_s=30.0)
+    tracker = IncidentTracker(confirm_s=2.0, quiet_s=2.0, critical_after_s=30.0)
     records = run(tracker, [[high(score=0.999)]] * 40 + [[]] * 3)
     assert [(r["status"], r["severity"]) for r in records] == [("open", "warning"),
                                                                 ("resolved", "critical")]
-    mild = run(IncidentTracker(open_after=2, quiet_s=2.0), [[high(score=0.92)]] * 5 + [[]] * 3)
+    mild = run(IncidentTracker(confirm_s=2.0, quiet_s=2.0), [[high(score=0.92)]] * 5 + [[]] * 3)
     assert {r["severity"] for r in mild} == {"info"}
 
 
 def test_tracked_scopes_are_bounded_and_an_evicted_incident_is_resolved() -> None:
-    tracker = IncidentTracker(open_after=1, max_scopes=3, coalesce=())
+    tracker = IncidentTracker(confirm_s=1.0, max_scopes=3, coalesce=())
     records = []
     for i in range(5):
         records += [valid(r) for r in tracker.observe("user", f"u{i}", [high()], T0)]
@@ -115,7 +115,7 @@ def test_tracked_scopes_are_bounded_and_an_evicted_incident_is_resolved() -> Non
 def test_a_flood_of_bots_is_one_incident_that_resolves_when_the_last_bot_stops() -> None:
     """Three bots flagged a few seconds apart join the first one's incident; it reports the
     peak rate of any of them and resolves 5 s after the last one went quiet."""
-    tracker = IncidentTracker(open_after=2, quiet_s=5.0)
+    tracker = IncidentTracker(confirm_s=2.0, quiet_s=5.0)
     stops = {"bot-1": 20, "bot-2": 30, "bot-3": 25}
     starts = {"bot-1": 0, "bot-2": 3, "bot-3": 4}
     rates = {"bot-1": 10.0, "bot-2": 14.0, "bot-3": 12.0}
@@ -141,7 +141,7 @@ def test_a_flood_of_bots_is_one_incident_that_resolves_when_the_last_bot_stops()
 
 
 def test_coalesced_members_are_bounded_and_counted() -> None:
-    tracker = IncidentTracker(open_after=1, quiet_s=2.0)
+    tracker = IncidentTracker(confirm_s=1.0, quiet_s=2.0)
     for i in range(50):
         tracker.observe("user", f"bot-{i:02d}", [high("click_rate")], T0)
     (incident,) = tracker.open_incidents("user")
@@ -159,7 +159,7 @@ def test_coalesced_members_are_bounded_and_counted() -> None:
 def test_users_anomalous_on_other_metrics_open_their_own_incident() -> None:
     """Coalescing needs a shared metric: a fast clicker and a user with impossible
     sequences are two incidents; rooms never coalesce."""
-    tracker = IncidentTracker(open_after=1)
+    tracker = IncidentTracker(confirm_s=1.0)
     records = run(tracker, [[high("click_rate")]], scope="user", scope_id="bot-1")
     records += run(tracker, [[high("impossible_sequences", value=9.0)]], scope="user",
                    scope_id="u7")
@@ -173,7 +173,7 @@ def test_users_anomalous_on_other_metrics_open_their_own_incident() -> None:
 
 
 def test_evicting_one_member_keeps_the_flood_open() -> None:
-    tracker = IncidentTracker(open_after=1, max_scopes=3)
+    tracker = IncidentTracker(confirm_s=1.0, max_scopes=3)
     records = []
     for i in range(4):
         records += tracker.observe("user", f"bot-{i}", [high("click_rate")], T0)
@@ -183,7 +183,7 @@ def test_evicting_one_member_keeps_the_flood_open() -> None:
 
 
 def test_closing_a_scope_resolves_its_incident_and_alerts_show_both_states() -> None:
-    tracker = IncidentTracker(open_after=1)
+    tracker = IncidentTracker(confirm_s=1.0)
     run(tracker, [[high()]] * 3)
     alerts = tracker.alerts("room", "r1", since=T0)
     assert [a["status"] for a in alerts] == ["open"]

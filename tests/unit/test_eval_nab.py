@@ -220,40 +220,49 @@ def test_cli_reports_leave_one_group_out_beside_all_files(
 
 
 def test_incident_openings_are_the_engine_trackers(tmp_path: Path) -> None:
-    """incident_opens follows agents.anomalies.incidents.IncidentTracker (one sample a
-    second, its defaults) on random score streams."""
+    """incident_opens follows agents.anomalies.incidents.IncidentTracker (its defaults) on
+    random score streams: sampled once a second as the watchers do, and every 5 minutes with
+    gaps as NAB's rows are (where one anomalous row lasts long enough to open)."""
     import random
 
     from agents.anomalies.incidents import IncidentTracker, Signal
 
     rng = random.Random(5)
-    for _ in range(30):
-        scores = [rng.choice([0.0, 0.3, 0.55, 0.92, 0.97]) for _ in range(300)]
-        tracker = IncidentTracker(clock=lambda: 0)
-        opened = [second for second, score in enumerate(scores)
-                  for record in tracker.observe("room", "r", [Signal("x", 1.0, 0.0, 1.0, score)],
-                                                second * 1000)
-                  if record["status"] == "open"]
-        assert eval_nab.incident_opens(scores, tracker.open_score) == opened
-        engine = {"open_after": tracker.open_after, "close": tracker.close_score,
-                  "quiet": tracker.quiet_ms // 1000}
-        assert engine == eval_nab.ENGINE_RULE
+    for sample_s, gaps in ((1.0, (1,)), (300.0, (1, 1, 1, 2, 7))):
+        for _ in range(30):
+            scores = [rng.choice([0.0, 0.3, 0.55, 0.92, 0.97]) for _ in range(300)]
+            times = [0.0]
+            for _ in scores[1:]:
+                times.append(times[-1] + sample_s * rng.choice(gaps))
+            tracker = IncidentTracker(clock=lambda: 0, sample_s=sample_s)
+            opened = [row for row, (score, at) in enumerate(zip(scores, times, strict=True))
+                      for record in tracker.observe(
+                          "room", "r", [Signal("x", 1.0, 0.0, 1.0, score)], int(at * 1000))
+                      if record["status"] == "open"]
+            assert eval_nab.incident_opens(scores, tracker.open_score, times=times,
+                                           sample_s=sample_s,
+                                           close=tracker.close_score) == opened
+            assert opened
+    engine = IncidentTracker()
+    rule = {"open": engine.open_score, "confirm_s": engine.confirm_ms / 1000,
+            "close": engine.close_score, "quiet_s": engine.quiet_ms / 1000}
+    assert rule == eval_nab.ENGINE_RULE
 
 
 def test_incident_scoring_counts_one_detection_per_incident(tmp_path: Path) -> None:
     tree = write_tree(tmp_path, {"g1/a.csv": [WINDOW], "g2/b.csv": [WINDOW]})
     corpus = load_corpus(tree)
     profiles = load_profiles(tree)
-    # a window found by two high scores, then an event after it that stays high for 10 rows:
-    # one incident (one false positive), where row-wise scoring counts ten
+    # a window found by two high scores (5-minute rows: the first opens), then an event after
+    # it that stays high for 10 rows: one incident (one false positive), where row-wise
+    # scoring counts ten
     one = [0.0] * ROWS
     one[WINDOW[0]] = one[WINDOW[0] + 1] = 0.95
     for row in range(80, 90):
         one[row] = 0.95
     logo = eval_nab.leave_one_group_out_incidents(corpus, [one, one], profiles)
-    fp = scaled_sigmoid(abs(81 - WINDOW[1]) / (WINDOW[1] - WINDOW[0])) * FP_WEIGHT
-    found = scaled_sigmoid(-(WINDOW[1] - WINDOW[0]) / (WINDOW[1] - WINDOW[0] + 1))
-    found /= scaled_sigmoid(-1.0)
+    fp = scaled_sigmoid(abs(80 - WINDOW[1]) / (WINDOW[1] - WINDOW[0])) * FP_WEIGHT
+    found = 1.0   # at the window's first row
     assert logo["groups"]["g1"]["raw"]["standard"] == pytest.approx(found + fp, abs=1e-3)
     assert logo["groups"]["g1"]["thresholds"]["standard"] == 0.95
     rowwise = score_corpus(corpus, [one, one], profiles, {"standard": 0.95,

@@ -134,7 +134,7 @@ def test_delayed_labels_forget_pending_and_held_examples() -> None:
 
 
 def test_anomaly_watch_forgets_a_user_and_their_incidents() -> None:
-    monitor = AnomalyMonitor(tracker=IncidentTracker(open_after=1, quiet_s=60))
+    monitor = AnomalyMonitor(tracker=IncidentTracker(confirm_s=1.0, quiet_s=60))
     hot = [Signal("clicks_per_s", 0.999, 50.0, 0.0, 1.0)]
     for user in ("bot-1", "bot-2"):
         monitor.users.note(user, "click", 1_000)
