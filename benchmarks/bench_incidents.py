@@ -14,7 +14,7 @@ The simulator's records go through the same pure parts the worker runs (``RoomSt
 
 ``--detector ensemble`` runs every watch on
 :class:`~online_models.anomaly_ensemble.EnsembleDetector`: the engine's detector
-(:func:`agents.anomalies.watches.default_detector`) and a calibrated
+(:func:`agents.anomalies.watches.forecast_detector`) and a calibrated
 :class:`~online_models.anomaly_cad.ContextAnomalyDetector`, maximum of the two.
 
 ``--detector fast``: :func:`agents.anomalies.watches.fast_detector`
@@ -35,10 +35,12 @@ import orjson
 
 from agents.anomalies.monitor import AnomalyMonitor
 from agents.anomalies.watches import (
+    DEFAULT_DETECTOR,
     DETECTOR_WARMUP,
     DetectorFactory,
     default_detector,
     fast_detector,
+    forecast_detector,
 )
 from agents.rooms.state import RoomState
 from online_models.anomaly_cad import ContextAnomalyDetector
@@ -106,13 +108,13 @@ ENGINE_BINS = 256
 def ensemble_detector() -> EnsembleDetector:
     """The engine's detector and a contextual one (small table: one live metric)."""
     return EnsembleDetector(
-        [(default_detector(), False),
+        [(forecast_detector(), False),
          (ContextAnomalyDetector(warmup=DETECTOR_WARMUP, rest=0, capacity=ENGINE_CAPACITY),
           True)],
         warmup=DETECTOR_WARMUP, bins=ENGINE_BINS)
 
 
-FACTORIES: dict[str, DetectorFactory] = {"forecast": default_detector,
+FACTORIES: dict[str, DetectorFactory] = {"forecast": forecast_detector,
                                          "ensemble": ensemble_detector,
                                          "fast": fast_detector}
 
@@ -181,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seeds", default="7,8,9")
     parser.add_argument("--normal-s", type=float, default=1800.0)
     parser.add_argument("--rate", type=float, default=300.0)
-    parser.add_argument("--detector", choices=sorted(FACTORIES), default="forecast")
+    parser.add_argument("--detector", choices=sorted(FACTORIES), default=DEFAULT_DETECTOR)
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     factory = FACTORIES[args.detector]

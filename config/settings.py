@@ -296,9 +296,9 @@ class Settings:
     )
     # --- anomaly watches
     anomaly_detector: str = _setting(
-        "forecast", "Detector of every anomaly watch (`agents.anomalies.watches.DETECTORS`): "
-        "`forecast` (16 KB per metric) or `fast` (forecast + contextual ensemble, NAB "
-        "leave-one-group-out as the engine alerts in README; about 100 KB per metric). "
+        "fast", "Detector of every anomaly watch (`agents.anomalies.watches.DETECTORS`): "
+        "`fast` (forecast + contextual ensemble; NAB leave-one-group-out as the engine "
+        "alerts 65.28; about 100 KB per metric) or `forecast` (16 KB per metric; 51.68). "
         "Snapshots of the other detector are not restored (cold start)."
     )
     # --- promo triggers

@@ -101,7 +101,9 @@ class AnomalyMonitor:
             raise ValueError(f"not a detector state: {error!r}") from error
         if not ok:
             raise ValueError("not a detector state")
-        kind = state.get("detector", default_detector.__name__)   # older snapshots: forecast
+        # snapshots older than the kind field held forecast detectors, later "default_detector"
+        kind = state.get("detector", "forecast_detector")
+        kind = "forecast_detector" if kind == "default_detector" else kind
         if kind != self.detector_kind:
             raise ValueError(f"detectors of {kind!r}, this monitor runs {self.detector_kind!r}")
         self.rooms.restore_learned(state["rooms"])

@@ -52,8 +52,9 @@ DetectorFactory = Callable[[], Detector]
 DETECTOR_WARMUP = 15  # samples (seconds) before a room or system metric may alarm
 
 
-def default_detector() -> Detector:
-    """The shared detector, sized for one live metric (a room has nine): no refractory
+def forecast_detector() -> Detector:
+    """The forecast detector (``LIVEPULSE_ANOMALY_DETECTOR=forecast``), sized for one live
+    metric (a room has nine): no refractory
     damping (the tracker deduplicates), no daily/weekly profiles (a live session lasts hours,
     they need 1.5 days), shorter calibration memories
     (:func:`online_models.anomaly.engine_forecast`). About 16 KB each."""
@@ -66,14 +67,18 @@ def fast_detector() -> Detector:
     """:func:`online_models.anomaly_ensemble.fast_ensemble` (the forecast and contextual
     detectors, calibrated maximum) as ``livepulse eval nab --detector fast_engine`` scores
     it: no refractory damping (the tracker deduplicates; damping would hold the second of
-    two samples below the open score). About 100 KB each."""
+    two samples below the open score). The default. About 100 KB each."""
     from online_models.anomaly_ensemble import fast_ensemble
 
     return fast_ensemble(warmup=DETECTOR_WARMUP, refractory=0)
 
 
-DETECTORS: dict[str, DetectorFactory] = {"forecast": default_detector, "fast": fast_detector}
+DETECTORS: dict[str, DetectorFactory] = {"forecast": forecast_detector, "fast": fast_detector}
 """``LIVEPULSE_ANOMALY_DETECTOR`` values: the factory of every watch's detectors."""
+DEFAULT_DETECTOR = "fast"
+default_detector = DETECTORS[DEFAULT_DETECTOR]
+"""Why ``fast``: scored as the engine alerts (``livepulse eval nab --incidents``), it is the
+one at 65 or more leave-one-group-out (README, "The detectors and their NAB evaluation")."""
 
 
 # ---------------------------------------------------------------------- shared helpers

@@ -10,7 +10,12 @@ import pytest
 
 from agents.anomalies.monitor import AnomalyMonitor
 from agents.anomalies.snapshots import NAME, DetectorSnapshots
-from agents.anomalies.watches import DetectorFactory, default_detector, fast_detector
+from agents.anomalies.watches import (
+    DetectorFactory,
+    default_detector,
+    fast_detector,
+    forecast_detector,
+)
 from online_models.snapshot import SnapshotStore
 from streams.contracts import LiveEvent
 from tests.unit.test_anomalies import T0, SyntheticRoom
@@ -52,7 +57,7 @@ def warmed(tmp_path: Path, seconds: int = 300, factory: DetectorFactory = defaul
     return room, monitor, DetectorSnapshots(SnapshotStore(tmp_path), KEY)
 
 
-@pytest.mark.parametrize("factory", [default_detector, fast_detector])
+@pytest.mark.parametrize("factory", [forecast_detector, fast_detector])
 def test_restored_detectors_score_the_next_points_exactly_as_before(
         tmp_path: Path, factory: DetectorFactory) -> None:
     _, before, snaps = warmed(tmp_path, factory=factory)
@@ -140,11 +145,25 @@ async def test_a_forked_save_is_restorable(tmp_path: Path) -> None:
 def test_a_snapshot_of_the_other_detector_starts_cold(tmp_path: Path) -> None:
     """LIVEPULSE_ANOMALY_DETECTOR changed between runs: the other kind's detectors are not
     restored (they would keep running unseen), the watches start cold."""
-    _, monitor, snaps = warmed(tmp_path, seconds=30)
+    _, monitor, snaps = warmed(tmp_path, seconds=30, factory=forecast_detector)
     snaps.save(monitor)
     reasons: list[str] = []
     snaps.refused = reasons.append
     fast = AnomalyMonitor(system_id="w", detector_factory=fast_detector)
     assert snaps.restore(fast) == {} and reasons == ["payload"]
     assert fast.system.n == 0 and fast.rooms.restored == {}
-    assert snaps.restore(AnomalyMonitor(system_id="w"))["samples"] == monitor.system.n
+    again = AnomalyMonitor(system_id="w", detector_factory=forecast_detector)
+    assert snaps.restore(again)["samples"] == monitor.system.n
+
+
+def test_a_snapshot_from_before_the_kind_field_holds_forecast_detectors(
+        tmp_path: Path) -> None:
+    _, monitor, _ = warmed(tmp_path, seconds=30, factory=forecast_detector)
+    state = monitor.learned_state()
+    for legacy in ({k: v for k, v in state.items() if k != "detector"},
+                   {**state, "detector": "default_detector"}):
+        forecast = AnomalyMonitor(system_id="w", detector_factory=forecast_detector)
+        forecast.restore_learned(legacy)
+        assert forecast.system.n == monitor.system.n
+        with pytest.raises(ValueError, match="forecast_detector"):
+            AnomalyMonitor(system_id="w").restore_learned(legacy)
