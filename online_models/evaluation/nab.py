@@ -27,7 +27,7 @@ True
 
 Command line (``livepulse eval nab`` runs :func:`main`)::
 
-    livepulse eval nab --data /work/shared/datasets/nab [--scores-out DIR2]
+    livepulse eval nab --data /work/shared/datasets/nab [--scores-out DIR2]   # ensemble
     livepulse eval nab --data DIR --score-only DIR/reference-results/numenta
     livepulse eval nab --data DIR --holdout realAdExchange,artificialNoAnomaly
     livepulse eval nab --data DIR --detector forecast,cad,ensemble
@@ -666,10 +666,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--groups", default=None, help="comma-separated groups to use")
     parser.add_argument("--holdout", default=None,
                         help="comma-separated groups scored at thresholds tuned on the others")
-    parser.add_argument("--detector", default="forecast",
+    parser.add_argument("--detector", default="ensemble",
                         help=f"detector(s), comma-separated: {', '.join(DETECTORS)}; with "
                         "several, leave-one-group-out also picks the detector on the other "
-                        "groups")
+                        "groups. Default: ensemble, the best leave-one-group-out on the "
+                        "shared data (the engine runs fast_engine: add --incidents)")
     parser.add_argument("--incidents", action="store_true",
                         help="also score each detector as the engine alerts: the detections "
                         "are the incident tracker's openings (leave-one-group-out over open "
