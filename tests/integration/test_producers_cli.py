@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,11 @@ from tests.conftest import REPO, SHARED, require
 pytestmark = pytest.mark.integration
 
 
-async def count_records(bootstrap: str, topic: str) -> int:
+async def count_records(bootstrap: str, topic: str, expected: int = 0,
+                        timeout_s: float = 90.0) -> int:
+    """Records in ``topic``, read from the start (fetch high water, not ListOffsets: see
+    README): until ``expected`` have come and then 1 s without more (so extras count too),
+    or ``timeout_s`` (a loaded embedded broker can pause a fetch for seconds)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
     try:
@@ -27,12 +32,16 @@ async def count_records(bootstrap: str, topic: str) -> int:
         partitions = await partitions_of(consumer, [topic], 0)  # fresh metadata: Kafka too
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
-        idle = 0
-        while idle < 5:  # read to the end (fetch high water, not ListOffsets: see README)
+        deadline = time.monotonic() + timeout_s
+        last = time.monotonic()
+        while time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=200)
             got = sum(len(v) for v in batch.values())
             total += got
-            idle = 0 if got else idle + 1
+            if got:
+                last = time.monotonic()
+            elif total >= expected and time.monotonic() - last >= 1.0:
+                break
         return total
     finally:
         await consumer.stop()
@@ -50,9 +59,10 @@ def run_cli(args: list[str], broker: EmbeddedBroker, prefix: str) -> dict:
 def test_simulate_fills_the_input_topics(broker: EmbeddedBroker) -> None:
     stats = run_cli(["simulate", "--rate", "400", "--duration", "3", "--seed", "3"], broker,
                     "simcli")
-    live = asyncio.run(count_records(broker.bootstrap, "simcli.live-events"))
-    clicks = asyncio.run(count_records(broker.bootstrap, "simcli.clicks"))
-    catalog = asyncio.run(count_records(broker.bootstrap, "simcli.catalog"))
+    produced = stats["produced"]
+    live = asyncio.run(count_records(broker.bootstrap, "simcli.live-events", produced["live"]))
+    clicks = asyncio.run(count_records(broker.bootstrap, "simcli.clicks", produced["clicks"]))
+    catalog = asyncio.run(count_records(broker.bootstrap, "simcli.catalog", produced["catalog"]))
     assert live == stats["produced"]["live"] > 0
     assert clicks == stats["produced"]["clicks"] > 0
     assert catalog == stats["produced"]["catalog"] > 0
@@ -66,4 +76,4 @@ def test_replay_yoochoose_into_clicks(broker: EmbeddedBroker, tmp_path: Path) ->
     counts = run_cli(["replay", str(sample), "--speedup", "100000", "--max-rate", "4000"],
                      broker, "replaycli")
     assert counts["sent"] == 800
-    assert asyncio.run(count_records(broker.bootstrap, "replaycli.clicks")) == 800
+    assert asyncio.run(count_records(broker.bootstrap, "replaycli.clicks", 800)) == 800
