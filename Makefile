@@ -37,7 +37,7 @@ test: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/livepulse schemas --check
 	$(PY) -m dashboards.grafana_build --check
-	$(PY) -m pytest -p no:cacheprovider -rs --doctest-modules streams agents config online_models dashboards tests $(PYTEST_ARGS)
+	$(PY) -m pytest -p no:cacheprovider -rsx --doctest-modules streams agents config online_models dashboards tests $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) livepulse-data
