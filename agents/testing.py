@@ -219,13 +219,16 @@ class Harness:
         return self.users
 
     async def feed(self, topic: str, partition: int, values: Iterable[bytes | None],
-                   keys: Iterable[bytes | None] | None = None) -> None:
-        """Hand ``values`` to the topic's handler as one fetched batch of ``partition``."""
+                   keys: Iterable[bytes | None] | None = None, timestamp: int = 0) -> None:
+        """Hand ``values`` to the topic's handler as one fetched batch of ``partition``
+        (record ``timestamp``: when the broker took them, epoch ms; 0: unknown)."""
         topic = self.topic(topic)
         values = list(values)
         first = self._next_offset.get((topic, partition), 0)
         self._next_offset[(topic, partition)] = first + len(values)
         batch = records(topic, partition, values, first, keys)
+        for record in batch:
+            record.timestamp = timestamp
         await self.handler(topic).handle_batch(SimpleNamespace(topic=topic,
                                                                partition=partition), batch)
         await self.engine.outputs.drain()

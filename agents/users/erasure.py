@@ -2,8 +2,10 @@
 
 The request travels on the compacted input topic ``<prefix>.erasure`` (key user_id,
 contract ``erasure-request.v1``), so the worker that owns the user's partition -- the only
-one holding the user's state -- applies it, in order with the user's events, on the user
-pipeline (:meth:`Eraser.on_request`):
+one holding the user's state -- applies it on the user pipeline (:meth:`Eraser.on_request`,
+in the control agent: beside the user's events, not in order with them, so events of the
+user that predate the request but are read after it -- in flight, or read again after a
+restart -- are dropped and counted by the :class:`ErasureFence`):
 
 * profile: removed from the ``user-profiles`` table with a changelog tombstone (the
   compacted changelog's latest record for the key is null; a restart recovers nothing);
@@ -39,8 +41,8 @@ hour a durable state is kept). Every worker also follows
 the topic (:meth:`Eraser.follow`) and forgets the user in its model replica, which may hold
 users of partitions it owned before a rebalance.
 
-Events of the user that arrive later start a fresh profile (defaults: consent true, no
-history): erasure is not a block list. A user who also wants no personalization sends a
+Events of the user made and sent after the request start a fresh profile (defaults: consent
+true, no history): erasure is not a block list. A user who also wants no personalization sends a
 consent opt-out again. Records already emitted to output topics stay until those topics'
 retention deletes them; aggregates the user contributed to (room counts, item popularity,
 model weights) are not per-user data and stay.
@@ -227,6 +229,62 @@ def completions(records: Iterable[Any]) -> list[tuple[str, str, int]]:
     return found
 
 
+class ErasureFence:
+    """Events of erased users that predate their erasure but are read after it: the user
+    pipeline drops them (counted), so that events in flight when a request is applied, or
+    read again after a restart, do not bring the user back.
+
+    An event is covered when its event time or its arrival (its input record's timestamp)
+    is no later than the request's time; events after it start a fresh profile. Entries
+    are kept by the process's salted string hash, not the raw id, for an hour.
+
+    >>> fence, asked = ErasureFence(), now_ms()
+    >>> fence.add("u1", asked)
+    >>> fence.covers("u1", asked - 100, asked + 9), fence.covers("u1", asked + 9, 0)
+    (True, False)
+    >>> fence.covers("u1", asked + 9, asked - 1), fence.covers("u2", 0, 0), fence.dropped
+    (True, False, 2)
+    """
+
+    def __init__(self, kept: int = STATUS_KEPT, ttl_ms: int = STATUS_TTL_MS,
+                 counter: Counter | None = None) -> None:
+        self.kept = kept
+        self.ttl_ms = ttl_ms
+        self.counter = counter
+        self.dropped = 0
+        self._upto: OrderedDict[int, int] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._upto)
+
+    def add(self, user: str, upto_ms: int) -> None:
+        """``user`` was erased by a request made at ``upto_ms`` (epoch ms); a fence never
+        moves back."""
+        key = hash(user)
+        self._upto[key] = max(upto_ms, self._upto.pop(key, upto_ms))
+        oldest = now_ms() - self.ttl_ms
+        while self._upto and (len(self._upto) > self.kept
+                              or next(iter(self._upto.values())) < oldest):
+            self._upto.popitem(last=False)
+
+    def covers(self, user: str, event_ts: int, arrived_ms: int) -> bool:
+        """Whether the event (event time ``event_ts``, input record timestamp
+        ``arrived_ms``; 0 or less: unknown) predates an erasure of ``user``; counted."""
+        upto = self._upto.get(hash(user))
+        if upto is None or (event_ts > upto and not 0 < arrived_ms <= upto):
+            return False
+        self.dropped += 1
+        if self.counter is not None:
+            self.counter.inc()
+        return True
+
+
+def requested_at(request_ts: int, message: Any) -> int:
+    """When an erasure was requested: the later of the request's own ``ts`` and its
+    record's timestamp (epoch ms)."""
+    return max(request_ts, int(getattr(message, "timestamp", 0) or 0))
+
+
 def completion_headers(request_id: str | None) -> list[tuple[str, bytes]]:
     """The headers of the tombstone completing request ``request_id``."""
     return [(REQUEST_ID_HEADER, request_id.encode())] if request_id else []
@@ -275,6 +333,10 @@ class Eraser:
             "livepulse_erasure_completions_total", "Durable erasure requests tombstoned on "
             "the erasure topic by their owning worker (compaction then drops them).",
             registry=registry)
+        self.fence = ErasureFence(counter=Counter(
+            "livepulse_erasure_fenced_events_total", "Events of erased users dropped by the "
+            "user pipeline because they predate the erasure (read after it was applied: in "
+            "flight, or read again after a restart).", registry=registry))
 
     async def on_request(self, message: Any) -> None:
         """Forget the user of one erasure record; a tombstone (request done) is skipped."""
@@ -285,6 +347,8 @@ class Eraser:
         if record is None:
             return
         user = record.user_id
+        # first: the outputs flush below lets the user's in-flight events run meanwhile
+        self.fence.add(user, requested_at(record.ts, message))
         saved = self.profiles.get(user)
         member_of = saved.audiences if saved is not None else ()
         summary = self.forget(user, message.partition)
@@ -421,6 +485,7 @@ class Eraser:
             if self.anomalies is not None:
                 self.anomalies.forget_user(request.user_id)
             self.log.applied(request.user_id, request.request_id)
+            self.fence.add(request.user_id, requested_at(request.ts, record))
             applied += 1
         return applied
 
@@ -452,8 +517,11 @@ class Eraser:
         durable; return how many were re-applied. Completed requests (tombstones naming
         their request) answer ``done`` (:meth:`ErasureLog.completed`)."""
         records = list(records)
+        asked = {record.key: requested_at(0, record) for record in records
+                 if record.value is not None and isinstance(record.key, bytes)}
         for user, request_id, at in completions(records):
             self.log.completed(user, request_id, at)
+            self.fence.add(user, asked.get(user.encode(), at))
         applied = self.replay(records)
         if not applied:
             return 0
@@ -487,6 +555,7 @@ class Eraser:
             if isinstance(request, Rejection) or (
                     record.key is not None and record.key != request.user_id.encode()):
                 return  # as the user pipeline's admit: a key must be the user id
+            self.fence.add(request.user_id, requested_at(request.ts, record))
             held = self.models.forget(request.user_id)
             if any(held.values()):
                 self.log.applied(request.user_id, request.request_id)

@@ -30,7 +30,7 @@ from agents.rooms.portrait import NEXT_ROOM_MS, viewer_summary
 from agents.state import StateMetrics, WriteBehindTable, in_partition
 from agents.users.activity import source_of, unbatch
 from agents.users.audiences import PACKAGED_AUDIENCES, AudienceBook, AudienceError, Audiences
-from agents.users.erasure import Eraser
+from agents.users.erasure import Eraser, ErasureFence
 from agents.users.profile import WATCH_TIMEOUT_MS, UserProfile
 from agents.users.store import ProfileStore
 from online_models.snapshot import SnapshotError
@@ -134,6 +134,8 @@ class UserHandler:
         # kept the partition, whose open transaction (holding the first outputs) Faust
         # keeps and commits; after a crash the restored state is that of the offsets.
         self.resend = engine.settings.processing_guarantee != "exactly_once"
+        # events of erased users that predate the erasure (set by the eraser)
+        self.fence: ErasureFence | None = None
 
     async def handle_batch(self, tp: Any, records: list[Any]) -> None:
         started = time.perf_counter()
@@ -141,6 +143,7 @@ class UserHandler:
         counts: dict[str, int] = {}
         live = topic == self.names.user_activity
         handled = 0
+        fence = self.fence if self.fence else None  # empty: no per-event check
         with in_partition(partition, topic):
             received_at = now_ms()
             for rec in records:
@@ -156,6 +159,9 @@ class UserHandler:
                     counts[record.type] = counts.get(record.type, 0) + 1
                     if record.type == "purchase":
                         engine.metrics.count_purchase(topic, record)
+                    if fence is not None and fence.covers(record.user_id, record.ts,
+                                                          rec.timestamp):
+                        continue
                     self._event(record, False, partition, f"c{partition}", rec.offset,
                                 rec.offset)
                 except Exception as exc:
@@ -181,11 +187,15 @@ class UserHandler:
             engine.reject_record(topic, partition, rec.offset, rec.key, rec.value,
                                  Rejection("internal", str(exc)[:300]), now_ms())
             return 1
+        fence = self.fence if self.fence else None
         for part in parts:
             try:
                 # Validated once at ingest by the room pipeline: trusted, typed again cheaply.
                 record = to_record(LIVE_EVENT, part.body)
                 counts[record.type] = counts.get(record.type, 0) + 1
+                if fence is not None and fence.covers(record.user_id, record.ts,
+                                                      rec.timestamp):
+                    continue
                 source = source_of(part.body) or (None, None)
                 self._event(record, True, partition, *source, rec.offset)
             except Exception as exc:
@@ -353,6 +363,7 @@ def register(engine: Engine, catalog: Any, headlines: Any, promo: PromoTriggers,
     handler = UserHandler(engine, profiles, catalog, headlines, models, promo,
                           anomalies.note_user if anomalies is not None else None, interests,
                           audiences)
+    handler.fence = eraser.fence
     for name in (names.clicks, names.user_activity):
         engine.hooks.batch_handlers[name] = handler
     engine.hooks.routed_sources = (names.clicks, names.user_activity)  # profile routes

@@ -17,7 +17,8 @@
 * An erasure requested over HTTP is tombstoned by the owning worker once durable (the
   request id in a header); a restarted worker re-applies nothing and still answers ``done``.
 * Erasure survives a crash: the worker is killed with SIGKILL right after its erasure
-  acknowledgement and restarted from the same data and snapshot folders; no snapshot file
+  acknowledgement (the user's events sent just before the request still in flight) and
+  restarted from the same data and snapshot folders; no snapshot file
   holds the user, the restarted worker holds nothing (footprint 0, profile 404, no ``mf``
   reason) and Redis and ClickHouse stay without the user while traffic goes on (printed:
   ``FORGET-KILL ack_durable_s=…``).
@@ -605,6 +606,11 @@ def test_forget_then_sigkill_and_restart_keeps_the_user_forgotten(
     # a periodic snapshot taken now holds the user (what a restart restored before)
     wait_for(lambda: snapshots_holding(settings, gone)[0], timeout=30,
              what="a model snapshot holding the user")
+    # more of the user's events, sent just before the request: some are still in flight
+    # when the worker applies it (what CI once caught rebuilding the profile); they must
+    # not bring the user back
+    send(settings, [click(f"{gone}-late-{i}", "view", gone, f"s-{gone}", now_ms(),
+                          item_id=f"item-{rnd.randrange(12)}") for i in range(300)])
 
     forget = subprocess.Popen(
         [sys.executable, "-m", "agents.cli", "forget", gone, "--web", first.web_url,
@@ -628,7 +634,9 @@ def test_forget_then_sigkill_and_restart_keeps_the_user_forgotten(
             forget.wait(10)
     summary = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"stderr": err[-3000:]}
     print(f"\nFORGET-KILL ack_durable_s={ack_s:.3f} summary={summary}")
-    assert forget.returncode == 0 and summary["ok"] and summary["worker_ack"], summary
+    assert forget.returncode == 0 and summary["ok"] and summary["worker_ack"], (
+        summary, {what: get_json(user_url(second, gone, what))
+                  for what in ("footprint", "profile", "erasure")})
     assert summary["clickhouse"]["rows_left"] == 0, summary
 
     # the restarted worker: nothing held, nothing personal ranked, no profile (its answer

@@ -175,7 +175,9 @@ def erasure_harness(data_dir: Path) -> tuple[Any, Any]:
                         pseudonym_key="unit-pseudonym-key-0123456789abcdef")
     h = Harness(settings)
     h.models.restore()  # as agents.users.pipeline.register does at start
-    return h, Eraser(h.engine, h.profiles, h.models, h.promo, h.anomalies)
+    eraser = Eraser(h.engine, h.profiles, h.models, h.promo, h.anomalies)
+    h.users.fence = eraser.fence  # as register does
+    return h, eraser
 
 
 def feed_users(h: Any, users: list[str], tag: str = "") -> None:
@@ -365,3 +367,48 @@ def test_a_tombstone_the_broker_does_not_take_is_sent_again(tmp_path: Path) -> N
     assert asyncio.run(erase()) == 0
     assert [(r.key, r.value) for r in tombstones_sent(h)] == [(b"gone", None)]
     assert eraser.to_complete == {} and eraser.rounds.labels("ok")._value.get() == 1
+
+
+def click_values(user: str, tag: str, ts: int, count: int = 4) -> list[bytes]:
+    return [orjson.dumps({"event_id": f"{user}{tag}-{i}", "type": "view", "ts": ts + i,
+                          "user_id": user, "session_id": f"s-{user}{tag}",
+                          "item_id": "item-1"}) for i in range(count)]
+
+
+def test_events_that_predate_an_erasure_but_are_read_after_it_do_not_bring_the_user_back(
+        tmp_path: Path) -> None:
+    """CI found it: the erasure is applied by the control agent while the user's clicks,
+    sent before the request, were still in flight on the clicks agent; they rebuilt the
+    profile (and its Redis copy) after the acknowledgement. Events whose event time or
+    arrival predates the request are now dropped (counted); later ones start afresh, on
+    this worker and on one restarted from the erasure topic."""
+    h, eraser = erasure_harness(tmp_path)
+    before = h.now_ms() - 5_000
+    asyncio.run(h.feed("clicks", 0, click_values("gone", "-a", before)))
+    (message,) = erasure_records(h, [("gone", request("gone"))])
+    message.timestamp = h.now_ms()
+    asyncio.run(eraser.on_request(message))
+    assert h.profiles.get("gone") is None
+    # in flight: happened before the request; and arrived before it, dated in the future
+    asyncio.run(h.feed("clicks", 0, click_values("gone", "-b", before + 100)))
+    asyncio.run(h.feed("clicks", 0, click_values("gone", "-c", h.now_ms() + 60_000),
+                       timestamp=message.timestamp - 1))
+    asyncio.run(h.feed("clicks", 0, click_values("keeps", "-a", before)))  # not fenced
+    assert h.profiles.get("gone") is None and h.profiles.get("keeps") is not None
+    assert eraser.fence.dropped == 8
+    assert eraser.fence.counter._value.get() == 8
+    # after the request: a fresh profile
+    after = h.now_ms() + 1_000
+    asyncio.run(h.feed("clicks", 0, click_values("gone", "-d", after, count=1),
+                       timestamp=after))
+    assert h.profiles.get("gone").events == 1
+
+    # a restart re-reads the topic (request and the owner's tombstone): fenced again
+    restarted, reeraser = erasure_harness(tmp_path)
+    tombstone = erasure_records(restarted, [("gone", None)])[0]
+    tombstone.headers, tombstone.timestamp = [("request-id", b"req-gone")], h.now_ms() + 500
+    assert reeraser.restart([message, tombstone]) == 0
+    asyncio.run(restarted.feed("clicks", 0, click_values("gone", "-b", before + 100),
+                               timestamp=message.timestamp - 1))
+    assert restarted.profiles.get("gone") is None and reeraser.fence.dropped == 4
+    assert reeraser.status("gone")["state"] == "done"
