@@ -142,8 +142,7 @@ def severity_of(score: float, duration_s: float, critical_after_s: float = 30.0)
 
 @dataclass(slots=True)
 class _Scope:
-    streak: int = 0
-    streak_start: int = 0
+    streak_start: int | None = None  # first sample of the anomalous streak in progress
     incident: Incident | None = None  # shared by the members of a coalesced incident
     quiet_since: int | None = None    # this scope's own quiet period (members resolve together)
 
@@ -224,9 +223,8 @@ class IncidentTracker:
         incident = state.incident
         if incident is None:
             if top_score >= self.open_score:
-                if state.streak == 0:
+                if state.streak_start is None:
                     state.streak_start = ts
-                state.streak += 1
                 if ts - state.streak_start + self.sample_ms >= self.confirm_ms:
                     assert top is not None
                     group = self._group_for(scope, top, signals)
@@ -265,7 +263,7 @@ class IncidentTracker:
     def _join(self, incident: Incident, state: _Scope, scope_id: str,
               signals: Sequence[Signal], ts: int) -> None:
         state.incident = incident
-        state.streak = 0
+        state.streak_start = None
         state.quiet_since = None
         self.groups[incident.anomaly_id][1].add(scope_id)
         incident.n_members += 1
@@ -300,7 +298,7 @@ class IncidentTracker:
 
     def _open(self, state: _Scope, scope: str, scope_id: str, top: Signal,
               signals: Sequence[Signal], ts: int) -> dict[str, Any]:
-        first_seen = state.streak_start
+        first_seen = state.streak_start if state.streak_start is not None else ts
         incident = Incident(
             anomaly_id=f"{scope}:{scope_id}:{first_seen}", scope=scope, scope_id=scope_id,
             metric=top.metric, observed=top.observed, expected_low=top.expected_low,
@@ -313,7 +311,7 @@ class IncidentTracker:
         incident.severity = severity_of(top.score, (ts - first_seen) / 1000,
                                         self.critical_after_s)
         state.incident = incident
-        state.streak = 0
+        state.streak_start = None
         state.quiet_since = None
         if scope in self.coalesce:
             self.groups[incident.anomaly_id] = (incident, {scope_id})
@@ -447,7 +445,7 @@ class IncidentTracker:
             doomed[id(state.incident)] = state.incident
         for other in self.scopes.values():
             if other.incident is not None and id(other.incident) in doomed:
-                other.incident, other.streak, other.quiet_since = None, 0, None
+                other.incident, other.streak_start, other.quiet_since = None, None, None
         for anomaly_id in [a for a, (i, _) in self.groups.items() if id(i) in doomed]:
             del self.groups[anomaly_id]
         for _incident, members in self.groups.values():
