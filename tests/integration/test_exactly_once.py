@@ -75,6 +75,66 @@ async def committed_values(bootstrap: str, topic: str, idle_s: float = 3.0) -> l
     return values
 
 
+async def records_naming(bootstrap: str, topic: str, needles: set[str],
+                         isolation: str, idle_s: float = 2.0) -> list[tuple[int, int, str]]:
+    """(partition, offset, excerpt) of every record of ``topic`` whose value names one of
+    ``needles``, as a consumer of ``isolation`` level sees them."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                isolation_level=isolation, fetch_max_wait_ms=100)
+    await consumer.start()
+    found: list[tuple[int, int, str]] = []
+    try:
+        partitions = await partitions_of(consumer, [topic], 0)
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < idle_s:
+            batch = await consumer.getmany(timeout_ms=300)
+            for records in batch.values():
+                quiet_since = time.monotonic()
+                for r in records:
+                    text = (r.value or b"").decode("utf-8", "replace")
+                    hit = next((n for n in needles if f'"{n}"' in text), None)
+                    if hit is not None:
+                        at = text.find(f'"{hit}"')
+                        found.append((r.partition, r.offset, text[max(0, at - 60):at + 80]))
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = await partitions_of(consumer, [topic], 0)
+        return {tp.partition: await consumer.committed(tp) for tp in partitions}
+    finally:
+        await consumer.stop()
+
+
+def fate_of(bootstrap: str, names: Any, group: str, stream: Any, missing: set[str]) -> str:
+    """What became of the missing recommendations: their input events (topic, partition,
+    offset, and the group's committed offset there), the user-activity forwards naming them
+    and the recommendation records a ``read_uncommitted`` consumer sees (produced, then
+    aborted) beside those ``read_committed`` sees."""
+    async def gather() -> dict[str, Any]:
+        inputs = {topic for topic, body in stream.sent if body["event_id"] in missing}
+        out: dict[str, Any] = {}
+        for topic in sorted(inputs | {names.user_activity, names.recommendations}):
+            for isolation in ("read_uncommitted", "read_committed"):
+                out[f"{topic}/{isolation}"] = await records_naming(
+                    bootstrap, topic, missing, isolation)
+            out[f"{topic}/committed"] = await committed_offsets(bootstrap, group, topic)
+        return out
+
+    try:
+        return str(asyncio.run(gather()))
+    except Exception as exc:  # a diagnosis must not hide the report it belongs to
+        return f"(no diagnosis: {type(exc).__name__}: {exc})"
+
+
 def test_kill9_under_exactly_once_leaves_each_output_once_and_state_exact(
         broker: Any, worker_factory: Any, tmp_path: Path) -> None:
     settings = unique_settings(tmp_path, broker, **FAULT_SETTINGS,
@@ -116,8 +176,9 @@ def test_kill9_under_exactly_once_leaves_each_output_once_and_state_exact(
                 if any(m in orjson.dumps(d).decode() for m in missing)]
         bugs = suspect_lines((first, second))
         report = (f"recommendations missing for {sorted(missing)[:10]}; dead letters naming "
-                  f"them: {dead[:5]}; log lines: {bugs[:20]}; first worker's log tail: "
-                  f"{first.log()[-4000:]}")
+                  f"them: {dead[:5]}; their fate: "
+                  f"{fate_of(broker.bootstrap, names, settings.app_id, stream, missing)}; "
+                  f"log lines: {bugs[:20]}; first worker's log tail: {first.log()[-4000:]}")
         assert len(missing) <= KNOWN_LOSS_MAX, report
         known_early_loss(report)
 
@@ -128,7 +189,7 @@ def suspect_lines(workers: Any) -> list[str]:
 
 
 def check_recommendations(bootstrap: str, names: Any, stream: PacedStream,
-                          workers: Any = ()) -> int:
+                          workers: Any = (), group: str = "") -> int:
     """Each item event's recommendation seen exactly once by ``read_committed``; the count
     (a missing one is reported with the ``workers``' suspect log lines)."""
     expected = {body["event_id"] for topic, body in stream.sent
@@ -140,7 +201,8 @@ def check_recommendations(bootstrap: str, names: Any, stream: PacedStream,
     missing = expected - set(seen)
     assert set(seen) - expected == set(), sorted(set(seen) - expected)[:10]
     if missing:
-        report = (f"recommendations missing for {sorted(missing)[:10]}; log lines: "
+        report = (f"recommendations missing for {sorted(missing)[:10]}; their fate: "
+                  f"{fate_of(bootstrap, names, group, stream, missing)}; log lines: "
                   f"{suspect_lines(workers)[:20]}")
         assert len(missing) <= KNOWN_LOSS_MAX, report
         known_early_loss(report)
@@ -179,5 +241,6 @@ def test_rebalance_then_kill9_under_exactly_once(broker: Any, worker_factory: An
     assert "Traceback" not in joiner.log(), joiner.log()[-3000:]
     print(f"\nEOS rebalance+kill events_in={events_in} "
           f"duplicates_skipped={metric_sum(joiner, 'livepulse_duplicate_events_total'):.0f}")
-    recommended = check_recommendations(broker.bootstrap, names, stream, (first, joiner))
+    recommended = check_recommendations(broker.bootstrap, names, stream, (first, joiner),
+                                        settings.app_id)
     print(f"EOS rebalance+kill recommendations={recommended}")
