@@ -54,35 +54,13 @@ def known_early_loss(report: str) -> None:
     pytest.xfail(f"known exactly-once defect (an early recommendation lost): {report}")
 
 
-async def committed_values(bootstrap: str, topic: str, idle_s: float = 3.0) -> list[Any]:
-    """Every record of ``topic`` a ``read_committed`` consumer sees, until idle."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                isolation_level="read_committed", fetch_max_wait_ms=100)
-    await consumer.start()
-    values: list[Any] = []
-    try:
-        partitions = await partitions_of(consumer, [topic], 0)
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        quiet_since = time.monotonic()
-        while time.monotonic() - quiet_since < idle_s:
-            batch = await consumer.getmany(timeout_ms=300)
-            for records in batch.values():
-                values.extend(orjson.loads(r.value) for r in records)
-                quiet_since = time.monotonic()
-    finally:
-        await consumer.stop()
-    return values
-
-
-async def records_naming(bootstrap: str, topic: str, needles: set[str],
-                         isolation: str, idle_s: float = 2.0) -> list[tuple[int, int, str]]:
-    """(partition, offset, excerpt) of every record of ``topic`` whose value names one of
-    ``needles``, as a consumer of ``isolation`` level sees them."""
+async def read_all(bootstrap: str, topic: str, isolation: str = "read_committed",
+                   idle_s: float = 3.0) -> list[Any]:
+    """Every record of ``topic`` a consumer of ``isolation`` level sees, until idle."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 isolation_level=isolation, fetch_max_wait_ms=100)
     await consumer.start()
-    found: list[tuple[int, int, str]] = []
+    found: list[Any] = []
     try:
         partitions = await partitions_of(consumer, [topic], 0)
         consumer.assign(partitions)
@@ -91,15 +69,29 @@ async def records_naming(bootstrap: str, topic: str, needles: set[str],
         while time.monotonic() - quiet_since < idle_s:
             batch = await consumer.getmany(timeout_ms=300)
             for records in batch.values():
+                found.extend(records)
                 quiet_since = time.monotonic()
-                for r in records:
-                    text = (r.value or b"").decode("utf-8", "replace")
-                    hit = next((n for n in needles if f'"{n}"' in text), None)
-                    if hit is not None:
-                        at = text.find(f'"{hit}"')
-                        found.append((r.partition, r.offset, text[max(0, at - 60):at + 80]))
     finally:
         await consumer.stop()
+    return found
+
+
+async def committed_values(bootstrap: str, topic: str, idle_s: float = 3.0) -> list[Any]:
+    """Every record value of ``topic`` a ``read_committed`` consumer sees, until idle."""
+    return [orjson.loads(r.value) for r in await read_all(bootstrap, topic, idle_s=idle_s)]
+
+
+async def records_naming(bootstrap: str, topic: str, needles: set[str],
+                         isolation: str) -> list[tuple[int, int, str]]:
+    """(partition, offset, excerpt) of every record of ``topic`` whose value names one of
+    ``needles``, as a consumer of ``isolation`` level sees them."""
+    found = []
+    for r in await read_all(bootstrap, topic, isolation, idle_s=2.0):
+        text = (r.value or b"").decode("utf-8", "replace")
+        hit = next((n for n in needles if f'"{n}"' in text), None)
+        if hit is not None:
+            at = text.find(f'"{hit}"')
+            found.append((r.partition, r.offset, text[max(0, at - 60):at + 80]))
     return found
 
 
