@@ -144,6 +144,7 @@ class ModelHost:
         self.hits = _Window(HR_WINDOW)
         self.ranks = _Window(HR_WINDOW)
         self.learned = 0
+        self.empty = 0  # recommendations emitted with no items (nothing to rank)
         self.offsets: dict[str, int] = {}
         self.restored: dict[str, Any] = {}
         self.store = SnapshotStore(snapshot_dir(settings))
@@ -204,14 +205,16 @@ class ModelHost:
 
     def _recommendation(self, record: LiveEvent | ClickEvent, session: str,
                         profile_view: dict[str, Any], room_context: dict[str, Any] | None,
-                        personal: bool) -> Recommendation | None:
+                        personal: bool) -> Recommendation:
         user = record.user_id
         ranked = self.recommender.rank(self._rank_query(
             session, user, record.ts, profile_view, room_context, personal), k=self.k)
         self._remember(self.recent_recs, session, [r["item_id"] for r in ranked],
                        self.recent_recs_cap)
-        if not ranked:
-            return None
+        if not ranked:  # still one per item event (the contract): an empty top-K
+            self.empty += 1
+            if self.metrics is not None:
+                self.metrics.empty_recommendations.inc()
         return Recommendation(
             user_id=user, ts=int(time.time() * 1000), request_id=record.event_id,
             model_version=self.recommender.model_version, items=ranked,
@@ -329,6 +332,7 @@ class ModelHost:
             "recommender": {"model_version": self.recommender.model_version,
                             "hr@20": self.hits.mean(), "mrr@20": self.ranks.mean(),
                             "scored": self.hits.total, "learned": self.learned,
+                            "empty": self.empty,
                             **self.recommender.stats()},
             "propensity": self.propensity.metrics(),
             "leave_risk": self.leave_risk.metrics(),

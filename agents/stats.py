@@ -109,6 +109,10 @@ class EngineMetrics:
         self.model_info = Gauge(
             "livepulse_model_info", "Version of each online model (value 1).",
             ["model", "version"], registry=r)
+        self.empty_recommendations = Counter(
+            "livepulse_recommendations_empty_total", "Recommendations emitted with no items: "
+            "the recommender knew no item it may show the user (a cold model: only the "
+            "user's own or out-of-stock items).", registry=r)
         self.late_events = Counter(
             "livepulse_late_events_total", "Events that arrived after their insight window "
             "closed (kept in the running totals, not in the windows).", registry=r)

@@ -652,7 +652,8 @@ RECOMMENDATION = Contract(
         _f("ts", INTEGER, "Emission time, epoch ms.", required=True, **_NN),
         _f("request_id", STRING, "Unique id; the event id that caused it.", required=True),
         _f("model_version", STRING, "Model that ranked.", required=True),
-        _f("items", OBJECT_LIST, "Ranked items, best first.", required=True, items=_REC_ITEM),
+        _f("items", OBJECT_LIST, "Ranked items, best first (empty when the model knows no "
+           "item it may show the user).", required=True, items=_REC_ITEM),
         _f("room_id", STRING, "Live room context, if any."),
         _f("personalized", BOOLEAN, "False: ranked from non-personal signals only (session, "
            "room, trending, popular items), because the user opted out (consent false)."),

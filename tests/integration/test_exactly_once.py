@@ -36,11 +36,15 @@ BROKERS = ("kafka",)  # transactions: Apache Kafka only (Tansu refuses exactly_o
 
 ITEM_LIVE_KINDS = {"product_click", "add_to_cart", "purchase"}
 
-# Known defect, open: on full CI runs (not in ~20 loaded runs alone) one recommendation of
-# ~2,000 is missing under exactly-once, an early one (eo-47 in two runs, rb-1510 once), with
-# state exact, no dead letter and no duplicate; its root cause is not found yet (README,
-# "Enabling exactly_once"). Such a run is reported as an expected failure with what became
-# of the record; more than KNOWN_LOSS_MAX missing, a duplicate or a state mismatch fail.
+# Known defect, likely explained: on full CI runs (not in ~20 loaded runs alone) one
+# recommendation of ~2,000 was missing under exactly-once (eo-47 twice, rb-47 once, rb-1510
+# once), with state exact, no dead letter and no duplicate. The last report showed rb-47's
+# input consumed and committed and no recommendation record at all, not even aborted: event
+# 47 is a purchase, and when it is the first item event a recommender learns it ranks nothing
+# (the only item known is the one just bought), and such an event emitted no record. It
+# now emits an empty top-K (README, "Enabling exactly_once"). Until runs confirm it, a run
+# missing some is still reported as an expected failure with what became of the record;
+# more than KNOWN_LOSS_MAX missing, a duplicate or a state mismatch fail.
 KNOWN_LOSS_MAX = 2
 
 
@@ -156,8 +160,10 @@ def test_kill9_under_exactly_once_leaves_each_output_once_and_state_exact(
     seen = Counter(r["request_id"] for r in asyncio.run(
         committed_values(broker.bootstrap, names.recommendations)))
     twice = [k for k, n in seen.items() if n > 1]
+    empty = metric_sum(second, "livepulse_recommendations_empty_total")
     print(f"\nEOS events_in={events_in} recommendations={sum(seen.values())} "
-          f"distinct={len(seen)} expected={len(expected)} duplicates={len(twice)}")
+          f"distinct={len(seen)} expected={len(expected)} duplicates={len(twice)} "
+          f"empty_after_restart={empty:.0f}")
     assert not twice, f"{len(twice)} recommendations seen more than once: {twice[:10]}"
     assert set(seen) - expected == set(), sorted(set(seen) - expected)[:10]
     assert "Traceback" not in second.log(), second.log()[-3000:]
@@ -232,7 +238,8 @@ def test_rebalance_then_kill9_under_exactly_once(broker: Any, worker_factory: An
     assert accounted == events_in
     assert "Traceback" not in joiner.log(), joiner.log()[-3000:]
     print(f"\nEOS rebalance+kill events_in={events_in} "
-          f"duplicates_skipped={metric_sum(joiner, 'livepulse_duplicate_events_total'):.0f}")
+          f"duplicates_skipped={metric_sum(joiner, 'livepulse_duplicate_events_total'):.0f} "
+          f"joiner_empty={metric_sum(joiner, 'livepulse_recommendations_empty_total'):.0f}")
     recommended = check_recommendations(broker.bootstrap, names, stream, (first, joiner),
                                         settings.app_id)
     print(f"EOS rebalance+kill recommendations={recommended}")

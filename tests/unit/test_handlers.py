@@ -93,6 +93,20 @@ def test_user_batch_updates_profiles_and_emits_recommendations(h: Harness) -> No
     assert counted(h, "livepulse_events_in_total", topic=h.names.clicks, type="view") == 4
 
 
+def test_an_item_event_with_nothing_to_rank_still_gets_its_recommendation(
+        h: Harness) -> None:
+    """One recommendation per item event (the contract), also from a cold model: a purchase
+    as the first item event learned ranks nothing (the bought item is filtered), and its
+    record went missing from exactly-once CI runs. It carries an empty top-K, counted."""
+    run(h.feed("clicks", 0, [click("purchase", item="i1", price=20.0, quantity=1)]))
+    (rec,) = h.sent(h.names.recommendations)
+    assert rec["items"] == [] and rec["user_id"] == "u1"
+    assert counted(h, "livepulse_recommendations_empty_total") == 1
+    run(h.feed("clicks", 0, [click("view", user="u2", item="i2")]))
+    assert [r["items"] != [] for r in h.sent(h.names.recommendations)] == [False, True]
+    assert counted(h, "livepulse_recommendations_empty_total") == 1
+
+
 def test_a_redelivered_item_event_sends_its_recommendation_again(h: Harness) -> None:
     # Under exactly-once a redelivered event's first outputs were aborted with its
     # transaction; at-least-once may have lost them in the crash: same request id again.
